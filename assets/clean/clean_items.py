@@ -1,0 +1,31 @@
+"""clean_items: one row per catalog item, latest version wins; bad rows go to quarantined_items."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets.config import CleaningConfig
+from assets.reporting import figures_metadata, log_figures, md_table
+from assets.sqlfiles import run_sql
+from orchestration.resources import MlflowTracker
+
+
+@dg.asset(deps=["raw_items"], kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "silver"})
+def clean_items(context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource,
+                mlflow: MlflowTracker) -> dg.MaterializeResult:
+    """Typed catalog (categories as a list, created_at in UTC, year, content hash); rows that
+    break a rule are written to the `quarantined_items` table with a reason."""
+    params = config.sql_params()
+    with duckdb.get_connection() as con:
+        sql = {name: run_sql(con, name, params) for name in ("typed_items", "clean_items", "quarantined_items")}
+        raw, clean, superseded, with_cats = con.execute(
+            """SELECT (SELECT count(*) FROM raw_items), count(*), coalesce(sum(superseded_count), 0),
+                      count(*) FILTER (WHERE len(categories) > 0) FROM clean_items""").fetchall()[0]
+        by_reason = con.execute(
+            "SELECT reason, count(*) AS n FROM quarantined_items GROUP BY reason ORDER BY n DESC, reason").fetchall()
+        con.execute("DROP TABLE IF EXISTS typed_items")
+    quarantined = sum(n for _, n in by_reason)
+    figures = {"raw_rows": raw, "clean_items": clean, "superseded_rows": int(superseded),
+               "quarantined_rows": quarantined, "items_with_categories": with_cats}
+    log_figures(context, mlflow, "clean_items", {**figures, **{f"quarantined.{r}": n for r, n in by_reason}})
+    return dg.MaterializeResult(metadata=figures_metadata(
+        figures, sql=sql, tables={"quarantine_by_reason": md_table(by_reason, ("reason", "rows"))}))

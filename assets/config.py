@@ -1,0 +1,102 @@
+"""Typed configuration for each stage: defaults a recommender engineer can argue with.
+
+Every field says why it exists. The same objects feed the SQL as bound parameters
+(`.sql_params()`), so the Dagster UI's launchpad, tests and benchmarks share one set of rules.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+from pydantic import Field
+
+KNOWN_EVENT_TYPES = ["impression", "view", "click", "like", "share", "rating", "purchase",
+                     "add_to_cart", "play", "not_interested", "dislike"]
+
+
+class CleaningConfig(dg.Config):
+    event_types: list[str] = Field(
+        default=KNOWN_EVENT_TYPES,
+        description="Event types accepted as valid; any other type is quarantined as unknown_event_type.")
+    negative_types: list[str] = Field(
+        default=["not_interested", "dislike"],
+        description="Explicit negative feedback: never a positive, kept as hard-negative signal.")
+    neutral_types: list[str] = Field(
+        default=["impression"],
+        description="Exposure without engagement: neither positive nor negative.")
+    rating_types: list[str] = Field(
+        default=["rating"], description="Event types whose value is a rating that must lie in range.")
+    rating_min: float = Field(default=0.0, description="Lowest valid rating value.")
+    rating_max: float = Field(default=10.0, description="Highest valid rating value (covers 5- and 10-point scales).")
+    min_positive_rating: float = Field(
+        default=0.0,
+        description="A rating counts as positive at or above this value (0 = every rating is a "
+                    "positive, the usual implicit-feedback reading of MovieLens); below it, negative.")
+    max_id_length: int = Field(default=128, description="Longer ids are quarantined as oversized_id.")
+    max_text_length: int = Field(default=2000, description="Longer item titles are quarantined.")
+    min_timestamp: str = Field(
+        default="1995-01-01", description="Earlier events are implausible (clock errors, epoch 0).")
+    max_future_days: float = Field(
+        default=1.0, description="Events later than now + this many days are implausible.")
+
+    def positive_types(self) -> list[str]:
+        excluded = set(self.negative_types) | set(self.neutral_types)
+        return [t for t in self.event_types if t not in excluded]
+
+    def sql_params(self, now: datetime | None = None) -> dict:
+        now = now or datetime.now(timezone.utc)
+        return {
+            "event_types": [t.lower() for t in self.event_types],
+            "positive_types": self.positive_types(),
+            "negative_types": list(self.negative_types),
+            "rating_types": list(self.rating_types),
+            "rating_min": self.rating_min,
+            "rating_max": self.rating_max,
+            "min_positive_rating": self.min_positive_rating,
+            "max_id_length": self.max_id_length,
+            "max_text_length": self.max_text_length,
+            "min_timestamp": datetime.fromisoformat(self.min_timestamp),
+            "max_timestamp": (now + timedelta(days=self.max_future_days)).replace(tzinfo=None),
+        }
+
+
+class SplitConfig(dg.Config):
+    strategy: str = Field(
+        default="leave_last_out",
+        description="leave_last_out (per user: last positive -> test, second last -> valid) or "
+                    "global_time (one time cut for everyone, closer to production).")
+    min_user_positives: int = Field(
+        default=3, description="leave_last_out: users with fewer positive pairs stay in train only.")
+    valid_start: str | None = Field(
+        default=None, description="global_time: first valid timestamp (default: 0.8 quantile).")
+    test_start: str | None = Field(
+        default=None, description="global_time: first test timestamp (default: 0.9 quantile).")
+
+    def sql_params(self) -> dict:
+        if self.strategy not in ("leave_last_out", "global_time"):
+            raise ValueError(f"split strategy must be leave_last_out or global_time, got {self.strategy!r}")
+        return {"strategy": self.strategy, "min_user_positives": self.min_user_positives,
+                "valid_start": self.valid_start, "test_start": self.test_start}
+
+
+class VocabularyConfig(dg.Config):
+    num_buckets: int = Field(
+        default=64, description="Hash buckets (indices 1..n) that unseen or rare keys share, so a "
+                                "new id still gets a trained embedding instead of padding.")
+    min_count_ids: int = Field(
+        default=1, description="A user/item id needs this many train pairs to get its own index.")
+    min_count_features: int = Field(
+        default=2, description="A category / title token needs this many train interactions.")
+
+    def sql_params(self) -> dict:
+        return {"num_buckets": self.num_buckets, "min_count_ids": self.min_count_ids,
+                "min_count_features": self.min_count_features}
+
+
+class GxConfig(dg.Config):
+    max_rows: int = Field(
+        default=200_000,
+        description="Great Expectations validates the whole table up to this size and a seeded "
+                    "sample above it; whole-table invariants are SQL audits either way.")
+    seed: int = Field(default=0, description="Sample seed, so a failing sample can be reproduced.")

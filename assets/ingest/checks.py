@@ -1,0 +1,37 @@
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets.reporting import check_result, md_table
+from assets.sqlfiles import query
+from orchestration.resources import MlflowTracker
+
+
+def _files_check(context, kind: str, duckdb, mlflow, check: str):
+    with duckdb.get_connection() as con:
+        bad = con.execute(
+            "SELECT path, status, message FROM ingested_files WHERE kind = $k AND status IN ('rejected', 'partial', 'empty') ORDER BY path",
+            {"k": kind}).fetchall()
+    return check_result(context, mlflow, check, not bad, {"problem_files": len(bad), "threshold": 0},
+                        tables={"problem_files_table": md_table(bad, ("file", "status", "message"))} if bad else None,
+                        severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="raw_events", description="Every landing file could be read whole "
+                "(rejected, damaged or empty files are named with the reason).")
+def raw_events_files_readable(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
+    return _files_check(context, "events", duckdb, mlflow, "raw_events_files_readable")
+
+
+@dg.asset_check(asset="raw_items", description="Every item catalog file could be read whole.")
+def raw_items_files_readable(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
+    return _files_check(context, "items", duckdb, mlflow, "raw_items_files_readable")
+
+
+@dg.asset_check(asset="raw_events", blocking=True,
+                description="Each loaded file has exactly one raw row per physical data line.")
+def raw_file_lines_accounted(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
+    with duckdb.get_connection() as con:
+        bad = query(con, "audit_file_lines")
+    return check_result(context, mlflow, "raw_file_lines_accounted", not bad,
+                        {"offending_files": len(bad), "threshold": 0},
+                        tables={"offending_files_table": md_table(bad, ("file", "format", "physical_lines", "rows_loaded", "raw_rows"))} if bad else None)

@@ -1,0 +1,14 @@
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets.ingest._ingest import ingest
+from assets.landing import EVENTS
+from orchestration.resources import MlflowTracker, TowerflowPaths
+
+
+@dg.asset(kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"})
+def raw_events(context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource,
+               mlflow: MlflowTracker) -> dg.MaterializeResult:
+    """Event files from landing/events/ (CSV, JSONL, Parquet; gzip allowed) as text columns with
+    source file and line. New files append; a file already read (same path, size, sha256) is skipped."""
+    return ingest(context, EVENTS, paths, duckdb, mlflow)

@@ -1,0 +1,13 @@
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets.ingest._ingest import ingest
+from assets.landing import ITEMS
+from orchestration.resources import MlflowTracker, TowerflowPaths
+
+
+@dg.asset(kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"})
+def raw_items(context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource,
+              mlflow: MlflowTracker) -> dg.MaterializeResult:
+    """Item catalog files from landing/items/ as text columns with source file and line."""
+    return ingest(context, ITEMS, paths, duckdb, mlflow)

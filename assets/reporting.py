@@ -1,0 +1,48 @@
+"""What every asset and check does at its end: the same figures to Dagster metadata and MLflow."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def md_table(rows: list[tuple], header: tuple[str, ...], limit: int = 50) -> str:
+    """A Markdown table of at most `limit` rows (the rest summarised), for metadata."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows[:limit]:
+        lines.append("| " + " | ".join("" if v is None else str(v).replace("|", "\\|")[:80] for v in r) + " |")
+    if len(rows) > limit:
+        lines.append(f"| … {len(rows) - limit} more | " + " | " * (len(header) - 1))
+    return "\n".join(lines)
+
+
+def figures_metadata(figures: dict, sql: dict[str, str] | None = None, tables: dict[str, str] | None = None) -> dict:
+    meta: dict = {}
+    for k, v in figures.items():
+        if isinstance(v, bool):
+            meta[k] = dg.MetadataValue.bool(v)
+        elif isinstance(v, int):
+            meta[k] = dg.MetadataValue.int(v)
+        elif isinstance(v, float):
+            meta[k] = dg.MetadataValue.float(v)
+        elif v is not None:
+            meta[k] = dg.MetadataValue.text(str(v))
+    for name, text in (tables or {}).items():
+        meta[name] = dg.MetadataValue.md(text)
+    for name, text in (sql or {}).items():
+        meta[f"sql/{name}"] = dg.MetadataValue.md(f"```sql\n{text.strip()}\n```")
+    return meta
+
+
+def log_figures(context, mlflow, asset: str, figures: dict, params: dict | None = None) -> None:
+    numeric = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, str)}
+    run_id = mlflow.log(context, asset, numeric, params=params)
+    context.log.info(f"{asset}: logged {len(numeric)} figures to MLflow run {run_id}")
+
+
+def check_result(context, mlflow, check: str, passed: bool, figures: dict,
+                 tables: dict[str, str] | None = None, severity=dg.AssetCheckSeverity.ERROR,
+                 asset_key=None) -> dg.AssetCheckResult:
+    mlflow.log(context, f"check.{check}", {"passed": float(passed),
+               **{k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}})
+    return dg.AssetCheckResult(passed=passed, severity=severity, asset_key=asset_key,
+                               metadata=figures_metadata(figures, tables=tables))
