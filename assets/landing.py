@@ -211,29 +211,29 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _select_contract(names: list[str], kind: LandingKind, params: dict) -> tuple[str, str]:
-    """SELECT list mapping source columns (by name) onto the contract, extras into JSON.
+def _select_contract(names: list[str], kind: LandingKind, source: dict[str, str] | None = None
+                     ) -> tuple[str, dict, list[str]]:
+    """SELECT list mapping source columns onto the contract (by lower-cased name), extras into JSON.
 
-    Identifiers come from the file's header, quoted; their names reach json_object as bound
-    parameters. Returns (select list, parse_error expression for a header missing columns).
+    Identifiers come from the file's header, quoted (`source` maps a lower-cased name back to
+    the file's own spelling); the extra columns' names reach json_object as bound parameters.
+    Returns (select list, its parameters, required columns the header lacks).
     """
-    parts = []
+    source = source or {n: n for n in names}
+    parts, params = [], {}
     for col in kind.columns:
-        parts.append(f"CAST({_quote_ident(col)} AS VARCHAR) AS {_quote_ident(col)}" if col in names
+        parts.append(f"CAST({_quote_ident(source[col])} AS VARCHAR) AS {_quote_ident(col)}" if col in names
                      else f"NULL::VARCHAR AS {_quote_ident(col)}")
     extras = [n for n in names if n not in kind.columns]
     if extras:
         args = []
         for i, n in enumerate(extras):
             params[f"xk{i}"] = n
-            args.append(f"$xk{i}, CAST({_quote_ident(n)} AS VARCHAR)")
+            args.append(f"$xk{i}, CAST({_quote_ident(source[n])} AS VARCHAR)")
         parts.append(f"json_object({', '.join(args)})::VARCHAR AS extra")
     else:
         parts.append("NULL::VARCHAR AS extra")
-    missing = [c for c in kind.required if c not in names]
-    params["missing"] = "missing_required_columns" if missing else None
-    params["missing_names"] = missing
-    return ", ".join(parts), "$missing"
+    return ", ".join(parts), params, [c for c in kind.required if c not in names]
 
 
 # --- CSV ----------------------------------------------------------------------------------
@@ -243,8 +243,7 @@ def _load_csv_native(con, path, rel, file_id, kind, physical_lines) -> FileResul
     names = _read_header(path)
     if names is None:
         return None  # blank first line: let the line reader account for it
-    params = {"path": str(path), "cols": {n: "VARCHAR" for n in names}, "file_id": file_id, "src": rel}
-    select, missing = _select_contract(names, kind, params)
+    select, params, missing = _select_contract(names, kind)
     con.execute("DROP TABLE IF EXISTS tf_rejects; DROP TABLE IF EXISTS tf_scans")
     try:
         con.execute(
@@ -253,7 +252,7 @@ def _load_csv_native(con, path, rel, file_id, kind, physical_lines) -> FileResul
             FROM read_csv($path, columns=$cols, header=true, auto_detect=false, delim=',', quote='"',
                           escape='"', max_line_size={MAX_LINE_BYTES}, store_rejects=true,
                           rejects_table='tf_rejects', rejects_scan='tf_scans') WITH ORDINALITY""",
-            {k: v for k, v in params.items() if k == "path" or k == "cols" or k.startswith("xk")})
+            {**params, "path": str(path), "cols": {n: "VARCHAR" for n in names}})
     except duckdb.Error:
         return None
     good = con.execute("SELECT count(*) FROM tf_stage").fetchall()[0][0]
@@ -265,22 +264,22 @@ def _load_csv_native(con, path, rel, file_id, kind, physical_lines) -> FileResul
     con.execute(
         f"""INSERT INTO {kind.table}
         WITH rej AS (
-            SELECT line, arg_min(error_type, column_idx) AS error_type, any_value(csv_line) AS csv_line
+            SELECT line, arg_min(error_type, coalesce(column_idx, 0)) AS error_type, any_value(csv_line) AS csv_line
             FROM tf_rejects GROUP BY line),
         ranked AS (SELECT line - 1 - row_number() OVER (ORDER BY line) AS g,
                           row_number() OVER (ORDER BY line) AS j FROM rej),
         cum AS (SELECT g, max(j) AS j FROM ranked GROUP BY g)  -- adjacent rejects share a g
         SELECT $file_id, $src, s.k + 1 + coalesce(cum.j, 0), {', '.join('s.' + _quote_ident(c) for c in kind.columns)},
-               s.extra, NULL, {missing}
+               s.extra, NULL, $missing
         FROM tf_stage s ASOF LEFT JOIN cum ON s.k > cum.g
         UNION ALL
         SELECT $file_id, $src, line, {', '.join('NULL' for _ in kind.columns)}, NULL,
                left(csv_line, {RAW_LINE_KEEP}), 'csv_' || lower(replace(error_type, ' ', '_'))
         FROM rej""",
-        {"file_id": file_id, "src": rel, "missing": params["missing"]})
+        {"file_id": file_id, "src": rel, "missing": "missing_required_columns" if missing else None})
     con.execute("DROP TABLE tf_stage")
-    return FileResult(rel, "loaded", rows=good + bad, parse_errors=bad if not params["missing"] else good + bad,
-                      reader="native_csv", message=_missing_message(rel, params["missing_names"]))
+    return FileResult(rel, "loaded", rows=good + bad, parse_errors=good + bad if missing else bad,
+                      reader="native_csv", message=_missing_message(rel, missing))
 
 
 # --- JSONL --------------------------------------------------------------------------------
@@ -325,29 +324,25 @@ def _load_jsonl_lines(con, path, rel, file_id, kind, physical_lines) -> FileResu
 
 def _load_parquet(con, path, rel, file_id, kind) -> FileResult:
     try:
-        desc = con.execute("DESCRIBE SELECT * FROM read_parquet($p)", {"p": str(path)}).fetchall()
+        source_names = [d[0] for d in con.execute("DESCRIBE SELECT * FROM read_parquet($p)", {"p": str(path)}).fetchall()]
     except duckdb.Error as e:
         return FileResult(rel, "rejected", reader="parquet",
                           message=f"{rel}: not a readable Parquet file ({str(e).splitlines()[0]})")
-    source = [d[0] for d in desc]
-    lowered = {n.strip().lower(): n for n in source}
-    params = {"path": str(path), "file_id": file_id, "src": rel}
-    # map lower-cased names back to the file's own spelling
-    select, missing = _select_contract(list(lowered), kind, params)
-    for low, orig in lowered.items():
-        select = select.replace(_quote_ident(low), _quote_ident(orig)) if low != orig else select
+    source = {n.strip().lower(): n for n in source_names}
+    select, params, missing = _select_contract(list(source), kind, source)
     try:
         con.execute(
             f"""INSERT INTO {kind.table}
-            SELECT $file_id, $src, file_row_number + 1, {', '.join(map(_quote_ident, kind.columns))}, extra, NULL, {missing}
-            FROM (SELECT file_row_number, {select}
-                  FROM read_parquet($path, file_row_number=true))""", params)
+            SELECT $file_id, $src, file_row_number + 1, {', '.join(map(_quote_ident, kind.columns))}, extra, NULL, $missing
+            FROM (SELECT file_row_number, {select} FROM read_parquet($path, file_row_number=true))""",
+            {**params, "path": str(path), "file_id": file_id, "src": rel,
+             "missing": "missing_required_columns" if missing else None})
     except duckdb.Error as e:
         return FileResult(rel, "rejected", reader="parquet",
                           message=f"{rel}: Parquet file could not be read ({str(e).splitlines()[0]})")
     n = con.execute(f"SELECT count(*) FROM {kind.table} WHERE file_id = $f", {"f": file_id}).fetchall()[0][0]
-    return FileResult(rel, "loaded", rows=n, parse_errors=n if params["missing"] else 0, reader="parquet",
-                      message=_missing_message(rel, params["missing_names"]))
+    return FileResult(rel, "loaded", rows=n, parse_errors=n if missing else 0, reader="parquet",
+                      message=_missing_message(rel, missing))
 
 
 # --- Python line-by-line fallback ---------------------------------------------------------
@@ -446,7 +441,8 @@ def _load_python_lines(con, path, rel, file_id, kind, fmt) -> FileResult:
                 add(i, None, text, "csv_too_many_columns" if len(fields) > len(names) else "csv_missing_columns")
                 continue
             err = "missing_required_columns" if missing else None
-            add(i, dict(zip(names, fields)), None, err)
+            # an empty unquoted field is NULL, as DuckDB's reader gives it
+            add(i, {n: (f if f != "" else None) for n, f in zip(names, fields)}, None, err)
         else:
             if not text.strip():
                 add(i, None, text, "blank_line")

@@ -111,7 +111,7 @@ class SyntheticConfig:
             (self.n_users >= 1, "n_users must be >= 1"),
             (self.n_events >= 0, "n_events must be >= 0"),
             (self.n_files >= 1, "n_files must be >= 1"),
-            (0.0 <= self.dirty_share < 0.5, "dirty_share must be in [0, 0.5)"),
+            (0.0 <= self.dirty_share < 1.0, "dirty_share must be in [0, 1)"),
             (self.days >= 1, "days must be >= 1"),
             (self.chunk_rows >= 1, "chunk_rows must be >= 1"),
             (0.0 <= self.random_share <= 1.0, "random_share must be in [0, 1]"),
@@ -519,14 +519,19 @@ class _JsonlSink:
 
     def write(self, table: pa.Table, lines: list[tuple[int, bytes]]) -> None:
         assert not lines, "malformed raw lines are a CSV-only kind"
+        names = table.column_names
+        assert table[names[0]].null_count == 0 and table[names[-1]].null_count == 0, \
+            "the first and last keys carry the braces, so they must never be null"
         parts = []
-        for name in table.column_names:
+        for name in names:
             esc = table[name]
             if any(pc.any(pc.match_substring(esc, ch)).as_py() for ch in '"\\'):  # escape if needed
                 esc = pc.replace_substring(pc.replace_substring(esc, "\\", "\\\\"), '"', '\\"')
-            parts.append(pc.binary_join_element_wise(f'"{name}":"', esc, '"', ""))  # null stays null
-        body = pc.binary_join_element_wise(*parts, ",", null_handling="skip")  # null -> key omitted
-        for chunk in pc.binary_join_element_wise("{", body, "}\n", "").chunks:
+            pre = ("{" if name == names[0] else "") + f'"{name}":"'
+            post = '"}\n' if name == names[-1] else '"'
+            parts.append(pc.binary_join_element_wise(pre, esc, post, ""))  # null stays null
+        lines = pc.binary_join_element_wise(*parts, ",", null_handling="skip")  # null: key omitted
+        for chunk in lines.chunks:
             if len(chunk):
                 self.gz.write(memoryview(_string_bytes(chunk)))
 

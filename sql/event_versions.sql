@@ -8,9 +8,9 @@ CREATE OR REPLACE TEMP TABLE event_versions AS
 WITH versions AS (
     SELECT event_id, user_id, item_id, event_type, ts, value,
            min(pos) AS first_pos,
-           arg_min(source_file, pos) AS source_file,
-           arg_min(line, pos) AS line,
-           arg_min(extra, pos) AS extra,
+           arg_min_null(source_file, pos) AS source_file,
+           arg_min_null(line, pos) AS line,
+           arg_min_null(extra, pos) AS extra,
            count(*) AS copies
     FROM typed_events
     WHERE reason IS NULL

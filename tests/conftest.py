@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from assets.config import CleaningConfig
+from assets.landing import EVENTS, ITEMS, ingest_folder
+from assets.sqlfiles import run_sql
+
+HEADER = "event_id,user_id,item_id,event_type,timestamp,value\n"
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    (tmp_path / "landing" / "events").mkdir(parents=True)
+    (tmp_path / "landing" / "items").mkdir(parents=True)
+    return tmp_path / "landing"
+
+
+@pytest.fixture
+def con(tmp_path: Path):
+    c = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    yield c
+    c.close()
+
+
+def write(landing: Path, rel: str, data: str | bytes) -> Path:
+    path = landing / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def ingest_events(con, landing: Path):
+    return {r.path: r for r in ingest_folder(con, landing, EVENTS, log=lambda m: None)}
+
+
+def ingest_items(con, landing: Path):
+    return {r.path: r for r in ingest_folder(con, landing, ITEMS, log=lambda m: None)}
+
+
+def clean_events(con, config: CleaningConfig | None = None) -> None:
+    params = (config or CleaningConfig()).sql_params()
+    for name in ("typed_events", "event_versions", "clean_interactions", "quarantined_events"):
+        run_sql(con, name, params)
+
+
+def reasons(con) -> list[tuple[str, int, str]]:
+    """(file, line, reason) of every quarantined row, in file/line order."""
+    return con.execute("SELECT source_file, line, reason FROM quarantined_events ORDER BY source_file, line").fetchall()
+
+
+def accounted(con) -> tuple[int, int]:
+    """(raw rows, clean + duplicates + quarantined): equal when nothing is lost."""
+    raw = con.execute("SELECT count(*) FROM raw_events").fetchall()[0][0]
+    clean, dups = con.execute("SELECT count(*), coalesce(sum(duplicate_count), 0) FROM clean_interactions").fetchall()[0]
+    quarantined = con.execute("SELECT count(*) FROM quarantined_events").fetchall()[0][0]
+    return raw, clean + dups + quarantined
