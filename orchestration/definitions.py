@@ -1,5 +1,7 @@
 """The Dagster code location: assets grouped by folder, their checks, jobs and resources."""
 
+from pathlib import Path
+
 import dagster as dg
 
 import assets.clean
@@ -10,11 +12,18 @@ from orchestration.resources import build_resources
 
 GROUPS = {"ingest": assets.ingest, "clean": assets.clean, "splits": assets.splits}
 
-defs = dg.Definitions(
-    assets=[a for group, pkg in GROUPS.items() for a in dg.load_assets_from_package_module(pkg, group_name=group)],
-    asset_checks=[c for pkg in GROUPS.values() for c in dg.load_asset_checks_from_package_module(pkg)],
-    jobs=[all_assets_job, data_job],
-    resources=build_resources(),
-    # One process: DuckDB allows a single writer, and steps are short next to process start-up.
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(home: Path | None = None) -> dg.Definitions:
+    """Definitions over the state directory `home` (default: $TOWERFLOW_HOME)."""
+    return dg.Definitions(
+        assets=[a for group, pkg in GROUPS.items()
+                for a in dg.load_assets_from_package_module(pkg, group_name=group)],
+        asset_checks=[c for pkg in GROUPS.values() for c in dg.load_asset_checks_from_package_module(pkg)],
+        jobs=[all_assets_job, data_job],
+        resources=build_resources(home),
+        # One process: DuckDB allows a single writer, and steps are short next to process start-up.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()
