@@ -27,8 +27,8 @@ class CleaningConfig(dg.Config):
         description="Exposure without engagement: neither positive nor negative.")
     rating_types: list[str] = Field(
         default=["rating"], description="Event types whose value is a rating that must lie in range.")
-    rating_min: float = Field(default=0.0, description="Lowest valid rating value.")
-    rating_max: float = Field(default=10.0, description="Highest valid rating value (covers 5- and 10-point scales).")
+    rating_min: float = Field(default=0.5, description="Lowest valid rating (MovieLens half stars start at 0.5).")
+    rating_max: float = Field(default=5.0, description="Highest valid rating: a 5-star scale; raise it for 10-point scales.")
     min_positive_rating: float = Field(
         default=0.0,
         description="A rating counts as positive at or above this value (0 = every rating is a "

@@ -285,8 +285,9 @@ def _load_csv_native(con, path, rel, file_id, kind, physical_lines) -> FileResul
 # --- JSONL --------------------------------------------------------------------------------
 
 
-def _json_select(kind: LandingKind, params: dict) -> str:
-    params["drop"] = json.dumps({c: None for c in kind.columns})
+def _json_select(kind: LandingKind) -> str:
+    """Parse tf_lines as JSON objects: contract keys to columns, other keys to `extra`
+    (a merge patch with null for each contract key removes them)."""
     cols = ", ".join(f"CASE WHEN ok THEN text->>'{c}' END AS {_quote_ident(c)}" for c in kind.columns)
     return f"""SELECT $file_id, $src, line, {cols},
                    CASE WHEN ok THEN nullif(json_merge_patch(text, $drop)::VARCHAR, '{{}}') END,
@@ -311,8 +312,8 @@ def _load_jsonl_lines(con, path, rel, file_id, kind, physical_lines) -> FileResu
     n = con.execute("SELECT count(*) FROM tf_lines").fetchall()[0][0]
     if n != physical_lines:
         return None
-    params = {"file_id": file_id, "src": rel}
-    con.execute(f"INSERT INTO {kind.table} {_json_select(kind, params)}", params)
+    con.execute(f"INSERT INTO {kind.table} {_json_select(kind)}",
+                {"file_id": file_id, "src": rel, "drop": json.dumps({c: None for c in kind.columns})})
     errs = con.execute("SELECT count(*) FROM " + kind.table + " WHERE file_id = $f AND parse_error IS NOT NULL",
                        {"f": file_id}).fetchall()[0][0]
     con.execute("DROP TABLE tf_lines")

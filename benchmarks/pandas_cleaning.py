@@ -15,9 +15,10 @@ says so instead of guessing (DuckDB's ingest has a line-by-line fallback for all
   multithreaded reader does not report line numbers); order, which the rules need, is exact.
 - JSONL that pyarrow cannot read (invalid JSON, blank lines, non-text values) is parsed line
   by line with `json`, the one per-row Python loop here; the generator never needs it.
-Known differences from DuckDB on inputs the generator never writes: `'infinity'` timestamps
-(DuckDB: implausible, here: unparseable), numbers with `_` separators (DuckDB: numeric, here:
-non_numeric_value), other exotic timestamp spellings DuckDB's cast accepts.
+Known differences from DuckDB on inputs the generator never writes: timestamp spellings
+outside ISO_RE that DuckDB's cast still reads ('2024/01/01', '... UTC', zone names, 'epoch',
+'infinity', '24:00:00', 5-digit years) are unparseable here; numbers with `_` separators are
+numeric for DuckDB, non_numeric_value here.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ RAW_COLUMNS = ("file_id", "source_file", "line", *EVENT_COLUMNS, "extra", "raw_l
 VERSION_KEYS = ["event_id", "user_id", "item_id", "event_type", "ts", "value"]
 # A number at or above this is epoch milliseconds (1e11 s would be the year 5138).
 EPOCH_MS_FROM = 1e11
+EPOCH_RE = r"[0-9]{1,14}(\.[0-9]+)?"
+# The ISO-8601 spellings DuckDB's cast and pd.to_datetime(format="ISO8601") both read the same
+# way; pandas alone also takes '2024', '2024-01', '20240101T1000', '-5', so those are held out.
+ISO_RE = r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?"
 
 
 class UnsupportedInput(ValueError):
@@ -128,7 +133,8 @@ def _to_contract(df: pd.DataFrame, names: list[str], header: bool) -> pd.DataFra
         out[c] = df[c].astype("str") if c in df.columns else pd.Series(np.nan, index=df.index, dtype="str")
     extras = [n for n in names if n not in EVENT_COLUMNS]
     if extras and len(df):
-        text = df[extras].to_json(orient="records", lines=True, force_ascii=False)
+        # an empty CSV field is NULL, as DuckDB's reader gives it
+        text = df[extras].replace("", np.nan).to_json(orient="records", lines=True, force_ascii=False)
         out["extra"] = pd.Series(text.rstrip("\n").split("\n"), index=df.index, dtype="str")
     else:
         out["extra"] = pd.Series(np.nan, index=df.index, dtype="str")
@@ -207,7 +213,7 @@ def _read_jsonl_by_line(data: bytes) -> pd.DataFrame:
             continue
         row = {c: _json_text(obj.get(c)) for c in EVENT_COLUMNS}
         extra = {k: v for k, v in obj.items() if k not in EVENT_COLUMNS}
-        rows.append({"line": i, **row, "extra": json.dumps(extra, ensure_ascii=False) if extra else None})
+        rows.append({"line": i, **row, "extra": json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None})
     df = pd.DataFrame(rows, columns=["line", *EVENT_COLUMNS, "extra", "raw_line", "parse_error"])
     for c in df.columns[1:]:
         df[c] = df[c].astype("str")
@@ -245,12 +251,12 @@ def parse_timestamps(ts_text: pd.Series) -> np.ndarray:
     """
     out = np.full(len(ts_text), np.datetime64("NaT"), dtype="datetime64[us]")
     present = ts_text.notna().to_numpy()
-    is_num = ts_text.str.fullmatch(r"[0-9]{1,14}(\.[0-9]+)?").fillna(False).to_numpy(dtype=bool)
+    is_num = ts_text.str.fullmatch(EPOCH_RE).fillna(False).to_numpy(dtype=bool)
     num = pd.to_numeric(ts_text[is_num], errors="coerce").to_numpy(dtype="float64")
     secs = np.where(num >= EPOCH_MS_FROM, num / 1000, num)
     # DuckDB's to_timestamp(double) rounds seconds * 1e6 half to even, as np.round does
     out[is_num] = np.round(secs * 1e6).astype("int64").view("datetime64[us]")
-    iso = present & ~is_num
+    iso = present & ~is_num & ts_text.str.fullmatch(ISO_RE).fillna(False).to_numpy(dtype=bool)
     parsed = pd.to_datetime(ts_text[iso], utc=True, errors="coerce", format="ISO8601")
     out[iso] = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
     return out

@@ -10,8 +10,6 @@ from assets.sqlfiles import sql_text
 
 
 def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeResult:
-    warnings = []
-
     def log(msg: str) -> None:
         (context.log.warning if "[" in msg else context.log.info)(msg)
 
