@@ -100,3 +100,28 @@ class GxConfig(dg.Config):
         description="Great Expectations validates the whole table up to this size and a seeded "
                     "sample above it; whole-table invariants are SQL audits either way.")
     seed: int = Field(default=0, description="Sample seed, so a failing sample can be reproduced.")
+
+
+class TrainingConfig(dg.Config):
+    encoder: str = Field(default="transformer", description="User encoder over the last positives: mean, "
+                         "attention (multi-head pooling) or transformer (causal, SASRec-style, every position).")
+    dim: int = Field(default=64, description="Output vector size of both towers (the index dimension).")
+    hidden: int = Field(default=64, description="Internal width of the towers.")
+    history_len: int = Field(default=20, description="How many recent positives the user tower reads.")
+    item_buckets: int = Field(default=0, description="Item-id hash table rows; 0 = 2x the catalog size "
+                              "(two hashes make a full collision rare).")
+    user_buckets: int = Field(default=0, description="User-id hash table rows; 0 = 2x the user count.")
+    id_dropout: float = Field(default=0.1, description="Share of items trained without their id, so "
+                              "content alone embeds a brand-new item.")
+    use_content: bool = Field(default=True, description="Categories, title tokens and year in the item tower.")
+    loss: str = Field(default="infonce", description="infonce (sampled softmax) or bpr (comparison).")
+    temperature: float = Field(default=0.05, description="Softmax temperature over cosine scores.")
+    logq_correction: bool = Field(default=True, description="Correct in-batch negatives for popularity.")
+    extra_negatives: int = Field(default=64, description="Uniform negatives shared by the batch (Phoenix uses 64).")
+    hard_negatives: bool = Field(default=True, description="The user's negative feedback as hard negatives.")
+    batch_size: int = Field(default=256, description="Training rows per step.")
+    epochs: int = Field(default=30, description="Upper bound; early stopping on valid NDCG@10 usually ends sooner.")
+    patience: int = Field(default=3, description="Epochs without a better valid NDCG@10 before stopping.")
+    lr: float = Field(default=3e-3, description="AdamW / SparseAdam learning rate.")
+    seed: int = Field(default=0, description="Seeds torch and NumPy: the same data and seed give the same model.")
+    resume: bool = Field(default=False, description="Start from the latest checkpoint trained on the same vocabulary.")

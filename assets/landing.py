@@ -285,21 +285,25 @@ def _load_csv_native(con, path, rel, file_id, kind, physical_lines) -> FileResul
 # --- JSONL --------------------------------------------------------------------------------
 
 
-def _json_select(kind: LandingKind) -> str:
-    """Parse tf_lines as JSON objects: contract keys to columns, other keys to `extra`
-    (a merge patch with null for each contract key removes them)."""
-    cols = ", ".join(f"CASE WHEN ok THEN text->>'{c}' END AS {_quote_ident(c)}" for c in kind.columns)
+def _json_select(kind: LandingKind, lines: str) -> str:
+    """Parse tf_lines as JSON objects, once each: contract keys into columns (from_json to a
+    struct of VARCHAR), other keys into `extra` (a merge patch with null per contract key
+    removes them)."""
+    cols = ", ".join(f"s.{_quote_ident(c)}" for c in kind.columns)
     return f"""SELECT $file_id, $src, line, {cols},
                    CASE WHEN ok THEN nullif(json_merge_patch(text, $drop)::VARCHAR, '{{}}') END,
                    CASE WHEN NOT ok THEN left(text, {RAW_LINE_KEEP}) END, err
-            FROM (SELECT line, text, err, err IS NULL AS ok FROM (
-                SELECT line, text, CASE WHEN text IS NULL OR trim(text) = '' THEN 'blank_line'
-                                        WHEN NOT json_valid(text) THEN 'invalid_json'
-                                        WHEN json_type(text) <> 'OBJECT' THEN 'json_not_object' END AS err
-                FROM tf_lines))"""
+            FROM (SELECT line, text, err, ok, CASE WHEN ok THEN from_json(text, $schema) END AS s FROM (
+                SELECT line, text, err, err IS NULL AS ok FROM (
+                    SELECT line, text, CASE WHEN text IS NULL OR trim(text) = '' THEN 'blank_line'
+                                            WHEN NOT json_valid(text) THEN 'invalid_json'
+                                            WHEN json_type(text) <> 'OBJECT' THEN 'json_not_object' END AS err
+                    FROM {lines})))"""
 
 
 def _load_jsonl_lines(con, path, rel, file_id, kind, physical_lines) -> FileResult | None:
+    # Two steps on purpose: gzip decompression is single-threaded, and parsing a materialised
+    # line table runs on every core (measured: 8 s vs 11 s for 3.3M lines in one pipeline).
     try:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE tf_lines AS
@@ -310,12 +314,12 @@ def _load_jsonl_lines(con, path, rel, file_id, kind, physical_lines) -> FileResu
     except duckdb.Error:
         return None
     n = con.execute("SELECT count(*) FROM tf_lines").fetchall()[0][0]
-    if n != physical_lines:
+    if n != physical_lines:  # a line the reader merged or skipped: read line by line instead
         return None
-    con.execute(f"INSERT INTO {kind.table} {_json_select(kind)}",
-                {"file_id": file_id, "src": rel, "drop": json.dumps({c: None for c in kind.columns})})
-    errs = con.execute("SELECT count(*) FROM " + kind.table + " WHERE file_id = $f AND parse_error IS NOT NULL",
-                       {"f": file_id}).fetchall()[0][0]
+    con.execute(f"INSERT INTO {kind.table} {_json_select(kind, 'tf_lines')}",
+                {"file_id": file_id, "src": rel, "drop": json.dumps({c: None for c in kind.columns}),
+                 "schema": json.dumps({c: "VARCHAR" for c in kind.columns})})
+    errs = con.execute(f"SELECT count(parse_error) FROM {kind.table} WHERE file_id = $f", {"f": file_id}).fetchall()[0][0]
     con.execute("DROP TABLE tf_lines")
     return FileResult(rel, "loaded", rows=n, parse_errors=errs, reader="lines_jsonl")
 

@@ -5,6 +5,8 @@ baseline (benchmarks/pandas_cleaning.py) on the same synthetic landing files.
 
 Each side runs in its own process, so peak RSS (ru_maxrss) is its own; seconds are wall time
 from the first file read to the last output table, rows/s is raw landing rows / seconds.
+`CleaningConfig().sql_params()` is computed once and handed to both sides, so they apply the
+same rules with the same "now" even if the configuration changes while the benchmark runs.
 Prints one table. Targets (reported, not asserted): DuckDB >= 5x pandas rows/s, DuckDB peak
 RSS <= 2 GiB at 10M events. Exits 1 if the two sides' counts differ (raw, clean, duplicate,
 positive, negative and quarantined rows, quarantined rows per reason), printing the counts
@@ -14,6 +16,7 @@ that differ.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import resource
 import shutil
@@ -30,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 IMPLS = ("pandas", "duckdb")
 TARGET_RATIO = 5.0
 TARGET_DUCKDB_RSS_MIB = 2048
-DUCKDB_MEMORY_LIMIT = "2GB"
+DUCKDB_MEMORY_LIMIT = "1536MB"  # the resource default (orchestration/resources.py)
 
 
 def landing_params(n_events: int) -> dict:
@@ -65,19 +68,25 @@ def _log(message: str) -> None:
 # --- the two sides, each run in a child process --------------------------------------------
 
 
-def run_duckdb(landing: Path, db: Path) -> tuple[float, dict]:
+def encode_params(params: dict) -> str:
+    return json.dumps(params, default=lambda v: {"$datetime": v.isoformat()})
+
+
+def decode_params(text: str) -> dict:
+    return json.loads(text, object_hook=lambda d: dt.datetime.fromisoformat(d["$datetime"])
+                      if set(d) == {"$datetime"} else d)
+
+
+def run_duckdb(landing: Path, db: Path, params: dict) -> tuple[float, dict]:
     import duckdb
 
-    from assets.config import CleaningConfig
     from assets.landing import EVENTS, ingest_folder
-    from assets.sqlfiles import run_sql
+    from assets.warehouse import clean_events
 
     started = time.perf_counter()
     con = duckdb.connect(str(db), config={"memory_limit": DUCKDB_MEMORY_LIMIT})
     ingest_folder(con, landing, EVENTS, log=lambda m: None)
-    params = CleaningConfig().sql_params()
-    for name in ("typed_events", "event_versions", "clean_interactions", "quarantined_events"):
-        run_sql(con, name, params)
+    clean_events(con, params)
     seconds = time.perf_counter() - started
 
     raw = con.execute("SELECT count(*) FROM raw_events").fetchall()[0][0]
@@ -91,30 +100,30 @@ def run_duckdb(landing: Path, db: Path) -> tuple[float, dict]:
                      "negatives": neg, "quarantined": sum(reasons.values()), "reasons": reasons}
 
 
-def run_pandas(landing: Path) -> tuple[float, dict]:
-    from assets.config import CleaningConfig
+def run_pandas(landing: Path, params: dict) -> tuple[float, dict]:
     from benchmarks.pandas_cleaning import clean_events
 
     started = time.perf_counter()
-    result = clean_events(landing, CleaningConfig().sql_params())
+    result = clean_events(landing, params)
     seconds = time.perf_counter() - started
     return seconds, result.counts()
 
 
-def child(impl: str, landing: Path, db: Path) -> None:
-    seconds, counts = run_duckdb(landing, db) if impl == "duckdb" else run_pandas(landing)
+def child(impl: str, landing: Path, db: Path, params: dict) -> None:
+    seconds, counts = (run_duckdb(landing, db, params) if impl == "duckdb"
+                       else run_pandas(landing, params))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"impl": impl, "seconds": seconds, "peak_rss_mib": peak_mib, "counts": counts}))
 
 
-def measure(impl: str, landing: Path, workdir: Path) -> dict:
+def measure(impl: str, landing: Path, workdir: Path, params: str) -> dict:
     db = workdir / "bench.duckdb"
     for stale in (db, Path(f"{db}.wal"), Path(f"{db}.tmp")):  # a fresh database every run
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_cleaning", "--child", impl,
-         "--landing", str(landing), "--db", str(db)],
+         "--landing", str(landing), "--db", str(db), "--params", params],
         cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -167,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     ap.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--params", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child, args.landing, args.db)
+        child(args.child, args.landing, args.db, decode_params(args.params))
         return 0
 
     try:
@@ -181,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     own_workdir = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="towerflow-bench-")) if own_workdir else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
+    from assets.config import CleaningConfig
+
+    params = encode_params(CleaningConfig().sql_params())
     created: list[Path] = []
     results, failures = [], []
     try:
@@ -191,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = json.loads((landing / "generated.json").read_text())
             outs = {}
             for impl in IMPLS:
-                out = measure(impl, landing, workdir)
+                out = measure(impl, landing, workdir, params)
                 out["rows_per_s"] = summary["total_rows"] / out["seconds"]
                 outs[impl] = out
             results.append((n, outs["pandas"], outs["duckdb"]))

@@ -2,7 +2,7 @@
 the DuckDB path (`assets/landing.py` + `sql/*.sql`) against.
 
 Same rules in the same order with the same reason codes as `sql/typed_events.sql`; exact
-duplicates and conflicting event_ids as in `sql/event_versions.sql`; positive / negative
+duplicates and conflicting event_ids as in `sql/event_conflicts.sql` and `sql/clean_interactions.sql`; positive / negative
 flags as in `sql/clean_interactions.sql`; quarantine rows as in `sql/quarantined_events.sql`.
 Vectorised pandas throughout (no per-row apply), reading with pandas' fastest readers
 (`engine="pyarrow"`), so the baseline is a fair one.
@@ -38,7 +38,7 @@ EVENT_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "v
 REQUIRED = ("user_id", "item_id", "event_type", "timestamp")
 RAW_LINE_KEEP = 2_000
 RAW_COLUMNS = ("file_id", "source_file", "line", *EVENT_COLUMNS, "extra", "raw_line", "parse_error")
-# Version identity (sql/event_versions.sql GROUP BY): an exact duplicate repeats all of these.
+# Version identity (sql/clean_interactions.sql GROUP BY): an exact duplicate repeats all of these.
 VERSION_KEYS = ["event_id", "user_id", "item_id", "event_type", "ts", "value"]
 # A number at or above this is epoch milliseconds (1e11 s would be the year 5138).
 EPOCH_MS_FROM = 1e11
@@ -148,8 +148,9 @@ def _to_contract(df: pd.DataFrame, names: list[str], header: bool) -> pd.DataFra
 def _read_csv(path: Path) -> pd.DataFrame:
     data = path.read_bytes() if path.suffix.lower() != ".gz" else gzip.decompress(path.read_bytes())
     lines = data.count(b"\n") + (not data.endswith(b"\n"))
-    first = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r")
-    names = _header_names(first)
+    end = data.find(b"\n")
+    first = data[: end if end >= 0 else len(data)].decode("utf-8", errors="replace")
+    names = _header_names(first.lstrip("\ufeff").rstrip("\r"))
     bad = []  # (columns found, text) of each line with the wrong number of fields
 
     def on_bad_line(row):  # pyarrow.csv.InvalidRow
@@ -213,7 +214,8 @@ def _read_jsonl_by_line(data: bytes) -> pd.DataFrame:
             continue
         row = {c: _json_text(obj.get(c)) for c in EVENT_COLUMNS}
         extra = {k: v for k, v in obj.items() if k not in EVENT_COLUMNS}
-        rows.append({"line": i, **row, "extra": json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None})
+        extra = json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None
+        rows.append({"line": i, **row, "extra": extra})
     df = pd.DataFrame(rows, columns=["line", *EVENT_COLUMNS, "extra", "raw_line", "parse_error"])
     for c in df.columns[1:]:
         df[c] = df[c].astype("str")
@@ -314,7 +316,7 @@ def typed_events(raw: pd.DataFrame, p: dict) -> pd.DataFrame:
     return t
 
 
-# --- versions, clean rows, quarantine (event_versions / clean_interactions / quarantined) ---
+# --- versions, clean rows, quarantine (event_conflicts / clean_interactions / quarantined) ---
 
 
 def resolve_versions(t: pd.DataFrame, p: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -7,10 +7,11 @@ import dagster as dg
 import assets.clean
 import assets.ingest
 import assets.splits
-from orchestration.jobs import all_assets_job, data_job
+import assets.training
+from orchestration.jobs import all_assets_job, data_job, training_job
 from orchestration.resources import build_resources
 
-GROUPS = {"ingest": assets.ingest, "clean": assets.clean, "splits": assets.splits}
+GROUPS = {"ingest": assets.ingest, "clean": assets.clean, "splits": assets.splits, "training": assets.training}
 
 
 def build_definitions(home: Path | None = None) -> dg.Definitions:
@@ -19,7 +20,7 @@ def build_definitions(home: Path | None = None) -> dg.Definitions:
         assets=[a for group, pkg in GROUPS.items()
                 for a in dg.load_assets_from_package_module(pkg, group_name=group)],
         asset_checks=[c for pkg in GROUPS.values() for c in dg.load_asset_checks_from_package_module(pkg)],
-        jobs=[all_assets_job, data_job],
+        jobs=[all_assets_job, data_job, training_job],
         resources=build_resources(home),
         # One process: DuckDB allows a single writer, and steps are short next to process start-up.
         executor=dg.in_process_executor,

@@ -81,7 +81,7 @@ class MlflowTracker(dg.ConfigurableResource):
         return run.info.run_id
 
     def log(self, context, asset: str, metrics: dict[str, float] | None = None,
-            params: dict | None = None, artifacts: list[Path] | None = None) -> str:
+            params: dict | None = None, artifacts: list[Path] | None = None, step: int = 0) -> str:
         """Log `asset.name` metrics (and params/artifacts) to this Dagster run's MLflow run."""
         from mlflow.entities import Metric, Param
 
@@ -89,7 +89,7 @@ class MlflowTracker(dg.ConfigurableResource):
         op_context = getattr(context, "op_execution_context", context)  # asset and check contexts alike
         run_id = self.run_id_for(op_context.run_id, op_context.job_name or "")
         now = int(time.time() * 1000)
-        ms = [Metric(_metric_key(f"{asset}.{k}"), float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
+        ms = [Metric(_metric_key(f"{asset}.{k}"), float(v), now, step) for k, v in (metrics or {}).items() if v is not None]
         ps = [Param(f"{asset}.{k}", str(v)[:6000]) for k, v in (params or {}).items()]
         existing = client.get_run(run_id).data.params
         ps = [p for p in ps if p.key not in existing]  # params are write-once per run
@@ -107,7 +107,7 @@ def _metric_key(name: str) -> str:
 
 def duckdb_resource(home: Path) -> DuckDBResource:
     # memory_limit keeps the cleaning path inside a laptop-sized budget; DuckDB spills beyond it.
-    memory = os.environ.get("TOWERFLOW_DUCKDB_MEMORY", "2GB")
+    memory = os.environ.get("TOWERFLOW_DUCKDB_MEMORY", "1536MB")
     return DuckDBResource(database=str(home / "warehouse.duckdb"),
                           connection_config={"memory_limit": memory})
 

@@ -2,12 +2,13 @@
 -- names the first rule the row breaks in `reason` (NULL = clean). Rules, in order:
 --   parse errors from ingest, missing / oversized / control-character ids, missing or unknown
 --   event type, missing / unparseable / implausible timestamp, non-numeric or out-of-range value.
+-- Only what cleaning needs is kept (typed columns, position, reason); quarantined_events.sql
+-- fetches the raw text of the few failing rows back from raw_events.
 -- Timestamps: ISO-8601 (an offset is honoured, none means UTC) or epoch seconds / milliseconds
 -- (a number >= 1e11 is read as milliseconds: 1e11 s would be the year 5138).
 CREATE OR REPLACE TEMP TABLE typed_events AS
 WITH trimmed AS (
-    SELECT file_id, source_file, line, raw_line, parse_error, extra,
-           "timestamp" AS timestamp_raw, value AS value_raw,
+    SELECT file_id, line, parse_error,
            nullif(trim(event_id), '') AS event_id,
            nullif(trim(user_id), '') AS user_id,
            nullif(trim(item_id), '') AS item_id,
@@ -30,8 +31,7 @@ parsed AS (
 typed AS (
     SELECT *, timezone('UTC', ts_tz) AS ts FROM parsed  -- naive UTC TIMESTAMP
 )
-SELECT file_id, source_file, line, pos, event_id, user_id, item_id, event_type, ts,
-       value_num AS value, timestamp_raw, value_raw, raw_line, extra,
+SELECT pos, event_id, user_id, item_id, event_type, ts, value_num AS value,
        CASE
            WHEN parse_error IS NOT NULL THEN parse_error
            WHEN user_id IS NULL THEN 'missing_user_id'

@@ -7,7 +7,7 @@ import pytest
 
 from assets.config import CleaningConfig
 from assets.landing import EVENTS, ITEMS, ingest_folder
-from assets.sqlfiles import run_sql
+from assets.warehouse import clean_events as run_cleaning
 
 HEADER = "event_id,user_id,item_id,event_type,timestamp,value\n"
 
@@ -42,9 +42,7 @@ def ingest_items(con, landing: Path):
 
 
 def clean_events(con, config: CleaningConfig | None = None) -> None:
-    params = (config or CleaningConfig()).sql_params()
-    for name in ("typed_events", "event_versions", "clean_interactions", "quarantined_events"):
-        run_sql(con, name, params)
+    run_cleaning(con, (config or CleaningConfig()).sql_params())
 
 
 def reasons(con) -> list[tuple[str, int, str]]:
@@ -58,3 +56,17 @@ def accounted(con) -> tuple[int, int]:
     clean, dups = con.execute("SELECT count(*), coalesce(sum(duplicate_count), 0) FROM clean_interactions").fetchall()[0]
     quarantined = con.execute("SELECT count(*) FROM quarantined_events").fetchall()[0][0]
     return raw, clean + dups + quarantined
+
+
+def build_warehouse(con, landing: Path) -> None:
+    """Everything the data assets build, through the same SQL steps, without Dagster."""
+    from assets.config import SplitConfig, VocabularyConfig
+    from assets.warehouse import build_splits, build_vocabularies, clean_items
+
+    ingest_folder(con, landing, EVENTS, log=lambda m: None)
+    ingest_folder(con, landing, ITEMS, log=lambda m: None)
+    params = CleaningConfig().sql_params()
+    run_cleaning(con, params)
+    clean_items(con, params)
+    build_splits(con, SplitConfig().sql_params())
+    build_vocabularies(con, VocabularyConfig().sql_params())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from assets.config import CleaningConfig
-from assets.sqlfiles import run_sql
+from assets.warehouse import clean_items
 from tests.conftest import HEADER, accounted, clean_events, ingest_events, ingest_items, reasons, write
 
 
@@ -64,9 +64,7 @@ def test_items_latest_version_wins_and_bad_rows_are_quarantined(con, landing):
                                   "i3,Bad date,Drama,yesterday-ish,\n")
     write(landing, "items/b.jsonl", '{"item_id":"i1","title":"New Title","categories":["Drama","Crime"],"created_at":"2021-05-05T00:00:00Z"}\n')
     ingest_items(con, landing)
-    params = CleaningConfig().sql_params()
-    for name in ("typed_items", "clean_items", "quarantined_items"):
-        run_sql(con, name, params)
+    clean_items(con, CleaningConfig().sql_params())
     rows = con.execute("SELECT item_id, title, categories, year, superseded_count, attributes FROM clean_items ORDER BY item_id").fetchall()
     assert rows == [("i1", "New Title", ["crime", "drama"], None, 1, None),
                     ("i2", "Toy Story (1995)", ["animation", "children", "comedy"], 1995, 0, '{"price":null}')]

@@ -8,6 +8,7 @@ EXPECTED_GROUPS = {
     "raw_events": "ingest", "raw_items": "ingest",
     "clean_interactions": "clean", "quarantined_events": "clean", "clean_items": "clean",
     "interaction_splits": "splits", "vocabularies": "splits",
+    "two_tower_model": "training", "model_evaluation": "training",
 }
 
 
@@ -23,12 +24,14 @@ def test_definitions_load_with_groups_lineage_and_checks(tmp_path, monkeypatch):
     assert parents("clean_interactions") == {"raw_events"}
     assert parents("interaction_splits") == {"clean_interactions"}
     assert parents("vocabularies") == {"interaction_splits", "clean_items"}
+    assert parents("model_evaluation") == {"two_tower_model"}
 
     specs = [graph.get_check_spec(k) for k in graph.asset_check_keys]
     checks = {(c.asset_key.to_user_string(), c.name): c.blocking for c in specs}
     # the checks that guard the splits (and what feeds them) are blocking
     for key in [("interaction_splits", "split_no_time_leakage"), ("interaction_splits", "split_eval_users_have_history"),
-                ("interaction_splits", "interaction_splits_expectations"), ("clean_interactions", "event_row_accounting")]:
+                ("interaction_splits", "interaction_splits_expectations"), ("clean_interactions", "event_row_accounting"),
+                ("model_evaluation", "beats_popularity_on_valid_ndcg")]:
         assert checks[key] is True, key
     assert ("clean_interactions", "clean_interactions_expectations") in checks
     assert ("raw_events", "raw_events_files_readable") in checks

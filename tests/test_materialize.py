@@ -35,8 +35,10 @@ def _run(home: Path):
     from orchestration.definitions import build_definitions
 
     defs = build_definitions(home)
-    return defs.resolve_job_def("all_assets_job").execute_in_process(instance=dg.DagsterInstance.ephemeral(),
-                                                                    raise_on_error=False)
+    # a short training run: the graph is under test here, quality is tests/test_training.py's job
+    run_config = {"ops": {"two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}}}}
+    return defs.resolve_job_def("all_assets_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     assert "events/notes.txt" in table and "events/cut.csv.gz" in table
     materialized = {e.asset_key.to_user_string() for e in first_run.get_asset_materialization_events()}
     assert materialized == {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
-                            "interaction_splits", "vocabularies"}
+                            "interaction_splits", "vocabularies", "two_tower_model", "model_evaluation"}
 
 
 def test_every_raw_row_is_accounted_and_the_dirty_rows_are_quarantined(first_run, home):

@@ -1,7 +1,7 @@
 """clean_interactions and quarantined_events: one pass over raw_events, two relations.
 
 They come from one step because both read the same typed rows (sql/typed_events.sql) and the
-same duplicate / conflict resolution (sql/event_versions.sql); every raw row lands in exactly
+same duplicate / conflict resolution (sql/event_conflicts.sql); every raw row lands in exactly
 one of them or is counted as an exact duplicate.
 """
 
@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import CleaningConfig
 from assets.reporting import figures_metadata, log_figures, md_table
-from assets.sqlfiles import run_sql
+from assets.warehouse import clean_events as run_cleaning
 from orchestration.resources import MlflowTracker
 
 
@@ -28,8 +28,7 @@ def clean_events(context: dg.AssetExecutionContext, config: CleaningConfig, duck
                  mlflow: MlflowTracker):
     params = config.sql_params()
     with duckdb.get_connection() as con:
-        sql = {name: run_sql(con, name, params)
-               for name in ("typed_events", "event_versions", "clean_interactions", "quarantined_events")}
+        sql = run_cleaning(con, params)
         raw, clean, dups, pos, neg, users, items = con.execute(
             """SELECT (SELECT count(*) FROM raw_events), count(*), coalesce(sum(duplicate_count), 0),
                       count(*) FILTER (WHERE is_positive), count(*) FILTER (WHERE is_negative),
@@ -40,7 +39,6 @@ def clean_events(context: dg.AssetExecutionContext, config: CleaningConfig, duck
             """SELECT reason, source_file, line, coalesce(raw_line, concat_ws(',', user_id, item_id, event_type, timestamp_raw, value_raw))
                FROM (SELECT *, row_number() OVER (PARTITION BY reason ORDER BY source_file, line) AS k FROM quarantined_events)
                WHERE k <= 3 ORDER BY reason, k""").fetchall()
-        con.execute("DROP TABLE IF EXISTS typed_events; DROP TABLE IF EXISTS event_versions")
     quarantined = sum(n for _, n in by_reason)
     figures = {"raw_rows": raw, "clean_rows": clean, "duplicate_rows": int(dups), "quarantined_rows": quarantined,
                "positive_rows": pos, "negative_rows": neg, "users": users, "items": items,

@@ -5,7 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import CleaningConfig
 from assets.reporting import figures_metadata, log_figures, md_table
-from assets.sqlfiles import run_sql
+from assets.warehouse import clean_items as run_cleaning
 from orchestration.resources import MlflowTracker
 
 
@@ -16,13 +16,12 @@ def clean_items(context: dg.AssetExecutionContext, config: CleaningConfig, duckd
     break a rule are written to the `quarantined_items` table with a reason."""
     params = config.sql_params()
     with duckdb.get_connection() as con:
-        sql = {name: run_sql(con, name, params) for name in ("typed_items", "clean_items", "quarantined_items")}
+        sql = run_cleaning(con, params)
         raw, clean, superseded, with_cats = con.execute(
             """SELECT (SELECT count(*) FROM raw_items), count(*), coalesce(sum(superseded_count), 0),
                       count(*) FILTER (WHERE len(categories) > 0) FROM clean_items""").fetchall()[0]
         by_reason = con.execute(
             "SELECT reason, count(*) AS n FROM quarantined_items GROUP BY reason ORDER BY n DESC, reason").fetchall()
-        con.execute("DROP TABLE IF EXISTS typed_items")
     quarantined = sum(n for _, n in by_reason)
     figures = {"raw_rows": raw, "clean_items": clean, "superseded_rows": int(superseded),
                "quarantined_rows": quarantined, "items_with_categories": with_cats}

@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import SplitConfig
 from assets.reporting import figures_metadata, log_figures, md_table
-from assets.sqlfiles import run_sql
+from assets.warehouse import build_splits
 from orchestration.resources import MlflowTracker
 
 
@@ -14,7 +14,7 @@ def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, d
     or one global time cut."""
     params = config.sql_params()
     with duckdb.get_connection() as con:
-        sql = run_sql(con, "interaction_splits", params)
+        sql = build_splits(con, params)
         rows = con.execute(
             """SELECT split, count(*), count(DISTINCT user_id), count(DISTINCT item_id), min(ts), max(ts)
                FROM interaction_splits GROUP BY split ORDER BY split""").fetchall()

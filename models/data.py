@@ -1,0 +1,249 @@
+"""Tensors for training and evaluation, built once per run with NumPy (no per-example Python).
+
+- `Catalog`: every item (catalog rows + any item seen in interactions) with its hashed id,
+  category bag, title-token bag and numeric features, as tensors indexed by catalog position.
+- `TrainSet`: one row per train positive, with the user's previous L positives (left-padded)
+  and up to H of the user's negative-feedback items; `windows` marks rows that end a
+  non-overlapping window of L transitions (what the transformer trains on at every position).
+- `EvalSet`: one target per user (valid or test), the history before it, and the items to
+  exclude from ranking (everything the user interacted with before the target split).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.vocab import Vocabulary
+
+YEAR_SUFFIX = re.compile(r"\(([0-9]{4})\)\s*$")
+TOKEN_SPLIT = re.compile(r"[^a-z0-9]+")
+_SALTS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
+_MULTS = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
+
+
+def title_tokens(title: str | None) -> list[str]:
+    """The tokenisation of sql/vocabularies.sql: lower-case, no "(1995)" suffix, alphanumeric runs >= 2."""
+    if not title:
+        return []
+    text = YEAR_SUFFIX.sub("", title.lower())
+    return [t for t in TOKEN_SPLIT.split(text) if len(t) >= 2]
+
+
+def hash_buckets(keys, n_hashes: int, buckets: int) -> np.ndarray:
+    """(N,) string ids -> (N, n_hashes) int64 buckets in 1..buckets-1 (0 is padding).
+
+    pandas' hash_array is a keyed SipHash with a fixed key: stable across processes, unlike
+    hash(); each hash function re-mixes it with its own salt and multiplier (splitmix64).
+    """
+    assert 1 <= n_hashes <= len(_SALTS), n_hashes
+    base = pd.util.hash_array(np.asarray(keys, dtype=object))  # (N,) uint64
+    out = np.empty((len(base), n_hashes), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        for k in range(n_hashes):
+            x = (base ^ np.uint64(_SALTS[k])) * np.uint64(_MULTS[k])
+            x ^= x >> np.uint64(31)
+            out[:, k] = (x % np.uint64(buckets - 1)).astype(np.int64) + 1
+    return out
+
+
+def _pad_lists(lists: list[list[int]], width: int) -> np.ndarray:
+    out = np.zeros((len(lists), width), dtype=np.int64)
+    for i, xs in enumerate(lists):
+        xs = xs[:width]
+        out[i, : len(xs)] = xs
+    return out
+
+
+@dataclass
+class Catalog:
+    item_ids: np.ndarray  # (N,) object
+    id_hash: torch.Tensor  # (N + 1, n_hashes); the last row is padding (all zeros)
+    categories: torch.Tensor  # (N + 1, C)
+    tokens: torch.Tensor  # (N + 1, T)
+    numeric: torch.Tensor  # (N + 1, 2): (year - 2000) / 20, has_year
+
+    def __post_init__(self) -> None:
+        self._index = pd.Index(self.item_ids)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def index_of(self, keys) -> np.ndarray:
+        """Catalog positions of item ids; -1 where unknown."""
+        return self._index.get_indexer(pd.Series(keys, dtype=object))
+
+    def features(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gather features for catalog positions of any shape; -1 gives the padding row."""
+        i = torch.where(idx < 0, torch.full_like(idx, len(self)), idx)
+        return {"id_hash": self.id_hash[i], "categories": self.categories[i], "tokens": self.tokens[i],
+                "numeric": self.numeric[i]}
+
+    @classmethod
+    def build(cls, item_ids, titles, categories, years, category_vocab: Vocabulary, token_vocab: Vocabulary,
+              n_hashes: int, buckets: int, max_categories: int = 4, max_tokens: int = 8) -> "Catalog":
+        item_ids = np.asarray(item_ids, dtype=object)
+        n = len(item_ids)
+        cats = [list(c) if isinstance(c, (list, tuple, np.ndarray)) else [] for c in categories]  # NULL -> []
+        flat = [c for cs in cats for c in cs]
+        enc = category_vocab.encode(flat) if flat else np.zeros(0, dtype=np.int64)
+        offsets = np.cumsum([0] + [len(c) for c in cats])
+        cat_idx = [enc[offsets[i]: offsets[i + 1]].tolist() for i in range(n)]
+        toks = [title_tokens(t if isinstance(t, str) else None) for t in titles]
+        flat = [t for ts in toks for t in ts]
+        enc = token_vocab.encode(flat) if flat else np.zeros(0, dtype=np.int64)
+        offsets = np.cumsum([0] + [len(t) for t in toks])
+        tok_idx = [enc[offsets[i]: offsets[i + 1]].tolist() for i in range(n)]
+        years = pd.to_numeric(pd.Series(years, dtype=object), errors="coerce").to_numpy(float)
+        has_year = ~np.isnan(years)
+        numeric = np.stack([np.where(has_year, (years - 2000.0) / 20.0, 0.0), has_year.astype(float)], axis=1)
+
+        def with_pad(a: np.ndarray, dtype) -> torch.Tensor:
+            return torch.as_tensor(np.concatenate([a, np.zeros((1, a.shape[1]), a.dtype)]), dtype=dtype)
+
+        return cls(item_ids, with_pad(hash_buckets(item_ids, n_hashes, buckets), torch.long),
+                   with_pad(_pad_lists(cat_idx, max_categories), torch.long),
+                   with_pad(_pad_lists(tok_idx, max_tokens), torch.long),
+                   with_pad(numeric.astype(np.float32), torch.float32))
+
+
+@dataclass
+class TrainSet:
+    user_keys: np.ndarray  # (U,) object, user code = position
+    user_hash: torch.Tensor  # (U, n_hashes)
+    user: torch.Tensor  # (n,) user code of each train positive
+    target: torch.Tensor  # (n,) catalog position
+    history: torch.Tensor  # (n, L) previous positives, left-padded with -1
+    windows: torch.Tensor  # (w,) rows ending a window of L transitions (transformer training)
+    hard: torch.Tensor  # (U, H) the user's negative-feedback items, -1 padded
+    item_counts: torch.Tensor  # (N,) train positives per catalog item
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+@dataclass
+class EvalSet:
+    name: str
+    user_keys: np.ndarray  # (E,)
+    user_hash: torch.Tensor  # (E, n_hashes)
+    history: torch.Tensor  # (E, L)
+    target: torch.Tensor  # (E,)
+    seen_rows: np.ndarray  # (S,) row in this set
+    seen_items: np.ndarray  # (S,) catalog position to exclude
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+def _histories(codes: np.ndarray, items: np.ndarray, L: int) -> np.ndarray:
+    """For rows sorted by (user, time): the previous L items of the same user, left-padded -1.
+
+    (n,) -> (n, L) by one gather: row k reads rows k-L..k-1, masked where the user differs.
+    """
+    n = len(items)
+    back = np.arange(L, 0, -1)  # L..1: column L-1 is the previous row
+    src = np.arange(n)[:, None] - back[None, :]  # (n, L)
+    ok = src >= 0
+    src_c = np.clip(src, 0, None)
+    ok &= codes[src_c] == codes[:, None]
+    return np.where(ok, items[src_c], -1)
+
+
+def build_train_set(train: pd.DataFrame, negatives: pd.DataFrame, catalog: Catalog, *, history_len: int,
+                    n_hashes: int, user_buckets: int, max_hard: int = 8) -> TrainSet:
+    """train: user_id, item_id, ts (positives); negatives: user_id, item_id, ts (negative feedback)."""
+    df = train.sort_values(["user_id", "ts", "item_id"], kind="stable").reset_index(drop=True)
+    codes, user_keys = pd.factorize(df["user_id"], sort=True)
+    items = catalog.index_of(df["item_id"])
+    if (items < 0).any():
+        missing = df["item_id"][items < 0].iloc[0]
+        raise ValueError(f"train item {missing!r} is not in the catalog")
+    hist = _histories(codes, items, history_len)
+    # rows that end a window: every L-th row counting back from each user's last row
+    pos_from_end = df.groupby(codes).cumcount(ascending=False).to_numpy()
+    windows = np.flatnonzero(pos_from_end % history_len == 0)
+    hard = np.full((len(user_keys), max_hard), -1, dtype=np.int64)
+    if max_hard and len(negatives):
+        neg = negatives.assign(code=pd.Index(user_keys).get_indexer(negatives["user_id"]),
+                               item=catalog.index_of(negatives["item_id"]))
+        neg = neg[(neg.code >= 0) & (neg.item >= 0)].sort_values(["code", "ts"], ascending=[True, False])
+        neg = neg.assign(k=neg.groupby("code").cumcount()).query("k < @max_hard")
+        hard[neg["code"].to_numpy(), neg["k"].to_numpy()] = neg["item"].to_numpy()
+    counts = np.bincount(items, minlength=len(catalog))
+    return TrainSet(np.asarray(user_keys, dtype=object),
+                    torch.as_tensor(hash_buckets(np.asarray(user_keys, dtype=object), n_hashes, user_buckets)),
+                    torch.as_tensor(codes, dtype=torch.long), torch.as_tensor(items, dtype=torch.long),
+                    torch.as_tensor(hist, dtype=torch.long), torch.as_tensor(windows, dtype=torch.long),
+                    torch.as_tensor(hard), torch.as_tensor(counts, dtype=torch.long))
+
+
+def build_eval_set(name: str, known: pd.DataFrame, targets: pd.DataFrame, catalog: Catalog, *,
+                   history_len: int, n_hashes: int, user_buckets: int) -> EvalSet:
+    """known: the pairs before the target split (history and exclusions); targets: one per user."""
+    known = known.sort_values(["user_id", "ts", "item_id"], kind="stable")
+    tg = targets.sort_values("user_id").drop_duplicates("user_id", keep="last").reset_index(drop=True)
+    users = pd.Index(tg["user_id"])
+    k_code = users.get_indexer(known["user_id"])
+    k_item = catalog.index_of(known["item_id"])
+    keep = (k_code >= 0) & (k_item >= 0)
+    k_code, k_item = k_code[keep], k_item[keep]
+    # the last L known items per user, left-padded: position from the end of each user's run
+    order = np.lexsort((np.arange(len(k_code)), k_code))
+    k_code, k_item = k_code[order], k_item[order]
+    from_end = pd.Series(k_code).groupby(k_code).cumcount(ascending=False).to_numpy()
+    hist = np.full((len(users), history_len), -1, dtype=np.int64)
+    sel = from_end < history_len
+    hist[k_code[sel], history_len - 1 - from_end[sel]] = k_item[sel]
+    return EvalSet(name, np.asarray(users, dtype=object),
+                   torch.as_tensor(hash_buckets(np.asarray(users, dtype=object), n_hashes, user_buckets)),
+                   torch.as_tensor(hist), torch.as_tensor(catalog.index_of(tg["item_id"]), dtype=torch.long),
+                   k_code.astype(np.int64), k_item.astype(np.int64))
+
+
+def _vocab_or_empty(con, name: str) -> Vocabulary:
+    try:
+        return Vocabulary.from_duckdb(con, name)
+    except ValueError:
+        nb = con.execute("SELECT num_buckets FROM vocabulary_info").fetchall()[0][0]
+        return Vocabulary(name, np.array([], dtype=object), np.array([], dtype=np.int64), int(nb))
+
+
+@dataclass
+class Datasets:
+    catalog: Catalog
+    train: TrainSet
+    valid: EvalSet
+    test: EvalSet
+    category_vocab: Vocabulary
+    token_vocab: Vocabulary
+
+
+def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: int, user_buckets: int,
+                        max_hard: int = 8) -> Datasets:
+    """Catalog, train rows and valid/test sets from the DuckDB tables the data assets built."""
+    cat_vocab, tok_vocab = _vocab_or_empty(con, "category"), _vocab_or_empty(con, "title_token")
+    items = con.execute(
+        """SELECT item_id, i.title, i.categories, i.year
+           FROM (SELECT item_id FROM clean_items UNION SELECT DISTINCT item_id FROM interaction_splits)
+           LEFT JOIN clean_items i USING (item_id) ORDER BY item_id""").df()
+    catalog = Catalog.build(items["item_id"].to_numpy(object), items["title"].tolist(), items["categories"].tolist(),
+                            items["year"].tolist(), cat_vocab, tok_vocab, n_hashes, item_buckets)
+    pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits "
+                        "WHERE split IN ('train', 'valid', 'test')").df()
+    # negative feedback strictly before the user's first valid/test pair: no peeking at the future
+    negatives = con.execute(
+        """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
+           LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
+                      WHERE split IN ('valid', 'test') GROUP BY user_id) e USING (user_id)
+           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)""").df()
+    train = pairs[pairs.split == "train"]
+    kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets)
+    train_set = build_train_set(train, negatives, catalog, max_hard=max_hard, **kw)
+    valid = build_eval_set("valid", train, pairs[pairs.split == "valid"], catalog, **kw)
+    test = build_eval_set("test", pairs[pairs.split.isin(["train", "valid"])], pairs[pairs.split == "test"], catalog, **kw)
+    return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab)

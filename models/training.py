@@ -1,0 +1,189 @@
+"""Training: tensorised batches, AdamW (+ SparseAdam for the id tables), clipping, early stopping
+on validation NDCG@10, seeded. A non-finite loss raises `TrainingDiverged`; nothing is kept."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from models.data import Catalog, EvalSet, TrainSet
+from models.evaluation import evaluate_model
+from models.losses import bpr, info_nce
+from models.towers import TowerConfig, TwoTower
+
+LOSSES = ("infonce", "bpr")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops and no checkpoint is promoted."""
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "infonce"  # infonce | bpr
+    temperature: float = 0.05  # softmax temperature over cosine scores
+    logq_correction: bool = True  # subtract log q_j: popular items are not over-penalised
+    extra_negatives: int = 0  # uniform negatives shared by the batch (mixed negative sampling)
+    hard_negatives: bool = True  # the user's negative-feedback items in the denominator
+    batch_size: int = 512
+    epochs: int = 20
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    patience: int = 3  # epochs without a better validation NDCG@10 before stopping
+    seed: int = 0
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+
+
+@dataclass
+class TrainResult:
+    model: TwoTower
+    best_epoch: int
+    best_valid: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)  # one dict per epoch
+    steps: int = 0
+    seconds: float = 0.0
+    examples: int = 0
+
+
+def _log_q(train: TrainSet, n_items: int, batch: int, extra: int) -> torch.Tensor:
+    """log q_j of the candidate mixture: batch rows drawn by popularity, `extra` uniform."""
+    p = (train.item_counts.double() + 1.0) / (train.item_counts.sum().double() + n_items)
+    q = (batch * p + extra / n_items) / (batch + extra)
+    return q.log().float()
+
+
+def make_optimizers(model: TwoTower, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    opts = [torch.optim.AdamW(model.dense_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    if model.sparse_parameters():
+        opts.append(torch.optim.SparseAdam(model.sparse_parameters(), lr=cfg.lr))
+    return opts
+
+
+def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.Tensor, cfg: TrainConfig,
+               log_q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Loss for one batch of train rows (indices into `train`)."""
+    tc = model.cfg
+    user = train.user[rows]
+    uh = train.user_hash[user]  # (B, n_hashes)
+    if tc.encoder == "transformer":
+        # every position of the window predicts its next item
+        hist = train.history[rows]  # (B, L)
+        nxt = torch.cat([hist[:, 1:], train.target[rows, None]], dim=1)  # (B, L)
+        valid = (hist >= 0) & (nxt >= 0)
+        u_all = model.user(uh, catalog.features(hist), hist >= 0, all_positions=True)  # (B, L, D)
+        u = u_all[valid]  # (P, D)
+        pos = nxt[valid]  # (P,)
+        hard_ids = train.hard[user[:, None].expand_as(hist)[valid]] if cfg.hard_negatives else None  # (P, H)
+        cap = 4 * cfg.batch_size
+        if len(pos) > cap:  # bound the (P, P) logits
+            keep = torch.randperm(len(pos), generator=gen)[:cap]
+            u, pos = u[keep], pos[keep]
+            hard_ids = hard_ids[keep] if hard_ids is not None else None
+    else:
+        hist = train.history[rows]
+        u = model.user(uh, catalog.features(hist), hist >= 0)  # (B, D)
+        pos = train.target[rows]
+        hard_ids = train.hard[user] if cfg.hard_negatives else None
+    v_pos = model.item(catalog.features(pos))  # (P, D)
+    if cfg.loss == "bpr":
+        neg = torch.randint(0, len(catalog), pos.shape, generator=gen)
+        return bpr(u, v_pos, model.item(catalog.features(neg)))
+    extra = {}
+    if cfg.extra_negatives:
+        ids = torch.randint(0, len(catalog), (cfg.extra_negatives,), generator=gen)
+        extra = {"v_extra": model.item(catalog.features(ids)), "extra_ids": ids,
+                 "extra_log_q": log_q[ids] if cfg.logq_correction else None}
+    if hard_ids is not None and (hard_ids >= 0).any():
+        extra.update(v_hard=model.item(catalog.features(hard_ids)), hard_ids=hard_ids)
+    return info_nce(u, v_pos, pos, temperature=cfg.temperature,
+                    log_q=log_q[pos] if cfg.logq_correction else None, **extra)
+
+
+def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainConfig, *,
+          valid: EvalSet | None = None, log: Callable[[str], None] = print,
+          on_epoch: Callable[[int, dict], None] | None = None,
+          init_state: dict | None = None) -> TrainResult:
+    """Train a TwoTower; keeps the weights of the best validation NDCG@10 epoch."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = TwoTower(tower)
+    opts = make_optimizers(model, cfg)
+    if init_state is not None:  # resume
+        model.load_state_dict(init_state["model"])
+        for o, s in zip(opts, init_state.get("optimizers", [])):
+            o.load_state_dict(s)
+    rows_all = train_set.windows if tower.encoder == "transformer" else torch.arange(len(train_set))
+    if len(rows_all) == 0:
+        raise ValueError("no training rows: the train split is empty")
+    log_q = _log_q(train_set, len(catalog), cfg.batch_size, cfg.extra_negatives)
+    result = TrainResult(model, best_epoch=-1)
+    best_score, best_state, bad_epochs = -math.inf, None, 0
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = rows_all[torch.randperm(len(rows_all), generator=gen)]
+        losses = []
+        te = time.perf_counter()
+        for s in range(0, len(perm), cfg.batch_size):
+            rows = perm[s: s + cfg.batch_size]
+            if len(rows) < 2:
+                continue
+            loss = train_step(model, catalog, train_set, rows, cfg, log_q, gen)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
+                                       "lower the learning rate or raise the temperature; nothing was saved")
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.dense_parameters(), cfg.clip_norm)
+            for o in opts:
+                o.step()
+            losses.append(loss.item())
+            result.steps += 1
+            result.examples += len(rows)
+            if cfg.max_steps and result.steps >= cfg.max_steps:
+                break
+        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+               "epoch_seconds": time.perf_counter() - te}
+        if valid is not None and len(valid):
+            row.update({f"valid_{k}": v for k, v in evaluate_model(model, catalog, valid, ks=(10,)).items()
+                        if k != "users"})
+        result.history.append(row)
+        score = row.get("valid_ndcg@10", -row["loss"])
+        log(f"epoch {epoch}: loss {row['loss']:.4f}" + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}"
+                                                        if "valid_ndcg@10" in row else "")
+            + f" ({row['epoch_seconds']:.1f}s)")
+        if on_epoch:
+            on_epoch(epoch, row)
+        if score > best_score:
+            best_score, bad_epochs = score, 0
+            best_state = copy.deepcopy(model.state_dict())
+            result.best_epoch, result.best_valid = epoch, {k: v for k, v in row.items() if k.startswith("valid_")}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                log(f"early stop: no better validation NDCG@10 for {cfg.patience} epochs; best epoch {result.best_epoch}")
+                break
+        if cfg.max_steps and result.steps >= cfg.max_steps:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - t0
+    result.optimizer_states = [o.state_dict() for o in opts]
+    return result
+
+
+def config_dict(tower: TowerConfig, cfg: TrainConfig) -> dict:
+    return {"tower": tower.to_dict(), "train": asdict(cfg)}
