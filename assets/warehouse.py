@@ -48,3 +48,18 @@ def build_vocabularies(con, params: dict) -> tuple[str, str]:
                    SELECT $fp AS fingerprint, $nb::INTEGER AS num_buckets, now() AS built_at""",
                 {"fp": fingerprint, "nb": params["num_buckets"]})
     return sql, fingerprint
+
+
+def build_warehouse(con, landing) -> str:
+    """Every data asset's SQL with default configuration, without Dagster (tests, benchmarks);
+    returns the vocabulary fingerprint."""
+    from assets.config import CleaningConfig, SplitConfig, VocabularyConfig
+    from assets.landing import EVENTS, ITEMS, ingest_folder
+
+    ingest_folder(con, landing, EVENTS, log=lambda m: None)
+    ingest_folder(con, landing, ITEMS, log=lambda m: None)
+    params = CleaningConfig().sql_params()
+    clean_events(con, params)
+    clean_items(con, params)
+    build_splits(con, SplitConfig().sql_params())
+    return build_vocabularies(con, VocabularyConfig().sql_params())[1]

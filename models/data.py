@@ -4,7 +4,7 @@
   category bag, title-token bag and numeric features, as tensors indexed by catalog position.
 - `TrainSet`: one row per train positive, with the user's previous L positives (left-padded)
   and up to H of the user's negative-feedback items; `windows` marks rows that end a
-  non-overlapping window of L transitions (what the transformer trains on at every position).
+  window of transitions: the transformer trains on every position of such windows.
 - `EvalSet`: one target per user (valid or test), the history before it, and the items to
   exclude from ranking (everything the user interacted with before the target split).
 """
@@ -118,12 +118,17 @@ class TrainSet:
     user: torch.Tensor  # (n,) user code of each train positive
     target: torch.Tensor  # (n,) catalog position
     history: torch.Tensor  # (n, L) previous positives, left-padded with -1
-    windows: torch.Tensor  # (w,) rows ending a window of L transitions (transformer training)
+    from_end: torch.Tensor  # (n,) how many of the user's train positives come after this row
     hard: torch.Tensor  # (U, H) the user's negative-feedback items, -1 padded
     item_counts: torch.Tensor  # (N,) train positives per catalog item
 
     def __len__(self) -> int:
         return len(self.target)
+
+    def windows(self, stride: int) -> torch.Tensor:
+        """Rows ending a window: every `stride`-th row counting back from each user's last one
+        (stride = L: non-overlapping windows; smaller: overlapping, more steps per epoch)."""
+        return torch.nonzero(self.from_end % stride == 0).flatten()
 
 
 @dataclass
@@ -164,9 +169,7 @@ def build_train_set(train: pd.DataFrame, negatives: pd.DataFrame, catalog: Catal
         missing = df["item_id"][items < 0].iloc[0]
         raise ValueError(f"train item {missing!r} is not in the catalog")
     hist = _histories(codes, items, history_len)
-    # rows that end a window: every L-th row counting back from each user's last row
-    pos_from_end = df.groupby(codes).cumcount(ascending=False).to_numpy()
-    windows = np.flatnonzero(pos_from_end % history_len == 0)
+    from_end = df.groupby(codes).cumcount(ascending=False).to_numpy()
     hard = np.full((len(user_keys), max_hard), -1, dtype=np.int64)
     if max_hard and len(negatives):
         neg = negatives.assign(code=pd.Index(user_keys).get_indexer(negatives["user_id"]),
@@ -178,7 +181,7 @@ def build_train_set(train: pd.DataFrame, negatives: pd.DataFrame, catalog: Catal
     return TrainSet(np.asarray(user_keys, dtype=object),
                     torch.as_tensor(hash_buckets(np.asarray(user_keys, dtype=object), n_hashes, user_buckets)),
                     torch.as_tensor(codes, dtype=torch.long), torch.as_tensor(items, dtype=torch.long),
-                    torch.as_tensor(hist, dtype=torch.long), torch.as_tensor(windows, dtype=torch.long),
+                    torch.as_tensor(hist, dtype=torch.long), torch.as_tensor(from_end, dtype=torch.long),
                     torch.as_tensor(hard), torch.as_tensor(counts, dtype=torch.long))
 
 

@@ -69,7 +69,7 @@ def user_vectors(model, catalog: Catalog, user_hash: torch.Tensor, history: torc
     out = []
     for s in range(0, len(history), batch):
         h = history[s: s + batch]
-        out.append(model.user(user_hash[s: s + batch], catalog.features(h), h >= 0))
+        out.append(model.users(catalog, user_hash[s: s + batch], h))
     return torch.cat(out)
 
 

@@ -6,7 +6,7 @@ title-token bag + numeric features -> MLP -> L2-normalised vector. ID dropout in
 zeroes the id part of some items so that content alone learns to embed a brand-new item.
 
 User tower: hashed user id + an encoder over the last L positive items, whose inputs are the
-item tower's own representations (the tables are shared) -> MLP -> L2-normalised vector in the
+item tower's own representations (TwoTower.history: the tables are shared) -> MLP -> L2-normalised vector in the
 item space. Encoders: `mean` (masked mean), `attention` (multi-head attention pooling with the
 user as query), `transformer` (causal, SASRec-style; trained on every position).
 
@@ -97,10 +97,16 @@ class ItemTower(nn.Module):
             idp = idp * keep.unsqueeze(-1)
         x = idp
         if self.cfg.use_content:
-            cats, toks = feats["categories"], feats["tokens"]  # (..., C), (..., T)
-            x = x + _masked_mean(self.categories(cats), cats > 0) + _masked_mean(self.tokens(toks), toks > 0)
+            x = x + self._bag(self.categories, feats["categories"]) + self._bag(self.tokens, feats["tokens"])
             x = x + self.numeric(feats["numeric"])
         return self.norm(x)
+
+    @staticmethod
+    def _bag(table: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
+        """Mean of the non-padding rows: (..., K) -> (..., h); an all-padding bag gives 0."""
+        flat = idx.reshape(-1, idx.shape[-1])  # (M, K)
+        out = F.embedding_bag(flat, table.weight, mode="mean", padding_idx=0)  # (M, h)
+        return out.view(*idx.shape[:-1], -1)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """(..., feature dims) -> (..., dim), unit length."""
@@ -108,10 +114,9 @@ class ItemTower(nn.Module):
 
 
 class UserTower(nn.Module):
-    def __init__(self, cfg: TowerConfig, item_tower: ItemTower):
+    def __init__(self, cfg: TowerConfig):
         super().__init__()
         self.cfg = cfg
-        self.item_tower = [item_tower]  # a reference, not a submodule: its weights belong to the item side
         h, L = cfg.hidden, cfg.history_len
         self.ids = HashedIdEmbedding(cfg.user_buckets, cfg.id_dim, cfg.n_hashes, h, cfg.sparse)
         if cfg.encoder == "attention":
@@ -124,20 +129,17 @@ class UserTower(nn.Module):
         self.norm = nn.LayerNorm(h)
         self.mlp = nn.Sequential(nn.Linear(2 * h, 2 * h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(2 * h, cfg.dim))
 
-    def _sequence(self, user_hash: torch.Tensor, hist_feats: dict[str, torch.Tensor], hist_mask: torch.Tensor):
-        u = self.ids(user_hash)  # (B, h)
-        items = self.item_tower[0].represent(hist_feats)  # (B, L, h)
-        return u, items
-
-    def forward(self, user_hash: torch.Tensor, hist_feats: dict[str, torch.Tensor], hist_mask: torch.Tensor,
+    def forward(self, user_hash: torch.Tensor, items: torch.Tensor, hist_mask: torch.Tensor,
                 all_positions: bool = False) -> torch.Tensor:
-        """user_hash (B, n_hashes), history features (B, L, ...), hist_mask (B, L) True = real.
+        """user_hash (B, n_hashes), history representations (B, L, hidden) from
+        TwoTower.history, hist_mask (B, L) True = real.
 
         Histories are left-padded (latest item last). Returns (B, dim), or with all_positions
         (transformer only) (B, L, dim): the state after each history position.
         """
         B, L = hist_mask.shape
-        u, items = self._sequence(user_hash, hist_feats, hist_mask)
+        assert items.shape[:2] == (B, L), (items.shape, hist_mask.shape)
+        u = self.ids(user_hash)  # (B, h)
         if self.cfg.encoder == "mean":
             pooled = _masked_mean(items, hist_mask)  # (B, h)
         elif self.cfg.encoder == "attention":
@@ -164,7 +166,25 @@ class TwoTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.item = ItemTower(cfg)
-        self.user = UserTower(cfg, self.item)
+        self.user = UserTower(cfg)
+
+    def history(self, catalog, hist: torch.Tensor) -> torch.Tensor:
+        """(B, L) catalog positions (-1 = padding) -> (B, L, hidden) item representations.
+
+        Each distinct item of the batch is represented once and gathered: a batch of B x L
+        slots holds far fewer distinct items (and many padding slots, which stay 0).
+        """
+        flat = hist.reshape(-1)  # (B * L,)
+        real = flat >= 0
+        uniq, inv = torch.unique(flat[real], return_inverse=True)
+        reps = self.item.represent(catalog.features(uniq))  # (U, h)
+        out = reps.new_zeros(flat.shape[0], reps.shape[-1])
+        out[real] = reps[inv]
+        return out.view(*hist.shape, -1)
+
+    def users(self, catalog, user_hash: torch.Tensor, hist: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+        """User vectors from hashed ids and left-padded histories of catalog positions."""
+        return self.user(user_hash, self.history(catalog, hist), hist >= 0, all_positions=all_positions)
 
     def sparse_parameters(self) -> list[nn.Parameter]:
         return [self.item.ids.table.weight, self.user.ids.table.weight] if self.cfg.sparse else []

@@ -37,6 +37,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
     patience: int = 3  # epochs without a better validation NDCG@10 before stopping
+    max_positions: int = 4096  # transformer: positions per step in the (P, P) softmax
+    window_stride: int = 0  # transformer: rows between window ends (0 = history_len, no overlap)
     seed: int = 0
     max_steps: int | None = None  # stop early (tests, smoke runs)
 
@@ -81,18 +83,18 @@ def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.T
         hist = train.history[rows]  # (B, L)
         nxt = torch.cat([hist[:, 1:], train.target[rows, None]], dim=1)  # (B, L)
         valid = (hist >= 0) & (nxt >= 0)
-        u_all = model.user(uh, catalog.features(hist), hist >= 0, all_positions=True)  # (B, L, D)
+        u_all = model.users(catalog, uh, hist, all_positions=True)  # (B, L, D)
         u = u_all[valid]  # (P, D)
         pos = nxt[valid]  # (P,)
         hard_ids = train.hard[user[:, None].expand_as(hist)[valid]] if cfg.hard_negatives else None  # (P, H)
-        cap = 4 * cfg.batch_size
+        cap = cfg.max_positions
         if len(pos) > cap:  # bound the (P, P) logits
             keep = torch.randperm(len(pos), generator=gen)[:cap]
             u, pos = u[keep], pos[keep]
             hard_ids = hard_ids[keep] if hard_ids is not None else None
     else:
         hist = train.history[rows]
-        u = model.user(uh, catalog.features(hist), hist >= 0)  # (B, D)
+        u = model.users(catalog, uh, hist)  # (B, D)
         pos = train.target[rows]
         hard_ids = train.hard[user] if cfg.hard_negatives else None
     v_pos = model.item(catalog.features(pos))  # (P, D)
@@ -124,7 +126,8 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
         model.load_state_dict(init_state["model"])
         for o, s in zip(opts, init_state.get("optimizers", [])):
             o.load_state_dict(s)
-    rows_all = train_set.windows if tower.encoder == "transformer" else torch.arange(len(train_set))
+    rows_all = (train_set.windows(cfg.window_stride or tower.history_len) if tower.encoder == "transformer"
+                else torch.arange(len(train_set)))
     if len(rows_all) == 0:
         raise ValueError("no training rows: the train split is empty")
     log_q = _log_q(train_set, len(catalog), cfg.batch_size, cfg.extra_negatives)

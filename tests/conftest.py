@@ -57,16 +57,3 @@ def accounted(con) -> tuple[int, int]:
     quarantined = con.execute("SELECT count(*) FROM quarantined_events").fetchall()[0][0]
     return raw, clean + dups + quarantined
 
-
-def build_warehouse(con, landing: Path) -> None:
-    """Everything the data assets build, through the same SQL steps, without Dagster."""
-    from assets.config import SplitConfig, VocabularyConfig
-    from assets.warehouse import build_splits, build_vocabularies, clean_items
-
-    ingest_folder(con, landing, EVENTS, log=lambda m: None)
-    ingest_folder(con, landing, ITEMS, log=lambda m: None)
-    params = CleaningConfig().sql_params()
-    run_cleaning(con, params)
-    clean_items(con, params)
-    build_splits(con, SplitConfig().sql_params())
-    build_vocabularies(con, VocabularyConfig().sql_params())

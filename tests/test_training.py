@@ -12,7 +12,7 @@ from models.evaluation import evaluate_model, evaluate_popularity
 from models.synthetic import generate
 from models.towers import TowerConfig
 from models.training import TrainConfig, TrainingDiverged, config_dict, train
-from tests.conftest import build_warehouse
+from assets.warehouse import build_warehouse
 
 
 @pytest.fixture(scope="module")
