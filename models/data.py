@@ -181,7 +181,7 @@ def build_train_set(train: pd.DataFrame, negatives: pd.DataFrame, catalog: Catal
     return TrainSet(np.asarray(user_keys, dtype=object),
                     torch.as_tensor(hash_buckets(np.asarray(user_keys, dtype=object), n_hashes, user_buckets)),
                     torch.as_tensor(codes, dtype=torch.long), torch.as_tensor(items, dtype=torch.long),
-                    torch.as_tensor(hist, dtype=torch.long), torch.as_tensor(from_end, dtype=torch.long),
+                    torch.as_tensor(hist, dtype=torch.long), torch.tensor(from_end, dtype=torch.long),
                     torch.as_tensor(hard), torch.as_tensor(counts, dtype=torch.long))
 
 

@@ -42,7 +42,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, p
     tcfg = TrainConfig(loss=config.loss, temperature=config.temperature, logq_correction=config.logq_correction,
                        extra_negatives=config.extra_negatives, hard_negatives=config.hard_negatives,
                        batch_size=config.batch_size, epochs=config.epochs, lr=config.lr, patience=config.patience,
-                       seed=config.seed)
+                       window_stride=config.window_stride, seed=config.seed)
     root = paths.artifacts / "models"
     init_state = None
     if config.resume:
