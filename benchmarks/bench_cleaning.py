@@ -3,7 +3,7 @@ baseline (benchmarks/pandas_cleaning.py) on the same synthetic landing files.
 
     python -m benchmarks.bench_cleaning --sizes 1000000,10000000 [--workdir DIR] [--keep]
 
-Each side runs in its own process, so peak RSS (ru_maxrss) is its own; seconds are wall time
+Each side runs in its own process, so peak RSS (VmHWM) is its own; seconds are wall time
 from the first file read to the last output table, rows/s is raw landing rows / seconds.
 `CleaningConfig().sql_params()` is computed once and handed to both sides, so they apply the
 same rules with the same "now" even if the configuration changes while the benchmark runs.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -112,7 +111,10 @@ def run_pandas(landing: Path, params: dict) -> tuple[float, dict]:
 def child(impl: str, landing: Path, db: Path, params: dict) -> None:
     seconds, counts = (run_duckdb(landing, db, params) if impl == "duckdb"
                        else run_pandas(landing, params))
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (which may have just
+    # generated the data), VmHWM is this process's own high-water mark
+    with open("/proc/self/status") as f:
+        peak_mib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     print(json.dumps({"impl": impl, "seconds": seconds, "peak_rss_mib": peak_mib, "counts": counts}))
 
 
