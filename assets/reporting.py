@@ -46,3 +46,16 @@ def check_result(context, mlflow, check: str, passed: bool, figures: dict,
                **{k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}})
     return dg.AssetCheckResult(passed=passed, severity=severity, asset_key=asset_key,
                                metadata=figures_metadata(figures, tables=tables))
+
+
+def audit_check(context, duckdb, mlflow, audit: str, check: str, what: str, header: tuple[str, ...],
+                severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    """Run sql/<audit>.sql, which returns the offending rows: zero rows = pass. The metadata
+    shows their count next to the threshold (0) and the first of them."""
+    from assets.sqlfiles import query
+
+    with duckdb.get_connection() as con:
+        bad = query(con, audit)
+    return check_result(context, mlflow, check, not bad, {f"offending_{what}": len(bad), "threshold": 0},
+                        tables={f"offending_{what}_table": md_table(bad, header)} if bad else None,
+                        severity=severity)

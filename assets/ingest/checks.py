@@ -1,8 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.reporting import check_result, md_table
-from assets.sqlfiles import query
+from assets.reporting import audit_check, check_result, md_table
 from orchestration.resources import MlflowTracker
 
 
@@ -30,8 +29,5 @@ def raw_items_files_readable(context, duckdb: DuckDBResource, mlflow: MlflowTrac
 @dg.asset_check(asset="raw_events", blocking=True,
                 description="Each loaded file has exactly one raw row per physical data line.")
 def raw_file_lines_accounted(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
-    with duckdb.get_connection() as con:
-        bad = query(con, "audit_file_lines")
-    return check_result(context, mlflow, "raw_file_lines_accounted", not bad,
-                        {"offending_files": len(bad), "threshold": 0},
-                        tables={"offending_files_table": md_table(bad, ("file", "format", "physical_lines", "rows_loaded", "raw_rows"))} if bad else None)
+    return audit_check(context, duckdb, mlflow, "audit_file_lines", "raw_file_lines_accounted", "files",
+                       ("file", "format", "physical_lines", "rows_loaded", "raw_rows"))

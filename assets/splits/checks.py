@@ -3,29 +3,22 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import GxConfig
 from assets.gx import load_frame, validate
-from assets.reporting import check_result, md_table
-from assets.sqlfiles import query
+from assets.reporting import audit_check, check_result, md_table
 from orchestration.resources import MlflowTracker
 
 
 @dg.asset_check(asset="interaction_splits", blocking=True,
                 description="No valid/test pair is earlier than the same user's train pairs.")
 def split_no_time_leakage(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
-    with duckdb.get_connection() as con:
-        bad = query(con, "audit_split_leakage")
-    return check_result(context, mlflow, "split_no_time_leakage", not bad,
-                        {"offending_users": len(bad), "threshold": 0},
-                        tables={"offending_users_table": md_table(bad, ("user_id", "last train ts", "first eval ts"))} if bad else None)
+    return audit_check(context, duckdb, mlflow, "audit_split_leakage", "split_no_time_leakage", "users",
+                       ("user_id", "last train ts", "first eval ts"))
 
 
 @dg.asset_check(asset="interaction_splits", blocking=True,
                 description="Every valid/test user has train history.")
 def split_eval_users_have_history(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
-    with duckdb.get_connection() as con:
-        bad = query(con, "audit_split_cold_users")
-    return check_result(context, mlflow, "split_eval_users_have_history", not bad,
-                        {"offending_users": len(bad), "threshold": 0},
-                        tables={"offending_users_table": md_table(bad, ("user_id", "eval pairs"))} if bad else None)
+    return audit_check(context, duckdb, mlflow, "audit_split_cold_users", "split_eval_users_have_history", "users",
+                       ("user_id", "eval pairs"))
 
 
 @dg.asset_check(asset="interaction_splits", blocking=True,
