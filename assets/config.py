@@ -128,3 +128,19 @@ class TrainingConfig(dg.Config):
     window_stride: int = Field(default=10, description="transformer: rows between training windows "
                                "(overlapping windows give more steps per epoch).")
     resume: bool = Field(default=False, description="Start from the latest checkpoint trained on the same vocabulary.")
+
+
+class IndexConfig(dg.Config):
+    kind: str = Field(default="auto", description="auto (exact Flat up to exact_max items, HNSW above), "
+                      "flat, hnsw or ivf.")
+    exact_max: int = Field(default=100_000, description="auto: exact search up to this many items.")
+    hnsw_m: int = Field(default=32, description="HNSW graph degree.")
+    ef_search: int = Field(default=128, description="HNSW search breadth: recall vs speed.")
+    nprobe: int = Field(default=16, description="IVF cells visited per query.")
+    recall_threshold: float = Field(default=0.95, description="Blocking check: recall@10 against exact "
+                                    "search on real user vectors must reach this.")
+    recall_sample: int = Field(default=2000, description="User vectors sampled for the recall check.")
+
+
+class RecommendationConfig(dg.Config):
+    k: int = Field(default=100, description="Recommendations per user, seen items excluded.")

@@ -226,9 +226,8 @@ class Datasets:
     token_vocab: Vocabulary
 
 
-def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: int, user_buckets: int,
-                        max_hard: int = 8) -> Datasets:
-    """Catalog, train rows and valid/test sets from the DuckDB tables the data assets built."""
+def load_catalog(con, *, n_hashes: int, item_buckets: int) -> tuple[Catalog, Vocabulary, Vocabulary]:
+    """Every item (catalog rows and items seen in the splits) with its features."""
     cat_vocab, tok_vocab = _vocab_or_empty(con, "category"), _vocab_or_empty(con, "title_token")
     items = con.execute(
         """SELECT item_id, i.title, i.categories, i.year
@@ -236,6 +235,13 @@ def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: i
            LEFT JOIN clean_items i USING (item_id) ORDER BY item_id""").df()
     catalog = Catalog.build(items["item_id"].to_numpy(object), items["title"].tolist(), items["categories"].tolist(),
                             items["year"].tolist(), cat_vocab, tok_vocab, n_hashes, item_buckets)
+    return catalog, cat_vocab, tok_vocab
+
+
+def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: int, user_buckets: int,
+                        max_hard: int = 8) -> Datasets:
+    """Catalog, train rows and valid/test sets from the DuckDB tables the data assets built."""
+    catalog, cat_vocab, tok_vocab = load_catalog(con, n_hashes=n_hashes, item_buckets=item_buckets)
     pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits "
                         "WHERE split IN ('train', 'valid', 'test')").df()
     # negative feedback strictly before the user's first valid/test pair: no peeking at the future
@@ -250,3 +256,12 @@ def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: i
     valid = build_eval_set("valid", train, pairs[pairs.split == "valid"], catalog, **kw)
     test = build_eval_set("test", pairs[pairs.split.isin(["train", "valid"])], pairs[pairs.split == "test"], catalog, **kw)
     return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab)
+
+
+def load_serving_users(con, catalog: Catalog, *, history_len: int, n_hashes: int, user_buckets: int) -> EvalSet:
+    """Every known user with their latest history over all positive pairs (any split) and
+    everything they interacted with as the items to exclude; `target` is unused."""
+    pairs = con.execute("SELECT user_id, item_id, ts FROM interaction_splits").df()
+    last = pairs.sort_values("ts").drop_duplicates("user_id", keep="last")
+    return build_eval_set("serving", pairs, last, catalog, history_len=history_len, n_hashes=n_hashes,
+                          user_buckets=user_buckets)

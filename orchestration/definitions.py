@@ -8,10 +8,12 @@ import assets.clean
 import assets.ingest
 import assets.splits
 import assets.training
+import assets.serving
 from orchestration.jobs import all_assets_job, data_job, training_job
 from orchestration.resources import build_resources
 
-GROUPS = {"ingest": assets.ingest, "clean": assets.clean, "splits": assets.splits, "training": assets.training}
+GROUPS = {"ingest": assets.ingest, "clean": assets.clean, "splits": assets.splits, "training": assets.training,
+          "serving": assets.serving}
 
 
 def build_definitions(home: Path | None = None) -> dg.Definitions:

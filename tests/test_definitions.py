@@ -9,6 +9,7 @@ EXPECTED_GROUPS = {
     "clean_interactions": "clean", "quarantined_events": "clean", "clean_items": "clean",
     "interaction_splits": "splits", "vocabularies": "splits",
     "two_tower_model": "training", "model_evaluation": "training",
+    "item_embeddings": "serving", "item_index": "serving", "batch_recommendations": "serving",
 }
 
 
@@ -25,13 +26,15 @@ def test_definitions_load_with_groups_lineage_and_checks(tmp_path, monkeypatch):
     assert parents("interaction_splits") == {"clean_interactions"}
     assert parents("vocabularies") == {"interaction_splits", "clean_items"}
     assert parents("model_evaluation") == {"two_tower_model"}
+    assert parents("item_embeddings") == {"model_evaluation"}
+    assert parents("batch_recommendations") == {"item_index"}
 
     specs = [graph.get_check_spec(k) for k in graph.asset_check_keys]
     checks = {(c.asset_key.to_user_string(), c.name): c.blocking for c in specs}
     # the checks that guard the splits (and what feeds them) are blocking
     for key in [("interaction_splits", "split_no_time_leakage"), ("interaction_splits", "split_eval_users_have_history"),
                 ("interaction_splits", "interaction_splits_expectations"), ("clean_interactions", "event_row_accounting"),
-                ("model_evaluation", "beats_popularity_on_valid_ndcg")]:
+                ("model_evaluation", "beats_popularity_on_valid_ndcg"), ("item_index", "item_index_recall_at_10")]:
         assert checks[key] is True, key
     assert ("clean_interactions", "clean_interactions_expectations") in checks
     assert ("raw_events", "raw_events_files_readable") in checks

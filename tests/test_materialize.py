@@ -60,7 +60,8 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     assert "events/notes.txt" in table and "events/cut.csv.gz" in table
     materialized = {e.asset_key.to_user_string() for e in first_run.get_asset_materialization_events()}
     assert materialized == {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
-                            "interaction_splits", "vocabularies", "two_tower_model", "model_evaluation"}
+                            "interaction_splits", "vocabularies", "two_tower_model", "model_evaluation",
+                            "item_embeddings", "item_index", "batch_recommendations"}
 
 
 def test_every_raw_row_is_accounted_and_the_dirty_rows_are_quarantined(first_run, home):
@@ -83,6 +84,29 @@ def test_every_raw_row_is_accounted_and_the_dirty_rows_are_quarantined(first_run
     con.close()
     mat = first_run.asset_materializations_for_node("vocabularies")[0]
     assert mat.metadata["fingerprint"].value == fingerprint
+
+
+def test_serving_artifacts_agree_with_the_promoted_model(first_run, home):
+    import json
+
+    import faiss
+    import pyarrow.parquet as pq
+
+    models = json.loads((home / "artifacts" / "models" / "manifest.json").read_text())
+    index_manifest = json.loads((home / "artifacts" / "index" / "manifest.json").read_text())
+    assert models["current"] == models["latest"] == index_manifest["model_version"]
+    emb = pq.read_table(home / "artifacts" / "embeddings" / "item_embeddings.parquet")
+    index = faiss.read_index(str(home / "artifacts" / "index" / "items.faiss"))
+    assert index.ntotal == emb.num_rows == index_manifest["count"]
+    recs = pq.read_table(home / "artifacts" / "recommendations" / "batch_recommendations.parquet").to_pandas()
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    seen = con.execute("SELECT user_id, item_id FROM interaction_splits").df()
+    con.close()
+    # nothing a user already interacted with is recommended back, and ranks run 1..k
+    assert recs.merge(seen, on=["user_id", "item_id"]).empty
+    assert recs.groupby("user_id")["rank"].min().eq(1).all() and recs["user_id"].nunique() == seen["user_id"].nunique()
+    evaluations = {e.check_name: e for e in first_run.get_asset_check_evaluations()}
+    assert evaluations["item_index_recall_at_10"].passed
 
 
 def test_mlflow_has_one_run_tagged_with_the_dagster_run_and_the_same_figures(first_run, home):
