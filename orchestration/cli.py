@@ -4,6 +4,8 @@
     towerflow import-movielens PATH
     towerflow status
     towerflow quarantine [--reason CODE] [-n 20]
+    towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
+    towerflow similar --item ID [-k 10] [--format table|csv|json]
 """
 
 from __future__ import annotations
@@ -124,6 +126,69 @@ def quarantine(reason: str | None, limit: int) -> None:
            FROM quarantined_events WHERE $r IS NULL OR reason = $r ORDER BY source_file, line LIMIT $n""",
         {"r": reason, "n": limit}).fetchall()
     click.echo(_table(rows, ("file", "line", "reason", "raw")))
+
+
+def _recommender():
+    from models.serving import Recommender, ServingError
+
+    con = _connect()
+    try:
+        return Recommender(con, towerflow_home() / "artifacts")
+    except (ServingError, ValueError) as e:  # VocabularyMismatch is a ValueError
+        _fail(str(e))
+    finally:
+        con.close()
+
+
+def _emit(rows: list[tuple], header: tuple[str, ...], fmt: str) -> None:
+    import csv
+    import json
+    import sys as _sys
+
+    if fmt == "csv":
+        w = csv.writer(_sys.stdout, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    elif fmt == "json":
+        click.echo(json.dumps([dict(zip(header, r)) for r in rows], indent=1))
+    else:
+        click.echo(_table([tuple(f"{v:.4f}" if isinstance(v, float) else v for v in r) for r in rows], header))
+
+
+FORMATS = click.Choice(["table", "csv", "json"])
+
+
+@main.command(help="Top-k items for users from the promoted model and its index; seen items excluded.")
+@click.option("--user", "users", multiple=True, help="A user id (repeatable).")
+@click.option("--users-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file with one user id per line.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def recommend(users, users_file, k, fmt) -> None:
+    ids = list(users)
+    if users_file:
+        ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        _fail("give at least one --user ID or a --users-file")
+    rows = _recommender().recommend(ids, k)
+    for u in dict.fromkeys(r[0] for r in rows if r[4]):
+        click.echo(f"towerflow: unknown user {u!r}: popular items instead (fallback)", err=True)
+    header = ("user_id", "rank", "item_id", "score") if fmt == "csv" else ("user_id", "rank", "item_id", "score", "fallback")
+    _emit([r[:4] if fmt == "csv" else r for r in rows], header, fmt)
+
+
+@main.command(help="Items closest to an item in the index.")
+@click.option("--item", required=True, help="An item id.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def similar(item, k, fmt) -> None:
+    from models.serving import ServingError
+
+    try:
+        rows = _recommender().similar(item, k)
+    except ServingError as e:
+        _fail(str(e))
+    _emit(rows, ("item_id", "rank", "similar_item_id", "score"), fmt)
 
 
 if __name__ == "__main__":

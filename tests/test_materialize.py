@@ -158,3 +158,51 @@ def test_dagster_cli_materializes_everything_with_only_towerflow_home_set(tmp_pa
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM vocabularies").fetchall()[0][0] > 0
+
+
+def test_cli_recommend_and_similar(first_run, home, monkeypatch):
+    import csv
+    import io
+    import json
+
+    from orchestration.cli import main
+
+    monkeypatch.setenv("TOWERFLOW_HOME", str(home))
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    user, = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
+    seen = {r[0] for r in con.execute("SELECT item_id FROM interaction_splits WHERE user_id = $u", {"u": user}).fetchall()}
+    item = con.execute("SELECT item_id FROM clean_items ORDER BY item_id LIMIT 1").fetchall()[0][0]
+    con.close()
+    runner = CliRunner()
+    out = runner.invoke(main, ["recommend", "--user", user, "-k", "10"])
+    assert out.exit_code == 0, out.output
+    assert len(out.output.strip().splitlines()) == 12  # header, rule, 10 rows
+    out = runner.invoke(main, ["recommend", "--user", user, "--user", "nobody-here", "-k", "5", "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0]) == ["user_id", "rank", "item_id", "score"] and len(rows) == 10
+    assert not {r["item_id"] for r in rows if r["user_id"] == user} & seen
+    assert "fallback" in out.stderr
+    out = runner.invoke(main, ["similar", "--item", item, "-k", "3", "--format", "json"])
+    assert out.exit_code == 0 and len(json.loads(out.output)) == 3
+    out = runner.invoke(main, ["similar", "--item", "no-such-item"])
+    assert out.exit_code == 2 and "unknown item" in out.output and "Traceback" not in out.output
+    out = runner.invoke(main, ["recommend", "-k", "0", "--user", user])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+
+
+def test_a_model_index_version_mismatch_is_refused(first_run, home, monkeypatch, tmp_path):
+    import json
+    import shutil
+
+    from orchestration.cli import main
+
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    manifest = copy / "artifacts" / "index" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["model_version"] = "some-older-model"
+    manifest.write_text(json.dumps(m))
+    monkeypatch.setenv("TOWERFLOW_HOME", str(copy))
+    out = CliRunner().invoke(main, ["recommend", "--user", "u0001"])
+    assert out.exit_code == 2 and "some-older-model" in out.output and "Traceback" not in out.output
