@@ -31,6 +31,8 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	else echo "landing/events already has files: not generating"; fi
 	$(BIN)/dagster asset materialize -m orchestration.definitions --select '*'
 	$(BIN)/towerflow status
+	@echo; echo "Recommendations for one known user (towerflow recommend --user ID):"
+	$(BIN)/towerflow recommend --sample 1 -k 10
 
 test: install
 	$(BIN)/python -m pytest

@@ -162,15 +162,18 @@ FORMATS = click.Choice(["table", "csv", "json"])
 @click.option("--user", "users", multiple=True, help="A user id (repeatable).")
 @click.option("--users-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A file with one user id per line.")
+@click.option("--sample", default=0, type=click.IntRange(0, 1000), help="Also the first N known users (a demo).")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def recommend(users, users_file, k, fmt) -> None:
+def recommend(users, users_file, sample, k, fmt) -> None:
     ids = list(users)
     if users_file:
         ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
-    if not ids:
-        _fail("give at least one --user ID or a --users-file")
-    rows = _recommender().recommend(ids, k)
+    if not ids and not sample:
+        _fail("give at least one --user ID, a --users-file or --sample N")
+    rec = _recommender()
+    ids += sorted(rec.users.user_keys)[:sample]
+    rows = rec.recommend(ids, k)
     for u in dict.fromkeys(r[0] for r in rows if r[4]):
         click.echo(f"towerflow: unknown user {u!r}: popular items instead (fallback)", err=True)
     header = ("user_id", "rank", "item_id", "score") if fmt == "csv" else ("user_id", "rank", "item_id", "score", "fallback")

@@ -183,6 +183,8 @@ def test_cli_recommend_and_similar(first_run, home, monkeypatch):
     assert list(rows[0]) == ["user_id", "rank", "item_id", "score"] and len(rows) == 10
     assert not {r["item_id"] for r in rows if r["user_id"] == user} & seen
     assert "fallback" in out.stderr
+    out = runner.invoke(main, ["recommend", "--sample", "2", "-k", "3", "--format", "json"])
+    assert out.exit_code == 0 and len(json.loads(out.output)) == 6
     out = runner.invoke(main, ["similar", "--item", item, "-k", "3", "--format", "json"])
     assert out.exit_code == 0 and len(json.loads(out.output)) == 3
     out = runner.invoke(main, ["similar", "--item", "no-such-item"])
