@@ -227,7 +227,7 @@ def run_reference(catalog, train_set, tower, cfg, negatives: int, max_examples: 
 
     from models.losses import info_nce
     from models.towers import TwoTower
-    from models.training import _log_q, make_optimizers
+    from models.training import _log_q, make_optimizers, optimizer_step
 
     built = time.perf_counter()
     ds = tutorial_dataset(train_set, len(catalog), negatives, cfg.seed)
@@ -255,12 +255,7 @@ def run_reference(catalog, train_set, tower, cfg, negatives: int, max_examples: 
             neg = batch["negatives"]  # (B, K)
             extra = {"v_hard": model.item(catalog.features(neg)), "hard_ids": neg}  # (B, K, D), (B, K)
         loss = info_nce(u, v_pos, pos, temperature=cfg.temperature, log_q=log_q[pos], **extra)
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.dense_parameters(), cfg.clip_norm)
-        for o in opts:
-            o.step()
+        optimizer_step(model, opts, loss, cfg.clip_norm)  # the trainer's own step
         losses.append(loss.item())
         steps += 1
         examples += len(pos)

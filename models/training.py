@@ -72,6 +72,16 @@ def make_optimizers(model: TwoTower, cfg: TrainConfig) -> list[torch.optim.Optim
     return opts
 
 
+def optimizer_step(model: TwoTower, opts: list[torch.optim.Optimizer], loss: torch.Tensor, clip_norm: float) -> None:
+    """Backward, clip the dense gradients (sparse id-table gradients are not clipped), step."""
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.dense_parameters(), clip_norm)
+    for o in opts:
+        o.step()
+
+
 def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.Tensor, cfg: TrainConfig,
                log_q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Loss for one batch of train rows (indices into `train`)."""
@@ -147,12 +157,7 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
                                        "lower the learning rate or raise the temperature; nothing was saved")
-            for o in opts:
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.dense_parameters(), cfg.clip_norm)
-            for o in opts:
-                o.step()
+            optimizer_step(model, opts, loss, cfg.clip_norm)
             losses.append(loss.item())
             result.steps += 1
             result.examples += len(rows)
