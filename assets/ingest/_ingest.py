@@ -10,11 +10,8 @@ from assets.sqlfiles import sql_text
 
 
 def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeResult:
-    def log(msg: str) -> None:
-        (context.log.warning if "[" in msg else context.log.info)(msg)
-
     with duckdb.get_connection() as con:
-        results = ingest_folder(con, paths.landing, kind, log=log)
+        results = ingest_folder(con, paths.landing, kind, log=context.log.info)
         total, unparseable, files = con.execute(
             f"SELECT count(*), count(parse_error), count(DISTINCT file_id) FROM {kind.table}").fetchall()[0]
         problems = con.execute(
