@@ -43,7 +43,7 @@ from models.training import TrainConfig, train  # noqa: E402
 SETTINGS = {
     "mean": dict(history=20, batch=256, lr=2e-3, extra=512),
     "attention": dict(history=20, batch=256, lr=2e-3, extra=512),
-    "transformer": dict(history=50, batch=64, lr=3e-3, extra=512, dropout=0.2, stride=10, patience=6),
+    "transformer": dict(history=50, batch=64, lr=3e-3, extra=512, dropout=0.2, stride=10, patience=4, epochs=20),
 }
 
 
