@@ -138,11 +138,19 @@ class EvalSet:
     user_hash: torch.Tensor  # (E, n_hashes)
     history: torch.Tensor  # (E, L)
     target: torch.Tensor  # (E,)
-    seen_rows: np.ndarray  # (S,) row in this set
+    seen_rows: np.ndarray  # (S,) row in this set, ascending
     seen_items: np.ndarray  # (S,) catalog position to exclude
+
+    def __post_init__(self) -> None:
+        assert (np.diff(self.seen_rows) >= 0).all(), "seen_rows must be sorted"
+        self._bounds = np.searchsorted(self.seen_rows, np.arange(len(self.target) + 1))
 
     def __len__(self) -> int:
         return len(self.target)
+
+    def seen_of(self, rows) -> list[np.ndarray]:
+        """The catalog positions each of `rows` already interacted with."""
+        return [self.seen_items[self._bounds[r]: self._bounds[r + 1]] for r in rows]
 
 
 def _histories(codes: np.ndarray, items: np.ndarray, L: int) -> np.ndarray:

@@ -80,9 +80,6 @@ class Recommender:
         self.users = load_serving_users(con, self.catalog, history_len=t.history_len, n_hashes=t.n_hashes,
                                         user_buckets=t.user_buckets)
         self._user_row = {u: i for i, u in enumerate(self.users.user_keys)}
-        order = np.argsort(self.users.seen_rows, kind="stable")
-        self._seen_items = self.users.seen_items[order]
-        self._bounds = np.searchsorted(self.users.seen_rows[order], np.arange(len(self.users) + 1))
         counts = con.execute("SELECT item_id, count(*) FROM interaction_splits GROUP BY 1").fetchall()
         pop = np.zeros(len(self.catalog))
         pos = self.catalog.index_of([c[0] for c in counts])
@@ -99,7 +96,7 @@ class Recommender:
         if known:
             rows = np.array([self._user_row[u] for u in known])
             xq = embed_users(self.model, self.catalog, self.users.user_hash[rows], self.users.history[rows])
-            seen = [self._seen_items[self._bounds[r]: self._bounds[r + 1]] for r in rows]
+            seen = self.users.seen_of(rows)
             D, I = search_excluding_seen(self.index, xq, seen, k)
             for u, d, i in zip(known, D, I):
                 out += [(u, r + 1, self.item_ids[j], float(s), False) for r, (s, j) in enumerate(zip(d, i)) if j >= 0]

@@ -31,14 +31,11 @@ def batch_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     # the index ids are embedding rows, which follow the catalog order of the same model version
     assert len(item_ids) == len(cur.catalog) and (item_ids == cur.catalog.item_ids).all()
     index = faiss.read_index(str(paths.artifacts / "index" / "items.faiss"))
-    order = np.argsort(users.seen_rows, kind="stable")
-    bounds = np.searchsorted(users.seen_rows[order], np.arange(len(users) + 1))
-    seen_items = users.seen_items[order]
     parts, batch = [], 4096
     for s in range(0, len(users), batch):
         e = min(len(users), s + batch)
         xq = embed_users(cur.model, cur.catalog, users.user_hash[s:e], users.history[s:e])
-        seen = [seen_items[bounds[r]: bounds[r + 1]] for r in range(s, e)]
+        seen = users.seen_of(range(s, e))
         D, I = search_excluding_seen(index, xq, seen, config.k)
         valid = I >= 0
         rows = np.nonzero(valid)
