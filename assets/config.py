@@ -140,6 +140,21 @@ class IndexConfig(dg.Config):
     recall_threshold: float = Field(default=0.95, description="Blocking check: recall@10 against exact "
                                     "search on real user vectors must reach this.")
     recall_sample: int = Field(default=2000, description="User vectors sampled for the recall check.")
+    rebuild_share: float = Field(default=0.1, description="HNSW/IVF: rebuild instead of upserting once the "
+                                 "changes since the last build pass this share of the index (HNSW keeps "
+                                 "removed items as filtered tombstones until then).")
+    full: bool = Field(default=False, description="Rebuild even when an upsert would do.")
+
+    def spec(self):
+        from models.index import IndexSpec
+
+        return IndexSpec(kind=self.kind, exact_max=self.exact_max, hnsw_m=self.hnsw_m, ef_search=self.ef_search,
+                         nprobe=self.nprobe)
+
+
+class EmbeddingConfig(dg.Config):
+    full: bool = Field(default=False, description="Re-embed every item even when the model is unchanged "
+                       "(otherwise only new or changed items are embedded).")
 
 
 class RecommendationConfig(dg.Config):

@@ -234,13 +234,22 @@ class Datasets:
     token_vocab: Vocabulary
 
 
-def load_catalog(con, *, n_hashes: int, item_buckets: int) -> tuple[Catalog, Vocabulary, Vocabulary]:
-    """Every item (catalog rows and items seen in the splits) with its features."""
+# every item the model can be asked about: catalog rows and items seen in the splits
+CATALOG_SQL = """SELECT item_id, i.title, i.categories, i.year, i.content_hash
+                 FROM (SELECT item_id FROM clean_items UNION SELECT DISTINCT item_id FROM interaction_splits)
+                 LEFT JOIN clean_items i USING (item_id)"""
+
+
+def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[Catalog, Vocabulary, Vocabulary]:
+    """Every item (catalog rows and items seen in the splits) with its features, ordered by id;
+    `only` (item ids) restricts it to those items."""
     cat_vocab, tok_vocab = _vocab_or_empty(con, "category"), _vocab_or_empty(con, "title_token")
-    items = con.execute(
-        """SELECT item_id, i.title, i.categories, i.year
-           FROM (SELECT item_id FROM clean_items UNION SELECT DISTINCT item_id FROM interaction_splits)
-           LEFT JOIN clean_items i USING (item_id) ORDER BY item_id""").df()
+    if only is None:
+        items = con.execute(f"{CATALOG_SQL} ORDER BY item_id").df()
+    else:
+        wanted = pd.DataFrame({"item_id": pd.Series(list(only), dtype=object)})  # noqa: F841 (read by DuckDB)
+        items = con.execute(f"SELECT * FROM ({CATALOG_SQL}) WHERE item_id IN (SELECT item_id FROM wanted) "
+                            "ORDER BY item_id").df()
     catalog = Catalog.build(items["item_id"].to_numpy(object), items["title"].tolist(), items["categories"].tolist(),
                             items["year"].tolist(), cat_vocab, tok_vocab, n_hashes, item_buckets)
     return catalog, cat_vocab, tok_vocab

@@ -3,16 +3,26 @@ xb (nb, d) database vectors, xq (nq, d) queries, D distances, I ids.
 
 - exact: IndexIDMap2(IndexFlatIP) below `exact_max` items;
 - ANN above it: HNSW (efSearch tunable) or IVF-Flat (nprobe tunable), both wrapped in an
-  IndexIDMap2 so item ids are catalog positions; ANN recall is always measured against exact
-  IndexFlatIP search on the same vectors.
+  IndexIDMap2 whose ids are the stable `row_id`s of item_embeddings; ANN recall is always
+  measured against exact IndexFlatIP search on the same vectors.
+
+`ItemIndex` is what serving loads: the FAISS index, the row_id -> item_id map and, for HNSW
+(which cannot remove vectors), the tombstoned row ids that searches filter out. Upserts
+remove + add in place for Flat and IVF; for HNSW they add and tombstone, and the caller
+rebuilds once the share of changes since the last build passes a threshold. Each save is a
+new build folder, published by rewriting manifest.json last, so a reader sees a whole index
+or the previous one, never a mix.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -90,3 +100,136 @@ def write_index_atomic(index: faiss.Index, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@dataclass
+class ItemIndex:
+    """A FAISS index over item vectors keyed by row id, with the row_id -> item_id map."""
+
+    index: faiss.Index
+    row_ids: np.ndarray  # (n,) int64 live row ids
+    item_ids: np.ndarray  # (n,) object, aligned with row_ids
+    stale: np.ndarray  # int64 row ids still inside an HNSW graph but no longer live
+    manifest: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._reindex()
+
+    def _reindex(self) -> None:
+        order = np.argsort(self.row_ids, kind="stable")
+        self.row_ids, self.item_ids = self.row_ids[order], self.item_ids[order]
+        self._row_of_item = dict(zip(self.item_ids.tolist(), self.row_ids.tolist()))
+        # keep the selector objects referenced: FAISS holds raw pointers to them
+        self._batch = faiss.IDSelectorBatch(self.stale) if len(self.stale) else None
+        self._params = faiss.SearchParameters(sel=faiss.IDSelectorNot(self._batch)) if self._batch else None
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.get("index_type", "flat")
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    @classmethod
+    def build(cls, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, spec: IndexSpec = IndexSpec(),
+              **manifest) -> "ItemIndex":
+        index, params = build_index(xb, row_ids, spec)
+        manifest.update({"index_type": params["type"], "dim": int(xb.shape[1]),
+                         "params": {k: v for k, v in params.items() if k not in ("type", "d", "count", "build_seconds")},
+                         "build_seconds": round(params["build_seconds"], 3), "changed_since_build": 0, "updates": 0})
+        return cls(index, np.asarray(row_ids, np.int64), np.asarray(item_ids, object), np.zeros(0, np.int64), manifest)
+
+    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, k) scores and row ids; tombstoned rows never come back; -1 pads."""
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        return self.index.search(xq, k, params=self._params) if self._params else self.index.search(xq, k)
+
+    def items_of(self, rows: np.ndarray) -> np.ndarray:
+        """Item ids of row ids (None for -1 or unknown rows)."""
+        rows = np.asarray(rows, np.int64)
+        pos = np.searchsorted(self.row_ids, rows).clip(0, max(len(self.row_ids) - 1, 0))
+        hit = (rows >= 0) & (len(self.row_ids) > 0) & (self.row_ids[pos] == rows)
+        return np.where(hit, self.item_ids[pos], None)
+
+    def rows_of(self, item_ids) -> np.ndarray:
+        """Row ids of item ids (-1 where the index has no such item)."""
+        get = self._row_of_item.get
+        return np.fromiter((get(i, -1) for i in item_ids), np.int64, count=len(item_ids))
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored vector of a row id."""
+        try:
+            return self.index.reconstruct(int(row))
+        except RuntimeError:  # IVF keeps no id -> vector map until asked
+            faiss.extract_index_ivf(self.index).set_direct_map_type(faiss.DirectMap.Hashtable)
+            return self.index.reconstruct(int(row))
+
+    def upsert(self, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, removed: np.ndarray) -> dict:
+        """Add rows (new or changed items under new row ids) and drop `removed` row ids.
+
+        Flat and IVF remove in place; HNSW cannot, so removed rows become tombstones that
+        searches filter out until the next rebuild.
+        """
+        t0 = time.perf_counter()
+        removed = np.intersect1d(np.asarray(removed, np.int64), self.row_ids)
+        if len(removed):
+            if self.kind == "hnsw":
+                self.stale = np.union1d(self.stale, removed)
+            else:
+                n = self.index.remove_ids(removed)
+                assert n == len(removed), (n, len(removed))
+        if len(row_ids):
+            self.index.add_with_ids(np.ascontiguousarray(xb, np.float32), np.ascontiguousarray(row_ids, np.int64))
+        keep = ~np.isin(self.row_ids, removed)
+        self.row_ids = np.concatenate([self.row_ids[keep], np.asarray(row_ids, np.int64)])
+        self.item_ids = np.concatenate([self.item_ids[keep], np.asarray(item_ids, object)])
+        self._reindex()
+        self.manifest["changed_since_build"] = self.manifest.get("changed_since_build", 0) + len(row_ids) + len(removed)
+        self.manifest["updates"] = self.manifest.get("updates", 0) + 1
+        return {"added": len(row_ids), "removed": len(removed), "stale": len(self.stale),
+                "seconds": time.perf_counter() - t0}
+
+    def changed_share(self) -> float:
+        return self.manifest.get("changed_since_build", 0) / max(1, len(self))
+
+    def save(self, root: Path, keep: int = 2) -> Path:
+        """Write a new build folder under root/builds, then publish it by replacing root/manifest.json."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from models.checkpoint import write_json_atomic
+
+        builds = root / "builds"
+        builds.mkdir(parents=True, exist_ok=True)
+        name = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        tmp = builds / f".{name}.tmp"
+        tmp.mkdir()
+        try:
+            faiss.write_index(self.index, str(tmp / "items.faiss"))
+            pq.write_table(pa.table({"row_id": pa.array(self.row_ids, pa.int64()),
+                                     "item_id": pa.array(self.item_ids.tolist(), pa.string())}), tmp / "ids.parquet")
+            np.save(tmp / "stale.npy", self.stale)
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, builds / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.manifest.update({"build": name, "count": len(self), "ntotal": int(self.index.ntotal),
+                              "stale": len(self.stale), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        write_json_atomic(root / "manifest.json", self.manifest)
+        for old in sorted(p for p in builds.iterdir() if p.name != name)[:-keep or None]:
+            shutil.rmtree(old, ignore_errors=True)
+        return builds / name
+
+    @classmethod
+    def load(cls, root: Path) -> "ItemIndex":
+        import pyarrow.parquet as pq
+
+        manifest = json.loads((root / "manifest.json").read_text())
+        folder = root / "builds" / manifest["build"]
+        ids = pq.read_table(folder / "ids.parquet")
+        index = faiss.read_index(str(folder / "items.faiss"))
+        return cls(index, ids["row_id"].to_numpy(), np.asarray(ids["item_id"].to_pylist(), dtype=object),
+                   np.load(folder / "stale.npy"), manifest)

@@ -45,47 +45,48 @@ class ServingError(ValueError):
 
 
 class Recommender:
-    """The promoted checkpoint and the FAISS index, loaded together and checked to match.
+    """The promoted checkpoint and the item index, loaded together and checked to match.
 
     `con` is a (read-only) connection to the warehouse; `artifacts` the artifacts folder.
+    Catalog positions (what histories hold) map to index row ids through the item id.
     """
 
     def __init__(self, con, artifacts):
-        import json
-
-        import faiss
-        import pyarrow.parquet as pq
-
         from models.checkpoint import load_checkpoint, read_manifest
         from models.data import load_catalog, load_serving_users
+        from models.index import ItemIndex
 
         version = read_manifest(artifacts / "models").get("current")
-        index_manifest_path = artifacts / "index" / "manifest.json"
-        if not version or not index_manifest_path.exists():
+        if not version or not (artifacts / "index" / "manifest.json").exists():
             raise ServingError("no promoted model and index yet: run `make demo` (or materialize the graph)")
-        index_manifest = json.loads(index_manifest_path.read_text())
-        if index_manifest["model_version"] != version:
-            raise ServingError(f"the index was built from model {index_manifest['model_version']} but the current "
-                               f"model is {version}: materialize item_embeddings and item_index")
+        self.index = ItemIndex.load(artifacts / "index")
+        built_from = self.index.manifest.get("model_version")
+        if built_from != version:
+            raise ServingError(f"the index was built from model {built_from} but the current model is {version}: "
+                               "materialize item_embeddings and item_index")
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
+        if self.index.manifest.get("vocabulary_fingerprint") != fingerprint:
+            raise ServingError("the index was built under another vocabulary than the warehouse's: "
+                               "materialize the graph (training included) again")
         self.model, _, _ = load_checkpoint(artifacts / "models" / version, expected_fingerprint=fingerprint)
         t = self.model.cfg
         self.catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets)
-        self.item_ids = np.asarray(pq.read_table(artifacts / "embeddings" / "item_embeddings.parquet",
-                                                 columns=["item_id"])["item_id"].to_pylist(), dtype=object)
-        if len(self.item_ids) != len(self.catalog) or not (self.item_ids == self.catalog.item_ids).all():
-            raise ServingError("item_embeddings do not match the catalog: materialize item_embeddings and item_index")
-        self.index = faiss.read_index(str(artifacts / "index" / "items.faiss"))
         self.version = version
         self.users = load_serving_users(con, self.catalog, history_len=t.history_len, n_hashes=t.n_hashes,
                                         user_buckets=t.user_buckets)
         self._user_row = {u: i for i, u in enumerate(self.users.user_keys)}
-        counts = con.execute("SELECT item_id, count(*) FROM interaction_splits GROUP BY 1").fetchall()
-        pop = np.zeros(len(self.catalog))
-        pos = self.catalog.index_of([c[0] for c in counts])
-        pop[pos[pos >= 0]] = [c[1] for c, p in zip(counts, pos) if p >= 0]
-        self._popular = np.argsort(-pop, kind="stable")
-        self._pop = pop
+        self.row_of_pos = self.index.rows_of(self.catalog.item_ids)  # -1: not in the index
+        counts = con.execute("SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1 "
+                             "ORDER BY n DESC, item_id").df()
+        rows = self.index.rows_of(counts["item_id"].tolist())
+        self._popular = (rows[rows >= 0], counts["n"].to_numpy()[rows >= 0].astype(float))
+
+    def user_vectors(self, rows: np.ndarray) -> np.ndarray:
+        return embed_users(self.model, self.catalog, self.users.user_hash[rows], self.users.history[rows])
+
+    def seen_rows(self, rows) -> list[np.ndarray]:
+        """Index row ids of what each user already interacted with."""
+        return [self.row_of_pos[s] for s in self.users.seen_of(rows)]
 
     def recommend(self, user_ids: list[str], k: int = 10) -> list[tuple[str, int, str, float, bool]]:
         """(user_id, rank, item_id, score, fallback) rows; an unknown user gets popular items (fallback)."""
@@ -95,23 +96,23 @@ class Recommender:
         known = [u for u in user_ids if u in self._user_row]
         if known:
             rows = np.array([self._user_row[u] for u in known])
-            xq = embed_users(self.model, self.catalog, self.users.user_hash[rows], self.users.history[rows])
-            seen = self.users.seen_of(rows)
-            D, I = search_excluding_seen(self.index, xq, seen, k)
+            D, I = search_excluding_seen(self.index, self.user_vectors(rows), self.seen_rows(rows), k)
             for u, d, i in zip(known, D, I):
-                out += [(u, r + 1, self.item_ids[j], float(s), False) for r, (s, j) in enumerate(zip(d, i)) if j >= 0]
+                items = self.index.items_of(i)
+                out += [(u, r + 1, items[r], float(d[r]), False) for r in range(k) if i[r] >= 0]
+        pop_rows, pop_counts = self._popular
+        pop_items = self.index.items_of(pop_rows[:k])
         for u in user_ids:
             if u not in self._user_row:
-                out += [(u, r + 1, self.item_ids[j], float(self._pop[j]), True)
-                        for r, j in enumerate(self._popular[:k])]
+                out += [(u, r + 1, item, float(c), True) for r, (item, c) in enumerate(zip(pop_items, pop_counts))]
         order = {u: n for n, u in enumerate(user_ids)}
         return sorted(out, key=lambda row: (order[row[0]], row[1]))
 
     def similar(self, item_id: str, k: int = 10) -> list[tuple[str, int, str, float]]:
-        pos = self.catalog.index_of([item_id])[0]
-        if pos < 0:
+        row = self.index.rows_of([item_id])[0]
+        if row < 0:
             raise ServingError(f"unknown item {item_id!r}")
-        xq = self.index.reconstruct(int(pos))[None, :]
-        D, I = self.index.search(xq, k + 1)
-        hits = [(j, s) for j, s in zip(I[0], D[0]) if j >= 0 and j != pos][:k]
-        return [(item_id, r + 1, self.item_ids[j], float(s)) for r, (j, s) in enumerate(hits)]
+        D, I = self.index.search(self.index.vector(row)[None, :], k + 1)
+        hits = [(j, s) for j, s in zip(I[0], D[0]) if j >= 0 and j != row][:k]
+        items = self.index.items_of(np.array([j for j, _ in hits], np.int64))
+        return [(item_id, r + 1, items[r], float(s)) for r, (_, s) in enumerate(hits)]

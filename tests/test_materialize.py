@@ -96,8 +96,9 @@ def test_serving_artifacts_agree_with_the_promoted_model(first_run, home):
     index_manifest = json.loads((home / "artifacts" / "index" / "manifest.json").read_text())
     assert models["current"] == models["latest"] == index_manifest["model_version"]
     emb = pq.read_table(home / "artifacts" / "embeddings" / "item_embeddings.parquet")
-    index = faiss.read_index(str(home / "artifacts" / "index" / "items.faiss"))
+    index = faiss.read_index(str(home / "artifacts" / "index" / "builds" / index_manifest["build"] / "items.faiss"))
     assert index.ntotal == emb.num_rows == index_manifest["count"]
+    assert sorted(faiss.vector_to_array(index.id_map)) == sorted(emb["row_id"].to_pylist())
     recs = pq.read_table(home / "artifacts" / "recommendations" / "batch_recommendations.parquet").to_pandas()
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     seen = con.execute("SELECT user_id, item_id FROM interaction_splits").df()

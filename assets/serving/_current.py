@@ -14,16 +14,16 @@ class Current:
     version: str
     model: object
     meta: dict
-    catalog: Catalog
+    catalog: Catalog | None
     fingerprint: str
 
 
-def current_model(con, paths) -> Current:
+def current_model(con, paths, catalog: bool = True) -> Current:
     root: Path = paths.artifacts / "models"
     version = read_manifest(root).get("current")
     if not version:
         raise dg.Failure("no promoted checkpoint: model_evaluation promotes one only when it beats popularity")
     fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
     model, meta, _ = load_checkpoint(root / version, expected_fingerprint=fingerprint)
-    catalog, _, _ = load_catalog(con, n_hashes=model.cfg.n_hashes, item_buckets=model.cfg.item_buckets)
-    return Current(version, model, meta, catalog, fingerprint)
+    items = load_catalog(con, n_hashes=model.cfg.n_hashes, item_buckets=model.cfg.item_buckets)[0] if catalog else None
+    return Current(version, model, meta, items, fingerprint)
