@@ -2,9 +2,9 @@
 xb (nb, d) database vectors, xq (nq, d) queries, D distances, I ids.
 
 - exact: IndexIDMap2(IndexFlatIP) below `exact_max` items;
-- ANN above it: HNSW (efSearch tunable) or IVF-Flat (nprobe tunable), both wrapped in an
-  IndexIDMap2 whose ids are the stable `row_id`s of item_embeddings; ANN recall is always
-  measured against exact IndexFlatIP search on the same vectors.
+- ANN above it: HNSW (efSearch tunable) in an IndexIDMap2, or IVF-Flat (nprobe tunable),
+  which keeps ids itself. Ids are the stable `row_id`s of item_embeddings. ANN recall is
+  always measured against exact IndexFlatIP search on the same vectors.
 
 `ItemIndex` is what serving loads: the FAISS index, the row_id -> item_id map and, for HNSW
 (which cannot remove vectors), the tombstoned row ids that searches filter out. Upserts
@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import faiss
@@ -38,6 +39,7 @@ class IndexSpec:
     ef_search: int = 64
     nlist: int = 0  # IVF cells; 0 = 4 * sqrt(nb)
     nprobe: int = 16
+    ivf_min_train: int = 100_000  # IVF k-means sample: max(this, 40 * nlist) rows
 
     def resolve(self, nb: int) -> str:
         if self.kind != "auto":
@@ -63,12 +65,21 @@ def build_index(xb: np.ndarray, ids: np.ndarray, spec: IndexSpec = IndexSpec()) 
     elif kind == "ivf":
         nlist = spec.nlist or max(1, int(4 * np.sqrt(nb)))
         base = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        base.train(xb)
+        # k-means on a sample: 40 points per cell is what faiss asks for, more only costs time
+        n_train = min(nb, max(spec.ivf_min_train, 40 * nlist))
+        sample = np.random.default_rng(0).choice(nb, n_train, replace=False) if n_train < nb else slice(None)
+        base.train(xb[sample])
         base.nprobe = spec.nprobe
-        params = {"nlist": nlist, "nprobe": spec.nprobe}
+        params = {"nlist": nlist, "nprobe": spec.nprobe, "trained_on": n_train}
     else:
         raise ValueError(f"index kind must be auto, flat, hnsw or ivf, got {spec.kind!r}")
-    index = faiss.IndexIDMap2(base)
+    if kind == "ivf":
+        # IVF keeps external ids itself; an IDMap around it maps ids wrongly after remove_ids
+        # (IDMap compacts its table as if the inner index renumbered, which IVF does not)
+        base.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct(id) and remove_ids
+        index = base
+    else:
+        index = faiss.IndexIDMap2(base)
     index.add_with_ids(xb, ids)
     return index, {"type": kind, "d": d, "count": nb, **params, "build_seconds": time.perf_counter() - t0}
 
@@ -158,11 +169,7 @@ class ItemIndex:
 
     def vector(self, row: int) -> np.ndarray:
         """The stored vector of a row id."""
-        try:
-            return self.index.reconstruct(int(row))
-        except RuntimeError:  # IVF keeps no id -> vector map until asked
-            faiss.extract_index_ivf(self.index).set_direct_map_type(faiss.DirectMap.Hashtable)
-            return self.index.reconstruct(int(row))
+        return self.index.reconstruct(int(row))
 
     def upsert(self, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, removed: np.ndarray) -> dict:
         """Add rows (new or changed items under new row ids) and drop `removed` row ids.
@@ -201,7 +208,8 @@ class ItemIndex:
 
         builds = root / "builds"
         builds.mkdir(parents=True, exist_ok=True)
-        name = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        # sortable by time (microseconds), unique across writers
+        name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
         tmp = builds / f".{name}.tmp"
         tmp.mkdir()
         try:

@@ -7,3 +7,8 @@ data_job = dg.define_asset_job("data_job", selection=dg.AssetSelection.groups("i
                                description="Landing files to validated splits and vocabularies.")
 training_job = dg.define_asset_job("training_job", selection=dg.AssetSelection.groups("training"),
                                    description="Train and evaluate on the current splits.")
+incremental_item_embedding_job = dg.define_asset_job(
+    "incremental_item_embedding_job",
+    selection=dg.AssetSelection.assets("raw_items", "clean_items", "item_embeddings", "item_index"),
+    description="New catalog files to the index without retraining: ingest and clean items, embed only "
+                "new or changed items with the current checkpoint, upsert them into the index.")

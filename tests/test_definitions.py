@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 EXPECTED_GROUPS = {
-    "raw_events": "ingest", "raw_items": "ingest",
+    "landing_events": "ingest", "landing_items": "ingest", "raw_events": "ingest", "raw_items": "ingest",
     "clean_interactions": "clean", "quarantined_events": "clean", "clean_items": "clean",
     "interaction_splits": "splits", "vocabularies": "splits",
     "two_tower_model": "training", "model_evaluation": "training",
@@ -26,7 +26,8 @@ def test_definitions_load_with_groups_lineage_and_checks(tmp_path, monkeypatch):
     assert parents("interaction_splits") == {"clean_interactions"}
     assert parents("vocabularies") == {"interaction_splits", "clean_items"}
     assert parents("model_evaluation") == {"two_tower_model"}
-    assert parents("item_embeddings") == {"model_evaluation"}
+    assert parents("raw_events") == {"landing_events"} and parents("raw_items") == {"landing_items"}
+    assert parents("item_embeddings") == {"model_evaluation", "clean_items"}
     assert parents("batch_recommendations") == {"item_index"}
 
     specs = [graph.get_check_spec(k) for k in graph.asset_check_keys]
@@ -39,3 +40,9 @@ def test_definitions_load_with_groups_lineage_and_checks(tmp_path, monkeypatch):
     assert ("clean_interactions", "clean_interactions_expectations") in checks
     assert ("raw_events", "raw_events_files_readable") in checks
     assert defs.resolve_job_def("all_assets_job") is not None
+    incremental = defs.resolve_job_def("incremental_item_embedding_job")
+    assert {k.to_user_string() for k in incremental.asset_layer.executable_asset_keys} == {
+        "raw_items", "clean_items", "item_embeddings", "item_index"}  # no training in the sensor's path
+    assert defs.resolve_sensor_def("new_items_sensor").job_name == "incremental_item_embedding_job"
+    assert defs.resolve_sensor_def("new_events_sensor") is not None
+    assert defs.resolve_schedule_def("retrain_schedule").job_name == "all_assets_job"

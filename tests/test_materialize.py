@@ -209,3 +209,81 @@ def test_a_model_index_version_mismatch_is_refused(first_run, home, monkeypatch,
     monkeypatch.setenv("TOWERFLOW_HOME", str(copy))
     out = CliRunner().invoke(main, ["recommend", "--user", "u0001"])
     assert out.exit_code == 2 and "some-older-model" in out.output and "Traceback" not in out.output
+
+
+def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(first_run, home, monkeypatch):
+    import json
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from mlflow.tracking import MlflowClient
+
+    from models.index import ItemIndex
+    from orchestration.cli import main
+    from orchestration.definitions import build_definitions
+    from orchestration.sensors import new_items_sensor
+
+    monkeypatch.setenv("TOWERFLOW_HOME", str(home))
+    defs = build_definitions(home)
+    paths = defs.resources["paths"]
+
+    def tick(cursor):
+        with dg.build_sensor_context(cursor=cursor, resources={"paths": paths}) as context:
+            return new_items_sensor(context)
+
+    art = home / "artifacts"
+    models_before = json.loads((art / "models" / "manifest.json").read_text())
+    before = pq.read_table(art / "embeddings" / "item_embeddings.parquet").to_pandas().set_index("item_id")
+    # the sensor's first look sees the catalog the graph already ingested ...
+    first = tick(None)
+    assert len(first.run_requests) == 1
+    cursor = first.cursor
+    assert isinstance(tick(cursor), dg.SkipReason)
+    # ... then a file with three new items and a new version of an existing one lands
+    changed = sorted(before.index)[0]
+    (home / "landing" / "items" / "new-items.csv").write_text(
+        "item_id,title,categories,created_at\n"
+        "new-a,Brand New Space Saga (2025),Sci-Fi|Action,2025-01-01T00:00:00Z\n"
+        "new-b,Quiet Kitchen (2025),Documentary,2025-01-02T00:00:00Z\n"
+        "new-c,Laugh Track (2025),Comedy,2025-01-03T00:00:00Z\n"
+        f"{changed},A Completely Retitled Film (1999),Horror,2025-01-04T00:00:00Z\n")
+    result = tick(cursor)
+    assert len(result.run_requests) == 1 and result.run_requests[0].run_key.startswith("items-")
+    assert [e.asset_key.to_user_string() for e in result.asset_events] == ["landing_items"]
+    # the same file on the next tick triggers nothing
+    assert isinstance(tick(result.cursor), dg.SkipReason)
+
+    run = defs.resolve_job_def("incremental_item_embedding_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert run.success
+    assert {e.check_name: e.passed for e in run.get_asset_check_evaluations()}["item_index_recall_at_10"]
+    emb_meta = run.asset_materializations_for_node("item_embeddings")[0].metadata
+    assert (emb_meta["mode"].value, emb_meta["embedded"].value, emb_meta["added"].value,
+            emb_meta["changed"].value) == ("incremental", 4, 3, 1)
+    assert json.loads((art / "models" / "manifest.json").read_text()) == models_before  # no retraining
+    after = pq.read_table(art / "embeddings" / "item_embeddings.parquet").to_pandas().set_index("item_id")
+    assert set(after.index) - set(before.index) == {"new-a", "new-b", "new-c"} and len(after) == len(before) + 3
+    same = before.index.drop(changed)
+    # untouched items keep their row and their vector; the changed one gets a new row and vector
+    assert (after.loc[same, "row_id"] == before.loc[same, "row_id"]).all()
+    assert np.array_equal(np.stack(after.loc[same, "vector"]), np.stack(before.loc[same, "vector"]))
+    assert after.loc[changed, "row_id"] > before["row_id"].max()
+    assert not np.allclose(after.loc[changed, "vector"], before.loc[changed, "vector"])
+    index = ItemIndex.load(art / "index")
+    assert index.manifest["updates"] >= 1 and len(index) == len(after)
+    for item in ["new-a", "new-b", "new-c", changed]:
+        row = after.loc[item, "row_id"]
+        assert index.search(np.asarray(after.loc[item, "vector"], np.float32)[None], 1)[1][0, 0] == row
+    # MLflow has the counts and seconds of this run
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("towerflow")
+    metrics = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{run.run_id}'")[0].data.metrics
+    assert metrics["item_embeddings.embedded"] == 4 and metrics["item_index.added"] == 4 and "item_index.seconds" in metrics
+    # served right away: the CLI finds the new item and its neighbours
+    out = CliRunner().invoke(main, ["similar", "--item", "new-a", "-k", "3", "--format", "json"])
+    assert out.exit_code == 0 and len(json.loads(out.output)) == 3, out.output
+    # a second run of the job with nothing new embeds nothing and leaves the index as it was
+    again = defs.resolve_job_def("incremental_item_embedding_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert again.success and again.asset_materializations_for_node("item_embeddings")[0].metadata["embedded"].value == 0
+    assert again.asset_materializations_for_node("item_index")[0].metadata["added"].value == 0

@@ -6,7 +6,7 @@ from assets.landing import EVENTS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"})
+@dg.asset(deps=["landing_events"], kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"})
 def raw_events(context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource,
                mlflow: MlflowTracker) -> dg.MaterializeResult:
     """Event files from landing/events/ (CSV, JSONL, Parquet; gzip allowed) as text columns with

@@ -6,7 +6,7 @@ from assets.landing import ITEMS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"})
+@dg.asset(deps=["landing_items"], kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"})
 def raw_items(context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource,
               mlflow: MlflowTracker) -> dg.MaterializeResult:
     """Item catalog files from landing/items/ as text columns with source file and line."""

@@ -9,8 +9,8 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 @dg.asset(deps=["item_embeddings"], kinds={"faiss"}, owners=["team:recsys"], tags={"layer": "serving"})
 def item_index(context: dg.AssetExecutionContext, config: IndexConfig, paths: TowerflowPaths,
                mlflow: MlflowTracker) -> dg.MaterializeResult:
-    """FAISS IndexIDMap2 over item_embeddings keyed by row_id: exact Flat up to exact_max items,
-    HNSW or IVF above. New rows are upserted (HNSW tombstones what it cannot remove) until the
+    """FAISS index over item_embeddings keyed by row_id: IndexIDMap2(IndexFlatIP) up to exact_max
+    items, IndexIDMap2(HNSW) or IVF-Flat (which keeps ids itself) above. New rows are upserted (HNSW tombstones what it cannot remove) until the
     changes pass rebuild_share of the index; each version is a build folder published atomically
     by its manifest.json."""
     idx, stats = refresh_index(paths.artifacts / "index", paths.artifacts / "embeddings", config.spec(),

@@ -1,0 +1,79 @@
+"""Sensors and the schedule: new landing files are seen once, new events make raw data stale."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+import pytest
+
+from orchestration.definitions import build_definitions
+from orchestration.sensors import new_events_sensor, new_items_sensor
+
+EVENTS = "user_id,item_id,event_type,timestamp\nu1,i1,click,2024-01-01T00:00:00Z\n"
+
+
+def _tick(sensor, defs, cursor=None, instance=None):
+    with dg.build_sensor_context(cursor=cursor, resources={"paths": defs.resources["paths"]},
+                                 instance=instance) as context:
+        return sensor(context)
+
+
+def test_new_items_sensor_waits_for_a_promoted_model_without_losing_the_file(tmp_path):
+    defs = build_definitions(tmp_path)
+    (tmp_path / "landing" / "items").mkdir(parents=True)
+    assert "no new files" in _tick(new_items_sensor, defs).skip_message
+    (tmp_path / "landing" / "items" / "a.csv").write_text("item_id,title\ni1,One\n")
+    skipped = _tick(new_items_sensor, defs)
+    assert isinstance(skipped, dg.SkipReason) and "no promoted model" in skipped.skip_message
+    # once a model is promoted the same file triggers exactly one run, then never again
+    (tmp_path / "artifacts" / "models").mkdir(parents=True)
+    (tmp_path / "artifacts" / "models" / "manifest.json").write_text('{"current": "v1", "latest": "v1"}')
+    result = _tick(new_items_sensor, defs)
+    assert len(result.run_requests) == 1 and new_items_sensor.job_name == "incremental_item_embedding_job"
+    assert isinstance(_tick(new_items_sensor, defs, result.cursor), dg.SkipReason)
+    # a changed file is new again, under another run key
+    (tmp_path / "landing" / "items" / "a.csv").write_text("item_id,title\ni1,One\ni2,Two\n")
+    again = _tick(new_items_sensor, defs, result.cursor)
+    assert len(again.run_requests) == 1 and again.run_requests[0].run_key != result.run_requests[0].run_key
+
+
+def test_new_event_files_mark_raw_events_stale(tmp_path):
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
+    import assets.ingest.raw_events as raw_events_module
+
+    defs = build_definitions(tmp_path)
+    (tmp_path / "landing" / "events").mkdir(parents=True)
+    (tmp_path / "landing" / "events" / "a.csv").write_text(EVENTS)
+    with dg.instance_for_test() as instance:
+        def status():
+            resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+            return resolver.get_status(dg.AssetKey("raw_events")).value
+
+        first = _tick(new_events_sensor, defs, instance=instance)
+        for event in first.asset_events:
+            instance.report_runless_asset_event(event)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert dg.materialize([raw_events_module.raw_events], resources=defs.resources, instance=instance).success
+        assert status() == "FRESH"
+        assert isinstance(_tick(new_events_sensor, defs, first.cursor, instance), dg.SkipReason)
+        (tmp_path / "landing" / "events" / "b.csv").write_text(EVENTS.replace("u1", "u2"))
+        second = _tick(new_events_sensor, defs, first.cursor, instance)
+        assert not second.run_requests  # it marks, the schedule retrains
+        for event in second.asset_events:
+            instance.report_runless_asset_event(event)
+        assert status() == "STALE"
+
+
+def test_retrain_schedule_runs_the_whole_graph_on_a_configurable_cron(tmp_path, monkeypatch):
+    defs = build_definitions(tmp_path)
+    schedule = defs.resolve_schedule_def("retrain_schedule")
+    assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "all_assets_job"
+    monkeypatch.setenv("TOWERFLOW_RETRAIN_CRON", "30 1 * * 0")
+    assert build_definitions(tmp_path).resolve_schedule_def("retrain_schedule").cron_schedule == "30 1 * * 0"
+    monkeypatch.setenv("TOWERFLOW_RETRAIN_CRON", "every day")
+    with pytest.raises(ValueError, match="TOWERFLOW_RETRAIN_CRON"):
+        build_definitions(tmp_path)
