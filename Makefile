@@ -20,9 +20,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# One run at a time: every job writes the one DuckDB warehouse (a single writer), so a sensor's
+# run queues behind a scheduled retrain instead of failing on the file lock.
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+	printf 'telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 1\n' > $@
 
 # Generate the default synthetic data only when no event file has landed, then run the graph.
 demo: install $(DAGSTER_HOME)/dagster.yaml

@@ -131,18 +131,18 @@ class TrainingConfig(dg.Config):
 
 
 class IndexConfig(dg.Config):
-    kind: str = Field(default="auto", description="auto (exact Flat up to exact_max items, HNSW above), "
-                      "flat, hnsw or ivf.")
+    kind: str = Field(default="auto", description="auto (exact Flat up to exact_max items, IVF above: HNSW "
+                      "recalled poorly on trained user vectors), flat, hnsw or ivf.")
     exact_max: int = Field(default=100_000, description="auto: exact search up to this many items.")
     hnsw_m: int = Field(default=32, description="HNSW graph degree.")
     ef_search: int = Field(default=128, description="HNSW search breadth: recall vs speed.")
-    nprobe: int = Field(default=16, description="IVF cells visited per query.")
+    nprobe: int = Field(default=32, description="IVF cells visited per query (16 gave recall@10 0.980 and "
+                        "0.997 for two trainings on the same 1M trained vectors).")
     recall_threshold: float = Field(default=0.95, description="Blocking check: recall@10 against exact "
                                     "search on real user vectors must reach this.")
     recall_sample: int = Field(default=2000, description="User vectors sampled for the recall check.")
-    rebuild_share: float = Field(default=0.1, description="HNSW/IVF: rebuild instead of upserting once the "
-                                 "changes since the last build pass this share of the index (HNSW keeps "
-                                 "removed items as filtered tombstones until then).")
+    rebuild_share: float = Field(default=0.1, description="Rebuild instead of upserting once the delta "
+                                 "segment plus the tombstoned main rows pass this share of the index.")
     full: bool = Field(default=False, description="Rebuild even when an upsert would do.")
 
     def spec(self):

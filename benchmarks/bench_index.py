@@ -1,14 +1,14 @@
 """Item index: exact Flat vs HNSW (efSearch sweep) vs IVF-Flat (nprobe sweep), built with the
-product's own `models.index.build_index` (IndexIDMap2 over inner product on unit vectors).
+product's own `models.index.build_index` (inner product on unit vectors; Flat and HNSW in an IndexIDMap2).
 
     python benchmarks/bench_index.py [--quick] [--n N] [--nq NQ] [--threads T] [--trained PATH]
 
 Data (default): xb = N x 64 clustered unit vectors (1,000 gaussian clusters around random unit
 centers, per-dimension std spread/sqrt(d), normalised); xq = nq held-out vectors drawn the same
 way (a cluster center plus noise, normalised: how user vectors look), not in xb. With
---trained PATH: xb = the `vector` column of an item_embeddings.parquet as the item_embeddings
-asset writes it (item_id, vector fixed_size_list<float32>, model_version, content_hash), used as
-is; xq = random rows plus gaussian noise, normalised.
+--trained PATH: xb = the `vector` column of the item_embeddings folder (artifacts/embeddings)
+or a Parquet file/folder with its columns (item_id, vector fixed_size_list<float32>,
+model_version, content_hash), used as is; xq = random rows plus gaussian noise, normalised.
 
 Per index: build seconds (the `build_index` call, plus adding the rows outside the IVF training
 sample), bytes of `faiss.serialize_index`, RSS growth of this process across the build (read
@@ -106,10 +106,15 @@ def trained(path: Path, nq: int, noise: float, seed: int):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not path.is_file():
-        raise SystemExit(f"--trained {path}: no such file (`make demo` writes "
-                         ".towerflow/artifacts/embeddings/item_embeddings.parquet)")
-    table = pq.read_table(path)
+    if (path / "manifest.json").is_file():  # the item_embeddings folder: read what its manifest lists
+        from models.embeddings import embeddings_table
+
+        table = embeddings_table(path)
+    elif path.exists():
+        table = pq.read_table(path)
+    else:
+        raise SystemExit(f"--trained {path}: no such file or folder (`make demo` writes "
+                         ".towerflow/artifacts/embeddings/)")
     expected = {"item_id", "vector", "model_version", "content_hash"}
     if missing := expected - set(table.column_names):
         raise SystemExit(f"{path}: missing column(s) {sorted(missing)}; expected {sorted(expected)} "
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="norm of a synthetic point's noise relative to its unit center")
     ap.add_argument("--noise", type=float, default=0.5,
                     help="--trained: query noise norm relative to the row's norm")
-    ap.add_argument("--trained", type=Path, default=None, help="an item_embeddings.parquet to index instead")
+    ap.add_argument("--trained", type=Path, default=None, help="an item_embeddings folder (artifacts/embeddings) to index instead")
     ap.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     ap.add_argument("--repeats", type=int, default=3, help="searches per setting; the best one counts")
     ap.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")

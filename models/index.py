@@ -1,17 +1,16 @@
 """FAISS indexes over unit item vectors (inner product = cosine), in FAISS's own vocabulary:
 xb (nb, d) database vectors, xq (nq, d) queries, D distances, I ids.
 
-- exact: IndexIDMap2(IndexFlatIP) below `exact_max` items;
+- exact: IndexIDMap2(IndexFlatIP) up to `exact_max` items (auto), IVF-Flat above;
 - ANN above it: HNSW (efSearch tunable) in an IndexIDMap2, or IVF-Flat (nprobe tunable),
   which keeps ids itself. Ids are the stable `row_id`s of item_embeddings. ANN recall is
   always measured against exact IndexFlatIP search on the same vectors.
 
-`ItemIndex` is what serving loads: the FAISS index, the row_id -> item_id map and, for HNSW
-(which cannot remove vectors), the tombstoned row ids that searches filter out. Upserts
-remove + add in place for Flat and IVF; for HNSW they add and tombstone, and the caller
-rebuilds once the share of changes since the last build passes a threshold. Each save is a
-new build folder, published by rewriting manifest.json last, so a reader sees a whole index
-or the previous one, never a mix.
+`ItemIndex` is what serving loads: a main segment built in full, a small exact delta segment
+for rows added since, tombstones for main rows no longer live (HNSW cannot remove at all, and
+removing from Flat or IVF would mean rewriting the whole main file on every update), and the
+row_id -> item_id maps. Each save writes new folders and publishes them by rewriting
+manifest.json last, so a reader sees a whole index or the previous one, never a mix.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,19 +30,22 @@ import numpy as np
 
 @dataclass
 class IndexSpec:
-    kind: str = "auto"  # auto | flat | hnsw | ivf
+    kind: str = "auto"  # auto (flat up to exact_max, ivf above) | flat | hnsw | ivf
     exact_max: int = 100_000  # auto: exact search up to this many items
     hnsw_m: int = 32  # HNSW graph degree
     ef_construction: int = 80
     ef_search: int = 64
     nlist: int = 0  # IVF cells; 0 = 4 * sqrt(nb)
-    nprobe: int = 16
+    nprobe: int = 32
     ivf_min_train: int = 100_000  # IVF k-means sample: max(this, 40 * nlist) rows
 
     def resolve(self, nb: int) -> str:
         if self.kind != "auto":
             return self.kind
-        return "flat" if nb <= self.exact_max else "hnsw"
+        # IVF, not HNSW: on trained two-tower vectors queried by user vectors, HNSW (M=32) reached
+        # recall@10 0.64 at efSearch 64 and 0.82 at 512 over 1M items; IVF nprobe 16 reached 0.997
+        # (benchmarks/bench_incremental.py, bench_index.py --trained)
+        return "flat" if nb <= self.exact_max else "ivf"
 
 
 def build_index(xb: np.ndarray, ids: np.ndarray, spec: IndexSpec = IndexSpec()) -> tuple[faiss.Index, dict]:
@@ -98,146 +99,190 @@ def recall_at_k(I: np.ndarray, I_exact: np.ndarray, k: int) -> float:
     return hits / (I_exact.shape[0] * k)
 
 
-def write_index_atomic(index: faiss.Index, path: Path) -> None:
-    """Temp file in the same folder, fsync, rename: a reader never sees half an index."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)  # faiss wants a str path
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _lookup(sorted_keys: np.ndarray, values: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(found mask, values) of keys in a sorted key array."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), bool), np.full(len(keys), None, dtype=object)
+    pos = np.searchsorted(sorted_keys, keys).clip(0, len(sorted_keys) - 1)
+    hit = sorted_keys[pos] == keys
+    return hit, np.where(hit, values[pos], None)
 
 
 @dataclass
 class ItemIndex:
-    """A FAISS index over item vectors keyed by row id, with the row_id -> item_id map."""
+    """Main segment + delta segment over item vectors keyed by row id, with row_id -> item_id.
 
-    index: faiss.Index
-    row_ids: np.ndarray  # (n,) int64 live row ids
-    item_ids: np.ndarray  # (n,) object, aligned with row_ids
-    stale: np.ndarray  # int64 row ids still inside an HNSW graph but no longer live
+    The main segment (Flat, HNSW or IVF) is built in full and never modified afterwards, so an
+    update never rewrites it: new rows go to a small exact delta segment
+    (IndexIDMap2(IndexFlatIP), which supports remove_ids), and main rows that are no longer
+    live become tombstones that searches filter out with an IDSelector. A search merges the
+    top-k of both segments. Once delta + tombstones pass a share of the index, the caller
+    rebuilds (`changed_share`).
+    """
+
+    main: faiss.Index
+    main_rows: np.ndarray  # (n,) sorted int64 row ids in main, tombstoned ones included
+    main_items: np.ndarray  # (n,) object
+    kind: str = "flat"
+    delta: faiss.Index | None = None
+    delta_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted
+    delta_items: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    stale: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted main rows
     manifest: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._reindex()
+        if self.delta is None:
+            self.delta = faiss.IndexIDMap2(faiss.IndexFlatIP(self.main.d))
+        self._refresh()
 
-    def _reindex(self) -> None:
-        order = np.argsort(self.row_ids, kind="stable")
-        self.row_ids, self.item_ids = self.row_ids[order], self.item_ids[order]
-        self._row_of_item = dict(zip(self.item_ids.tolist(), self.row_ids.tolist()))
+    def _refresh(self) -> None:
+        self._row_of_item = None  # built on first rows_of()
         # keep the selector objects referenced: FAISS holds raw pointers to them
         self._batch = faiss.IDSelectorBatch(self.stale) if len(self.stale) else None
-        self._params = faiss.SearchParameters(sel=faiss.IDSelectorNot(self._batch)) if self._batch else None
-
-    @property
-    def kind(self) -> str:
-        return self.manifest.get("index_type", "flat")
+        self._params = None
+        if self._batch:
+            self._not = faiss.IDSelectorNot(self._batch)
+            # IVF insists on its own parameter type, whose nprobe (default 1) overrides the index's
+            self._params = (faiss.SearchParametersIVF(sel=self._not, nprobe=faiss.extract_index_ivf(self.main).nprobe)
+                            if self.kind == "ivf" else faiss.SearchParameters(sel=self._not))
 
     def __len__(self) -> int:
-        return len(self.row_ids)
+        return len(self.main_rows) - len(self.stale) + len(self.delta_rows)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.main.ntotal + self.delta.ntotal)
 
     @classmethod
     def build(cls, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, spec: IndexSpec = IndexSpec(),
               **manifest) -> "ItemIndex":
-        index, params = build_index(xb, row_ids, spec)
+        rows = np.asarray(row_ids, np.int64)
+        order = np.argsort(rows, kind="stable")
+        index, params = build_index(xb, rows, spec)
         manifest.update({"index_type": params["type"], "dim": int(xb.shape[1]),
                          "params": {k: v for k, v in params.items() if k not in ("type", "d", "count", "build_seconds")},
-                         "build_seconds": round(params["build_seconds"], 3), "changed_since_build": 0, "updates": 0})
-        return cls(index, np.asarray(row_ids, np.int64), np.asarray(item_ids, object), np.zeros(0, np.int64), manifest)
+                         "build_seconds": round(params["build_seconds"], 3), "updates": 0})
+        return cls(index, rows[order], np.asarray(item_ids, object)[order], params["type"], manifest=manifest)
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(nq, k) scores and row ids; tombstoned rows never come back; -1 pads."""
+        """(nq, k) scores and row ids over both segments; tombstoned rows never come back; -1 pads."""
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        return self.index.search(xq, k, params=self._params) if self._params else self.index.search(xq, k)
+        D, I = self.main.search(xq, k, params=self._params) if self._params else self.main.search(xq, k)
+        if self.delta.ntotal:
+            D2, I2 = self.delta.search(xq, min(k, self.delta.ntotal))
+            D, I = np.concatenate([D, D2], axis=1), np.concatenate([I, I2], axis=1)
+            D = np.where(I >= 0, D, -np.inf)
+            top = np.argsort(-D, axis=1, kind="stable")[:, :k]
+            D, I = np.take_along_axis(D, top, axis=1), np.take_along_axis(I, top, axis=1)
+        return D, I
 
     def items_of(self, rows: np.ndarray) -> np.ndarray:
-        """Item ids of row ids (None for -1 or unknown rows)."""
+        """Item ids of row ids (None for -1, unknown or tombstoned rows)."""
         rows = np.asarray(rows, np.int64)
-        pos = np.searchsorted(self.row_ids, rows).clip(0, max(len(self.row_ids) - 1, 0))
-        hit = (rows >= 0) & (len(self.row_ids) > 0) & (self.row_ids[pos] == rows)
-        return np.where(hit, self.item_ids[pos], None)
+        hit, items = _lookup(self.delta_rows, self.delta_items, rows)
+        main_hit, main_items = _lookup(self.main_rows, self.main_items, rows)
+        if len(self.stale):
+            main_hit &= ~np.isin(rows, self.stale)
+        return np.where(hit, items, np.where(main_hit, main_items, None))
 
     def rows_of(self, item_ids) -> np.ndarray:
-        """Row ids of item ids (-1 where the index has no such item)."""
+        """Live row ids of item ids (-1 where the index has no such item)."""
+        if self._row_of_item is None:
+            live = ~np.isin(self.main_rows, self.stale) if len(self.stale) else slice(None)
+            self._row_of_item = dict(zip(self.main_items[live].tolist(), self.main_rows[live].tolist()))
+            self._row_of_item.update(zip(self.delta_items.tolist(), self.delta_rows.tolist()))
         get = self._row_of_item.get
         return np.fromiter((get(i, -1) for i in item_ids), np.int64, count=len(item_ids))
 
     def vector(self, row: int) -> np.ndarray:
         """The stored vector of a row id."""
-        return self.index.reconstruct(int(row))
+        in_delta = _lookup(self.delta_rows, self.delta_rows, np.array([row], np.int64))[0][0]
+        return (self.delta if in_delta else self.main).reconstruct(int(row))
 
     def upsert(self, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, removed: np.ndarray) -> dict:
-        """Add rows (new or changed items under new row ids) and drop `removed` row ids.
-
-        Flat and IVF remove in place; HNSW cannot, so removed rows become tombstones that
-        searches filter out until the next rebuild.
-        """
+        """Add rows (new items, and changed items under new row ids) and drop `removed` row ids:
+        delta rows are removed for real, main rows become tombstones."""
         t0 = time.perf_counter()
-        removed = np.intersect1d(np.asarray(removed, np.int64), self.row_ids)
-        if len(removed):
-            if self.kind == "hnsw":
-                self.stale = np.union1d(self.stale, removed)
-            else:
-                n = self.index.remove_ids(removed)
-                assert n == len(removed), (n, len(removed))
-        if len(row_ids):
-            self.index.add_with_ids(np.ascontiguousarray(xb, np.float32), np.ascontiguousarray(row_ids, np.int64))
-        keep = ~np.isin(self.row_ids, removed)
-        self.row_ids = np.concatenate([self.row_ids[keep], np.asarray(row_ids, np.int64)])
-        self.item_ids = np.concatenate([self.item_ids[keep], np.asarray(item_ids, object)])
-        self._reindex()
-        self.manifest["changed_since_build"] = self.manifest.get("changed_since_build", 0) + len(row_ids) + len(removed)
+        removed = np.unique(np.asarray(removed, np.int64))
+        in_delta = removed[np.isin(removed, self.delta_rows)]
+        in_main = removed[np.isin(removed, self.main_rows) & ~np.isin(removed, self.stale)]
+        if len(in_delta):
+            self.delta.remove_ids(in_delta)
+            keep = ~np.isin(self.delta_rows, in_delta)
+            self.delta_rows, self.delta_items = self.delta_rows[keep], self.delta_items[keep]
+        if len(in_main):
+            self.stale = np.union1d(self.stale, in_main)
+        rows = np.asarray(row_ids, np.int64)
+        if len(rows):
+            self.delta.add_with_ids(np.ascontiguousarray(xb, np.float32), rows)
+            rows_all = np.concatenate([self.delta_rows, rows])
+            order = np.argsort(rows_all, kind="stable")
+            self.delta_rows = rows_all[order]
+            self.delta_items = np.concatenate([self.delta_items, np.asarray(item_ids, object)])[order]
+        self._refresh()
         self.manifest["updates"] = self.manifest.get("updates", 0) + 1
-        return {"added": len(row_ids), "removed": len(removed), "stale": len(self.stale),
-                "seconds": time.perf_counter() - t0}
+        return {"added": len(rows), "removed": len(in_delta) + len(in_main), "stale": len(self.stale),
+                "delta": len(self.delta_rows), "seconds": time.perf_counter() - t0}
 
     def changed_share(self) -> float:
-        return self.manifest.get("changed_since_build", 0) / max(1, len(self))
+        """(delta rows + tombstones) / live rows: how far the index is from a fresh build."""
+        return (len(self.delta_rows) + len(self.stale)) / max(1, len(self))
 
-    def save(self, root: Path, keep: int = 2) -> Path:
-        """Write a new build folder under root/builds, then publish it by replacing root/manifest.json."""
+    def save(self, root: Path, keep: int = 2) -> None:
+        """Write what changed into new folders (the main segment only when it is new), then
+        publish by replacing root/manifest.json; folders older than the last `keep` go."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from models.checkpoint import write_json_atomic
 
-        builds = root / "builds"
-        builds.mkdir(parents=True, exist_ok=True)
-        # sortable by time (microseconds), unique across writers
-        name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
-        tmp = builds / f".{name}.tmp"
-        tmp.mkdir()
-        try:
-            faiss.write_index(self.index, str(tmp / "items.faiss"))
-            pq.write_table(pa.table({"row_id": pa.array(self.row_ids, pa.int64()),
-                                     "item_id": pa.array(self.item_ids.tolist(), pa.string())}), tmp / "ids.parquet")
-            np.save(tmp / "stale.npy", self.stale)
-            for f in tmp.iterdir():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-            os.replace(tmp, builds / name)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self.manifest.update({"build": name, "count": len(self), "ntotal": int(self.index.ntotal),
-                              "stale": len(self.stale), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        def write_folder(parent: Path, files: dict) -> str:
+            parent.mkdir(parents=True, exist_ok=True)
+            # sortable by time (microseconds), unique across writers
+            name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+            tmp = parent / f".{name}.tmp"
+            tmp.mkdir()
+            try:
+                for fname, write in files.items():
+                    write(tmp / fname)
+                    with open(tmp / fname, "rb") as fh:
+                        os.fsync(fh.fileno())
+                os.replace(tmp, parent / name)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return name
+
+        def ids_writer(rows, items):
+            return lambda p: pq.write_table(pa.table({"row_id": pa.array(rows, pa.int64()),
+                                                      "item_id": pa.array(items.tolist(), pa.string())}), p)
+
+        if not self.manifest.get("build"):
+            self.manifest["build"] = write_folder(root / "builds", {
+                "main.faiss": lambda p: faiss.write_index(self.main, str(p)),
+                "ids.parquet": ids_writer(self.main_rows, self.main_items)})
+        self.manifest["delta"] = write_folder(root / "deltas", {
+            "delta.faiss": lambda p: faiss.write_index(self.delta, str(p)),
+            "ids.parquet": ids_writer(self.delta_rows, self.delta_items),
+            "stale.npy": lambda p: np.save(p, self.stale)})
+        self.manifest.update({"count": len(self), "main_count": len(self.main_rows), "delta_count": len(self.delta_rows),
+                              "stale": len(self.stale), "changed_share": round(self.changed_share(), 6),
+                              "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         write_json_atomic(root / "manifest.json", self.manifest)
-        for old in sorted(p for p in builds.iterdir() if p.name != name)[:-keep or None]:
-            shutil.rmtree(old, ignore_errors=True)
-        return builds / name
+        for sub, current in (("builds", self.manifest["build"]), ("deltas", self.manifest["delta"])):
+            old = sorted(p for p in (root / sub).iterdir() if p.name != current)
+            for p in old[: max(0, len(old) - keep)]:
+                shutil.rmtree(p, ignore_errors=True)
 
     @classmethod
     def load(cls, root: Path) -> "ItemIndex":
         import pyarrow.parquet as pq
 
         manifest = json.loads((root / "manifest.json").read_text())
-        folder = root / "builds" / manifest["build"]
-        ids = pq.read_table(folder / "ids.parquet")
-        index = faiss.read_index(str(folder / "items.faiss"))
-        return cls(index, ids["row_id"].to_numpy(), np.asarray(ids["item_id"].to_pylist(), dtype=object),
-                   np.load(folder / "stale.npy"), manifest)
+        main_dir, delta_dir = root / "builds" / manifest["build"], root / "deltas" / manifest["delta"]
+        ids = pq.read_table(main_dir / "ids.parquet")
+        dids = pq.read_table(delta_dir / "ids.parquet")
+        return cls(faiss.read_index(str(main_dir / "main.faiss")), ids["row_id"].to_numpy(),
+                   np.asarray(ids["item_id"].to_pylist(), dtype=object), manifest["index_type"],
+                   faiss.read_index(str(delta_dir / "delta.faiss")), dids["row_id"].to_numpy(),
+                   np.asarray(dids["item_id"].to_pylist(), dtype=object), np.load(delta_dir / "stale.npy"), manifest)

@@ -128,12 +128,12 @@ def quarantine(reason: str | None, limit: int) -> None:
     click.echo(_table(rows, ("file", "line", "reason", "raw")))
 
 
-def _recommender():
+def _recommender(threads: int | None = 1):
     from models.serving import Recommender, ServingError
 
     con = _connect()
     try:
-        return Recommender(con, towerflow_home() / "artifacts")
+        return Recommender(con, towerflow_home() / "artifacts", threads=threads)
     except (ServingError, ValueError) as e:  # VocabularyMismatch is a ValueError
         _fail(str(e))
     finally:
@@ -171,7 +171,7 @@ def recommend(users, users_file, sample, k, fmt) -> None:
         ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
     if not ids and not sample:
         _fail("give at least one --user ID, a --users-file or --sample N")
-    rec = _recommender()
+    rec = _recommender(threads=1 if len(ids) + sample <= 64 else None)  # one thread for a few users
     ids += sorted(rec.users.user_keys)[:sample]
     rows = rec.recommend(ids, k)
     for u in dict.fromkeys(r[0] for r in rows if r[4]):

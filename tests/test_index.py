@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from models.index import IndexSpec, build_index, exact_search, recall_at_k, write_index_atomic
+from models.index import IndexSpec, build_index, exact_search, recall_at_k
 
 
 @pytest.fixture(scope="module")
@@ -45,51 +45,62 @@ def test_hnsw_recall_is_high_and_the_written_index_reads_back(vectors, tmp_path)
     _, I0 = exact_search(xb, ids, xq, 10)
     index, params = build_index(xb, ids, IndexSpec(kind="hnsw", ef_search=128))
     assert params["type"] == "hnsw" and recall_at_k(index.search(xq, 10)[1], I0, 10) >= 0.95
-    write_index_atomic(index, tmp_path / "items.faiss")
+    faiss.write_index(index, str(tmp_path / "items.faiss"))
     back = faiss.read_index(str(tmp_path / "items.faiss"))
-    assert back.ntotal == 5000 and not list(tmp_path.glob(".*"))
+    assert back.ntotal == 5000
     assert np.array_equal(back.search(xq, 10)[1], index.search(xq, 10)[1])
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_item_index_upsert_removes_or_tombstones_and_survives_a_reload(vectors, tmp_path, kind):
+def test_item_index_upsert_goes_to_the_delta_tombstones_main_and_survives_a_reload(vectors, tmp_path, kind):
     from models.index import ItemIndex
 
     xb, _, xq = vectors
     rows = np.arange(4000, dtype=np.int64)
     items = np.array([f"i{r}" for r in rows], dtype=object)
     idx = ItemIndex.build(xb[:4000], rows, items, IndexSpec(kind=kind, nlist=32, nprobe=32, ef_search=256))
+    idx.save(tmp_path)
+    main_file = next((tmp_path / "builds").iterdir()) / "main.faiss"
+    main_bytes = main_file.read_bytes()
     # 1000 new rows; 50 old rows replaced (a changed item gets a new row) and 50 removed outright
     new_rows = np.arange(4000, 5000, dtype=np.int64)
     new_items = np.array([f"i{r}" for r in range(4000, 4950)] + [f"i{r}" for r in range(50)], dtype=object)
     removed = np.arange(100, dtype=np.int64)
     stats = idx.upsert(xb[4000:], new_rows, new_items, removed)
-    assert stats["added"] == 1000 and stats["removed"] == 100
-    assert len(idx) == 4900 and (stats["stale"] == 100) == (kind == "hnsw")
-    assert idx.index.ntotal == (5000 if kind == "hnsw" else 4900)
-    live = np.setdiff1d(np.arange(5000), removed)
-    _, I0 = exact_search(xb[live], live, xq, 10)
+    assert (stats["added"], stats["removed"], stats["stale"], stats["delta"]) == (1000, 100, 100, 1000)
+    assert len(idx) == 4900 and idx.ntotal == 5000
+    # then a delta row is replaced: it leaves the delta for real
+    idx.upsert(xb[4999:5000], np.array([5000]), np.array(["i4999b"], dtype=object), np.array([4999]))
+    assert len(idx.delta_rows) == 1000 and 4999 not in idx.delta_rows and len(idx) == 4900
+    live = np.concatenate([np.arange(100, 4999), [5000]])
+    xlive = np.concatenate([xb[100:4999], xb[4999:5000]])
+    _, I0 = exact_search(xlive, live, xq, 10)
     I = idx.search(xq, 10)[1]
-    assert not np.isin(I, removed).any() and recall_at_k(I, I0, 10) >= 0.95
+    assert not np.isin(I, np.append(removed, 4999)).any() and recall_at_k(I, I0, 10) >= 0.95
     # every new row is its own nearest neighbour, and item ids follow the rows
-    assert (idx.search(xb[4000:], 1)[1][:, 0] == new_rows).mean() >= 0.99
-    assert list(idx.items_of(np.array([4950, 4000, -1, 7]))) == ["i0", "i4000", None, None]
+    assert (idx.search(xb[4000:4999], 1)[1][:, 0] == new_rows[:999]).all()
+    assert list(idx.items_of(np.array([4950, 4000, -1, 7, 5000]))) == ["i0", "i4000", None, None, "i4999b"]
     assert list(idx.rows_of(["i0", "i60", "i160", "nope"])) == [4950, -1, 160, -1]
     idx.save(tmp_path)
+    assert main_file.read_bytes() == main_bytes  # an update never rewrites the main segment
     back = ItemIndex.load(tmp_path)
-    assert np.array_equal(back.search(xq, 10)[1], I) and back.kind == kind and back.manifest["updates"] == 1
-    assert np.allclose(back.vector(4000), xb[4000], atol=1e-6)
-    assert back.changed_share() == pytest.approx(1100 / 4900)
+    assert np.array_equal(back.search(xq, 10)[1], I) and back.kind == kind and back.manifest["updates"] == 2
+    assert np.allclose(back.vector(4000), xb[4000], atol=1e-6) and np.allclose(back.vector(200), xb[200], atol=1e-6)
+    assert back.changed_share() == pytest.approx((1000 + 100) / 4900)
 
 
-def test_item_index_publishes_builds_atomically_and_prunes_old_ones(vectors, tmp_path):
+def test_item_index_publishes_folders_atomically_and_prunes_old_ones(vectors, tmp_path):
     import json
 
     from models.index import ItemIndex
 
     xb, _, _ = vectors
     idx = ItemIndex.build(xb[:100], np.arange(100), np.array([f"i{i}" for i in range(100)], dtype=object))
-    names = [idx.save(tmp_path).name for _ in range(4)]
-    assert json.loads((tmp_path / "manifest.json").read_text())["build"] == names[-1]
-    assert sorted(p.name for p in (tmp_path / "builds").iterdir()) == sorted(names[-3:])
-    assert not list(tmp_path.glob(".*")) and not list((tmp_path / "builds").glob(".*"))
+    deltas = []
+    for r in range(4):
+        idx.upsert(xb[100 + r: 101 + r], np.array([100 + r]), np.array([f"n{r}"], dtype=object), np.array([r]))
+        idx.save(tmp_path)
+        deltas.append(json.loads((tmp_path / "manifest.json").read_text())["delta"])
+    assert len(list((tmp_path / "builds").iterdir())) == 1
+    assert sorted(p.name for p in (tmp_path / "deltas").iterdir()) == sorted(deltas[-3:])
+    assert not list(tmp_path.glob(".*")) and not list((tmp_path / "deltas").glob(".*"))

@@ -95,8 +95,8 @@ def test_serving_artifacts_agree_with_the_promoted_model(first_run, home):
     models = json.loads((home / "artifacts" / "models" / "manifest.json").read_text())
     index_manifest = json.loads((home / "artifacts" / "index" / "manifest.json").read_text())
     assert models["current"] == models["latest"] == index_manifest["model_version"]
-    emb = pq.read_table(home / "artifacts" / "embeddings" / "item_embeddings.parquet")
-    index = faiss.read_index(str(home / "artifacts" / "index" / "builds" / index_manifest["build"] / "items.faiss"))
+    emb = pq.read_table(home / "artifacts" / "embeddings" / "items")  # the folder is the table
+    index = faiss.read_index(str(home / "artifacts" / "index" / "builds" / index_manifest["build"] / "main.faiss"))
     assert index.ntotal == emb.num_rows == index_manifest["count"]
     assert sorted(faiss.vector_to_array(index.id_map)) == sorted(emb["row_id"].to_pylist())
     recs = pq.read_table(home / "artifacts" / "recommendations" / "batch_recommendations.parquet").to_pandas()
@@ -233,7 +233,7 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
 
     art = home / "artifacts"
     models_before = json.loads((art / "models" / "manifest.json").read_text())
-    before = pq.read_table(art / "embeddings" / "item_embeddings.parquet").to_pandas().set_index("item_id")
+    before = pq.read_table(art / "embeddings" / "items").to_pandas().set_index("item_id")
     # the sensor's first look sees the catalog the graph already ingested ...
     first = tick(None)
     assert len(first.run_requests) == 1
@@ -261,7 +261,7 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     assert (emb_meta["mode"].value, emb_meta["embedded"].value, emb_meta["added"].value,
             emb_meta["changed"].value) == ("incremental", 4, 3, 1)
     assert json.loads((art / "models" / "manifest.json").read_text()) == models_before  # no retraining
-    after = pq.read_table(art / "embeddings" / "item_embeddings.parquet").to_pandas().set_index("item_id")
+    after = pq.read_table(art / "embeddings" / "items").to_pandas().set_index("item_id")
     assert set(after.index) - set(before.index) == {"new-a", "new-b", "new-c"} and len(after) == len(before) + 3
     same = before.index.drop(changed)
     # untouched items keep their row and their vector; the changed one gets a new row and vector
@@ -271,6 +271,8 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     assert not np.allclose(after.loc[changed, "vector"], before.loc[changed, "vector"])
     index = ItemIndex.load(art / "index")
     assert index.manifest["updates"] >= 1 and len(index) == len(after)
+    assert set(index.delta_rows) == set(after.loc[["new-a", "new-b", "new-c", changed], "row_id"])
+    assert list(index.stale) == [before.loc[changed, "row_id"]]
     for item in ["new-a", "new-b", "new-c", changed]:
         row = after.loc[item, "row_id"]
         assert index.search(np.asarray(after.loc[item, "vector"], np.float32)[None], 1)[1][0, 0] == row
