@@ -21,6 +21,14 @@ QUERY = """{ assetNodes { assetKey { path } groupName dependencyKeys { path }
   assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
 
 
+AUTOMATION_QUERY = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    sensors { name sensorState { status } targets { pipelineName } }
+    schedules { name cronSchedule pipelineName }
+} } } }
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,6 +70,14 @@ def test_webserver_shows_groups_lineage_and_checks(tmp_path):
         checks = {c["name"]: c["blocking"] for n in nodes.values() for c in n["assetChecksOrError"]["checks"]}
         assert checks["split_no_time_leakage"] is True and "clean_interactions_expectations" in checks
         assert len(checks) == 11 and checks["beats_popularity_on_valid_ndcg"] is True
+        repos = _post(url, AUTOMATION_QUERY)["data"]["repositoriesOrError"]["nodes"]
+        sensors = {s["name"]: s for r in repos for s in r["sensors"]}
+        schedules = {s["name"]: s for r in repos for s in r["schedules"]}
+        assert sensors["new_items_sensor"]["targets"][0]["pipelineName"] == "incremental_item_embedding_job"
+        assert {s["sensorState"]["status"] for s in sensors.values()} == {"RUNNING"}  # on with the daemon
+        assert "new_events_sensor" in sensors
+        assert schedules["retrain_schedule"]["cronSchedule"] == "0 3 * * *"
+        assert schedules["retrain_schedule"]["pipelineName"] == "all_assets_job"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
