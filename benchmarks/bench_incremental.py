@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = Recommender(con, inc)  # serves the upserted index
     rows = np.random.default_rng(0).choice(len(rec.users), args.recall_queries, replace=False)
     xq = rec.user_vectors(rows)
+    np.save(work / "user_queries.npy", xq)  # for bench_index.py --trained ... --queries
     recalls = {}
     for name, folder, idx in (("incremental", inc, idx_inc), ("fresh", fresh, idx_full)):
         rid, _, xb = read_embeddings(folder / "embeddings")

@@ -1,14 +1,16 @@
 """Item index: exact Flat vs HNSW (efSearch sweep) vs IVF-Flat (nprobe sweep), built with the
 product's own `models.index.build_index` (inner product on unit vectors; Flat and HNSW in an IndexIDMap2).
 
-    python benchmarks/bench_index.py [--quick] [--n N] [--nq NQ] [--threads T] [--trained PATH]
+    python benchmarks/bench_index.py [--quick] [--n N] [--nq NQ] [--threads T] [--trained PATH [--queries Q.npy]]
 
 Data (default): xb = N x 64 clustered unit vectors (1,000 gaussian clusters around random unit
 centers, per-dimension std spread/sqrt(d), normalised); xq = nq held-out vectors drawn the same
 way (a cluster center plus noise, normalised: how user vectors look), not in xb. With
 --trained PATH: xb = the `vector` column of the item_embeddings folder (artifacts/embeddings)
 or a Parquet file/folder with its columns (item_id, vector fixed_size_list<float32>,
-model_version, content_hash), used as is; xq = random rows plus gaussian noise, normalised.
+model_version, content_hash), used as is; xq = random rows plus gaussian noise, normalised, or
+with --queries the vectors of a .npy file (bench_incremental.py saves 2,000 real user vectors
+of its trained model as <workdir>/user_queries.npy: what the product searches with).
 
 Per index: build seconds (the `build_index` call, plus adding the rows outside the IVF training
 sample), bytes of `faiss.serialize_index`, RSS growth of this process across the build (read
@@ -41,7 +43,7 @@ K = 10
 TARGET_RECALL = 0.95
 TARGET_SPEEDUP = 20.0
 EF_SEARCH = (16, 32, 64, 128, 256)
-NPROBE = (1, 4, 16, 64)
+NPROBE = (1, 4, 8, 16, 32, 64)
 IVF_MIN_TRAIN = 100_000
 IVF_POINTS_PER_CELL = 40  # faiss k-means warns below 39 training points per centroid
 
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=0.5,
                     help="--trained: query noise norm relative to the row's norm")
     ap.add_argument("--trained", type=Path, default=None, help="an item_embeddings folder (artifacts/embeddings) to index instead")
+    ap.add_argument("--queries", type=Path, default=None,
+                    help="with --trained: a .npy of query vectors, e.g. the user vectors bench_incremental.py saves")
     ap.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     ap.add_argument("--repeats", type=int, default=3, help="searches per setting; the best one counts")
     ap.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")
@@ -213,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     if args.trained is not None:
         xb, xq, data = trained(args.trained, args.nq, args.noise, args.seed)
+        if args.queries is not None:  # real query vectors instead of noisy item vectors
+            xq = np.load(args.queries).astype(np.float32)
+            data = data.split("; ")[0] + f"; {len(xq):,} queries from {args.queries}"
     else:
         n = args.n or (100_000 if args.quick else 1_000_000)
         xb, xq, data = synthetic(n, args.nq, args.d, args.clusters, args.spread, args.seed)
