@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 
 from models.checkpoint import write_json_atomic
 from models.data import CATALOG_SQL, load_catalog
-from models.index import IndexSpec, ItemIndex
-from models.serving import embed_items, file_sha256
+from models.index import IndexSpec, ItemIndex, file_sha256
+from models.serving import embed_items
 
 PART_ROWS = 262_144  # a changed item rewrites its part: bounded work
 

@@ -15,6 +15,7 @@ manifest.json last, so a reader sees a whole index or the previous one, never a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -97,6 +98,11 @@ def recall_at_k(I: np.ndarray, I_exact: np.ndarray, k: int) -> float:
     assert I.shape == I_exact.shape, (I.shape, I_exact.shape)
     hits = sum(len(np.intersect1d(a[:k][a[:k] >= 0], b[:k])) for a, b in zip(I, I_exact))
     return hits / (I_exact.shape[0] * k)
+
+
+def file_sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _lookup(sorted_keys: np.ndarray, values: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +271,10 @@ class ItemIndex:
             "delta.faiss": lambda p: faiss.write_index(self.delta, str(p)),
             "ids.parquet": ids_writer(self.delta_rows, self.delta_items),
             "stale.npy": lambda p: np.save(p, self.stale)})
+        for seg, sub in (("main", "builds"), ("delta", "deltas")):
+            folder = root / sub / self.manifest["build" if seg == "main" else "delta"]
+            if seg == "delta" or "main_sha256" not in self.manifest:
+                self.manifest[f"{seg}_sha256"] = file_sha256(folder / f"{seg}.faiss")
         self.manifest.update({"count": len(self), "main_count": len(self.main_rows), "delta_count": len(self.delta_rows),
                               "stale": len(self.stale), "changed_share": round(self.changed_share(), 6),
                               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

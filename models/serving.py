@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 
@@ -33,11 +31,6 @@ def search_excluding_seen(index, xq: np.ndarray, seen: list[np.ndarray], k: int)
         ids, ds = I[q][keep][:k], D[q][keep][:k]
         out_i[q, : len(ids)], out_d[q, : len(ds)] = ids, ds
     return out_d, out_i
-
-
-def file_sha256(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class ServingError(ValueError):

@@ -89,6 +89,8 @@ def test_every_raw_row_is_accounted_and_the_dirty_rows_are_quarantined(first_run
 def test_serving_artifacts_agree_with_the_promoted_model(first_run, home):
     import json
 
+    from models.index import file_sha256
+
     import faiss
     import pyarrow.parquet as pq
 
@@ -96,7 +98,9 @@ def test_serving_artifacts_agree_with_the_promoted_model(first_run, home):
     index_manifest = json.loads((home / "artifacts" / "index" / "manifest.json").read_text())
     assert models["current"] == models["latest"] == index_manifest["model_version"]
     emb = pq.read_table(home / "artifacts" / "embeddings" / "items")  # the folder is the table
-    index = faiss.read_index(str(home / "artifacts" / "index" / "builds" / index_manifest["build"] / "main.faiss"))
+    main = home / "artifacts" / "index" / "builds" / index_manifest["build"] / "main.faiss"
+    index = faiss.read_index(str(main))
+    assert file_sha256(main) == index_manifest["main_sha256"]
     assert index.ntotal == emb.num_rows == index_manifest["count"]
     assert sorted(faiss.vector_to_array(index.id_map)) == sorted(emb["row_id"].to_pylist())
     recs = pq.read_table(home / "artifacts" / "recommendations" / "batch_recommendations.parquet").to_pandas()
