@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import torch
 
 from models.vocab import Vocabulary
@@ -51,11 +52,25 @@ def hash_buckets(keys, n_hashes: int, buckets: int) -> np.ndarray:
     return out
 
 
-def _pad_lists(lists: list[list[int]], width: int) -> np.ndarray:
-    out = np.zeros((len(lists), width), dtype=np.int64)
-    for i, xs in enumerate(lists):
-        xs = xs[:width]
-        out[i, : len(xs)] = xs
+def title_token_lists(titles: pl.Series) -> pl.Series:
+    """`title_tokens` for a whole column at once (vectorised; the same tokens)."""
+    return (titles.str.to_lowercase().str.replace(YEAR_SUFFIX.pattern, "")
+            .str.extract_all(r"[a-z0-9]+").list.eval(pl.element().filter(pl.element().str.len_chars() >= 2))
+            .fill_null([]))
+
+
+def _encode_bags(bags: pl.Series, vocab: Vocabulary, width: int) -> np.ndarray:
+    """(N,) lists of keys -> (N, width) int64 vocabulary indices, the first `width` keys of each
+    list, 0-padded. Each distinct key is encoded once."""
+    n = len(bags)
+    flat = pl.DataFrame({"row": np.arange(n), "key": bags}).explode("key").drop_nulls("key")
+    flat = flat.with_columns(pl.int_range(pl.len()).over("row").alias("slot")).filter(pl.col("slot") < width)
+    out = np.zeros((n, width), dtype=np.int64)
+    if flat.height:
+        keys = flat.select(pl.col("key").unique())
+        keys = keys.with_columns(idx=pl.Series(vocab.encode(keys["key"].to_numpy().astype(object)), dtype=pl.Int64))
+        flat = flat.join(keys, on="key", how="left")
+        out[flat["row"].to_numpy(), flat["slot"].to_numpy()] = flat["idx"].to_numpy()
     return out
 
 
@@ -86,18 +101,14 @@ class Catalog:
     @classmethod
     def build(cls, item_ids, titles, categories, years, category_vocab: Vocabulary, token_vocab: Vocabulary,
               n_hashes: int, buckets: int, max_categories: int = 4, max_tokens: int = 8) -> "Catalog":
+        """Features of items from their ids, titles (str or None), category lists (or None)
+        and years (number or None); each may be a polars Series (fast) or a sequence."""
         item_ids = np.asarray(item_ids, dtype=object)
         n = len(item_ids)
-        cats = [list(c) if isinstance(c, (list, tuple, np.ndarray)) else [] for c in categories]  # NULL -> []
-        flat = [c for cs in cats for c in cs]
-        enc = category_vocab.encode(flat) if flat else np.zeros(0, dtype=np.int64)
-        offsets = np.cumsum([0] + [len(c) for c in cats])
-        cat_idx = [enc[offsets[i]: offsets[i + 1]].tolist() for i in range(n)]
-        toks = [title_tokens(t if isinstance(t, str) else None) for t in titles]
-        flat = [t for ts in toks for t in ts]
-        enc = token_vocab.encode(flat) if flat else np.zeros(0, dtype=np.int64)
-        offsets = np.cumsum([0] + [len(t) for t in toks])
-        tok_idx = [enc[offsets[i]: offsets[i + 1]].tolist() for i in range(n)]
+        cats = pl.Series(categories, dtype=pl.List(pl.String)).fill_null([])
+        titles = pl.Series(titles, dtype=pl.String)
+        cat_idx = _encode_bags(cats, category_vocab, max_categories)
+        tok_idx = _encode_bags(title_token_lists(titles), token_vocab, max_tokens)
         years = pd.to_numeric(pd.Series(years, dtype=object), errors="coerce").to_numpy(float)
         has_year = ~np.isnan(years)
         numeric = np.stack([np.where(has_year, (years - 2000.0) / 20.0, 0.0), has_year.astype(float)], axis=1)
@@ -106,8 +117,7 @@ class Catalog:
             return torch.as_tensor(np.concatenate([a, np.zeros((1, a.shape[1]), a.dtype)]), dtype=dtype)
 
         return cls(item_ids, with_pad(hash_buckets(item_ids, n_hashes, buckets), torch.long),
-                   with_pad(_pad_lists(cat_idx, max_categories), torch.long),
-                   with_pad(_pad_lists(tok_idx, max_tokens), torch.long),
+                   with_pad(cat_idx, torch.long), with_pad(tok_idx, torch.long),
                    with_pad(numeric.astype(np.float32), torch.float32))
 
 
@@ -245,13 +255,13 @@ def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[C
     `only` (item ids) restricts it to those items."""
     cat_vocab, tok_vocab = _vocab_or_empty(con, "category"), _vocab_or_empty(con, "title_token")
     if only is None:
-        items = con.execute(f"{CATALOG_SQL} ORDER BY item_id").df()
+        items = pl.from_arrow(con.sql(f"{CATALOG_SQL} ORDER BY item_id").to_arrow_table())
     else:
         wanted = pd.DataFrame({"item_id": pd.Series(list(only), dtype=object)})  # noqa: F841 (read by DuckDB)
-        items = con.execute(f"SELECT * FROM ({CATALOG_SQL}) WHERE item_id IN (SELECT item_id FROM wanted) "
-                            "ORDER BY item_id").df()
-    catalog = Catalog.build(items["item_id"].to_numpy(object), items["title"].tolist(), items["categories"].tolist(),
-                            items["year"].tolist(), cat_vocab, tok_vocab, n_hashes, item_buckets)
+        items = pl.from_arrow(con.sql(f"SELECT * FROM ({CATALOG_SQL}) WHERE item_id IN "
+                                          "(SELECT item_id FROM wanted) ORDER BY item_id").to_arrow_table())
+    catalog = Catalog.build(items["item_id"].to_numpy().astype(object), items["title"], items["categories"],
+                            items["year"].to_numpy(), cat_vocab, tok_vocab, n_hashes, item_buckets)
     return catalog, cat_vocab, tok_vocab
 
 

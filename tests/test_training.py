@@ -86,3 +86,14 @@ def test_histories_are_left_padded_and_never_cross_users(data):
     # where a row follows one of the same user, its last history slot is that row's target
     same = np.flatnonzero(u[1:] == u[:-1]) + 1
     assert (h[same, -1] == d.train.target.numpy()[same - 1]).all()
+
+
+def test_vectorised_title_tokens_match_the_reference_tokeniser():
+    import polars as pl
+
+    from models.data import title_token_lists, title_tokens
+
+    titles = ["Toy Story (1995)", "  L'Été meurtrier (1983) ", "x", None, "", "Se7en (1995)  ", "a b cd (19)",
+              "Kelvin \u212a2 (2001)", "2001: A Space Odyssey (1968)", "(1999)", "Ünïcödé-Title_With__marks (2010)"]
+    got = title_token_lists(pl.Series(titles, dtype=pl.String)).to_list()
+    assert got == [title_tokens(t) for t in titles]
