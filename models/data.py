@@ -285,10 +285,26 @@ def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: i
     return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab)
 
 
-def load_serving_users(con, catalog: Catalog, *, history_len: int, n_hashes: int, user_buckets: int) -> EvalSet:
-    """Every known user with their latest history over all positive pairs (any split) and
-    everything they interacted with as the items to exclude; `target` is unused."""
-    pairs = con.execute("SELECT user_id, item_id, ts FROM interaction_splits").df()
+# pairs of the users named in the `wanted_users` frame (DuckDB reads it from the caller's scope)
+_SOME_USERS = "SELECT user_id, item_id, ts FROM interaction_splits WHERE user_id IN (SELECT user_id FROM wanted_users)"
+
+
+def load_serving_users(con, catalog: Catalog, *, history_len: int, n_hashes: int, user_buckets: int,
+                       only=None) -> EvalSet:
+    """Every known user (or the known ones among `only`) with their latest history over all
+    positive pairs (any split) and everything they interacted with as the items to exclude;
+    `target` is unused."""
+    if only is None:
+        pairs = con.execute("SELECT user_id, item_id, ts FROM interaction_splits").df()
+    else:
+        wanted_users = pd.DataFrame({"user_id": pd.Series(list(only), dtype=object)})  # noqa: F841 (DuckDB)
+        pairs = con.execute(_SOME_USERS).df()
     last = pairs.sort_values("ts").drop_duplicates("user_id", keep="last")
     return build_eval_set("serving", pairs, last, catalog, history_len=history_len, n_hashes=n_hashes,
                           user_buckets=user_buckets)
+
+
+def items_of_users(con, users) -> list:
+    """The items the given users interacted with (what their histories and exclusions need)."""
+    wanted_users = pd.DataFrame({"user_id": pd.Series(list(users), dtype=object)})  # noqa: F841 (DuckDB)
+    return [r[0] for r in con.execute(f"SELECT DISTINCT item_id FROM ({_SOME_USERS})").fetchall()]

@@ -53,12 +53,14 @@ def embeddings_table(folder: Path, columns: list[str] | None = None, filter=None
     return ds.dataset(files, format="parquet").to_table(columns=columns, filter=filter)
 
 
-def read_embeddings(folder: Path, filter=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row ids, item ids, (n, d) float32 vectors), optionally only rows matching a dataset filter."""
-    table = embeddings_table(folder, ["row_id", "item_id", "vector"], filter)
+def read_embeddings(folder: Path, filter=None, items: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(row ids, item ids (None unless `items`), (n, d) float32 vectors), optionally only the
+    rows matching a dataset filter."""
+    table = embeddings_table(folder, ["row_id", "item_id", "vector"] if items else ["row_id", "vector"], filter)
     d = table.schema.field("vector").type.list_size
-    xb = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, d).astype(np.float32)
-    return table["row_id"].to_numpy(), np.asarray(table["item_id"].to_pylist(), dtype=object), xb
+    xb = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, d).astype(np.float32, copy=False)
+    ids = np.asarray(table["item_id"].to_pylist(), dtype=object) if items else None
+    return table["row_id"].to_numpy(), ids, xb
 
 
 def _schema(d: int) -> pa.Schema:

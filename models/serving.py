@@ -44,12 +44,14 @@ class Recommender:
     Catalog positions (what histories hold) map to index row ids through the item id.
     `threads` sets torch's and FAISS's thread counts for this process: 1 for one request at a
     time (a single user's work is too small to split: at 1M items 2 threads took p99 from
-    1.2 ms to 44 ms, waking threads), None to leave them for batch work.
+    1.2 ms to 44 ms, waking threads), None to leave them for batch work. `users` limits what
+    is loaded to those users (and their items' features): quick to start for a few requests;
+    other users then get the popularity fallback.
     """
 
-    def __init__(self, con, artifacts, threads: int | None = None):
+    def __init__(self, con, artifacts, threads: int | None = None, users=None):
         from models.checkpoint import load_checkpoint, read_manifest
-        from models.data import load_catalog, load_serving_users
+        from models.data import items_of_users, load_catalog, load_serving_users
         from models.index import ItemIndex
 
         if threads is not None:
@@ -71,10 +73,12 @@ class Recommender:
                                "materialize the graph (training included) again")
         self.model, _, _ = load_checkpoint(artifacts / "models" / version, expected_fingerprint=fingerprint)
         t = self.model.cfg
-        self.catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets)
+        # serving a few users needs the features of their items only, not the whole catalog
+        only_items = None if users is None else items_of_users(con, users)
+        self.catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets, only=only_items)
         self.version = version
         self.users = load_serving_users(con, self.catalog, history_len=t.history_len, n_hashes=t.n_hashes,
-                                        user_buckets=t.user_buckets)
+                                        user_buckets=t.user_buckets, only=users)
         self._user_row = {u: i for i, u in enumerate(self.users.user_keys)}
         self.row_of_pos = self.index.rows_of(self.catalog.item_ids)  # -1: not in the index
         counts = con.execute("SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1 "

@@ -10,10 +10,10 @@ from models.serving import Recommender, ServingError, search_excluding_seen
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-def load_recommender(duckdb: DuckDBResource, paths: TowerflowPaths) -> Recommender:
+def load_recommender(duckdb: DuckDBResource, paths: TowerflowPaths, users=None) -> Recommender:
     with duckdb.get_connection() as con:
         try:
-            return Recommender(con, paths.artifacts)
+            return Recommender(con, paths.artifacts, users=users)
         except ServingError as e:
             raise dg.Failure(str(e)) from e
 

@@ -15,11 +15,14 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
                             "on a sample of real user vectors, reaches the configured threshold (0.95).")
 def item_index_recall_at_10(context, config: IndexConfig, paths: TowerflowPaths, duckdb: DuckDBResource,
                             mlflow: MlflowTracker):
-    rec = load_recommender(duckdb, paths)
-    rng = np.random.default_rng(0)
-    rows = np.sort(rng.choice(len(rec.users), min(config.recall_sample, len(rec.users)), replace=False))
+    with duckdb.get_connection() as con:  # a fixed pseudo-random sample of known users
+        sample = [r[0] for r in con.execute(
+            "SELECT user_id FROM (SELECT DISTINCT user_id FROM interaction_splits) ORDER BY hash(user_id), user_id "
+            "LIMIT $n", {"n": config.recall_sample}).fetchall()]
+    rec = load_recommender(duckdb, paths, users=sample)  # loads only what these users need
+    rows = np.arange(len(rec.users))
     xq = rec.user_vectors(rows)
-    row_ids, _, xb = read_embeddings(paths.artifacts / "embeddings")
+    row_ids, _, xb = read_embeddings(paths.artifacts / "embeddings", items=False)
     k = min(10, len(xb))
     _, I = rec.index.search(xq, k)
     _, I0 = exact_search(xb, row_ids, xq, k)
