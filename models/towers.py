@@ -6,9 +6,11 @@ title-token bag + numeric features -> MLP -> L2-normalised vector. ID dropout in
 zeroes the id part of some items so that content alone learns to embed a brand-new item.
 
 User tower: hashed user id + an encoder over the last L positive items, whose inputs are the
-item tower's own representations (TwoTower.history: the tables are shared) -> MLP -> L2-normalised vector in the
-item space. Encoders: `mean` (masked mean), `attention` (multi-head attention pooling with the
-user as query), `transformer` (causal, SASRec-style; trained on every position).
+item tower's own representations (TwoTower.history: the tables are shared) -> MLP ->
+L2-normalised vector in the item space. Encoders: `mean` (masked mean; with `recency`, a learned
+weight per position), `attention` (multi-head attention pooling with the user as query; with
+`recency`, a learned position vector per slot), `transformer` (causal, SASRec-style; trained on
+every position).
 
 Every sequence starts with a user token, so no attention row is ever fully masked.
 """
@@ -43,6 +45,8 @@ class TowerConfig:
     id_dropout: float = 0.1  # share of items whose id part is zeroed in training
     use_content: bool = True  # categories / tokens / numeric features in the item tower
     sparse: bool = True  # sparse gradients for the id tables (SparseAdam: cheap steps at 1M items)
+    recency: bool = False  # mean: a learned weight per history position (latest last); attention: a
+    # learned position vector per slot. False keeps checkpoints written before it loadable.
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -119,6 +123,10 @@ class UserTower(nn.Module):
         self.cfg = cfg
         h, L = cfg.hidden, cfg.history_len
         self.ids = HashedIdEmbedding(cfg.user_buckets, cfg.id_dim, cfg.n_hashes, h, cfg.sparse)
+        if cfg.encoder == "mean" and cfg.recency:
+            self.position_logit = nn.Parameter(torch.zeros(L))  # 0 = plain mean at the start
+        if cfg.encoder == "attention" and cfg.recency:
+            self.position = nn.Parameter(torch.zeros(L, h))  # added to each history slot (latest last)
         if cfg.encoder == "attention":
             self.attn = nn.MultiheadAttention(h, cfg.heads, dropout=cfg.dropout, batch_first=True)
         elif cfg.encoder == "transformer":
@@ -140,9 +148,14 @@ class UserTower(nn.Module):
         B, L = hist_mask.shape
         assert items.shape[:2] == (B, L), (items.shape, hist_mask.shape)
         u = self.ids(user_hash)  # (B, h)
-        if self.cfg.encoder == "mean":
+        if self.cfg.encoder == "mean" and self.cfg.recency:
+            w = torch.exp(self.position_logit) * hist_mask  # (B, L): left padding keeps the latest item last
+            pooled = (items * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-9)  # (B, h)
+        elif self.cfg.encoder == "mean":
             pooled = _masked_mean(items, hist_mask)  # (B, h)
         elif self.cfg.encoder == "attention":
+            if self.cfg.recency:
+                items = items + self.position * hist_mask.unsqueeze(-1)
             seq = torch.cat([u.unsqueeze(1), items], dim=1)  # (B, 1 + L, h): the user token is always there
             pad = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=u.device), ~hist_mask], dim=1)
             pooled, _ = self.attn(u.unsqueeze(1), seq, seq, key_padding_mask=pad, need_weights=False)

@@ -31,10 +31,11 @@ def data(tmp_path_factory):
     return d, tower, fp
 
 
-@pytest.mark.parametrize("encoder", ["mean", "attention", "transformer"])
-def test_loss_falls_and_the_model_beats_popularity(data, encoder):
+@pytest.mark.parametrize("encoder,recency", [("mean", False), ("mean", True), ("attention", True),
+                                             ("transformer", False)])
+def test_loss_falls_and_the_model_beats_popularity(data, encoder, recency):
     d, tower, _ = data
-    tower = TowerConfig(**{**tower.to_dict(), "encoder": encoder})
+    tower = TowerConfig(**{**tower.to_dict(), "encoder": encoder, "recency": recency})
     res = train(d.catalog, d.train, tower, TrainConfig(epochs=4, batch_size=256, lr=5e-3, patience=4,
                                                        extra_negatives=32), valid=d.valid, log=lambda m: None)
     losses = [r["loss"] for r in res.history]
@@ -43,6 +44,26 @@ def test_loss_falls_and_the_model_beats_popularity(data, encoder):
     pop = evaluate_popularity(d.train, d.valid)["ndcg@10"]
     # the planted taste clusters make this learnable: popularity ignores them
     assert model > pop, (encoder, model, pop)
+
+
+def test_recency_weights_can_put_all_weight_on_the_latest_item():
+    from models.towers import UserTower
+
+    tower = UserTower(TowerConfig(hidden=4, dim=4, history_len=3, encoder="mean", recency=True, user_buckets=11))
+    items = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
+    mask = torch.tensor([[True, True, True], [False, True, True]])  # left-padded: latest item last
+    with torch.no_grad():
+        tower.position_logit.copy_(torch.tensor([-50.0, -50.0, 50.0]))
+    captured = {}
+    tower.norm.register_forward_hook(lambda m, inp, out: captured.setdefault("pooled", inp[0]))
+    tower(torch.ones(2, 2, dtype=torch.long), items, mask)
+    assert torch.allclose(captured["pooled"], items[:, -1])
+    # a plain mean at the start, padding ignored
+    with torch.no_grad():
+        tower.position_logit.zero_()
+    captured.clear()
+    tower(torch.ones(2, 2, dtype=torch.long), items, mask)
+    assert torch.allclose(captured["pooled"], torch.stack([items[0].mean(0), items[1, 1:].mean(0)]))
 
 
 def test_training_is_seeded(data):

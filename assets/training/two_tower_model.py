@@ -19,7 +19,7 @@ def tower_config(cfg: TrainingConfig, n_items: int, n_users: int, n_categories: 
                        item_buckets=cfg.item_buckets or max(1024, 2 * n_items + 1),
                        user_buckets=cfg.user_buckets or max(1024, 2 * n_users + 1),
                        n_categories=n_categories, n_tokens=n_tokens, id_dropout=cfg.id_dropout,
-                       use_content=cfg.use_content)
+                       use_content=cfg.use_content, recency=cfg.recency)
 
 
 @dg.asset(deps=["vocabularies", "interaction_splits", "clean_items", "clean_interactions"],
