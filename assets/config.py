@@ -109,8 +109,8 @@ class TrainingConfig(dg.Config):
     hidden: int = Field(default=64, description="Internal width of the towers.")
     history_len: int = Field(default=20, description="How many recent positives the user tower reads.")
     recency: bool = Field(default=True, description="mean/attention: learn a weight (mean) or vector "
-                          "(attention) per history position, so recent items can count more (MovieLens "
-                          "test NDCG@10 0.057 -> 0.069 for the mean encoder, seed 0).")
+                          "(attention) per history position, so recent items can count more (MovieLens, "
+                          "mean encoder, 3 seeds: test NDCG@10 0.052 -> 0.068).")
     item_buckets: int = Field(default=0, description="Item-id hash table rows; 0 = 2x the catalog size "
                               "(two hashes make a full collision rare).")
     user_buckets: int = Field(default=0, description="User-id hash table rows; 0 = 2x the user count.")

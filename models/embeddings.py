@@ -114,8 +114,9 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
         stats = {"mode": "full", "reason": reason, "embedded": len(catalog), "added": len(catalog),
                  "changed": 0, "removed": 0, "parts_written": len(parts)}
         next_row, d = len(catalog), xb.shape[1]
+        table_id = uuid.uuid4().hex  # row ids restart: an index of the previous table must be rebuilt
     else:
-        d, next_row, parts = prev["dim"], prev["next_row_id"], list(prev["parts"])
+        d, next_row, parts, table_id = prev["dim"], prev["next_row_id"], list(prev["parts"]), prev["table_id"]
         old = pa.concat_tables([  # noqa: F841 (read by DuckDB below)
             pq.read_table(folder / "items" / p["file"], columns=["row_id", "item_id", "content_hash"])
             .append_column("part", pa.array(np.full(p["rows"], i, np.int32))) for i, p in enumerate(parts)
@@ -153,7 +154,7 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
     if reason or stats["embedded"] or stats["removed"]:
         write_json_atomic(folder / "manifest.json", {
             "model_version": version, "vocabulary_fingerprint": fingerprint, "count": count, "dim": d,
-            "next_row_id": int(next_row), "parts": parts,
+            "table_id": table_id, "next_row_id": int(next_row), "parts": parts,
             "sha256": hashlib.sha256("".join(p["sha256"] for p in parts).encode()).hexdigest(),
             "last_update": stats})
         listed = {p["file"] for p in parts}
@@ -174,6 +175,7 @@ def refresh_index(root: Path, folder: Path, spec: IndexSpec, *, rebuild_share: f
     idx = ItemIndex.load(root) if (root / "manifest.json").exists() and not full else None
     reason = ("asked" if full else "no index yet" if idx is None
               else "new model version" if idx.manifest.get("model_version") != emb["model_version"]
+              else "item_embeddings re-embedded in full" if idx.manifest.get("embeddings_table_id") != emb["table_id"]
               else f"index kind {idx.kind} -> {spec.resolve(emb['count'])}" if idx.kind != spec.resolve(emb["count"])
               else None)
     stats: dict = {}
@@ -196,7 +198,7 @@ def refresh_index(root: Path, folder: Path, spec: IndexSpec, *, rebuild_share: f
         idx = ItemIndex.build(xb, rows, items, spec)
         stats = {"mode": "build", "reason": reason, "added": len(rows), "removed": 0, "stale": 0, "delta": 0}
     idx.manifest.update({"model_version": emb["model_version"], "vocabulary_fingerprint": emb["vocabulary_fingerprint"],
-                         "embeddings_sha256": emb["sha256"]})
+                         "embeddings_table_id": emb["table_id"], "embeddings_sha256": emb["sha256"]})
     idx.save(root)
     stats.update(count=len(idx), seconds=round(time.perf_counter() - t0, 3))
     return idx, stats

@@ -293,3 +293,15 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert again.success and again.asset_materializations_for_node("item_embeddings")[0].metadata["embedded"].value == 0
     assert again.asset_materializations_for_node("item_index")[0].metadata["added"].value == 0
+    # re-embedding in full restarts the row ids: the index must follow with a full build, not an upsert
+    full = defs.resolve_job_def("incremental_item_embedding_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        run_config={"ops": {"item_embeddings": {"config": {"full": True}}}})
+    assert full.success
+    meta = full.asset_materializations_for_node("item_index")[0].metadata
+    assert meta["mode"].value == "build" and "re-embedded in full" in meta["reason"].value
+    table = pq.read_table(art / "embeddings" / "items").to_pandas().set_index("item_id")
+    index = ItemIndex.load(art / "index")
+    row = table.loc["new-b", "row_id"]
+    assert index.search(np.asarray(table.loc["new-b", "vector"], np.float32)[None], 1)[1][0, 0] == row
+    assert index.items_of(np.array([row]))[0] == "new-b"
