@@ -18,7 +18,7 @@ after glibc malloc_trim, so pages freed by an earlier index are not silently reu
 per search setting QPS = nq / seconds of `index.search(xq, 10)` over all queries (best of
 --repeats) and recall@10 against exact IndexFlatIP search on the same vectors (`exact_search`).
 IVF uses nlist = 4 * sqrt(N) and is trained on a random sample of max(100k, 40 * nlist) rows
-(all rows if fewer); the rest are added after training.
+(all rows if fewer), as `build_index` does for the product; the rest are added after training.
 
 Other jobs may share the machine, so absolute QPS is noisy: exact and ANN are measured in the
 same run, exact both before and after the ANN indexes (its best run counts), and the speedup
@@ -44,8 +44,6 @@ TARGET_RECALL = 0.95
 TARGET_SPEEDUP = 20.0
 EF_SEARCH = (16, 32, 64, 128, 256)
 NPROBE = (1, 4, 8, 16, 32, 64)
-IVF_MIN_TRAIN = 100_000
-IVF_POINTS_PER_CELL = 40  # faiss k-means warns below 39 training points per centroid
 
 
 def _log(message: str) -> None:
@@ -150,24 +148,15 @@ def time_search(index, xq, repeats: int):
     return best, I
 
 
-def build(xb, ids, spec, train_n: int, seed: int):
-    """build_index on the IVF training sample (or all of xb), then add the other rows."""
-    import numpy as np
-
+def build(xb, ids, spec):
+    """build_index as item_index calls it (IVF trains its k-means on a sample itself)."""
     from models.index import build_index
 
     gc.collect()
     rss0 = _rss_bytes()
     t0 = time.perf_counter()
     nb = len(xb)
-    if train_n < nb:
-        sample = np.zeros(nb, dtype=bool)
-        sample[np.random.default_rng(seed).choice(nb, train_n, replace=False)] = True
-        index, params = build_index(xb[sample], ids[sample], spec)
-        index.add_with_ids(np.ascontiguousarray(xb[~sample]), np.ascontiguousarray(ids[~sample]))
-        del sample
-    else:
-        index, params = build_index(xb, ids, spec)
+    index, params = build_index(xb, ids, spec)
     seconds = time.perf_counter() - t0
     assert index.ntotal == nb, (index.ntotal, nb)
     gc.collect()
@@ -228,7 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     assert xq.shape == (nq, d) and xb.dtype == xq.dtype == np.float32, (xq.shape, xb.dtype, xq.dtype)
     ids = np.arange(nb, dtype=np.int64)  # as item_index: ids = row numbers
     nlist = max(1, int(4 * np.sqrt(nb)))
-    ivf_train = min(nb, max(IVF_MIN_TRAIN, IVF_POINTS_PER_CELL * nlist))
     _log(f"{data} (generated in {time.perf_counter() - t_start:.1f} s)")
 
     t0 = time.perf_counter()
@@ -238,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []  # (index, params, build s, bytes, rss growth, seconds, recall)
 
     # exact baseline: what build_index makes below exact_max
-    flat, _, b_s, nbytes, rss = build(xb, ids, IndexSpec(kind="flat"), nb, args.seed)
+    flat, _, b_s, nbytes, rss = build(xb, ids, IndexSpec(kind="flat"))
     flat_s0, I = time_search(flat, xq, args.repeats)
     rows.append(["Flat", "", b_s, nbytes, rss, flat_s0, recall_at_k(I, I_gt, K)])
     del flat, I
@@ -247,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = IndexSpec(kind="hnsw", hnsw_m=args.hnsw_m)
     _log(f"building HNSW{args.hnsw_m} (efConstruction {spec.ef_construction}) over {nb:,} vectors ...")
-    index, params, b_s, nbytes, rss = build(xb, ids, spec, nb, args.seed)
+    index, params, b_s, nbytes, rss = build(xb, ids, spec)
     _log(f"HNSW built in {b_s:.1f} s")
     hnsw = faiss.downcast_index(index.index).hnsw
     for ef in EF_SEARCH:
@@ -258,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
 
     spec = IndexSpec(kind="ivf", nlist=nlist)
-    _log(f"building IVF{nlist},Flat (trained on {ivf_train:,} of {nb:,}) ...")
-    index, params, b_s, nbytes, rss = build(xb, ids, spec, ivf_train, args.seed)
+    _log(f"building IVF{nlist},Flat over {nb:,} vectors ...")
+    index, params, b_s, nbytes, rss = build(xb, ids, spec)
+    ivf_train = params["trained_on"]
     _log(f"IVF built in {b_s:.1f} s")
     ivf = faiss.extract_index_ivf(index)
     for nprobe in NPROBE:

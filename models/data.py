@@ -81,6 +81,7 @@ class Catalog:
     categories: torch.Tensor  # (N + 1, C)
     tokens: torch.Tensor  # (N + 1, T)
     numeric: torch.Tensor  # (N + 1, 2): (year - 2000) / 20, has_year
+    content_hash: np.ndarray | None = None  # (N,) object: clean_items.content_hash (None: no catalog row)
 
     def __post_init__(self) -> None:
         self._index = pd.Index(self.item_ids)
@@ -100,7 +101,8 @@ class Catalog:
 
     @classmethod
     def build(cls, item_ids, titles, categories, years, category_vocab: Vocabulary, token_vocab: Vocabulary,
-              n_hashes: int, buckets: int, max_categories: int = 4, max_tokens: int = 8) -> "Catalog":
+              n_hashes: int, buckets: int, max_categories: int = 4, max_tokens: int = 8,
+              content_hash=None) -> "Catalog":
         """Features of items from their ids, titles (str or None), category lists (or None)
         and years (number or None); each may be a polars Series (fast) or a sequence."""
         item_ids = np.asarray(item_ids, dtype=object)
@@ -118,7 +120,8 @@ class Catalog:
 
         return cls(item_ids, with_pad(hash_buckets(item_ids, n_hashes, buckets), torch.long),
                    with_pad(cat_idx, torch.long), with_pad(tok_idx, torch.long),
-                   with_pad(numeric.astype(np.float32), torch.float32))
+                   with_pad(numeric.astype(np.float32), torch.float32),
+                   None if content_hash is None else np.asarray(content_hash, dtype=object))
 
 
 @dataclass
@@ -261,7 +264,8 @@ def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[C
         items = pl.from_arrow(con.sql(f"SELECT * FROM ({CATALOG_SQL}) WHERE item_id IN "
                                           "(SELECT item_id FROM wanted) ORDER BY item_id").to_arrow_table())
     catalog = Catalog.build(items["item_id"].to_numpy().astype(object), items["title"], items["categories"],
-                            items["year"].to_numpy(), cat_vocab, tok_vocab, n_hashes, item_buckets)
+                            items["year"].to_numpy(), cat_vocab, tok_vocab, n_hashes, item_buckets,
+                            content_hash=items["content_hash"].to_list())
     return catalog, cat_vocab, tok_vocab
 
 

@@ -105,11 +105,9 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
               else "new vocabulary" if prev["vocabulary_fingerprint"] != fingerprint else None)
     if reason:
         catalog, _, _ = load_catalog(con, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets)
-        hashes = dict(con.execute("SELECT item_id, content_hash FROM clean_items").fetchall())
         log(f"item_embeddings: full embedding of {len(catalog):,} items ({reason})")
         xb = embed_items(model, catalog)
-        table = _rows_table(np.arange(len(catalog)), catalog.item_ids, xb, version,
-                            [hashes.get(i) for i in catalog.item_ids])
+        table = _rows_table(np.arange(len(catalog)), catalog.item_ids, xb, version, catalog.content_hash)
         parts = [_write_part(folder, table.slice(s, PART_ROWS)) for s in range(0, table.num_rows, PART_ROWS)]
         stats = {"mode": "full", "reason": reason, "embedded": len(catalog), "added": len(catalog),
                  "changed": 0, "removed": 0, "parts_written": len(parts)}
@@ -143,11 +141,9 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
         if len(embed):
             sub, _, _ = load_catalog(con, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets,
                                      only=embed["item_id"].tolist())
-            hashes = dict(con.execute(
-                "SELECT item_id, content_hash FROM clean_items WHERE item_id IN (SELECT item_id FROM embed)").fetchall())
             xb_new = embed_items(model, sub)
             parts.append(_write_part(folder, _rows_table(np.arange(next_row, next_row + len(sub)), sub.item_ids,
-                                                         xb_new, version, [hashes.get(i) for i in sub.item_ids])))
+                                                         xb_new, version, sub.content_hash)))
             stats["parts_written"] += 1
             next_row += len(sub)
     count = sum(p["rows"] for p in parts)

@@ -6,16 +6,9 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import RecommendationConfig
 from assets.reporting import figures_metadata
-from models.serving import Recommender, ServingError, search_excluding_seen
+from assets.serving._current import load_recommender
+from models.serving import search_excluding_seen
 from orchestration.resources import MlflowTracker, TowerflowPaths
-
-
-def load_recommender(duckdb: DuckDBResource, paths: TowerflowPaths, users=None) -> Recommender:
-    with duckdb.get_connection() as con:
-        try:
-            return Recommender(con, paths.artifacts, users=users)
-        except ServingError as e:
-            raise dg.Failure(str(e)) from e
 
 
 @dg.asset(deps=["item_index"], kinds={"parquet", "faiss"}, owners=["team:recsys"], tags={"layer": "serving"})

@@ -4,7 +4,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import IndexConfig
 from assets.reporting import check_result
-from assets.serving.batch_recommendations import load_recommender
+from assets.serving._current import load_recommender
 from models.embeddings import read_embeddings
 from models.index import exact_search, recall_at_k
 from orchestration.resources import MlflowTracker, TowerflowPaths

@@ -16,7 +16,7 @@ def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, 
     items never seen in training included (embedded through their content features and id
     bucket). Under an unchanged model only new or changed items (by content hash) are embedded."""
     with duckdb.get_connection() as con:
-        cur = current_model(con, paths, catalog=False)
+        cur = current_model(con, paths)
         stats = refresh_embeddings(con, paths.artifacts / "embeddings", cur.model, cur.version, cur.fingerprint,
                                    full=config.full, log=context.log.info)
     figures = {**stats, "model_version": cur.version, "path": str(paths.artifacts / "embeddings")}
