@@ -149,7 +149,7 @@ class IndexConfig(dg.Config):
     full: bool = Field(default=False, description="Rebuild even when an upsert would do.")
 
     def spec(self):
-        from models.index import IndexSpec
+        from models.index.item_index import IndexSpec
 
         return IndexSpec(kind=self.kind, exact_max=self.exact_max, hnsw_m=self.hnsw_m, ef_search=self.ef_search,
                          nprobe=self.nprobe)
@@ -162,3 +162,10 @@ class EmbeddingConfig(dg.Config):
 
 class RecommendationConfig(dg.Config):
     k: int = Field(default=100, description="Recommendations per user, seen items excluded.")
+
+
+def default_warehouse_params() -> dict:
+    """The data half's SQL parameters at their defaults, as `models.warehouse.build_warehouse`
+    takes them (tests and benchmarks build the warehouse without Dagster)."""
+    return {"cleaning": CleaningConfig().sql_params(), "splits": SplitConfig().sql_params(),
+            "vocabulary": VocabularyConfig().sql_params()}

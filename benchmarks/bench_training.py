@@ -1,4 +1,4 @@
-"""One training epoch: towerflow's trainer (models/training.py) vs a tutorial-style input
+"""One training epoch: towerflow's trainer (models/retrieval/training.py) vs a tutorial-style input
 pipeline, on the same generated interactions, at a small and a large item catalog.
 
     python -m benchmarks.bench_training [--quick] [--workdir DIR] [--max-examples N] [--repeats R]
@@ -102,8 +102,9 @@ def ensure_prepared(workdir: Path, params: dict) -> Path:
 def code_fingerprint() -> str:
     """Hash of the code that shapes the cached data (generator, SQL, tensor building): the
     cache pickles a TrainSet, so a change to any of these rebuilds it."""
-    files = [ROOT / "models" / f for f in ("synthetic.py", "data.py", "vocab.py")]
-    files += [ROOT / "assets" / f for f in ("landing.py", "warehouse.py", "config.py")]
+    files = [ROOT / "models" / f for f in ("sources/synthetic.py", "retrieval/data.py", "splits/vocab.py",
+                                           "ingest/landing.py", "clean/cleaning.py", "splits/build.py")]
+    files += [ROOT / "assets" / "config.py"]
     files += sorted((ROOT / "sql").glob("*.sql"))
     h = hashlib.sha256()
     for f in files:
@@ -117,8 +118,8 @@ def prepare(workdir: Path, params: dict) -> Path:
     import duckdb
     import torch
 
-    from models.data import load_from_warehouse
-    from models.synthetic import generate
+    from models.retrieval.data import load_from_warehouse
+    from models.sources.synthetic import generate
 
     folder = workdir / f"items-{params['n_items']}"
     full = {**params, "history_len": HISTORY_LEN, "n_hashes": N_HASHES,
@@ -133,9 +134,10 @@ def prepare(workdir: Path, params: dict) -> Path:
     generate(folder / "landing", **params, log=lambda m: None)
     con = duckdb.connect(str(folder / "warehouse.duckdb"))
     try:
-        from assets.warehouse import build_warehouse
+        from assets.config import default_warehouse_params
+        from models.warehouse import build_warehouse
 
-        build_warehouse(con, folder / "landing")
+        build_warehouse(con, folder / "landing", **default_warehouse_params())
         data = load_from_warehouse(con, history_len=HISTORY_LEN, n_hashes=N_HASHES,
                                    item_buckets=full["item_buckets"], user_buckets=full["user_buckets"])
     finally:
@@ -154,7 +156,7 @@ def prepare(workdir: Path, params: dict) -> Path:
 def load(tensors: Path, dim: int):
     import torch
 
-    from models.towers import TowerConfig
+    from models.retrieval.towers import TowerConfig
 
     blob = torch.load(tensors, weights_only=False)
     p = blob["params"]
@@ -165,14 +167,14 @@ def load(tensors: Path, dim: int):
 
 
 def train_config(batch_size: int, seed: int):
-    from models.training import TrainConfig
+    from models.retrieval.training import TrainConfig
 
     return TrainConfig(epochs=1, batch_size=batch_size, extra_negatives=0, hard_negatives=False,
                        logq_correction=True, seed=seed)
 
 
 def run_towerflow(catalog, train_set, tower, cfg) -> dict:
-    from models.training import train
+    from models.retrieval.training import train
 
     result = train(catalog, train_set, tower, cfg, valid=None, log=lambda m: None)
     return {"examples": result.examples, "seconds": result.seconds, "steps": result.steps,
@@ -225,9 +227,9 @@ def run_reference(catalog, train_set, tower, cfg, negatives: int, max_examples: 
     import torch
     from torch.utils.data import DataLoader
 
-    from models.losses import info_nce
-    from models.towers import TwoTower
-    from models.training import _log_q, make_optimizers, optimizer_step
+    from models.retrieval.losses import info_nce
+    from models.retrieval.towers import TwoTower
+    from models.retrieval.training import _log_q, make_optimizers, optimizer_step
 
     built = time.perf_counter()
     ds = tutorial_dataset(train_set, len(catalog), negatives, cfg.seed)

@@ -1,5 +1,5 @@
 """The event cleaning rules written by hand in pandas: the baseline `bench_cleaning.py` times
-the DuckDB path (`assets/landing.py` + `sql/*.sql`) against.
+the DuckDB path (`models/ingest/landing.py` + `sql/*.sql`) against.
 
 Same rules in the same order with the same reason codes as `sql/typed_events.sql`; exact
 duplicates and conflicting event_ids as in `sql/event_conflicts.sql` and `sql/clean_interactions.sql`; positive / negative
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# Mirrors assets/landing.py (EVENTS, RAW_LINE_KEEP), kept here so this process imports no DuckDB.
+# Mirrors models/ingest/landing.py (EVENTS, RAW_LINE_KEEP), kept here so this process imports no DuckDB.
 EVENT_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "value")
 REQUIRED = ("user_id", "item_id", "event_type", "timestamp")
 RAW_LINE_KEEP = 2_000

@@ -40,7 +40,7 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Landing folder (default: $TOWERFLOW_HOME/landing).")
 def generate(users, items, events, clusters, n_files, dirty_share, days, seed, out) -> None:
-    from models.synthetic import generate as run
+    from models.sources.synthetic import generate as run
 
     if min(users, items, events, clusters, n_files) < 1:
         _fail("--users, --items, --events, --clusters and --files must be at least 1")
@@ -57,7 +57,7 @@ def generate(users, items, events, clusters, n_files, dirty_share, days, seed, o
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Landing folder (default: $TOWERFLOW_HOME/landing).")
 def import_movielens(path: Path, out: Path | None) -> None:
-    from models.movielens import import_movielens as run
+    from models.sources.movielens import import_movielens as run
 
     out = out or towerflow_home() / "landing"
     try:
@@ -130,7 +130,7 @@ def quarantine(reason: str | None, limit: int) -> None:
 
 def _recommender(users: list[str], threads: int | None = 1):
     """A Recommender loaded for `users` only: starts in about a second whatever the catalog size."""
-    from models.serving import Recommender, ServingError
+    from models.serving.recommender import Recommender, ServingError
 
     con = _connect()
     try:
@@ -190,7 +190,7 @@ def recommend(users, users_file, sample, k, fmt) -> None:
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def similar(item, k, fmt) -> None:
-    from models.serving import ServingError
+    from models.serving.recommender import ServingError
 
     try:
         rows = _recommender([]).similar(item, k)

@@ -16,7 +16,7 @@ import json
 import dagster as dg
 
 from assets.ingest.sources import fingerprint, landing_files
-from models.checkpoint import read_manifest
+from models.retrieval.checkpoint import read_manifest
 from orchestration.jobs import incremental_item_embedding_job
 from orchestration.resources import TowerflowPaths
 

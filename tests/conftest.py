@@ -6,8 +6,8 @@ import duckdb
 import pytest
 
 from assets.config import CleaningConfig
-from assets.landing import EVENTS, ITEMS, ingest_folder
-from assets.warehouse import clean_events as run_cleaning
+from models.ingest.landing import EVENTS, ITEMS, ingest_folder
+from models.clean.cleaning import clean_events as run_cleaning
 
 HEADER = "event_id,user_id,item_id,event_type,timestamp,value\n"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from assets.config import CleaningConfig
-from assets.warehouse import clean_items
+from models.clean.cleaning import clean_items
 from tests.conftest import HEADER, accounted, clean_events, ingest_events, ingest_items, reasons, write
 
 

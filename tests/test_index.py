@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from models.index import IndexSpec, build_index, exact_search, recall_at_k
+from models.index.item_index import IndexSpec, build_index, exact_search, recall_at_k
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_hnsw_recall_is_high_and_the_written_index_reads_back(vectors, tmp_path)
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_item_index_upsert_goes_to_the_delta_tombstones_main_and_survives_a_reload(vectors, tmp_path, kind):
-    from models.index import ItemIndex
+    from models.index.item_index import ItemIndex
 
     xb, _, xq = vectors
     rows = np.arange(4000, dtype=np.int64)
@@ -92,7 +92,7 @@ def test_item_index_upsert_goes_to_the_delta_tombstones_main_and_survives_a_relo
 def test_item_index_publishes_folders_atomically_and_prunes_old_ones(vectors, tmp_path):
     import json
 
-    from models.index import ItemIndex
+    from models.index.item_index import ItemIndex
 
     xb, _, _ = vectors
     idx = ItemIndex.build(xb[:100], np.arange(100), np.array([f"i{i}" for i in range(100)], dtype=object))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.losses import bpr, info_nce
+from models.retrieval.losses import bpr, info_nce
 
 
 def _ce(logits: list[float], target: int) -> float:

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from models.synthetic import generate
+from models.sources.synthetic import generate
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_every_raw_row_is_accounted_and_the_dirty_rows_are_quarantined(first_run
 def test_serving_artifacts_agree_with_the_promoted_model(first_run, home):
     import json
 
-    from models.index import file_sha256
+    from models.artifacts import file_sha256
 
     import faiss
     import pyarrow.parquet as pq
@@ -222,7 +222,7 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     import pyarrow.parquet as pq
     from mlflow.tracking import MlflowClient
 
-    from models.index import ItemIndex
+    from models.index.item_index import ItemIndex
     from orchestration.cli import main
     from orchestration.definitions import build_definitions
     from orchestration.sensors import new_items_sensor

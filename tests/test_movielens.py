@@ -1,4 +1,4 @@
-"""models.movielens: ml-1m / ml-latest folders, zips and the dslabs frame -> raw contract."""
+"""models.sources.movielens: ml-1m / ml-latest folders, zips and the dslabs frame -> raw contract."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.movielens import RATING_COLUMNS, MOVIE_COLUMNS, import_movielens, import_movielens_frame
+from models.sources.movielens import RATING_COLUMNS, MOVIE_COLUMNS, import_movielens, import_movielens_frame
 
 
 def quiet(_msg: str) -> None:

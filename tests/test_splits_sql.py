@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from assets.config import SplitConfig, VocabularyConfig
-from assets.sqlfiles import query, run_sql
-from models.vocab import Vocabulary, bucket_of
+from models.sql import query, run_sql
+from models.splits.vocab import Vocabulary, bucket_of
 
 
 def _clean(con, rows):

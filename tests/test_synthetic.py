@@ -1,4 +1,4 @@
-"""models.synthetic: reproducible bytes, the raw contract, counted dirt, learnable structure."""
+"""models.sources.synthetic: reproducible bytes, the raw contract, counted dirt, learnable structure."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models import synthetic as S
+from models.sources import synthetic as S
 
 # 8 clusters -> a user's main + secondary cluster is 2/8 = 25% of the catalog by chance.
 SMALL = dict(n_users=300, n_items=400, n_events=12_000, n_clusters=8, n_files=3, days=90,

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import VocabularyMismatch, load_checkpoint, read_manifest, save_checkpoint, update_manifest
-from models.data import load_from_warehouse
-from models.evaluation import evaluate_model, evaluate_popularity
-from models.synthetic import generate
-from models.towers import TowerConfig
-from models.training import TrainConfig, TrainingDiverged, config_dict, train
-from assets.warehouse import build_warehouse
+from models.retrieval.checkpoint import VocabularyMismatch, load_checkpoint, read_manifest, save_checkpoint, update_manifest
+from models.retrieval.data import load_from_warehouse
+from models.retrieval.evaluation import evaluate_model, evaluate_popularity
+from models.sources.synthetic import generate
+from models.retrieval.towers import TowerConfig
+from models.retrieval.training import TrainConfig, TrainingDiverged, config_dict, train
+from assets.config import default_warehouse_params
+from models.warehouse import build_warehouse
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("planted")
     generate(root / "landing", n_users=400, n_items=300, n_events=40_000, n_clusters=8, seed=5, log=lambda m: None)
     con = duckdb.connect(str(root / "w.duckdb"))
-    build_warehouse(con, root / "landing")
+    build_warehouse(con, root / "landing", **default_warehouse_params())
     tower = TowerConfig(dim=32, hidden=32, id_dim=16, history_len=10, item_buckets=601, user_buckets=801,
                         n_categories=200, n_tokens=400, encoder="mean")
     d = load_from_warehouse(con, history_len=10, n_hashes=2, item_buckets=601, user_buckets=801)
@@ -47,7 +48,7 @@ def test_loss_falls_and_the_model_beats_popularity(data, encoder, recency):
 
 
 def test_recency_weights_can_put_all_weight_on_the_latest_item():
-    from models.towers import UserTower
+    from models.retrieval.towers import UserTower
 
     tower = UserTower(TowerConfig(hidden=4, dim=4, history_len=3, encoder="mean", recency=True, user_buckets=11))
     items = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
@@ -112,7 +113,7 @@ def test_histories_are_left_padded_and_never_cross_users(data):
 def test_vectorised_title_tokens_match_the_reference_tokeniser():
     import polars as pl
 
-    from models.data import title_token_lists, title_tokens
+    from models.retrieval.data import title_token_lists, title_tokens
 
     titles = ["Toy Story (1995)", "  L'Été meurtrier (1983) ", "x", None, "", "Se7en (1995)  ", "a b cd (19)",
               "Kelvin \u212a2 (2001)", "2001: A Space Odyssey (1968)", "(1999)", "Ünïcödé-Title_With__marks (2010)"]

@@ -2,9 +2,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.config import CleaningConfig, GxConfig
-from assets.gx import load_frame, validate
+from models.clean.gx import load_frame, validate
 from assets.reporting import check_result, md_table
-from assets.sqlfiles import sql_text
+from models.sql import sql_text
 from orchestration.resources import MlflowTracker
 
 

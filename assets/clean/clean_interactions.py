@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import CleaningConfig
 from assets.reporting import figures_metadata, log_figures, md_table
-from assets.warehouse import clean_events as run_cleaning
+from models.clean.cleaning import clean_events as run_cleaning
 from orchestration.resources import MlflowTracker
 
 

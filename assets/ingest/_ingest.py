@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.landing import LandingKind, ingest_folder
+from models.ingest.landing import LandingKind, ingest_folder
 from assets.reporting import figures_metadata, log_figures, md_table
-from assets.sqlfiles import sql_text
+from models.sql import sql_text
 
 
 def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeResult:

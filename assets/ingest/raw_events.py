@@ -2,7 +2,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.ingest._ingest import ingest
-from assets.landing import EVENTS
+from models.ingest.landing import EVENTS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 

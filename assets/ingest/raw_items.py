@@ -2,7 +2,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.ingest._ingest import ingest
-from assets.landing import ITEMS
+from models.ingest.landing import ITEMS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 

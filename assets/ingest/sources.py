@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.landing import EVENTS, ITEMS, discover
+from models.ingest.landing import EVENTS, ITEMS, discover
 from orchestration.resources import TowerflowPaths
 
 

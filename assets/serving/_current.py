@@ -5,8 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from models.checkpoint import load_checkpoint, read_manifest
-from models.serving import Recommender, ServingError
+from models.retrieval.checkpoint import load_checkpoint, read_manifest
+from models.serving.recommender import Recommender, ServingError
 
 
 @dataclass

@@ -7,7 +7,8 @@ from dagster_duckdb import DuckDBResource
 from assets.config import RecommendationConfig
 from assets.reporting import figures_metadata
 from assets.serving._current import load_recommender
-from models.serving import search_excluding_seen
+from models.artifacts import atomic_file
+from models.serving.recommender import search_excluding_seen
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -33,10 +34,8 @@ def batch_recommendations(context: dg.AssetExecutionContext, config: Recommendat
         context.log.info(f"batch_recommendations: {rows[-1] + 1:,}/{len(users):,} users")
     table = pa.concat_tables(parts)
     out = paths.artifacts / "recommendations" / "batch_recommendations.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(out)
+    with atomic_file(out) as tmp:
+        pq.write_table(table, tmp)
     figures = {"users": len(users), "rows": table.num_rows, "k": config.k,
                "distinct_items_recommended": len(set(table["item_id"].to_pylist())),
                "model_version": rec.version, "path": str(out)}

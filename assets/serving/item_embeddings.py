@@ -4,7 +4,7 @@ from dagster_duckdb import DuckDBResource
 from assets.config import EmbeddingConfig
 from assets.reporting import figures_metadata
 from assets.serving._current import current_model
-from models.embeddings import refresh_embeddings
+from models.index.embeddings import refresh_embeddings
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 

@@ -2,7 +2,7 @@ import dagster as dg
 
 from assets.config import IndexConfig
 from assets.reporting import figures_metadata
-from models.embeddings import refresh_index
+from models.index.embeddings import refresh_index
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 

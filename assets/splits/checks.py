@@ -2,7 +2,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.config import GxConfig
-from assets.gx import load_frame, validate
+from models.clean.gx import load_frame, validate
 from assets.reporting import audit_check, check_result, md_table
 from orchestration.resources import MlflowTracker
 

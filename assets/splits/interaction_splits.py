@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import SplitConfig
 from assets.reporting import figures_metadata, log_figures, md_table
-from assets.warehouse import build_splits
+from models.splits.build import build_splits
 from orchestration.resources import MlflowTracker
 
 

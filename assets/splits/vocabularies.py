@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import VocabularyConfig
 from assets.reporting import figures_metadata, log_figures, md_table
-from assets.warehouse import build_vocabularies
+from models.splits.build import build_vocabularies
 from orchestration.resources import MlflowTracker
 
 

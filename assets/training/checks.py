@@ -3,7 +3,7 @@ import json
 import dagster as dg
 
 from assets.reporting import check_result
-from models.checkpoint import read_manifest
+from models.retrieval.checkpoint import read_manifest
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 

@@ -8,9 +8,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata, md_table
-from models.checkpoint import load_checkpoint, read_manifest, update_manifest, write_json_atomic
-from models.data import load_from_warehouse
-from models.evaluation import evaluate_model, evaluate_popularity
+from models.artifacts import write_json_atomic
+from models.retrieval.checkpoint import load_checkpoint, read_manifest, update_manifest
+from models.retrieval.data import load_from_warehouse
+from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 KS = (10, 20, 50)

@@ -6,20 +6,18 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import TrainingConfig
 from assets.reporting import figures_metadata, md_table
-from models.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
-from models.data import load_from_warehouse
-from models.plots import training_curves
-from models.towers import TowerConfig
-from models.training import TrainConfig, config_dict, train
+from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
+from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+from models.retrieval.plots import training_curves
+from models.retrieval.towers import TowerConfig
+from models.retrieval.training import TrainConfig, config_dict, train
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-def tower_config(cfg: TrainingConfig, n_items: int, n_users: int, n_categories: int, n_tokens: int) -> TowerConfig:
-    return TowerConfig(dim=cfg.dim, hidden=cfg.hidden, history_len=cfg.history_len, encoder=cfg.encoder,
-                       item_buckets=cfg.item_buckets or max(1024, 2 * n_items + 1),
-                       user_buckets=cfg.user_buckets or max(1024, 2 * n_users + 1),
-                       n_categories=n_categories, n_tokens=n_tokens, id_dropout=cfg.id_dropout,
-                       use_content=cfg.use_content, recency=cfg.recency)
+def tower_config(cfg: TrainingConfig, shape: WarehouseShape) -> TowerConfig:
+    return tower_config_for(shape, item_buckets=cfg.item_buckets, user_buckets=cfg.user_buckets, dim=cfg.dim,
+                            hidden=cfg.hidden, history_len=cfg.history_len, encoder=cfg.encoder,
+                            id_dropout=cfg.id_dropout, use_content=cfg.use_content, recency=cfg.recency)
 
 
 @dg.asset(deps=["vocabularies", "interaction_splits", "clean_items", "clean_interactions"],
@@ -30,13 +28,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, p
     negatives, logQ-corrected), checkpointed with its config and vocabulary fingerprint."""
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
-        n_items = con.execute("SELECT count(*) FROM (SELECT item_id FROM clean_items UNION "
-                              "SELECT item_id FROM interaction_splits)").fetchall()[0][0]
-        n_users = con.execute("SELECT count(DISTINCT user_id) FROM interaction_splits").fetchall()[0][0]
-        sizes = dict(con.execute("SELECT vocabulary, max(idx) + 1 FROM vocabularies GROUP BY 1").fetchall())
-        nb = con.execute("SELECT num_buckets FROM vocabulary_info").fetchall()[0][0]
-        tower = tower_config(config, n_items, n_users, int(sizes.get("category", nb + 1)),
-                             int(sizes.get("title_token", nb + 1)))
+        tower = tower_config(config, WarehouseShape.read(con))
         data = load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
                                    item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
     tcfg = TrainConfig(loss=config.loss, temperature=config.temperature, logq_correction=config.logq_correction,

@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from models.data import Catalog, EvalSet, TrainSet
-from models.evaluation import evaluate_model
-from models.losses import bpr, info_nce
-from models.towers import TowerConfig, TwoTower
+from models.retrieval.data import Catalog, EvalSet, TrainSet
+from models.retrieval.evaluation import evaluate_model
+from models.retrieval.losses import bpr, info_nce
+from models.retrieval.towers import TowerConfig, TwoTower
 
 LOSSES = ("infonce", "bpr")
 

@@ -9,60 +9,30 @@ vocabulary fingerprint, written atomically into versioned folders with a manifes
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from models.towers import TowerConfig, TwoTower
+from models import artifacts
+from models.artifacts import atomic_folder
+from models.retrieval.towers import TowerConfig, TwoTower
 
 
 class VocabularyMismatch(ValueError):
     """A checkpoint trained against other vocabularies than the ones it is asked to serve."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(root: Path, model: TwoTower, config: dict, fingerprint: str, *, metrics: dict | None = None,
                     optimizer_states: list | None = None, version: str | None = None) -> Path:
     """Write <root>/<version>/ atomically (temp folder, fsync, rename); returns its path."""
     version = version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{version}."))
-    try:
+    with atomic_folder(root, version) as tmp:
         torch.save({"model": model.state_dict(), "optimizers": optimizer_states or []}, tmp / "model.pt")
         meta = {"version": version, "config": config, "vocabulary_fingerprint": fingerprint,
                 "metrics": metrics or {}, "created_at": datetime.now(timezone.utc).isoformat()}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        final = root / version
-        os.rename(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return root / version
 
 
 def load_checkpoint(path: Path, expected_fingerprint: str | None = None) -> tuple[TwoTower, dict, dict]:
@@ -80,8 +50,8 @@ def load_checkpoint(path: Path, expected_fingerprint: str | None = None) -> tupl
 
 
 def read_manifest(root: Path) -> dict:
-    path = root / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else {"current": None, "latest": None, "versions": []}
+    """The models manifest ({"current", "latest", "versions"}), empty when nothing was trained."""
+    return artifacts.read_manifest(root) or {"current": None, "latest": None, "versions": []}
 
 
 def update_manifest(root: Path, **changes) -> dict:
@@ -90,5 +60,5 @@ def update_manifest(root: Path, **changes) -> dict:
     if version and version not in manifest["versions"]:
         manifest["versions"].append(version)
     manifest.update(changes)
-    write_json_atomic(root / "manifest.json", manifest)
+    artifacts.write_manifest(root, manifest)
     return manifest

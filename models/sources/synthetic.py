@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -32,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from models.artifacts import AtomicWriter
 
 EVENT_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "value", "device")
 ITEM_COLUMNS = ("item_id", "title", "categories", "created_at", "price")
@@ -461,31 +462,12 @@ def _inject_dirty(rng: np.random.Generator, cols: dict[str, pa.Array], item: np.
 # ---------------------------------------------------------------------------- writers
 
 
-class _AtomicFile:
-    """Write to a hidden temp file in the target folder; fsync and rename on success."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
-        self.fh = open(self.tmp, "wb")
-
-    def commit(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.fh.close()
-        self.tmp.unlink(missing_ok=True)
-
-
 _EVENT_SCHEMA = pa.schema([(c, pa.string()) for c in EVENT_COLUMNS])
 
 
 class _CsvSink:
     def __init__(self, path: Path):
-        self.file = _AtomicFile(path)
+        self.file = AtomicWriter(path)
         self.file.fh.write((",".join(EVENT_COLUMNS) + "\n").encode())
         # quoting 'none' raises if a value ever needs quotes: ours never should.
         self.writer = pacsv.CSVWriter(self.file.fh, _EVENT_SCHEMA, write_options=pacsv.WriteOptions(
@@ -512,7 +494,7 @@ def _string_bytes(arr: pa.Array) -> pa.Buffer:
 
 class _JsonlSink:
     def __init__(self, path: Path):
-        self.file = _AtomicFile(path)
+        self.file = AtomicWriter(path)
         # mtime=0 and no file name in the header keep the bytes reproducible.
         self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.file.fh, mtime=0,
                                 compresslevel=1)
@@ -542,7 +524,7 @@ class _JsonlSink:
 
 class _ParquetSink:
     def __init__(self, path: Path):
-        self.file = _AtomicFile(path)
+        self.file = AtomicWriter(path)
         self.writer = pq.ParquetWriter(self.file.fh, _EVENT_SCHEMA, compression="zstd")
 
     def write(self, table: pa.Table, lines: list[tuple[int, bytes]]) -> None:
@@ -558,7 +540,7 @@ _SINKS = {"csv": _CsvSink, "jsonl.gz": _JsonlSink, "parquet": _ParquetSink}
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    f = _AtomicFile(path)
+    f = AtomicWriter(path)
     f.fh.write((json.dumps(obj, indent=2) + "\n").encode())
     f.commit()
 
@@ -583,7 +565,7 @@ def generate(out: Path, *, n_users: int = 3000, n_items: int = 2000, n_events: i
     user_ids, item_ids = _ids("u", n_users), _ids("i", n_items)
 
     items, n_cold = _items_table(w, item_ids)
-    items_file = _AtomicFile(out / "items" / "items.csv")
+    items_file = AtomicWriter(out / "items" / "items.csv")
     try:
         pacsv.write_csv(items, items_file.fh)
         items_file.commit()

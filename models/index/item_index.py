@@ -15,9 +15,6 @@ manifest.json last, so a reader sees a whole index or the previous one, never a 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import shutil
 import time
 import uuid
@@ -27,6 +24,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+from models.artifacts import atomic_folder, file_sha256, read_manifest, write_manifest
 
 
 @dataclass
@@ -98,11 +97,6 @@ def recall_at_k(I: np.ndarray, I_exact: np.ndarray, k: int) -> float:
     assert I.shape == I_exact.shape, (I.shape, I_exact.shape)
     hits = sum(len(np.intersect1d(a[:k][a[:k] >= 0], b[:k])) for a, b in zip(I, I_exact))
     return hits / (I_exact.shape[0] * k)
-
-
-def file_sha256(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _lookup(sorted_keys: np.ndarray, values: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,23 +234,12 @@ class ItemIndex:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from models.checkpoint import write_json_atomic
-
         def write_folder(parent: Path, files: dict) -> str:
-            parent.mkdir(parents=True, exist_ok=True)
             # sortable by time (microseconds), unique across writers
             name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
-            tmp = parent / f".{name}.tmp"
-            tmp.mkdir()
-            try:
+            with atomic_folder(parent, name) as tmp:
                 for fname, write in files.items():
                     write(tmp / fname)
-                    with open(tmp / fname, "rb") as fh:
-                        os.fsync(fh.fileno())
-                os.replace(tmp, parent / name)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
             return name
 
         def ids_writer(rows, items):
@@ -278,7 +261,7 @@ class ItemIndex:
         self.manifest.update({"count": len(self), "main_count": len(self.main_rows), "delta_count": len(self.delta_rows),
                               "stale": len(self.stale), "changed_share": round(self.changed_share(), 6),
                               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        write_json_atomic(root / "manifest.json", self.manifest)
+        write_manifest(root, self.manifest)
         for sub, current in (("builds", self.manifest["build"]), ("deltas", self.manifest["delta"])):
             old = sorted(p for p in (root / sub).iterdir() if p.name != current)
             for p in old[: max(0, len(old) - keep)]:
@@ -288,7 +271,9 @@ class ItemIndex:
     def load(cls, root: Path) -> "ItemIndex":
         import pyarrow.parquet as pq
 
-        manifest = json.loads((root / "manifest.json").read_text())
+        manifest = read_manifest(root)
+        if manifest is None:
+            raise FileNotFoundError(f"no item index in {root}: materialize item_index first")
         main_dir, delta_dir = root / "builds" / manifest["build"], root / "deltas" / manifest["delta"]
         ids = pq.read_table(main_dir / "ids.parquet")
         dids = pq.read_table(delta_dir / "ids.parquet")

@@ -17,7 +17,6 @@ Both cost O(new items) in I/O, not O(catalog).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from datetime import datetime, timezone
@@ -29,17 +28,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from models.checkpoint import write_json_atomic
-from models.data import CATALOG_SQL, load_catalog
-from models.index import IndexSpec, ItemIndex, file_sha256
-from models.serving import embed_items
+from models.artifacts import atomic_file, file_sha256, read_manifest, write_manifest
+from models.retrieval.data import CATALOG_SQL, load_catalog
+from models.index.item_index import IndexSpec, ItemIndex
+from models.serving.recommender import embed_items
 
 PART_ROWS = 262_144  # a changed item rewrites its part: bounded work
-
-
-def read_manifest(folder: Path) -> dict | None:
-    path = folder / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def embeddings_table(folder: Path, columns: list[str] | None = None, filter=None) -> pa.Table:
@@ -80,12 +74,11 @@ def _write_part(folder: Path, table: pa.Table) -> dict:
     items = folder / "items"
     items.mkdir(parents=True, exist_ok=True)
     name = f"part-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:6]}.parquet"
-    tmp = items / f".{name}.tmp"
-    # vectors do not compress; skipping it halves write and read time
-    pq.write_table(table, tmp, row_group_size=65_536,
-                   compression={"row_id": "snappy", "item_id": "snappy", "vector": "none",
-                                "model_version": "snappy", "content_hash": "snappy"})
-    tmp.replace(items / name)
+    with atomic_file(items / name) as tmp:
+        # vectors do not compress; skipping it halves write and read time
+        pq.write_table(table, tmp, row_group_size=65_536,
+                       compression={"row_id": "snappy", "item_id": "snappy", "vector": "none",
+                                    "model_version": "snappy", "content_hash": "snappy"})
     return {"file": name, "rows": table.num_rows, "sha256": file_sha256(items / name)}
 
 
@@ -148,7 +141,7 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
             next_row += len(sub)
     count = sum(p["rows"] for p in parts)
     if reason or stats["embedded"] or stats["removed"]:
-        write_json_atomic(folder / "manifest.json", {
+        write_manifest(folder, {
             "model_version": version, "vocabulary_fingerprint": fingerprint, "count": count, "dim": d,
             "table_id": table_id, "next_row_id": int(next_row), "parts": parts,
             "sha256": hashlib.sha256("".join(p["sha256"] for p in parts).encode()).hexdigest(),

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import duckdb
 import pyarrow as pa
 
-from assets.sqlfiles import run_sql
+from models.sql import run_sql
 
 # Lines longer than this are not parsed; they are quarantined with their first bytes kept.
 MAX_LINE_BYTES = 1_000_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.data import Catalog
-from models.evaluation import item_vectors, user_vectors
+from models.retrieval.data import Catalog
+from models.retrieval.evaluation import item_vectors, user_vectors
 
 
 def embed_items(model, catalog: Catalog) -> np.ndarray:
@@ -50,9 +50,9 @@ class Recommender:
     """
 
     def __init__(self, con, artifacts, threads: int | None = None, users=None):
-        from models.checkpoint import load_checkpoint, read_manifest
-        from models.data import items_of_users, load_catalog, load_serving_users
-        from models.index import ItemIndex
+        from models.retrieval.checkpoint import load_checkpoint, read_manifest
+        from models.retrieval.data import items_of_users, load_catalog, load_serving_users
+        from models.index.item_index import ItemIndex
 
         if threads is not None:
             import faiss

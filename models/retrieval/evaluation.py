@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from models.data import Catalog, EvalSet, TrainSet
+from models.retrieval.data import Catalog, EvalSet, TrainSet
 
 
 def rank_metrics(score_rows: Callable[[int, int], torch.Tensor], n_items: int, targets: torch.Tensor,

@@ -19,7 +19,7 @@ import pandas as pd
 import polars as pl
 import torch
 
-from models.vocab import Vocabulary
+from models.splits.vocab import Vocabulary
 
 YEAR_SUFFIX = re.compile(r"\(([0-9]{4})\)\s*$")
 TOKEN_SPLIT = re.compile(r"[^a-z0-9]+")
@@ -312,3 +312,31 @@ def items_of_users(con, users) -> list:
     """The items the given users interacted with (what their histories and exclusions need)."""
     wanted_users = pd.DataFrame({"user_id": pd.Series(list(users), dtype=object)})  # noqa: F841 (DuckDB)
     return [r[0] for r in con.execute(f"SELECT DISTINCT item_id FROM ({_SOME_USERS})").fetchall()]
+
+
+@dataclass(frozen=True)
+class WarehouseShape:
+    """The sizes a tower config is built from, read from the warehouse the data assets built."""
+
+    n_items: int  # catalog rows and items seen in the splits (CATALOG_SQL: what the model can be asked about)
+    n_users: int  # distinct users in the splits
+    n_categories: int  # category vocabulary rows (padding + buckets + known)
+    n_tokens: int  # title-token vocabulary rows
+
+    @classmethod
+    def read(cls, con) -> "WarehouseShape":
+        n_items = con.execute(f"SELECT count(*) FROM ({CATALOG_SQL})").fetchall()[0][0]
+        n_users = con.execute("SELECT count(DISTINCT user_id) FROM interaction_splits").fetchall()[0][0]
+        sizes = dict(con.execute("SELECT vocabulary, max(idx) + 1 FROM vocabularies GROUP BY 1").fetchall())
+        nb = con.execute("SELECT num_buckets FROM vocabulary_info").fetchall()[0][0]
+        return cls(int(n_items), int(n_users), int(sizes.get("category", nb + 1)), int(sizes.get("title_token", nb + 1)))
+
+
+def tower_config_for(shape: WarehouseShape, *, item_buckets: int = 0, user_buckets: int = 0, **fields):
+    """A TowerConfig sized for the warehouse: id tables of 2x the items / users (two hashes make
+    a full collision rare; at least 1,024 rows) unless given, vocabulary sizes from the tables."""
+    from models.retrieval.towers import TowerConfig
+
+    return TowerConfig(item_buckets=item_buckets or max(1024, 2 * shape.n_items + 1),
+                       user_buckets=user_buckets or max(1024, 2 * shape.n_users + 1),
+                       n_categories=shape.n_categories, n_tokens=shape.n_tokens, **fields)

@@ -21,13 +21,14 @@ Polars does the work (lazily for the CSV layouts), so ml-25m sized inputs fit.
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import polars as pl
+
+from models.artifacts import atomic_file
 
 RATING_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "value")
 MOVIE_COLUMNS = ("item_id", "title", "categories", "created_at", "year")
@@ -116,19 +117,11 @@ def _items(movies: pl.LazyFrame, year: pl.Expr | None = None) -> pl.LazyFrame:
 
 def _write_csv(frame: pl.LazyFrame | pl.DataFrame, path: Path) -> None:
     """UTF-8 CSV at ``path`` via a hidden temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         if isinstance(frame, pl.LazyFrame):
             frame.sink_csv(tmp, check_extension=False)
         else:
             frame.write_csv(tmp, check_extension=False)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write(events: pl.LazyFrame, items: pl.LazyFrame, landing: Path, name: str) -> dict:
