@@ -8,6 +8,7 @@ from assets.config import RecommendationConfig
 from assets.reporting import figures_metadata
 from assets.serving._current import load_recommender
 from models.artifacts import atomic_file
+from models.progress import Progress
 from models.serving.recommender import search_excluding_seen
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -20,6 +21,7 @@ def batch_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     rec = load_recommender(duckdb, paths)
     users = rec.users
     parts, batch = [], 4096
+    progress = Progress("batch_recommendations", len(users), "users", context.log.info)
     for s in range(0, len(users), batch):
         rows = np.arange(s, min(len(users), s + batch))
         D, I = search_excluding_seen(rec.index, rec.user_vectors(rows), rec.seen_rows(rows), config.k)
@@ -31,7 +33,7 @@ def batch_recommendations(context: dg.AssetExecutionContext, config: Recommendat
             "item_id": pa.array(rec.index.items_of(I[valid]).tolist(), pa.string()),
             "score": pa.array(D[valid], pa.float32()),
         }))
-        context.log.info(f"batch_recommendations: {rows[-1] + 1:,}/{len(users):,} users")
+        progress.update(len(rows))
     table = pa.concat_tables(parts)
     out = paths.artifacts / "recommendations" / "batch_recommendations.parquet"
     with atomic_file(out) as tmp:

@@ -39,7 +39,7 @@ def model_evaluation(context: dg.AssetExecutionContext, paths: TowerflowPaths, d
                                    item_buckets=t.item_buckets, user_buckets=t.user_buckets)
     metrics = {"model": {}, "popularity": {}}
     for ev in (data.valid, data.test):
-        metrics["model"][ev.name] = evaluate_model(model, data.catalog, ev, KS)
+        metrics["model"][ev.name] = evaluate_model(model, data.catalog, ev, KS, log=context.log.info)
         metrics["popularity"][ev.name] = evaluate_popularity(data.train, ev, KS)
     metrics["version"] = version
     metrics["promoted"] = promotion_passes(metrics)

@@ -99,7 +99,7 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
     if reason:
         catalog, _, _ = load_catalog(con, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets)
         log(f"item_embeddings: full embedding of {len(catalog):,} items ({reason})")
-        xb = embed_items(model, catalog)
+        xb = embed_items(model, catalog, log=log)
         table = _rows_table(np.arange(len(catalog)), catalog.item_ids, xb, version, catalog.content_hash)
         parts = [_write_part(folder, table.slice(s, PART_ROWS)) for s in range(0, table.num_rows, PART_ROWS)]
         stats = {"mode": "full", "reason": reason, "embedded": len(catalog), "added": len(catalog),

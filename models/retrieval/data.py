@@ -165,6 +165,17 @@ class EvalSet:
         """The catalog positions each of `rows` already interacted with."""
         return [self.seen_items[self._bounds[r]: self._bounds[r + 1]] for r in rows]
 
+    def sample(self, n: int, seed: int = 0) -> "EvalSet":
+        """A seeded sample of n users (all of them when n is 0 or covers the set), in row order."""
+        if not n or n >= len(self):
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        counts = self._bounds[rows + 1] - self._bounds[rows]
+        take = np.concatenate([np.arange(self._bounds[r], self._bounds[r + 1]) for r in rows]) if counts.sum() \
+            else np.empty(0, np.int64)
+        return EvalSet(f"{self.name} (sample of {n:,})", self.user_keys[rows], self.user_hash[rows],
+                       self.history[rows], self.target[rows], np.repeat(np.arange(n), counts), self.seen_items[take])
+
 
 def _histories(codes: np.ndarray, items: np.ndarray, L: int) -> np.ndarray:
     """For rows sorted by (user, time): the previous L items of the same user, left-padded -1.

@@ -9,10 +9,10 @@ from models.retrieval.data import Catalog
 from models.retrieval.evaluation import item_vectors, user_vectors
 
 
-def embed_items(model, catalog: Catalog) -> np.ndarray:
+def embed_items(model, catalog: Catalog, log=None) -> np.ndarray:
     """(N, d) float32 unit vectors for every catalog item; items never seen in training are
     embedded through their hashed id bucket and content features."""
-    return item_vectors(model, catalog).numpy().astype(np.float32)
+    return item_vectors(model, catalog, log=log).numpy().astype(np.float32)
 
 
 def embed_users(model, catalog: Catalog, user_hash: torch.Tensor, history: torch.Tensor) -> np.ndarray:
