@@ -26,12 +26,16 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	printf 'telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 1\n' > $@
 
+# `make demo WORKERS=2` trains two_tower_model on 2 processes (torchrun, DDP); default: one, in process.
+WORKERS ?=
+DEMO_CONFIG := $(if $(WORKERS),--config-json '{"ops": {"two_tower_model": {"config": {"workers": $(WORKERS)}}}}')
+
 # Generate the default synthetic data only when no event file has landed, then run the graph.
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	@if [ -z "$$(find $(TOWERFLOW_HOME)/landing/events -type f 2>/dev/null | head -n 1)" ]; then \
 		$(BIN)/towerflow generate; \
 	else echo "landing/events already has files: not generating"; fi
-	$(BIN)/dagster asset materialize -m orchestration.definitions --select '*'
+	$(BIN)/dagster asset materialize -m orchestration.definitions --select '*' $(DEMO_CONFIG)
 	$(BIN)/towerflow status
 	@echo; echo "Recommendations for one known user (towerflow recommend --user ID):"
 	$(BIN)/towerflow recommend --sample 1 -k 10

@@ -120,4 +120,7 @@ def build_resources(home: Path | None = None) -> dict:
         "paths": TowerflowPaths(home=str(home)),
         "duckdb": duckdb_resource(home),
         "mlflow": MlflowTracker(tracking_uri=uri, artifact_location=(home / "mlartifacts").as_uri()),
+        # Runs torchrun for two_tower_model with workers > 1; dagster_k8s.PipesK8sClient runs the
+        # same command in a pod (see the asset's docstring).
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from models.progress import Progress
 from models.retrieval.data import Catalog, EvalSet, TrainSet
 from models.retrieval.evaluation import evaluate_model
 from models.retrieval.losses import bpr, info_nce
@@ -40,6 +41,9 @@ class TrainConfig:
     max_positions: int = 4096  # transformer: positions per step in the (P, P) softmax
     window_stride: int = 0  # transformer: rows between window ends (0 = history_len, no overlap)
     seed: int = 0
+    valid_users: int = 0  # early stopping ranks a seeded sample of this many validation users (0 = all)
+    valid_every: int = 0  # training examples between validations (0 = once per epoch)
+    max_minutes: float = 0.0  # stop training after this long (0 = no limit), keeping the best weights so far
     max_steps: int | None = None  # stop early (tests, smoke runs)
 
     def __post_init__(self) -> None:
@@ -56,6 +60,8 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     examples: int = 0
+    stopped_by: str = ""  # early_stopping | max_epochs | time_budget | max_steps
+    epochs: float = 0.0  # passes over the training rows (fractional when stopped inside an epoch)
 
 
 def _log_q(train: TrainSet, n_items: int, batch: int, extra: int) -> torch.Tensor:
@@ -83,8 +89,10 @@ def optimizer_step(model: TwoTower, opts: list[torch.optim.Optimizer], loss: tor
 
 
 def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.Tensor, cfg: TrainConfig,
-               log_q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Loss for one batch of train rows (indices into `train`)."""
+               log_q: torch.Tensor, gen: torch.Generator, share: Callable | None = None) -> torch.Tensor:
+    """Loss for one batch of train rows (indices into `train`). `share` (data parallel, see
+    models.retrieval.distributed) maps this rank's positives (v_pos, pos) to the whole global
+    batch's and the offset of this rank's rows in it, so in-batch negatives span every rank."""
     tc = model.cfg
     user = train.user[rows]
     uh = train.user_hash[user]  # (B, n_hashes)
@@ -118,15 +126,19 @@ def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.T
                  "extra_log_q": log_q[ids] if cfg.logq_correction else None}
     if hard_ids is not None and (hard_ids >= 0).any():
         extra.update(v_hard=model.item(catalog.features(hard_ids)), hard_ids=hard_ids)
+    offset = 0
+    if share is not None:
+        v_pos, pos, offset = share(v_pos, pos)  # (C, D), (C,): padding ids are -1, masked in info_nce
     return info_nce(u, v_pos, pos, temperature=cfg.temperature,
-                    log_q=log_q[pos] if cfg.logq_correction else None, **extra)
+                    log_q=log_q[pos] if cfg.logq_correction else None, row_offset=offset, **extra)
 
 
 def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainConfig, *,
           valid: EvalSet | None = None, log: Callable[[str], None] = print,
           on_epoch: Callable[[int, dict], None] | None = None,
-          init_state: dict | None = None) -> TrainResult:
-    """Train a TwoTower; keeps the weights of the best validation NDCG@10 epoch."""
+          init_state: dict | None = None, parallel=None) -> TrainResult:
+    """Train a TwoTower; keeps the weights of the best validation NDCG@10 epoch. `parallel`
+    (models.retrieval.distributed.DataParallel) trains one rank of a torchrun process group."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -141,57 +153,111 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
     if len(rows_all) == 0:
         raise ValueError("no training rows: the train split is empty")
     log_q = _log_q(train_set, len(catalog), cfg.batch_size, cfg.extra_negatives)
+    # data parallel: this rank's share of each global batch, validation sharded over the ranks and
+    # the time budget on rank 0's clock, so that every rank takes the same decisions
+    if parallel is not None:
+        step, evaluate, agree = parallel.wrap(model, catalog, train_set, cfg, log_q, gen), parallel.evaluate, parallel.agree
+    else:
+        step, evaluate, agree = lambda rows: train_step(model, catalog, train_set, rows, cfg, log_q, gen), evaluate_model, bool
+    if valid is not None and len(valid):
+        valid = valid.sample(cfg.valid_users, cfg.seed)
+        log(f"early stopping on validation NDCG@10 over {len(valid):,} users x {len(catalog):,} items")
+    n_rows = len(rows_all)
+    every = cfg.valid_every or n_rows  # examples between validations (and early-stopping checks)
     result = TrainResult(model, best_epoch=-1)
-    best_score, best_state, bad_epochs = -math.inf, None, 0
+    best_score, best_state, bad_checks = -math.inf, None, 0
     t0 = time.perf_counter()
+    period = {"losses": [], "examples": 0, "t": time.perf_counter()}
+
+    def check(epoch_float: float) -> bool:
+        """Close a validation period: record it, keep the best weights; True = stop early."""
+        nonlocal best_score, best_state, bad_checks
+        row = {"check": len(result.history), "epoch": round(epoch_float, 3), "examples": result.examples,
+               "loss": float(np.mean(period["losses"])) if period["losses"] else float("nan"),
+               "train_seconds": time.perf_counter() - period["t"]}
+        if valid is not None and len(valid):
+            te = time.perf_counter()
+            ev = evaluate(model, catalog, valid, ks=(10,), coverage=False, log=log)
+            row.update({f"valid_{k}": v for k, v in ev.items() if k != "users"})
+            row["eval_seconds"] = time.perf_counter() - te
+            model.train()
+        result.history.append(row)
+        score = row.get("valid_ndcg@10", -row["loss"])
+        log(f"epoch {row['epoch']:g}: loss {row['loss']:.4f}"
+            + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in row else "")
+            + f" ({row['train_seconds']:.1f}s training"
+            + (f", {row['eval_seconds']:.1f}s validation)" if "eval_seconds" in row else ")"))
+        if on_epoch:
+            on_epoch(row["check"], row)
+        period.update(losses=[], examples=0, t=time.perf_counter())
+        if score > best_score:
+            best_score, bad_checks = score, 0
+            best_state = copy.deepcopy(model.state_dict())
+            result.best_epoch, result.best_valid = row["epoch"], {k: v for k, v in row.items() if k.startswith("valid_")}
+            return False
+        bad_checks += 1
+        if bad_checks >= cfg.patience:
+            log(f"early stop: no better validation NDCG@10 for {cfg.patience} checks; best at epoch {result.best_epoch:g}")
+            result.stopped_by = "early_stopping"
+            return True
+        return False
+
+    steps_per_epoch = math.ceil(n_rows / cfg.batch_size)
+    stop = False
     for epoch in range(cfg.epochs):
         model.train()
-        perm = rows_all[torch.randperm(len(rows_all), generator=gen)]
-        losses = []
-        te = time.perf_counter()
-        for s in range(0, len(perm), cfg.batch_size):
+        perm = rows_all[torch.randperm(n_rows, generator=gen)]
+        progress = Progress(f"epoch {epoch}", steps_per_epoch, "steps", log)
+        for s in range(0, n_rows, cfg.batch_size):
             rows = perm[s: s + cfg.batch_size]
             if len(rows) < 2:
                 continue
-            loss = train_step(model, catalog, train_set, rows, cfg, log_q, gen)
+            loss = step(rows)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
                                        "lower the learning rate or raise the temperature; nothing was saved")
             optimizer_step(model, opts, loss, cfg.clip_norm)
-            losses.append(loss.item())
+            period["losses"].append(loss.item())
+            period["examples"] += len(rows)
             result.steps += 1
             result.examples += len(rows)
+            progress.update()
             if cfg.max_steps and result.steps >= cfg.max_steps:
+                result.stopped_by = "max_steps"
+            elif cfg.max_minutes and agree(time.perf_counter() - t0 >= 60 * cfg.max_minutes):
+                result.stopped_by = "time_budget"
+                log(f"time budget of {cfg.max_minutes:g} minutes reached at epoch {epoch + (s + len(rows)) / n_rows:.2f}")
+            if result.stopped_by:
+                stop = True
                 break
-        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "epoch_seconds": time.perf_counter() - te}
-        if valid is not None and len(valid):
-            row.update({f"valid_{k}": v for k, v in evaluate_model(model, catalog, valid, ks=(10,)).items()
-                        if k != "users"})
-        result.history.append(row)
-        score = row.get("valid_ndcg@10", -row["loss"])
-        log(f"epoch {epoch}: loss {row['loss']:.4f}" + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}"
-                                                        if "valid_ndcg@10" in row else "")
-            + f" ({row['epoch_seconds']:.1f}s)")
-        if on_epoch:
-            on_epoch(epoch, row)
-        if score > best_score:
-            best_score, bad_epochs = score, 0
-            best_state = copy.deepcopy(model.state_dict())
-            result.best_epoch, result.best_valid = epoch, {k: v for k, v in row.items() if k.startswith("valid_")}
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                log(f"early stop: no better validation NDCG@10 for {cfg.patience} epochs; best epoch {result.best_epoch}")
-                break
-        if cfg.max_steps and result.steps >= cfg.max_steps:
+            if period["examples"] >= every and s + len(rows) < n_rows:  # a check inside the epoch
+                if check(epoch + (s + len(rows)) / n_rows):
+                    stop = True
+                    break
+        if stop:
+            if period["examples"]:
+                check(epoch + min(1.0, (s + len(rows)) / n_rows))
             break
+        if check(epoch + 1.0):
+            break
+    result.stopped_by = result.stopped_by or ("early_stopping" if len(result.history) and bad_checks >= cfg.patience
+                                              else "max_epochs")
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - t0
+    result.epochs = result.examples / n_rows
     result.optimizer_states = [o.state_dict() for o in opts]
     return result
 
 
 def config_dict(tower: TowerConfig, cfg: TrainConfig) -> dict:
     return {"tower": tower.to_dict(), "train": asdict(cfg)}
+
+
+def summary_metrics(result: TrainResult) -> dict:
+    """The figures a checkpoint, MLflow and the asset's metadata record for one training run."""
+    return {"best_epoch": result.best_epoch, "checks": len(result.history), "stopped_by": result.stopped_by,
+            "epochs_run": round(result.epochs, 3), "steps": result.steps,
+            "train_seconds": round(result.seconds, 2),
+            "examples_per_second": round(result.examples / max(result.seconds, 1e-9), 1),
+            **{k: round(v, 5) for k, v in result.best_valid.items()}}
