@@ -178,7 +178,7 @@ def run_towerflow(catalog, train_set, tower, cfg) -> dict:
 
     result = train(catalog, train_set, tower, cfg, valid=None, log=lambda m: None)
     return {"examples": result.examples, "seconds": result.seconds, "steps": result.steps,
-            "loss": result.history[0]["loss"], "loop_seconds": result.history[0]["epoch_seconds"]}
+            "loss": result.history[0]["loss"], "loop_seconds": result.history[0]["train_seconds"]}
 
 
 def tutorial_dataset(train_set, n_items: int, negatives: int, seed: int):
