@@ -39,7 +39,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, p
     negatives, logQ-corrected), checkpointed with its config and vocabulary fingerprint.
 
     workers = 1 trains in this process. workers > 1 runs `torchrun --standalone --nproc-per-node
-    <workers> -m models.retrieval.distributed` (PyTorch DDP, gloo) as an external process through
+    <workers> -m assets.training._rank` (PyTorch DDP, gloo) as an external process through
     Dagster Pipes: the spec travels in the Pipes extras, rank 0 streams its log lines and one
     message per validation check, writes the checkpoint and reports its result; this asset then
     records it exactly as for one worker. To run the ranks in a Kubernetes pod instead (untested

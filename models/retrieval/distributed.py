@@ -1,6 +1,6 @@
 """Data-parallel training of the towers on several processes: PyTorch DDP under torchrun.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 -m models.retrieval.distributed --spec spec.json
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m assets.training._rank --spec spec.json
 
 The two_tower_model asset launches this through Dagster Pipes when `workers` > 1 (the spec then
 comes in the Pipes extras); `torchrun_command` builds the command line for it and for tests.
@@ -37,14 +37,12 @@ together as long as no process holds it open for writing. Each rank holds the wh
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -54,7 +52,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
 from models.retrieval.checkpoint import load_checkpoint, save_checkpoint
@@ -90,6 +87,11 @@ class RunSpec:
         return cls(**d)
 
 
+# what each rank runs: the entry point that reads the spec (a file or the Dagster Pipes extras)
+# and calls `run`; it lives with the assets so that this library never imports Dagster (Pipes)
+ENTRY_POINT = "assets.training._rank"
+
+
 def torchrun_command(workers: int, *, spec_path: str | Path | None = None, log_dir: str | Path | None = None) -> list[str]:
     """The torchrun command line, with this interpreter (so the virtualenv's torch is used).
     With log_dir, every rank's stdout/stderr is also written under it (`rank_logs`)."""
@@ -98,7 +100,7 @@ def torchrun_command(workers: int, *, spec_path: str | Path | None = None, log_d
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(workers)]
     if log_dir is not None:
         cmd += ["--log-dir", str(log_dir), "--tee", "3"]
-    cmd += ["-m", "models.retrieval.distributed"]
+    cmd += ["-m", ENTRY_POINT]
     if spec_path is not None:
         cmd += ["--spec", str(spec_path)]
     return cmd
@@ -295,9 +297,9 @@ def _rank_env() -> tuple[int, int]:
     try:
         return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     except KeyError:
-        raise SystemExit("models.retrieval.distributed runs under torchrun: "
+        raise SystemExit("distributed training runs under torchrun: "
                          "python -m torch.distributed.run --standalone --nproc-per-node N "
-                         "-m models.retrieval.distributed --spec SPEC.json") from None
+                         "-m assets.training._rank --spec SPEC.json") from None
 
 
 def _read_spec(path: str | None, pipes) -> dict:
@@ -340,36 +342,3 @@ def run(spec: RunSpec, report: _Reporter, started: float) -> dict | None:
             "backend": BACKEND, "threads_per_rank": spec.threads, "ranks_identical": not differing,
             "differing_parameters": differing,
             "startup_seconds": round(ready - started, 2)}  # rendezvous, spec, loading the warehouse
-
-
-@record  # a failing rank's traceback goes into torchrun's error summary
-def main(argv: list[str] | None = None) -> None:
-    started = time.perf_counter()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", help="RunSpec JSON file (default: the Dagster Pipes extras)")
-    args = parser.parse_args(argv)
-    rank, _ = _rank_env()
-    channel = nullcontext(None)
-    if rank == 0:
-        from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
-
-        if PipesEnvVarParamsLoader().is_dagster_pipes_process():
-            channel = open_dagster_pipes()  # rank 0 alone: one writer on the message channel
-    with channel as pipes:  # on an exception, Dagster gets it structured when the channel closes
-        report = _Reporter(pipes)
-        dist.init_process_group(BACKEND)
-        try:
-            box = [_read_spec(args.spec, pipes) if rank == 0 else None]
-            dist.broadcast_object_list(box, src=0)
-            spec = RunSpec.from_dict(box[0])
-            summary = run(spec, report, started)
-        finally:
-            dist.destroy_process_group()
-        if summary is not None:
-            report.message({"result": summary})
-            if spec.summary_path:
-                Path(spec.summary_path).write_text(json.dumps(summary, indent=2, default=str))
-
-
-if __name__ == "__main__":
-    main()
