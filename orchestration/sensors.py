@@ -16,7 +16,7 @@ import json
 import dagster as dg
 
 from assets.ingest.sources import fingerprint, landing_files
-from models.retrieval.checkpoint import read_manifest
+from models.retrieval.checkpoint import champion_version
 from orchestration.jobs import incremental_item_embedding_job
 from orchestration.resources import TowerflowPaths
 
@@ -39,7 +39,7 @@ def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths)
     files, new = _new_files(context, paths.landing / "items")
     if not new:
         return dg.SkipReason(f"no new files in landing/items/ ({len(files)} seen)")
-    if not read_manifest(paths.artifacts / "models").get("current"):
+    if not champion_version(paths.artifacts):
         # cursor not advanced: these files trigger once a model is promoted
         return dg.SkipReason(f"{len(new)} new item file(s), but no promoted model yet: run the whole graph first")
     run_key = hashlib.sha256(json.dumps(new, sort_keys=True).encode()).hexdigest()[:16]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from models.retrieval.checkpoint import load_checkpoint, read_manifest
+from models.retrieval.checkpoint import champion_version, load_checkpoint
 from models.serving.recommender import Recommender, ServingError
 
 
@@ -19,7 +19,7 @@ class Current:
 
 def current_model(con, paths) -> Current:
     root: Path = paths.artifacts / "models"
-    version = read_manifest(root).get("current")
+    version = champion_version(paths.artifacts)
     if not version:
         raise dg.Failure("no promoted checkpoint: model_evaluation promotes one only when it beats popularity")
     fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]

@@ -54,6 +54,13 @@ def read_manifest(root: Path) -> dict:
     return artifacts.read_manifest(root) or {"current": None, "latest": None, "versions": []}
 
 
+def champion_version(artifacts_root: Path) -> str | None:
+    """The version everything that serves follows (the champion), or None before the first
+    promotion. The one place that answers "which two-tower checkpoint serves?": the models
+    manifest's "current", which promotion writes as the local mirror of the registry alias."""
+    return read_manifest(Path(artifacts_root) / "models").get("current")
+
+
 def update_manifest(root: Path, **changes) -> dict:
     manifest = read_manifest(root)
     version = changes.get("latest")

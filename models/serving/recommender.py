@@ -50,7 +50,7 @@ class Recommender:
     """
 
     def __init__(self, con, artifacts, threads: int | None = None, users=None):
-        from models.retrieval.checkpoint import load_checkpoint, read_manifest
+        from models.retrieval.checkpoint import champion_version, load_checkpoint
         from models.retrieval.data import items_of_users, load_catalog, load_serving_users
         from models.index.item_index import ItemIndex
 
@@ -59,7 +59,7 @@ class Recommender:
 
             torch.set_num_threads(threads)
             faiss.omp_set_num_threads(threads)
-        version = read_manifest(artifacts / "models").get("current")
+        version = champion_version(artifacts)
         if not version or not (artifacts / "index" / "manifest.json").exists():
             raise ServingError("no promoted model and index yet: run `make demo` (or materialize the graph)")
         self.index = ItemIndex.load(artifacts / "index")
