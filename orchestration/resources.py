@@ -3,8 +3,8 @@
 One function, `build_resources(home)`, picks the resource set, so definitions, tests and the
 CLI agree on paths. MLflow is our own small ConfigurableResource over `MlflowClient` rather
 than dagster-mlflow: that integration is a beta, legacy-style resource that prints deprecation
-warnings and keeps a global active run; ours keeps no global state and tags one MLflow run per
-Dagster run with its run id.
+warnings and keeps a global active run; ours keeps no global state, tags one MLflow run per
+Dagster run with its run id and nests one child run per training under it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
 # No phoning home from a tool that runs on private data (shared/STACK.md).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -24,6 +28,12 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 DEFAULT_HOME = ".towerflow"
 EXPERIMENT = "towerflow"
+REGISTERED_MODEL = "towerflow-two-tower"
+CHAMPION = "champion"  # the registry alias everything that serves follows
+REGISTERED_MODEL_DESCRIPTION = (
+    "towerflow's two-tower retriever as a pyfunc: user ids (and optional recent item ids) in, top-k items "
+    "out. promoted_model registers one version per checkpoint that passed the blocking evaluation check and "
+    "moves the alias 'champion' to it.")
 
 
 def towerflow_home() -> Path:
@@ -50,11 +60,28 @@ class TowerflowPaths(dg.ConfigurableResource):
 
 
 class MlflowTracker(dg.ConfigurableResource):
-    """Logs each asset's figures to one MLflow run per Dagster run, namespaced by asset."""
+    """MLflow as its users look for it: one parent run per Dagster run, RUNNING while the run
+    works and ended FINISHED or FAILED (with its true duration) when the run's resources are torn
+    down; every asset logs its figures to it namespaced by asset (`log`); each training is a
+    child run (`child_run`) with its params, per-check metrics, curves, system metrics, dataset
+    inputs and its logged model, so trainings compare side by side.
+
+    Opening and closing the parent run rides on the resource's own lifecycle
+    (setup_for_execution / teardown_after_execution: once per run with the in-process
+    executor), so it holds for `dagster asset materialize`, `materialize()` and the daemon alike,
+    with no sensor to keep running. A run is FAILED when any of its steps failed (a blocking
+    check that failed included); a run killed with -9 stays RUNNING until the dead-run sweep.
+    The experiment is tagged as a model-training one (`mlflow.experimentKind`), so the MLflow UI
+    opens it on runs and models, not GenAI traces.
+    """
 
     tracking_uri: str
     experiment: str = EXPERIMENT
     artifact_location: str | None = None
+    system_metrics_seconds: float = 5.0  # sampling interval of system metrics during a training
+    registered_model: str = REGISTERED_MODEL
+
+    _parent: str | None = PrivateAttr(default=None)
 
     def _client(self):
         from mlflow.tracking import MlflowClient
@@ -63,41 +90,169 @@ class MlflowTracker(dg.ConfigurableResource):
 
     def _experiment_id(self, client) -> str:
         exp = client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+        if exp is None:
+            eid = client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+        else:
+            eid = exp.experiment_id
+        if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(eid, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return eid
 
-    def run_id_for(self, dagster_run_id: str, job_name: str = "") -> str:
-        """The MLflow run tagged with this Dagster run id, created on first use."""
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        if run is not None:
+            self._parent = self.run_id_for(run.run_id, run.job_name or "", _run_label(run))
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._parent is None or context.instance is None or context.run is None:
+            return
+        failures = context.instance.get_records_for_run(
+            context.run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
+        self._client().set_terminated(self._parent, "FAILED" if failures else "FINISHED")
+
+    def run_id_for(self, dagster_run_id: str, job_name: str = "", label: str | None = None) -> str:
+        """The MLflow run tagged with this Dagster run id, created (RUNNING) on first use."""
+        from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
         client = self._client()
         eid = self._experiment_id(client)
         found = client.search_runs([eid], filter_string=f"tags.dagster_run_id = '{dagster_run_id}'",
                                    max_results=1)
         if found:
             return found[0].info.run_id
-        run = client.create_run(eid, run_name=f"{job_name or 'dagster'}-{dagster_run_id[:8]}",
-                                tags={"dagster_run_id": dagster_run_id, "dagster_job": job_name})
-        client.set_terminated(run.info.run_id, "FINISHED")
+        label = label or f"{job_name or 'dagster'} {dagster_run_id[:8]}"
+        run = client.create_run(eid, run_name=f"{label} · {_utc_minute()}",
+                                tags={"dagster_run_id": dagster_run_id, "dagster_job": job_name,
+                                      MLFLOW_SOURCE_TYPE: "JOB", MLFLOW_SOURCE_NAME: f"dagster {job_name}".strip()})
         return run.info.run_id
+
+    def _parent_for(self, context) -> tuple[str, str]:
+        op_context = getattr(context, "op_execution_context", context)  # asset and check contexts alike
+        return self._parent or self.run_id_for(op_context.run_id, op_context.job_name or ""), op_context.run_id
 
     def log(self, context, asset: str, metrics: dict[str, float] | None = None,
             params: dict | None = None, artifacts: list[Path] | None = None, step: int = 0) -> str:
         """Log `asset.name` metrics (and params/artifacts) to this Dagster run's MLflow run."""
-        from mlflow.entities import Metric, Param
+        run_id, _ = self._parent_for(context)
+        TrackedRun(self._client(), run_id, self.tracking_uri).log(
+            {f"{asset}.{k}": v for k, v in (metrics or {}).items()}, step=step,
+            params={f"{asset}.{k}": v for k, v in (params or {}).items()}, artifacts=artifacts, artifact_path=asset)
+        return run_id
+
+    @contextmanager
+    def child_run(self, context, name: str, *, tags: dict | None = None,
+                  system_metrics: bool = True) -> Iterator["TrackedRun"]:
+        """A nested run under this Dagster run's MLflow run (e.g. one training): FINISHED when the
+        block ends, FAILED when it raises; system metrics (CPU, memory, disk, network via psutil)
+        sampled every `system_metrics_seconds` while it is open."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         client = self._client()
-        op_context = getattr(context, "op_execution_context", context)  # asset and check contexts alike
-        run_id = self.run_id_for(op_context.run_id, op_context.job_name or "")
+        parent, dagster_run_id = self._parent_for(context)
+        run = client.create_run(client.get_run(parent).info.experiment_id, run_name=f"{name} · {_utc_minute()}",
+                                tags={MLFLOW_PARENT_RUN_ID: parent, "dagster_run_id": dagster_run_id,
+                                      **{k: str(v) for k, v in (tags or {}).items()}})
+        monitor = None
+        if system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(run.info.run_id, sampling_interval=self.system_metrics_seconds,
+                                           tracking_uri=self.tracking_uri)
+            monitor.start()
+        status = "FAILED"
+        try:
+            yield TrackedRun(client, run.info.run_id, self.tracking_uri)
+            status = "FINISHED"
+        finally:
+            if monitor is not None:
+                monitor.finish()
+            client.set_terminated(run.info.run_id, status)
+
+
+    def promote(self, model_uri: str, checkpoint: str, tags: dict, alias: str = CHAMPION) -> tuple[int, bool]:
+        """Register the logged model as a version of `registered_model` (one version per
+        checkpoint: promoting the same checkpoint again reuses its version) and move `alias` to
+        it. Returns (version, created)."""
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        try:
+            client.get_registered_model(self.registered_model)
+        except MlflowException:
+            client.create_registered_model(self.registered_model, description=REGISTERED_MODEL_DESCRIPTION)
+        existing = [v for v in client.search_model_versions(f"name = '{self.registered_model}'")
+                    if v.tags.get("checkpoint") == checkpoint]
+        if existing:
+            version, created = existing[0], False
+        else:
+            import mlflow
+
+            mlflow.set_tracking_uri(self.tracking_uri)
+            version = mlflow.register_model(model_uri, self.registered_model,
+                                            tags={"checkpoint": checkpoint, **{k: str(v) for k, v in tags.items()}})
+            created = True
+        client.set_registered_model_alias(self.registered_model, alias, version.version)
+        return int(version.version), created
+
+    def champion(self, alias: str = CHAMPION):
+        """The model version the alias points at, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._client().get_model_version_by_alias(self.registered_model, alias)
+        except MlflowException:
+            return None
+
+
+class TrackedRun:
+    """One MLflow run, written to through the client (no global active run)."""
+
+    def __init__(self, client, run_id: str, tracking_uri: str):
+        self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
+
+    def log(self, metrics: dict[str, float] | None = None, step: int = 0, params: dict | None = None,
+            artifacts: list[Path] | None = None, artifact_path: str | None = None) -> None:
+        from mlflow.entities import Metric, Param
+
         now = int(time.time() * 1000)
-        ms = [Metric(_metric_key(f"{asset}.{k}"), float(v), now, step) for k, v in (metrics or {}).items() if v is not None]
-        ps = [Param(f"{asset}.{k}", str(v)[:6000]) for k, v in (params or {}).items()]
-        existing = client.get_run(run_id).data.params
-        ps = [p for p in ps if p.key not in existing]  # params are write-once per run
+        ms = [Metric(_metric_key(k), float(v), now, step) for k, v in (metrics or {}).items()
+              if v is not None]
+        ps = [Param(_metric_key(k), str(v)[:6000]) for k, v in (params or {}).items()]
+        if ps:
+            existing = self.client.get_run(self.run_id).data.params
+            ps = [p for p in ps if p.key not in existing]  # params are write-once per run
         if ms or ps:
-            client.log_batch(run_id, metrics=ms, params=ps)
+            self.client.log_batch(self.run_id, metrics=ms, params=ps)
         for path in artifacts or []:
-            client.log_artifact(run_id, str(path), artifact_path=asset)
-        return run_id
+            self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
+
+    def log_inputs(self, datasets: list[tuple[object, str]]) -> None:
+        """(mlflow Dataset, context such as "train") pairs as the run's dataset inputs."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, ctx)])
+            for ds, ctx in datasets])
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # "Machine learning" in the MLflow UI (not GenAI)
+
+
+def _utc_minute() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%MZ")
+
+
+def _run_label(run) -> str:
+    """What a Dagster run did, for the MLflow run name: its job, or for an ad-hoc
+    materialization the assets it selected."""
+    job = run.job_name or "dagster"
+    keys = sorted(k.to_user_string() for k in (run.asset_selection or ()))
+    what = "materialize" if job.startswith("__") else job  # __ASSET_JOB, __ephemeral_asset_job__
+    if keys and what == "materialize":
+        what += " " + (", ".join(keys) if len(keys) <= 3 else f"{len(keys)} assets")
+    return what
 
 
 def _metric_key(name: str) -> str:

@@ -61,7 +61,7 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     materialized = {e.asset_key.to_user_string() for e in first_run.get_asset_materialization_events()}
     assert materialized == {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
                             "interaction_splits", "vocabularies", "two_tower_model", "model_evaluation",
-                            "item_embeddings", "item_index", "batch_recommendations"}
+                            "promoted_model", "item_embeddings", "item_index", "batch_recommendations"}
 
 
 def test_every_raw_row_is_accounted_and_the_dirty_rows_are_quarantined(first_run, home):
@@ -119,7 +119,8 @@ def test_mlflow_has_one_run_tagged_with_the_dagster_run_and_the_same_figures(fir
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("towerflow")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{first_run.run_id}'")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{first_run.run_id}' "
+                              "and tags.mlflow.parentRunId IS NULL")
     assert len(runs) == 1
     metrics = runs[0].data.metrics
     meta = first_run.asset_materializations_for_node("clean_events")[0].metadata
@@ -127,6 +128,141 @@ def test_mlflow_has_one_run_tagged_with_the_dagster_run_and_the_same_figures(fir
     assert metrics["check.event_row_accounting.passed"] == 1.0
     assert metrics["vocabularies.item_id_size"] > 0
     assert any(k.startswith("clean_interactions.quarantined.") for k in metrics)
+
+
+def test_mlflow_runs_are_honest_and_the_training_is_a_child_run(first_run, home):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("towerflow")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{first_run.run_id}' "
+                                "and tags.mlflow.parentRunId IS NULL")[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name.startswith("all_assets_job · ")
+    # its true duration: it opened before the first step and closed after the last one
+    assert parent.info.end_time - parent.info.start_time > 1000
+    child = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(child) == 1 and child[0].info.status == "FINISHED"
+    training = child[0]
+    assert training.info.run_name.startswith("two_tower_model mean · ")
+    assert training.data.params["tower.encoder"] == "mean" and "train.batch_size" in training.data.params
+    history = client.get_metric_history(training.info.run_id, "valid_ndcg_10")
+    assert [m.step for m in history] == [0, 1]  # one point per check: once per epoch here (epochs=2)
+    assert any(k.startswith("system/cpu_utilization") for k in training.data.metrics)
+    inputs = {d.dataset.name: d for d in training.inputs.dataset_inputs}
+    assert set(inputs) == {"interaction_splits[train]", "interaction_splits[valid]", "interaction_splits[test]",
+                           "clean_items"}
+    assert {t.value for d in inputs.values() for t in d.tags} >= {"training", "validation", "test", "catalog"}
+    assert len({d.dataset.digest for d in inputs.values()}) == 4
+    logged = client.search_logged_models([exp.experiment_id])
+    assert [m.source_run_id for m in logged] == [training.info.run_id]
+
+
+def test_promotion_registers_the_champion_and_serving_follows_it(first_run, home):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("towerflow-two-tower", "champion")
+    models = json.loads((home / "artifacts" / "models" / "manifest.json").read_text())
+    index_manifest = json.loads((home / "artifacts" / "index" / "manifest.json").read_text())
+    assert champion.tags["checkpoint"] == models["current"] == index_manifest["model_version"]
+    assert champion.tags["dagster_run_id"] == first_run.run_id
+    assert float(champion.tags["model.valid.ndcg_at_10"]) > float(champion.tags["popularity.valid.ndcg_at_10"])
+    meta = first_run.asset_materializations_for_node("promoted_model")[0].metadata
+    assert meta["registered_version"].value == int(champion.version)
+
+
+def _champion_answers(home: Path, users: list[dict], k: int = 5) -> list[dict]:
+    """Predictions of models:/towerflow-two-tower@champion, loaded in a fresh process."""
+    import json
+
+    code = (
+        "import json, sys, mlflow, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model('models:/towerflow-two-tower@champion')\n"
+        "df = m.predict(pd.DataFrame(json.loads(sys.argv[1])), params={'k': int(sys.argv[2])})\n"
+        "print(df.to_json(orient='records'))\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(users), str(k)], env=env, cwd=home,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_champion_answers_from_a_fresh_process(first_run, home):
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    user, seen = con.execute("SELECT user_id, list(item_id) FROM interaction_splits GROUP BY 1 ORDER BY 1 LIMIT 1").fetchone()
+    recent = [r[0] for r in con.execute("SELECT item_id FROM clean_items ORDER BY item_id LIMIT 3").fetchall()]
+    con.close()
+    # in a batch that mixes rows with and without recent items, the others send null
+    # (MLflow's schema enforcement refuses the NaN pandas would put in a missing cell)
+    rows = _champion_answers(home, [{"user_id": user, "recent_items": None},
+                                    {"user_id": "nobody", "recent_items": recent},
+                                    {"user_id": "nobody-at-all", "recent_items": None}])
+    by_user = {}
+    for r in rows:
+        by_user.setdefault(r["user_id"], []).append(r)
+    assert [r["rank"] for r in by_user[user]] == [1, 2, 3, 4, 5]
+    assert not set(r["item_id"] for r in by_user[user]) & set(seen)  # seen items excluded
+    assert not any(r["fallback"] for r in by_user[user])
+    # a session: an unknown user with recent items gets a user-tower answer, not popularity
+    session = by_user["nobody"]
+    assert len(session) == 5 and not any(r["fallback"] for r in session)
+    assert not set(r["item_id"] for r in session) & set(recent)
+    assert all(r["fallback"] for r in by_user["nobody-at-all"])
+
+
+def test_mlflow_models_serve_answers_the_champion(first_run, home):
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    venv_bin = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH, as in an activated venv
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    mlflow_cli = str(Path(venv_bin) / "mlflow")
+    proc = subprocess.Popen([mlflow_cli, "models", "serve", "-m", "models:/towerflow-two-tower@champion",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        body = json.dumps({"dataframe_records": [{"user_id": "nobody-at-all"}], "params": {"k": 3}}).encode()
+        deadline, answer = time.time() + 180, None
+        while time.time() < deadline and answer is None:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+                answer = json.loads(urllib.request.urlopen(req, timeout=10).read())
+            except OSError:
+                time.sleep(1)
+        assert answer is not None, "mlflow models serve did not answer within 180 s"
+        rows = answer["predictions"]
+        assert [r["rank"] for r in rows] == [1, 2, 3] and all(r["fallback"] for r in rows)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_failing_asset_leaves_its_mlflow_run_failed(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions(tmp_path)  # an empty home: model_evaluation has no checkpoint to evaluate
+    result = dg.materialize([defs.resolve_assets_def("model_evaluation")],
+                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("towerflow")
+    run = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{result.run_id}'")[0]
+    assert run.info.status == "FAILED"
+    assert run.info.run_name.startswith("materialize")  # materialize() names no asset selection
 
 
 def test_second_run_skips_ingested_files_and_appends_new_ones(first_run, home):

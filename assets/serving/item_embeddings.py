@@ -8,7 +8,7 @@ from models.index.embeddings import refresh_embeddings
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["model_evaluation", "clean_items"], kinds={"parquet", "pytorch"}, owners=["team:recsys"],
+@dg.asset(deps=["promoted_model", "clean_items"], kinds={"parquet", "pytorch"}, owners=["team:recsys"],
           tags={"layer": "serving"})
 def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, paths: TowerflowPaths,
                     duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:

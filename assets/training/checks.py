@@ -7,14 +7,29 @@ from models.retrieval.checkpoint import read_manifest
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset_check(asset="model_evaluation", blocking=True,
-                description="The evaluated checkpoint beats popularity on validation NDCG@10 "
-                            "(full ranking, seen items excluded); guards everything downstream.")
-def beats_popularity_on_valid_ndcg(context, paths: TowerflowPaths, mlflow: MlflowTracker):
+def promotion_passes(evaluation: dict) -> bool:
+    """The promotion rule, in one place: the evaluated checkpoint beats popularity on valid
+    NDCG@10 (full ranking, seen items excluded)."""
+    return evaluation["model"]["valid"]["ndcg@10"] > evaluation["popularity"]["valid"]["ndcg@10"]
+
+
+def latest_evaluation(paths: TowerflowPaths) -> dict:
+    """evaluation.json of the latest checkpoint, as model_evaluation wrote it."""
     root = paths.artifacts / "models"
     version = read_manifest(root).get("latest")
-    m = json.loads((root / version / "evaluation.json").read_text())
+    path = root / str(version) / "evaluation.json"
+    if not version or not path.exists():
+        raise dg.Failure(f"checkpoint {version} has no evaluation: materialize model_evaluation first")
+    return json.loads(path.read_text())
+
+
+@dg.asset_check(asset="model_evaluation", blocking=True,
+                description="The evaluated checkpoint beats popularity on validation NDCG@10 "
+                            "(full ranking, seen items excluded); gates promoted_model and so "
+                            "everything that serves.")
+def beats_popularity_on_valid_ndcg(context, paths: TowerflowPaths, mlflow: MlflowTracker):
+    m = latest_evaluation(paths)
     model, pop = m["model"]["valid"]["ndcg@10"], m["popularity"]["valid"]["ndcg@10"]
-    return check_result(context, mlflow, "beats_popularity_on_valid_ndcg", model > pop,
+    return check_result(context, mlflow, "beats_popularity_on_valid_ndcg", promotion_passes(m),
                         {"valid_ndcg@10": model, "threshold_popularity_valid_ndcg@10": pop,
-                         "ratio_to_popularity": model / pop if pop else float("inf"), "checkpoint": version})
+                         "ratio_to_popularity": model / pop if pop else float("inf"), "checkpoint": m["version"]})

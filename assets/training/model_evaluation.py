@@ -1,5 +1,6 @@
-"""model_evaluation: full ranking on valid and test next to popularity; promotes the checkpoint
-(manifest "current") only when it beats popularity on validation NDCG@10."""
+"""model_evaluation: full ranking on valid and test next to popularity. It only measures: the
+blocking check `beats_popularity_on_valid_ndcg` (checks.py, where the rule lives) decides, and
+`promoted_model` promotes after it passed."""
 
 
 import json
@@ -9,17 +10,12 @@ from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import write_json_atomic
-from models.retrieval.checkpoint import load_checkpoint, read_manifest, update_manifest
+from models.retrieval.checkpoint import load_checkpoint, read_manifest
 from models.retrieval.data import load_from_warehouse
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 KS = (10, 20, 50)
-
-
-def promotion_passes(metrics: dict) -> bool:
-    """The rule the blocking check states: the model beats popularity on valid NDCG@10."""
-    return metrics["model"]["valid"]["ndcg@10"] > metrics["popularity"]["valid"]["ndcg@10"]
 
 
 @dg.asset(deps=["two_tower_model"], kinds={"pytorch"}, owners=["team:recsys"], tags={"layer": "model"})
@@ -42,22 +38,14 @@ def model_evaluation(context: dg.AssetExecutionContext, paths: TowerflowPaths, d
         metrics["model"][ev.name] = evaluate_model(model, data.catalog, ev, KS, log=context.log.info)
         metrics["popularity"][ev.name] = evaluate_popularity(data.train, ev, KS)
     metrics["version"] = version
-    metrics["promoted"] = promotion_passes(metrics)
     write_json_atomic(root / version / "evaluation.json", metrics)
-    if metrics["promoted"]:
-        update_manifest(root, current=version)
-        context.log.info(f"checkpoint {version} promoted: beats popularity on valid NDCG@10")
-    else:
-        context.log.warning(f"checkpoint {version} NOT promoted: valid NDCG@10 "
-                            f"{metrics['model']['valid']['ndcg@10']:.4f} <= popularity "
-                            f"{metrics['popularity']['valid']['ndcg@10']:.4f}")
     flat = {f"{who}.{split}.{k}": v for who in ("model", "popularity") for split in ("valid", "test")
             for k, v in metrics[who][split].items()}
-    mlflow.log(context, "model_evaluation", {**flat, "promoted": float(metrics["promoted"])},
+    mlflow.log(context, "model_evaluation", flat,
                params={"evaluated_checkpoint": version}, artifacts=[root / version / "evaluation.json"])
     rows = [(split, who, *(round(metrics[who][split][k], 4) for k in ("hr@10", "ndcg@10", "mrr", "coverage@10")))
             for split in ("valid", "test") for who in ("model", "popularity")]
-    figures = {"version": version, "promoted": metrics["promoted"],
+    figures = {"version": version,
                "valid_ndcg@10": metrics["model"]["valid"]["ndcg@10"],
                "valid_ndcg@10_popularity": metrics["popularity"]["valid"]["ndcg@10"],
                "test_ndcg@10": metrics["model"]["test"]["ndcg@10"],

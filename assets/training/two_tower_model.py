@@ -1,5 +1,6 @@
 """two_tower_model: train the towers on the train split, early-stop on valid NDCG@10, checkpoint."""
 
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -8,7 +9,10 @@ from dagster_duckdb import DuckDBResource
 from assets.config import TrainingConfig
 from assets.reporting import figures_metadata, md_table
 from assets.training._torchrun import train_on_workers
+from models.artifacts import write_json_atomic
 from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
+from models.retrieval.datasets import warehouse_datasets
+from models.retrieval.pyfunc import log_pyfunc, write_bundle
 from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
 from models.retrieval.plots import training_curves
 from models.retrieval.towers import TowerConfig
@@ -54,6 +58,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, p
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         tower = tower_config(config, WarehouseShape.read(con))
+        inputs = warehouse_datasets(con, duckdb.database)
         data = (load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
                                     item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
                 if config.workers == 1 else None)
@@ -68,47 +73,79 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, p
             _, meta, init_state = load_checkpoint(resume_from, expected_fingerprint=fingerprint)
             context.log.info(f"resuming from checkpoint {latest}")
 
-    def log_check(check: int, row: dict) -> None:
-        mlflow.log(context, "two_tower_model", {k: v for k, v in row.items() if k != "epoch"}, step=check)
+    with mlflow.child_run(context, f"two_tower_model {tower.encoder}",
+                          tags={"dagster_asset": "two_tower_model", "encoder": tower.encoder,
+                                "vocabulary_fingerprint": fingerprint}) as run:
+        run.log_inputs([(ds, ctx) for ds, ctx, _ in inputs])
+        run.log(params={**{f"tower.{k}": v for k, v in tower.to_dict().items()},
+                        **{f"train.{k}": v for k, v in config_dict(tower, tcfg)["train"].items()},
+                        "workers": config.workers, **{f"rows.{ds.name}": n for ds, _, n in inputs}})
 
-    if config.workers == 1:
-        context.log.info(f"training {tower.encoder} towers on {len(data.train):,} train rows, "
-                         f"{len(data.catalog):,} items, {len(data.valid):,} valid users")
-        result = train(data.catalog, data.train, tower, tcfg, valid=data.valid, log=context.log.info,
-                       on_epoch=log_check, init_state=init_state)
-        final = summary_metrics(result)
-        path = save_checkpoint(root, result.model, config_dict(tower, tcfg), fingerprint, metrics=final,
-                               optimizer_states=result.optimizer_states)
-        history, parallel = result.history, {"workers": 1}
-    else:
-        spec = {"database": duckdb.database, "duckdb_config": dict(duckdb.connection_config or {}),
-                "tower": tower.to_dict(), "train": config_dict(tower, tcfg)["train"], "checkpoint_root": str(root),
-                "fingerprint": fingerprint, "resume_from": str(resume_from) if resume_from else None}
-        out = train_on_workers(context, pipes_subprocess_client, config.workers, spec)
-        path, final, history = Path(out["checkpoint"]), out["metrics"], out["history"]
-        for row in history:  # the same per-check MLflow figures as one worker logs live
-            log_check(row["check"], row)
-        parallel = {k: out[k] for k in ("workers", "backend", "threads_per_rank", "ranks_identical",
-                                        "startup_seconds")}
-        if not out["ranks_identical"]:
-            context.log.warning(f"the ranks' weights differed after training: {out['differing_parameters']}")
-    return record_checkpoint(context, mlflow, root, path, config_dict(tower, tcfg), fingerprint, final, history,
-                             tower.encoder, parallel)
+        def log_check(check: int, row: dict) -> None:
+            run.log({k: v for k, v in row.items() if k != "check"}, step=check)
+
+        if config.workers == 1:
+            context.log.info(f"training {tower.encoder} towers on {len(data.train):,} train rows, "
+                             f"{len(data.catalog):,} items, {len(data.valid):,} valid users")
+            result = train(data.catalog, data.train, tower, tcfg, valid=data.valid, log=context.log.info,
+                           on_epoch=log_check, init_state=init_state)
+            final = summary_metrics(result)
+            path = save_checkpoint(root, result.model, config_dict(tower, tcfg), fingerprint, metrics=final,
+                                   optimizer_states=result.optimizer_states)
+            history, parallel = result.history, {"workers": 1}
+        else:
+            spec = {"database": duckdb.database, "duckdb_config": dict(duckdb.connection_config or {}),
+                    "tower": tower.to_dict(), "train": config_dict(tower, tcfg)["train"],
+                    "checkpoint_root": str(root), "fingerprint": fingerprint,
+                    "resume_from": str(resume_from) if resume_from else None}
+            out = train_on_workers(context, pipes_subprocess_client, config.workers, spec)
+            path, final, history = Path(out["checkpoint"]), out["metrics"], out["history"]
+            for row in history:  # the same per-check MLflow figures as one worker logs live
+                log_check(row["check"], row)
+            parallel = {k: out[k] for k in ("workers", "backend", "threads_per_rank", "ranks_identical",
+                                            "startup_seconds")}
+            if not out["ranks_identical"]:
+                context.log.warning(f"the ranks' weights differed after training: {out['differing_parameters']}")
+        logged = log_model(context, run, duckdb, path)
+        result = record_checkpoint(context, mlflow, root, path, config_dict(tower, tcfg), fingerprint, final,
+                                   history, tower.encoder, parallel, run=run)
+    return dg.MaterializeResult(metadata={**result.metadata, "mlflow_run_id": logged["run_id"],
+                                          "logged_model": logged["model_uri"]})
+
+
+def log_model(context: dg.AssetExecutionContext, run, duckdb: DuckDBResource, checkpoint: Path) -> dict:
+    """The checkpoint as an MLflow pyfunc model of the training run, recorded in the checkpoint
+    folder (mlflow.json) so promotion registers exactly this logged model."""
+    model, _, _ = load_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory(dir=checkpoint.parent) as tmp:  # MLflow keeps its own copy
+        with duckdb.get_connection() as con:
+            bundle = write_bundle(con, model, checkpoint, Path(tmp) / "bundle", log=context.log.info)
+            example_user, example_recent = con.execute(
+                "SELECT user_id, list(item_id ORDER BY ts)[-3:] FROM interaction_splits "
+                "GROUP BY user_id ORDER BY user_id LIMIT 1").fetchone()
+        logged = log_pyfunc(run.tracking_uri, run.run_id, bundle, example_user, list(example_recent))
+    write_json_atomic(checkpoint / "mlflow.json", logged)
+    context.log.info(f"logged model {logged['model_uri']} in MLflow run {run.run_id}")
+    return logged
 
 
 def record_checkpoint(context: dg.AssetExecutionContext, mlflow: MlflowTracker, root: Path, path: Path, cfg: dict,
                       fingerprint: str, final: dict, history: list[dict], encoder: str,
-                      parallel: dict) -> dg.MaterializeResult:
+                      parallel: dict, run=None) -> dg.MaterializeResult:
     """After training, in this process however it trained: curves, the models manifest, MLflow
     and the materialization's metadata."""
     png = training_curves(history, path / "curves.png")
     update_manifest(root, latest=path.name)
+    if run is not None:  # the training's own run: final figures, config, weights and curves
+        run.log({f"final.{k}": v for k, v in final.items() if isinstance(v, (int, float))},
+                params={"stopped_by": final.get("stopped_by"), "checkpoint": path.name},
+                artifacts=[path / "config.json", png])
     mlflow.log(context, "two_tower_model", {k: v for k, v in final.items() if isinstance(v, (int, float))},
                params={"stopped_by": final.get("stopped_by"), "workers": parallel["workers"],
                        **{f"tower.{k}": v for k, v in cfg["tower"].items()},
                        **{f"train.{k}": v for k, v in cfg["train"].items()}, "vocabulary_fingerprint": fingerprint,
                        "checkpoint": path.name},
-               artifacts=[path / "config.json", path / "model.pt", png], step=len(history))
+               step=len(history))
     epochs = [(r["epoch"], round(r["loss"], 4), round(r.get("valid_ndcg@10", float("nan")), 4),
                round(r.get("valid_hr@10", float("nan")), 4), round(r["train_seconds"], 1),
                round(r.get("eval_seconds", 0.0), 1)) for r in history]
