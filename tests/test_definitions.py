@@ -8,7 +8,7 @@ EXPECTED_GROUPS = {
     "landing_events": "ingest", "landing_items": "ingest", "raw_events": "ingest", "raw_items": "ingest",
     "clean_interactions": "clean", "quarantined_events": "clean", "clean_items": "clean",
     "interaction_splits": "splits", "vocabularies": "splits",
-    "two_tower_model": "training", "model_evaluation": "training",
+    "two_tower_model": "training", "model_evaluation": "training", "promoted_model": "training",
     "item_embeddings": "serving", "item_index": "serving", "batch_recommendations": "serving",
 }
 
@@ -27,7 +27,8 @@ def test_definitions_load_with_groups_lineage_and_checks(tmp_path, monkeypatch):
     assert parents("vocabularies") == {"interaction_splits", "clean_items"}
     assert parents("model_evaluation") == {"two_tower_model"}
     assert parents("raw_events") == {"landing_events"} and parents("raw_items") == {"landing_items"}
-    assert parents("item_embeddings") == {"model_evaluation", "clean_items"}
+    assert parents("promoted_model") == {"model_evaluation"}
+    assert parents("item_embeddings") == {"promoted_model", "clean_items"}
     assert parents("batch_recommendations") == {"item_index"}
 
     specs = [graph.get_check_spec(k) for k in graph.asset_check_keys]
