@@ -111,6 +111,26 @@ def status() -> None:
         splits = con.execute("""SELECT split, count(*), count(DISTINCT user_id), count(DISTINCT item_id)
                                 FROM interaction_splits GROUP BY 1 ORDER BY 1""").fetchall()
         click.echo("\n" + _table(splits, ("split", "pairs", "users", "items")))
+    _champion_status()
+
+
+def _champion_status() -> None:
+    """The registry's champion next to the local mirror everything that serves reads."""
+    from models.retrieval.checkpoint import champion_version
+    from orchestration.resources import CHAMPION, build_resources
+
+    tracker = build_resources()["mlflow"]
+    version = tracker.champion()
+    mirror = champion_version(towerflow_home() / "artifacts")
+    if version is None:
+        click.echo(f"\nno {tracker.registered_model}@{CHAMPION} yet (promoted_model registers one)")
+        return
+    tags = version.tags
+    rows = [(f"models:/{tracker.registered_model}@{CHAMPION}", version.version, tags.get("checkpoint"),
+             tags.get("model.valid.ndcg_at_10"), tags.get("model.test.ndcg_at_10"),
+             "yes" if tags.get("checkpoint") == mirror else f"NO (local mirror: {mirror})")]
+    click.echo("\n" + _table(rows, ("champion", "version", "checkpoint", "valid NDCG@10", "test NDCG@10",
+                                    "served here")))
 
 
 @main.command(help="Show quarantined event rows with file, line, reason and raw text.")
