@@ -92,24 +92,28 @@ def optimizer_step(model: TwoTower, opts: list[torch.optim.Optimizer], loss: tor
         o.step()
 
 
-def content_alignment_loss(model: TwoTower, feats: dict[str, torch.Tensor], v_full: torch.Tensor,
-                           ids: torch.Tensor, temperature: float) -> torch.Tensor:
+def content_alignment_loss(model: TwoTower, feats: dict[str, torch.Tensor], ids: torch.Tensor, v_all: torch.Tensor,
+                           all_ids: torch.Tensor, offset: int, temperature: float) -> torch.Tensor:
     """Sampled softmax from the content-only vector (id part zero) of each batch item with a
-    trained id to its own full vector, against the other items' full vectors in the batch.
+    trained id to its own full vector, against the other full vectors of the batch.
 
-    The full vectors are fixed targets (detached), so only the content path learns from it. A
-    never-trained item is embedded by content alone; this puts it next to the trained item with
-    the same content, not merely in its neighbourhood (a cosine pull toward the full vector
-    moved the cosines but not the neighbours: benchmarks/bench_cold_items.py)."""
+    feats, ids: this process's P positives; v_all, all_ids: the full vectors and ids of the
+    whole batch (C >= P rows: every rank's under data parallel, ids -1 = padding), this
+    process's rows starting at `offset`. The full vectors are fixed targets (detached), so only
+    the content path learns from it. A never-trained item is embedded by content alone; this
+    puts it next to the trained item with the same content, not merely in its neighbourhood (a
+    cosine pull toward the full vector moved the cosines but not the neighbours)."""
     has_id = (feats["id_hash"] > 0).any(-1)  # (P,)
     if not has_id.any():
-        return v_full.new_zeros(())
-    ids = ids[has_id]  # (P',)
-    v_content = model.item({k: v[has_id] for k, v in feats.items()}, with_id=False)  # (P', D)
-    logits = v_content @ v_full[has_id].detach().T / temperature  # (P', P')
-    same = ids[:, None] == ids[None, :]  # an item twice in the batch is no negative of itself
-    logits = logits.masked_fill(same & ~torch.eye(len(ids), dtype=torch.bool, device=ids.device), float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(ids), device=ids.device))
+        return v_all.new_zeros(())
+    rows = torch.nonzero(has_id).flatten()  # (P',)
+    v_content = model.item({k: v[rows] for k, v in feats.items()}, with_id=False)  # (P', D)
+    logits = v_content @ v_all.detach().T / temperature  # (P', C)
+    labels = rows + offset  # (P',): each row's own full vector
+    # neither padding nor the same item at another batch position is a negative
+    drop = (ids[rows, None] == all_ids[None, :]) | (all_ids[None, :] < 0)  # (P', C)
+    drop[torch.arange(len(rows), device=rows.device), labels] = False
+    return F.cross_entropy(logits.masked_fill(drop, float("-inf")), labels)
 
 
 def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.Tensor, cfg: TrainConfig,
@@ -139,13 +143,19 @@ def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.T
         u = model.users(catalog, uh, hist)  # (B, D)
         pos = train.target[rows]
         hard_ids = train.hard[user] if cfg.hard_negatives else None
-    feats = catalog.features(pos)
+    feats, local_pos = catalog.features(pos), pos
     v_pos = model.item(feats)  # (P, D)
-    align = (cfg.content_alignment * content_alignment_loss(model, feats, v_pos, pos, cfg.temperature)
-             if cfg.content_alignment else 0.0)
+
+    def align(v_all: torch.Tensor, all_ids: torch.Tensor, offset: int) -> torch.Tensor | float:
+        """The weighted content-alignment loss of this process's positives against the batch's."""
+        if not cfg.content_alignment:
+            return 0.0
+        return cfg.content_alignment * content_alignment_loss(model, feats, local_pos, v_all, all_ids, offset,
+                                                              cfg.temperature)
+
     if cfg.loss == "bpr":
         neg = torch.randint(0, len(catalog), pos.shape, generator=gen)
-        return bpr(u, v_pos, model.item(catalog.features(neg))) + align
+        return bpr(u, v_pos, model.item(catalog.features(neg))) + align(v_pos, pos, 0)
     extra = {}
     if cfg.extra_negatives:
         ids = torch.randint(0, len(catalog), (cfg.extra_negatives,), generator=gen)
@@ -156,8 +166,9 @@ def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.T
     offset = 0
     if share is not None:
         v_pos, pos, offset = share(v_pos, pos)  # (C, D), (C,): padding ids are -1, masked in info_nce
+    aligned = align(v_pos, pos, offset)
     return info_nce(u, v_pos, pos, temperature=cfg.temperature,
-                    log_q=log_q[pos] if cfg.logq_correction else None, row_offset=offset, **extra) + align
+                    log_q=log_q[pos] if cfg.logq_correction else None, row_offset=offset, **extra) + aligned
 
 
 def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainConfig, *,
