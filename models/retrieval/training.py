@@ -47,8 +47,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop training after this long (0 = no limit), keeping the best weights so far
     max_steps: int | None = None  # stop early (tests, smoke runs)
     content_alignment: float = 0.1  # weight of content_alignment_loss (0 = off): a never-trained item lands
-    # next to the trained item with its content. Demo data: copies under new ids found their source in
-    # the top 10 for 96-97% (0: 68-70%) at about -3% valid NDCG@10 (bench_cold_items.py, README)
+    # next to the trained item with its content. Demo data: copies under new ids find their source in
+    # the top 10 for 92-95% (0: 65%) at 1-4% of NDCG@10 (bench_cold_items.py, README)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
