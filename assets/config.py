@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from pydantic import Field
 
+from models.retrieval.training import TrainConfig
+
 KNOWN_EVENT_TYPES = ["impression", "view", "click", "like", "share", "rating", "purchase",
                      "add_to_cart", "play", "not_interested", "dislike"]
 
@@ -85,7 +87,8 @@ class VocabularyConfig(dg.Config):
         default=64, description="Hash buckets (indices 1..n) that unseen or rare keys share, so a "
                                 "new id still gets a trained embedding instead of padding.")
     min_count_ids: int = Field(
-        default=1, description="A user/item id needs this many train pairs to get its own index.")
+        default=1, description="A user/item id needs this many train pairs to get its own index; an item "
+                               "id below it counts as never trained and is embedded by content alone.")
     min_count_features: int = Field(
         default=2, description="A category / title token needs this many train interactions.")
 
@@ -117,6 +120,11 @@ class TrainingConfig(dg.Config):
     id_dropout: float = Field(default=0.1, description="Share of items trained without their id, so "
                               "content alone embeds a brand-new item.")
     use_content: bool = Field(default=True, description="Categories, title tokens and year in the item tower.")
+    content_alignment: float = Field(
+        default=TrainConfig.content_alignment, ge=0.0,
+        description="Weight of a loss pulling each trained item's content-only vector (id part zero) toward "
+                    "its full vector: an item id never trained is embedded by content alone, and this puts it "
+                    "near the trained items with the same content (0 = off; benchmarks/bench_cold_items.py).")
     loss: str = Field(default="infonce", description="infonce (sampled softmax) or bpr (comparison).")
     temperature: float = Field(default=0.05, description="Softmax temperature over cosine scores.")
     logq_correction: bool = Field(default=True, description="Correct in-batch negatives for popularity.")

@@ -119,3 +119,26 @@ def test_vectorised_title_tokens_match_the_reference_tokeniser():
               "Kelvin \u212a2 (2001)", "2001: A Space Odyssey (1968)", "(1999)", "Ünïcödé-Title_With__marks (2010)"]
     got = title_token_lists(pl.Series(titles, dtype=pl.String)).to_list()
     assert got == [title_tokens(t) for t in titles]
+
+
+def test_content_alignment_puts_content_only_vectors_next_to_their_own_item(data):
+    """A never-trained item is embedded by content alone; the alignment loss trains that
+    content-only vector to pick out its own item's full vector. Measured on the planted data:
+    the mean margin of a trained item's content-only vector between the cosine to its own full
+    vector and to the nearest other item's, with the loss off and on (same seed and data)."""
+    from models.retrieval.evaluation import item_vectors
+
+    d, tower, _ = data
+    trained = torch.as_tensor(np.flatnonzero(d.catalog.trained))
+    found = {}
+    for weight in (0.0, 0.1):
+        res = train(d.catalog, d.train, tower, TrainConfig(epochs=3, batch_size=256, lr=5e-3, extra_negatives=32,
+                                                           content_alignment=weight), log=lambda m: None)
+        xb = item_vectors(res.model, d.catalog)  # (N, D), the catalog's own rule
+        with torch.no_grad():
+            xq = res.model.item(d.catalog.features(trained), with_id=False)  # (T, D)
+        scores = xq @ xb.T  # (T, N)
+        own = scores[torch.arange(len(trained)), trained]  # (T,)
+        scores[torch.arange(len(trained)), trained] = -2.0
+        found[weight] = (own - scores.max(1).values).mean().item()  # > 0: own item nearest
+    assert found[0.1] > found[0.0] + 0.03, found  # measured: 0.011 -> 0.061

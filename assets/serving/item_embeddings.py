@@ -13,8 +13,9 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, paths: TowerflowPaths,
                     duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
     """Parquet of row_id, item_id, vector, model_version, content_hash for every catalog item,
-    items never seen in training included (embedded through their content features and id
-    bucket). Under an unchanged model only new or changed items (by content hash) are embedded."""
+    items never seen in training included: an id outside the train split's item vocabulary is
+    embedded by content alone (id part zero, the path id dropout trains). Under an unchanged
+    model only new or changed items (by content hash) are embedded."""
     with duckdb.get_connection() as con:
         cur = current_model(con, paths)
         stats = refresh_embeddings(con, paths.artifacts / "embeddings", cur.model, cur.version, cur.fingerprint,

@@ -31,7 +31,8 @@ def train_config(config: TrainingConfig) -> TrainConfig:
                        extra_negatives=config.extra_negatives, hard_negatives=config.hard_negatives,
                        batch_size=config.batch_size, epochs=config.epochs, lr=config.lr, patience=config.patience,
                        window_stride=config.window_stride, seed=config.seed, valid_users=config.valid_users,
-                       valid_every=config.valid_every, max_minutes=config.max_minutes)
+                       valid_every=config.valid_every, max_minutes=config.max_minutes,
+                       content_alignment=config.content_alignment)
 
 
 @dg.asset(deps=["vocabularies", "interaction_splits", "clean_items", "clean_interactions"],

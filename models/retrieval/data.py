@@ -2,6 +2,9 @@
 
 - `Catalog`: every item (catalog rows + any item seen in interactions) with its hashed id,
   category bag, title-token bag and numeric features, as tensors indexed by catalog position.
+  An item whose id was never trained (not in the train split's item vocabulary,
+  models.splits.vocab.TRAINED_ITEM_IDS_SQL) gets an all-zero `id_hash`: the item tower then
+  embeds it by content alone, the path id dropout trains.
 - `TrainSet`: one row per train positive, with the user's previous L positives (left-padded)
   and up to H of the user's negative-feedback items; `windows` marks rows that end a
   window of transitions: the transformer trains on every position of such windows.
@@ -19,7 +22,7 @@ import pandas as pd
 import polars as pl
 import torch
 
-from models.splits.vocab import Vocabulary
+from models.splits.vocab import TRAINED_ITEM_IDS_SQL, Vocabulary
 
 YEAR_SUFFIX = re.compile(r"\(([0-9]{4})\)\s*$")
 TOKEN_SPLIT = re.compile(r"[^a-z0-9]+")
@@ -77,11 +80,12 @@ def _encode_bags(bags: pl.Series, vocab: Vocabulary, width: int) -> np.ndarray:
 @dataclass
 class Catalog:
     item_ids: np.ndarray  # (N,) object
-    id_hash: torch.Tensor  # (N + 1, n_hashes); the last row is padding (all zeros)
+    id_hash: torch.Tensor  # (N + 1, n_hashes); all zeros: no trained id (content only), as the last (padding) row
     categories: torch.Tensor  # (N + 1, C)
     tokens: torch.Tensor  # (N + 1, T)
     numeric: torch.Tensor  # (N + 1, 2): (year - 2000) / 20, has_year
     content_hash: np.ndarray | None = None  # (N,) object: clean_items.content_hash (None: no catalog row)
+    trained: np.ndarray | None = None  # (N,) bool: the id was trained (False: embedded by content alone)
 
     def __post_init__(self) -> None:
         self._index = pd.Index(self.item_ids)
@@ -101,12 +105,20 @@ class Catalog:
 
     @classmethod
     def build(cls, item_ids, titles, categories, years, category_vocab: Vocabulary, token_vocab: Vocabulary,
-              n_hashes: int, buckets: int, max_categories: int = 4, max_tokens: int = 8,
+              n_hashes: int, buckets: int, *, trained, max_categories: int = 4, max_tokens: int = 8,
               content_hash=None) -> "Catalog":
         """Features of items from their ids, titles (str or None), category lists (or None)
-        and years (number or None); each may be a polars Series (fast) or a sequence."""
+        and years (number or None); each may be a polars Series (fast) or a sequence.
+
+        `trained` (N,) bool says which ids were trained (load_catalog reads it from the train
+        item vocabulary); the others get no id hash, so they never borrow the hash buckets
+        trained for other items."""
         item_ids = np.asarray(item_ids, dtype=object)
         n = len(item_ids)
+        trained = np.asarray(trained, dtype=bool)
+        if trained.shape != (n,):
+            raise ValueError(f"trained must hold one flag per item: {trained.shape} for {n} items")
+        id_hash = hash_buckets(item_ids, n_hashes, buckets) * trained[:, None]  # (N, n_hashes); 0 = no id
         cats = pl.Series(categories, dtype=pl.List(pl.String)).fill_null([])
         titles = pl.Series(titles, dtype=pl.String)
         cat_idx = _encode_bags(cats, category_vocab, max_categories)
@@ -118,10 +130,10 @@ class Catalog:
         def with_pad(a: np.ndarray, dtype) -> torch.Tensor:
             return torch.as_tensor(np.concatenate([a, np.zeros((1, a.shape[1]), a.dtype)]), dtype=dtype)
 
-        return cls(item_ids, with_pad(hash_buckets(item_ids, n_hashes, buckets), torch.long),
+        return cls(item_ids, with_pad(id_hash, torch.long),
                    with_pad(cat_idx, torch.long), with_pad(tok_idx, torch.long),
                    with_pad(numeric.astype(np.float32), torch.float32),
-                   None if content_hash is None else np.asarray(content_hash, dtype=object))
+                   None if content_hash is None else np.asarray(content_hash, dtype=object), trained)
 
 
 @dataclass
@@ -258,10 +270,12 @@ class Datasets:
     token_vocab: Vocabulary
 
 
-# every item the model can be asked about: catalog rows and items seen in the splits
-CATALOG_SQL = """SELECT item_id, i.title, i.categories, i.year, i.content_hash
-                 FROM (SELECT item_id FROM clean_items UNION SELECT DISTINCT item_id FROM interaction_splits)
-                 LEFT JOIN clean_items i USING (item_id)"""
+# every item the model can be asked about: catalog rows and items seen in the splits, each
+# with whether its id was trained (the one rule, TRAINED_ITEM_IDS_SQL)
+CATALOG_SQL = f"""SELECT item_id, i.title, i.categories, i.year, i.content_hash,
+                         item_id IN ({TRAINED_ITEM_IDS_SQL}) AS trained
+                  FROM (SELECT item_id FROM clean_items UNION SELECT DISTINCT item_id FROM interaction_splits)
+                  LEFT JOIN clean_items i USING (item_id)"""
 
 
 def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[Catalog, Vocabulary, Vocabulary]:
@@ -276,7 +290,7 @@ def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[C
                                           "(SELECT item_id FROM wanted) ORDER BY item_id").to_arrow_table())
     catalog = Catalog.build(items["item_id"].to_numpy().astype(object), items["title"], items["categories"],
                             items["year"].to_numpy(), cat_vocab, tok_vocab, n_hashes, item_buckets,
-                            content_hash=items["content_hash"].to_list())
+                            trained=items["trained"].to_numpy(), content_hash=items["content_hash"].to_list())
     return catalog, cat_vocab, tok_vocab
 
 

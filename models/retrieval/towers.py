@@ -3,7 +3,10 @@
 Item tower: Phoenix-style hashed id embedding (n_hashes hash functions into one shared table,
 bucket 0 = padding; the per-hash vectors are concatenated and projected) + category bag +
 title-token bag + numeric features -> MLP -> L2-normalised vector. ID dropout in training
-zeroes the id part of some items so that content alone learns to embed a brand-new item.
+zeroes the id part of some items so that content alone learns to embed a brand-new item, and
+an item whose id was never trained (all-zero `id_hash`: the catalog's rule, see
+models.retrieval.data.Catalog.build) takes exactly that path: its id part is zero, never a
+hash bucket trained for other items.
 
 User tower: hashed user id + an encoder over the last L positive items, whose inputs are the
 item tower's own representations (TwoTower.history: the tables are shared) -> MLP ->
@@ -93,9 +96,13 @@ class ItemTower(nn.Module):
         self.norm = nn.LayerNorm(h)
         self.mlp = nn.Sequential(nn.Linear(h, 2 * h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(2 * h, cfg.dim))
 
-    def represent(self, feats: dict[str, torch.Tensor], id_dropout: bool = False) -> torch.Tensor:
-        """Item features -> (..., hidden) representation (shared with the user tower's history)."""
-        idp = self.ids(feats["id_hash"])  # (..., h)
+    def represent(self, feats: dict[str, torch.Tensor], id_dropout: bool = False, with_id: bool = True) -> torch.Tensor:
+        """Item features -> (..., hidden) representation (shared with the user tower's history).
+
+        The id part is zero for an item without a trained id (all-zero `id_hash`), with
+        `with_id=False` (the content-only vector) and, in training, for the id-dropout share."""
+        has_id = (feats["id_hash"] > 0).any(-1, keepdim=True)  # (..., 1): False = never trained
+        idp = self.ids(feats["id_hash"]) * (has_id & with_id)  # (..., h)
         if id_dropout and self.training and self.cfg.id_dropout > 0:
             keep = torch.rand(idp.shape[:-1], device=idp.device) >= self.cfg.id_dropout
             idp = idp * keep.unsqueeze(-1)
@@ -112,9 +119,9 @@ class ItemTower(nn.Module):
         out = F.embedding_bag(flat, table.weight, mode="mean", padding_idx=0)  # (M, h)
         return out.view(*idx.shape[:-1], -1)
 
-    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(..., feature dims) -> (..., dim), unit length."""
-        return F.normalize(self.mlp(self.represent(feats, id_dropout=True)), dim=-1)
+    def forward(self, feats: dict[str, torch.Tensor], with_id: bool = True) -> torch.Tensor:
+        """(..., feature dims) -> (..., dim), unit length; `with_id=False`: by content alone."""
+        return F.normalize(self.mlp(self.represent(feats, id_dropout=with_id, with_id=with_id)), dim=-1)
 
 
 class UserTower(nn.Module):

@@ -10,8 +10,8 @@ from models.retrieval.evaluation import item_vectors, user_vectors
 
 
 def embed_items(model, catalog: Catalog, log=None) -> np.ndarray:
-    """(N, d) float32 unit vectors for every catalog item; items never seen in training are
-    embedded through their hashed id bucket and content features."""
+    """(N, d) float32 unit vectors for every catalog item; an item whose id was never trained
+    (the catalog's rule) is embedded by its content features alone, its id part zero."""
     return item_vectors(model, catalog, log=log).numpy().astype(np.float32)
 
 

@@ -1,9 +1,10 @@
 """Vocabularies with hash-bucket fallback, as built by sql/vocabularies.sql.
 
 Index layout: 0 = padding, 1..num_buckets = shared hash buckets for keys unseen in train (or
-below the frequency floor), num_buckets+1.. = known keys. A brand-new user or item therefore
-maps to a trained bucket embedding, never to padding. The bucket hash is CRC32 of the UTF-8 key:
-stable across processes and Python versions (Python's hash() is salted per process).
+below the frequency floor), num_buckets+1.. = known keys. A category or title token unseen in
+train therefore maps to a trained bucket embedding, never to padding. The bucket hash is CRC32
+of the UTF-8 key: stable across processes and Python versions (Python's hash() is salted per
+process). The item_id vocabulary decides which item ids were trained (TRAINED_ITEM_IDS_SQL).
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ import numpy as np
 import pandas as pd
 
 PAD = 0
+
+# The one rule for "was this item id trained?": it is a key of the train split's item_id
+# vocabulary (at least min_count_ids train pairs). models.retrieval.data.CATALOG_SQL applies it
+# to every item the towers see (training, evaluation, item_embeddings, the incremental job,
+# serving); an id outside it is embedded by content alone, its id part zero, as id dropout trains.
+TRAINED_ITEM_IDS_SQL = "SELECT key FROM vocabularies WHERE vocabulary = 'item_id'"
 
 
 def bucket_of(key: str, num_buckets: int) -> int:
