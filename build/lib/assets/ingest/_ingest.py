@@ -1,0 +1,44 @@
+"""Shared body of the two ingest assets (raw_events, raw_items)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from models.ingest.landing import LandingKind, ingest_folder
+from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
+from models.sql import sql_text
+
+
+def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        results = ingest_folder(con, paths.landing, kind, log=context.log.info)
+        total, unparseable, files = con.execute(
+            f"SELECT count(*), count(parse_error), count(DISTINCT file_id) FROM {kind.table}").fetchall()[0]
+        problems = con.execute(
+            "SELECT path, status, message FROM ingested_files WHERE kind = $k AND status IN ('rejected', 'partial', 'empty') ORDER BY path",
+            {"k": kind.name}).fetchall()
+        table = table_metadata(con, kind.table)
+    new = [r for r in results if r.status != "skipped"]
+    warnings = [r for r in new if r.status in ("rejected", "partial", "empty")]
+    figures = {
+        "new_files": len(new),
+        "skipped_files": len(results) - len(new),
+        "new_rows": sum(r.rows for r in new),
+        "new_unparseable_rows": sum(r.parse_errors for r in new),
+        "total_rows": int(total),
+        "total_unparseable_rows": int(unparseable),
+        "files_with_rows": int(files),
+        "problem_files": len(problems),
+    }
+    if not (paths.landing / kind.name).exists():
+        context.log.warning(f"{paths.landing / kind.name} does not exist: nothing to ingest "
+                            "(run `towerflow generate` or drop files there)")
+    log_figures(context, mlflow, kind.table, figures)
+    tables = {"new_files_table": md_table([(r.path, r.status, r.reader, r.rows, r.parse_errors, r.message) for r in new],
+                                          ("file", "status", "reader", "rows", "unparseable", "message"))}
+    if problems:
+        tables["problem_files_table"] = md_table(problems, ("file", "status", "message"))
+    for r in warnings:
+        context.log.warning(r.message)
+    return dg.MaterializeResult(metadata={**figures_metadata(figures, sql={kind.table: sql_text(kind.table)}, tables=tables),
+                                          **table})

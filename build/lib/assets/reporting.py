@@ -1,0 +1,73 @@
+"""What every asset and check does at its end: the same figures to Dagster metadata and MLflow."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def md_table(rows: list[tuple], header: tuple[str, ...], limit: int = 50) -> str:
+    """A Markdown table of at most `limit` rows (the rest summarised), for metadata."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows[:limit]:
+        lines.append("| " + " | ".join("" if v is None else str(v).replace("|", "\\|")[:80] for v in r) + " |")
+    if len(rows) > limit:
+        lines.append(f"| … {len(rows) - limit} more | " + " | " * (len(header) - 1))
+    return "\n".join(lines)
+
+
+def figures_metadata(figures: dict, sql: dict[str, str] | None = None, tables: dict[str, str] | None = None) -> dict:
+    meta: dict = {}
+    for k, v in figures.items():
+        if isinstance(v, bool):
+            meta[k] = dg.MetadataValue.bool(v)
+        elif isinstance(v, int):
+            meta[k] = dg.MetadataValue.int(v)
+        elif isinstance(v, float):
+            meta[k] = dg.MetadataValue.float(v)
+        elif v is not None:
+            meta[k] = dg.MetadataValue.text(str(v))
+    for name, text in (tables or {}).items():
+        meta[name] = dg.MetadataValue.md(text)
+    for name, text in (sql or {}).items():
+        meta[f"sql/{name}"] = dg.MetadataValue.md(f"```sql\n{text.strip()}\n```")
+    return meta
+
+
+def log_figures(context, mlflow, asset: str, figures: dict, params: dict | None = None) -> None:
+    numeric = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, str)}
+    run_id = mlflow.log(context, asset, numeric, params=params)
+    context.log.info(f"{asset}: logged {len(numeric)} figures to MLflow run {run_id}")
+
+
+def check_result(context, mlflow, check: str, passed: bool, figures: dict,
+                 tables: dict[str, str] | None = None, severity=dg.AssetCheckSeverity.ERROR,
+                 asset_key=None) -> dg.AssetCheckResult:
+    mlflow.log(context, f"check.{check}", {"passed": float(passed),
+               **{k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}})
+    return dg.AssetCheckResult(passed=passed, severity=severity, asset_key=asset_key,
+                               metadata=figures_metadata(figures, tables=tables))
+
+
+def audit_check(context, duckdb, mlflow, audit: str, check: str, what: str, header: tuple[str, ...],
+                severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    """Run sql/<audit>.sql, which returns the offending rows: zero rows = pass. The metadata
+    shows their count next to the threshold (0) and the first of them."""
+    from models.sql import query
+
+    with duckdb.get_connection() as con:
+        bad = query(con, audit)
+    return check_result(context, mlflow, check, not bad, {f"offending_{what}": len(bad), "threshold": 0},
+                        tables={f"offending_{what}_table": md_table(bad, header)} if bad else None,
+                        severity=severity)
+
+
+def table_metadata(con, table: str) -> dict:
+    """`dagster/row_count`, `dagster/column_schema` and `dagster/table_name` of a warehouse table,
+    the keys the Dagster UI reads for its row-count and schema panels."""
+    rel = con.table(table)  # the relational API: no SQL text built from the name
+    rows = rel.aggregate("count(*)").fetchall()[0][0]
+    database, schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
+    columns = [dg.TableColumn(name=name, type=str(dtype)) for name, dtype in zip(rel.columns, rel.dtypes)]
+    return {"dagster/row_count": dg.MetadataValue.int(int(rows)),
+            "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
+            "dagster/table_name": dg.MetadataValue.text(f"{database}.{schema}.{table}")}

@@ -1,0 +1,33 @@
+import dagster as dg
+import numpy as np
+from dagster_duckdb import DuckDBResource
+
+from assets.config import IndexConfig
+from assets.versions import WAREHOUSE_POOL
+from assets.reporting import check_result
+from assets.serving._current import load_recommender
+from models.index.embeddings import read_embeddings
+from models.index.item_index import exact_search, recall_at_k
+from orchestration.resources import MlflowTracker, TowerflowPaths
+
+
+@dg.asset_check(asset="item_index", pool=WAREHOUSE_POOL, blocking=True,
+                description="Recall@10 of the index against exact inner-product search over item_embeddings, "
+                            "on a sample of real user vectors, reaches the configured threshold (0.95).")
+def item_index_recall_at_10(context, config: IndexConfig, paths: TowerflowPaths, duckdb: DuckDBResource,
+                            mlflow: MlflowTracker):
+    with duckdb.get_connection() as con:  # a fixed pseudo-random sample of known users
+        sample = [r[0] for r in con.execute(
+            "SELECT user_id FROM (SELECT DISTINCT user_id FROM interaction_splits) ORDER BY hash(user_id), user_id "
+            "LIMIT $n", {"n": config.recall_sample}).fetchall()]
+    rec = load_recommender(duckdb, paths, users=sample)  # loads only what these users need
+    rows = np.arange(len(rec.users))
+    xq = rec.user_vectors(rows)
+    row_ids, _, xb = read_embeddings(paths.artifacts / "embeddings", items=False)
+    k = min(10, len(xb))
+    _, I = rec.index.search(xq, k)
+    _, I0 = exact_search(xb, row_ids, xq, k)
+    recall = recall_at_k(I, I0, k)
+    return check_result(context, mlflow, "item_index_recall_at_10", recall >= config.recall_threshold,
+                        {"recall_at_10": recall, "threshold": config.recall_threshold, "queries": len(rows),
+                         "index_type": rec.index.kind, "tombstones": len(rec.index.stale)})

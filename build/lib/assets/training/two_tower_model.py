@@ -1,0 +1,131 @@
+"""two_tower_model: train the towers on the train split, early-stop on valid NDCG@10, checkpoint."""
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets.config import TrainingConfig
+from assets.reporting import figures_metadata, md_table
+import assets.training._rank as _rank
+import assets.training._torchrun as _torchrun
+import models.retrieval.checkpoint as checkpoint
+import models.retrieval.data as retrieval_data
+import models.retrieval.distributed as distributed
+import models.retrieval.losses as losses
+import models.retrieval.towers as towers
+import models.retrieval.training as training
+from assets.training._torchrun import train_on_workers
+from assets.versions import WAREHOUSE_POOL, code_version
+from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
+from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+from models.retrieval.plots import training_curves
+from models.retrieval.towers import TowerConfig
+from models.retrieval.training import TrainConfig, config_dict, summary_metrics, train
+from orchestration.resources import MlflowTracker, TowerflowPaths
+
+
+def tower_config(cfg: TrainingConfig, shape: WarehouseShape) -> TowerConfig:
+    return tower_config_for(shape, item_buckets=cfg.item_buckets, user_buckets=cfg.user_buckets, dim=cfg.dim,
+                            hidden=cfg.hidden, history_len=cfg.history_len, encoder=cfg.encoder,
+                            id_dropout=cfg.id_dropout, use_content=cfg.use_content, recency=cfg.recency)
+
+
+def train_config(config: TrainingConfig) -> TrainConfig:
+    return TrainConfig(loss=config.loss, temperature=config.temperature, logq_correction=config.logq_correction,
+                       extra_negatives=config.extra_negatives, hard_negatives=config.hard_negatives,
+                       batch_size=config.batch_size, epochs=config.epochs, lr=config.lr, patience=config.patience,
+                       window_stride=config.window_stride, seed=config.seed, valid_users=config.valid_users,
+                       valid_every=config.valid_every, max_minutes=config.max_minutes)
+
+
+@dg.asset(deps=["vocabularies", "interaction_splits", "clean_items", "clean_interactions"],
+          kinds={"pytorch"}, owners=["team:recsys"], tags={"layer": "model"}, pool=WAREHOUSE_POOL,
+          code_version=code_version(__file__, _torchrun, _rank, training, towers, losses, retrieval_data, distributed,
+                                    checkpoint))
+def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, paths: TowerflowPaths,
+                    duckdb: DuckDBResource, mlflow: MlflowTracker,
+                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+    """A user/item tower pair trained with sampled softmax (in-batch + shared uniform + hard
+    negatives, logQ-corrected), checkpointed with its config and vocabulary fingerprint.
+
+    workers = 1 trains in this process. workers > 1 runs `torchrun --standalone --nproc-per-node
+    <workers> -m assets.training._rank` (PyTorch DDP, gloo) as an external process through
+    Dagster Pipes: the spec travels in the Pipes extras, rank 0 streams its log lines and one
+    message per validation check, writes the checkpoint and reports its result; this asset then
+    records it exactly as for one worker. To run the ranks in a Kubernetes pod instead (untested
+    here), swap the resource for dagster_k8s.PipesK8sClient and call
+    `pipes_k8s_client.run(context=context, image=<image with this repo>, command=["torchrun",
+    "--standalone", "--nproc-per-node", str(n), "-m", "models.retrieval.distributed"],
+    extras={"spec": spec}, base_pod_spec={...cpu requests, volumes...})`: the same module and
+    spec; the warehouse and the artifacts folder must be on a volume the pod mounts at the same
+    paths, and a failed pod surfaces through the client's own error (its log, not rank files).
+    """
+    root = paths.artifacts / "models"
+    with duckdb.get_connection() as con:
+        fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
+        tower = tower_config(config, WarehouseShape.read(con))
+        data = (load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
+                                    item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
+                if config.workers == 1 else None)
+    # closed: with several workers every rank opens the warehouse read-only, which DuckDB
+    # refuses while any process holds it open for writing
+    tcfg = train_config(config)
+    resume_from, init_state = None, None
+    if config.resume:
+        latest = read_manifest(root).get("latest")
+        if latest:
+            resume_from = root / latest
+            _, meta, init_state = load_checkpoint(resume_from, expected_fingerprint=fingerprint)
+            context.log.info(f"resuming from checkpoint {latest}")
+
+    def log_check(check: int, row: dict) -> None:
+        mlflow.log(context, "two_tower_model", {k: v for k, v in row.items() if k != "epoch"}, step=check)
+
+    if config.workers == 1:
+        context.log.info(f"training {tower.encoder} towers on {len(data.train):,} train rows, "
+                         f"{len(data.catalog):,} items, {len(data.valid):,} valid users")
+        result = train(data.catalog, data.train, tower, tcfg, valid=data.valid, log=context.log.info,
+                       on_epoch=log_check, init_state=init_state)
+        final = summary_metrics(result)
+        path = save_checkpoint(root, result.model, config_dict(tower, tcfg), fingerprint, metrics=final,
+                               optimizer_states=result.optimizer_states)
+        history, parallel = result.history, {"workers": 1}
+    else:
+        spec = {"database": duckdb.database, "duckdb_config": dict(duckdb.connection_config or {}),
+                "tower": tower.to_dict(), "train": config_dict(tower, tcfg)["train"], "checkpoint_root": str(root),
+                "fingerprint": fingerprint, "resume_from": str(resume_from) if resume_from else None}
+        out = train_on_workers(context, pipes_subprocess_client, config.workers, spec)
+        path, final, history = Path(out["checkpoint"]), out["metrics"], out["history"]
+        for row in history:  # the same per-check MLflow figures as one worker logs live
+            log_check(row["check"], row)
+        parallel = {k: out[k] for k in ("workers", "backend", "threads_per_rank", "ranks_identical",
+                                        "startup_seconds")}
+        if not out["ranks_identical"]:
+            context.log.warning(f"the ranks' weights differed after training: {out['differing_parameters']}")
+    return record_checkpoint(context, mlflow, root, path, config_dict(tower, tcfg), fingerprint, final, history,
+                             tower.encoder, parallel)
+
+
+def record_checkpoint(context: dg.AssetExecutionContext, mlflow: MlflowTracker, root: Path, path: Path, cfg: dict,
+                      fingerprint: str, final: dict, history: list[dict], encoder: str,
+                      parallel: dict) -> dg.MaterializeResult:
+    """After training, in this process however it trained: curves, the models manifest, MLflow
+    and the materialization's metadata."""
+    png = training_curves(history, path / "curves.png")
+    update_manifest(root, latest=path.name)
+    mlflow.log(context, "two_tower_model", {k: v for k, v in final.items() if isinstance(v, (int, float))},
+               params={"stopped_by": final.get("stopped_by"), "workers": parallel["workers"],
+                       **{f"tower.{k}": v for k, v in cfg["tower"].items()},
+                       **{f"train.{k}": v for k, v in cfg["train"].items()}, "vocabulary_fingerprint": fingerprint,
+                       "checkpoint": path.name},
+               artifacts=[path / "config.json", path / "model.pt", png], step=len(history))
+    epochs = [(r["epoch"], round(r["loss"], 4), round(r.get("valid_ndcg@10", float("nan")), 4),
+               round(r.get("valid_hr@10", float("nan")), 4), round(r["train_seconds"], 1),
+               round(r.get("eval_seconds", 0.0), 1)) for r in history]
+    return dg.MaterializeResult(metadata={
+        **figures_metadata({**final, **parallel, "checkpoint": str(path), "version": path.name, "encoder": encoder,
+                            "vocabulary_fingerprint": fingerprint},
+                           tables={"epochs": md_table(epochs, ("epoch", "loss", "valid NDCG@10", "valid HR@10", "train s", "valid s"))}),
+        "curves": dg.MetadataValue.path(str(png)),
+    })

@@ -1,0 +1,353 @@
+"""Tensors for training and evaluation, built once per run with NumPy (no per-example Python).
+
+- `Catalog`: every item (catalog rows + any item seen in interactions) with its hashed id,
+  category bag, title-token bag and numeric features, as tensors indexed by catalog position.
+- `TrainSet`: one row per train positive, with the user's previous L positives (left-padded)
+  and up to H of the user's negative-feedback items; `windows` marks rows that end a
+  window of transitions: the transformer trains on every position of such windows.
+- `EvalSet`: one target per user (valid or test), the history before it, and the items to
+  exclude from ranking (everything the user interacted with before the target split).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import torch
+
+from models.splits.vocab import Vocabulary
+
+YEAR_SUFFIX = re.compile(r"\(([0-9]{4})\)\s*$")
+TOKEN_SPLIT = re.compile(r"[^a-z0-9]+")
+_SALTS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
+_MULTS = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
+
+
+def title_tokens(title: str | None) -> list[str]:
+    """The tokenisation of sql/vocabularies.sql: lower-case, no "(1995)" suffix, alphanumeric runs >= 2."""
+    if not title:
+        return []
+    text = YEAR_SUFFIX.sub("", title.lower())
+    return [t for t in TOKEN_SPLIT.split(text) if len(t) >= 2]
+
+
+def hash_buckets(keys, n_hashes: int, buckets: int) -> np.ndarray:
+    """(N,) string ids -> (N, n_hashes) int64 buckets in 1..buckets-1 (0 is padding).
+
+    pandas' hash_array is a keyed SipHash with a fixed key: stable across processes, unlike
+    hash(); each hash function re-mixes it with its own salt and multiplier (splitmix64).
+    """
+    assert 1 <= n_hashes <= len(_SALTS), n_hashes
+    base = pd.util.hash_array(np.asarray(keys, dtype=object))  # (N,) uint64
+    out = np.empty((len(base), n_hashes), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        for k in range(n_hashes):
+            x = (base ^ np.uint64(_SALTS[k])) * np.uint64(_MULTS[k])
+            x ^= x >> np.uint64(31)
+            out[:, k] = (x % np.uint64(buckets - 1)).astype(np.int64) + 1
+    return out
+
+
+def title_token_lists(titles: pl.Series) -> pl.Series:
+    """`title_tokens` for a whole column at once (vectorised; the same tokens)."""
+    return (titles.str.to_lowercase().str.replace(YEAR_SUFFIX.pattern, "")
+            .str.extract_all(r"[a-z0-9]+").list.eval(pl.element().filter(pl.element().str.len_chars() >= 2))
+            .fill_null([]))
+
+
+def _encode_bags(bags: pl.Series, vocab: Vocabulary, width: int) -> np.ndarray:
+    """(N,) lists of keys -> (N, width) int64 vocabulary indices, the first `width` keys of each
+    list, 0-padded. Each distinct key is encoded once."""
+    n = len(bags)
+    flat = pl.DataFrame({"row": np.arange(n), "key": bags}).explode("key").drop_nulls("key")
+    flat = flat.with_columns(pl.int_range(pl.len()).over("row").alias("slot")).filter(pl.col("slot") < width)
+    out = np.zeros((n, width), dtype=np.int64)
+    if flat.height:
+        keys = flat.select(pl.col("key").unique())
+        keys = keys.with_columns(idx=pl.Series(vocab.encode(keys["key"].to_numpy().astype(object)), dtype=pl.Int64))
+        flat = flat.join(keys, on="key", how="left")
+        out[flat["row"].to_numpy(), flat["slot"].to_numpy()] = flat["idx"].to_numpy()
+    return out
+
+
+@dataclass
+class Catalog:
+    item_ids: np.ndarray  # (N,) object
+    id_hash: torch.Tensor  # (N + 1, n_hashes); the last row is padding (all zeros)
+    categories: torch.Tensor  # (N + 1, C)
+    tokens: torch.Tensor  # (N + 1, T)
+    numeric: torch.Tensor  # (N + 1, 2): (year - 2000) / 20, has_year
+    content_hash: np.ndarray | None = None  # (N,) object: clean_items.content_hash (None: no catalog row)
+
+    def __post_init__(self) -> None:
+        self._index = pd.Index(self.item_ids)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def index_of(self, keys) -> np.ndarray:
+        """Catalog positions of item ids; -1 where unknown."""
+        return self._index.get_indexer(pd.Series(keys, dtype=object))
+
+    def features(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gather features for catalog positions of any shape; -1 gives the padding row."""
+        i = torch.where(idx < 0, torch.full_like(idx, len(self)), idx)
+        return {"id_hash": self.id_hash[i], "categories": self.categories[i], "tokens": self.tokens[i],
+                "numeric": self.numeric[i]}
+
+    @classmethod
+    def build(cls, item_ids, titles, categories, years, category_vocab: Vocabulary, token_vocab: Vocabulary,
+              n_hashes: int, buckets: int, max_categories: int = 4, max_tokens: int = 8,
+              content_hash=None) -> "Catalog":
+        """Features of items from their ids, titles (str or None), category lists (or None)
+        and years (number or None); each may be a polars Series (fast) or a sequence."""
+        item_ids = np.asarray(item_ids, dtype=object)
+        n = len(item_ids)
+        cats = pl.Series(categories, dtype=pl.List(pl.String)).fill_null([])
+        titles = pl.Series(titles, dtype=pl.String)
+        cat_idx = _encode_bags(cats, category_vocab, max_categories)
+        tok_idx = _encode_bags(title_token_lists(titles), token_vocab, max_tokens)
+        years = pd.to_numeric(pd.Series(years, dtype=object), errors="coerce").to_numpy(float)
+        has_year = ~np.isnan(years)
+        numeric = np.stack([np.where(has_year, (years - 2000.0) / 20.0, 0.0), has_year.astype(float)], axis=1)
+
+        def with_pad(a: np.ndarray, dtype) -> torch.Tensor:
+            return torch.as_tensor(np.concatenate([a, np.zeros((1, a.shape[1]), a.dtype)]), dtype=dtype)
+
+        return cls(item_ids, with_pad(hash_buckets(item_ids, n_hashes, buckets), torch.long),
+                   with_pad(cat_idx, torch.long), with_pad(tok_idx, torch.long),
+                   with_pad(numeric.astype(np.float32), torch.float32),
+                   None if content_hash is None else np.asarray(content_hash, dtype=object))
+
+
+@dataclass
+class TrainSet:
+    user_keys: np.ndarray  # (U,) object, user code = position
+    user_hash: torch.Tensor  # (U, n_hashes)
+    user: torch.Tensor  # (n,) user code of each train positive
+    target: torch.Tensor  # (n,) catalog position
+    history: torch.Tensor  # (n, L) previous positives, left-padded with -1
+    from_end: torch.Tensor  # (n,) how many of the user's train positives come after this row
+    hard: torch.Tensor  # (U, H) the user's negative-feedback items, -1 padded
+    item_counts: torch.Tensor  # (N,) train positives per catalog item
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def windows(self, stride: int) -> torch.Tensor:
+        """Rows ending a window: every `stride`-th row counting back from each user's last one
+        (stride = L: non-overlapping windows; smaller: overlapping, more steps per epoch)."""
+        return torch.nonzero(self.from_end % stride == 0).flatten()
+
+
+@dataclass
+class EvalSet:
+    name: str
+    user_keys: np.ndarray  # (E,)
+    user_hash: torch.Tensor  # (E, n_hashes)
+    history: torch.Tensor  # (E, L)
+    target: torch.Tensor  # (E,)
+    seen_rows: np.ndarray  # (S,) row in this set, ascending
+    seen_items: np.ndarray  # (S,) catalog position to exclude
+
+    def __post_init__(self) -> None:
+        assert (np.diff(self.seen_rows) >= 0).all(), "seen_rows must be sorted"
+        self._bounds = np.searchsorted(self.seen_rows, np.arange(len(self.target) + 1))
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def seen_of(self, rows) -> list[np.ndarray]:
+        """The catalog positions each of `rows` already interacted with."""
+        return [self.seen_items[self._bounds[r]: self._bounds[r + 1]] for r in rows]
+
+    def sample(self, n: int, seed: int = 0) -> "EvalSet":
+        """A seeded sample of n users (all of them when n is 0 or covers the set), in row order."""
+        if not n or n >= len(self):
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        counts = self._bounds[rows + 1] - self._bounds[rows]
+        take = np.concatenate([np.arange(self._bounds[r], self._bounds[r + 1]) for r in rows]) if counts.sum() \
+            else np.empty(0, np.int64)
+        return EvalSet(f"{self.name} (sample of {n:,})", self.user_keys[rows], self.user_hash[rows],
+                       self.history[rows], self.target[rows], np.repeat(np.arange(n), counts), self.seen_items[take])
+
+
+def _histories(codes: np.ndarray, items: np.ndarray, L: int) -> np.ndarray:
+    """For rows sorted by (user, time): the previous L items of the same user, left-padded -1.
+
+    (n,) -> (n, L) by one gather: row k reads rows k-L..k-1, masked where the user differs.
+    """
+    n = len(items)
+    back = np.arange(L, 0, -1)  # L..1: column L-1 is the previous row
+    src = np.arange(n)[:, None] - back[None, :]  # (n, L)
+    ok = src >= 0
+    src_c = np.clip(src, 0, None)
+    ok &= codes[src_c] == codes[:, None]
+    return np.where(ok, items[src_c], -1)
+
+
+def build_train_set(train: pd.DataFrame, negatives: pd.DataFrame, catalog: Catalog, *, history_len: int,
+                    n_hashes: int, user_buckets: int, max_hard: int = 8) -> TrainSet:
+    """train: user_id, item_id, ts (positives); negatives: user_id, item_id, ts (negative feedback)."""
+    df = train.sort_values(["user_id", "ts", "item_id"], kind="stable").reset_index(drop=True)
+    codes, user_keys = pd.factorize(df["user_id"], sort=True)
+    items = catalog.index_of(df["item_id"])
+    if (items < 0).any():
+        missing = df["item_id"][items < 0].iloc[0]
+        raise ValueError(f"train item {missing!r} is not in the catalog")
+    hist = _histories(codes, items, history_len)
+    from_end = df.groupby(codes).cumcount(ascending=False).to_numpy()
+    hard = np.full((len(user_keys), max_hard), -1, dtype=np.int64)
+    if max_hard and len(negatives):
+        neg = negatives.assign(code=pd.Index(user_keys).get_indexer(negatives["user_id"]),
+                               item=catalog.index_of(negatives["item_id"]))
+        neg = neg[(neg.code >= 0) & (neg.item >= 0)].sort_values(["code", "ts"], ascending=[True, False])
+        neg = neg.assign(k=neg.groupby("code").cumcount()).query("k < @max_hard")
+        hard[neg["code"].to_numpy(), neg["k"].to_numpy()] = neg["item"].to_numpy()
+    counts = np.bincount(items, minlength=len(catalog))
+    return TrainSet(np.asarray(user_keys, dtype=object),
+                    torch.as_tensor(hash_buckets(np.asarray(user_keys, dtype=object), n_hashes, user_buckets)),
+                    torch.as_tensor(codes, dtype=torch.long), torch.as_tensor(items, dtype=torch.long),
+                    torch.as_tensor(hist, dtype=torch.long), torch.tensor(from_end, dtype=torch.long),
+                    torch.as_tensor(hard), torch.as_tensor(counts, dtype=torch.long))
+
+
+def build_eval_set(name: str, known: pd.DataFrame, targets: pd.DataFrame, catalog: Catalog, *,
+                   history_len: int, n_hashes: int, user_buckets: int) -> EvalSet:
+    """known: the pairs before the target split (history and exclusions); targets: one per user."""
+    known = known.sort_values(["user_id", "ts", "item_id"], kind="stable")
+    tg = targets.sort_values("user_id").drop_duplicates("user_id", keep="last").reset_index(drop=True)
+    users = pd.Index(tg["user_id"])
+    k_code = users.get_indexer(known["user_id"])
+    k_item = catalog.index_of(known["item_id"])
+    keep = (k_code >= 0) & (k_item >= 0)
+    k_code, k_item = k_code[keep], k_item[keep]
+    # the last L known items per user, left-padded: position from the end of each user's run
+    order = np.lexsort((np.arange(len(k_code)), k_code))
+    k_code, k_item = k_code[order], k_item[order]
+    from_end = pd.Series(k_code).groupby(k_code).cumcount(ascending=False).to_numpy()
+    hist = np.full((len(users), history_len), -1, dtype=np.int64)
+    sel = from_end < history_len
+    hist[k_code[sel], history_len - 1 - from_end[sel]] = k_item[sel]
+    return EvalSet(name, np.asarray(users, dtype=object),
+                   torch.as_tensor(hash_buckets(np.asarray(users, dtype=object), n_hashes, user_buckets)),
+                   torch.as_tensor(hist), torch.as_tensor(catalog.index_of(tg["item_id"]), dtype=torch.long),
+                   k_code.astype(np.int64), k_item.astype(np.int64))
+
+
+def _vocab_or_empty(con, name: str) -> Vocabulary:
+    try:
+        return Vocabulary.from_duckdb(con, name)
+    except ValueError:
+        nb = con.execute("SELECT num_buckets FROM vocabulary_info").fetchall()[0][0]
+        return Vocabulary(name, np.array([], dtype=object), np.array([], dtype=np.int64), int(nb))
+
+
+@dataclass
+class Datasets:
+    catalog: Catalog
+    train: TrainSet
+    valid: EvalSet
+    test: EvalSet
+    category_vocab: Vocabulary
+    token_vocab: Vocabulary
+
+
+# every item the model can be asked about: catalog rows and items seen in the splits
+CATALOG_SQL = """SELECT item_id, i.title, i.categories, i.year, i.content_hash
+                 FROM (SELECT item_id FROM clean_items UNION SELECT DISTINCT item_id FROM interaction_splits)
+                 LEFT JOIN clean_items i USING (item_id)"""
+
+
+def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[Catalog, Vocabulary, Vocabulary]:
+    """Every item (catalog rows and items seen in the splits) with its features, ordered by id;
+    `only` (item ids) restricts it to those items."""
+    cat_vocab, tok_vocab = _vocab_or_empty(con, "category"), _vocab_or_empty(con, "title_token")
+    if only is None:
+        items = pl.from_arrow(con.sql(f"{CATALOG_SQL} ORDER BY item_id").to_arrow_table())
+    else:
+        wanted = pd.DataFrame({"item_id": pd.Series(list(only), dtype=object)})  # noqa: F841 (read by DuckDB)
+        items = pl.from_arrow(con.sql(f"SELECT * FROM ({CATALOG_SQL}) WHERE item_id IN "
+                                          "(SELECT item_id FROM wanted) ORDER BY item_id").to_arrow_table())
+    catalog = Catalog.build(items["item_id"].to_numpy().astype(object), items["title"], items["categories"],
+                            items["year"].to_numpy(), cat_vocab, tok_vocab, n_hashes, item_buckets,
+                            content_hash=items["content_hash"].to_list())
+    return catalog, cat_vocab, tok_vocab
+
+
+def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: int, user_buckets: int,
+                        max_hard: int = 8) -> Datasets:
+    """Catalog, train rows and valid/test sets from the DuckDB tables the data assets built."""
+    catalog, cat_vocab, tok_vocab = load_catalog(con, n_hashes=n_hashes, item_buckets=item_buckets)
+    pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits "
+                        "WHERE split IN ('train', 'valid', 'test')").df()
+    # negative feedback strictly before the user's first valid/test pair: no peeking at the future
+    negatives = con.execute(
+        """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
+           LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
+                      WHERE split IN ('valid', 'test') GROUP BY user_id) e USING (user_id)
+           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)""").df()
+    train = pairs[pairs.split == "train"]
+    kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets)
+    train_set = build_train_set(train, negatives, catalog, max_hard=max_hard, **kw)
+    valid = build_eval_set("valid", train, pairs[pairs.split == "valid"], catalog, **kw)
+    test = build_eval_set("test", pairs[pairs.split.isin(["train", "valid"])], pairs[pairs.split == "test"], catalog, **kw)
+    return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab)
+
+
+# pairs of the users named in the `wanted_users` frame (DuckDB reads it from the caller's scope)
+_SOME_USERS = "SELECT user_id, item_id, ts FROM interaction_splits WHERE user_id IN (SELECT user_id FROM wanted_users)"
+
+
+def load_serving_users(con, catalog: Catalog, *, history_len: int, n_hashes: int, user_buckets: int,
+                       only=None) -> EvalSet:
+    """Every known user (or the known ones among `only`) with their latest history over all
+    positive pairs (any split) and everything they interacted with as the items to exclude;
+    `target` is unused."""
+    if only is None:
+        pairs = con.execute("SELECT user_id, item_id, ts FROM interaction_splits").df()
+    else:
+        wanted_users = pd.DataFrame({"user_id": pd.Series(list(only), dtype=object)})  # noqa: F841 (DuckDB)
+        pairs = con.execute(_SOME_USERS).df()
+    last = pairs.sort_values("ts").drop_duplicates("user_id", keep="last")
+    return build_eval_set("serving", pairs, last, catalog, history_len=history_len, n_hashes=n_hashes,
+                          user_buckets=user_buckets)
+
+
+def items_of_users(con, users) -> list:
+    """The items the given users interacted with (what their histories and exclusions need)."""
+    wanted_users = pd.DataFrame({"user_id": pd.Series(list(users), dtype=object)})  # noqa: F841 (DuckDB)
+    return [r[0] for r in con.execute(f"SELECT DISTINCT item_id FROM ({_SOME_USERS})").fetchall()]
+
+
+@dataclass(frozen=True)
+class WarehouseShape:
+    """The sizes a tower config is built from, read from the warehouse the data assets built."""
+
+    n_items: int  # catalog rows and items seen in the splits (CATALOG_SQL: what the model can be asked about)
+    n_users: int  # distinct users in the splits
+    n_categories: int  # category vocabulary rows (padding + buckets + known)
+    n_tokens: int  # title-token vocabulary rows
+
+    @classmethod
+    def read(cls, con) -> "WarehouseShape":
+        n_items = con.execute(f"SELECT count(*) FROM ({CATALOG_SQL})").fetchall()[0][0]
+        n_users = con.execute("SELECT count(DISTINCT user_id) FROM interaction_splits").fetchall()[0][0]
+        sizes = dict(con.execute("SELECT vocabulary, max(idx) + 1 FROM vocabularies GROUP BY 1").fetchall())
+        nb = con.execute("SELECT num_buckets FROM vocabulary_info").fetchall()[0][0]
+        return cls(int(n_items), int(n_users), int(sizes.get("category", nb + 1)), int(sizes.get("title_token", nb + 1)))
+
+
+def tower_config_for(shape: WarehouseShape, *, item_buckets: int = 0, user_buckets: int = 0, **fields):
+    """A TowerConfig sized for the warehouse: id tables of 2x the items / users (two hashes make
+    a full collision rare; at least 1,024 rows) unless given, vocabulary sizes from the tables."""
+    from models.retrieval.towers import TowerConfig
+
+    return TowerConfig(item_buckets=item_buckets or max(1024, 2 * shape.n_items + 1),
+                       user_buckets=user_buckets or max(1024, 2 * shape.n_users + 1),
+                       n_categories=shape.n_categories, n_tokens=shape.n_tokens, **fields)

@@ -1,0 +1,263 @@
+"""Training: tensorised batches, AdamW (+ SparseAdam for the id tables), clipping, early stopping
+on validation NDCG@10, seeded. A non-finite loss raises `TrainingDiverged`; nothing is kept."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from models.progress import Progress
+from models.retrieval.data import Catalog, EvalSet, TrainSet
+from models.retrieval.evaluation import evaluate_model
+from models.retrieval.losses import bpr, info_nce
+from models.retrieval.towers import TowerConfig, TwoTower
+
+LOSSES = ("infonce", "bpr")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops and no checkpoint is promoted."""
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "infonce"  # infonce | bpr
+    temperature: float = 0.05  # softmax temperature over cosine scores
+    logq_correction: bool = True  # subtract log q_j: popular items are not over-penalised
+    extra_negatives: int = 512  # uniform negatives shared by the batch (mixed negative sampling)
+    hard_negatives: bool = True  # the user's negative-feedback items in the denominator
+    batch_size: int = 256
+    epochs: int = 30
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    patience: int = 3  # epochs without a better validation NDCG@10 before stopping
+    max_positions: int = 4096  # transformer: positions per step in the (P, P) softmax
+    window_stride: int = 10  # transformer: rows between window ends (0 = history_len, no overlap)
+    seed: int = 0
+    valid_users: int = 5_000  # early stopping ranks a seeded sample of this many validation users (0 = all)
+    valid_every: int = 1_000_000  # training examples between validations (0 = once per epoch)
+    max_minutes: float = 10.0  # stop training after this long (0 = no limit), keeping the best weights so far
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+
+
+@dataclass
+class TrainResult:
+    model: TwoTower
+    best_epoch: int
+    best_valid: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)  # one dict per epoch
+    steps: int = 0
+    seconds: float = 0.0
+    examples: int = 0
+    stopped_by: str = ""  # early_stopping | max_epochs | time_budget | max_steps
+    epochs: float = 0.0  # passes over the training rows (fractional when stopped inside an epoch)
+
+
+def _log_q(train: TrainSet, n_items: int, batch: int, extra: int) -> torch.Tensor:
+    """log q_j of the candidate mixture: batch rows drawn by popularity, `extra` uniform."""
+    p = (train.item_counts.double() + 1.0) / (train.item_counts.sum().double() + n_items)
+    q = (batch * p + extra / n_items) / (batch + extra)
+    return q.log().float()
+
+
+def make_optimizers(model: TwoTower, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    opts = [torch.optim.AdamW(model.dense_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    if model.sparse_parameters():
+        opts.append(torch.optim.SparseAdam(model.sparse_parameters(), lr=cfg.lr))
+    return opts
+
+
+def optimizer_step(model: TwoTower, opts: list[torch.optim.Optimizer], loss: torch.Tensor, clip_norm: float) -> None:
+    """Backward, clip the dense gradients (sparse id-table gradients are not clipped), step."""
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.dense_parameters(), clip_norm)
+    for o in opts:
+        o.step()
+
+
+def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.Tensor, cfg: TrainConfig,
+               log_q: torch.Tensor, gen: torch.Generator, share: Callable | None = None) -> torch.Tensor:
+    """Loss for one batch of train rows (indices into `train`). `share` (data parallel, see
+    models.retrieval.distributed) maps this rank's positives (v_pos, pos) to the whole global
+    batch's and the offset of this rank's rows in it, so in-batch negatives span every rank."""
+    tc = model.cfg
+    user = train.user[rows]
+    uh = train.user_hash[user]  # (B, n_hashes)
+    if tc.encoder == "transformer":
+        # every position of the window predicts its next item
+        hist = train.history[rows]  # (B, L)
+        nxt = torch.cat([hist[:, 1:], train.target[rows, None]], dim=1)  # (B, L)
+        valid = (hist >= 0) & (nxt >= 0)
+        u_all = model.users(catalog, uh, hist, all_positions=True)  # (B, L, D)
+        u = u_all[valid]  # (P, D)
+        pos = nxt[valid]  # (P,)
+        hard_ids = train.hard[user[:, None].expand_as(hist)[valid]] if cfg.hard_negatives else None  # (P, H)
+        cap = cfg.max_positions
+        if len(pos) > cap:  # bound the (P, P) logits
+            keep = torch.randperm(len(pos), generator=gen)[:cap]
+            u, pos = u[keep], pos[keep]
+            hard_ids = hard_ids[keep] if hard_ids is not None else None
+    else:
+        hist = train.history[rows]
+        u = model.users(catalog, uh, hist)  # (B, D)
+        pos = train.target[rows]
+        hard_ids = train.hard[user] if cfg.hard_negatives else None
+    v_pos = model.item(catalog.features(pos))  # (P, D)
+    if cfg.loss == "bpr":
+        neg = torch.randint(0, len(catalog), pos.shape, generator=gen)
+        return bpr(u, v_pos, model.item(catalog.features(neg)))
+    extra = {}
+    if cfg.extra_negatives:
+        ids = torch.randint(0, len(catalog), (cfg.extra_negatives,), generator=gen)
+        extra = {"v_extra": model.item(catalog.features(ids)), "extra_ids": ids,
+                 "extra_log_q": log_q[ids] if cfg.logq_correction else None}
+    if hard_ids is not None and (hard_ids >= 0).any():
+        extra.update(v_hard=model.item(catalog.features(hard_ids)), hard_ids=hard_ids)
+    offset = 0
+    if share is not None:
+        v_pos, pos, offset = share(v_pos, pos)  # (C, D), (C,): padding ids are -1, masked in info_nce
+    return info_nce(u, v_pos, pos, temperature=cfg.temperature,
+                    log_q=log_q[pos] if cfg.logq_correction else None, row_offset=offset, **extra)
+
+
+def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainConfig, *,
+          valid: EvalSet | None = None, log: Callable[[str], None] = print,
+          on_epoch: Callable[[int, dict], None] | None = None,
+          init_state: dict | None = None, parallel=None) -> TrainResult:
+    """Train a TwoTower; keeps the weights of the best validation NDCG@10 epoch. `parallel`
+    (models.retrieval.distributed.DataParallel) trains one rank of a torchrun process group."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = TwoTower(tower)
+    opts = make_optimizers(model, cfg)
+    if init_state is not None:  # resume
+        model.load_state_dict(init_state["model"])
+        for o, s in zip(opts, init_state.get("optimizers", [])):
+            o.load_state_dict(s)
+    rows_all = (train_set.windows(cfg.window_stride or tower.history_len) if tower.encoder == "transformer"
+                else torch.arange(len(train_set)))
+    if len(rows_all) == 0:
+        raise ValueError("no training rows: the train split is empty")
+    log_q = _log_q(train_set, len(catalog), cfg.batch_size, cfg.extra_negatives)
+    # data parallel: this rank's share of each global batch, validation sharded over the ranks and
+    # the time budget on rank 0's clock, so that every rank takes the same decisions
+    if parallel is not None:
+        step, evaluate, agree = parallel.wrap(model, catalog, train_set, cfg, log_q, gen), parallel.evaluate, parallel.agree
+    else:
+        step, evaluate, agree = lambda rows: train_step(model, catalog, train_set, rows, cfg, log_q, gen), evaluate_model, bool
+    if valid is not None and len(valid):
+        valid = valid.sample(cfg.valid_users, cfg.seed)
+        log(f"early stopping on validation NDCG@10 over {len(valid):,} users x {len(catalog):,} items")
+    n_rows = len(rows_all)
+    every = cfg.valid_every or n_rows  # examples between validations (and early-stopping checks)
+    result = TrainResult(model, best_epoch=-1)
+    best_score, best_state, bad_checks = -math.inf, None, 0
+    t0 = time.perf_counter()
+    period = {"losses": [], "examples": 0, "t": time.perf_counter()}
+
+    def check(epoch_float: float) -> bool:
+        """Close a validation period: record it, keep the best weights; True = stop early."""
+        nonlocal best_score, best_state, bad_checks
+        row = {"check": len(result.history), "epoch": round(epoch_float, 3), "examples": result.examples,
+               "loss": float(np.mean(period["losses"])) if period["losses"] else float("nan"),
+               "train_seconds": time.perf_counter() - period["t"]}
+        if valid is not None and len(valid):
+            te = time.perf_counter()
+            ev = evaluate(model, catalog, valid, ks=(10,), coverage=False, log=log)
+            row.update({f"valid_{k}": v for k, v in ev.items() if k != "users"})
+            row["eval_seconds"] = time.perf_counter() - te
+            model.train()
+        result.history.append(row)
+        score = row.get("valid_ndcg@10", -row["loss"])
+        log(f"epoch {row['epoch']:g}: loss {row['loss']:.4f}"
+            + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in row else "")
+            + f" ({row['train_seconds']:.1f}s training"
+            + (f", {row['eval_seconds']:.1f}s validation)" if "eval_seconds" in row else ")"))
+        if on_epoch:
+            on_epoch(row["check"], row)
+        period.update(losses=[], examples=0, t=time.perf_counter())
+        if score > best_score:
+            best_score, bad_checks = score, 0
+            best_state = copy.deepcopy(model.state_dict())
+            result.best_epoch, result.best_valid = row["epoch"], {k: v for k, v in row.items() if k.startswith("valid_")}
+            return False
+        bad_checks += 1
+        if bad_checks >= cfg.patience:
+            log(f"early stop: no better validation NDCG@10 for {cfg.patience} checks; best at epoch {result.best_epoch:g}")
+            result.stopped_by = "early_stopping"
+            return True
+        return False
+
+    steps_per_epoch = math.ceil(n_rows / cfg.batch_size)
+    stop = False
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = rows_all[torch.randperm(n_rows, generator=gen)]
+        progress = Progress(f"epoch {epoch}", steps_per_epoch, "steps", log)
+        for s in range(0, n_rows, cfg.batch_size):
+            rows = perm[s: s + cfg.batch_size]
+            if len(rows) < 2:
+                continue
+            loss = step(rows)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
+                                       "lower the learning rate or raise the temperature; nothing was saved")
+            optimizer_step(model, opts, loss, cfg.clip_norm)
+            period["losses"].append(loss.item())
+            period["examples"] += len(rows)
+            result.steps += 1
+            result.examples += len(rows)
+            progress.update()
+            if cfg.max_steps and result.steps >= cfg.max_steps:
+                result.stopped_by = "max_steps"
+            elif cfg.max_minutes and agree(time.perf_counter() - t0 >= 60 * cfg.max_minutes):
+                result.stopped_by = "time_budget"
+                log(f"time budget of {cfg.max_minutes:g} minutes reached at epoch {epoch + (s + len(rows)) / n_rows:.2f}")
+            if result.stopped_by:
+                stop = True
+                break
+            if period["examples"] >= every and s + len(rows) < n_rows:  # a check inside the epoch
+                if check(epoch + (s + len(rows)) / n_rows):
+                    stop = True
+                    break
+        if stop:
+            if period["examples"]:
+                check(epoch + min(1.0, (s + len(rows)) / n_rows))
+            break
+        if check(epoch + 1.0):
+            break
+    result.stopped_by = result.stopped_by or ("early_stopping" if len(result.history) and bad_checks >= cfg.patience
+                                              else "max_epochs")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - t0
+    result.epochs = result.examples / n_rows
+    result.optimizer_states = [o.state_dict() for o in opts]
+    return result
+
+
+def config_dict(tower: TowerConfig, cfg: TrainConfig) -> dict:
+    return {"tower": tower.to_dict(), "train": asdict(cfg)}
+
+
+def summary_metrics(result: TrainResult) -> dict:
+    """The figures a checkpoint, MLflow and the asset's metadata record for one training run."""
+    return {"best_epoch": result.best_epoch, "checks": len(result.history), "stopped_by": result.stopped_by,
+            "epochs_run": round(result.epochs, 3), "steps": result.steps,
+            "train_seconds": round(result.seconds, 2),
+            "examples_per_second": round(result.examples / max(result.seconds, 1e-9), 1),
+            **{k: round(v, 5) for k, v in result.best_valid.items()}}

@@ -1,0 +1,19 @@
+"""The whole data half without Dagster, for tests and benchmarks: landing files -> raw, clean,
+split and vocabulary tables, running exactly the steps the assets run."""
+
+from __future__ import annotations
+
+from models.clean.cleaning import clean_events, clean_items
+from models.ingest.landing import EVENTS, ITEMS, ingest_folder
+from models.splits.build import build_splits, build_vocabularies
+
+
+def build_warehouse(con, landing, *, cleaning: dict, splits: dict, vocabulary: dict) -> str:
+    """Every data step with the given SQL parameters (`assets.config.default_warehouse_params()`
+    gives the graph's defaults); returns the vocabulary fingerprint."""
+    ingest_folder(con, landing, EVENTS, log=lambda m: None)
+    ingest_folder(con, landing, ITEMS, log=lambda m: None)
+    clean_events(con, cleaning)
+    clean_items(con, cleaning)
+    build_splits(con, splits)
+    return build_vocabularies(con, vocabulary)[1]

@@ -1,0 +1,203 @@
+"""The `towerflow` command: bring data into the landing folder and look at what the graph made.
+
+    towerflow generate [--users N --items N --events N --dirty-share F --seed S]
+    towerflow import-movielens PATH
+    towerflow status
+    towerflow quarantine [--reason CODE] [-n 20]
+    towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
+    towerflow similar --item ID [-k 10] [--format table|csv|json]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from orchestration.resources import towerflow_home
+
+
+def _fail(message: str) -> None:
+    click.echo(f"towerflow: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(help="towerflow: raw interaction logs to a served two-tower retrieval model.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Write a seeded synthetic dataset in the raw contract into $TOWERFLOW_HOME/landing/.")
+@click.option("--users", default=3000, show_default=True, help="Number of users.")
+@click.option("--items", default=2000, show_default=True, help="Number of catalog items.")
+@click.option("--events", default=150_000, show_default=True, help="Number of event rows.")
+@click.option("--clusters", default=16, show_default=True, help="Latent taste clusters.")
+@click.option("--files", "n_files", default=3, show_default=True, help="Event files (CSV, JSONL.gz, Parquet in turn).")
+@click.option("--dirty-share", default=0.01, show_default=True, help="Share of deliberately bad rows.")
+@click.option("--days", default=180, show_default=True, help="Length of the event window in days.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Landing folder (default: $TOWERFLOW_HOME/landing).")
+def generate(users, items, events, clusters, n_files, dirty_share, days, seed, out) -> None:
+    from models.sources.synthetic import generate as run
+
+    if min(users, items, events, clusters, n_files) < 1:
+        _fail("--users, --items, --events, --clusters and --files must be at least 1")
+    if not 0 <= dirty_share < 1:
+        _fail(f"--dirty-share must be in [0, 1), got {dirty_share}")
+    out = out or towerflow_home() / "landing"
+    summary = run(out, n_users=users, n_items=items, n_events=events, n_clusters=clusters, n_files=n_files,
+                  dirty_share=dirty_share, days=days, seed=seed, log=click.echo)
+    click.echo(f"wrote {summary.get('total_rows', events):,} event rows and {items:,} items to {out}")
+
+
+@main.command("import-movielens", help="Convert MovieLens (ml-1m .dat or ml-latest .csv) into the landing folder.")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Landing folder (default: $TOWERFLOW_HOME/landing).")
+def import_movielens(path: Path, out: Path | None) -> None:
+    from models.sources.movielens import import_movielens as run
+
+    out = out or towerflow_home() / "landing"
+    try:
+        counts = run(path, out, log=click.echo)
+    except ValueError as e:
+        _fail(str(e))
+    click.echo(f"imported {counts} into {out}")
+
+
+def _connect():
+    import duckdb
+
+    db = towerflow_home() / "warehouse.duckdb"
+    if not db.exists():
+        _fail(f"no warehouse at {db}: run `make demo` or "
+              "`dagster asset materialize -m orchestration.definitions --select '*'` first")
+    try:
+        return duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as e:
+        _fail(f"cannot open {db} ({str(e).splitlines()[0]}); is a Dagster run writing to it?")
+
+
+def _table(rows, header) -> str:
+    rows = [tuple("" if v is None else str(v) for v in r) for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)])
+
+
+def _exists(con, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = $t",
+                            {"t": table}).fetchall()[0][0])
+
+
+@main.command(help="Row counts of every table the graph built, quarantine reasons and splits.")
+def status() -> None:
+    con = _connect()
+    tables = ["raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
+              "quarantined_items", "interaction_splits", "vocabularies"]
+    rows = [(t, f"{con.execute(f'SELECT count(*) FROM {t}').fetchall()[0][0]:,}" if _exists(con, t) else "not built")
+            for t in tables]
+    click.echo(_table(rows, ("table", "rows")))
+    if _exists(con, "ingested_files"):
+        files = con.execute("""SELECT path, status, rows_loaded, parse_errors, reader, coalesce(message, '')
+                               FROM ingested_files WHERE status <> 'superseded' ORDER BY kind, path""").fetchall()
+        click.echo("\n" + _table(files, ("file", "status", "rows", "unparseable", "reader", "message")))
+    if _exists(con, "quarantined_events"):
+        reasons = con.execute("SELECT reason, count(*) FROM quarantined_events GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        click.echo("\n" + _table(reasons, ("quarantine reason", "rows")))
+    if _exists(con, "interaction_splits"):
+        splits = con.execute("""SELECT split, count(*), count(DISTINCT user_id), count(DISTINCT item_id)
+                                FROM interaction_splits GROUP BY 1 ORDER BY 1""").fetchall()
+        click.echo("\n" + _table(splits, ("split", "pairs", "users", "items")))
+
+
+@main.command(help="Show quarantined event rows with file, line, reason and raw text.")
+@click.option("--reason", default=None, help="Only this reason code.")
+@click.option("-n", "limit", default=20, show_default=True)
+def quarantine(reason: str | None, limit: int) -> None:
+    con = _connect()
+    if not _exists(con, "quarantined_events"):
+        _fail("quarantined_events is not built yet")
+    rows = con.execute(
+        """SELECT source_file, line, reason,
+                  left(coalesce(raw_line, concat_ws(',', event_id, user_id, item_id, event_type, timestamp_raw, value_raw)), 80)
+           FROM quarantined_events WHERE $r IS NULL OR reason = $r ORDER BY source_file, line LIMIT $n""",
+        {"r": reason, "n": limit}).fetchall()
+    click.echo(_table(rows, ("file", "line", "reason", "raw")))
+
+
+def _recommender(users: list[str], threads: int | None = 1):
+    """A Recommender loaded for `users` only: starts in about a second whatever the catalog size."""
+    from models.serving.recommender import Recommender, ServingError
+
+    con = _connect()
+    try:
+        return Recommender(con, towerflow_home() / "artifacts", threads=threads, users=users)
+    except (ServingError, ValueError) as e:  # VocabularyMismatch is a ValueError
+        _fail(str(e))
+    finally:
+        con.close()
+
+
+def _emit(rows: list[tuple], header: tuple[str, ...], fmt: str) -> None:
+    import csv
+    import json
+    import sys as _sys
+
+    if fmt == "csv":
+        w = csv.writer(_sys.stdout, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    elif fmt == "json":
+        click.echo(json.dumps([dict(zip(header, r)) for r in rows], indent=1))
+    else:
+        click.echo(_table([tuple(f"{v:.4f}" if isinstance(v, float) else v for v in r) for r in rows], header))
+
+
+FORMATS = click.Choice(["table", "csv", "json"])
+
+
+@main.command(help="Top-k items for users from the promoted model and its index; seen items excluded.")
+@click.option("--user", "users", multiple=True, help="A user id (repeatable).")
+@click.option("--users-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file with one user id per line.")
+@click.option("--sample", default=0, type=click.IntRange(0, 1000), help="Also the first N known users (a demo).")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def recommend(users, users_file, sample, k, fmt) -> None:
+    ids = list(users)
+    if users_file:
+        ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+    if not ids and not sample:
+        _fail("give at least one --user ID, a --users-file or --sample N")
+    if sample:
+        con = _connect()
+        ids += [r[0] for r in con.execute("SELECT DISTINCT user_id FROM interaction_splits ORDER BY 1 LIMIT $n",
+                                          {"n": sample}).fetchall()]
+        con.close()
+    rec = _recommender(ids, threads=1 if len(ids) <= 64 else None)  # one thread for a few users
+    rows = rec.recommend(ids, k)
+    for u in dict.fromkeys(r[0] for r in rows if r[4]):
+        click.echo(f"towerflow: unknown user {u!r}: popular items instead (fallback)", err=True)
+    header = ("user_id", "rank", "item_id", "score") if fmt == "csv" else ("user_id", "rank", "item_id", "score", "fallback")
+    _emit([r[:4] if fmt == "csv" else r for r in rows], header, fmt)
+
+
+@main.command(help="Items closest to an item in the index.")
+@click.option("--item", required=True, help="An item id.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def similar(item, k, fmt) -> None:
+    from models.serving.recommender import ServingError
+
+    try:
+        rows = _recommender([]).similar(item, k)
+    except ServingError as e:
+        _fail(str(e))
+    _emit(rows, ("item_id", "rank", "similar_item_id", "score"), fmt)
+
+
+if __name__ == "__main__":
+    main()

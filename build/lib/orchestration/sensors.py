@@ -1,0 +1,76 @@
+"""Sensors on the landing folders.
+
+- `new_items_sensor`: a new or changed file in landing/items/ requests
+  `incremental_item_embedding_job` (ingest and clean the catalog, embed only new or changed
+  items with the current checkpoint, upsert them into the index; no retraining). The cursor
+  holds every file's (size, mtime), and the run key is derived from the new files, so the
+  same file never triggers twice.
+- `new_events_sensor`: a new or changed file in landing/events/ records an observation of
+  `landing_events` with a new data version, which marks `raw_events` (and, once re-ingested,
+  everything downstream) stale; the retrain schedule picks it up.
+"""
+
+import hashlib
+import json
+
+import dagster as dg
+
+from assets.ingest.sources import fingerprint, landing_files
+from models.retrieval.checkpoint import champion_version
+from orchestration.jobs import incremental_item_embedding_job
+from orchestration.resources import TowerflowPaths
+
+
+def _new_files(context, folder) -> tuple[dict, dict]:
+    seen = json.loads(context.cursor) if context.cursor else {}
+    files = landing_files(folder)
+    return files, {k: v for k, v in files.items() if seen.get(k) != v}
+
+
+def _observation(asset: str, files: dict) -> dg.AssetObservation:
+    return dg.AssetObservation(asset_key=asset, metadata={"files": len(files)},
+                               tags={"dagster/data_version": fingerprint(files)})
+
+
+@dg.sensor(job=incremental_item_embedding_job, minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="New or changed catalog files in landing/items/ -> embed and index only those items.")
+def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
+    files, new = _new_files(context, paths.landing / "items")
+    if not new:
+        return dg.SkipReason(f"no new files in landing/items/ ({len(files)} seen)")
+    if not champion_version(paths.artifacts):
+        # cursor not advanced: these files trigger once a model is promoted
+        return dg.SkipReason(f"{len(new)} new item file(s), but no promoted model yet: run the whole graph first")
+    run_key = hashlib.sha256(json.dumps(new, sort_keys=True).encode()).hexdigest()[:16]
+    context.log.info(f"new item files: {sorted(new)}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"items-{run_key}", tags={"towerflow/new_item_files": ",".join(sorted(new))[:200]})],
+        asset_events=[_observation("landing_items", files)],
+        cursor=json.dumps(files, sort_keys=True))
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="New or changed event files in landing/events/ -> mark raw_events stale (no run).")
+def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
+    files, new = _new_files(context, paths.landing / "events")
+    if not new:
+        return dg.SkipReason(f"no new files in landing/events/ ({len(files)} seen)")
+    context.log.info(f"new event files: {sorted(new)}")
+    return dg.SensorResult(asset_events=[_observation("landing_events", files)], cursor=json.dumps(files, sort_keys=True))
+
+
+@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Housekeeping, no runs: marks FAILED the runs whose process is gone (kill -9, "
+                       "reboot) and frees their warehouse pool slot, so the queue and the schedule go on; "
+                       "gives the warehouse pool its limit on an instance that has none.")
+def dead_run_sweep(context: dg.SensorEvaluationContext):
+    from orchestration.instance import ensure_warehouse_pool, fail_dead_runs
+
+    limit = ensure_warehouse_pool(context.instance)
+    dead = fail_dead_runs(context.instance)
+    for d in dead:
+        context.log.warning(f"run {d.run_id} ({d.job_name}) marked failed: {d.reason}")
+    return dg.SkipReason(f"{len(dead)} dead run(s) marked failed"
+                         + (f": {', '.join(d.run_id[:8] for d in dead)}" if dead else "")
+                         + f"; warehouse pool limit {limit}")
