@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 # daemon's dead_run_sweep fails runs whose process is gone (orchestration/instance.py).
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
-	ln -s $(CURDIR)/orchestration/dagster.yaml $@
+	ln -sfn $(CURDIR)/orchestration/dagster.yaml $@
 
 # `make demo WORKERS=2` trains two_tower_model on 2 processes (torchrun, DDP); default: one, in process.
 WORKERS ?=

@@ -75,15 +75,15 @@ class DeadRun:
 
 
 def _run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid of the process executing the run, from its engine events ("Started process for
-    run" / "Executing steps in process"), the last one recorded."""
-    pid = None
+    """The pid of the run's own process, from the first engine event that names one ("Started
+    process for run" from a launcher, "Executing steps in process" from `dagster asset
+    materialize`); later ones may name short-lived step processes (multiprocess executor)."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         data = entry.dagster_event.engine_event_data if entry.dagster_event else None
         value = data.metadata.get("pid") if data and data.metadata else None
         if value is not None:
-            pid = int(getattr(value, "value", value))
-    return pid
+            return int(getattr(value, "value", value))
+    return None
 
 
 def _process_gone(pid: int, started_at: float) -> str | None:

@@ -4,6 +4,7 @@ and instance settings as package data, loads the Dagster definitions and builds 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -46,11 +47,16 @@ PROBE = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
-    # a real (non-editable) build and install of this checkout, without its dependencies (the
-    # running environment has them) and without network for the build backend
+    # a copy of what the build reads, so building leaves nothing behind in the checkout
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("assets", "models", "orchestration", "sql"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    # a real (non-editable) build and install, without its dependencies (the running environment
+    # has them) and without network for the build backend
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target), str(REPO)], check=True,
-                   cwd=tmp_path_factory.mktemp("cwd"))
+                    "--disable-pip-version-check", "--target", str(target), str(src)], check=True, cwd=src)
     return target
 
 
