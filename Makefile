@@ -20,11 +20,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# One run at a time: every job writes the one DuckDB warehouse (a single writer), so a sensor's
-# run queues behind a scheduled retrain instead of failing on the file lock.
+# The committed instance settings (orchestration/dagster.yaml: telemetry off, the warehouse pool,
+# one run at a time, run monitoring), linked into a DAGSTER_HOME that has none of its own. The
+# single-writer rule does not depend on it: the code sets the pool limit on any instance and the
+# daemon's dead_run_sweep fails runs whose process is gone (orchestration/instance.py).
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 1\n' > $@
+	ln -sfn $(CURDIR)/orchestration/dagster.yaml $@
 
 # `make demo WORKERS=2` trains two_tower_model on 2 processes (torchrun, DDP); default: one, in process.
 WORKERS ?=

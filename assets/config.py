@@ -11,7 +11,13 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from pydantic import Field
 
+from models.index.item_index import IndexSpec
+from models.retrieval.towers import TowerConfig
 from models.retrieval.training import TrainConfig
+
+# One source of truth per default: the library dataclasses in models/ hold them, these configs
+# read them (tests/test_config_defaults.py fails when a literal creeps back in here).
+_TRAIN, _TOWER, _INDEX = TrainConfig(), TowerConfig(), IndexSpec()
 
 KNOWN_EVENT_TYPES = ["impression", "view", "click", "like", "share", "rating", "purchase",
                      "add_to_cart", "play", "not_interested", "dislike"]
@@ -106,46 +112,46 @@ class GxConfig(dg.Config):
 
 
 class TrainingConfig(dg.Config):
-    encoder: str = Field(default="mean", description="User encoder over the last positives: mean, "
+    encoder: str = Field(default=_TOWER.encoder, description="User encoder over the last positives: mean, "
                          "attention (multi-head pooling) or transformer (causal, SASRec-style, every position).")
-    dim: int = Field(default=64, description="Output vector size of both towers (the index dimension).")
-    hidden: int = Field(default=64, description="Internal width of the towers.")
-    history_len: int = Field(default=20, description="How many recent positives the user tower reads.")
-    recency: bool = Field(default=True, description="mean/attention: learn a weight (mean) or vector "
+    dim: int = Field(default=_TOWER.dim, description="Output vector size of both towers (the index dimension).")
+    hidden: int = Field(default=_TOWER.hidden, description="Internal width of the towers.")
+    history_len: int = Field(default=_TOWER.history_len, description="How many recent positives the user tower reads.")
+    recency: bool = Field(default=_TOWER.recency, description="mean/attention: learn a weight (mean) or vector "
                           "(attention) per history position, so recent items can count more (MovieLens, "
                           "mean encoder, 3 seeds: test NDCG@10 0.052 -> 0.068).")
     item_buckets: int = Field(default=0, description="Item-id hash table rows; 0 = 2x the catalog size "
                               "(two hashes make a full collision rare).")
     user_buckets: int = Field(default=0, description="User-id hash table rows; 0 = 2x the user count.")
-    id_dropout: float = Field(default=0.1, description="Share of items trained without their id, so "
+    id_dropout: float = Field(default=_TOWER.id_dropout, description="Share of items trained without their id, so "
                               "content alone embeds a brand-new item.")
-    use_content: bool = Field(default=True, description="Categories, title tokens and year in the item tower.")
+    use_content: bool = Field(default=_TOWER.use_content, description="Categories, title tokens and year in the item tower.")
     content_alignment: float = Field(
-        default=TrainConfig.content_alignment, ge=0.0,
+        default=_TRAIN.content_alignment, ge=0.0,
         description="Weight of a loss pulling each trained item's content-only vector (id part zero) toward "
                     "its full vector: an item id never trained is embedded by content alone, and this puts it "
                     "near the trained items with the same content (0 = off; benchmarks/bench_cold_items.py).")
-    loss: str = Field(default="infonce", description="infonce (sampled softmax) or bpr (comparison).")
-    temperature: float = Field(default=0.05, description="Softmax temperature over cosine scores.")
-    logq_correction: bool = Field(default=True, description="Correct in-batch negatives for popularity.")
-    extra_negatives: int = Field(default=512, description="Uniform negatives shared by the batch (mixed "
+    loss: str = Field(default=_TRAIN.loss, description="infonce (sampled softmax) or bpr (comparison).")
+    temperature: float = Field(default=_TRAIN.temperature, description="Softmax temperature over cosine scores.")
+    logq_correction: bool = Field(default=_TRAIN.logq_correction, description="Correct in-batch negatives for popularity.")
+    extra_negatives: int = Field(default=_TRAIN.extra_negatives, description="Uniform negatives shared by the batch (mixed "
                                  "negatives; Phoenix uses 64, 512 scored better on MovieLens full ranking).")
-    hard_negatives: bool = Field(default=True, description="The user's negative feedback as hard negatives.")
-    batch_size: int = Field(default=256, description="Training rows per step.")
-    epochs: int = Field(default=30, description="Upper bound; early stopping on valid NDCG@10 usually ends sooner.")
-    patience: int = Field(default=3, description="Epochs without a better valid NDCG@10 before stopping.")
-    valid_users: int = Field(default=5_000, description="Early stopping ranks the whole catalog for a seeded "
+    hard_negatives: bool = Field(default=_TRAIN.hard_negatives, description="The user's negative feedback as hard negatives.")
+    batch_size: int = Field(default=_TRAIN.batch_size, description="Training rows per step.")
+    epochs: int = Field(default=_TRAIN.epochs, description="Upper bound; early stopping on valid NDCG@10 usually ends sooner.")
+    patience: int = Field(default=_TRAIN.patience, description="Epochs without a better valid NDCG@10 before stopping.")
+    valid_users: int = Field(default=_TRAIN.valid_users, description="Early stopping ranks the whole catalog for a seeded "
                              "sample of this many validation users (0 = all): at 1M items ranking all ~100k took "
                              "20+ minutes a check; model_evaluation still ranks every evaluation user.")
-    valid_every: int = Field(default=1_000_000, description="Training examples between validation checks (0 = "
+    valid_every: int = Field(default=_TRAIN.valid_every, description="Training examples between validation checks (0 = "
                              "once per epoch); patience counts checks. Small data validates once per epoch; at "
                              "10M events an epoch is 2.6M examples (~6 min on 2 cores), too coarse to stop on.")
-    max_minutes: float = Field(default=10.0, description="Training time budget (0 = none): training stops there "
+    max_minutes: float = Field(default=_TRAIN.max_minutes, description="Training time budget (0 = none): training stops there "
                                "and keeps the best weights, so a scheduled retrain ends in bounded time. The "
                                "demo trains in seconds; 10M events / 1M items reach it (benchmarks/bench_scale.py).")
-    lr: float = Field(default=3e-3, description="AdamW / SparseAdam learning rate.")
-    seed: int = Field(default=0, description="Seeds torch and NumPy: the same data and seed give the same model.")
-    window_stride: int = Field(default=10, description="transformer: rows between training windows "
+    lr: float = Field(default=_TRAIN.lr, description="AdamW / SparseAdam learning rate.")
+    seed: int = Field(default=_TRAIN.seed, description="Seeds torch and NumPy: the same data and seed give the same model.")
+    window_stride: int = Field(default=_TRAIN.window_stride, description="transformer: rows between training windows "
                                "(overlapping windows give more steps per epoch).")
     resume: bool = Field(default=False, description="Start from the latest checkpoint trained on the same vocabulary.")
     workers: int = Field(default=1, ge=1, description="Training processes (PyTorch DDP ranks, launched with torchrun "
@@ -156,12 +162,12 @@ class TrainingConfig(dg.Config):
 
 
 class IndexConfig(dg.Config):
-    kind: str = Field(default="auto", description="auto (exact Flat up to exact_max items, IVF above: HNSW "
+    kind: str = Field(default=_INDEX.kind, description="auto (exact Flat up to exact_max items, IVF above: HNSW "
                       "recalled poorly on trained user vectors), flat, hnsw or ivf.")
-    exact_max: int = Field(default=100_000, description="auto: exact search up to this many items.")
-    hnsw_m: int = Field(default=32, description="HNSW graph degree.")
-    ef_search: int = Field(default=128, description="HNSW search breadth: recall vs speed.")
-    nprobe: int = Field(default=32, description="IVF cells visited per query (16 gave recall@10 0.980 and "
+    exact_max: int = Field(default=_INDEX.exact_max, description="auto: exact search up to this many items.")
+    hnsw_m: int = Field(default=_INDEX.hnsw_m, description="HNSW graph degree.")
+    ef_search: int = Field(default=_INDEX.ef_search, description="HNSW search breadth: recall vs speed.")
+    nprobe: int = Field(default=_INDEX.nprobe, description="IVF cells visited per query (16 gave recall@10 0.980 and "
                         "0.997 for two trainings on the same 1M trained vectors).")
     recall_threshold: float = Field(default=0.95, description="Blocking check: recall@10 against exact "
                                     "search on real user vectors must reach this.")
@@ -170,9 +176,7 @@ class IndexConfig(dg.Config):
                                  "segment plus the tombstoned main rows pass this share of the index.")
     full: bool = Field(default=False, description="Rebuild even when an upsert would do.")
 
-    def spec(self):
-        from models.index.item_index import IndexSpec
-
+    def spec(self) -> IndexSpec:
         return IndexSpec(kind=self.kind, exact_max=self.exact_max, hnsw_m=self.hnsw_m, ef_search=self.ef_search,
                          nprobe=self.nprobe)
 

@@ -59,3 +59,15 @@ def audit_check(context, duckdb, mlflow, audit: str, check: str, what: str, head
     return check_result(context, mlflow, check, not bad, {f"offending_{what}": len(bad), "threshold": 0},
                         tables={f"offending_{what}_table": md_table(bad, header)} if bad else None,
                         severity=severity)
+
+
+def table_metadata(con, table: str) -> dict:
+    """`dagster/row_count`, `dagster/column_schema` and `dagster/table_name` of a warehouse table,
+    the keys the Dagster UI reads for its row-count and schema panels."""
+    rel = con.table(table)  # the relational API: no SQL text built from the name
+    rows = rel.aggregate("count(*)").fetchall()[0][0]
+    database, schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
+    columns = [dg.TableColumn(name=name, type=str(dtype)) for name, dtype in zip(rel.columns, rel.dtypes)]
+    return {"dagster/row_count": dg.MetadataValue.int(int(rows)),
+            "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
+            "dagster/table_name": dg.MetadataValue.text(f"{database}.{schema}.{table}")}

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 
 import duckdb
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+# The top-level sql/ folder is the `sql` package: package data in a wheel, the folder itself in a
+# checkout, found the same way in both.
+SQL_DIR = files("sql")
 
 
 @cache
 def sql_text(name: str) -> str:
     """The text of sql/<name>.sql; a missing file names the folder it looked in."""
     path = SQL_DIR / f"{name}.sql"
-    if not path.exists():
-        raise FileNotFoundError(f"no SQL file {path.name} in {SQL_DIR}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no SQL file {name}.sql in {SQL_DIR}")
     return path.read_text()
 
 

@@ -12,7 +12,7 @@ import assets.serving
 from orchestration.jobs import all_assets_job, data_job, incremental_item_embedding_job, training_job
 from orchestration.resources import build_resources
 from orchestration.schedules import build_retrain_schedule
-from orchestration.sensors import new_events_sensor, new_items_sensor
+from orchestration.sensors import dead_run_sweep, new_events_sensor, new_items_sensor
 
 GROUPS = {"ingest": assets.ingest, "clean": assets.clean, "splits": assets.splits, "training": assets.training,
           "serving": assets.serving}
@@ -25,7 +25,7 @@ def build_definitions(home: Path | None = None) -> dg.Definitions:
                 for a in dg.load_assets_from_package_module(pkg, group_name=group)],
         asset_checks=[c for pkg in GROUPS.values() for c in dg.load_asset_checks_from_package_module(pkg)],
         jobs=[all_assets_job, data_job, training_job, incremental_item_embedding_job],
-        sensors=[new_items_sensor, new_events_sensor],
+        sensors=[new_items_sensor, new_events_sensor, dead_run_sweep],
         schedules=[build_retrain_schedule()],
         resources=build_resources(home),
         # One process: DuckDB allows a single writer, and steps are short next to process start-up.

@@ -263,8 +263,9 @@ def _metric_key(name: str) -> str:
 def duckdb_resource(home: Path) -> DuckDBResource:
     # memory_limit keeps the cleaning path inside a laptop-sized budget; DuckDB spills beyond it.
     memory = os.environ.get("TOWERFLOW_DUCKDB_MEMORY", "1536MB")
-    return DuckDBResource(database=str(home / "warehouse.duckdb"),
-                          connection_config={"memory_limit": memory})
+    from orchestration.instance import WarehouseResource  # a DuckDBResource that also enforces the pool
+
+    return WarehouseResource(database=str(home / "warehouse.duckdb"), connection_config={"memory_limit": memory})
 
 
 def build_resources(home: Path | None = None) -> dict:

@@ -58,3 +58,19 @@ def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths
         return dg.SkipReason(f"no new files in landing/events/ ({len(files)} seen)")
     context.log.info(f"new event files: {sorted(new)}")
     return dg.SensorResult(asset_events=[_observation("landing_events", files)], cursor=json.dumps(files, sort_keys=True))
+
+
+@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Housekeeping, no runs: marks FAILED the runs whose process is gone (kill -9, "
+                       "reboot) and frees their warehouse pool slot, so the queue and the schedule go on; "
+                       "gives the warehouse pool its limit on an instance that has none.")
+def dead_run_sweep(context: dg.SensorEvaluationContext):
+    from orchestration.instance import ensure_warehouse_pool, fail_dead_runs
+
+    limit = ensure_warehouse_pool(context.instance)
+    dead = fail_dead_runs(context.instance)
+    for d in dead:
+        context.log.warning(f"run {d.run_id} ({d.job_name}) marked failed: {d.reason}")
+    return dg.SkipReason(f"{len(dead)} dead run(s) marked failed"
+                         + (f": {', '.join(d.run_id[:8] for d in dead)}" if dead else "")
+                         + f"; warehouse pool limit {limit}")

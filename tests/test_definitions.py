@@ -1,8 +1,19 @@
-"""The code location loads and shows what DESIGN.md promises: groups, lineage, checks."""
+"""The code location loads and shows exactly what DESIGN.md promises: asset keys and groups, the
+lineage, the checks and which of them block, what each job selects, what the sensors and the
+schedule target, the resources every step asks for, the warehouse pool and code versions.
+Each assertion compares against the whole expected set, so a renamed asset, a lost dep, a check
+that stops blocking or a job that selects one asset too many fails here."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.resources import MlflowTracker, TowerflowPaths
 
 EXPECTED_GROUPS = {
     "landing_events": "ingest", "landing_items": "ingest", "raw_events": "ingest", "raw_items": "ingest",
@@ -11,39 +22,119 @@ EXPECTED_GROUPS = {
     "two_tower_model": "training", "model_evaluation": "training", "promoted_model": "training",
     "item_embeddings": "serving", "item_index": "serving", "batch_recommendations": "serving",
 }
+EXPECTED_PARENTS = {
+    "landing_events": set(), "landing_items": set(),
+    "raw_events": {"landing_events"}, "raw_items": {"landing_items"},
+    "clean_interactions": {"raw_events"}, "quarantined_events": {"raw_events"}, "clean_items": {"raw_items"},
+    "interaction_splits": {"clean_interactions"}, "vocabularies": {"interaction_splits", "clean_items"},
+    "two_tower_model": {"vocabularies", "interaction_splits", "clean_items", "clean_interactions"},
+    "model_evaluation": {"two_tower_model"}, "promoted_model": {"model_evaluation"},
+    "item_embeddings": {"promoted_model", "clean_items"}, "item_index": {"item_embeddings"},
+    "batch_recommendations": {"item_index"},
+}
+# (asset, check) -> blocking: the checks that guard the splits, training and the index block
+EXPECTED_CHECKS = {
+    ("raw_events", "raw_events_files_readable"): False, ("raw_items", "raw_items_files_readable"): False,
+    ("raw_events", "raw_file_lines_accounted"): True,
+    ("clean_interactions", "event_row_accounting"): True, ("clean_items", "item_row_accounting"): True,
+    ("clean_interactions", "clean_interactions_expectations"): False,
+    ("interaction_splits", "split_no_time_leakage"): True, ("interaction_splits", "split_eval_users_have_history"): True,
+    ("interaction_splits", "interaction_splits_expectations"): True,
+    ("model_evaluation", "beats_popularity_on_valid_ndcg"): True, ("item_index", "item_index_recall_at_10"): True,
+}
+SOURCES = {"landing_events", "landing_items"}
+DATA = {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items", "interaction_splits",
+        "vocabularies"}
+EXPECTED_JOBS = {
+    "all_assets_job": set(EXPECTED_GROUPS) - SOURCES,
+    "data_job": DATA,
+    "training_job": {"two_tower_model", "model_evaluation", "promoted_model"},
+    "incremental_item_embedding_job": {"raw_items", "clean_items", "item_embeddings", "item_index"},  # no training
+}
 
 
-def test_definitions_load_with_groups_lineage_and_checks(tmp_path, monkeypatch):
-    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
+@pytest.fixture(scope="module")
+def defs(tmp_path_factory):
     from orchestration.definitions import build_definitions
 
-    defs = build_definitions(tmp_path)
-    graph = defs.resolve_asset_graph()
-    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups == EXPECTED_GROUPS
-    parents = lambda name: {p.to_user_string() for p in graph.get(dg.AssetKey(name)).parent_keys}
-    assert parents("clean_interactions") == {"raw_events"}
-    assert parents("interaction_splits") == {"clean_interactions"}
-    assert parents("vocabularies") == {"interaction_splits", "clean_items"}
-    assert parents("model_evaluation") == {"two_tower_model"}
-    assert parents("raw_events") == {"landing_events"} and parents("raw_items") == {"landing_items"}
-    assert parents("promoted_model") == {"model_evaluation"}
-    assert parents("item_embeddings") == {"promoted_model", "clean_items"}
-    assert parents("batch_recommendations") == {"item_index"}
+    return build_definitions(tmp_path_factory.mktemp("home"))
 
+
+def _name(key) -> str:
+    return key.to_user_string()
+
+
+def test_asset_keys_groups_and_lineage(defs):
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    assert {_name(k): graph.get(k).group_name for k in keys} == EXPECTED_GROUPS
+    assert {_name(k): {_name(p) for p in graph.get(k).parent_keys} for k in keys} == EXPECTED_PARENTS
+    assert {_name(k) for k in keys if not graph.get(k).is_materializable} == SOURCES
+
+
+def test_checks_and_which_of_them_block(defs):
+    graph = defs.resolve_asset_graph()
     specs = [graph.get_check_spec(k) for k in graph.asset_check_keys]
-    checks = {(c.asset_key.to_user_string(), c.name): c.blocking for c in specs}
-    # the checks that guard the splits (and what feeds them) are blocking
-    for key in [("interaction_splits", "split_no_time_leakage"), ("interaction_splits", "split_eval_users_have_history"),
-                ("interaction_splits", "interaction_splits_expectations"), ("clean_interactions", "event_row_accounting"),
-                ("model_evaluation", "beats_popularity_on_valid_ndcg"), ("item_index", "item_index_recall_at_10")]:
-        assert checks[key] is True, key
-    assert ("clean_interactions", "clean_interactions_expectations") in checks
-    assert ("raw_events", "raw_events_files_readable") in checks
-    assert defs.resolve_job_def("all_assets_job") is not None
-    incremental = defs.resolve_job_def("incremental_item_embedding_job")
-    assert {k.to_user_string() for k in incremental.asset_layer.executable_asset_keys} == {
-        "raw_items", "clean_items", "item_embeddings", "item_index"}  # no training in the sensor's path
-    assert defs.resolve_sensor_def("new_items_sensor").job_name == "incremental_item_embedding_job"
-    assert defs.resolve_sensor_def("new_events_sensor") is not None
-    assert defs.resolve_schedule_def("retrain_schedule").job_name == "all_assets_job"
+    assert {(_name(c.asset_key), c.name): c.blocking for c in specs} == EXPECTED_CHECKS
+
+
+def test_jobs_select_exactly_their_assets(defs):
+    assert {j.name for j in defs.jobs} == set(EXPECTED_JOBS)
+    for name, expected in EXPECTED_JOBS.items():
+        job = defs.resolve_job_def(name)
+        assert {_name(k) for k in job.asset_layer.executable_asset_keys} == expected, name
+    # the in-process executor: one process per run, so the DuckDB file has one opener per run
+    assert defs.resolve_job_def("all_assets_job").executor_def.name == "in_process"
+
+
+def test_sensors_and_schedule_target_the_right_jobs(defs):
+    assert {s.name for s in defs.sensors} >= {"new_items_sensor", "new_events_sensor"}
+    items = defs.resolve_sensor_def("new_items_sensor")
+    assert items.job_name == "incremental_item_embedding_job"
+    assert items.default_status == dg.DefaultSensorStatus.RUNNING
+    events = defs.resolve_sensor_def("new_events_sensor")
+    assert not events.has_jobs  # it records observations (stale raw data); the schedule retrains
+    schedule = defs.resolve_schedule_def("retrain_schedule")
+    assert schedule.job_name == "all_assets_job" and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_resources_point_at_the_home_and_cover_every_step(defs, tmp_path):
+    res = defs.resources
+    assert isinstance(res["duckdb"], DuckDBResource) and isinstance(res["mlflow"], MlflowTracker)
+    home = Path(res["paths"].home)
+    assert isinstance(res["paths"], TowerflowPaths) and Path(res["duckdb"].database) == home / "warehouse.duckdb"
+    assert res["mlflow"].tracking_uri == f"sqlite:///{home / 'mlflow.db'}"
+    provided = set(res) | {"io_manager"}
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).assets_def.required_resource_keys <= provided, _name(key)
+    for checks in defs.asset_checks:
+        assert checks.required_resource_keys <= provided, [c.name for c in checks.check_specs]
+
+
+def test_every_step_that_opens_the_warehouse_is_in_its_pool(defs):
+    # DuckDB allows one process on the file, readers included: a step that takes the duckdb resource
+    # and sits outside the pool could collide with another run's writer
+    graph = defs.resolve_asset_graph()
+    steps = {graph.get(k).assets_def for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+    steps |= set(defs.asset_checks)
+    pooled = {s.node_def.name for s in steps if s.node_def.pool == WAREHOUSE_POOL}
+    opens = {s.node_def.name for s in steps if "duckdb" in s.required_resource_keys}
+    assert opens == pooled
+    assert {"raw_events", "clean_events", "two_tower_model", "item_embeddings", "item_index_item_index_recall_at_10"} <= pooled
+
+
+def test_every_asset_has_a_code_version_that_follows_its_code(defs, tmp_path):
+    graph = defs.resolve_asset_graph()
+    versions = {_name(k): graph.get(k).code_version for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+    assert all(versions.values()), versions
+    # one step, one version (the two relations of the cleaning step share theirs); the rest all differ
+    assert versions["clean_interactions"] == versions["quarantined_events"]
+    assert len(set(versions.values())) == len(versions) - 1
+    code = tmp_path / "step.py"
+    code.write_text("x = 1\n")
+    before = code_version(code, sql=("vocabularies",))
+    assert before == code_version(code, sql=("vocabularies",))  # stable across loads
+    code.write_text("x = 2\n")
+    assert code_version(code, sql=("vocabularies",)) != before
+    assert code_version(code, sql=("interaction_splits",)) != code_version(code, sql=("vocabularies",))

@@ -64,6 +64,23 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
                             "promoted_model", "item_embeddings", "item_index", "batch_recommendations"}
 
 
+def test_warehouse_tables_carry_row_count_schema_and_name_for_the_ui(first_run, home):
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in first_run.get_asset_materialization_events()}
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        for table in ("raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
+                      "interaction_splits", "vocabularies"):
+            m = meta[table]
+            assert m["dagster/table_name"].value == f"warehouse.main.{table}"
+            assert m["dagster/row_count"].value == con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > 0
+            described = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
+            assert [(c.name, c.type) for c in m["dagster/column_schema"].value.columns] == described, table
+    finally:
+        con.close()
+    assert "dagster/row_count" not in meta["item_index"]  # not a warehouse table
+
+
 def test_every_raw_row_is_accounted_and_the_dirty_rows_are_quarantined(first_run, home):
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     raw = con.execute("SELECT count(*) FROM raw_events").fetchall()[0][0]

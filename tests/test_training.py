@@ -89,9 +89,44 @@ def test_checkpoint_round_trip_and_vocabulary_refusal(data, tmp_path):
     assert meta["vocabulary_fingerprint"] == fp and state["optimizers"]
     with pytest.raises(VocabularyMismatch, match="retrain"):
         load_checkpoint(path, expected_fingerprint="0" * 64)
-    # resuming continues from the saved weights and optimizer state
-    again = train(d.catalog, d.train, tower, TrainConfig(epochs=1, max_steps=1), log=lambda m: None, init_state=state)
-    assert again.steps == 1
+
+
+def _same_tensors(a, b) -> bool:
+    """Deep equality of state dicts / lists / numbers, tensors compared exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_resuming_restores_the_weights_and_the_optimizer_state(data, tmp_path):
+    d, tower, fp = data
+    quiet = lambda m: None
+    first = train(d.catalog, d.train, tower, TrainConfig(epochs=1, max_steps=3, batch_size=64), log=quiet)
+    path = save_checkpoint(tmp_path, first.model, config_dict(tower, TrainConfig()), fp,
+                           optimizer_states=first.optimizer_states)
+    _, _, state = load_checkpoint(path, expected_fingerprint=fp)
+    # the checkpoint holds exactly the weights and both optimizers' states training ended with
+    live = first.model.state_dict()
+    assert _same_tensors(state["model"], live)
+    assert len(state["optimizers"]) == 2  # AdamW (dense) and SparseAdam (id tables)
+    assert _same_tensors(state["optimizers"], first.optimizer_states)
+
+    one = TrainConfig(epochs=1, max_steps=1, batch_size=64)
+    resumed = train(d.catalog, d.train, tower, one, log=quiet, init_state=state)
+    assert resumed.steps == 1
+    # the optimizers continue: every parameter's step counter reads 3 + 1, not 1 (a fresh optimizer)
+    counters = [float(s["step"]) for o in resumed.optimizer_states for s in o["state"].values()]
+    assert counters and set(counters) == {4.0}
+    # one step from the checkpoint equals one step from the in-memory state, and not one from scratch
+    from_memory = train(d.catalog, d.train, tower, one, log=quiet,
+                        init_state={"model": live, "optimizers": first.optimizer_states})
+    fresh = train(d.catalog, d.train, tower, one, log=quiet)
+    assert _same_tensors(resumed.model.state_dict(), from_memory.model.state_dict())
+    assert not _same_tensors(resumed.model.state_dict(), fresh.model.state_dict())
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error(data):

@@ -3,6 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import CleaningConfig, GxConfig
 from models.clean.gx import load_frame, validate
+from assets.versions import WAREHOUSE_POOL
 from assets.reporting import check_result, md_table
 from models.sql import sql_text
 from orchestration.resources import MlflowTracker
@@ -18,19 +19,19 @@ def _accounting(context, duckdb, mlflow, audit: str, check: str, key: str):
     return check_result(context, mlflow, check, row["unaccounted"] == 0, figures, asset_key=key)
 
 
-@dg.asset_check(asset="clean_interactions", blocking=True,
+@dg.asset_check(asset="clean_interactions", pool=WAREHOUSE_POOL, blocking=True,
                 description="raw rows = clean + exact duplicates + quarantined: no row is lost.")
 def event_row_accounting(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _accounting(context, duckdb, mlflow, "audit_event_accounting", "event_row_accounting", "clean_interactions")
 
 
-@dg.asset_check(asset="clean_items", blocking=True,
+@dg.asset_check(asset="clean_items", pool=WAREHOUSE_POOL, blocking=True,
                 description="raw item rows = clean items + superseded versions + quarantined.")
 def item_row_accounting(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _accounting(context, duckdb, mlflow, "audit_item_accounting", "item_row_accounting", "clean_items")
 
 
-@dg.asset_check(asset="clean_interactions",
+@dg.asset_check(asset="clean_interactions", pool=WAREHOUSE_POOL,
                 description="Great Expectations: non-null ids and timestamps, timestamps in range, "
                             "known event types, unique event ids, ratings in range.")
 def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBResource, mlflow: MlflowTracker):

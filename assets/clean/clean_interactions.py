@@ -9,20 +9,25 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.config import CleaningConfig
-from assets.reporting import figures_metadata, log_figures, md_table
+import models.clean.cleaning as cleaning
+from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_events as run_cleaning
 from orchestration.resources import MlflowTracker
+
+VERSION = code_version(__file__, cleaning, sql=cleaning.EVENT_STEPS)
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("clean_interactions", deps=["raw_events"], kinds={"duckdb"}, owners=["team:recsys"],
-                     tags={"layer": "silver"},
+                     tags={"layer": "silver"}, code_version=VERSION,
                      description="Typed, trimmed, deduplicated events with positive/negative flags."),
         dg.AssetSpec("quarantined_events", deps=["raw_events"], kinds={"duckdb"}, owners=["team:recsys"],
-                     tags={"layer": "silver"},
+                     tags={"layer": "silver"}, code_version=VERSION,
                      description="Raw event rows that broke a rule, with reason code, file and line."),
     ],
+    pool=WAREHOUSE_POOL,
 )
 def clean_events(context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource,
                  mlflow: MlflowTracker):
@@ -39,6 +44,7 @@ def clean_events(context: dg.AssetExecutionContext, config: CleaningConfig, duck
             """SELECT reason, source_file, line, coalesce(raw_line, concat_ws(',', user_id, item_id, event_type, timestamp_raw, value_raw))
                FROM (SELECT *, row_number() OVER (PARTITION BY reason ORDER BY source_file, line) AS k FROM quarantined_events)
                WHERE k <= 3 ORDER BY reason, k""").fetchall()
+        tables = {name: table_metadata(con, name) for name in ("clean_interactions", "quarantined_events")}
     quarantined = sum(n for _, n in by_reason)
     figures = {"raw_rows": raw, "clean_rows": clean, "duplicate_rows": int(dups), "quarantined_rows": quarantined,
                "positive_rows": pos, "negative_rows": neg, "users": users, "items": items,
@@ -52,10 +58,11 @@ def clean_events(context: dg.AssetExecutionContext, config: CleaningConfig, duck
     yield dg.MaterializeResult(
         asset_key="clean_interactions",
         metadata=figures_metadata(figures, sql={k: v for k, v in sql.items() if k != "quarantined_events"},
-                                  tables={"quarantine_by_reason": reason_md}))
+                                  tables={"quarantine_by_reason": reason_md}) | tables["clean_interactions"])
     yield dg.MaterializeResult(
         asset_key="quarantined_events",
         metadata=figures_metadata({"quarantined_rows": quarantined, **reasons},
                                   sql={"quarantined_events": sql["quarantined_events"]},
                                   tables={"quarantine_by_reason": reason_md,
-                                          "examples": md_table(examples, ("reason", "file", "line", "raw"))}))
+                                          "examples": md_table(examples, ("reason", "file", "line", "raw"))})
+        | tables["quarantined_events"])

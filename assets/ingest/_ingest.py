@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from models.ingest.landing import LandingKind, ingest_folder
-from assets.reporting import figures_metadata, log_figures, md_table
+from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from models.sql import sql_text
 
 
@@ -17,6 +17,7 @@ def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeR
         problems = con.execute(
             "SELECT path, status, message FROM ingested_files WHERE kind = $k AND status IN ('rejected', 'partial', 'empty') ORDER BY path",
             {"k": kind.name}).fetchall()
+        table = table_metadata(con, kind.table)
     new = [r for r in results if r.status != "skipped"]
     warnings = [r for r in new if r.status in ("rejected", "partial", "empty")]
     figures = {
@@ -39,4 +40,5 @@ def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeR
         tables["problem_files_table"] = md_table(problems, ("file", "status", "message"))
     for r in warnings:
         context.log.warning(r.message)
-    return dg.MaterializeResult(metadata=figures_metadata(figures, sql={kind.table: sql_text(kind.table)}, tables=tables))
+    return dg.MaterializeResult(metadata={**figures_metadata(figures, sql={kind.table: sql_text(kind.table)}, tables=tables),
+                                          **table})

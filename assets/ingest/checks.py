@@ -1,6 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from assets.versions import WAREHOUSE_POOL
 from assets.reporting import audit_check, check_result, md_table
 from orchestration.resources import MlflowTracker
 
@@ -15,18 +16,18 @@ def _files_check(context, kind: str, duckdb, mlflow, check: str):
                         severity=dg.AssetCheckSeverity.WARN)
 
 
-@dg.asset_check(asset="raw_events", description="Every landing file could be read whole "
+@dg.asset_check(asset="raw_events", pool=WAREHOUSE_POOL, description="Every landing file could be read whole "
                 "(rejected, damaged or empty files are named with the reason).")
 def raw_events_files_readable(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _files_check(context, "events", duckdb, mlflow, "raw_events_files_readable")
 
 
-@dg.asset_check(asset="raw_items", description="Every item catalog file could be read whole.")
+@dg.asset_check(asset="raw_items", pool=WAREHOUSE_POOL, description="Every item catalog file could be read whole.")
 def raw_items_files_readable(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _files_check(context, "items", duckdb, mlflow, "raw_items_files_readable")
 
 
-@dg.asset_check(asset="raw_events", blocking=True,
+@dg.asset_check(asset="raw_events", pool=WAREHOUSE_POOL, blocking=True,
                 description="Each loaded file has exactly one raw row per physical data line.")
 def raw_file_lines_accounted(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return audit_check(context, duckdb, mlflow, "audit_file_lines", "raw_file_lines_accounted", "files",

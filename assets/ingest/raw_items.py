@@ -1,12 +1,17 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+import assets.ingest._ingest as _ingest
 from assets.ingest._ingest import ingest
+from assets.versions import WAREHOUSE_POOL, code_version
+import models.ingest.landing as landing
 from models.ingest.landing import ITEMS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["landing_items"], kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"})
+@dg.asset(deps=["landing_items"], kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"},
+          pool=WAREHOUSE_POOL,
+          code_version=code_version(__file__, _ingest, landing, sql=("ingested_files", "raw_events", "raw_items")))
 def raw_items(context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource,
               mlflow: MlflowTracker) -> dg.MaterializeResult:
     """Item catalog files from landing/items/ as text columns with source file and line."""

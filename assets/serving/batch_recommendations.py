@@ -6,14 +6,18 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import RecommendationConfig
 from assets.reporting import figures_metadata
+import assets.serving._current as _current
+import models.serving.recommender as recommender
 from assets.serving._current import load_recommender
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import atomic_file
 from models.progress import Progress
 from models.serving.recommender import search_excluding_seen
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["item_index"], kinds={"parquet", "faiss"}, owners=["team:recsys"], tags={"layer": "serving"})
+@dg.asset(deps=["item_index"], kinds={"parquet", "faiss"}, owners=["team:recsys"], tags={"layer": "serving"},
+          pool=WAREHOUSE_POOL, code_version=code_version(__file__, _current, recommender))
 def batch_recommendations(context: dg.AssetExecutionContext, config: RecommendationConfig, paths: TowerflowPaths,
                           duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
     """Top-K items per known user from the index, items the user already interacted with excluded:

@@ -3,6 +3,7 @@ import numpy as np
 from dagster_duckdb import DuckDBResource
 
 from assets.config import IndexConfig
+from assets.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
 from assets.serving._current import load_recommender
 from models.index.embeddings import read_embeddings
@@ -10,7 +11,7 @@ from models.index.item_index import exact_search, recall_at_k
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset_check(asset="item_index", blocking=True,
+@dg.asset_check(asset="item_index", pool=WAREHOUSE_POOL, blocking=True,
                 description="Recall@10 of the index against exact inner-product search over item_embeddings, "
                             "on a sample of real user vectors, reaches the configured threshold (0.95).")
 def item_index_recall_at_10(context, config: IndexConfig, paths: TowerflowPaths, duckdb: DuckDBResource,

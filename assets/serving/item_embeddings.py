@@ -3,13 +3,18 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import EmbeddingConfig
 from assets.reporting import figures_metadata
+import assets.serving._current as _current
+import models.index.embeddings as embeddings
+import models.retrieval.data as retrieval_data
 from assets.serving._current import current_model
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.index.embeddings import refresh_embeddings
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
 @dg.asset(deps=["promoted_model", "clean_items"], kinds={"parquet", "pytorch"}, owners=["team:recsys"],
-          tags={"layer": "serving"})
+          tags={"layer": "serving"}, pool=WAREHOUSE_POOL,
+          code_version=code_version(__file__, _current, embeddings, retrieval_data))
 def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, paths: TowerflowPaths,
                     duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
     """Parquet of row_id, item_id, vector, model_version, content_hash for every catalog item,

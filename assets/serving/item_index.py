@@ -1,12 +1,17 @@
 import dagster as dg
 
 from assets.config import IndexConfig
+import models.index.embeddings as embeddings
+import models.index.item_index as item_index_lib
 from assets.reporting import figures_metadata
+from assets.versions import code_version
 from models.index.embeddings import refresh_index
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["item_embeddings"], kinds={"faiss"}, owners=["team:recsys"], tags={"layer": "serving"})
+# no pool: it reads the embeddings folder, never the warehouse
+@dg.asset(deps=["item_embeddings"], kinds={"faiss"}, owners=["team:recsys"], tags={"layer": "serving"},
+          code_version=code_version(__file__, embeddings, item_index_lib))
 def item_index(context: dg.AssetExecutionContext, config: IndexConfig, paths: TowerflowPaths,
                mlflow: MlflowTracker) -> dg.MaterializeResult:
     """FAISS index over item_embeddings keyed by row_id: a main segment (IndexIDMap2(IndexFlatIP)

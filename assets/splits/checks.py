@@ -3,25 +3,26 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import GxConfig
 from models.clean.gx import load_frame, validate
+from assets.versions import WAREHOUSE_POOL
 from assets.reporting import audit_check, check_result, md_table
 from orchestration.resources import MlflowTracker
 
 
-@dg.asset_check(asset="interaction_splits", blocking=True,
+@dg.asset_check(asset="interaction_splits", pool=WAREHOUSE_POOL, blocking=True,
                 description="No valid/test pair is earlier than the same user's train pairs.")
 def split_no_time_leakage(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return audit_check(context, duckdb, mlflow, "audit_split_leakage", "split_no_time_leakage", "users",
                        ("user_id", "last train ts", "first eval ts"))
 
 
-@dg.asset_check(asset="interaction_splits", blocking=True,
+@dg.asset_check(asset="interaction_splits", pool=WAREHOUSE_POOL, blocking=True,
                 description="Every valid/test user has train history.")
 def split_eval_users_have_history(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return audit_check(context, duckdb, mlflow, "audit_split_cold_users", "split_eval_users_have_history", "users",
                        ("user_id", "eval pairs"))
 
 
-@dg.asset_check(asset="interaction_splits", blocking=True,
+@dg.asset_check(asset="interaction_splits", pool=WAREHOUSE_POOL, blocking=True,
                 description="Great Expectations: non-null ids and timestamps, known split labels, "
                             "one row per (user, item).")
 def interaction_splits_expectations(context, config: GxConfig, duckdb: DuckDBResource, mlflow: MlflowTracker):

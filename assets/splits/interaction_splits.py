@@ -2,12 +2,15 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.config import SplitConfig
-from assets.reporting import figures_metadata, log_figures, md_table
+import models.splits.build as build
+from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.splits.build import build_splits
 from orchestration.resources import MlflowTracker
 
 
-@dg.asset(deps=["clean_interactions"], kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "gold"})
+@dg.asset(deps=["clean_interactions"], kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "gold"},
+          pool=WAREHOUSE_POOL, code_version=code_version(__file__, build, sql=("interaction_splits",)))
 def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, duckdb: DuckDBResource,
                        mlflow: MlflowTracker) -> dg.MaterializeResult:
     """Positive (user, item) pairs with a temporal split: per-user leave-last-out by default,
@@ -22,6 +25,7 @@ def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, d
             """SELECT count(DISTINCT item_id) FROM interaction_splits
                WHERE split IN ('valid', 'test')
                  AND item_id NOT IN (SELECT item_id FROM interaction_splits WHERE split = 'train')""").fetchall()[0][0]
+        table = table_metadata(con, "interaction_splits")
     figures = {f"{s}_pairs": n for s, n, *_ in rows}
     figures.update({f"{s}_users": u for s, _, u, *_ in rows})
     figures["pairs"] = sum(n for _, n, *_ in rows)
@@ -32,4 +36,4 @@ def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, d
     log_figures(context, mlflow, "interaction_splits", figures, params={"strategy": config.strategy})
     return dg.MaterializeResult(metadata=figures_metadata(
         figures, sql={"interaction_splits": sql},
-        tables={"splits": md_table(rows, ("split", "pairs", "users", "items", "first ts", "last ts"))}))
+        tables={"splits": md_table(rows, ("split", "pairs", "users", "items", "first ts", "last ts"))}) | table)

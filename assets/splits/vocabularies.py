@@ -2,13 +2,16 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.config import VocabularyConfig
-from assets.reporting import figures_metadata, log_figures, md_table
+import models.splits.build as build
+from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.splits.build import build_vocabularies
 from orchestration.resources import MlflowTracker
 
 
 @dg.asset(deps=["interaction_splits", "clean_items"], kinds={"duckdb"}, owners=["team:recsys"],
-          tags={"layer": "gold"})
+          tags={"layer": "gold"}, pool=WAREHOUSE_POOL,
+          code_version=code_version(__file__, build, sql=("vocabularies",)))
 def vocabularies(context: dg.AssetExecutionContext, config: VocabularyConfig, duckdb: DuckDBResource,
                  mlflow: MlflowTracker) -> dg.MaterializeResult:
     """User, item, category and title-token vocabularies from the train split only, with a
@@ -17,6 +20,7 @@ def vocabularies(context: dg.AssetExecutionContext, config: VocabularyConfig, du
     with duckdb.get_connection() as con:
         sql, fingerprint = build_vocabularies(con, params)
         sizes = con.execute("SELECT vocabulary, count(*), sum(count) FROM vocabularies GROUP BY 1 ORDER BY 1").fetchall()
+        table = table_metadata(con, "vocabularies")
     figures = {f"{v}_size": n for v, n, _ in sizes}
     figures.update({"num_buckets": config.num_buckets, "fingerprint": fingerprint})
     for name in ("user_id", "item_id", "category", "title_token"):
@@ -25,4 +29,4 @@ def vocabularies(context: dg.AssetExecutionContext, config: VocabularyConfig, du
     log_figures(context, mlflow, "vocabularies", figures, params={"vocabulary_fingerprint": fingerprint})
     return dg.MaterializeResult(metadata=figures_metadata(
         figures, sql={"vocabularies": sql},
-        tables={"sizes": md_table(sizes, ("vocabulary", "keys", "train interactions covered"))}))
+        tables={"sizes": md_table(sizes, ("vocabulary", "keys", "train interactions covered"))}) | table)

@@ -5,14 +5,18 @@ mirror everything that serves reads offline (models.retrieval.checkpoint.champio
 
 import dagster as dg
 
+import assets.training.checks as checks
+import models.retrieval.pyfunc as pyfunc
 from assets.reporting import figures_metadata
+from assets.versions import code_version
 from assets.training.checks import latest_evaluation, promotion_passes
 from models.retrieval.checkpoint import load_checkpoint, update_manifest
 from models.retrieval.pyfunc import read_logged
 from orchestration.resources import CHAMPION, MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["model_evaluation"], kinds={"mlflow"}, owners=["team:recsys"], tags={"layer": "model"})
+@dg.asset(deps=["model_evaluation"], kinds={"mlflow"}, owners=["team:recsys"], tags={"layer": "model"},
+          code_version=code_version(__file__, checks, pyfunc))
 def promoted_model(context: dg.AssetExecutionContext, paths: TowerflowPaths,
                    mlflow: MlflowTracker) -> dg.MaterializeResult:
     """The champion: a registered model version (tagged with the Dagster run, the data and

@@ -34,7 +34,7 @@ class IndexSpec:
     exact_max: int = 100_000  # auto: exact search up to this many items
     hnsw_m: int = 32  # HNSW graph degree
     ef_construction: int = 80
-    ef_search: int = 64
+    ef_search: int = 128  # HNSW search breadth: recall vs speed
     nlist: int = 0  # IVF cells; 0 = 4 * sqrt(nb)
     nprobe: int = 32
     ivf_min_train: int = 100_000  # IVF k-means sample: max(this, 40 * nlist) rows

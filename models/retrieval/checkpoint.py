@@ -43,7 +43,8 @@ def load_checkpoint(path: Path, expected_fingerprint: str | None = None) -> tupl
             f"checkpoint {path.name} was trained with vocabulary {meta['vocabulary_fingerprint'][:12]}, "
             f"but the current vocabularies are {expected_fingerprint[:12]}: retrain (materialize two_tower_model)")
     state = torch.load(path / "model.pt", weights_only=True)  # never arbitrary pickle
-    model = TwoTower(TowerConfig(**meta["config"]["tower"]))
+    # checkpoints written before the recency option had none: build them without it
+    model = TwoTower(TowerConfig(**{"recency": False, **meta["config"]["tower"]}))
     model.load_state_dict(state["model"])
     model.eval()
     return model, meta, state

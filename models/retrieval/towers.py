@@ -48,8 +48,8 @@ class TowerConfig:
     id_dropout: float = 0.1  # share of items whose id part is zeroed in training
     use_content: bool = True  # categories / tokens / numeric features in the item tower
     sparse: bool = True  # sparse gradients for the id tables (SparseAdam: cheap steps at 1M items)
-    recency: bool = False  # mean: a learned weight per history position (latest last); attention: a
-    # learned position vector per slot. False keeps checkpoints written before it loadable.
+    recency: bool = True  # mean: a learned weight per history position (latest last); attention: a
+    # learned position vector per slot (checkpoints written before it load with it off).
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:

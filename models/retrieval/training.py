@@ -31,20 +31,20 @@ class TrainConfig:
     loss: str = "infonce"  # infonce | bpr
     temperature: float = 0.05  # softmax temperature over cosine scores
     logq_correction: bool = True  # subtract log q_j: popular items are not over-penalised
-    extra_negatives: int = 0  # uniform negatives shared by the batch (mixed negative sampling)
+    extra_negatives: int = 512  # uniform negatives shared by the batch (mixed negative sampling)
     hard_negatives: bool = True  # the user's negative-feedback items in the denominator
-    batch_size: int = 512
-    epochs: int = 20
+    batch_size: int = 256
+    epochs: int = 30
     lr: float = 3e-3
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
     patience: int = 3  # epochs without a better validation NDCG@10 before stopping
     max_positions: int = 4096  # transformer: positions per step in the (P, P) softmax
-    window_stride: int = 0  # transformer: rows between window ends (0 = history_len, no overlap)
+    window_stride: int = 10  # transformer: rows between window ends (0 = history_len, no overlap)
     seed: int = 0
-    valid_users: int = 0  # early stopping ranks a seeded sample of this many validation users (0 = all)
-    valid_every: int = 0  # training examples between validations (0 = once per epoch)
-    max_minutes: float = 0.0  # stop training after this long (0 = no limit), keeping the best weights so far
+    valid_users: int = 5_000  # early stopping ranks a seeded sample of this many validation users (0 = all)
+    valid_every: int = 1_000_000  # training examples between validations (0 = once per epoch)
+    max_minutes: float = 10.0  # stop training after this long (0 = no limit), keeping the best weights so far
     max_steps: int | None = None  # stop early (tests, smoke runs)
     content_alignment: float = 0.1  # weight of content_alignment_loss (0 = off): a never-trained item lands
     # next to the trained item with its content. Demo data: copies under new ids find their source in

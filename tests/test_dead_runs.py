@@ -1,0 +1,128 @@
+"""A dead run never holds the warehouse: the pool gets its limit on any instance, and after a
+`dagster asset materialize` is killed (kill -9) mid-graph the daemon marks it failed, frees its
+pool slot, and the next scheduled retrain starts on its own (real daemon, real CLI, real
+sqlite instance in a temp DAGSTER_HOME)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.versions import WAREHOUSE_POOL
+from models.sources.synthetic import generate
+from orchestration.instance import ensure_warehouse_pool, find_dead_runs, instance_settings
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_the_warehouse_pool_gets_its_limit_on_an_instance_without_our_dagster_yaml():
+    with dg.instance_for_test() as instance:  # no concurrency settings at all
+        assert WAREHOUSE_POOL not in instance.event_log_storage.get_concurrency_keys()
+        assert ensure_warehouse_pool(instance) == 1
+        assert instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).slot_count == 1
+        instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 3)  # an operator's own limit wins
+        assert ensure_warehouse_pool(instance) == 3
+    assert instance_settings()["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_a_run_on_an_instance_without_our_dagster_yaml_sets_the_pool_limit_before_its_steps(tmp_path):
+    from assets.ingest.raw_items import raw_items
+    from orchestration.resources import build_resources
+
+    with dg.instance_for_test() as instance:
+        assert WAREHOUSE_POOL not in instance.event_log_storage.get_concurrency_keys()
+        result = dg.materialize([raw_items], resources=build_resources(tmp_path), instance=instance)
+        assert result.success
+        assert instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).slot_count == 1
+        # the step took the slot (it waited for nothing) and gave it back
+        assert instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots == []
+
+
+def _env(home: Path, dagster_home: Path) -> dict:
+    return {**os.environ, "TOWERFLOW_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
+            "TOWERFLOW_RETRAIN_CRON": "* * * * *", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def _wait(what: str, condition, timeout: float, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the daemon, its code server and any run worker
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_path, monkeypatch):
+    home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").symlink_to(REPO / "orchestration" / "dagster.yaml")  # one run at a time
+    generate(home / "landing", n_users=150, n_items=100, n_events=5_000, seed=4, log=lambda m: None)
+    env = _env(home, dagster_home)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    instance = dg.DagsterInstance.get()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cli = subprocess.Popen([str(BIN / "dagster"), "asset", "materialize", "-m", "orchestration.definitions",
+                            "--select", "*"], env=env, cwd=tmp_path, start_new_session=True,
+                           stdout=open(logs / "cli.log", "w"), stderr=subprocess.STDOUT)
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m", "orchestration.definitions"],
+                              env=env, cwd=tmp_path, start_new_session=True,
+                              stdout=open(logs / "daemon.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        # kill -9 the materialization mid-graph, while one of its steps holds the warehouse slot
+        def a_step_holds_the_slot():
+            return instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots
+
+        held = _wait("a step of the CLI run to hold the warehouse slot", a_step_holds_the_slot, 90, poll=0.05)
+        assert find_dead_runs(instance) == []  # alive: a working run is never swept
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=10)
+        dead_id = held[0].run_id
+        assert instance.get_run_by_id(dead_id).status == dg.DagsterRunStatus.STARTED  # what used to stay forever
+
+        # the daemon's sweep fails it and frees the slot; the per-minute schedule's run then leaves the
+        # queue and gets the warehouse (its first pooled step starts, which needs the free slot)
+        _wait("the dead run to be marked failed",
+              lambda: instance.get_run_by_id(dead_id).status == dg.DagsterRunStatus.FAILURE, 40)
+        info = instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
+        assert dead_id not in info.active_run_ids and info.slot_count == 1
+
+        def scheduled_run_got_the_warehouse():
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/schedule_name": "retrain_schedule"}))
+            for run in runs:
+                steps = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+                if any(e.step_key == "raw_events" for e in steps):
+                    return run
+            return None
+
+        run = _wait("the next scheduled retrain to start and take the warehouse", scheduled_run_got_the_warehouse,
+                    150, poll=1.0)  # up to a minute to the cron tick, then a run worker's start-up
+        assert run.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS)
+        failure = instance.all_logs(dead_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "dead_run_sweep" in failure[-1].message and "is gone" in failure[-1].message
+    except BaseException:
+        for name in ("cli.log", "daemon.log"):
+            print(f"--- {name} (tail) ---\n" + (logs / name).read_text()[-4000:])
+        raise
+    finally:
+        _stop(daemon)
+        if cli.poll() is None:
+            _stop(cli)
+        instance.dispose()
