@@ -110,6 +110,19 @@ class MlflowTracker(dg.ConfigurableResource):
             context.run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
         self._client().set_terminated(self._parent, "FAILED" if failures else "FINISHED")
 
+    def end_dagster_run(self, dagster_run_id: str, status: str = "KILLED") -> list[str]:
+        """End the still-RUNNING MLflow runs (parent and children) of a Dagster run whose process
+        is gone (the dead-run sweep calls this); returns their ids."""
+        client = self._client()
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return []
+        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{dagster_run_id}' "
+                                  "and attributes.status = 'RUNNING'")
+        for r in runs:
+            client.set_terminated(r.info.run_id, status)
+        return [r.info.run_id for r in runs]
+
     def run_id_for(self, dagster_run_id: str, job_name: str = "", label: str | None = None) -> str:
         """The MLflow run tagged with this Dagster run id, created (RUNNING) on first use."""
         from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE

@@ -18,7 +18,7 @@ import dagster as dg
 from assets.ingest.sources import fingerprint, landing_files
 from models.retrieval.checkpoint import champion_version
 from orchestration.jobs import incremental_item_embedding_job
-from orchestration.resources import TowerflowPaths
+from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
 def _new_files(context, folder) -> tuple[dict, dict]:
@@ -64,13 +64,16 @@ def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths
            description="Housekeeping, no runs: marks FAILED the runs whose process is gone (kill -9, "
                        "reboot) and frees their warehouse pool slot, so the queue and the schedule go on; "
                        "gives the warehouse pool its limit on an instance that has none.")
-def dead_run_sweep(context: dg.SensorEvaluationContext):
+def dead_run_sweep(context: dg.SensorEvaluationContext, mlflow: MlflowTracker):
     from orchestration.instance import ensure_warehouse_pool, fail_dead_runs
 
     limit = ensure_warehouse_pool(context.instance)
     dead = fail_dead_runs(context.instance)
     for d in dead:
         context.log.warning(f"run {d.run_id} ({d.job_name}) marked failed: {d.reason}")
+        ended = mlflow.end_dagster_run(d.run_id, "KILLED")  # its process never closed its MLflow run
+        if ended:
+            context.log.warning(f"MLflow run {ended} of Dagster run {d.run_id} marked KILLED")
     return dg.SkipReason(f"{len(dead)} dead run(s) marked failed"
                          + (f": {', '.join(d.run_id[:8] for d in dead)}" if dead else "")
                          + f"; warehouse pool limit {limit}")

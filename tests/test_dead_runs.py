@@ -117,6 +117,13 @@ def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_p
         assert run.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS)
         failure = instance.all_logs(dead_id, of_type=dg.DagsterEventType.RUN_FAILURE)
         assert "dead_run_sweep" in failure[-1].message and "is gone" in failure[-1].message
+        # and its MLflow run, which the killed process never closed, is KILLED rather than RUNNING forever
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+        exp = client.get_experiment_by_name("towerflow")
+        dead_mlflow = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{dead_id}'")
+        assert dead_mlflow and {r.info.status for r in dead_mlflow} == {"KILLED"}
     except BaseException:
         for name in ("cli.log", "daemon.log"):
             print(f"--- {name} (tail) ---\n" + (logs / name).read_text()[-4000:])
