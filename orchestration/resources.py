@@ -200,9 +200,11 @@ class MlflowTracker(dg.ConfigurableResource):
         else:
             import mlflow
 
-            mlflow.set_tracking_uri(self.tracking_uri)
-            version = mlflow.register_model(model_uri, self.registered_model,
-                                            tags={"checkpoint": checkpoint, **{k: str(v) for k, v in tags.items()}})
+            from models.retrieval.pyfunc import using_tracking_uri
+
+            with using_tracking_uri(self.tracking_uri):
+                version = mlflow.register_model(model_uri, self.registered_model,
+                                                tags={"checkpoint": checkpoint, **{k: str(v) for k, v in tags.items()}})
             created = True
         client.set_registered_model_alias(self.registered_model, alias, version.version)
         return int(version.version), created

@@ -21,6 +21,8 @@ users needs; the FAISS index and `towerflow serve` are the path for traffic.
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +172,21 @@ def signature_and_example(user_id: str, recent: list[str]):
     return sig, example
 
 
+@contextmanager
+def using_tracking_uri(uri: str):
+    """MLflow's fluent API at `uri` for the block only: mlflow.set_tracking_uri also sets the
+    MLFLOW_TRACKING_URI environment variable, which would otherwise leak into every later
+    resource built in this process (another home's runs into this home's store)."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def log_pyfunc(tracking_uri: str, run_id: str, bundle: Path, example_user: str, example_recent: list[str],
                name: str = "model") -> dict:
     """Log the bundle as a pyfunc model of run `run_id` (its Models tab shows it); returns
@@ -183,8 +200,7 @@ def log_pyfunc(tracking_uri: str, run_id: str, bundle: Path, example_user: str, 
     sig, example = signature_and_example(example_user, example_recent)
     reqs = [f"{p}=={md.version(p)}" for p in ("mlflow", "numpy", "pandas", "polars", "pyarrow")]
     reqs.append(f"torch=={torch.__version__.split('+')[0]}")
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name=name, python_model=TwoTowerPyfunc(), artifacts={"bundle": str(bundle)},
                                        signature=sig, input_example=(example, {"k": 10}),
                                        code_paths=[str(Path(models.__file__).parent)], pip_requirements=reqs)
