@@ -145,7 +145,7 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str
     n_items, n_users = con.execute("SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM action_labels").fetchall()[0]
     per_seed, lat = [], None
     for seed in seeds:
-        cfg, tcfg = ranker_configs(config.model_copy(update={"seed": seed}), len(vocab), n_items, n_users)
+        cfg, tcfg = ranker_configs(config.model_copy(update={"seed": seed}), weights.tolist(), n_items, n_users)
         train_set, valid_set, test_set = (load_ranking_set(con, s, cfg) for s in ("train", "valid", "test"))
         t0 = time.perf_counter()
         res = train_ranker(train_set, valid_set, cfg, tcfg, weights)

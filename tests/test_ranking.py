@@ -27,6 +27,13 @@ def test_isolation_mask_is_causal_over_context_and_isolates_candidates():
     assert isolation_mask(4, 3) is m  # built once per shape
 
 
+def _untrained(cfg: RankerConfig) -> Ranker:
+    """A random ranker whose heads are not zero (a fresh one starts as the retriever's order)."""
+    model = _untrained(cfg)
+    torch.nn.init.normal_(model.heads.weight, std=0.5)
+    return model
+
+
 def _inputs(cfg: RankerConfig, cand_ids: list[str], seed: int = 0):
     rng = np.random.default_rng(seed)
     H = cfg.history_len
@@ -44,7 +51,7 @@ def _inputs(cfg: RankerConfig, cand_ids: list[str], seed: int = 0):
 def test_a_candidates_score_is_bit_identical_alone_among_31_others_and_when_they_change():
     torch.manual_seed(0)
     cfg = RankerConfig(n_actions=5, history_len=8, candidates_per_pass=32, item_buckets=257, user_buckets=257)
-    model = Ranker(cfg).eval()
+    model = _untrained(cfg)
     alone = score_candidates(model, *_inputs(cfg, ["i7"]))[0, 0]
     others = [f"i{100 + j}" for j in range(31)]
     among = score_candidates(model, *_inputs(cfg, ["i7", *others]))[0, 0]
@@ -63,7 +70,7 @@ def test_a_candidates_score_is_bit_identical_alone_among_31_others_and_when_they
 def test_isolation_is_what_keeps_scores_apart_and_scoring_matches_the_masked_forward():
     torch.manual_seed(0)
     cfg = RankerConfig(n_actions=2, history_len=4, candidates_per_pass=4, item_buckets=97, user_buckets=97)
-    model = Ranker(cfg).eval()
+    model = _untrained(cfg)
     import models.ranking.model as m
 
     with torch.no_grad():

@@ -14,8 +14,8 @@ from models.retrieval.plots import training_curves
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-def ranker_configs(config: RankingConfig, n_actions: int, n_items: int, n_users: int):
-    cfg = RankerConfig(n_actions=n_actions, dim=config.dim, heads=config.heads, layers=config.layers,
+def ranker_configs(config: RankingConfig, weights: list[float], n_items: int, n_users: int):
+    cfg = RankerConfig(n_actions=len(weights), action_signs=tuple(1.0 if w >= 0 else -1.0 for w in weights), dim=config.dim, heads=config.heads, layers=config.layers,
                        history_len=config.history_len, candidates_per_pass=config.candidates_per_pass,
                        item_buckets=max(1024, 2 * n_items + 1), user_buckets=max(1024, 2 * n_users + 1))
     tcfg = RankerTrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -33,7 +33,7 @@ def ranking_model(context: dg.AssetExecutionContext, config: RankingConfig, path
         vocab = read_vocabulary(con)
         n_items, n_users = con.execute("SELECT count(DISTINCT item_id), count(DISTINCT user_id) "
                                        "FROM action_labels").fetchall()[0]
-        cfg, tcfg = ranker_configs(config, len(vocab), n_items, n_users)
+        cfg, tcfg = ranker_configs(config, [a["weight"] for a in vocab], n_items, n_users)
         train_set = load_ranking_set(con, "train", cfg)
         valid_set = load_ranking_set(con, "valid", cfg)
     weights = torch.tensor([a["weight"] for a in vocab], dtype=torch.float32)

@@ -52,7 +52,9 @@ class RankerConfig:
     history_len: int = 32  # last H exposures with an action (Phoenix: 128)
     candidates_per_pass: int = 32  # candidate slots per sequence (Phoenix: 32)
     dropout: float = 0.1
-    use_retrieval_score: bool = True  # the retriever's score as a candidate input
+    use_retrieval_score: bool = True  # the retriever's score as a candidate input and a direct path
+    action_signs: tuple[float, ...] | None = None  # +1 / -1 per action (its weight's sign): how the
+    # direct path starts, so an untrained ranker orders candidates exactly as the retriever does
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -130,6 +132,12 @@ class Ranker(nn.Module):
         self.norm = nn.LayerNorm(D)
         self.heads = nn.Linear(D, cfg.n_actions)
         self.score_proj = nn.Linear(1, D) if cfg.use_retrieval_score else None
+        # logits = heads(transformer) + skip * retrieval score. The heads start at zero and the
+        # skip at 5 x the action's sign: before training, the weighted score rises with the
+        # retrieval score (the retriever's order); training learns what to change.
+        nn.init.zeros_(self.heads.weight)
+        signs = torch.tensor(cfg.action_signs if cfg.action_signs else [0.0] * cfg.n_actions, dtype=torch.float32)
+        self.skip = nn.Parameter(5.0 * signs) if cfg.use_retrieval_score else None
 
     def context_tokens(self, user_hash, hist_hash, hist_actions, hist_valid) -> torch.Tensor:
         B, H, _ = hist_hash.shape
@@ -139,6 +147,13 @@ class Ranker(nn.Module):
         h = self.history_proj(torch.cat([self.item(hist_hash), act], dim=-1)) + self.position + self.segment[1]
         h = h * hist_valid[..., None]  # (B, H, D): padding rows zeroed (and masked below)
         return torch.cat([u, h], dim=1)  # (B, 1 + H, D)
+
+    def _logits(self, c: torch.Tensor, cand_score) -> torch.Tensor:
+        out = self.heads(self.norm(c))  # (B, C, A)
+        if self.skip is not None:
+            sc = torch.where(torch.isfinite(cand_score), cand_score, 0.0).to(out.dtype)  # (B, C)
+            out = out + sc[..., None] * self.skip  # (B, C, 1) * (A,) -> (B, C, A)
+        return out
 
     def candidate_tokens(self, cand_hash, cand_score) -> torch.Tensor:
         c = self.item(cand_hash) + self.segment[2]  # (B, C, D)
@@ -163,7 +178,7 @@ class Ranker(nn.Module):
         mask = isolation_mask(1 + H, C)[None, None] & keys[:, None, None, :]  # (B, 1, T, T)
         for block in self.blocks:
             x = block(x, mask)
-        return self.heads(self.norm(x[:, 1 + H:]))  # (B, C, A)
+        return self._logits(x[:, 1 + H:], cand_score)  # (B, C, A)
 
     def encode_context(self, user_hash, hist_hash, hist_actions, hist_valid) -> tuple[list, torch.Tensor]:
         """Per layer, the context's keys and values (it never attends to a candidate, so they do
@@ -184,7 +199,7 @@ class Ranker(nn.Module):
         c = self.candidate_tokens(cand_hash, cand_score)  # (B, C, D)
         for block, (k, v) in zip(self.blocks, kv):
             c = block.candidates(c, k, v, valid)
-        return self.heads(self.norm(c))
+        return self._logits(c, cand_score)
 
 
 def weighted_score(probs: torch.Tensor, weights: torch.Tensor, offset: float = 1e-3) -> torch.Tensor:

@@ -27,11 +27,13 @@ from models.ranking.model import Ranker, RankerConfig, score_candidates, weighte
 @dataclass
 class RankerTrainConfig:
     epochs: int = 8  # upper bound; early stopping on valid NDCG@10 usually ends sooner
-    batch_size: int = 64  # users per step, each with one block of candidates_per_pass candidates
+    batch_size: int = 32  # users per step, each with one block of candidates_per_pass candidates
+    min_steps: int = 20  # steps per epoch at least: on small data an epoch passes over the users
+    # several times, each pass drawing other candidates of theirs (a block holds 32 of ~200)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
-    patience: int = 2  # epochs without a better valid NDCG@10 before stopping
+    patience: int = 3  # epochs without a better valid NDCG@10 before stopping
     valid_users: int = 1000  # early stopping scores a seeded sample of this many valid users (0 = all)
     seed: int = 0
     max_minutes: float = 0.0  # 0 = no time budget
@@ -82,16 +84,24 @@ def train_ranker(train_set, valid_set, cfg: RankerConfig, tcfg: RankerTrainConfi
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     P = cfg.candidates_per_pass
     G = len(train_set)
-    steps_per_epoch = max(1, math.ceil(G / tcfg.batch_size))
-    best, best_state, best_epoch, bad, history = -1.0, None, 0, 0, []
+    steps_per_epoch = max(tcfg.min_steps, math.ceil(G / tcfg.batch_size))
+    # epoch 0: the untrained ranker, which orders as the retriever does; training must beat it
+    start = valid_ndcg(model, valid_set, weights)
+    best, best_epoch, bad, best_valid = start["ndcg@10"], 0, 0, start
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    history = [{"epoch": 0, "loss": float("nan"), "valid_ndcg@10": start["ndcg@10"], "valid_hr@10": start["hr@10"],
+                "train_seconds": 0.0}]
+    if log:
+        log(f"ranker before training (retrieval order): valid NDCG@10 {start['ndcg@10']:.4f}")
     t0, steps, stopped_by = time.perf_counter(), 0, "epochs"
     for epoch in range(1, tcfg.epochs + 1):
         model.train()
-        order = torch.randperm(G, generator=gen)
+        passes = math.ceil(steps_per_epoch * tcfg.batch_size / G)
+        order = torch.cat([torch.randperm(G, generator=gen) for _ in range(passes)])
         progress = Progress(f"ranker epoch {epoch}", steps_per_epoch, "steps", log)
         total, n, e0 = 0.0, 0, time.perf_counter()
-        for s in range(0, G, tcfg.batch_size):
-            rows = order[s: s + tcfg.batch_size]
+        for step in range(steps_per_epoch):
+            rows = order[step * tcfg.batch_size: (step + 1) * tcfg.batch_size]
             idx = sample_block(train_set, rows, P, gen)  # (b, P)
             cand = _gather(train_set.cand_hash[rows], idx, 0)  # (b, P, n_hashes)
             labels = _gather(train_set.labels[rows], idx, 0.0)  # (b, P, A)
