@@ -206,7 +206,10 @@ def _ranking_candidates_default() -> int:
 
 
 class RankingConfig(dg.Config):
-    """The ranking stage (assets/ranking/): action labels, candidates, the ranker and its use."""
+    """The ranking stage (assets/ranking/): action labels, candidates, the ranker and its use.
+
+    `make demo` runs it smaller (Makefile RANKING_DEMO: 100 candidates, 4 epochs, 500 validation
+    users) to stay near its time budget; these defaults are the product's."""
 
     action_set: str = Field(default="auto", description="Action vocabulary (models/ranking/labels.py): events "
                             "(click, like, share, liked_rating, not_interested), ratings (MovieLens: rated, "
@@ -229,6 +232,8 @@ class RankingConfig(dg.Config):
     epochs: int = Field(default=_ranker_default("epochs"), description="Upper bound; early stopping on the valid "
                         "NDCG@10 of the weighted score usually ends sooner.")
     patience: int = Field(default=_ranker_default("patience"), description="Epochs without a better valid NDCG@10.")
+    valid_users: int = Field(default=_ranker_default("valid_users"), description="Early stopping scores a seeded "
+                             "sample of this many valid users (0 = all); ranking_evaluation scores every one.")
     batch_size: int = Field(default=_ranker_default("batch_size"), description="Users per step.")
     lr: float = Field(default=_ranker_default("lr"), description="AdamW learning rate.")
     max_minutes: float = Field(default=_ranker_default("max_minutes"), description="Training budget (0 = none).")

@@ -19,7 +19,8 @@ def ranker_configs(config: RankingConfig, weights: list[float], n_items: int, n_
                        history_len=config.history_len, candidates_per_pass=config.candidates_per_pass,
                        item_buckets=max(1024, 2 * n_items + 1), user_buckets=max(1024, 2 * n_users + 1))
     tcfg = RankerTrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                             patience=config.patience, seed=config.seed, max_minutes=config.max_minutes)
+                             patience=config.patience, seed=config.seed, max_minutes=config.max_minutes,
+                             valid_users=config.valid_users)
     return cfg, tcfg
 
 
