@@ -10,6 +10,8 @@ EXPECTED_GROUPS = {
     "interaction_splits": "splits", "vocabularies": "splits",
     "two_tower_model": "training", "model_evaluation": "training",
     "item_embeddings": "serving", "item_index": "serving", "batch_recommendations": "serving",
+    "action_labels": "ranking", "ranking_candidates": "ranking", "ranking_model": "ranking",
+    "ranking_evaluation": "ranking", "ranked_recommendations": "ranking",
 }
 
 
@@ -29,13 +31,17 @@ def test_definitions_load_with_groups_lineage_and_checks(tmp_path, monkeypatch):
     assert parents("raw_events") == {"landing_events"} and parents("raw_items") == {"landing_items"}
     assert parents("item_embeddings") == {"model_evaluation", "clean_items"}
     assert parents("batch_recommendations") == {"item_index"}
+    # retrieve -> rank: candidates come from the evaluated (champion) retriever
+    assert parents("ranking_candidates") == {"action_labels", "model_evaluation", "interaction_splits"}
+    assert parents("ranked_recommendations") == {"ranking_evaluation", "item_index"}
 
     specs = [graph.get_check_spec(k) for k in graph.asset_check_keys]
     checks = {(c.asset_key.to_user_string(), c.name): c.blocking for c in specs}
     # the checks that guard the splits (and what feeds them) are blocking
     for key in [("interaction_splits", "split_no_time_leakage"), ("interaction_splits", "split_eval_users_have_history"),
                 ("interaction_splits", "interaction_splits_expectations"), ("clean_interactions", "event_row_accounting"),
-                ("model_evaluation", "beats_popularity_on_valid_ndcg"), ("item_index", "item_index_recall_at_10")]:
+                ("model_evaluation", "beats_popularity_on_valid_ndcg"), ("item_index", "item_index_recall_at_10"),
+                ("ranking_evaluation", "ranking_beats_retrieval_on_valid_ndcg")]:
         assert checks[key] is True, key
     assert ("clean_interactions", "clean_interactions_expectations") in checks
     assert ("raw_events", "raw_events_files_readable") in checks
