@@ -29,7 +29,7 @@ def test_isolation_mask_is_causal_over_context_and_isolates_candidates():
 
 def _untrained(cfg: RankerConfig) -> Ranker:
     """A random ranker whose heads are not zero (a fresh one starts as the retriever's order)."""
-    model = _untrained(cfg)
+    model = Ranker(cfg).eval()
     torch.nn.init.normal_(model.heads.weight, std=0.5)
     return model
 
@@ -206,4 +206,45 @@ def test_ranker_learns_planted_actions_and_beats_retrieval_order():
     assert m["auc"]["not_interested"] > 0.6 and m["auc"]["like"] > 0.7, m["auc"]
     # 8 of 24 candidates are of the user's taste: a good order keeps at most 2 others in the top 10
     assert m["negatives_pushed_out_of_top10"] > 0.5, m
-    assert [r["epoch"] for r in result.history] == list(range(1, len(result.history) + 1))
+    # epoch 0 is the untrained ranker: the retriever's order, the bar training had to clear
+    assert [r["epoch"] for r in result.history] == list(range(len(result.history)))
+    assert result.best_epoch > 0 and result.best_valid["ndcg@10"] > result.history[0]["valid_ndcg@10"]
+
+
+def test_the_service_api_ranks_from_a_saved_checkpoint_like_the_batch_path(tmp_path):
+    from models.artifacts import write_manifest
+    from models.ranking.ranker import LoadedRanker, load_ranker
+    from models.ranking.training import save_ranker
+
+    assert load_ranker(tmp_path) is None  # nothing promoted yet
+    cfg = RankerConfig(n_actions=2, history_len=4, candidates_per_pass=8, item_buckets=97, user_buckets=97,
+                       action_signs=(1.0, -1.0))
+    model = _untrained(cfg)
+    vocab = [{"name": "click", "weight": 1.0, "definition": "click"},
+             {"name": "not_interested", "weight": -5.0, "definition": "not_interested"}]
+    path = save_ranker(tmp_path / "ranking", model, {"actions": vocab})
+    write_manifest(tmp_path / "ranking", {"current": path.name, "latest": path.name, "versions": [path.name]})
+    ranker = load_ranker(tmp_path)
+    assert isinstance(ranker, LoadedRanker) and ranker.actions == ["click", "not_interested"]
+    cands, scores = ["i3", "i1", "i2"], [0.9, 0.5, 0.1]
+    res = ranker.rank("u1", ["i7", "i8"], [["click"], ["not_interested"]], cands, scores)
+    assert sorted(res.item_ids) == sorted(cands) and list(res.score) == sorted(res.score, reverse=True)
+    # the same numbers as the batch path (ids hashed without the cache, history as a History)
+    _, batch = ranker.score(*_api_inputs(ranker, ["i7", "i8"], [1, 2], cands), np.array([cands], dtype=object),
+                            np.ones((1, 3), dtype=bool), np.array([scores], dtype=np.float32))
+    assert np.allclose(sorted(batch[0].numpy(), reverse=True), res.score, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown action"):
+        ranker.rank("u1", ["i7"], [["bogus"]], cands, scores)
+    with pytest.raises(ValueError, match="one retriever score per candidate"):
+        ranker.rank("u1", [], [], cands, scores[:2])
+
+
+def _api_inputs(ranker, items, masks, cands):
+    c = ranker.cfg
+    H = c.history_len
+    hi = np.array([[""] * (H - len(items)) + items], dtype=object)
+    hv = np.array([[False] * (H - len(items)) + [True] * len(items)])
+    hm = np.array([[0] * (H - len(items)) + masks])
+    uh = torch.as_tensor(hash_buckets(np.array(["u1"], dtype=object), c.n_hashes, c.user_buckets))
+    return uh, History(hashed(hi, c.n_hashes, c.item_buckets, hv), torch.as_tensor(mask_to_multihot(hm, 2)),
+                       torch.as_tensor(hv))

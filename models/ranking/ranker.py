@@ -67,6 +67,18 @@ class LoadedRanker:
         self.actions = [a["name"] for a in self.meta["actions"]]
         self.weights = torch.tensor([a["weight"] for a in self.meta["actions"]], dtype=torch.float32)
         self.offset = float(self.meta.get("negative_offset", 1e-3))
+        self._item_hashes: dict[str, np.ndarray] = {}  # item id -> its buckets: hashing is most of a request
+
+    def item_hashes(self, ids) -> torch.Tensor:
+        """(n,) item ids -> (n, n_hashes) buckets, remembered (up to 1M ids) across requests."""
+        c, cache = self.cfg, self._item_hashes
+        new = [i for i in dict.fromkeys(ids) if i not in cache]
+        if new:
+            if len(cache) + len(new) > 1_000_000:
+                cache.clear()
+            cache.update(zip(new, hash_buckets(np.asarray(new, dtype=object), c.n_hashes, c.item_buckets)))
+        return torch.as_tensor(np.stack([cache[i] for i in ids])) if len(ids) else \
+            torch.zeros(0, c.n_hashes, dtype=torch.long)
 
     def _mask(self, acts) -> int:
         if isinstance(acts, (int, np.integer)):
@@ -78,12 +90,13 @@ class LoadedRanker:
         return sum(1 << index[a] for a in set(acts))
 
     def score(self, user_hash, history, cand_ids: np.ndarray, cand_valid: np.ndarray,
-              retrieval_scores) -> tuple[torch.Tensor, torch.Tensor]:
+              retrieval_scores, cand_hash: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(G, C) candidate ids and retrieval scores -> ((G, C, A) probabilities, (G, C) weighted scores)."""
         c = self.cfg
+        if cand_hash is None:
+            cand_hash = hashed(cand_ids, c.n_hashes, c.item_buckets, cand_valid)
         probs = score_candidates(self.model, user_hash, history.item_hash, history.actions, history.valid,
-                                 hashed(cand_ids, c.n_hashes, c.item_buckets, cand_valid),
-                                 torch.as_tensor(np.asarray(retrieval_scores, dtype=np.float32)))
+                                 cand_hash, torch.as_tensor(np.asarray(retrieval_scores, dtype=np.float32)))
         return probs, weighted_score(probs, self.weights, self.offset)
 
     def rank(self, user_id: str, history_items, history_actions, candidate_ids, retrieval_scores) -> RankResult:
@@ -97,19 +110,20 @@ class LoadedRanker:
         H = c.history_len
         items = list(history_items)[-H:]
         masks = [self._mask(a) for a in list(history_actions)[-H:]]
-        hi = np.full((1, H), "", dtype=object)
+        hh = torch.zeros(1, H, c.n_hashes, dtype=torch.long)
         hm = np.zeros((1, H), dtype=np.int64)
         hv = np.zeros((1, H), dtype=bool)
         if items:
-            hi[0, H - len(items):], hm[0, H - len(items):], hv[0, H - len(items):] = items, masks, True
+            hh[0, H - len(items):] = self.item_hashes(items)
+            hm[0, H - len(items):], hv[0, H - len(items):] = masks, True
         from models.ranking.data import History
 
-        history = History(hashed(hi, c.n_hashes, c.item_buckets, hv), torch.as_tensor(mask_to_multihot(hm, len(self.actions))),
-                          torch.as_tensor(hv))
+        history = History(hh, torch.as_tensor(mask_to_multihot(hm, len(self.actions))), torch.as_tensor(hv))
         cands = np.asarray([list(candidate_ids)], dtype=object)
         uh = torch.as_tensor(hash_buckets(np.asarray([user_id], dtype=object), c.n_hashes, c.user_buckets))
         rs = np.asarray(retrieval_scores, dtype=np.float32)
-        probs, score = self.score(uh, history, cands, np.ones(cands.shape, dtype=bool), rs[None, :])
+        probs, score = self.score(uh, history, cands, np.ones(cands.shape, dtype=bool), rs[None, :],
+                                  self.item_hashes(list(candidate_ids))[None])
         order = np.lexsort((-rs, -score[0].numpy()))  # ties: retrieval order
         return RankResult([cands[0, i] for i in order], score[0].numpy()[order], rs[order],
                           probs[0].numpy()[order], list(self.actions))
