@@ -30,7 +30,10 @@ $(DAGSTER_HOME)/dagster.yaml:
 
 # `make demo WORKERS=2` trains two_tower_model on 2 processes (torchrun, DDP); default: one, in process.
 WORKERS ?=
-DEMO_CONFIG := $(if $(WORKERS),--config-json '{"ops": {"two_tower_model": {"config": {"workers": $(WORKERS)}}}}')
+# The ranking group, smaller than its product defaults (assets/config.py RankingConfig) for the demo's time budget.
+RANKING_DEMO := "ranking_candidates": {"config": {"n_candidates": 100}}, "ranked_recommendations": {"config": {"n_candidates": 100}}, "ranking_model": {"config": {"epochs": 4, "valid_users": 500}}
+COMMA := ,
+DEMO_CONFIG := --config-json '{"ops": {$(RANKING_DEMO)$(if $(WORKERS),$(COMMA) "two_tower_model": {"config": {"workers": $(WORKERS)}})}}'
 
 # Generate the default synthetic data only when no event file has landed, then run the graph.
 demo: install $(DAGSTER_HOME)/dagster.yaml
@@ -41,6 +44,8 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/towerflow status
 	@echo; echo "Recommendations for one known user (towerflow recommend --user ID):"
 	$(BIN)/towerflow recommend --sample 1 -k 10
+	@echo; echo "The same user, retrieved then ranked (towerflow recommend --rank --user ID):"
+	$(BIN)/towerflow recommend --rank --sample 1 -k 10 --candidates 100
 
 test: install
 	$(BIN)/python -m pytest

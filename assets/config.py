@@ -195,3 +195,60 @@ def default_warehouse_params() -> dict:
     takes them (tests and benchmarks build the warehouse without Dagster)."""
     return {"cleaning": CleaningConfig().sql_params(), "splits": SplitConfig().sql_params(),
             "vocabulary": VocabularyConfig().sql_params()}
+
+
+def _ranker_default(field: str):
+    """A default of the ranking library's dataclasses (models/ranking): the one source of truth."""
+    from dataclasses import fields
+
+    from models.ranking.model import RankerConfig
+    from models.ranking.training import RankerTrainConfig
+
+    for cls in (RankerConfig, RankerTrainConfig):
+        for f in fields(cls):
+            if f.name == field:
+                return f.default
+    raise KeyError(field)
+
+
+def _ranking_candidates_default() -> int:
+    from models.ranking.ranker import DEFAULT_CANDIDATES
+
+    return DEFAULT_CANDIDATES
+
+
+class RankingConfig(dg.Config):
+    """The ranking stage (assets/ranking/): action labels, candidates, the ranker and its use.
+
+    `make demo` runs it smaller (Makefile RANKING_DEMO: 100 candidates, 4 epochs, 500 validation
+    users) to stay near its time budget; these defaults are the product's."""
+
+    action_set: str = Field(default="auto", description="Action vocabulary (models/ranking/labels.py): events "
+                            "(click, like, share, liked_rating, not_interested), ratings (MovieLens: rated, "
+                            "rated_4plus, rated_5, rated_low) or auto (ratings when every event is a rating).")
+    action_weights: dict[str, float] = Field(default={}, description="Override an action's weight in the ranking "
+                                             "score, e.g. {\"not_interested\": -20}; negative actions push down.")
+    n_candidates: int = Field(default=_ranking_candidates_default(), ge=1, description="Candidates the champion retriever hands the ranker "
+                              "per user (seen items excluded); evaluation compares both orders over these.")
+    label_share: float = Field(default=0.2, gt=0, lt=1, description="Train rows: the last share of each user's "
+                               "train pairs opens the label window; history and retrieval see only what came before.")
+    k: int = Field(default=RecommendationConfig.model_fields["k"].default, ge=1,
+                   description="ranked_recommendations: items kept per user after ranking.")
+    dim: int = Field(default=_ranker_default("dim"), description="Ranker token width.")
+    layers: int = Field(default=_ranker_default("layers"), description="Transformer blocks.")
+    heads: int = Field(default=_ranker_default("heads"), description="Attention heads (dim must divide).")
+    history_len: int = Field(default=_ranker_default("history_len"), description="Latest exposures with an "
+                             "action the ranker reads (Phoenix: 128).")
+    candidates_per_pass: int = Field(default=_ranker_default("candidates_per_pass"), description="Candidate "
+                                     "slots per sequence (Phoenix: 32); more candidates take more sequences.")
+    epochs: int = Field(default=_ranker_default("epochs"), description="Upper bound; early stopping on the valid "
+                        "NDCG@10 of the weighted score usually ends sooner.")
+    patience: int = Field(default=_ranker_default("patience"), description="Epochs without a better valid NDCG@10.")
+    valid_users: int = Field(default=_ranker_default("valid_users"), description="Early stopping scores a seeded "
+                             "sample of this many valid users (0 = all); ranking_evaluation scores every one.")
+    batch_size: int = Field(default=_ranker_default("batch_size"), description="Users per step.")
+    lr: float = Field(default=_ranker_default("lr"), description="AdamW learning rate.")
+    max_minutes: float = Field(default=_ranker_default("max_minutes"), description="Training budget (0 = none).")
+    seed: int = Field(default=_ranker_default("seed"), description="Seeds sampling and initialisation.")
+    negative_offset: float = Field(default=1e-3, description="Phoenix's offset: a non-negative weighted score s "
+                                   "becomes s + offset, a negative one a number in [0, offset) in the same order.")

@@ -5,6 +5,7 @@
     towerflow status
     towerflow quarantine [--reason CODE] [-n 20]
     towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
+                        [--rank [--candidates 200]]
     towerflow similar --item ID [-k 10] [--format table|csv|json]
 """
 
@@ -186,7 +187,11 @@ FORMATS = click.Choice(["table", "csv", "json"])
 @click.option("--sample", default=0, type=click.IntRange(0, 1000), help="Also the first N known users (a demo).")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def recommend(users, users_file, sample, k, fmt) -> None:
+@click.option("--rank", "rank", is_flag=True, help="Retrieve --candidates items, order them with the promoted "
+              "ranker (weighted action probabilities), return k; retrieval order when no ranker is promoted.")
+@click.option("--candidates", default=None, type=click.IntRange(1, 10_000),
+              help="--rank: how many retrieved items the ranker orders (default 200).")
+def recommend(users, users_file, sample, k, fmt, rank, candidates) -> None:
     ids = list(users)
     if users_file:
         ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
@@ -198,11 +203,35 @@ def recommend(users, users_file, sample, k, fmt) -> None:
                                           {"n": sample}).fetchall()]
         con.close()
     rec = _recommender(ids, threads=1 if len(ids) <= 64 else None)  # one thread for a few users
+    if rank and _recommend_ranked(rec, ids, k, candidates, fmt):
+        return
     rows = rec.recommend(ids, k)
     for u in dict.fromkeys(r[0] for r in rows if r[4]):
         click.echo(f"towerflow: unknown user {u!r}: popular items instead (fallback)", err=True)
     header = ("user_id", "rank", "item_id", "score") if fmt == "csv" else ("user_id", "rank", "item_id", "score", "fallback")
     _emit([r[:4] if fmt == "csv" else r for r in rows], header, fmt)
+
+
+def _recommend_ranked(rec, ids: list[str], k: int, candidates: int | None, fmt: str) -> bool:
+    """Print ranked recommendations; False (after a one-line notice) when no ranker is promoted."""
+    from models.ranking.ranker import DEFAULT_CANDIDATES, load_ranker, rank_users
+
+    ranker = load_ranker(towerflow_home() / "artifacts")
+    if ranker is None:
+        click.echo("towerflow: no promoted ranker (materialize the ranking group): retrieval order instead", err=True)
+        return False
+    con = _connect()
+    try:
+        df = rank_users(con, rec, ranker, ids, candidates or DEFAULT_CANDIDATES, k)
+    finally:
+        con.close()
+    for u in ids:
+        if u not in set(df["user_id"]):
+            click.echo(f"towerflow: unknown user {u!r}: nothing to rank (try without --rank for popular items)",
+                       err=True)
+    df = df.astype({c: "float64" for c in df.columns if df[c].dtype.kind == "f"})
+    _emit(list(df.itertuples(index=False, name=None)), tuple(df.columns), fmt)
+    return True
 
 
 @main.command(help="Items closest to an item in the index.")

@@ -21,6 +21,8 @@ EXPECTED_GROUPS = {
     "interaction_splits": "splits", "vocabularies": "splits",
     "two_tower_model": "training", "model_evaluation": "training", "promoted_model": "training",
     "item_embeddings": "serving", "item_index": "serving", "batch_recommendations": "serving",
+    "action_labels": "ranking", "ranking_candidates": "ranking", "ranking_model": "ranking",
+    "ranking_evaluation": "ranking", "ranked_recommendations": "ranking",
 }
 EXPECTED_PARENTS = {
     "landing_events": set(), "landing_items": set(),
@@ -31,6 +33,10 @@ EXPECTED_PARENTS = {
     "model_evaluation": {"two_tower_model"}, "promoted_model": {"model_evaluation"},
     "item_embeddings": {"promoted_model", "clean_items"}, "item_index": {"item_embeddings"},
     "batch_recommendations": {"item_index"},
+    # retrieve -> rank: candidates come from the champion retriever
+    "action_labels": {"clean_interactions"}, "ranking_candidates": {"action_labels", "promoted_model", "interaction_splits"},
+    "ranking_model": {"ranking_candidates"}, "ranking_evaluation": {"ranking_model"},
+    "ranked_recommendations": {"ranking_evaluation", "item_index"},
 }
 # (asset, check) -> blocking: the checks that guard the splits, training and the index block
 EXPECTED_CHECKS = {
@@ -41,6 +47,7 @@ EXPECTED_CHECKS = {
     ("interaction_splits", "split_no_time_leakage"): True, ("interaction_splits", "split_eval_users_have_history"): True,
     ("interaction_splits", "interaction_splits_expectations"): True,
     ("model_evaluation", "beats_popularity_on_valid_ndcg"): True, ("item_index", "item_index_recall_at_10"): True,
+    ("ranking_evaluation", "ranking_beats_retrieval_on_valid_ndcg"): True,
 }
 SOURCES = {"landing_events", "landing_items"}
 DATA = {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items", "interaction_splits",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from click.testing import CliRunner
 from models.sources.synthetic import generate
 
 pytestmark = pytest.mark.slow
+# a few hundred users: smaller steps and more patience, or the ranker never leaves the retriever's order
+TINY_RANKER = {"batch_size": 16, "patience": 8, "epochs": 8}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,8 @@ def _run(home: Path):
 
     defs = build_definitions(home)
     # a short training run: the graph is under test here, quality is tests/test_training.py's job
-    run_config = {"ops": {"two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}}}}
+    run_config = {"ops": {"two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}},
+                          "ranking_model": {"config": TINY_RANKER}}}
     return defs.resolve_job_def("all_assets_job").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config)
 
@@ -50,6 +54,7 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     assert first_run.success
     evaluations = {e.check_name: e for e in first_run.get_asset_check_evaluations()}
     assert set(evaluations) >= {"event_row_accounting", "item_row_accounting", "raw_file_lines_accounted",
+                                "ranking_beats_retrieval_on_valid_ndcg",
                                 "clean_interactions_expectations", "interaction_splits_expectations",
                                 "split_no_time_leakage", "split_eval_users_have_history"}
     failed = {n for n, e in evaluations.items() if not e.passed}
@@ -61,7 +66,8 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     materialized = {e.asset_key.to_user_string() for e in first_run.get_asset_materialization_events()}
     assert materialized == {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
                             "interaction_splits", "vocabularies", "two_tower_model", "model_evaluation",
-                            "promoted_model", "item_embeddings", "item_index", "batch_recommendations"}
+                            "promoted_model", "item_embeddings", "item_index", "batch_recommendations", "action_labels",
+                            "ranking_candidates", "ranking_model", "ranking_evaluation", "ranked_recommendations"}
 
 
 def test_warehouse_tables_carry_row_count_schema_and_name_for_the_ui(first_run, home):
@@ -310,7 +316,9 @@ def test_dagster_cli_materializes_everything_with_only_towerflow_home_set(tmp_pa
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI")}
     env["TOWERFLOW_HOME"] = str(tmp_path)
     dagster = Path(sys.executable).parent / "dagster"
-    proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "orchestration.definitions", "--select", "*"],
+    ranker = json.dumps({"ops": {"ranking_model": {"config": TINY_RANKER}}})
+    proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "orchestration.definitions", "--select", "*",
+                           "--config-json", ranker],
                           cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
@@ -458,3 +466,70 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     row = table.loc["new-b", "row_id"]
     assert index.search(np.asarray(table.loc["new-b", "vector"], np.float32)[None], 1)[1][0, 0] == row
     assert index.items_of(np.array([row]))[0] == "new-b"
+
+
+def test_ranking_group_ranks_retrieved_candidates_with_action_probabilities(first_run, home):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from models.ranking.ranker import load_ranker, ranker_manifest
+
+    manifest = ranker_manifest(home / "artifacts")
+    assert manifest["current"] == manifest["latest"]  # promoted: its check passed
+    ev = json.loads((home / "artifacts" / "ranking" / manifest["current"] / "evaluation.json").read_text())
+    assert ev["promoted"] and ev["valid"]["ranked"]["ndcg@10"] > ev["valid"]["retrieval"]["ndcg@10"]
+    ranker = load_ranker(home / "artifacts")
+    assert ranker.actions == ["click", "like", "share", "liked_rating", "not_interested"]
+    recs = pq.read_table(home / "artifacts" / "recommendations" / "ranked_recommendations.parquet").to_pandas()
+    assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "retrieval_score",
+                                  *(f"p_{a}" for a in ranker.actions)]
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    seen = con.execute("SELECT user_id, item_id FROM interaction_splits").df()
+    # train rows never look past the user's first held-out pair, as history or as label
+    late = con.execute("""SELECT count(*) FROM ranking_candidates r
+                          JOIN (SELECT user_id, min(ts) AS first_held FROM interaction_splits
+                                WHERE split IN ('valid', 'test') GROUP BY 1) h USING (user_id)
+                          WHERE r.split = 'train' AND (r.cut_ts > h.first_held OR r.end_ts > h.first_held)""").fetchall()
+    con.close()
+    assert late == [(0,)]
+    assert recs.merge(seen, on=["user_id", "item_id"]).empty  # nothing seen comes back
+    for _, g in recs.groupby("user_id"):
+        assert list(g["rank"]) == list(range(1, len(g) + 1))
+        assert (g["score"].diff().dropna() <= 0).all()  # ordered by the weighted score
+    probs = recs[[f"p_{a}" for a in ranker.actions]].to_numpy()
+    assert ((probs > 0) & (probs < 1)).all()
+
+
+def test_cli_recommend_rank_and_its_fallback(first_run, home, monkeypatch):
+    import csv
+    import io
+
+    from orchestration.cli import main
+
+    monkeypatch.setenv("TOWERFLOW_HOME", str(home))
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    user, = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
+    con.close()
+    out = CliRunner().invoke(main, ["recommend", "--rank", "--user", user, "-k", "5", "--candidates", "50",
+                                    "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert len(rows) == 5 and "p_not_interested" in rows[0] and "retrieval_score" in rows[0]
+    assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
+    manifest = home / "artifacts" / "ranking" / "manifest.json"
+    saved = manifest.read_text()
+    try:  # no promoted ranker: retrieval order, said in one line
+        manifest.write_text(saved.replace(f'"current": "{json_current(saved)}"', '"current": null'))
+        out = CliRunner().invoke(main, ["recommend", "--rank", "--user", user, "-k", "5", "--format", "csv"])
+    finally:
+        manifest.write_text(saved)
+    assert out.exit_code == 0, out.output
+    assert "no promoted ranker" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert list(csv.DictReader(io.StringIO(out.stdout)))[0].keys() == {"user_id", "rank", "item_id", "score"}
+
+
+def json_current(text: str) -> str:
+    import json
+
+    return json.loads(text)["current"]

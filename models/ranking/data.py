@@ -1,0 +1,256 @@
+"""Ranking rows: the champion retriever's candidates per user and split, their action labels,
+and the tensors the ranker trains and scores on.
+
+Cuts (one per user and split; what the history may see and where the label window ends):
+
+- ``train``: inside the train period. The user's last ``label_share`` of train pairs (at least
+  one; users with fewer than 2 train pairs are skipped) start the label window; history and
+  retrieval use the train pairs before it; the window ends at the user's first valid/test pair.
+- ``valid``: history = the train period; window from the valid pair to the test pair.
+- ``test``: history = train + valid; window from the test pair on.
+
+So a train row never sees a valid/test event, as history or as a label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.progress import Progress
+from models.ranking.labels import mask_to_multihot
+from models.retrieval.data import build_eval_set, hash_buckets, load_catalog
+from models.retrieval.evaluation import item_vectors, user_vectors
+from models.sql import run_sql
+
+SPLITS = ("train", "valid", "test")
+
+
+def ranking_cuts(pairs: pd.DataFrame, label_share: float) -> pd.DataFrame:
+    """pairs: interaction_splits rows (user_id, item_id, ts, split) -> one row per (user, split):
+    user_id, split, cut_ts, end_ts (NaT = open), target_item, with the pairs known before the
+    cut as `known` (a frame of user_id, split, item_id, ts)."""
+    p = pairs[pairs.split.isin(SPLITS)].sort_values(["user_id", "ts", "item_id"], kind="stable")
+    held = p[p.split != "train"]
+    first = held.groupby("user_id")["ts"].min().rename("held_ts")  # first valid/test pair
+    tr = p[p.split == "train"].join(first, on="user_id")
+    n = tr.groupby("user_id")["ts"].transform("size")
+    pos = tr.groupby("user_id").cumcount()
+    n_label = np.maximum(1, np.floor(label_share * n)).astype(int)
+    start = tr[(n >= 2) & (pos == n - n_label)]
+    cuts = [pd.DataFrame({"user_id": start.user_id, "split": "train", "cut_ts": start.ts,
+                          "end_ts": start.held_ts, "target_item": start.item_id})]
+    for split, later in (("valid", "test"), ("test", None)):
+        s = held[held.split == split].drop_duplicates("user_id", keep="first")
+        end = (held[held.split == later].groupby("user_id")["ts"].min().reindex(s.user_id).to_numpy() if later
+               else pd.NaT)
+        cuts.append(pd.DataFrame({"user_id": s.user_id.to_numpy(), "split": split, "cut_ts": s.ts.to_numpy(),
+                                  "end_ts": end, "target_item": s.item_id.to_numpy()}))
+    out = pd.concat(cuts, ignore_index=True)
+    out["end_ts"] = pd.to_datetime(out["end_ts"])
+    return out.reset_index(drop=True)
+
+
+def known_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
+    """Positive pairs each (user, split) may use: train pairs (train, valid) or train + valid
+    pairs (test) dated before the cut; a user_id, split, item_id, ts frame."""
+    p = pairs[pairs.split.isin(("train", "valid"))]
+    m = cuts[["user_id", "split", "cut_ts"]].merge(p, on="user_id")
+    allowed = (m.split_y == "train") | ((m.split_x == "test") & (m.split_y == "valid"))
+    m = m[allowed & (m.ts < m.cut_ts)]
+    return m.rename(columns={"split_x": "split"})[["user_id", "split", "item_id", "ts"]]
+
+
+@torch.no_grad()
+def retrieve(users: torch.Tensor, items: torch.Tensor, ev, n: int, log=None, chunk: int = 1024):
+    """The retriever's top n catalog positions per user of `ev` (an EvalSet whose history is the
+    time-cut positives; users (E, d) its user vectors, items (N, d) the catalog's), seen items
+    excluded: (E, n) positions and scores (-1 / -inf past the catalog)."""
+    E, N = len(users), len(items)
+    k = min(n, N)
+    pos = np.full((E, n), -1, dtype=np.int64)
+    val = np.full((E, n), -np.inf, dtype=np.float32)
+    progress = Progress("retrieving candidates", E, "users", log)
+    for s in range(0, E, chunk):
+        e = min(E, s + chunk)
+        scores = users[s:e] @ items.T  # (b, N)
+        for r, seen in enumerate(ev.seen_of(range(s, e))):
+            scores[r, torch.as_tensor(seen)] = -torch.inf
+        v, i = torch.topk(scores, k, dim=1)
+        i[torch.isinf(v)] = -1
+        pos[s:e, :k], val[s:e, :k] = i.numpy(), v.numpy()
+        progress.update(e - s)
+    return pos, val
+
+
+def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: float, log=None) -> dict:
+    """Create the ranking_candidates table (sql/ranking_candidates.sql) from interaction_splits,
+    action_labels and the champion retriever; returns counts and the SQL text."""
+    t = retriever.cfg
+    pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
+    cuts = ranking_cuts(pairs, label_share)
+    known = known_pairs(pairs, cuts)
+    catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets)
+    items = item_vectors(retriever, catalog, log=log)  # (N, d)
+    parts, train_users = [], None
+    for split in SPLITS:
+        c = cuts[cuts.split == split]
+        if c.empty:
+            continue
+        ev = build_eval_set(split, known[known.split == split], c[["user_id", "target_item"]].rename(
+            columns={"target_item": "item_id"}), catalog, history_len=t.history_len, n_hashes=t.n_hashes,
+            user_buckets=t.user_buckets)
+        users = user_vectors(retriever, catalog, ev.user_hash, ev.history)  # (E, d)
+        if split == "train":
+            train_users = (ev.user_keys, users)
+        pos, val = retrieve(users, items, ev, n_candidates, log=log)
+        rows, ranks = np.nonzero(pos >= 0)
+        parts.append(pd.DataFrame({"user_id": ev.user_keys[rows], "split": split,
+                                   "item_id": catalog.item_ids[pos[rows, ranks]],
+                                   "retrieval_rank": ranks + 1, "retrieval_score": val[rows, ranks]}))
+    retrieved = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["user_id", "split", "item_id", "retrieval_rank", "retrieval_score"])
+    con.register("ranking_cuts", cuts)
+    con.register("retrieved", retrieved)
+    try:
+        sql = run_sql(con, "ranking_candidates")
+    finally:
+        con.unregister("ranking_cuts")
+        con.unregister("retrieved")
+    if train_users is not None:  # the exposures retrieval missed get the retriever's score too
+        missed = con.execute("SELECT user_id, item_id FROM ranking_candidates WHERE split = 'train' "
+                             "AND NOT retrieved").df()
+        u = pd.Index(train_users[0]).get_indexer(missed["user_id"])
+        i = catalog.index_of(missed["item_id"])
+        ok = (u >= 0) & (i >= 0)
+        s = np.full(len(missed), np.nan, dtype=np.float32)
+        s[ok] = (train_users[1][u[ok]] * items[i[ok]]).sum(-1).numpy()
+        missed_scores = missed.assign(score=s)  # noqa: F841 (read by DuckDB)
+        con.register("missed_scores", missed_scores)
+        try:
+            con.execute("UPDATE ranking_candidates r SET retrieval_score = m.score FROM missed_scores m "
+                        "WHERE r.split = 'train' AND NOT r.retrieved AND r.user_id = m.user_id "
+                        "AND r.item_id = m.item_id")
+        finally:
+            con.unregister("missed_scores")
+    counts = dict(con.execute("SELECT split, count(*) FROM ranking_candidates GROUP BY 1").fetchall())
+    users = dict(con.execute("SELECT split, count(DISTINCT user_id) FROM ranking_candidates GROUP BY 1").fetchall())
+    hits = dict(con.execute("SELECT split, avg(has::INT) FROM (SELECT user_id, split, bool_or(is_target) AS has "
+                            "FROM ranking_candidates WHERE retrieved GROUP BY 1, 2) GROUP BY 1").fetchall())
+    return {"sql": sql, "rows": counts, "users": users, "target_retrieved": hits}
+
+
+# the latest H exposures with an action before each cut (NULL cut: all of them, for serving)
+HISTORY_SQL = """
+SELECT user_id, split, item_id, action_mask, pos FROM (
+    SELECT g.user_id, g.split, l.item_id, l.action_mask,
+           row_number() OVER (PARTITION BY g.user_id, g.split ORDER BY l.ts DESC, l.item_id DESC) - 1 AS pos
+    FROM history_groups g
+    JOIN action_labels l ON l.user_id = g.user_id AND (g.cut_ts IS NULL OR l.ts < g.cut_ts)
+    WHERE l.action_mask <> 0)
+WHERE pos < $h"""
+
+
+@dataclass
+class History:
+    """Left-padded histories, latest last: hashed items, multi-hot actions, validity."""
+    item_hash: torch.Tensor  # (G, H, n_hashes)
+    actions: torch.Tensor  # (G, H, A)
+    valid: torch.Tensor  # (G, H) bool
+
+
+def load_histories(con, groups: pd.DataFrame, *, history_len: int, n_actions: int, n_hashes: int,
+                   item_buckets: int) -> History:
+    """groups: user_id, split, cut_ts (NaT = no cut), one row each -> their histories in row order."""
+    g = groups[["user_id", "split", "cut_ts"]].reset_index(drop=True)
+    con.register("history_groups", g)
+    try:
+        h = con.execute(HISTORY_SQL, {"h": history_len}).df()
+    finally:
+        con.unregister("history_groups")
+    row = pd.MultiIndex.from_frame(g[["user_id", "split"]]).get_indexer(
+        pd.MultiIndex.from_frame(h[["user_id", "split"]])) if len(h) else np.empty(0, np.int64)
+    G, H = len(g), history_len
+    items = np.full((G, H), "", dtype=object)
+    masks = np.zeros((G, H), dtype=np.int64)
+    valid = np.zeros((G, H), dtype=bool)
+    col = H - 1 - h["pos"].to_numpy(dtype=np.int64)
+    items[row, col], masks[row, col], valid[row, col] = h["item_id"].to_numpy(object), h["action_mask"].to_numpy(), True
+    return History(hashed(items, n_hashes, item_buckets, valid), torch.as_tensor(mask_to_multihot(masks, n_actions)),
+                   torch.as_tensor(valid))
+
+
+def hashed(ids: np.ndarray, n_hashes: int, buckets: int, valid: np.ndarray) -> torch.Tensor:
+    """(...,) string ids -> (..., n_hashes) buckets; invalid slots get bucket 0 (padding)."""
+    flat = np.asarray(ids, dtype=object).ravel()
+    out = np.zeros((len(flat), n_hashes), dtype=np.int64)
+    ok = np.asarray(valid).ravel()
+    if ok.any():
+        out[ok] = hash_buckets(flat[ok], n_hashes, buckets)
+    return torch.as_tensor(out.reshape(*np.shape(ids), n_hashes))
+
+
+@dataclass
+class RankingSet:
+    """One row per (user, split): user, history and the candidate list, padded to C slots."""
+    user_ids: np.ndarray  # (G,) object
+    user_hash: torch.Tensor  # (G, n_hashes)
+    history: History
+    item_ids: np.ndarray  # (G, C) object, "" = padding
+    cand_hash: torch.Tensor  # (G, C, n_hashes)
+    cand_valid: torch.Tensor  # (G, C) bool
+    labels: torch.Tensor  # (G, C, A) multi-hot
+    is_target: torch.Tensor  # (G, C) bool
+    retrieved: torch.Tensor  # (G, C) bool
+    retrieval_score: torch.Tensor  # (G, C) float, -inf where not retrieved
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def sample(self, n: int, seed: int = 0) -> "RankingSet":
+        """A seeded sample of n users (all when n is 0 or covers the set), in row order."""
+        if not n or n >= len(self):
+            return self
+        r = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False)))
+        h = self.history
+        return RankingSet(self.user_ids[r.numpy()], self.user_hash[r], History(h.item_hash[r], h.actions[r], h.valid[r]),
+                          self.item_ids[r.numpy()], self.cand_hash[r], self.cand_valid[r], self.labels[r],
+                          self.is_target[r], self.retrieved[r], self.retrieval_score[r])
+
+
+def load_ranking_set(con, split: str, cfg, users=None) -> RankingSet:
+    """The ranking_candidates rows of `split` as tensors for a RankerConfig `cfg`."""
+    df = con.execute("SELECT user_id, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts "
+                     "FROM ranking_candidates WHERE split = $s ORDER BY user_id, retrieved DESC, retrieval_rank, "
+                     "item_id", {"s": split}).df()
+    if users is not None:
+        df = df[df.user_id.isin(set(users))]
+    if df.empty:
+        raise ValueError(f"ranking_candidates has no {split!r} rows: materialize ranking_candidates first")
+    codes, user_ids = pd.factorize(df["user_id"], sort=True)
+    slot = df.groupby(codes).cumcount().to_numpy()
+    G, C = len(user_ids), int(slot.max()) + 1
+    A = cfg.n_actions
+    item_ids = np.full((G, C), "", dtype=object)
+    valid = np.zeros((G, C), dtype=bool)
+    masks = np.zeros((G, C), dtype=np.int64)
+    target = np.zeros((G, C), dtype=bool)
+    retrieved = np.zeros((G, C), dtype=bool)
+    score = np.full((G, C), -np.inf, dtype=np.float32)
+    item_ids[codes, slot], valid[codes, slot] = df["item_id"].to_numpy(object), True
+    masks[codes, slot] = df["action_mask"].to_numpy()
+    target[codes, slot] = df["is_target"].to_numpy(bool)
+    retrieved[codes, slot] = df["retrieved"].to_numpy(bool)
+    score[codes, slot] = df["retrieval_score"].fillna(-np.inf).to_numpy(np.float32)
+    cut = df.drop_duplicates("user_id").set_index("user_id")["cut_ts"]
+    groups = pd.DataFrame({"user_id": user_ids, "split": split, "cut_ts": cut.reindex(user_ids).to_numpy()})
+    hist = load_histories(con, groups, history_len=cfg.history_len, n_actions=A, n_hashes=cfg.n_hashes,
+                          item_buckets=cfg.item_buckets)
+    users = np.asarray(user_ids, dtype=object)
+    return RankingSet(users, torch.as_tensor(hash_buckets(users, cfg.n_hashes, cfg.user_buckets)), hist, item_ids,
+                      hashed(item_ids, cfg.n_hashes, cfg.item_buckets, valid), torch.as_tensor(valid),
+                      torch.as_tensor(mask_to_multihot(masks, A)), torch.as_tensor(target),
+                      torch.as_tensor(retrieved), torch.as_tensor(score))
