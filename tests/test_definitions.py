@@ -10,6 +10,7 @@ EXPECTED_GROUPS = {
     "interaction_splits": "splits", "vocabularies": "splits",
     "two_tower_model": "training", "model_evaluation": "training",
     "item_embeddings": "serving", "item_index": "serving", "batch_recommendations": "serving",
+    "user_histories": "serving",
 }
 
 
@@ -29,6 +30,7 @@ def test_definitions_load_with_groups_lineage_and_checks(tmp_path, monkeypatch):
     assert parents("raw_events") == {"landing_events"} and parents("raw_items") == {"landing_items"}
     assert parents("item_embeddings") == {"model_evaluation", "clean_items"}
     assert parents("batch_recommendations") == {"item_index"}
+    assert parents("user_histories") == {"interaction_splits"}
 
     specs = [graph.get_check_spec(k) for k in graph.asset_check_keys]
     checks = {(c.asset_key.to_user_string(), c.name): c.blocking for c in specs}
