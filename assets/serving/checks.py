@@ -4,7 +4,8 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import IndexConfig
 from assets.reporting import check_result
-from assets.serving._current import load_recommender, sample_users
+from assets.serving._current import load_recommender
+from models.serving.recommender import sample_users
 from models.index.embeddings import read_embeddings
 from models.index.item_index import exact_search, recall_at_k
 from orchestration.resources import MlflowTracker, TowerflowPaths
