@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--reload-rate", type=float, default=200)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--max-wait-ms", type=float, default=1.0)
+    ap.add_argument("--max-wait-ms", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=1, help="FAISS threads for the exact baseline")
     ap.add_argument("--port", type=int, default=8791)
     ap.add_argument("--client-python", default=sys.executable, help="a Python with httpx and numpy")

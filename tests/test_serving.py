@@ -231,7 +231,8 @@ def test_bad_requests_get_a_json_4xx_naming_the_field(server):
 def test_a_token_guards_every_endpoint_but_healthz(home):
     import uvicorn
 
-    from models.serving.app import ServeConfig, create_app
+    from models.serving.app import create_app
+    from models.serving.config import ServeConfig
 
     port, token = free_port(), "s3cret-token"
     config = ServeConfig(max_id_length=CleaningConfig().max_id_length, token=token, reload_seconds=0.5)

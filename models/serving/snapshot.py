@@ -75,6 +75,7 @@ class Snapshot:
     row_of_pos: np.ndarray  # (N,) catalog position -> index row id (-1: not in the index)
     histories: UserHistories
     pair_pos: np.ndarray  # (P,) catalog position of every history pair (-1: not in the catalog)
+    user_hash: np.ndarray  # (U, n_hashes) hashed ids of the known users (hashing one id costs ~1 ms)
     popular_rows: np.ndarray  # index row ids of the most popular items, most popular first
     popular_pairs: np.ndarray  # their pair counts
     ident: dict
@@ -116,7 +117,6 @@ class Snapshot:
         catalog knows, gets a user-tower vector (an unknown user's hashed id would land in some
         trained user's bucket, so it is left as padding and the recent items speak alone);
         a caller with neither gets the most popular items, flagged as the fallback."""
-        cfg = self.model.cfg
         out: list[dict | None] = [None] * len(requests)
         vec_of, hashes, hists, excluded = [], [], [], []
         for n, r in enumerate(requests):
@@ -137,8 +137,7 @@ class Snapshot:
                 out[n]["items"] = [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(rows), pairs)]
                 continue
             vec_of.append(n)
-            hashes.append(hash_buckets([r["user_id"]], cfg.n_hashes, cfg.user_buckets)[0] if user_row >= 0
-                          else np.zeros(cfg.n_hashes, np.int64))
+            hashes.append(self.user_hash[user_row] if user_row >= 0 else np.zeros(self.user_hash.shape[1], np.int64))
             hists.append(self._history(user_row, recent_pos))
             excluded.append(drop)
         if vec_of:
@@ -237,9 +236,12 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
         raise SnapshotError(f"item {missing!r} of item_embeddings is not in the index")
     pair_pos = (previous.pair_pos if same and previous.catalog is catalog and previous.histories is histories
                 else histories.positions(catalog))
+    cfg = model.cfg
+    user_hash = (previous.user_hash if same and previous.model is model and previous.histories is histories
+                 else hash_buckets(histories.user_ids, cfg.n_hashes, cfg.user_buckets))
     popular_rows = index.rows_of(histories.popular_items)
     return Snapshot(version=version, model=model, fingerprint=fingerprint, catalog=catalog, index=index,
-                    row_of_pos=row_of_pos, histories=histories, pair_pos=pair_pos,
+                    row_of_pos=row_of_pos, histories=histories, pair_pos=pair_pos, user_hash=user_hash,
                     popular_rows=popular_rows[popular_rows >= 0],
                     popular_pairs=histories.popular_pairs[popular_rows >= 0], ident=ident,
                     embeddings_parts=frozenset(p["file"] for p in emb_m["parts"]),
