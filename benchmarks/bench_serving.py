@@ -324,6 +324,12 @@ def start_server(work: Path, port: int, max_wait_ms: float, log_path: Path) -> s
     raise TimeoutError(log_path.read_text()[-3000:])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_client(py: str, url: str, users_file: Path, seconds: float, rate: float = 0, concurrency: int = 0,
                seed: int = 0) -> subprocess.Popen:
     return subprocess.Popen([py, __file__, "client", "--url", url, "--users-file", str(users_file),
@@ -373,24 +379,32 @@ def main(argv: list[str] | None = None) -> int:
         p = in_process_figures(args.work, users)
         print(f"\n2. in process (Snapshot.recommend, one request per call): load {p['load_s']:.1f} s, "
               f"p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms; batches of 64: "
-              f"{p['batch64_ms_per_request']:.3f} ms per request")
+              f"{p['batch64_ms_per_request']:.3f} ms per request", flush=True)
 
     url = f"http://127.0.0.1:{args.port}"
     log_path = args.work / "serve.log"
     t0 = time.perf_counter()
     server = start_server(args.work, args.port, args.max_wait_ms, log_path)
-    print(f"\nserver ready in {time.perf_counter() - t0:.1f} s (max wait {args.max_wait_ms} ms)")
+    print(f"\nserver ready in {time.perf_counter() - t0:.1f} s (max wait {args.max_wait_ms} ms)", flush=True)
+    clients_before = sum(os.times()[2:4])
     try:
         if "load" not in skip:
             print(f"\n3. HTTP open loop, {args.seconds:.0f} s per level (latency from the scheduled send time)")
             print(f"{'offered/s':>9} {'achieved/s':>10} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-                  f"{'errors':>6} {'in-process p99':>14}")
+                  f"{'errors':>6} {'in-process p99':>14} {'server CPU ms/req':>17} {'client CPU ms/req':>17}")
             for rate in [float(r) for r in args.rates.split(",")]:
+                s0 = cpu_seconds(server.pid)
                 proc = run_client(args.client_python, url, users_file, args.seconds, rate=rate)
-                r = json.loads(proc.communicate()[0])
+                out = proc.communicate()[0]
+                client_cpu = sum(os.times()[2:4])  # children's user + system: the client processes so far
+                r = json.loads(out)
+                server_ms = (cpu_seconds(server.pid) - s0) / max(1, r["n"]) * 1000
+                client_ms = (client_cpu - clients_before) / max(1, r["n"]) * 1000
+                clients_before = client_cpu
                 inproc = f"{p['p99_ms']:.2f}" if "inprocess" not in skip else "-"
                 print(f"{rate:>9.0f} {r['achieved']:>10.1f} {r['n']:>8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-                      f"{r['max_ms']:>7.1f} {r['errors']:>6} {inproc:>14}" + (f"  {r['first_errors']}" if r["errors"] else ""))
+                      f"{r['max_ms']:>7.1f} {r['errors']:>6} {inproc:>14} {server_ms:>17.2f} {client_ms:>17.2f}"
+                      + (f"  {r['first_errors']}" if r["errors"] else ""), flush=True)
             proc = run_client(args.client_python, url, users_file, 10, concurrency=args.concurrency)
             r = json.loads(proc.communicate()[0])
             print(f"saturation (closed loop, {args.concurrency} concurrent, 10 s): {r['throughput']:.0f} requests/s, "
