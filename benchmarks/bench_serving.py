@@ -86,11 +86,22 @@ class RawPool:
         import json as _json
 
         body = _json.dumps(json).encode()
+        request = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                   % (path.encode(), self.host.encode(), len(body), body))
         async with self.slots:
-            reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
-            writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                         % (path.encode(), self.host.encode(), len(body), body))
-            head = await reader.readuntil(b"\r\n\r\n")
+            reused = bool(self.idle)
+            reader, writer = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
+            writer.write(request)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                if not reused:
+                    raise
+                # the server closes keep-alive connections idle for 5 s (uvicorn): reconnect once
+                writer.close()
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
                               if line.lower().startswith(b"content-length:")))
