@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(TOWERFLOW_HOME)/dagster
 export MLFLOW_DISABLE_TELEMETRY := true
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-fast dev bench clean-home
+.PHONY: install demo test test-fast dev serve bench clean-home
 
 # torch first, pinned to the CPU wheel on disk, so the project's torch range is already met
 # and pip never pulls a multi-GB CUDA build.
@@ -55,6 +55,12 @@ test-fast: install
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+
+# The online service on 127.0.0.1:8000 (HOST=, PORT= to change; TOWERFLOW_API_TOKEN turns auth on).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+serve: install
+	$(BIN)/towerflow serve --host $(HOST) --port $(PORT)
 
 bench: install
 	$(PIP) -e '.[dev,bench]'

@@ -167,8 +167,15 @@ class IndexConfig(dg.Config):
     exact_max: int = Field(default=_INDEX.exact_max, description="auto: exact search up to this many items.")
     hnsw_m: int = Field(default=_INDEX.hnsw_m, description="HNSW graph degree.")
     ef_search: int = Field(default=_INDEX.ef_search, description="HNSW search breadth: recall vs speed.")
-    nprobe: int = Field(default=_INDEX.nprobe, description="IVF cells visited per query (16 gave recall@10 0.980 and "
-                        "0.997 for two trainings on the same 1M trained vectors).")
+    nprobe: int = Field(default=_INDEX.nprobe, description="IVF cells visited per query when the build is not tuned "
+                        "(tune=false, or no user to tune on); tuning replaces it.")
+    tune: bool = Field(default=True, description="Every ANN build picks the cheapest nprobe / efSearch whose "
+                       "recall@10 on real user vectors reaches recall_threshold + tune_margin (FAISS "
+                       "ParameterSpace), records it in the manifest and serves with it.")
+    tune_sample: int = Field(default=1000, description="User vectors the tuning measures recall on (other "
+                             "users than the recall check's, so the check stays an independent measurement).")
+    tune_margin: float = Field(default=0.01, description="Tune to this much above recall_threshold, so the "
+                               "blocking check on other users is not a coin flip at the threshold.")
     recall_threshold: float = Field(default=0.95, description="Blocking check: recall@10 against exact "
                                     "search on real user vectors must reach this.")
     recall_sample: int = Field(default=2000, description="User vectors sampled for the recall check.")

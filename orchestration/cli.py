@@ -7,6 +7,7 @@
     towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
                         [--rank [--candidates 200]]
     towerflow similar --item ID [-k 10] [--format table|csv|json]
+    towerflow serve [--host 127.0.0.1 --port 8000 --max-batch 64 --max-wait-ms 0 --reload-seconds 1]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from models.serving.config import ServeConfig
 from orchestration.resources import towerflow_home
 
 
@@ -246,6 +248,40 @@ def similar(item, k, fmt) -> None:
     except ServingError as e:
         _fail(str(e))
     _emit(rows, ("item_id", "rank", "similar_item_id", "score"), fmt)
+
+
+@main.command(help="Serve /recommend, /similar, /healthz, /readyz and /metrics over HTTP from the champion and "
+                    "its index, reloading live when their manifests change. TOWERFLOW_API_TOKEN, when set, is "
+                    "the bearer token every endpoint but /healthz requires.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--max-batch", default=ServeConfig.max_batch, show_default=True, type=click.IntRange(1, 4096),
+              help="Most requests answered by one user-tower forward and one index search.")
+@click.option("--max-wait-ms", default=ServeConfig.max_wait_ms, show_default=True, type=click.FloatRange(0, 1000),
+              help="Longest the first request of a batch waits for others (0: batch what is already queued; "
+                   "batches still grow with load, while each batch runs).")
+@click.option("--worker-thread/--no-worker-thread", default=ServeConfig.worker_thread, show_default=True,
+              help="Answer batches on a worker thread (the event loop keeps parsing meanwhile) instead of inline.")
+@click.option("--reload-seconds", default=ServeConfig.reload_seconds, show_default=True, type=click.FloatRange(0.05, 3600),
+              help="How often the artifact manifests are checked for a new model or index.")
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, access_log) -> None:
+    import logging
+    import os
+
+    import uvicorn
+
+    from assets.config import CleaningConfig
+    from models.serving.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    artifacts = towerflow_home() / "artifacts"
+    config = ServeConfig(max_id_length=CleaningConfig().max_id_length, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                         worker_thread=worker_thread, reload_seconds=reload_seconds, token=os.environ.get("TOWERFLOW_API_TOKEN") or None)
+    click.echo(f"towerflow serve: artifacts {artifacts}, http://{host}:{port} "
+               f"(auth {'on' if config.token else 'off'})", err=True)
+    uvicorn.run(create_app(artifacts, config), host=host, port=port, access_log=access_log, log_level="info",
+                timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ EXPECTED_GROUPS = {
     "interaction_splits": "splits", "vocabularies": "splits",
     "two_tower_model": "training", "model_evaluation": "training", "promoted_model": "training",
     "item_embeddings": "serving", "item_index": "serving", "batch_recommendations": "serving",
+    "user_histories": "serving",
     "action_labels": "ranking", "ranking_candidates": "ranking", "ranking_model": "ranking",
     "ranking_evaluation": "ranking", "ranked_recommendations": "ranking",
 }
@@ -32,7 +33,7 @@ EXPECTED_PARENTS = {
     "two_tower_model": {"vocabularies", "interaction_splits", "clean_items", "clean_interactions"},
     "model_evaluation": {"two_tower_model"}, "promoted_model": {"model_evaluation"},
     "item_embeddings": {"promoted_model", "clean_items"}, "item_index": {"item_embeddings"},
-    "batch_recommendations": {"item_index"},
+    "batch_recommendations": {"item_index"}, "user_histories": {"interaction_splits"},
     # retrieve -> rank: candidates come from the champion retriever
     "action_labels": {"clean_interactions"}, "ranking_candidates": {"action_labels", "promoted_model", "interaction_splits"},
     "ranking_model": {"ranking_candidates"}, "ranking_evaluation": {"ranking_model"},

@@ -104,3 +104,29 @@ def test_item_index_publishes_folders_atomically_and_prunes_old_ones(vectors, tm
     assert len(list((tmp_path / "builds").iterdir())) == 1
     assert sorted(p.name for p in (tmp_path / "deltas").iterdir()) == sorted(deltas[-3:])
     assert not list(tmp_path.glob(".*")) and not list((tmp_path / "deltas").glob(".*"))
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_a_build_tunes_the_cheapest_setting_that_reaches_the_target_and_serves_with_it(vectors, tmp_path, kind):
+    from models.index.item_index import ItemIndex
+
+    xb, ids, xq = vectors
+    _, I0 = exact_search(xb, ids, xq, 10)
+    index = ItemIndex.build(xb, ids, np.array([f"i{i}" for i in ids], object), IndexSpec(kind=kind, nlist=64))
+    tuned = index.tune_search(xq, I0, target=0.97)
+    recalls = [p["recall_at_10"] for p in tuned["points"]]
+    # settings walk from the cheapest up and stop at the first that reaches the target
+    assert tuned["met"] and recalls[-1] >= 0.97 and all(r < 0.97 for r in recalls[:-1])
+    assert len(recalls) > 1 and recalls == sorted(recalls)  # recall does not drop as the setting rises
+    assert tuned["setting"] == tuned["points"][-1]["setting"]
+    # recorded in the manifest, applied on load: the loaded index answers as the tuned one did
+    index.save(tmp_path)
+    back = ItemIndex.load(tmp_path)
+    assert back.manifest["search"]["setting"] == tuned["setting"]
+    assert recall_at_k(back.search(xq, 10)[1], I0, 10) == pytest.approx(recalls[-1])
+    value = int(tuned["setting"].split("=")[1])
+    main = faiss.extract_index_ivf(back.main).nprobe if kind == "ivf" else faiss.downcast_index(back.main.index).hnsw.efSearch
+    assert main == value
+    # an exact index has nothing to tune
+    flat = ItemIndex.build(xb, ids, np.array([f"i{i}" for i in ids], object), IndexSpec(kind="flat"))
+    assert flat.tune_search(xq, I0, target=0.97) == {}

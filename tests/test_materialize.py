@@ -66,7 +66,7 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     materialized = {e.asset_key.to_user_string() for e in first_run.get_asset_materialization_events()}
     assert materialized == {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
                             "interaction_splits", "vocabularies", "two_tower_model", "model_evaluation",
-                            "promoted_model", "item_embeddings", "item_index", "batch_recommendations", "action_labels",
+                            "promoted_model", "item_embeddings", "item_index", "batch_recommendations", "user_histories", "action_labels",
                             "ranking_candidates", "ranking_model", "ranking_evaluation", "ranked_recommendations"}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from models.retrieval.checkpoint import champion_version, load_checkpoint
-from models.serving.recommender import Recommender, ServingError
+from models.serving.recommender import Recommender, ServingError, sample_users, user_vectors_of
 
 
 @dataclass
@@ -25,6 +25,13 @@ def current_model(con, paths) -> Current:
     fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
     model, meta, _ = load_checkpoint(root / version, expected_fingerprint=fingerprint)
     return Current(version, model, meta, fingerprint)
+
+
+def sample_user_vectors(duckdb, paths, n: int, salt: str):
+    """(n, d) champion user vectors of a sample of known users: real queries for index tuning."""
+    with duckdb.get_connection() as con:
+        cur = current_model(con, paths)
+        return user_vectors_of(con, cur.model, sample_users(con, n, salt))
 
 
 def load_recommender(duckdb, paths, users=None) -> Recommender:

@@ -6,6 +6,7 @@ from assets.config import IndexConfig
 from assets.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
 from assets.serving._current import load_recommender
+from models.serving.recommender import sample_users
 from models.index.embeddings import read_embeddings
 from models.index.item_index import exact_search, recall_at_k
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -13,13 +14,12 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 
 @dg.asset_check(asset="item_index", pool=WAREHOUSE_POOL, blocking=True,
                 description="Recall@10 of the index against exact inner-product search over item_embeddings, "
-                            "on a sample of real user vectors, reaches the configured threshold (0.95).")
+                            "on a sample of real user vectors, reaches the configured threshold (0.95), with the "
+                            "search setting the build tuned and serves with.")
 def item_index_recall_at_10(context, config: IndexConfig, paths: TowerflowPaths, duckdb: DuckDBResource,
                             mlflow: MlflowTracker):
-    with duckdb.get_connection() as con:  # a fixed pseudo-random sample of known users
-        sample = [r[0] for r in con.execute(
-            "SELECT user_id FROM (SELECT DISTINCT user_id FROM interaction_splits) ORDER BY hash(user_id), user_id "
-            "LIMIT $n", {"n": config.recall_sample}).fetchall()]
+    with duckdb.get_connection() as con:  # a fixed pseudo-random sample of known users, not the tuning's
+        sample = sample_users(con, config.recall_sample)
     rec = load_recommender(duckdb, paths, users=sample)  # loads only what these users need
     rows = np.arange(len(rec.users))
     xq = rec.user_vectors(rows)
@@ -30,4 +30,5 @@ def item_index_recall_at_10(context, config: IndexConfig, paths: TowerflowPaths,
     recall = recall_at_k(I, I0, k)
     return check_result(context, mlflow, "item_index_recall_at_10", recall >= config.recall_threshold,
                         {"recall_at_10": recall, "threshold": config.recall_threshold, "queries": len(rows),
-                         "index_type": rec.index.kind, "tombstones": len(rec.index.stale)})
+                         "index_type": rec.index.kind, "tombstones": len(rec.index.stale),
+                         "search": rec.index.manifest.get("search", {}).get("setting", "")})

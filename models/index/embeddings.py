@@ -1,7 +1,11 @@
 """The item embedding table and the index over it, refreshed incrementally (no Dagster).
 
-The table (row_id, item_id, vector, model_version, content_hash) is a set of Parquet parts
-under `<folder>/items/`, listed by `<folder>/manifest.json`. A row id names one embedding of
+The table (row_id, item_id, vector, model_version, content_hash, and the item's encoded
+features: id_hash, categories, tokens, numeric) is a set of Parquet parts under
+`<folder>/items/`, listed by `<folder>/manifest.json`. The features are what the user tower
+reads for a history item; carrying them here lets the online service (models/serving) build
+user vectors without opening the warehouse, and new items reach it with their features in
+the same part as their vectors. A row id names one embedding of
 one version of an item's content: a new or changed item gets a new row id (a changed item's
 old row is dropped), so the index, keyed by row id, takes new rows into its delta segment and
 tombstones dropped ones. Row ids grow monotonically under one model version; a new model
@@ -30,7 +34,7 @@ import pyarrow.parquet as pq
 
 from models.artifacts import atomic_file, file_sha256, read_manifest, write_manifest
 from models.retrieval.data import CATALOG_SQL, load_catalog
-from models.index.item_index import IndexSpec, ItemIndex
+from models.index.item_index import IndexSpec, ItemIndex, exact_search, search_settings
 from models.serving.recommender import embed_items
 
 PART_ROWS = 262_144  # a changed item rewrites its part: bounded work
@@ -57,17 +61,60 @@ def read_embeddings(folder: Path, filter=None, items: bool = True) -> tuple[np.n
     return table["row_id"].to_numpy(), ids, xb
 
 
-def _schema(d: int) -> pa.Schema:
-    return pa.schema([("row_id", pa.int64()), ("item_id", pa.string()), ("vector", pa.list_(pa.float32(), d)),
-                      ("model_version", pa.string()), ("content_hash", pa.string())])
+# the Catalog tensors each row carries (models.retrieval.data.Catalog), as fixed-size lists
+FEATURES = {"id_hash": pa.int64(), "categories": pa.int32(), "tokens": pa.int32(), "numeric": pa.float32()}
 
 
-def _rows_table(row_ids, item_ids, xb: np.ndarray, version: str, hashes) -> pa.Table:
+def _schema(d: int, widths: dict[str, int] | None = None) -> pa.Schema:
+    fields = [("row_id", pa.int64()), ("item_id", pa.string()), ("vector", pa.list_(pa.float32(), d)),
+              ("model_version", pa.string()), ("content_hash", pa.string())]
+    return pa.schema(fields + [(f, pa.list_(t, widths[f])) for f, t in FEATURES.items()] if widths else fields)
+
+
+def _fixed(a: np.ndarray, dtype) -> pa.FixedSizeListArray:
+    """(n, w) array -> a fixed-size list column of width w."""
+    a = np.ascontiguousarray(a)
+    return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel(), dtype), a.shape[1])
+
+
+def _rows_table(row_ids, catalog, xb: np.ndarray, version: str) -> pa.Table:
+    """One row per catalog item: its vector and the encoded features it was embedded from."""
     n, d = xb.shape
+    assert len(catalog) == n, (len(catalog), n)
+    feats = {f: getattr(catalog, f)[:n].numpy() for f in FEATURES}  # (n, width) each; drops the padding row
     return pa.Table.from_arrays([
-        pa.array(row_ids, pa.int64()), pa.array(list(item_ids), pa.string()),
-        pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(xb).ravel(), pa.float32()), d),
-        pa.array([version] * n, pa.string()), pa.array(list(hashes), pa.string())], schema=_schema(d))
+        pa.array(row_ids, pa.int64()), pa.array(list(catalog.item_ids), pa.string()), _fixed(xb, pa.float32()),
+        pa.array([version] * n, pa.string()), pa.array(list(catalog.content_hash), pa.string()),
+        *(_fixed(feats[f], t) for f, t in FEATURES.items())],
+        schema=_schema(d, {f: feats[f].shape[1] for f in FEATURES}))
+
+
+def read_catalog(folder: Path, parts: list[dict] | None = None):
+    """The table's items as a `Catalog` (features from the table, in table order) plus their row
+    ids: what serving needs to encode histories, without the warehouse. `parts` (manifest
+    entries) reads only those parts."""
+    import torch
+
+    from models.retrieval.data import Catalog
+
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise FileNotFoundError(f"no item embeddings in {folder}: materialize item_embeddings first")
+    if not manifest.get("features"):
+        raise ValueError(f"{folder / 'manifest.json'}: item_embeddings carries no item features (written before "
+                         "serving needed them): materialize item_embeddings with config full: true")
+    files = [str(folder / "items" / p["file"]) for p in (manifest["parts"] if parts is None else parts)]
+    table = ds.dataset(files, format="parquet").to_table(columns=["row_id", "item_id", *FEATURES])
+
+    def tensor(col: str, dtype) -> torch.Tensor:
+        c = table[col].combine_chunks()
+        w = c.type.list_size
+        a = c.flatten().to_numpy().reshape(-1, w)
+        return torch.as_tensor(np.concatenate([a, np.zeros((1, w), a.dtype)]), dtype=dtype)  # + the padding row
+
+    catalog = Catalog(np.asarray(table["item_id"].to_pylist(), dtype=object), tensor("id_hash", torch.long),
+                      tensor("categories", torch.long), tensor("tokens", torch.long), tensor("numeric", torch.float32))
+    return catalog, table["row_id"].to_numpy()
 
 
 def _write_part(folder: Path, table: pa.Table) -> dict:
@@ -77,8 +124,7 @@ def _write_part(folder: Path, table: pa.Table) -> dict:
     with atomic_file(items / name) as tmp:
         # vectors do not compress; skipping it halves write and read time
         pq.write_table(table, tmp, row_group_size=65_536,
-                       compression={"row_id": "snappy", "item_id": "snappy", "vector": "none",
-                                    "model_version": "snappy", "content_hash": "snappy"})
+                       compression={c: "none" if c == "vector" else "snappy" for c in table.column_names})
     return {"file": name, "rows": table.num_rows, "sha256": file_sha256(items / name)}
 
 
@@ -95,12 +141,13 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
     prev = read_manifest(folder)
     reason = ("asked" if full else "no table yet" if prev is None
               else "new model version" if prev["model_version"] != version
-              else "new vocabulary" if prev["vocabulary_fingerprint"] != fingerprint else None)
+              else "new vocabulary" if prev["vocabulary_fingerprint"] != fingerprint
+              else "the table carries no item features" if not prev.get("features") else None)
     if reason:
         catalog, _, _ = load_catalog(con, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets)
         log(f"item_embeddings: full embedding of {len(catalog):,} items ({reason})")
         xb = embed_items(model, catalog, log=log)
-        table = _rows_table(np.arange(len(catalog)), catalog.item_ids, xb, version, catalog.content_hash)
+        table = _rows_table(np.arange(len(catalog)), catalog, xb, version)
         parts = [_write_part(folder, table.slice(s, PART_ROWS)) for s in range(0, table.num_rows, PART_ROWS)]
         stats = {"mode": "full", "reason": reason, "embedded": len(catalog), "added": len(catalog),
                  "changed": 0, "removed": 0, "parts_written": len(parts)}
@@ -135,15 +182,14 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
             sub, _, _ = load_catalog(con, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets,
                                      only=embed["item_id"].tolist())
             xb_new = embed_items(model, sub)
-            parts.append(_write_part(folder, _rows_table(np.arange(next_row, next_row + len(sub)), sub.item_ids,
-                                                         xb_new, version, sub.content_hash)))
+            parts.append(_write_part(folder, _rows_table(np.arange(next_row, next_row + len(sub)), sub, xb_new, version)))
             stats["parts_written"] += 1
             next_row += len(sub)
     count = sum(p["rows"] for p in parts)
     if reason or stats["embedded"] or stats["removed"]:
         write_manifest(folder, {
             "model_version": version, "vocabulary_fingerprint": fingerprint, "count": count, "dim": d,
-            "table_id": table_id, "next_row_id": int(next_row), "parts": parts,
+            "table_id": table_id, "next_row_id": int(next_row), "parts": parts, "features": list(FEATURES),
             "sha256": hashlib.sha256("".join(p["sha256"] for p in parts).encode()).hexdigest(),
             "last_update": stats})
         listed = {p["file"] for p in parts}
@@ -155,8 +201,12 @@ def refresh_embeddings(con, folder: Path, model, version: str, fingerprint: str,
 
 
 def refresh_index(root: Path, folder: Path, spec: IndexSpec, *, rebuild_share: float = 0.1, full: bool = False,
-                  log=lambda m: None) -> tuple[ItemIndex, dict]:
-    """Bring the index under `root` up to date with item_embeddings in `folder`; returns it and what it did."""
+                  tune_queries=None, tune_target: float = 0.96, log=lambda m: None) -> tuple[ItemIndex, dict]:
+    """Bring the index under `root` up to date with item_embeddings in `folder`; returns it and what it did.
+
+    A full build of an ANN index tunes its search setting (`ItemIndex.tune_search`) on the query
+    vectors `tune_queries()` returns (real user vectors; called only then) to reach `tune_target`
+    recall@10; an upsert keeps the setting its build chose."""
     t0 = time.perf_counter()
     emb = read_manifest(folder)
     if emb is None:
@@ -186,6 +236,15 @@ def refresh_index(root: Path, folder: Path, spec: IndexSpec, *, rebuild_share: f
         rows, items, xb = read_embeddings(folder)
         idx = ItemIndex.build(xb, rows, items, spec)
         stats = {"mode": "build", "reason": reason, "added": len(rows), "removed": 0, "stale": 0, "delta": 0}
+        xq = tune_queries() if tune_queries is not None and search_settings(idx.main) else None
+        if xq is not None and len(xq):
+            k = min(10, len(rows))
+            _, I_exact = exact_search(xb, rows, xq, k)
+            tuned = idx.tune_search(xq, I_exact, tune_target, k)
+            log(f"item_index: search tuned to {tuned['setting']} (recall@10 {tuned['recall_at_10']:.4f} on "
+                f"{len(xq):,} user vectors, target {tune_target}): "
+                + ", ".join(f"{p['setting']} {p['recall_at_10']:.3f}" for p in tuned["points"]))
+            stats.update(search=tuned["setting"], tuned_recall_at_10=tuned["recall_at_10"])
     idx.manifest.update({"model_version": emb["model_version"], "vocabulary_fingerprint": emb["vocabulary_fingerprint"],
                          "embeddings_table_id": emb["table_id"], "embeddings_sha256": emb["sha256"]})
     idx.save(root)

@@ -11,6 +11,11 @@ for rows added since, tombstones for main rows no longer live (HNSW cannot remov
 removing from Flat or IVF would mean rewriting the whole main file on every update), and the
 row_id -> item_id maps. Each save writes new folders and publishes them by rewriting
 manifest.json last, so a reader sees a whole index or the previous one, never a mix.
+
+Every ANN build tunes its search setting (`tune_search`): FAISS's `ParameterSpace` lists the
+settings from cheapest to most accurate (nprobe 1, 2, 4, ... for IVF; efSearch for HNSW), and
+the first whose recall@10 against exact search on real user vectors reaches the target is
+kept, recorded in the manifest under "search" and applied whenever the index is loaded.
 """
 
 from __future__ import annotations
@@ -99,6 +104,19 @@ def recall_at_k(I: np.ndarray, I_exact: np.ndarray, k: int) -> float:
     return hits / (I_exact.shape[0] * k)
 
 
+def _tunable(main: faiss.Index) -> faiss.Index:
+    """The index FAISS's ParameterSpace must see: it does not look inside an IndexIDMap2."""
+    return faiss.downcast_index(main.index) if isinstance(main, (faiss.IndexIDMap, faiss.IndexIDMap2)) else main
+
+
+def search_settings(main: faiss.Index) -> list[str]:
+    """The search settings FAISS's ParameterSpace enumerates for an index, cheapest (and least
+    accurate) first, e.g. ["nprobe=1", "nprobe=2", ...]; [] for an exact index."""
+    ps = faiss.ParameterSpace()
+    ps.initialize(_tunable(main))
+    return [n for n in (ps.combination_name(i) for i in range(ps.n_combinations())) if n]
+
+
 def _lookup(sorted_keys: np.ndarray, values: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(found mask, values) of keys in a sorted key array."""
     if not len(sorted_keys):
@@ -148,6 +166,39 @@ class ItemIndex:
 
     def __len__(self) -> int:
         return len(self.main_rows) - len(self.stale) + len(self.delta_rows)
+
+    def set_search(self, setting: str) -> None:
+        """Apply a ParameterSpace setting such as "nprobe=8" or "efSearch=64" to the main segment."""
+        if setting:
+            faiss.ParameterSpace().set_index_parameters(_tunable(self.main), setting)
+            name, value = setting.split("=")
+            key = {"nprobe": "nprobe", "efSearch": "ef_search"}.get(name, name)
+            self.manifest.setdefault("params", {})[key] = int(float(value))
+        self._refresh()
+
+    def tune_search(self, xq: np.ndarray, I_exact: np.ndarray, target: float, k: int = 10) -> dict:
+        """Walk FAISS's settings from the cheapest up and keep the first whose recall@k against the
+        exact top-k `I_exact` of the queries `xq` reaches `target` (the most accurate one if none
+        does: the recall check then reports it). Records and returns the operating points."""
+        settings = search_settings(self.main)
+        if not settings:
+            return {}
+        assert I_exact.shape == (len(xq), k), (I_exact.shape, len(xq), k)
+        points = []
+        for setting in settings:
+            self.set_search(setting)
+            t0 = time.perf_counter()
+            _, I = self.search(xq, k)
+            seconds = time.perf_counter() - t0
+            points.append({"setting": setting, "recall_at_10": round(recall_at_k(I, I_exact, k), 5),
+                           "ms_per_query": round(1000 * seconds / len(xq), 4)})
+            if points[-1]["recall_at_10"] >= target:
+                break
+        chosen = points[-1]
+        self.manifest["search"] = {"setting": chosen["setting"], "recall_at_10": chosen["recall_at_10"],
+                                   "target": target, "queries": len(xq), "points": points,
+                                   "met": chosen["recall_at_10"] >= target}
+        return self.manifest["search"]
 
     @property
     def ntotal(self) -> int:
@@ -268,16 +319,35 @@ class ItemIndex:
                 shutil.rmtree(p, ignore_errors=True)
 
     @classmethod
-    def load(cls, root: Path) -> "ItemIndex":
+    def load(cls, root: Path, *, manifest: dict | None = None, reuse: "ItemIndex | None" = None,
+             verify: bool = False) -> "ItemIndex":
+        """The index `manifest` (default: root/manifest.json) names. `reuse`: an index loaded
+        before whose main segment is taken as it is when the build is the same (a delta-only
+        update then reads only the delta). `verify`: check every file read against the sha256
+        the manifest records (ValueError naming the file): a live reader refuses a damaged index."""
         import pyarrow.parquet as pq
 
-        manifest = read_manifest(root)
+        manifest = manifest or read_manifest(root)
         if manifest is None:
             raise FileNotFoundError(f"no item index in {root}: materialize item_index first")
         main_dir, delta_dir = root / "builds" / manifest["build"], root / "deltas" / manifest["delta"]
-        ids = pq.read_table(main_dir / "ids.parquet")
+        if verify:
+            for seg, folder in (("main", main_dir), ("delta", delta_dir)):
+                if seg == "main" and reuse is not None and reuse.manifest.get("build") == manifest["build"]:
+                    continue
+                got = file_sha256(folder / f"{seg}.faiss")
+                if got != manifest.get(f"{seg}_sha256"):
+                    raise ValueError(f"{folder / f'{seg}.faiss'}: sha256 {got[:12]} does not match the manifest's "
+                                     f"{str(manifest.get(f'{seg}_sha256'))[:12]} (damaged or half-written)")
+        if reuse is not None and reuse.manifest.get("build") == manifest["build"]:
+            main, main_rows, main_items = reuse.main, reuse.main_rows, reuse.main_items
+        else:
+            ids = pq.read_table(main_dir / "ids.parquet")
+            main = faiss.read_index(str(main_dir / "main.faiss"))
+            main_rows, main_items = ids["row_id"].to_numpy(), np.asarray(ids["item_id"].to_pylist(), dtype=object)
         dids = pq.read_table(delta_dir / "ids.parquet")
-        return cls(faiss.read_index(str(main_dir / "main.faiss")), ids["row_id"].to_numpy(),
-                   np.asarray(ids["item_id"].to_pylist(), dtype=object), manifest["index_type"],
-                   faiss.read_index(str(delta_dir / "delta.faiss")), dids["row_id"].to_numpy(),
-                   np.asarray(dids["item_id"].to_pylist(), dtype=object), np.load(delta_dir / "stale.npy"), manifest)
+        index = cls(main, main_rows, main_items, manifest["index_type"],
+                    faiss.read_index(str(delta_dir / "delta.faiss")), dids["row_id"].to_numpy(),
+                    np.asarray(dids["item_id"].to_pylist(), dtype=object), np.load(delta_dir / "stale.npy"), manifest)
+        index.set_search(manifest.get("search", {}).get("setting", ""))  # the tuned setting serves
+        return index

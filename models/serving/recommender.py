@@ -33,6 +33,25 @@ def search_excluding_seen(index, xq: np.ndarray, seen: list[np.ndarray], k: int)
     return out_d, out_i
 
 
+def sample_users(con, n: int, salt: str = "") -> list[str]:
+    """A fixed pseudo-random sample of n known users; another `salt` gives another sample."""
+    return [r[0] for r in con.execute(
+        "SELECT user_id FROM (SELECT DISTINCT user_id FROM interaction_splits) ORDER BY hash(user_id || $salt), user_id "
+        "LIMIT $n", {"n": n, "salt": salt}).fetchall()]
+
+
+def user_vectors_of(con, model, users: list[str]) -> np.ndarray:
+    """(n, d) vectors of known users from their latest histories in the warehouse, loading
+    only their items' features (real queries for index tuning and recall checks)."""
+    from models.retrieval.data import items_of_users, load_catalog, load_serving_users
+
+    t = model.cfg
+    catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets, only=items_of_users(con, users))
+    ev = load_serving_users(con, catalog, history_len=t.history_len, n_hashes=t.n_hashes,
+                            user_buckets=t.user_buckets, only=users)
+    return embed_users(model, catalog, ev.user_hash, ev.history)
+
+
 class ServingError(ValueError):
     """Artifacts that cannot be served together, or a request that cannot be answered."""
 

@@ -1,0 +1,248 @@
+"""One consistent set of serving artifacts, loaded from the artifacts folder alone (no Dagster,
+no warehouse), and the batched answers computed from it.
+
+A `Snapshot` is the champion checkpoint (`champion_version`), the item index, the item
+features (item_embeddings, the catalog the index was built from) and the user histories
+(`user_histories`). It is immutable once built: the service swaps whole snapshots, so a batch
+that started on one finishes on it.
+
+`load_snapshot` refuses (SnapshotError, naming the artifact) a set that does not fit together:
+an index built from another model than the champion or over another embeddings table than the
+published one (an update half-way: item_embeddings is written before item_index), a vocabulary
+other than the checkpoint's, or a file whose sha256 is not the one its manifest records. Given
+the snapshot it replaces, it reuses what did not change (the model, the index's main segment,
+the catalog, the histories), so a delta-only update reads only the delta and the new part.
+
+Why artifacts and not the warehouse: DuckDB allows one writing process, and a read-only open
+fails too while a job holds the write lock, so a service that read the warehouse on start or
+reload would fail whenever the sensor's or the schedule's job runs. The assets publish what
+serving needs next to the index instead (models/serving/histories.py, item features in
+models/index/embeddings.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.artifacts import file_sha256, read_manifest
+from models.index.embeddings import read_catalog
+from models.index.item_index import ItemIndex
+from models.retrieval.checkpoint import champion_version, load_checkpoint
+from models.retrieval.data import Catalog, hash_buckets
+from models.serving.histories import UserHistories
+
+
+class SnapshotError(RuntimeError):
+    """Artifacts that cannot be served together (the message names which and why)."""
+
+
+class RequestError(ValueError):
+    """A request the snapshot cannot answer: `status` (404, 409) and the request `field`."""
+
+    def __init__(self, message: str, field: str, status: int = 404):
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+def manifests(artifacts: Path) -> dict:
+    """The manifests a snapshot is built from (None where one is missing)."""
+    artifacts = Path(artifacts)
+    return {"models": read_manifest(artifacts / "models"), "index": read_manifest(artifacts / "index"),
+            "embeddings": read_manifest(artifacts / "embeddings"),
+            "user_histories": read_manifest(artifacts / "user_histories")}
+
+
+def identity(artifacts: Path, found: dict | None = None) -> dict:
+    """What a snapshot of the current artifacts would be made of: equal identities, same snapshot."""
+    m = found or manifests(artifacts)
+    index, emb, hist = m["index"] or {}, m["embeddings"] or {}, m["user_histories"] or {}
+    return {"model": champion_version(artifacts), "index_build": index.get("build"), "index_delta": index.get("delta"),
+            "embeddings": emb.get("sha256"), "user_histories": hist.get("folder")}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str  # champion model version
+    model: torch.nn.Module
+    fingerprint: str  # vocabulary fingerprint of the checkpoint
+    catalog: Catalog  # item features in item_embeddings order
+    index: ItemIndex
+    row_of_pos: np.ndarray  # (N,) catalog position -> index row id (-1: not in the index)
+    histories: UserHistories
+    pair_pos: np.ndarray  # (P,) catalog position of every history pair (-1: not in the catalog)
+    user_hash: np.ndarray  # (U, n_hashes) hashed ids of the known users (hashing one id costs ~1 ms)
+    popular_rows: np.ndarray  # index row ids of the most popular items, most popular first
+    popular_pairs: np.ndarray  # their pair counts
+    ident: dict
+    embeddings_parts: frozenset  # part files whose sha256 was checked
+    ranker: object = None  # the promoted ranking stage, None while none is promoted
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def index_info(self) -> dict:
+        m = self.index.manifest
+        return {"build": m.get("build"), "delta": m.get("delta"), "type": self.index.kind, "items": len(self.index),
+                "search": m.get("search", {}).get("setting") or ("exact" if self.index.kind == "flat" else "")}
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def _history(self, user_row: int, recent_pos: np.ndarray) -> np.ndarray:
+        """(L,) left-padded catalog positions: the user's last items, then the session's recent ones."""
+        L = self.model.cfg.history_len
+        own = np.zeros(0, np.int64)
+        if user_row >= 0:
+            s, e = self.histories.offsets[user_row], self.histories.offsets[user_row + 1]
+            own = self.pair_pos[s:e]
+        seq = np.concatenate([own[own >= 0], recent_pos])[-L:]
+        out = np.full(L, -1, np.int64)
+        if len(seq):
+            out[L - len(seq):] = seq
+        return out
+
+    def _seen_rows(self, user_row: int) -> np.ndarray:
+        if user_row < 0:
+            return np.zeros(0, np.int64)
+        s, e = self.histories.offsets[user_row], self.histories.offsets[user_row + 1]
+        pos = self.pair_pos[s:e]
+        return self.row_of_pos[pos[pos >= 0]]
+
+    def recommend(self, requests: list[dict]) -> list[dict]:
+        """Answers for requests {user_id, k, exclude, recent_items}: one user-tower forward and
+        one index search for the whole batch. A known user, or any caller with recent items the
+        catalog knows, gets a user-tower vector (an unknown user's hashed id would land in some
+        trained user's bucket, so it is left as padding and the recent items speak alone);
+        a caller with neither gets the most popular items, flagged as the fallback."""
+        out: list[dict | None] = [None] * len(requests)
+        vec_of, hashes, hists, excluded = [], [], [], []
+        for n, r in enumerate(requests):
+            user_row = self.histories.row(r["user_id"]) if r.get("user_id") is not None else -1
+            recent = list(r.get("recent_items") or [])
+            recent_pos = self.catalog.index_of(recent) if recent else np.zeros(0, np.int64)
+            unknown = [i for i, p in zip(recent, recent_pos) if p < 0]
+            recent_pos = recent_pos[recent_pos >= 0]
+            drop = np.concatenate([self._seen_rows(user_row), self.row_of_pos[recent_pos],
+                                   self.index.rows_of(list(r.get("exclude") or []))])
+            drop = np.unique(drop[drop >= 0])
+            source = "user" if user_row >= 0 else "session" if len(recent_pos) else "popularity"
+            out[n] = {"user_id": r.get("user_id"), "source": source, "fallback": source == "popularity",
+                      "known_user": user_row >= 0, "unknown_recent_items": unknown}
+            if source == "popularity":
+                keep = ~np.isin(self.popular_rows, drop)
+                rows, pairs = self.popular_rows[keep][: r["k"]], self.popular_pairs[keep][: r["k"]]
+                out[n]["items"] = [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(rows), pairs)]
+                continue
+            vec_of.append(n)
+            hashes.append(self.user_hash[user_row] if user_row >= 0 else np.zeros(self.user_hash.shape[1], np.int64))
+            hists.append(self._history(user_row, recent_pos))
+            excluded.append(drop)
+        if vec_of:
+            with torch.inference_mode():
+                xq = self.model.users(self.catalog, torch.as_tensor(np.stack(hashes)),  # (B, n_hashes)
+                                      torch.as_tensor(np.stack(hists))).numpy()  # (B, L) -> (B, d)
+            k_max = max(requests[n]["k"] for n in vec_of)
+            extra = max(len(x) for x in excluded)
+            D, I = self.index.search(xq, k_max + extra)  # (B, k_max + extra)
+            for b, n in enumerate(vec_of):
+                keep = (I[b] >= 0) & ~np.isin(I[b], excluded[b])
+                rows, scores = I[b][keep][: requests[n]["k"]], D[b][keep][: requests[n]["k"]]
+                out[n]["items"] = [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(rows), scores)]
+        return out
+
+    def similar(self, requests: list[dict]) -> list[dict | RequestError]:
+        """Answers for requests {item_id, k}: the items nearest to the item's indexed vector."""
+        out: list = [None] * len(requests)
+        rows = self.index.rows_of([r["item_id"] for r in requests])
+        found = [n for n, row in enumerate(rows) if row >= 0]
+        for n, row in enumerate(rows):
+            if row < 0:
+                out[n] = RequestError(f"unknown item {requests[n]['item_id']!r}: not in the index", "item_id", 404)
+        if found:
+            xq = np.stack([self.index.vector(int(rows[n])) for n in found])  # (B, d)
+            D, I = self.index.search(xq, max(requests[n]["k"] for n in found) + 1)
+            for b, n in enumerate(found):
+                keep = (I[b] >= 0) & (I[b] != rows[n])
+                sel, scores = I[b][keep][: requests[n]["k"]], D[b][keep][: requests[n]["k"]]
+                out[n] = {"item_id": requests[n]["item_id"],
+                          "items": [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(sel), scores)]}
+        return out
+
+
+def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook=None) -> Snapshot:
+    """A consistent snapshot of the served artifacts, reusing what `previous` already holds."""
+    artifacts = Path(artifacts)
+    found = manifests(artifacts)
+    ident = identity(artifacts, found)
+    version = ident["model"]
+    if not version:
+        raise SnapshotError("no promoted model yet: run `make demo` (or materialize the graph)")
+    for name, what in (("index", "item_index"), ("embeddings", "item_embeddings"), ("user_histories", "user_histories")):
+        if found[name] is None:
+            raise SnapshotError(f"no {what} in {artifacts / name}: materialize {what}")
+    index_m, emb_m = found["index"], found["embeddings"]
+    if index_m.get("model_version") != version:
+        raise SnapshotError(f"{artifacts / 'index' / 'manifest.json'}: built from model {index_m.get('model_version')}, "
+                            f"but the champion is {version} (item_index not rebuilt yet)")
+    if emb_m.get("model_version") != version:
+        raise SnapshotError(f"{artifacts / 'embeddings' / 'manifest.json'}: embedded with model "
+                            f"{emb_m.get('model_version')}, but the champion is {version}")
+    if index_m.get("embeddings_sha256") != emb_m.get("sha256"):
+        raise SnapshotError(f"{artifacts / 'index' / 'manifest.json'}: built over another item_embeddings table than "
+                            "the published one (an update is half-way: item_index follows item_embeddings)")
+    same = previous is not None
+    if same and previous.version == version:
+        model, fingerprint = previous.model, previous.fingerprint
+    else:
+        try:
+            model, meta, _ = load_checkpoint(artifacts / "models" / version)
+        except (OSError, RuntimeError, KeyError, ValueError) as e:
+            raise SnapshotError(f"{artifacts / 'models' / version}: cannot load the checkpoint ({e})") from e
+        fingerprint = meta["vocabulary_fingerprint"]
+    if index_m.get("vocabulary_fingerprint") != fingerprint:
+        raise SnapshotError(f"{artifacts / 'index' / 'manifest.json'}: built under another vocabulary than the "
+                            f"checkpoint {version}'s")
+    # item features: reuse when the table is the same; verify the parts not verified before
+    parts_checked = previous.embeddings_parts if same else frozenset()
+    for p in emb_m["parts"]:
+        if p["file"] not in parts_checked:
+            path = artifacts / "embeddings" / "items" / p["file"]
+            try:
+                got = file_sha256(path)
+            except OSError as e:
+                raise SnapshotError(f"{path}: listed by the manifest but unreadable ({e})") from e
+            if got != p["sha256"]:
+                raise SnapshotError(f"{path}: sha256 {got[:12]} does not match the manifest's {p['sha256'][:12]} "
+                                    "(damaged or half-written)")
+    try:
+        if same and previous.ident["embeddings"] == ident["embeddings"]:
+            catalog = previous.catalog
+        else:
+            catalog, _ = read_catalog(artifacts / "embeddings")
+        index = ItemIndex.load(artifacts / "index", manifest=index_m, verify=True,
+                               reuse=previous.index if same else None)
+        histories = (previous.histories if same and previous.ident["user_histories"] == ident["user_histories"]
+                     else UserHistories(artifacts / "user_histories", found["user_histories"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise SnapshotError(str(e)) from e
+    if len(index) != len(catalog):
+        raise SnapshotError(f"the index holds {len(index):,} live items but item_embeddings {len(catalog):,}")
+    row_of_pos = index.rows_of(catalog.item_ids)
+    if (row_of_pos < 0).any():
+        missing = catalog.item_ids[np.flatnonzero(row_of_pos < 0)[0]]
+        raise SnapshotError(f"item {missing!r} of item_embeddings is not in the index")
+    pair_pos = (previous.pair_pos if same and previous.catalog is catalog and previous.histories is histories
+                else histories.positions(catalog))
+    cfg = model.cfg
+    user_hash = (previous.user_hash if same and previous.model is model and previous.histories is histories
+                 else hash_buckets(histories.user_ids, cfg.n_hashes, cfg.user_buckets))
+    popular_rows = index.rows_of(histories.popular_items)
+    return Snapshot(version=version, model=model, fingerprint=fingerprint, catalog=catalog, index=index,
+                    row_of_pos=row_of_pos, histories=histories, pair_pos=pair_pos, user_hash=user_hash,
+                    popular_rows=popular_rows[popular_rows >= 0],
+                    popular_pairs=histories.popular_pairs[popular_rows >= 0], ident=ident,
+                    embeddings_parts=frozenset(p["file"] for p in emb_m["parts"]),
+                    ranker=ranker_hook(artifacts) if ranker_hook else None)

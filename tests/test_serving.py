@@ -1,0 +1,350 @@
+"""The online service as a user runs it: `towerflow serve` in its own process on a free
+127.0.0.1 port over a temp TOWERFLOW_HOME (real DuckDB warehouse, real checkpoint, real FAISS
+index, real HTTP), plus an in-process uvicorn server for the token."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from assets.config import CleaningConfig, TrainingConfig, default_warehouse_params
+from assets.training.two_tower_model import tower_config
+from models.artifacts import read_manifest, write_manifest
+from models.index.embeddings import refresh_embeddings, refresh_index
+from models.index.item_index import IndexSpec
+from models.retrieval.checkpoint import save_checkpoint, update_manifest
+from models.retrieval.data import WarehouseShape, load_from_warehouse
+from models.retrieval.training import TrainConfig, config_dict, train
+from models.serving.histories import write_user_histories
+from models.sources.synthetic import generate
+from models.warehouse import build_warehouse
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    """A keep-alive HTTP client (one connection), JSON in and out."""
+
+    def __init__(self, port: int, token: str | None = None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.token, self.reconnects = token, 0
+
+    def call(self, method: str, path: str, body=None, raw: bytes | None = None, headers=None) -> tuple[int, dict | str]:
+        h = dict(headers or {})
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        try:
+            self.conn.request(method, path, body=data, headers=h)
+            resp = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # the server closes keep-alive connections idle for 5 s: reconnect once, and count it
+            self.conn.close()
+            self.reconnects += 1
+            self.conn.request(method, path, body=data, headers=h)
+            resp = self.conn.getresponse()
+        text = resp.read().decode()
+        if resp.getheader("connection", "").lower() == "close":
+            self.conn.close()
+        try:
+            return resp.status, json.loads(text)
+        except json.JSONDecodeError:
+            return resp.status, text
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A trained home built with the library calls the assets make (quick): warehouse, a
+    promoted checkpoint, item_embeddings, item_index, user_histories."""
+    home = tmp_path_factory.mktemp("serve")
+    generate(home / "landing", n_users=200, n_items=150, n_events=8000, dirty_share=0.0, seed=3, log=lambda m: None)
+    con = duckdb.connect(str(home / "warehouse.duckdb"))
+    fingerprint = build_warehouse(con, home / "landing", **default_warehouse_params())
+    tower = tower_config(TrainingConfig(), WarehouseShape.read(con))
+    data = load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
+                               item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
+    tcfg = TrainConfig(epochs=2, batch_size=128, seed=0)
+    result = train(data.catalog, data.train, tower, tcfg, valid=None, log=lambda m: None)
+    models = home / "artifacts" / "models"
+    path = save_checkpoint(models, result.model, config_dict(tower, tcfg), fingerprint)
+    update_manifest(models, latest=path.name, current=path.name)
+    art = home / "artifacts"
+    refresh_embeddings(con, art / "embeddings", result.model, path.name, fingerprint)
+    refresh_index(art / "index", art / "embeddings", IndexSpec())
+    write_user_histories(con, art / "user_histories")
+    con.close()
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    """`towerflow serve` in a subprocess; yields its port and its log file."""
+    port = free_port()
+    log = home / "serve.log"
+    env = {**os.environ, "TOWERFLOW_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("TOWERFLOW_API_TOKEN", None)
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port),
+                                 "--reload-seconds", "0.2"], env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.time() + 90
+    while True:
+        try:
+            if Client(port).call("GET", "/readyz")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None, log.read_text()
+        assert time.time() < deadline, log.read_text()
+        time.sleep(0.2)
+    yield port, log
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def known_user(home: Path) -> str:
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT user_id FROM interaction_splits GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+                           ).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_health_ready_and_metrics(server, home):
+    port, _ = server
+    c = Client(port)
+    assert c.call("GET", "/healthz") == (200, {"status": "ok"})
+    status, ready = c.call("GET", "/readyz")
+    champion = read_manifest(home / "artifacts" / "models")["current"]
+    assert status == 200 and ready["model_version"] == champion and ready["index"]["items"] == 150
+    assert c.call("POST", "/recommend", {"k": 3})[0] == 200
+    status, text = c.call("GET", "/metrics")
+    assert status == 200
+    assert 'towerflow_requests_total{path="/recommend",status="200"}' in text
+    assert 'towerflow_request_seconds_bucket{path="/recommend",le="+Inf"}' in text
+    assert "towerflow_index_items 150" in text and f'model_version="{champion}"' in text
+    assert "towerflow_last_reload_timestamp_seconds" in text and 'towerflow_reloads_total{outcome="loaded"} 1' in text
+
+
+def test_a_known_user_gets_what_the_cli_recommender_gives(server, home):
+    """The service builds user vectors from artifacts only; the CLI's Recommender reads the
+    warehouse: the same user must get the same items, seen ones excluded."""
+    from models.serving.recommender import Recommender
+
+    port, _ = server
+    user = known_user(home)
+    status, got = Client(port).call("POST", "/recommend", {"user_id": user, "k": 10})
+    assert status == 200 and got["source"] == "user" and not got["fallback"]
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        rec = Recommender(con, home / "artifacts", threads=1, users=[user])
+        seen = set(con.execute("SELECT item_id FROM interaction_splits WHERE user_id = $u", {"u": user}).df().item_id)
+    finally:
+        con.close()
+    expected = rec.recommend([user], 10)
+    assert [i["item_id"] for i in got["items"]] == [r[2] for r in expected]
+    assert [i["score"] for i in got["items"]] == pytest.approx([r[3] for r in expected], abs=1e-5)
+    assert not seen & {i["item_id"] for i in got["items"]}
+    assert got["model_version"] == rec.version and got["index"]["build"] == rec.index.manifest["build"]
+
+
+def test_session_recommendations_for_an_unknown_user_and_the_popularity_fallback(server, home):
+    port, _ = server
+    c = Client(port)
+    status, pop = c.call("POST", "/recommend", {"user_id": "never-seen", "k": 10})
+    assert status == 200 and pop["source"] == "popularity" and pop["fallback"] is True
+    recent_a, recent_b = ["i001", "i002", "i003"], ["i120", "i121", "i122"]
+    status, a = c.call("POST", "/recommend", {"user_id": "never-seen", "k": 10, "recent_items": recent_a + ["nope"]})
+    assert status == 200 and a["source"] == "session" and a["fallback"] is False
+    assert a["unknown_recent_items"] == ["nope"]
+    items_a = [i["item_id"] for i in a["items"]]
+    assert len(items_a) == 10 and not set(items_a) & set(recent_a)  # a session's own items are not recommended
+    _, b = c.call("POST", "/recommend", {"k": 10, "recent_items": recent_b})  # no user id at all
+    items_b = [i["item_id"] for i in b["items"]]
+    # a real user-tower vector from the session: other recent items, other recommendations
+    assert items_a != items_b and items_a != [i["item_id"] for i in pop["items"]]
+    # exclude works for every source
+    _, ex = c.call("POST", "/recommend", {"k": 5, "recent_items": recent_a, "exclude": items_a[:2]})
+    assert [i["item_id"] for i in ex["items"]] == items_a[2:7]
+
+
+def test_similar_items_and_an_unknown_item(server):
+    port, _ = server
+    c = Client(port)
+    status, sim = c.call("POST", "/similar", {"item_id": "i001", "k": 5})
+    assert status == 200 and len(sim["items"]) == 5 and "i001" not in {i["item_id"] for i in sim["items"]}
+    scores = [i["score"] for i in sim["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert c.call("POST", "/similar", {"item_id": "no-such-item"}) == (
+        404, {"error": "unknown item 'no-such-item': not in the index", "field": "item_id"})
+
+
+def test_bad_requests_get_a_json_4xx_naming_the_field(server):
+    port, _ = server
+    c = Client(port)
+    too_long = "x" * (CleaningConfig().max_id_length + 1)
+    cases = [
+        ("/recommend", b'{"user_id": "u1", ', 400, "body"),  # malformed JSON
+        ("/recommend", b"[1, 2]", 422, "body"),  # JSON, but not an object
+        ("/recommend", json.dumps({"user_id": "u1", "count": 3}).encode(), 422, "count"),  # unknown field
+        ("/recommend", json.dumps({"user_id": 42}).encode(), 422, "user_id"),  # wrong type
+        ("/recommend", json.dumps({"k": "10"}).encode(), 422, "k"),  # no coercion
+        ("/recommend", json.dumps({"k": 0}).encode(), 422, "k"),
+        ("/recommend", json.dumps({"k": 1001}).encode(), 422, "k"),
+        ("/recommend", json.dumps({"user_id": too_long}).encode(), 422, "user_id"),
+        ("/recommend", json.dumps({"recent_items": ["i001"] * 1001}).encode(), 422, "recent_items"),
+        ("/recommend", json.dumps({"recent_items": ["i001", 7]}).encode(), 422, "recent_items.1"),
+        ("/recommend", json.dumps({"exclude": [too_long]}).encode(), 422, "exclude.0"),
+        ("/recommend", json.dumps({"rank": True}).encode(), 409, "rank"),
+        ("/recommend", b" " * (1 << 20) + b"{}", 413, "body"),
+        ("/similar", json.dumps({"k": 3}).encode(), 422, "item_id"),
+        ("/similar", json.dumps({"item_id": "i001", "k": -1}).encode(), 422, "k"),
+    ]
+    for path, raw, code, field in cases:
+        status, body = c.call("POST", path, raw=raw)
+        assert (status, body["field"]) == (code, field), (path, raw[:60], status, body)
+        assert body["error"] and "Traceback" not in body["error"]
+    # a chunked body over the limit is cut off too
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/recommend", body=iter([b" " * 600_000, b" " * 600_000]), encode_chunked=True)
+    assert conn.getresponse().status == 413
+    assert c.call("GET", "/recommend")[0] == 405 and c.call("GET", "/nope")[0] == 404
+
+
+def test_a_token_guards_every_endpoint_but_healthz(home):
+    import uvicorn
+
+    from models.serving.app import create_app
+    from models.serving.config import ServeConfig
+
+    port, token = free_port(), "s3cret-token"
+    config = ServeConfig(max_id_length=CleaningConfig().max_id_length, token=token, reload_seconds=0.5)
+    srv = uvicorn.Server(uvicorn.Config(create_app(home / "artifacts", config), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not srv.started:
+            assert time.time() < deadline and thread.is_alive()
+            time.sleep(0.05)
+        anon, wrong, good = Client(port), Client(port, "wrong"), Client(port, token)
+        assert anon.call("GET", "/healthz")[0] == 200
+        for path in ("/readyz", "/metrics"):
+            assert anon.call("GET", path)[0] == 401 and wrong.call("GET", path)[0] == 401
+            assert good.call("GET", path)[0] == 200
+        status, body = anon.call("POST", "/recommend", {"k": 2})
+        assert status == 401 and body["field"] == "Authorization"
+        assert good.call("POST", "/recommend", {"k": 2})[0] == 200
+        assert good.call("POST", "/similar", {"item_id": "i001", "k": 2})[0] == 200
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=20)
+
+
+class Looper(threading.Thread):
+    """A client calling /recommend and /similar back to back, recording every answer."""
+
+    def __init__(self, port: int, user: str):
+        super().__init__(daemon=True)
+        self.client, self.user, self.stop, self.answers = Client(port), user, threading.Event(), []
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            if n % 2:
+                req = ("/similar", {"item_id": "i001", "k": 5})
+            else:
+                req = ("/recommend", {"user_id": self.user, "k": 10, "recent_items": ["i002"]})
+            try:
+                status, body = self.client.call("POST", *req)
+            except OSError as e:
+                status, body = -1, repr(e)
+            self.answers.append((status, body))
+            n += 1
+
+
+@pytest.mark.slow
+def test_live_reload_serves_new_items_without_a_failed_request_and_refuses_bad_artifacts(server, home):
+    """New items dropped in landing/items/ and the sensor's incremental job: the running
+    service serves them from /similar without a restart, while a looping client sees only
+    200s; then a champion without its index and a damaged delta are refused, old kept."""
+    import dagster as dg
+
+    from orchestration.definitions import build_definitions
+
+    port, log = server
+    c = Client(port)
+    _, before = c.call("GET", "/readyz")
+    loopers = [Looper(port, known_user(home)) for _ in range(2)]
+    for looper in loopers:
+        looper.start()
+    # new items whose content copies an existing item's: the same title and categories
+    (home / "landing" / "items" / "new.csv").write_text(
+        "item_id,title,categories,created_at\n"
+        "fresh-1,The Mob Home,Family|Fantasy|Thriller,2026-11-01T00:00:00Z\n"
+        "fresh-2,Party Rising Holiday,War,2026-11-01T00:00:00Z\n")
+    assert c.call("POST", "/similar", {"item_id": "fresh-1"})[0] == 404
+    os.environ["TOWERFLOW_HOME"] = str(home)
+    job = build_definitions(home).resolve_job_def("incremental_item_embedding_job")
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success  # the warehouse is free
+    deadline = time.time() + 30
+    while (status := c.call("POST", "/similar", {"item_id": "fresh-1", "k": 5})[0]) != 200:
+        assert status == 404 and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    _, after = c.call("GET", "/readyz")
+    assert after["index"]["items"] == 152 and after["index"]["build"] == before["index"]["build"]
+    assert after["index"]["delta"] != before["index"]["delta"]  # an upsert: the main segment was reused
+    status, rec = c.call("POST", "/recommend", {"k": 20, "recent_items": ["fresh-1", "fresh-2"]})
+    assert status == 200 and rec["unknown_recent_items"] == []  # new items' features reached the service
+
+    # a champion whose index is not built yet: refused, the old one keeps serving
+    models = home / "artifacts" / "models"
+    old = read_manifest(models)
+    shutil.copytree(models / old["current"], models / "v-next")
+    update_manifest(models, current="v-next")
+    # a delta whose file does not match the manifest's sha256 (damaged / half-written)
+    time.sleep(1.0)
+    update_manifest(models, current=old["current"])
+    index_dir = home / "artifacts" / "index"
+    good = read_manifest(index_dir)
+    shutil.copytree(index_dir / "deltas" / good["delta"], index_dir / "deltas" / "damaged")
+    with open(index_dir / "deltas" / "damaged" / "delta.faiss", "r+b") as fh:
+        fh.truncate(40)
+    write_manifest(index_dir, {**good, "delta": "damaged"})
+    time.sleep(1.0)
+    _, during = c.call("GET", "/readyz")
+    write_manifest(index_dir, good)
+    time.sleep(0.5)
+    for looper in loopers:
+        looper.stop.set()
+        looper.join(timeout=30)
+    assert during["model_version"] == old["current"] and during["index"]["delta"] == after["index"]["delta"]
+    text = log.read_text()
+    assert "built from model" in text and "v-next" in text  # the refused champion, named
+    assert "damaged" in text and "sha256" in text  # the refused delta, named
+    _, metrics = c.call("GET", "/metrics")
+    assert 'towerflow_reloads_total{outcome="refused"}' in metrics
+    answers = [a for looper in loopers for a in looper.answers]
+    failed = [a for a in answers if a[0] != 200]
+    assert len(answers) > 50 and not failed, failed[:3]
+    assert not any(looper.client.reconnects for looper in loopers)  # no connection dropped either
+    deltas = {a[1]["index"]["delta"] for a in answers}
+    assert {before["index"]["delta"], after["index"]["delta"]} <= deltas  # served across the swap
