@@ -348,3 +348,44 @@ def test_live_reload_serves_new_items_without_a_failed_request_and_refuses_bad_a
     assert not any(looper.client.reconnects for looper in loopers)  # no connection dropped either
     deltas = {a[1]["index"]["delta"] for a in answers}
     assert {before["index"]["delta"], after["index"]["delta"]} <= deltas  # served across the swap
+
+
+def test_rank_true_runs_the_promoted_ranker_once_one_is_promoted(home, server):
+    """Promoting a ranker (its manifest) is picked up by the running service's reload: rank:true
+    then answers 200 with the candidates re-ordered by the ranker's weighted score."""
+    import torch
+
+    from models.artifacts import write_manifest
+    from models.ranking.model import Ranker, RankerConfig
+    from models.ranking.training import save_ranker
+
+    port, _ = server
+    c = Client(port)
+    user = c.call("POST", "/recommend", {"k": 1, "user_id": "u001"})[1]["items"] and "u001"
+    cfg = RankerConfig(n_actions=2, history_len=8, candidates_per_pass=8, item_buckets=97, user_buckets=97,
+                       action_signs=(1.0, -1.0))
+    torch.manual_seed(0)
+    model = Ranker(cfg).eval()
+    torch.nn.init.normal_(model.heads.weight, std=0.5)  # a fresh ranker would keep retrieval order
+    vocab = [{"name": "click", "weight": 1.0, "definition": "click"},
+             {"name": "not_interested", "weight": -5.0, "definition": "not_interested"}]
+    root = home / "artifacts" / "ranking"
+    path = save_ranker(root, model, {"actions": vocab})
+    try:
+        write_manifest(root, {"current": path.name, "latest": path.name, "versions": [path.name]})
+        deadline = time.time() + 60
+        while True:
+            status, body = c.call("POST", "/recommend", {"user_id": user, "k": 5, "rank": True})
+            if status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert status == 200, body
+        assert body["ranked"] is True and len(body["items"]) == 5
+        scores = [i["score"] for i in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+        plain = c.call("POST", "/recommend", {"user_id": user, "k": 5})[1]
+        assert "ranked" not in plain or plain["ranked"] is False
+    finally:
+        import shutil
+
+        shutil.rmtree(root)  # the other tests of this module expect no ranker

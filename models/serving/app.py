@@ -53,17 +53,31 @@ MAX_K = 1000
 
 
 def promoted_ranker(artifacts: Path):
-    """The ranking stage `rank: true` runs, or None while no ranker is promoted (the service then
-    answers 409 "no ranker is promoted").
+    """The ranking stage `rank: true` runs (models/ranking's promoted ranker), or None while no
+    ranker is promoted (the service then answers 409 "no ranker is promoted"). Called whenever a
+    snapshot loads; the ranker's manifest is among the ones the reloader watches, so a newly
+    promoted ranker is served after the next reload."""
+    from models.ranking.ranker import load_ranker
 
-    The one place to wire models/ranking in: return an object with
-    `rank(user_id: str | None, recent_items: list[str], candidates: list[str]) -> list[tuple[str, float]]`
-    that orders the retrieved candidate item ids (best first) with their ranking scores; the
-    service retrieves `rank_candidates` of them and returns the first k. It is called whenever
-    a snapshot loads, so a newly promoted ranker is served after the next reload (add the
-    ranker's manifest to `Reloader._stamp` so that its promotion alone triggers one).
-    """
-    return None
+    ranker = load_ranker(artifacts)
+    return None if ranker is None else ServiceRanker(ranker)
+
+
+class ServiceRanker:
+    """The promoted ranker over what the service knows: the user's history from the
+    user_histories artifact (latest last) plus the request's recent items, and the retrieved
+    candidates with their retrieval scores. The service holds no action log, so history items
+    enter the ranker as positives with no specific action (mask 0); batch ranking
+    (ranked_recommendations) reads each item's actions from the warehouse and can differ."""
+
+    def __init__(self, ranker):
+        self.ranker = ranker
+        self.version = ranker.version
+
+    def rank(self, user_id: str | None, history: list[str], candidates: list[str],
+             retrieval_scores: list[float]) -> list[tuple[str, float]]:
+        result = self.ranker.rank(user_id or "", history, [0] * len(history), candidates, retrieval_scores)
+        return list(zip(result.item_ids, result.score.tolist()))
 
 
 def request_models(max_id_length: int):
@@ -226,8 +240,9 @@ class Service:
 
     @staticmethod
     def _rank(snap: Snapshot, req: dict, res: dict):
-        ranked = snap.ranker.rank(req.get("user_id"), list(req.get("recent_items") or []),
-                                  [i["item_id"] for i in res["items"]])
+        history = snap.history_items(req.get("user_id")) + list(req.get("recent_items") or [])
+        ranked = snap.ranker.rank(req.get("user_id"), history, [i["item_id"] for i in res["items"]],
+                                  [i["score"] for i in res["items"]])
         return {**res, "ranked": True,
                 "items": [{"item_id": i, "score": float(s)} for i, s in ranked][: req.get("rank_k", req["k"])]}
 
@@ -309,7 +324,7 @@ class Reloader(threading.Thread):
     def _stamp(self) -> tuple:
         a = self.service.artifacts
         out = []
-        for sub in ("models", "index", "embeddings", "user_histories"):
+        for sub in ("models", "index", "embeddings", "user_histories", "ranking"):
             try:
                 st = os.stat(a / sub / "manifest.json")
                 out.append((st.st_mtime_ns, st.st_size, st.st_ino))

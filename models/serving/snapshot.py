@@ -54,7 +54,8 @@ def manifests(artifacts: Path) -> dict:
     artifacts = Path(artifacts)
     return {"models": read_manifest(artifacts / "models"), "index": read_manifest(artifacts / "index"),
             "embeddings": read_manifest(artifacts / "embeddings"),
-            "user_histories": read_manifest(artifacts / "user_histories")}
+            "user_histories": read_manifest(artifacts / "user_histories"),
+            "ranking": read_manifest(artifacts / "ranking")}
 
 
 def identity(artifacts: Path, found: dict | None = None) -> dict:
@@ -62,7 +63,8 @@ def identity(artifacts: Path, found: dict | None = None) -> dict:
     m = found or manifests(artifacts)
     index, emb, hist = m["index"] or {}, m["embeddings"] or {}, m["user_histories"] or {}
     return {"model": champion_version(artifacts), "index_build": index.get("build"), "index_delta": index.get("delta"),
-            "embeddings": emb.get("sha256"), "user_histories": hist.get("folder")}
+            "embeddings": emb.get("sha256"), "user_histories": hist.get("folder"),
+            "ranker": (m.get("ranking") or {}).get("current")}
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,14 @@ class Snapshot:
         if len(seq):
             out[L - len(seq):] = seq
         return out
+
+    def history_items(self, user_id: str | None) -> list[str]:
+        """The user's items from user_histories, oldest first ([] for an unknown user)."""
+        row = self.histories.row(user_id) if user_id is not None else -1
+        if row < 0:
+            return []
+        s, e = self.histories.offsets[row], self.histories.offsets[row + 1]
+        return self.histories.item_vocab[self.histories.codes[s:e]].tolist()
 
     def _seen_rows(self, user_row: int) -> np.ndarray:
         if user_row < 0:
