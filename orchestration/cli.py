@@ -5,6 +5,7 @@
     towerflow status
     towerflow quarantine [--reason CODE] [-n 20]
     towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
+                        [--retriever two-tower|generative]
     towerflow similar --item ID [-k 10] [--format table|csv|json]
 """
 
@@ -141,6 +142,20 @@ def _recommender(users: list[str], threads: int | None = 1):
         con.close()
 
 
+def _generative(users: list[str], threads: int | None = 1):
+    """The latest generative retriever over the current semantic IDs, loaded for `users` only."""
+    from models.generative.serving import GenerativeRecommender
+    from models.serving.recommender import ServingError
+
+    con = _connect()
+    try:
+        return GenerativeRecommender(con, towerflow_home() / "artifacts", users=users, threads=threads)
+    except ServingError as e:
+        _fail(str(e))
+    finally:
+        con.close()
+
+
 def _emit(rows: list[tuple], header: tuple[str, ...], fmt: str) -> None:
     import csv
     import json
@@ -166,7 +181,9 @@ FORMATS = click.Choice(["table", "csv", "json"])
 @click.option("--sample", default=0, type=click.IntRange(0, 1000), help="Also the first N known users (a demo).")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def recommend(users, users_file, sample, k, fmt) -> None:
+@click.option("--retriever", type=click.Choice(["two-tower", "generative"]), default="two-tower", show_default=True,
+              help="two-tower (the champion and its index) or generative (semantic-ID beam search).")
+def recommend(users, users_file, sample, k, fmt, retriever) -> None:
     ids = list(users)
     if users_file:
         ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
@@ -177,7 +194,8 @@ def recommend(users, users_file, sample, k, fmt) -> None:
         ids += [r[0] for r in con.execute("SELECT DISTINCT user_id FROM interaction_splits ORDER BY 1 LIMIT $n",
                                           {"n": sample}).fetchall()]
         con.close()
-    rec = _recommender(ids, threads=1 if len(ids) <= 64 else None)  # one thread for a few users
+    threads = 1 if len(ids) <= 64 else None  # one thread for a few users
+    rec = _generative(ids, threads) if retriever == "generative" else _recommender(ids, threads=threads)
     rows = rec.recommend(ids, k)
     for u in dict.fromkeys(r[0] for r in rows if r[4]):
         click.echo(f"towerflow: unknown user {u!r}: popular items instead (fallback)", err=True)
