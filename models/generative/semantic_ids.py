@@ -268,7 +268,7 @@ def assign_collision_tokens(prefix: np.ndarray, capacity: int, existing: np.ndar
     tokens = start + rank
     if tokens.max() >= capacity:
         worst = int(np.argmax(tokens))
-        raise ValueError(f"{int(tokens.max()) + 1} items share the semantic-ID prefix {tuple(prefix[worst])}, more than "
+        raise ValueError(f"{int(tokens.max()) + 1} items share the semantic-ID prefix {tuple(int(v) for v in prefix[worst])}, more than "
                          f"the collision token's capacity ({capacity}): the tokenizer has collapsed; raise "
                          "codebook_size or the RQ-VAE epochs")
     return tokens

@@ -67,8 +67,11 @@ class GenerativeRetriever(nn.Module):
         self.item_pos = nn.Embedding(cfg.history_len + 1, D)  # 0 = CLS, 1..L history positions
         self.level = nn.Embedding(4, D)
         self.dec_pos = nn.Embedding(4, D)
+        layer = nn.TransformerEncoderLayer(D, cfg.heads, cfg.ffn, cfg.dropout, batch_first=True, norm_first=True)
+        # nested tensors do not apply to pre-norm layers; saying so keeps torch from warning
+        encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, nn.LayerNorm(D), enable_nested_tensor=False)
         self.transformer = nn.Transformer(D, cfg.heads, cfg.encoder_layers, cfg.decoder_layers, cfg.ffn, cfg.dropout,
-                                          batch_first=True, norm_first=True)
+                                          batch_first=True, norm_first=True, custom_encoder=encoder)
         for emb in (self.tokens, self.item_pos, self.level, self.dec_pos):  # one scale: positions must not drown codes
             nn.init.normal_(emb.weight, std=0.02)
         self.register_buffer("offsets", torch.arange(4) * K, persistent=False)  # (4,)

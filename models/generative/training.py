@@ -51,6 +51,7 @@ class GenTrainConfig:
     seed: int = 0
     max_minutes: float = 0.0  # training time budget (0 = none), keeping the best weights
     max_steps: int | None = None  # tests and smoke runs
+    recent_per_user: int = 0  # train on each user's last R train positives only (0 = all): bounds an epoch
 
 
 @dataclass
@@ -134,7 +135,9 @@ def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqC
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     codes = torch.as_tensor(table)
     trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
-    n = len(train_set)
+    rows_all = (torch.nonzero(train_set.from_end < cfg.recent_per_user).flatten() if cfg.recent_per_user
+                else torch.arange(len(train_set)))
+    n = len(rows_all)
     if n == 0:
         raise ValueError("no training rows: the train split is empty")
     if valid is not None and len(valid):
@@ -146,7 +149,7 @@ def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqC
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     for epoch in range(cfg.epochs):
         model.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = rows_all[torch.randperm(n, generator=gen)]
         losses, te = [], time.perf_counter()
         progress = Progress(f"generative epoch {epoch}", steps_per_epoch, "steps", log)
         for s in range(0, n, cfg.batch_size):
