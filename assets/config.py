@@ -215,7 +215,8 @@ class SemanticIdConfig(dg.Config):
     seed: int = Field(default=_TOK.seed, description="Seeds k-means and the RQ-VAE.")
     retrain: bool = Field(default=False, description="Train a new tokenizer even when the item vectors come from "
                           "the same two-tower model (otherwise only items without a code are encoded, with the "
-                          "trained tokenizer: codes stay stable for the trained retriever).")
+                          "trained tokenizer: codes stay stable for the trained retriever). Changing the fields "
+                          "above takes effect with a new two-tower model or with retrain.")
 
     def tokenizer_config(self):
         from models.generative.semantic_ids import TokenizerConfig

@@ -26,7 +26,7 @@ def item_semantic_ids(context: dg.AssetExecutionContext, config: SemanticIdConfi
         sql = write_warehouse(con, sid, manifest["tokenizer"])
     s = sid.stats
     figures = {**{k: v for k, v in s.items() if not isinstance(v, dict)}, "tokenizer": manifest["tokenizer"],
-               "kind": config.kind, "two_tower_version": manifest["two_tower_version"],
+               "kind": manifest["tokenizer_config"]["kind"], "two_tower_version": manifest["two_tower_version"],
                "codes_file": str(root / manifest["codes"])}
     mlflow.log(context, "item_semantic_ids", {k: v for k, v in figures.items()
                                               if isinstance(v, (int, float)) and not isinstance(v, bool)},

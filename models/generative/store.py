@@ -89,9 +89,11 @@ def write_warehouse(con, sid: SemanticIds, tokenizer_version: str) -> str:
 def refresh_semantic_ids(root: Path, embeddings_folder: Path, cfg: TokenizerConfig, *, retrain: bool = False,
                          log=lambda m: None) -> tuple[SemanticIds, dict]:
     """Codes for every item in item_embeddings. A new tokenizer is trained when asked, when there
-    is none, when the vectors come from another two-tower model or the tokenizer config changed;
-    otherwise the trained tokenizer encodes only the items without a code (new catalog items), the
-    others keep theirs, so a trained retriever can generate new items without retraining."""
+    is none, or when the vectors come from another two-tower model; otherwise the trained
+    tokenizer encodes only the items without a code (new catalog items), the others keep theirs,
+    so a trained retriever can generate new items without retraining. A changed `cfg` alone does
+    not retrain (the sensor's job runs with default config; retraining would change every code
+    under the trained retriever): it applies at the next new two-tower model, or with `retrain`."""
     from models.generative.semantic_ids import fit_tokenizer, tokenize
     from models.index.embeddings import read_embeddings
 
@@ -101,8 +103,7 @@ def refresh_semantic_ids(root: Path, embeddings_folder: Path, cfg: TokenizerConf
     _, item_ids, xb = read_embeddings(embeddings_folder)
     prev = read_manifest(root)
     reason = ("asked" if retrain else "no tokenizer yet" if prev is None
-              else "new two-tower model" if prev["two_tower_version"] != emb["model_version"]
-              else "tokenizer config changed" if prev["tokenizer_config"] != cfg.to_dict() else None)
+              else "new two-tower model" if prev["two_tower_version"] != emb["model_version"] else None)
     if reason:
         log(f"item_semantic_ids: training a {cfg.kind} tokenizer on {len(xb):,} item vectors ({reason})")
         tok, fit = fit_tokenizer(xb, cfg, log=log)
@@ -118,7 +119,7 @@ def refresh_semantic_ids(root: Path, embeddings_folder: Path, cfg: TokenizerConf
         log(f"item_semantic_ids: encoded {sid.stats['encoded']:,} new items with tokenizer {version}, "
             f"{sid.stats['kept']:,} kept their codes")
     sid.stats.update(mode)
-    manifest = write_codes(root, sid, {"tokenizer": version, "tokenizer_config": cfg.to_dict(),
+    manifest = write_codes(root, sid, {"tokenizer": version, "tokenizer_config": tok.cfg.to_dict(),
                                        "two_tower_version": emb["model_version"],
                                        "embeddings_sha256": emb["sha256"]})
     return sid, manifest
