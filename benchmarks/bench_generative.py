@@ -130,7 +130,9 @@ def main(argv=None) -> int:
     ap.add_argument("--peer-python", default=sys.executable, help="a Python with rectools[torch] for SASRec "
                     "('' skips the row)")
     ap.add_argument("--sasrec-epochs", type=int, default=30)
-    ap.add_argument("--variants", default="rkmeans,rqvae")
+    ap.add_argument("--variants", default="rkmeans,rqvae", help="generative rows ('' for none)")
+    ap.add_argument("--no-two-tower", action="store_true", help="skip the two-tower (and so every generative row): "
+                    "peers only")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -152,15 +154,16 @@ def main(argv=None) -> int:
     pv, pt = evaluate_popularity(data.train, data.valid), evaluate_popularity(data.train, data.test)
     rows.append(("popularity", [pv["ndcg@10"]], [pt["hr@10"]], [pt["ndcg@10"]], [], "train counts"))
     tt, vectors = [], {}
-    for s in seeds:
+    for s in seeds if not args.no_two_tower else []:
         model, v, t, secs = two_tower(data, s)
         vectors[s] = item_vectors(model, data.catalog).numpy()
         tt.append((v, t, secs))
-    rows.append(("two-tower (mean)", [v["ndcg@10"] for v, _, _ in tt], [t["hr@10"] for _, t, _ in tt],
-                 [t["ndcg@10"] for _, t, _ in tt], [], f"{np.mean([s for *_, s in tt]):.0f} s/seed"))
-    print("# two-tower done", flush=True)
+    if tt:
+        rows.append(("two-tower (mean)", [v["ndcg@10"] for v, _, _ in tt], [t["hr@10"] for _, t, _ in tt],
+                     [t["ndcg@10"] for _, t, _ in tt], [], f"{np.mean([s for *_, s in tt]):.0f} s/seed"))
+        print("# two-tower done", flush=True)
     names = {"rkmeans": "residual k-means + s2s", "rqvae": "RQ-VAE + s2s (TIGER)"}
-    for kind in args.variants.split(","):
+    for kind in [v for v in args.variants.split(",") if v and tt]:
         runs = [generative(data, vectors[s], kind, s, log) for s in seeds]
         info = runs[0][2]
         rows.append((names[kind], [v["ndcg@10"] for v, *_ in runs], [t["hr@10"] for _, t, *_ in runs],
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
                      [t["ndcg@10"] for _, t, _ in runs], [],
                      f"{args.sasrec_epochs} epochs, 2x64, softmax; {np.mean([r[2] for r in runs]):.0f} s/seed"))
         print("# SASRec done", flush=True)
-    ref = np.mean(rows[1][3])
+    ref = np.mean(rows[1][3]) if tt else float("nan")  # ratios to the two-tower
     print(f"\n{'retriever':<26} {'valid NDCG@10':>17} {'test HR@10':>17} {'test NDCG@10':>17} {'x two-tower':>11} "
           f"{'decode ms/user':>14}  note")
     for name, v, hr, nd, ms, note in rows:
