@@ -122,6 +122,13 @@ def sasrec(data, pairs: pd.DataFrame, seed: int, python: str, threads: int, epoc
     return out[0], out[1], secs
 
 
+def _done(row) -> None:
+    """Each row's figures as soon as they exist (a long run stopped early still leaves them)."""
+    name, v, hr, nd, ms, note = row
+    print(f"# {name}: valid NDCG@10 {_stat(v)}, test HR@10 {_stat(hr)}, test NDCG@10 {_stat(nd)}"
+          + (f", decode {np.mean(ms):.1f} ms/user" if ms else "") + f"; {note}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
@@ -161,7 +168,7 @@ def main(argv=None) -> int:
     if tt:
         rows.append(("two-tower (mean)", [v["ndcg@10"] for v, _, _ in tt], [t["hr@10"] for _, t, _ in tt],
                      [t["ndcg@10"] for _, t, _ in tt], [], f"{np.mean([s for *_, s in tt]):.0f} s/seed"))
-        print("# two-tower done", flush=True)
+        _done(rows[-1])
     names = {"rkmeans": "residual k-means + s2s", "rqvae": "RQ-VAE + s2s (TIGER)"}
     for kind in [v for v in args.variants.split(",") if v and tt]:
         runs = [generative(data, vectors[s], kind, s, log) for s in seeds]
@@ -170,13 +177,13 @@ def main(argv=None) -> int:
                      [t["ndcg@10"] for _, t, *_ in runs], [t["decode_ms_per_user"] for _, t, *_ in runs],
                      f"{np.mean([r[3] for r in runs]):.0f} s/seed; seed {seeds[0]}: collisions "
                      f"{info['collision_rate']:.1%}, c1 used {info['utilisation_c1']:.0%}, valid curve {info['curve']}"))
-        print(f"# {names[kind]} done", flush=True)
+        _done(rows[-1])
     if args.peer_python:
         runs = [sasrec(data, pairs, s, args.peer_python, args.threads, args.sasrec_epochs) for s in seeds]
         rows.append(("SASRec (rectools)", [v["ndcg@10"] for v, _, _ in runs], [t["hr@10"] for _, t, _ in runs],
                      [t["ndcg@10"] for _, t, _ in runs], [],
                      f"{args.sasrec_epochs} epochs, 2x64, softmax; {np.mean([r[2] for r in runs]):.0f} s/seed"))
-        print("# SASRec done", flush=True)
+        _done(rows[-1])
     ref = np.mean(rows[1][3]) if tt else float("nan")  # ratios to the two-tower
     print(f"\n{'retriever':<26} {'valid NDCG@10':>17} {'test HR@10':>17} {'test NDCG@10':>17} {'x two-tower':>11} "
           f"{'decode ms/user':>14}  note")
