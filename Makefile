@@ -30,10 +30,13 @@ $(DAGSTER_HOME)/dagster.yaml:
 
 # `make demo WORKERS=2` trains two_tower_model on 2 processes (torchrun, DDP); default: one, in process.
 WORKERS ?=
-# The ranking group, smaller than its product defaults (assets/config.py RankingConfig) for the demo's time budget.
+# The ranking and generative groups, smaller than their product defaults (assets/config.py) for the
+# demo's time budget: 100 candidates, 4 ranker epochs, 500 validation users; a 32-wide 1+1-layer
+# generative retriever, 2 epochs, 300 users per split decoded.
 RANKING_DEMO := "ranking_candidates": {"config": {"n_candidates": 100}}, "ranked_recommendations": {"config": {"n_candidates": 100}}, "ranking_model": {"config": {"epochs": 4, "valid_users": 500}}
+GENERATIVE_DEMO := "item_semantic_ids": {"config": {"epochs": 20}}, "generative_retriever": {"config": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn": 64, "history_len": 10, "epochs": 2, "valid_users": 200}}, "generative_evaluation": {"config": {"eval_users": 300}}
 COMMA := ,
-DEMO_CONFIG := --config-json '{"ops": {$(RANKING_DEMO)$(if $(WORKERS),$(COMMA) "two_tower_model": {"config": {"workers": $(WORKERS)}})}}'
+DEMO_CONFIG := --config-json '{"ops": {$(RANKING_DEMO)$(COMMA) $(GENERATIVE_DEMO)$(if $(WORKERS),$(COMMA) "two_tower_model": {"config": {"workers": $(WORKERS)}})}}'
 
 # Generate the default synthetic data only when no event file has landed, then run the graph.
 demo: install $(DAGSTER_HOME)/dagster.yaml
@@ -46,6 +49,8 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/towerflow recommend --sample 1 -k 10
 	@echo; echo "The same user, retrieved then ranked (towerflow recommend --rank --user ID):"
 	$(BIN)/towerflow recommend --rank --sample 1 -k 10 --candidates 100
+	@echo; echo "The same user from the generative retriever (towerflow recommend --retriever generative):"
+	$(BIN)/towerflow recommend --sample 1 -k 10 --retriever generative
 
 test: install
 	$(BIN)/python -m pytest

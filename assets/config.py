@@ -259,3 +259,91 @@ class RankingConfig(dg.Config):
     seed: int = Field(default=_ranker_default("seed"), description="Seeds sampling and initialisation.")
     negative_offset: float = Field(default=1e-3, description="Phoenix's offset: a non-negative weighted score s "
                                    "becomes s + offset, a negative one a number in [0, offset) in the same order.")
+
+
+# ---- generative group: defaults come from the library dataclasses (one source of truth)
+
+def _generative_defaults():
+    from models.generative.semantic_ids import TokenizerConfig
+    from models.generative.seq2seq import Seq2SeqConfig
+    from models.generative.training import GenTrainConfig
+
+    return TokenizerConfig(), Seq2SeqConfig(), GenTrainConfig()
+
+
+_TOK, _S2S, _GEN = _generative_defaults()
+
+
+class SemanticIdConfig(dg.Config):
+    """Product defaults (3 x 256 codes, 200 RQ-VAE epochs); `make demo` passes a smaller run
+    (Makefile DEMO_CONFIG) so the generative group stays within its share of the demo."""
+
+    kind: str = Field(default=_TOK.kind, description="rqvae (RQ-VAE, TIGER) or rkmeans (residual k-means, no "
+                      "training: the baseline).")
+    codebook_size: int = Field(default=_TOK.codebook_size, description="Codes per level (3 levels); also how many "
+                               "items one 3-code prefix can hold (the collision token's range).")
+    code_dim: int = Field(default=_TOK.code_dim, description="rqvae: latent size of the codewords.")
+    hidden: list[int] = Field(default=list(_TOK.hidden), description="rqvae: encoder MLP widths (decoder mirrored).")
+    beta: float = Field(default=_TOK.beta, description="rqvae: commitment weight.")
+    epochs: int = Field(default=_TOK.epochs, description="rqvae: passes over the item vectors (dead codes restart "
+                        "each epoch, so more epochs mean fewer collisions).")
+    lr: float = Field(default=_TOK.lr, description="rqvae: Adam learning rate.")
+    seed: int = Field(default=_TOK.seed, description="Seeds k-means and the RQ-VAE.")
+    retrain: bool = Field(default=False, description="Train a new tokenizer even when the item vectors come from "
+                          "the same two-tower model (otherwise only items without a code are encoded, with the "
+                          "trained tokenizer: codes stay stable for the trained retriever). Changing the fields "
+                          "above takes effect with a new two-tower model or with retrain.")
+
+    def tokenizer_config(self):
+        from models.generative.semantic_ids import TokenizerConfig
+
+        return TokenizerConfig(kind=self.kind, codebook_size=self.codebook_size, code_dim=self.code_dim,
+                               hidden=tuple(self.hidden), beta=self.beta, epochs=self.epochs, lr=self.lr,
+                               seed=self.seed)
+
+
+class GenerativeConfig(dg.Config):
+    """The seq2seq retriever. Product defaults follow TIGER (d_model 128, 4+4 layers, FFN 512,
+    beam 20); `make demo` passes a small model and a few epochs (Makefile DEMO_CONFIG)."""
+
+    history_len: int = Field(default=_S2S.history_len, description="Last positives the encoder reads.")
+    d_model: int = Field(default=_S2S.d_model, description="Transformer width.")
+    heads: int = Field(default=_S2S.heads, description="Attention heads.")
+    encoder_layers: int = Field(default=_S2S.encoder_layers, description="Encoder layers (TIGER 4, ETEGRec 6).")
+    decoder_layers: int = Field(default=_S2S.decoder_layers, description="Decoder layers.")
+    ffn: int = Field(default=_S2S.ffn, description="Feed-forward width.")
+    dropout: float = Field(default=_S2S.dropout, description="Dropout in the transformer.")
+    item_tokens: str = Field(default=_S2S.item_tokens, description="sum (one encoder token per history item, the "
+                             "sum of its code embeddings) or flat (TIGER: 4 tokens per item, 4x the sequence).")
+    batch_size: int = Field(default=_GEN.batch_size, description="Training rows per step.")
+    epochs: int = Field(default=_GEN.epochs, description="Upper bound; early stopping on valid NDCG@10 ends sooner.")
+    patience: int = Field(default=_GEN.patience, description="Epochs without a better valid NDCG@10 before stopping.")
+    lr: float = Field(default=_GEN.lr, description="AdamW learning rate.")
+    beam: int = Field(default=_GEN.beam, description="Beam width of validation, evaluation and serving (over-"
+                      "generated, then seen items are removed).")
+    valid_users: int = Field(default=_GEN.valid_users, description="Early stopping decodes a seeded sample of "
+                             "this many validation users (0 = all).")
+    max_minutes: float = Field(default=10.0, description="Training time budget (0 = none); the best weights so far "
+                               "are kept.")
+    seed: int = Field(default=_GEN.seed, description="Seeds torch and NumPy.")
+
+    def retriever_config(self, codebook_size: int):
+        from models.generative.seq2seq import Seq2SeqConfig
+
+        return Seq2SeqConfig(codebook_size=codebook_size, history_len=self.history_len, d_model=self.d_model,
+                             heads=self.heads, encoder_layers=self.encoder_layers, decoder_layers=self.decoder_layers,
+                             ffn=self.ffn, dropout=self.dropout, item_tokens=self.item_tokens)
+
+    def train_config(self):
+        from models.generative.training import GenTrainConfig
+
+        return GenTrainConfig(batch_size=self.batch_size, epochs=self.epochs, lr=self.lr, patience=self.patience,
+                              beam=self.beam, valid_users=self.valid_users, seed=self.seed,
+                              max_minutes=self.max_minutes)
+
+
+class GenerativeEvaluationConfig(dg.Config):
+    eval_users: int = Field(default=0, description="Decode a seeded sample of this many valid / test users (0 = "
+                            "all of them, the same users as model_evaluation; the demo decodes a sample).")
+    beam: int = Field(default=0, description="Beam width (0 = the one the retriever was validated with).")
+    seed: int = Field(default=0, description="Seed of the user sample.")

@@ -6,6 +6,7 @@
     towerflow quarantine [--reason CODE] [-n 20]
     towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
                         [--rank [--candidates 200]]
+                        [--retriever two-tower|generative]
     towerflow similar --item ID [-k 10] [--format table|csv|json]
     towerflow serve [--host 127.0.0.1 --port 8000 --max-batch 64 --max-wait-ms 0 --reload-seconds 1]
 """
@@ -164,6 +165,20 @@ def _recommender(users: list[str], threads: int | None = 1):
         con.close()
 
 
+def _generative(users: list[str], threads: int | None = 1):
+    """The latest generative retriever over the current semantic IDs, loaded for `users` only."""
+    from models.generative.serving import GenerativeRecommender
+    from models.serving.recommender import ServingError
+
+    con = _connect()
+    try:
+        return GenerativeRecommender(con, towerflow_home() / "artifacts", users=users, threads=threads)
+    except ServingError as e:
+        _fail(str(e))
+    finally:
+        con.close()
+
+
 def _emit(rows: list[tuple], header: tuple[str, ...], fmt: str) -> None:
     import csv
     import json
@@ -193,7 +208,9 @@ FORMATS = click.Choice(["table", "csv", "json"])
               "ranker (weighted action probabilities), return k; retrieval order when no ranker is promoted.")
 @click.option("--candidates", default=None, type=click.IntRange(1, 10_000),
               help="--rank: how many retrieved items the ranker orders (default 200).")
-def recommend(users, users_file, sample, k, fmt, rank, candidates) -> None:
+@click.option("--retriever", type=click.Choice(["two-tower", "generative"]), default="two-tower", show_default=True,
+              help="two-tower (the champion and its index) or generative (semantic-ID beam search).")
+def recommend(users, users_file, sample, k, fmt, rank, candidates, retriever) -> None:
     ids = list(users)
     if users_file:
         ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
@@ -204,7 +221,10 @@ def recommend(users, users_file, sample, k, fmt, rank, candidates) -> None:
         ids += [r[0] for r in con.execute("SELECT DISTINCT user_id FROM interaction_splits ORDER BY 1 LIMIT $n",
                                           {"n": sample}).fetchall()]
         con.close()
-    rec = _recommender(ids, threads=1 if len(ids) <= 64 else None)  # one thread for a few users
+    threads = 1 if len(ids) <= 64 else None  # one thread for a few users
+    if rank and retriever == "generative":
+        _fail("--rank orders the two-tower's candidates; it does not combine with --retriever generative")
+    rec = _generative(ids, threads) if retriever == "generative" else _recommender(ids, threads=threads)
     if rank and _recommend_ranked(rec, ids, k, candidates, fmt):
         return
     rows = rec.recommend(ids, k)

@@ -10,13 +10,14 @@ import assets.splits
 import assets.training
 import assets.serving
 import assets.ranking
+import assets.generative
 from orchestration.jobs import all_assets_job, data_job, incremental_item_embedding_job, training_job
 from orchestration.resources import build_resources
 from orchestration.schedules import build_retrain_schedule
 from orchestration.sensors import dead_run_sweep, new_events_sensor, new_items_sensor
 
 GROUPS = {"ingest": assets.ingest, "clean": assets.clean, "splits": assets.splits, "training": assets.training,
-          "serving": assets.serving, "ranking": assets.ranking}
+          "serving": assets.serving, "ranking": assets.ranking, "generative": assets.generative}
 
 
 def build_definitions(home: Path | None = None) -> dg.Definitions:

@@ -9,6 +9,7 @@ training_job = dg.define_asset_job("training_job", selection=dg.AssetSelection.g
                                    description="Train and evaluate on the current splits.")
 incremental_item_embedding_job = dg.define_asset_job(
     "incremental_item_embedding_job",
-    selection=dg.AssetSelection.assets("raw_items", "clean_items", "item_embeddings", "item_index"),
+    selection=dg.AssetSelection.assets("raw_items", "clean_items", "item_embeddings", "item_index", "item_semantic_ids"),
     description="New catalog files to the index without retraining: ingest and clean items, embed only "
-                "new or changed items with the current checkpoint, upsert them into the index.")
+                "new or changed items with the current checkpoint, upsert them into the index, give them "
+                "semantic IDs with the trained tokenizer (the generative retriever can then emit them).")

@@ -24,6 +24,7 @@ EXPECTED_GROUPS = {
     "user_histories": "serving",
     "action_labels": "ranking", "ranking_candidates": "ranking", "ranking_model": "ranking",
     "ranking_evaluation": "ranking", "ranked_recommendations": "ranking",
+    "item_semantic_ids": "generative", "generative_retriever": "generative", "generative_evaluation": "generative",
 }
 EXPECTED_PARENTS = {
     "landing_events": set(), "landing_items": set(),
@@ -38,6 +39,8 @@ EXPECTED_PARENTS = {
     "action_labels": {"clean_interactions"}, "ranking_candidates": {"action_labels", "promoted_model", "interaction_splits"},
     "ranking_model": {"ranking_candidates"}, "ranking_evaluation": {"ranking_model"},
     "ranked_recommendations": {"ranking_evaluation", "item_index"},
+    "item_semantic_ids": {"item_embeddings"}, "generative_retriever": {"item_semantic_ids", "interaction_splits"},
+    "generative_evaluation": {"generative_retriever", "promoted_model"},
 }
 # (asset, check) -> blocking: the checks that guard the splits, training and the index block
 EXPECTED_CHECKS = {
@@ -49,6 +52,7 @@ EXPECTED_CHECKS = {
     ("interaction_splits", "interaction_splits_expectations"): True,
     ("model_evaluation", "beats_popularity_on_valid_ndcg"): True, ("item_index", "item_index_recall_at_10"): True,
     ("ranking_evaluation", "ranking_beats_retrieval_on_valid_ndcg"): True,
+    ("item_semantic_ids", "every_item_has_a_unique_semantic_id"): True,
 }
 SOURCES = {"landing_events", "landing_items"}
 DATA = {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items", "interaction_splits",
@@ -57,7 +61,7 @@ EXPECTED_JOBS = {
     "all_assets_job": set(EXPECTED_GROUPS) - SOURCES,
     "data_job": DATA,
     "training_job": {"two_tower_model", "model_evaluation", "promoted_model"},
-    "incremental_item_embedding_job": {"raw_items", "clean_items", "item_embeddings", "item_index"},  # no training
+    "incremental_item_embedding_job": {"raw_items", "clean_items", "item_embeddings", "item_index", "item_semantic_ids"},  # no training
 }
 
 

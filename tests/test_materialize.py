@@ -40,7 +40,11 @@ def _run(home: Path):
     defs = build_definitions(home)
     # a short training run: the graph is under test here, quality is tests/test_training.py's job
     run_config = {"ops": {"two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}},
-                          "ranking_model": {"config": TINY_RANKER}}}
+                          "ranking_model": {"config": TINY_RANKER},
+                          "item_semantic_ids": {"config": {"epochs": 10}},
+                          "generative_retriever": {"config": {"d_model": 32, "heads": 2, "encoder_layers": 1,
+                                                              "decoder_layers": 1, "ffn": 64, "epochs": 2,
+                                                              "history_len": 8}}}}
     return defs.resolve_job_def("all_assets_job").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config)
 
@@ -67,7 +71,8 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     assert materialized == {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
                             "interaction_splits", "vocabularies", "two_tower_model", "model_evaluation",
                             "promoted_model", "item_embeddings", "item_index", "batch_recommendations", "user_histories", "action_labels",
-                            "ranking_candidates", "ranking_model", "ranking_evaluation", "ranked_recommendations"}
+                            "ranking_candidates", "ranking_model", "ranking_evaluation", "ranked_recommendations",
+                            "item_semantic_ids", "generative_retriever", "generative_evaluation"}
 
 
 def test_warehouse_tables_carry_row_count_schema_and_name_for_the_ui(first_run, home):
@@ -359,6 +364,39 @@ def test_cli_recommend_and_similar(first_run, home, monkeypatch):
     assert out.exit_code == 2 and "Traceback" not in out.output
 
 
+def test_generative_group_codes_every_item_once_and_serves_next_to_the_two_tower(first_run, home, monkeypatch):
+    import csv
+    import io
+
+    from orchestration.cli import main
+
+    evaluations = {e.check_name: e for e in first_run.get_asset_check_evaluations()}
+    assert evaluations["every_item_has_a_unique_semantic_id"].passed
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    catalog = {r[0] for r in con.execute("SELECT item_id FROM clean_items UNION SELECT item_id FROM interaction_splits").fetchall()}
+    codes = con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall()
+    user, = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
+    seen = {r[0] for r in con.execute("SELECT item_id FROM interaction_splits WHERE user_id = $u", {"u": user}).fetchall()}
+    con.close()
+    assert {r[0] for r in codes} == catalog and len({r[1:] for r in codes}) == len(codes)
+    meta = first_run.asset_materializations_for_node("generative_evaluation")[0].metadata
+    ev = meta["evaluation"].value
+    assert set(ev) >= {"generative", "two_tower", "popularity"}
+    # the same evaluation users as model_evaluation (all of them by default)
+    assert ev["generative"]["test"]["users"] == ev["two_tower"]["test"]["users"] > 0
+    assert meta["decode_ms_per_user"].value > 0 and meta["beam"].value == 20
+    sid_meta = first_run.asset_materializations_for_node("item_semantic_ids")[0].metadata
+    assert sid_meta["mode"].value == "trained" and 0 < sid_meta["utilisation_c1"].value <= 1
+    monkeypatch.setenv("TOWERFLOW_HOME", str(home))
+    out = CliRunner().invoke(main, ["recommend", "--retriever", "generative", "--user", user, "--user", "nobody-here",
+                                    "-k", "5", "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    mine = [r["item_id"] for r in rows if r["user_id"] == user]
+    assert len(mine) == 5 and not set(mine) & seen and set(mine) <= catalog
+    assert "fallback" in out.stderr and len(rows) == 10
+
+
 def test_a_model_index_version_mismatch_is_refused(first_run, home, monkeypatch, tmp_path):
     import json
     import shutil
@@ -399,6 +437,10 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     art = home / "artifacts"
     models_before = json.loads((art / "models" / "manifest.json").read_text())
     before = pq.read_table(art / "embeddings" / "items").to_pandas().set_index("item_id")
+    sid_before = json.loads((art / "semantic_ids" / "manifest.json").read_text())
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    codes_before = dict((r[0], r[1:]) for r in con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall())
+    con.close()
     # the sensor's first look sees the catalog the graph already ingested ...
     first = tick(None)
     assert len(first.run_requests) == 1
@@ -441,6 +483,17 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     for item in ["new-a", "new-b", "new-c", changed]:
         row = after.loc[item, "row_id"]
         assert index.search(np.asarray(after.loc[item, "vector"], np.float32)[None], 1)[1][0, 0] == row
+    # the new items got semantic IDs from the trained tokenizer (no retraining), old codes unchanged
+    sid_meta = run.asset_materializations_for_node("item_semantic_ids")[0].metadata
+    assert (sid_meta["mode"].value, sid_meta["encoded"].value, sid_meta["tokenizer"].value) == (
+        "incremental", 3, sid_before["tokenizer"])
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    codes_after = dict((r[0], r[1:]) for r in con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall())
+    con.close()
+    assert {"new-a", "new-b", "new-c"} <= set(codes_after) and len(set(codes_after.values())) == len(codes_after)
+    assert all(codes_after[i] == c for i, c in codes_before.items())
+    out = CliRunner().invoke(main, ["recommend", "--retriever", "generative", "--sample", "1", "-k", "3"])
+    assert out.exit_code == 0, out.output
     # MLflow has the counts and seconds of this run
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("towerflow")

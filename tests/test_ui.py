@@ -72,6 +72,7 @@ def test_webserver_shows_groups_lineage_and_checks(tmp_path):
         assert len(checks) == 12 and checks["beats_popularity_on_valid_ndcg"] is True
         assert checks["ranking_beats_retrieval_on_valid_ndcg"] is True  # the UI shows retrieve -> rank gated
         assert "promoted_model" in {"/".join(d["path"]) for d in nodes["ranking_candidates"]["dependencyKeys"]}
+        assert checks["every_item_has_a_unique_semantic_id"] is True
         repos = _post(url, AUTOMATION_QUERY)["data"]["repositoriesOrError"]["nodes"]
         sensors = {s["name"]: s for r in repos for s in r["sensors"]}
         schedules = {s["name"]: s for r in repos for s in r["schedules"]}

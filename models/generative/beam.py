@@ -1,0 +1,117 @@
+"""Constrained beam search: the decoder only ever extends a prefix with a code some real item has
+next, so every finished beam is a catalog item.
+
+The trie is stored level by level in CSR form (no Python per node): for prefixes of length l,
+the sorted integer keys of the prefixes (key = sum code_i * K^(l-1-i)), pointers into the sorted
+child codes. A batch of prefixes gets its (M, K) mask of allowed next codes by one
+searchsorted and one scatter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.generative.seq2seq import GenerativeRetriever
+
+
+class PrefixTrie:
+    def __init__(self, codes: np.ndarray, codebook_size: int):
+        """codes: (n, 4) int64 unique codes; row i is item i."""
+        codes = np.asarray(codes, dtype=np.int64)
+        assert codes.ndim == 2 and codes.shape[1] == 4, codes.shape
+        K = self.K = codebook_size
+        if len(codes) and (codes.min() < 0 or codes.max() >= K):
+            raise ValueError(f"codes must lie in 0..{K - 1}")
+        self.parent_keys, self.ptr, self.children = [], [], []
+        key = np.zeros(len(codes), np.int64)
+        for level in range(4):
+            pairs = np.unique(np.stack([key, codes[:, level]], 1), axis=0)  # (E, 2) sorted by (parent, code)
+            parents, start = np.unique(pairs[:, 0], return_index=True)
+            self.parent_keys.append(torch.as_tensor(parents))
+            self.ptr.append(torch.as_tensor(np.append(start, len(pairs))))
+            self.children.append(torch.as_tensor(pairs[:, 1]))
+            key = key * K + codes[:, level]
+        order = np.argsort(key)
+        self.full_keys = torch.as_tensor(key[order])
+        self.item_rows = torch.as_tensor(order)
+        if len(key) and (np.diff(self.full_keys.numpy()) == 0).any():
+            raise ValueError("semantic IDs are not unique: two items share a 4-token code")
+
+    def __len__(self) -> int:
+        return len(self.full_keys)
+
+    def allowed(self, level: int, keys: torch.Tensor) -> torch.Tensor:
+        """(M,) prefix keys of length `level` -> (M, K) bool: the codes that extend them to a
+        prefix of some item. A key that is no prefix allows nothing."""
+        pk, ptr, ch = self.parent_keys[level], self.ptr[level], self.children[level]
+        M = len(keys)
+        node = torch.searchsorted(pk, keys).clamp(max=max(len(pk) - 1, 0))
+        found = pk[node] == keys if len(pk) else torch.zeros(M, dtype=torch.bool)
+        start = ptr[node]
+        count = torch.where(found, ptr[node + 1] - start, torch.zeros_like(start))  # (M,)
+        rows = torch.repeat_interleave(torch.arange(M), count)  # (E,)
+        first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        cols = ch[torch.repeat_interleave(start, count) + torch.arange(len(rows)) - first]
+        mask = torch.zeros(M, self.K, dtype=torch.bool)
+        mask[rows, cols] = True
+        return mask
+
+    def item_of(self, keys: torch.Tensor) -> torch.Tensor:
+        """(...) full 4-code keys -> item rows, -1 where no item has that code."""
+        i = torch.searchsorted(self.full_keys, keys).clamp(max=max(len(self.full_keys) - 1, 0))
+        return torch.where(self.full_keys[i] == keys, self.item_rows[i], torch.full_like(keys, -1))
+
+
+@torch.no_grad()
+def beam_search(model: GenerativeRetriever, trie: PrefixTrie, hist: torch.Tensor, beam: int,
+                batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L, 4) history codes -> (B, beam) item rows (-1 where fewer items exist) and their
+    log-probabilities, best first. Batched over users; each level keeps the `beam` best
+    prefixes per user among the trie-allowed extensions."""
+    model.eval()
+    out_items, out_scores = [], []
+    for s in range(0, len(hist), batch):
+        items, scores = _beam_batch(model, trie, hist[s: s + batch], beam)
+        out_items.append(items)
+        out_scores.append(scores)
+    if not out_items:
+        return torch.empty(0, beam, dtype=torch.long), torch.empty(0, beam)
+    return torch.cat(out_items), torch.cat(out_scores)
+
+
+def _beam_batch(model, trie, hist, beam):
+    B, K = len(hist), trie.K
+    memory, mem_mask = model.encode(hist)  # (B, S, D), (B, S)
+    prefix = torch.zeros(B, 1, 0, dtype=torch.long)  # (B, nb, t)
+    keys = torch.zeros(B, 1, dtype=torch.long)  # (B, nb)
+    scores = torch.zeros(B, 1)  # (B, nb)
+    for level in range(4):
+        nb = prefix.shape[1]
+        M = B * nb
+        h = model.decode(prefix.reshape(M, level), memory.repeat_interleave(nb, 0),
+                         mem_mask.repeat_interleave(nb, 0))[:, -1]  # (M, D)
+        mask = trie.allowed(level, keys.reshape(M))  # (M, K)
+        logp = torch.log_softmax(model.level_logits(h, level).masked_fill(~mask, -torch.inf), -1)
+        logp = torch.where(mask, logp, torch.full_like(logp, -torch.inf))  # a dead prefix: all -inf, not NaN
+        total = (scores.reshape(M, 1) + logp).reshape(B, nb * K)  # (B, nb * K)
+        scores, idx = torch.topk(total, min(beam, nb * K), dim=1)  # (B, nb')
+        parent, code = idx // K, idx % K
+        prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), code[..., None]], 2)
+        keys = keys.gather(1, parent) * K + code
+    items = torch.where(torch.isfinite(scores), trie.item_of(keys), torch.full_like(keys, -1))
+    if items.shape[1] < beam:  # fewer prefixes than the beam can exist in a tiny catalog
+        pad = beam - items.shape[1]
+        items = torch.cat([items, torch.full((B, pad), -1, dtype=torch.long)], 1)
+        scores = torch.cat([scores, torch.full((B, pad), -torch.inf)], 1)
+    return items, scores
+
+
+def top_k_unseen(items: torch.Tensor, seen: list[np.ndarray], k: int) -> np.ndarray:
+    """(B, beam) generated rows, each user's seen rows -> (B, k) the first k unseen, -1 padded."""
+    items = items.numpy()
+    out = np.full((len(items), k), -1, dtype=np.int64)
+    for u in range(len(items)):
+        row = items[u][(items[u] >= 0) & ~np.isin(items[u], seen[u])][:k]
+        out[u, : len(row)] = row
+    return out

@@ -1,0 +1,123 @@
+"""The generative retriever: a T5-style encoder-decoder (torch.nn.Transformer, pre-norm) that reads
+a user's history as semantic-ID tokens and generates the next item's 4 codes.
+
+Token layout (one shared embedding table, tied to the output layer as in T5): level l's code c is
+token l * K + c (K = codebook size, which is also the collision token's capacity), then PAD, BOS
+(the decoder's start) and CLS (a token every encoder input starts with, so an empty history
+still has something to attend to).
+
+Encoder input, `item_tokens`:
+- "flat" (TIGER): every history item contributes its 4 code tokens, plus an item-position and
+  a level embedding: 4L + 1 tokens.
+- "sum": one token per item, the sum of its 4 code embeddings plus its position: L + 1 tokens,
+  16x less attention and 4x less feed-forward work for the same history; the default because
+  it trains in a fraction of the time on CPU (benchmarks/bench_generative.py compares both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+ITEM_TOKENS = ("sum", "flat")
+
+
+@dataclass
+class Seq2SeqConfig:
+    codebook_size: int = 256  # K: codes per level (the tokenizer's)
+    history_len: int = 20  # last L positives read by the encoder
+    d_model: int = 128
+    heads: int = 4
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    ffn: int = 512
+    dropout: float = 0.1
+    item_tokens: str = "sum"  # sum | flat (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.item_tokens not in ITEM_TOKENS:
+            raise ValueError(f"item_tokens must be one of {ITEM_TOKENS}, got {self.item_tokens!r}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def pad(self) -> int:
+        return 4 * self.codebook_size
+
+    @property
+    def bos(self) -> int:
+        return 4 * self.codebook_size + 1
+
+    @property
+    def cls(self) -> int:
+        return 4 * self.codebook_size + 2
+
+
+class GenerativeRetriever(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__()
+        self.cfg = cfg
+        K, D = cfg.codebook_size, cfg.d_model
+        self.tokens = nn.Embedding(4 * K + 3, D, padding_idx=cfg.pad)
+        self.item_pos = nn.Embedding(cfg.history_len + 1, D)  # 0 = CLS, 1..L history positions
+        self.level = nn.Embedding(4, D)
+        self.dec_pos = nn.Embedding(4, D)
+        layer = nn.TransformerEncoderLayer(D, cfg.heads, cfg.ffn, cfg.dropout, batch_first=True, norm_first=True)
+        # nested tensors do not apply to pre-norm layers; saying so keeps torch from warning
+        encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, nn.LayerNorm(D), enable_nested_tensor=False)
+        self.transformer = nn.Transformer(D, cfg.heads, cfg.encoder_layers, cfg.decoder_layers, cfg.ffn, cfg.dropout,
+                                          batch_first=True, norm_first=True, custom_encoder=encoder)
+        for emb in (self.tokens, self.item_pos, self.level, self.dec_pos):  # one scale: positions must not drown codes
+            nn.init.normal_(emb.weight, std=0.02)
+        self.register_buffer("offsets", torch.arange(4) * K, persistent=False)  # (4,)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(4), persistent=False)
+
+    def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """(..., 4) codes, -1 = padding item -> (..., 4) token ids."""
+        return torch.where(codes >= 0, codes + self.offsets, torch.full_like(codes, self.cfg.pad))
+
+    def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, 4) history codes (left-padded items are all -1) -> memory (B, S, D) and its
+        key padding mask (B, S), True = ignore."""
+        B, L, four = hist.shape
+        assert four == 4 and L == self.cfg.history_len, hist.shape
+        pos = torch.arange(1, L + 1, device=hist.device)
+        tok = self.tokens(self.code_tokens(hist))  # (B, L, 4, D)
+        pad = hist[..., 0] < 0  # (B, L)
+        if self.cfg.item_tokens == "sum":
+            x = tok.sum(2) + self.item_pos(pos)[None]  # (B, L, D)
+            mask = pad
+        else:
+            x = (tok + self.item_pos(pos)[None, :, None] + self.level.weight[None, None]).reshape(B, 4 * L, -1)  # (B, 4L, D)
+            mask = pad[:, :, None].expand(B, L, 4).reshape(B, 4 * L)
+        cls = (self.tokens.weight[self.cfg.cls] + self.item_pos.weight[0]).expand(B, 1, -1)  # (B, 1, D)
+        x = torch.cat([cls, x], 1)  # (B, S, D)
+        mask = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=hist.device), mask], 1)  # (B, S)
+        return self.transformer.encoder(x, src_key_padding_mask=mask), mask
+
+    def decode(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """(M, t) code prefix (t in 0..3) -> (M, t + 1, D) decoder states; state i predicts code i."""
+        M, t = prefix.shape
+        toks = torch.cat([torch.full((M, 1), self.cfg.bos, device=prefix.device),
+                          prefix + self.offsets[:t]], 1)  # (M, t + 1)
+        y = self.tokens(toks) + self.dec_pos.weight[: t + 1][None]  # (M, t + 1, D)
+        return self.transformer.decoder(y, memory, tgt_mask=self.causal[: t + 1, : t + 1], tgt_is_causal=True,
+                                        memory_key_padding_mask=memory_mask)
+
+    def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        """(M, D) states -> (M, K) logits over level `level`'s codes (tied output embedding)."""
+        K = self.cfg.codebook_size
+        return h @ self.tokens.weight[level * K: (level + 1) * K].T
+
+    def forward(self, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: (B, L, 4) histories, (B, 4) target codes -> (B, 4, K) logits."""
+        memory, mask = self.encode(hist)
+        h = self.decode(target[:, :3], memory, mask)  # (B, 4, D)
+        K = self.cfg.codebook_size
+        W = self.tokens.weight[: 4 * K].view(4, K, -1)  # (4, K, D)
+        return torch.einsum("bld,lkd->blk", h, W)  # (B, 4, K)

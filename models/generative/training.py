@@ -1,0 +1,246 @@
+"""Training and evaluating the generative retriever (no Dagster).
+
+Training is teacher forcing on the train split's rows (every train positive with the user's
+previous L positives, left-truncated; padding items masked in the encoder), cross-entropy over
+each of the 4 codes, AdamW, gradient clipping, early stopping on validation NDCG@10 from
+constrained beam search, seeded; the best weights are kept.
+
+Evaluation uses the same users, targets and exclusions as the two-tower's full-ranking
+evaluation (`models.retrieval.data.EvalSet`): the beam (width `beam`) over the whole catalog's
+codes, the user's seen items removed, the target's rank among the rest; a target outside the
+beam counts as a miss. HR@K / NDCG@K are reported for K <= beam, and decode time per user.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models import artifacts
+from models.artifacts import atomic_folder
+from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
+from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
+from models.progress import Progress
+from models.retrieval.data import Catalog, EvalSet, TrainSet
+
+
+class GenerativeDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing is saved."""
+
+
+@dataclass
+class GenTrainConfig:
+    batch_size: int = 256
+    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    lr: float = 3e-3  # 1e-3 sat on the code marginals for several epochs on the planted data
+    weight_decay: float = 1e-2
+    clip_norm: float = 1.0
+    patience: int = 3  # validation checks without a better NDCG@10 before stopping
+    beam: int = 20  # beam width in validation (and the evaluation default)
+    valid_users: int = 2_000  # early stopping decodes a seeded sample of this many validation users (0 = all)
+    seed: int = 0
+    max_minutes: float = 0.0  # training time budget (0 = none), keeping the best weights
+    max_steps: int | None = None  # tests and smoke runs
+    recent_per_user: int = 0  # train on each user's last R train positives only (0 = all): bounds an epoch
+
+
+@dataclass
+class GenTrainResult:
+    model: GenerativeRetriever
+    best_epoch: int = -1
+    best_valid: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_by: str = ""
+    optimizer_state: dict | None = None
+
+
+def codes_by_position(catalog: Catalog, item_ids, codes: np.ndarray) -> np.ndarray:
+    """(N + 1, 4) codes of each catalog position (the last row, -1s, is padding), from the
+    semantic-ID table (item_ids, codes). Raises when a catalog item has no code."""
+    pos = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(pd.Series(catalog.item_ids, dtype=object))
+    if (pos < 0).any():
+        missing = catalog.item_ids[pos < 0]
+        raise ValueError(f"{len(missing)} catalog items have no semantic ID (first: {missing[0]!r}): "
+                         "materialize item_semantic_ids")
+    return np.concatenate([np.asarray(codes, np.int64)[pos], np.full((1, 4), -1, np.int64)])
+
+
+def _hist_codes(table: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """(N + 1, 4) code table, (B, L) catalog positions (-1 = padding) -> (B, L, 4)."""
+    return table[torch.where(history < 0, torch.full_like(history, len(table) - 1), history)]
+
+
+def _metrics(ranks: np.ndarray, ks) -> dict[str, float]:
+    """ranks: 1-based, np.inf for a target outside the beam."""
+    out = {"users": float(len(ranks)), "mrr@beam": float(np.mean(np.where(np.isfinite(ranks), 1.0 / ranks, 0.0)))}
+    for k in ks:
+        hit = ranks <= k
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(np.minimum(ranks, 1e9) + 1), 0.0)))
+    return out
+
+
+@torch.no_grad()
+def evaluate_generative(model: GenerativeRetriever, trie: PrefixTrie, table: torch.Tensor, ev: EvalSet, *,
+                        beam: int = 20, ks=(10, 20), batch: int = 256,
+                        log: Callable[[str], None] | None = None) -> dict[str, float]:
+    """HR/NDCG@K for K <= beam on `ev` (catalog positions = trie rows), with decode ms per user."""
+    if len(ev) == 0:
+        raise ValueError("no evaluation users: nothing to rank")
+    ks = tuple(k for k in ks if k <= beam)
+    ranks = np.full(len(ev), np.inf)
+    progress = Progress(f"{ev.name} beam search", len(ev), "users", log)
+    decode = 0.0
+    covered: set = set()
+    for s in range(0, len(ev), batch):
+        e = min(len(ev), s + batch)
+        t0 = time.perf_counter()
+        items, _ = beam_search(model, trie, _hist_codes(table, ev.history[s:e]), beam, batch=batch)
+        decode += time.perf_counter() - t0
+        top = top_k_unseen(items, ev.seen_of(range(s, e)), beam)  # (b, beam)
+        tgt = ev.target[s:e].numpy()
+        hit = top == tgt[:, None]
+        found = hit.any(1)
+        ranks[s:e][found] = hit[found].argmax(1) + 1
+        covered.update(top[:, : min(10, beam)][top[:, : min(10, beam)] >= 0].tolist())
+        progress.update(e - s)
+    out = _metrics(ranks, ks)
+    out["coverage@10"] = len(covered) / len(trie)
+    out["decode_ms_per_user"] = 1000 * decode / len(ev)
+    out["beam"] = float(beam)
+    return out
+
+
+def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqConfig, cfg: GenTrainConfig, *,
+                     valid: EvalSet | None = None, log: Callable[[str], None] = print,
+                     on_check: Callable[[int, dict], None] | None = None) -> GenTrainResult:
+    """table: (N + 1, 4) codes by catalog position (`codes_by_position`)."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    assert train_set.history.shape[1] == model_cfg.history_len, (train_set.history.shape, model_cfg.history_len)
+    model = GenerativeRetriever(model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    codes = torch.as_tensor(table)
+    trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
+    rows_all = (torch.nonzero(train_set.from_end < cfg.recent_per_user).flatten() if cfg.recent_per_user
+                else torch.arange(len(train_set)))
+    n = len(rows_all)
+    if n == 0:
+        raise ValueError("no training rows: the train split is empty")
+    if valid is not None and len(valid):
+        valid = valid.sample(cfg.valid_users, cfg.seed)
+        log(f"early stopping on validation NDCG@10 (beam {cfg.beam}) over {len(valid):,} users, {len(trie):,} items")
+    result = GenTrainResult(model)
+    best, best_state, bad = -math.inf, None, 0
+    t0 = time.perf_counter()
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = rows_all[torch.randperm(n, generator=gen)]
+        losses, te = [], time.perf_counter()
+        progress = Progress(f"generative epoch {epoch}", steps_per_epoch, "steps", log)
+        for s in range(0, n, cfg.batch_size):
+            rows = perm[s: s + cfg.batch_size]
+            hist = _hist_codes(codes, train_set.history[rows])  # (B, L, 4)
+            target = codes[train_set.target[rows]]  # (B, 4)
+            logits = model(hist, target)  # (B, 4, K)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            if not torch.isfinite(loss):
+                raise GenerativeDiverged(f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
+                                         "lower the learning rate; nothing was saved")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            opt.step()
+            losses.append(loss.item())
+            result.steps += 1
+            progress.update()
+            if cfg.max_steps and result.steps >= cfg.max_steps:
+                result.stopped_by = "max_steps"
+            elif cfg.max_minutes and time.perf_counter() - t0 >= 60 * cfg.max_minutes:
+                result.stopped_by = "time_budget"
+            if result.stopped_by:
+                break
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_seconds": time.perf_counter() - te}
+        if valid is not None and len(valid):
+            tv = time.perf_counter()
+            ev = evaluate_generative(model, trie, codes, valid, beam=cfg.beam, ks=(10,))
+            row.update({f"valid_{k}": v for k, v in ev.items() if k in ("ndcg@10", "hr@10")})
+            row["eval_seconds"] = time.perf_counter() - tv
+        result.history.append(row)
+        log(f"generative epoch {epoch + 1}: loss {row['loss']:.4f}"
+            + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in row else ""))
+        if on_check:
+            on_check(epoch, row)
+        score = row.get("valid_ndcg@10", -row["loss"])
+        if score > best:
+            best, bad, best_state = score, 0, copy.deepcopy(model.state_dict())
+            result.best_epoch = epoch + 1
+            result.best_valid = {k: v for k, v in row.items() if k.startswith("valid_")}
+        else:
+            bad += 1
+        if result.stopped_by:
+            break
+        if bad >= cfg.patience:
+            result.stopped_by = "early_stopping"
+            log(f"early stop: no better validation NDCG@10 for {cfg.patience} epochs; best at epoch {result.best_epoch}")
+            break
+    result.stopped_by = result.stopped_by or "max_epochs"
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    result.optimizer_state = opt.state_dict()
+    return result
+
+
+def summary_metrics(result: GenTrainResult) -> dict:
+    return {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_by": result.stopped_by,
+            "steps": result.steps, "train_seconds": round(result.seconds, 2),
+            **{k: round(v, 5) for k, v in result.best_valid.items()}}
+
+
+# ---- checkpoints: artifacts/generative/<version>/{model.pt, config.json}, manifest.json {"latest", "versions"}
+
+def save_generative(root: Path, model: GenerativeRetriever, meta: dict, optimizer_state: dict | None = None) -> Path:
+    version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    with atomic_folder(root, version) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer_state or {}}, tmp / "model.pt")
+        (tmp / "config.json").write_text(json.dumps({"version": version, "model": model.cfg.to_dict(), **meta,
+                                                     "created_at": datetime.now(timezone.utc).isoformat()},
+                                                    indent=2, sort_keys=True, default=str))
+    manifest = artifacts.read_manifest(root) or {"latest": None, "versions": []}
+    manifest["versions"].append(version)
+    manifest["latest"] = version
+    artifacts.write_manifest(root, manifest)
+    return root / version
+
+
+def latest_generative(root: Path) -> str | None:
+    return (artifacts.read_manifest(root) or {}).get("latest")
+
+
+def load_generative(path: Path) -> tuple[GenerativeRetriever, dict]:
+    """(model in eval mode, config.json) from a checkpoint folder; weights only, never pickle."""
+    meta = json.loads((path / "config.json").read_text())
+    model = GenerativeRetriever(Seq2SeqConfig(**meta["model"]))
+    model.load_state_dict(torch.load(path / "model.pt", weights_only=True)["model"])
+    model.eval()
+    return model, meta
+
+
+def train_config_dict(cfg: GenTrainConfig) -> dict:
+    return asdict(cfg)

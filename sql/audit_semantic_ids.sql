@@ -1,0 +1,15 @@
+-- grain: one row per offending item (zero rows = pass): a catalog item (clean_items or seen in
+-- the splits, what the models can be asked about) without a semantic ID, or an item whose full
+-- 4-token code another item shares.
+WITH catalog AS (
+    SELECT item_id FROM clean_items UNION SELECT DISTINCT item_id FROM interaction_splits
+),
+shared AS (
+    SELECT c1, c2, c3, c4 FROM item_semantic_ids GROUP BY c1, c2, c3, c4 HAVING count(*) > 1
+)
+SELECT item_id, 'no semantic id' AS problem FROM catalog
+WHERE item_id NOT IN (SELECT item_id FROM item_semantic_ids)
+UNION ALL
+SELECT s.item_id, 'code ' || s.c1 || '-' || s.c2 || '-' || s.c3 || '-' || s.c4 || ' shared' AS problem
+FROM item_semantic_ids s JOIN shared USING (c1, c2, c3, c4)
+ORDER BY item_id;
