@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(TOWERFLOW_HOME)/dagster
 export MLFLOW_DISABLE_TELEMETRY := true
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-fast dev serve bench clean-home
+.PHONY: install demo lint test test-fast dev serve bench clean-home
 
 # torch first, pinned to the CPU wheel on disk, so the project's torch range is already met
 # and pip never pulls a multi-GB CUDA build.
@@ -52,7 +52,12 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	@echo; echo "The same user from the generative retriever (towerflow recommend --retriever generative):"
 	$(BIN)/towerflow recommend --sample 1 -k 10 --retriever generative
 
-test: install
+# Lint and format check first (ruff, configured in pyproject.toml): seconds, and it names the line.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
 	$(BIN)/python -m pytest
 
 test-fast: install

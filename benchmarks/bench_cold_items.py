@@ -197,7 +197,7 @@ def main() -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     base = [r for v, r in results if v == args.variants[0]]
     for v in args.variants[1:]:
-        for b, (vv, r) in zip(base, [(vv, r) for vv, r in results if vv == v]):
+        for b, r in zip(base, [r for vv, r in results if vv == v]):
             print(f"{v} vs {args.variants[0]} at {r['copies']} copies: source@10 {r['source@10']:.0%} vs "
                   f"{b['source@10']:.0%}; test NDCG@10 ratio {r['test_ndcg'] / b['test_ndcg']:.3f}")
     if not args.workdir:

@@ -38,7 +38,6 @@ from models.ranking.evaluation import compare_orders, order_metrics  # noqa: E40
 from models.ranking.labels import build_action_labels, read_vocabulary, resolve_actions  # noqa: E402
 from models.ranking.ranker import DEFAULT_CANDIDATES, LoadedRanker  # noqa: E402
 from models.ranking.training import save_ranker, train_ranker  # noqa: E402
-from models.ranking.model import weighted_score  # noqa: E402
 
 
 def build(workdir: Path, dataset: str, movielens_csv: Path | None):

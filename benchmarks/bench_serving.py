@@ -170,7 +170,7 @@ async def _open_loop(url: str, users: list[str], rate: float, seconds: float, se
             t.cancel()
         wall = time.perf_counter() - t0
     if pending:
-        errors += [f"unanswered 15 s after the last send"] * len(pending)
+        errors += ["unanswered 15 s after the last send"] * len(pending)
     ms = np.array(lat) * 1000 if lat else np.zeros(1)
     return {"rate": rate, "n": n, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
             "max_ms": float(ms.max()), "errors": len(errors), "first_errors": errors[:3], "achieved": len(lat) / wall,
@@ -181,7 +181,6 @@ async def _closed_loop(url: str, users: list[str], concurrency: int, seconds: fl
                        kind: str = "httpx") -> dict:
     import asyncio
 
-    import httpx
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -348,7 +347,6 @@ def add_items(work: Path, n: int = 1000) -> float:
     """n new items through the sensor's library path (ingest + clean the item file, embed the new
     items only, upsert the index) into the artifacts the service watches; returns seconds."""
     import duckdb
-    import numpy as np
 
     from assets.config import CleaningConfig, IndexConfig
     from models.clean.cleaning import clean_items

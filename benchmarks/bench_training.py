@@ -321,7 +321,7 @@ def print_table(args, rows: list[tuple[dict, int, dict, dict, list[float]]]) -> 
     print(f"# one epoch, mean encoder, B={args.batch_size}, D={args.dim}, L={HISTORY_LEN}, in-batch InfoNCE "
           f"(logQ); reference adds K={args.negatives} Python-sampled negatives per row; "
           f"torch threads={tf0['threads']}, repeats={args.repeats} (median)")
-    print(f"# absolute figures are noisy (a shared machine); the ratio compares runs made back to back")
+    print("# absolute figures are noisy (a shared machine); the ratio compares runs made back to back")
     head = (f"{'items':>10}  {'users':>7}  {'train ex':>9}  {'side':<10}  {'timed ex':>9}  {'seconds':>8}"
             f"  {'ex/s':>9}  {'peak RSS MiB':>12}  {'loaded RSS':>10}  note")
     print(head)

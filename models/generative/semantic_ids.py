@@ -191,7 +191,7 @@ class RQVAE(nn.Module):
         n = len(x)
         progress = Progress("rq-vae", cfg.epochs, "epochs", log)
         history, resets = [], 0
-        for epoch in range(cfg.epochs):
+        for _ in range(cfg.epochs):
             perm = torch.randperm(n, generator=gen)
             total, used = 0.0, torch.zeros(cfg.levels, cfg.codebook_size, dtype=torch.long)
             for s in range(0, n, cfg.batch_size):

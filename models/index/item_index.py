@@ -53,7 +53,10 @@ class IndexSpec:
         return "flat" if nb <= self.exact_max else "ivf"
 
 
-def build_index(xb: np.ndarray, ids: np.ndarray, spec: IndexSpec = IndexSpec()) -> tuple[faiss.Index, dict]:
+DEFAULT_SPEC = IndexSpec()  # the product defaults; callers pass their own spec rather than mutate this one
+
+
+def build_index(xb: np.ndarray, ids: np.ndarray, spec: IndexSpec = DEFAULT_SPEC) -> tuple[faiss.Index, dict]:
     """An id-mapped index over xb (nb, d) float32; returns it and its parameters."""
     nb, d = xb.shape
     assert ids.shape == (nb,), (ids.shape, nb)
@@ -205,7 +208,7 @@ class ItemIndex:
         return int(self.main.ntotal + self.delta.ntotal)
 
     @classmethod
-    def build(cls, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, spec: IndexSpec = IndexSpec(),
+    def build(cls, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, spec: IndexSpec = DEFAULT_SPEC,
               **manifest) -> "ItemIndex":
         rows = np.asarray(row_ids, np.int64)
         order = np.argsort(rows, kind="stable")
