@@ -179,6 +179,11 @@ class MlflowTracker(dg.ConfigurableResource):
         finally:
             if monitor is not None:
                 monitor.finish()
+                # one last sample: the monitor's loop drops what it has not published when it stops,
+                # so a training shorter than the interval would otherwise show no system metrics
+                monitor.collect_metrics()
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
             client.set_terminated(run.info.run_id, status)
 
 

@@ -69,7 +69,7 @@ def test_webserver_shows_groups_lineage_and_checks(tmp_path):
         assert {"/".join(d["path"]) for d in nodes["vocabularies"]["dependencyKeys"]} == {"interaction_splits", "clean_items"}
         checks = {c["name"]: c["blocking"] for n in nodes.values() for c in n["assetChecksOrError"]["checks"]}
         assert checks["split_no_time_leakage"] is True and "clean_interactions_expectations" in checks
-        assert len(checks) == 12 and checks["beats_popularity_on_valid_ndcg"] is True
+        assert len(checks) == 13 and checks["beats_popularity_on_valid_ndcg"] is True
         assert checks["ranking_beats_retrieval_on_valid_ndcg"] is True  # the UI shows retrieve -> rank gated
         assert "promoted_model" in {"/".join(d["path"]) for d in nodes["ranking_candidates"]["dependencyKeys"]}
         assert checks["every_item_has_a_unique_semantic_id"] is True
