@@ -39,26 +39,51 @@ def log_figures(context, mlflow, asset: str, figures: dict, params: dict | None 
     context.log.info(f"{asset}: logged {len(numeric)} figures to MLflow run {run_id}")
 
 
-def check_result(context, mlflow, check: str, passed: bool, figures: dict,
-                 tables: dict[str, str] | None = None, severity=dg.AssetCheckSeverity.ERROR,
-                 asset_key=None) -> dg.AssetCheckResult:
-    mlflow.log(context, f"check.{check}", {"passed": float(passed),
-               **{k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}})
-    return dg.AssetCheckResult(passed=passed, severity=severity, asset_key=asset_key,
-                               metadata=figures_metadata(figures, tables=tables))
+def check_result(
+    context,
+    mlflow,
+    check: str,
+    passed: bool,
+    figures: dict,
+    tables: dict[str, str] | None = None,
+    severity=dg.AssetCheckSeverity.ERROR,
+    asset_key=None,
+) -> dg.AssetCheckResult:
+    mlflow.log(
+        context,
+        f"check.{check}",
+        {"passed": float(passed), **{k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}},
+    )
+    return dg.AssetCheckResult(
+        passed=passed, severity=severity, asset_key=asset_key, metadata=figures_metadata(figures, tables=tables)
+    )
 
 
-def audit_check(context, duckdb, mlflow, audit: str, check: str, what: str, header: tuple[str, ...],
-                severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+def audit_check(
+    context,
+    duckdb,
+    mlflow,
+    audit: str,
+    check: str,
+    what: str,
+    header: tuple[str, ...],
+    severity=dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckResult:
     """Run sql/<audit>.sql, which returns the offending rows: zero rows = pass. The metadata
     shows their count next to the threshold (0) and the first of them."""
     from models.sql import query
 
     with duckdb.get_connection() as con:
         bad = query(con, audit)
-    return check_result(context, mlflow, check, not bad, {f"offending_{what}": len(bad), "threshold": 0},
-                        tables={f"offending_{what}_table": md_table(bad, header)} if bad else None,
-                        severity=severity)
+    return check_result(
+        context,
+        mlflow,
+        check,
+        not bad,
+        {f"offending_{what}": len(bad), "threshold": 0},
+        tables={f"offending_{what}_table": md_table(bad, header)} if bad else None,
+        severity=severity,
+    )
 
 
 def table_metadata(con, table: str) -> dict:
@@ -68,6 +93,8 @@ def table_metadata(con, table: str) -> dict:
     rows = rel.aggregate("count(*)").fetchall()[0][0]
     database, schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
     columns = [dg.TableColumn(name=name, type=str(dtype)) for name, dtype in zip(rel.columns, rel.dtypes)]
-    return {"dagster/row_count": dg.MetadataValue.int(int(rows)),
-            "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
-            "dagster/table_name": dg.MetadataValue.text(f"{database}.{schema}.{table}")}
+    return {
+        "dagster/row_count": dg.MetadataValue.int(int(rows)),
+        "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
+        "dagster/table_name": dg.MetadataValue.text(f"{database}.{schema}.{table}"),
+    }

@@ -43,26 +43,50 @@ def main() -> int:
     seconds = {}
 
     def frame(df: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({Columns.User: df["user_id"], Columns.Item: df["item_id"], Columns.Weight: 1.0,
-                             Columns.Datetime: pd.to_datetime(df["ts"])})
+        return pd.DataFrame(
+            {
+                Columns.User: df["user_id"],
+                Columns.Item: df["item_id"],
+                Columns.Weight: 1.0,
+                Columns.Datetime: pd.to_datetime(df["ts"]),
+            }
+        )
 
     def trainer():
-        return Trainer(max_epochs=args.epochs, min_epochs=args.epochs, deterministic=True, enable_progress_bar=False,
-                       enable_model_summary=False, logger=False, enable_checkpointing=False, accelerator="cpu",
-                       devices=1)
+        return Trainer(
+            max_epochs=args.epochs,
+            min_epochs=args.epochs,
+            deterministic=True,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=False,
+            enable_checkpointing=False,
+            accelerator="cpu",
+            devices=1,
+        )
 
     for split, events in (("valid", train), ("test", pd.concat([train, valid]))):
         seed_everything(args.seed, workers=True)
         ds = Dataset.construct(frame(events))
-        model = SASRecModel(n_blocks=2, n_heads=2, n_factors=64, session_max_len=args.max_len, loss="softmax",
-                            epochs=args.epochs, verbose=0, deterministic=True, get_trainer_func=trainer)
+        model = SASRecModel(
+            n_blocks=2,
+            n_heads=2,
+            n_factors=64,
+            session_max_len=args.max_len,
+            loss="softmax",
+            epochs=args.epochs,
+            verbose=0,
+            deterministic=True,
+            get_trainer_func=trainer,
+        )
         t0 = time.perf_counter()
         model.fit(ds)
         seconds[split] = time.perf_counter() - t0
         users = pd.read_parquet(d / f"users_{split}.parquet")["user_id"]
         reco = model.recommend(users=users, dataset=ds, k=args.k, filter_viewed=True)
         reco.rename(columns={Columns.User: "user_id", Columns.Item: "item_id", Columns.Rank: "rank"})[
-            ["user_id", "item_id", "rank"]].to_parquet(d / f"reco_{split}.parquet")
+            ["user_id", "item_id", "rank"]
+        ].to_parquet(d / f"reco_{split}.parquet")
     (d / "seconds.json").write_text(json.dumps(seconds))
     return 0
 

@@ -37,8 +37,14 @@ DUCKDB_MEMORY_LIMIT = "1536MB"  # the resource default (orchestration/resources.
 
 def landing_params(n_events: int) -> dict:
     """Generator arguments for one size: users and items scale with the events."""
-    return {"n_users": max(n_events // 50, 100), "n_items": max(n_events // 100, 50),
-            "n_events": n_events, "n_files": 3, "dirty_share": 0.01, "seed": 0}
+    return {
+        "n_users": max(n_events // 50, 100),
+        "n_items": max(n_events // 100, 50),
+        "n_events": n_events,
+        "n_files": 3,
+        "dirty_share": 0.01,
+        "seed": 0,
+    }
 
 
 def ensure_landing(workdir: Path, n_events: int) -> tuple[Path, bool]:
@@ -72,8 +78,9 @@ def encode_params(params: dict) -> str:
 
 
 def decode_params(text: str) -> dict:
-    return json.loads(text, object_hook=lambda d: dt.datetime.fromisoformat(d["$datetime"])
-                      if set(d) == {"$datetime"} else d)
+    return json.loads(
+        text, object_hook=lambda d: dt.datetime.fromisoformat(d["$datetime"]) if set(d) == {"$datetime"} else d
+    )
 
 
 def run_duckdb(landing: Path, db: Path, params: dict) -> tuple[float, dict]:
@@ -91,12 +98,19 @@ def run_duckdb(landing: Path, db: Path, params: dict) -> tuple[float, dict]:
     raw = con.execute("SELECT count(*) FROM raw_events").fetchall()[0][0]
     clean, dups, pos, neg = con.execute(
         """SELECT count(*), coalesce(sum(duplicate_count), 0), count(*) FILTER (is_positive),
-                  count(*) FILTER (is_negative) FROM clean_interactions""").fetchall()[0]
-    reasons = dict(con.execute(
-        "SELECT reason, count(*) FROM quarantined_events GROUP BY 1 ORDER BY 1").fetchall())
+                  count(*) FILTER (is_negative) FROM clean_interactions"""
+    ).fetchall()[0]
+    reasons = dict(con.execute("SELECT reason, count(*) FROM quarantined_events GROUP BY 1 ORDER BY 1").fetchall())
     con.close()
-    return seconds, {"raw_rows": raw, "clean": clean, "duplicates": int(dups), "positives": pos,
-                     "negatives": neg, "quarantined": sum(reasons.values()), "reasons": reasons}
+    return seconds, {
+        "raw_rows": raw,
+        "clean": clean,
+        "duplicates": int(dups),
+        "positives": pos,
+        "negatives": neg,
+        "quarantined": sum(reasons.values()),
+        "reasons": reasons,
+    }
 
 
 def run_pandas(landing: Path, params: dict) -> tuple[float, dict]:
@@ -109,8 +123,7 @@ def run_pandas(landing: Path, params: dict) -> tuple[float, dict]:
 
 
 def child(impl: str, landing: Path, db: Path, params: dict) -> None:
-    seconds, counts = (run_duckdb(landing, db, params) if impl == "duckdb"
-                       else run_pandas(landing, params))
+    seconds, counts = run_duckdb(landing, db, params) if impl == "duckdb" else run_pandas(landing, params)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (which may have just
     # generated the data), VmHWM is this process's own high-water mark
     with open("/proc/self/status") as f:
@@ -124,16 +137,30 @@ def measure(impl: str, landing: Path, workdir: Path, params: str) -> dict:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_cleaning", "--child", impl,
-         "--landing", str(landing), "--db", str(db), "--params", params],
-        cwd=ROOT, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_cleaning",
+            "--child",
+            impl,
+            "--landing",
+            str(landing),
+            "--db",
+            str(db),
+            "--params",
+            params,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
-        raise SystemExit(f"bench_cleaning: the {impl} run on {landing} failed "
-                         f"(exit {proc.returncode}); its stderr is above")
+        raise SystemExit(
+            f"bench_cleaning: the {impl} run on {landing} failed (exit {proc.returncode}); its stderr is above"
+        )
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    _log(f"{impl} on {landing.name}: {out['seconds']:.1f} s timed, "
-         f"{time.perf_counter() - started:.1f} s with start-up")
+    _log(f"{impl} on {landing.name}: {out['seconds']:.1f} s timed, {time.perf_counter() - started:.1f} s with start-up")
     return out
 
 
@@ -151,30 +178,39 @@ def count_differences(a: dict, b: dict) -> list[tuple[str, int, int]]:
 
 
 def print_table(results: list[tuple[int, dict, dict]]) -> None:
-    head = (f"{'events':>12}  {'impl':<6}  {'seconds':>8}  {'rows/s':>11}  {'peak RSS MiB':>12}"
-            f"  {'clean':>11}  {'dups':>8}  {'quarantined':>11}")
+    head = (
+        f"{'events':>12}  {'impl':<6}  {'seconds':>8}  {'rows/s':>11}  {'peak RSS MiB':>12}"
+        f"  {'clean':>11}  {'dups':>8}  {'quarantined':>11}"
+    )
     print(head)
     for n, pd_out, db_out in results:
         for out in (pd_out, db_out):
             c = out["counts"]
-            print(f"{n:>12,}  {out['impl']:<6}  {out['seconds']:>8.2f}  {out['rows_per_s']:>11,.0f}"
-                  f"  {out['peak_rss_mib']:>12,.0f}  {c['clean']:>11,}  {c['duplicates']:>8,}"
-                  f"  {c['quarantined']:>11,}")
+            print(
+                f"{n:>12,}  {out['impl']:<6}  {out['seconds']:>8.2f}  {out['rows_per_s']:>11,.0f}"
+                f"  {out['peak_rss_mib']:>12,.0f}  {c['clean']:>11,}  {c['duplicates']:>8,}"
+                f"  {c['quarantined']:>11,}"
+            )
         ratio = db_out["rows_per_s"] / pd_out["rows_per_s"]
-        print(f"{'':>12}  ratio duckdb/pandas rows/s: {ratio:.1f}x (target >= {TARGET_RATIO:g}x); "
-              f"duckdb peak RSS {db_out['peak_rss_mib']:,.0f} MiB (target <= {TARGET_DUCKDB_RSS_MIB:,} "
-              "MiB at 10M)")
+        print(
+            f"{'':>12}  ratio duckdb/pandas rows/s: {ratio:.1f}x (target >= {TARGET_RATIO:g}x); "
+            f"duckdb peak RSS {db_out['peak_rss_mib']:,.0f} MiB (target <= {TARGET_DUCKDB_RSS_MIB:,} "
+            "MiB at 10M)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1000000",
-                    help="comma-separated event counts, e.g. 1000000,10000000")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="where landing data (cached per size) and the DuckDB file go "
-                         "(default: a new temporary folder)")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the generated landing data and the DuckDB file afterwards")
+    ap.add_argument("--sizes", default="1000000", help="comma-separated event counts, e.g. 1000000,10000000")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where landing data (cached per size) and the DuckDB file go (default: a new temporary folder)",
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the generated landing data and the DuckDB file afterwards"
+    )
     ap.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     ap.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--db", type=Path, help=argparse.SUPPRESS)

@@ -46,9 +46,15 @@ def _log(message: str) -> None:
 
 
 def _env(home: Path, threads: int) -> dict:
-    env = dict(os.environ, TOWERFLOW_HOME=str(home), DAGSTER_HOME=str(home / "dagster"),
-               MLFLOW_DISABLE_TELEMETRY="true", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = dict(
+        os.environ,
+        TOWERFLOW_HOME=str(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        MLFLOW_DISABLE_TELEMETRY="true",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     return env
 
 
@@ -139,19 +145,31 @@ def measure(home: Path, sources: list, n_seen: int, seed: int) -> dict:
     never = sorted(set(cats) - trained - copies)
     version = rec.version
     evaluation = json.loads((home / "artifacts" / "models" / version / "evaluation.json").read_text())
-    return {"copies": len(sources), "hits": hits, "source@10": hits / len(sources),
-            "mean_rank": float(np.mean(ranks)) if ranks else float("nan"), "cos": float(np.mean(cos)),
-            "gp_copies": genre_precision(sorted(copies)),
-            "gp_never": genre_precision(rng.choice(never, min(n_seen, len(never)), replace=False)) if never else float("nan"),
-            "n_never": len(never),
-            "gp_seen": genre_precision(rng.choice(seen, min(n_seen, len(seen)), replace=False)),
-            "valid_ndcg": evaluation["model"]["valid"]["ndcg@10"], "test_ndcg": evaluation["model"]["test"]["ndcg@10"]}
+    return {
+        "copies": len(sources),
+        "hits": hits,
+        "source@10": hits / len(sources),
+        "mean_rank": float(np.mean(ranks)) if ranks else float("nan"),
+        "cos": float(np.mean(cos)),
+        "gp_copies": genre_precision(sorted(copies)),
+        "gp_never": genre_precision(rng.choice(never, min(n_seen, len(never)), replace=False))
+        if never
+        else float("nan"),
+        "n_never": len(never),
+        "gp_seen": genre_precision(rng.choice(seen, min(n_seen, len(seen)), replace=False)),
+        "valid_ndcg": evaluation["model"]["valid"]["ndcg@10"],
+        "test_ndcg": evaluation["model"]["test"]["ndcg@10"],
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", nargs="+", default=["aux=0", "aux=default"],
-                   help="current (the code as it is, default config) or aux=W / aux=default")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["aux=0", "aux=default"],
+        help="current (the code as it is, default config) or aux=W / aux=default",
+    )
     p.add_argument("--copies", nargs="+", type=int, default=[20, 200], help="cumulative copy counts, ascending")
     p.add_argument("--seen-sample", type=int, default=300, help="seen / never-seen items sampled for genre precision")
     p.add_argument("--seed", type=int, default=0)
@@ -183,13 +201,37 @@ def main() -> None:
             r = measure(home, sources[:n], args.seen_sample, args.seed)
             _log(f"{variant}, {n} copies: incremental job {s:.0f} s, source@10 {r['hits']}/{n}")
             results.append((variant, r))
-    print("\nCold copies (new ids, copied title + categories) embedded by incremental_item_embedding_job; "
-          "top-10 from Recommender.similar (towerflow similar)\n")
-    header = ("variant", "copies", "source@10", "mean rank", "cos(copy, src)", "GP@10 copies",
-              "GP@10 never-seen", "GP@10 seen", "valid NDCG@10", "test NDCG@10")
-    rows = [(v, str(r["copies"]), f"{r['hits']}/{r['copies']} ({r['source@10']:.0%})", f"{r['mean_rank']:.2f}",
-             f"{r['cos']:.3f}", f"{r['gp_copies']:.3f}", f"{r['gp_never']:.3f} (n={r['n_never']})",
-             f"{r['gp_seen']:.3f}", f"{r['valid_ndcg']:.4f}", f"{r['test_ndcg']:.4f}") for v, r in results]
+    print(
+        "\nCold copies (new ids, copied title + categories) embedded by incremental_item_embedding_job; "
+        "top-10 from Recommender.similar (towerflow similar)\n"
+    )
+    header = (
+        "variant",
+        "copies",
+        "source@10",
+        "mean rank",
+        "cos(copy, src)",
+        "GP@10 copies",
+        "GP@10 never-seen",
+        "GP@10 seen",
+        "valid NDCG@10",
+        "test NDCG@10",
+    )
+    rows = [
+        (
+            v,
+            str(r["copies"]),
+            f"{r['hits']}/{r['copies']} ({r['source@10']:.0%})",
+            f"{r['mean_rank']:.2f}",
+            f"{r['cos']:.3f}",
+            f"{r['gp_copies']:.3f}",
+            f"{r['gp_never']:.3f} (n={r['n_never']})",
+            f"{r['gp_seen']:.3f}",
+            f"{r['valid_ndcg']:.4f}",
+            f"{r['test_ndcg']:.4f}",
+        )
+        for v, r in results
+    ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     print("  ".join("-" * w for w in widths))
@@ -198,8 +240,10 @@ def main() -> None:
     base = [r for v, r in results if v == args.variants[0]]
     for v in args.variants[1:]:
         for b, r in zip(base, [r for vv, r in results if vv == v]):
-            print(f"{v} vs {args.variants[0]} at {r['copies']} copies: source@10 {r['source@10']:.0%} vs "
-                  f"{b['source@10']:.0%}; test NDCG@10 ratio {r['test_ndcg'] / b['test_ndcg']:.3f}")
+            print(
+                f"{v} vs {args.variants[0]} at {r['copies']} copies: source@10 {r['source@10']:.0%} vs "
+                f"{b['source@10']:.0%}; test NDCG@10 ratio {r['test_ndcg'] / b['test_ndcg']:.3f}"
+            )
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -53,8 +53,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--max-threads", type=int, default=0, help="cap on torch threads per process (0: the cores); "
-                    "1 when something else keeps the cores busy: OpenMP threads that wait on a busy core spin")
+    ap.add_argument(
+        "--max-threads",
+        type=int,
+        default=0,
+        help="cap on torch threads per process (0: the cores); "
+        "1 when something else keeps the cores busy: OpenMP threads that wait on a busy core spin",
+    )
     args = ap.parse_args()
 
     import duckdb
@@ -69,13 +74,16 @@ def main() -> None:
     db = _warehouse(workdir, args.users, args.items, args.events)
     con = duckdb.connect(str(db), read_only=True)
     fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
-    tower = tower_config_for(WarehouseShape.read(con), dim=32, hidden=32, id_dim=16, history_len=10,
-                             encoder="mean", recency=True)
-    data = load_from_warehouse(con, history_len=10, n_hashes=tower.n_hashes, item_buckets=tower.item_buckets,
-                               user_buckets=tower.user_buckets)
+    tower = tower_config_for(
+        WarehouseShape.read(con), dim=32, hidden=32, id_dim=16, history_len=10, encoder="mean", recency=True
+    )
+    data = load_from_warehouse(
+        con, history_len=10, n_hashes=tower.n_hashes, item_buckets=tower.item_buckets, user_buckets=tower.user_buckets
+    )
     con.close()
-    cfg = dict(epochs=args.epochs, patience=args.epochs, batch_size=args.batch_size, lr=5e-3, extra_negatives=32,
-               seed=0)
+    cfg = dict(
+        epochs=args.epochs, patience=args.epochs, batch_size=args.batch_size, lr=5e-3, extra_negatives=32, seed=0
+    )
     cores = threads_per_rank(1)
     cap = args.max_threads or cores
     rows = []
@@ -88,22 +96,37 @@ def main() -> None:
     for w in [int(x) for x in args.workers.split(",")]:
         out = workdir / f"run-{w}-{time.time_ns()}"
         out.mkdir()
-        spec = {"database": str(db), "tower": tower.to_dict(), "train": cfg, "fingerprint": fingerprint,
-                "checkpoint_root": str(out / "models"), "summary_path": str(out / "summary.json"),
-                "threads": min(threads_per_rank(w), cap)}
+        spec = {
+            "database": str(db),
+            "tower": tower.to_dict(),
+            "train": cfg,
+            "fingerprint": fingerprint,
+            "checkpoint_root": str(out / "models"),
+            "summary_path": str(out / "summary.json"),
+            "threads": min(threads_per_rank(w), cap),
+        }
         (out / "spec.json").write_text(json.dumps(spec))
         t = time.perf_counter()
-        proc = subprocess.run(torchrun_command(w, spec_path=out / "spec.json"), cwd=ROOT, capture_output=True,
-                              text=True, env={**os.environ, "OMP_NUM_THREADS": str(spec["threads"])})
+        proc = subprocess.run(
+            torchrun_command(w, spec_path=out / "spec.json"),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(spec["threads"])},
+        )
         wall = time.perf_counter() - t
         if proc.returncode:
             sys.exit(f"torchrun with {w} workers failed:\n{proc.stderr[-3000:]}")
         s = json.loads((out / "summary.json").read_text())
         rows.append(("torchrun", w, spec["threads"], s["history"], wall, s["ranks_identical"]))
 
-    print(f"{len(data.train):,} train rows, {len(data.catalog):,} items, {len(data.valid):,} valid users; "
-          f"global batch {args.batch_size}, {args.epochs} epochs, {cores} cores")
-    print("| how | workers | threads/rank | s/epoch | vs in process (1 thread) | startup s | best valid NDCG@10 | identical |")
+    print(
+        f"{len(data.train):,} train rows, {len(data.catalog):,} items, {len(data.valid):,} valid users; "
+        f"global batch {args.batch_size}, {args.epochs} epochs, {cores} cores"
+    )
+    print(
+        "| how | workers | threads/rank | s/epoch | vs in process (1 thread) | startup s | best valid NDCG@10 | identical |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     base = None
     for how, w, threads, hist, wall, identical in rows:
@@ -112,8 +135,10 @@ def main() -> None:
         busy = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in hist)
         startup = f"{wall - busy:.1f}" if how == "torchrun" else ""
         best = max(r["valid_ndcg@10"] for r in hist)
-        print(f"| {how} | {w} | {threads} | {per_epoch:.2f} | {base / per_epoch:.2f}x | {startup} | {best:.4f} | "
-              f"{'' if identical is None else identical} |")
+        print(
+            f"| {how} | {w} | {threads} | {per_epoch:.2f} | {base / per_epoch:.2f}x | {startup} | {best:.4f} | "
+            f"{'' if identical is None else identical} |"
+        )
 
 
 if __name__ == "__main__":

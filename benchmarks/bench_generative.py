@@ -42,8 +42,12 @@ from benchmarks.bench_quality_movielens import SETTINGS, _stat, build_data, towe
 from models.generative.beam import PrefixTrie  # noqa: E402
 from models.generative.semantic_ids import TokenizerConfig, fit_tokenizer, tokenize  # noqa: E402
 from models.generative.seq2seq import Seq2SeqConfig  # noqa: E402
-from models.generative.training import (GenTrainConfig, codes_by_position, evaluate_generative,  # noqa: E402
-                                        train_generative)
+from models.generative.training import (
+    GenTrainConfig,
+    codes_by_position,
+    evaluate_generative,  # noqa: E402
+    train_generative,
+)
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity, item_vectors  # noqa: E402
 from models.retrieval.training import TrainConfig, train  # noqa: E402
 
@@ -56,13 +60,18 @@ TRAINING = dict(batch_size=256, epochs=8, lr=3e-3, patience=2, beam=20, valid_us
 
 def two_tower(data, seed: int):
     kw = SETTINGS["mean"]
-    cfg = TrainConfig(epochs=60, patience=5, batch_size=kw["batch"], lr=kw["lr"], extra_negatives=kw["extra"],
-                      seed=seed)
+    cfg = TrainConfig(
+        epochs=60, patience=5, batch_size=kw["batch"], lr=kw["lr"], extra_negatives=kw["extra"], seed=seed
+    )
     t0 = time.perf_counter()
     res = train(data.catalog, data.train, tower_config(data, "mean", **kw), cfg, valid=data.valid, log=lambda m: None)
     secs = time.perf_counter() - t0
-    return res.model, evaluate_model(res.model, data.catalog, data.valid), evaluate_model(res.model, data.catalog,
-                                                                                        data.test), secs
+    return (
+        res.model,
+        evaluate_model(res.model, data.catalog, data.valid),
+        evaluate_model(res.model, data.catalog, data.test),
+        secs,
+    )
 
 
 def generative(data, xb: np.ndarray, kind: str, seed: int, log) -> tuple[dict, dict, dict, float]:
@@ -78,8 +87,11 @@ def generative(data, xb: np.ndarray, kind: str, seed: int, log) -> tuple[dict, d
     valid = evaluate_generative(res.model, trie, codes, data.valid, beam=TRAINING["beam"])
     test = evaluate_generative(res.model, trie, codes, data.test, beam=TRAINING["beam"])
     info = {k: sid.stats[k] for k in ("collision_rate", "max_items_per_prefix", "utilisation_c1")}
-    info.update(epochs=len(res.history), best_epoch=res.best_epoch,
-                curve=[round(r.get("valid_ndcg@10", float("nan")), 4) for r in res.history])
+    info.update(
+        epochs=len(res.history),
+        best_epoch=res.best_epoch,
+        curve=[round(r.get("valid_ndcg@10", float("nan")), 4) for r in res.history],
+    )
     return valid, test, info, secs
 
 
@@ -107,12 +119,26 @@ def sasrec(data, pairs: pd.DataFrame, seed: int, python: str, threads: int, epoc
         for ev in (data.valid, data.test):
             pd.DataFrame({"user_id": ev.user_keys}).to_parquet(d / f"users_{ev.name}.parquet")
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
-        proc = subprocess.run([python, str(ROOT / "benchmarks" / "_sasrec_peer.py"), str(d), "--seed", str(seed),
-                               "--threads", str(threads), "--epochs", str(epochs)], env=env, capture_output=True,
-                              text=True)
+        proc = subprocess.run(
+            [
+                python,
+                str(ROOT / "benchmarks" / "_sasrec_peer.py"),
+                str(d),
+                "--seed",
+                str(seed),
+                "--threads",
+                str(threads),
+                "--epochs",
+                str(epochs),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode:
-            raise RuntimeError(f"the SASRec peer failed (is rectools[torch] installed for {python}?):\n"
-                               f"{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"the SASRec peer failed (is rectools[torch] installed for {python}?):\n{proc.stderr[-3000:]}"
+            )
         out = []
         for ev in (data.valid, data.test):
             reco = pd.read_parquet(d / f"reco_{ev.name}.parquet")
@@ -125,8 +151,12 @@ def sasrec(data, pairs: pd.DataFrame, seed: int, python: str, threads: int, epoc
 def _done(row) -> None:
     """Each row's figures as soon as they exist (a long run stopped early still leaves them)."""
     name, v, hr, nd, ms, note = row
-    print(f"# {name}: valid NDCG@10 {_stat(v)}, test HR@10 {_stat(hr)}, test NDCG@10 {_stat(nd)}"
-          + (f", decode {np.mean(ms):.1f} ms/user" if ms else "") + f"; {note}", flush=True)
+    print(
+        f"# {name}: valid NDCG@10 {_stat(v)}, test HR@10 {_stat(hr)}, test NDCG@10 {_stat(nd)}"
+        + (f", decode {np.mean(ms):.1f} ms/user" if ms else "")
+        + f"; {note}",
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -134,12 +164,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
-    ap.add_argument("--peer-python", default=sys.executable, help="a Python with rectools[torch] for SASRec "
-                    "('' skips the row)")
+    ap.add_argument(
+        "--peer-python", default=sys.executable, help="a Python with rectools[torch] for SASRec ('' skips the row)"
+    )
     ap.add_argument("--sasrec-epochs", type=int, default=30)
     ap.add_argument("--variants", default="rkmeans,rqvae", help="generative rows ('' for none)")
-    ap.add_argument("--no-two-tower", action="store_true", help="skip the two-tower (and so every generative row): "
-                    "peers only")
+    ap.add_argument(
+        "--no-two-tower", action="store_true", help="skip the two-tower (and so every generative row): peers only"
+    )
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -152,11 +184,15 @@ def main(argv=None) -> int:
     import duckdb
 
     con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
-    pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits WHERE split IN "
-                        "('train', 'valid', 'test')").df()
+    pairs = con.execute(
+        "SELECT user_id, item_id, ts, split FROM interaction_splits WHERE split IN ('train', 'valid', 'test')"
+    ).df()
     con.close()
-    print(f"# MovieLens small: {len(data.train):,} train pairs, {len(data.catalog):,} items, "
-          f"{len(data.valid)} valid / {len(data.test)} test users; threads {args.threads}", flush=True)
+    print(
+        f"# MovieLens small: {len(data.train):,} train pairs, {len(data.catalog):,} items, "
+        f"{len(data.valid)} valid / {len(data.test)} test users; threads {args.threads}",
+        flush=True,
+    )
     rows = []  # (name, valid ndcg list, test hr list, test ndcg list, decode ms list, note)
     pv, pt = evaluate_popularity(data.train, data.valid), evaluate_popularity(data.train, data.test)
     rows.append(("popularity", [pv["ndcg@10"]], [pt["hr@10"]], [pt["ndcg@10"]], [], "train counts"))
@@ -166,35 +202,63 @@ def main(argv=None) -> int:
         vectors[s] = item_vectors(model, data.catalog).numpy()
         tt.append((v, t, secs))
     if tt:
-        rows.append(("two-tower (mean)", [v["ndcg@10"] for v, _, _ in tt], [t["hr@10"] for _, t, _ in tt],
-                     [t["ndcg@10"] for _, t, _ in tt], [], f"{np.mean([s for *_, s in tt]):.0f} s/seed"))
+        rows.append(
+            (
+                "two-tower (mean)",
+                [v["ndcg@10"] for v, _, _ in tt],
+                [t["hr@10"] for _, t, _ in tt],
+                [t["ndcg@10"] for _, t, _ in tt],
+                [],
+                f"{np.mean([s for *_, s in tt]):.0f} s/seed",
+            )
+        )
         _done(rows[-1])
     names = {"rkmeans": "residual k-means + s2s", "rqvae": "RQ-VAE + s2s (TIGER)"}
     for kind in [v for v in args.variants.split(",") if v and tt]:
         runs = [generative(data, vectors[s], kind, s, log) for s in seeds]
         info = runs[0][2]
-        rows.append((names[kind], [v["ndcg@10"] for v, *_ in runs], [t["hr@10"] for _, t, *_ in runs],
-                     [t["ndcg@10"] for _, t, *_ in runs], [t["decode_ms_per_user"] for _, t, *_ in runs],
-                     f"{np.mean([r[3] for r in runs]):.0f} s/seed; seed {seeds[0]}: collisions "
-                     f"{info['collision_rate']:.1%}, c1 used {info['utilisation_c1']:.0%}, valid curve {info['curve']}"))
+        rows.append(
+            (
+                names[kind],
+                [v["ndcg@10"] for v, *_ in runs],
+                [t["hr@10"] for _, t, *_ in runs],
+                [t["ndcg@10"] for _, t, *_ in runs],
+                [t["decode_ms_per_user"] for _, t, *_ in runs],
+                f"{np.mean([r[3] for r in runs]):.0f} s/seed; seed {seeds[0]}: collisions "
+                f"{info['collision_rate']:.1%}, c1 used {info['utilisation_c1']:.0%}, valid curve {info['curve']}",
+            )
+        )
         _done(rows[-1])
     if args.peer_python:
         runs = [sasrec(data, pairs, s, args.peer_python, args.threads, args.sasrec_epochs) for s in seeds]
-        rows.append(("SASRec (rectools)", [v["ndcg@10"] for v, _, _ in runs], [t["hr@10"] for _, t, _ in runs],
-                     [t["ndcg@10"] for _, t, _ in runs], [],
-                     f"{args.sasrec_epochs} epochs, 2x64, softmax; {np.mean([r[2] for r in runs]):.0f} s/seed"))
+        rows.append(
+            (
+                "SASRec (rectools)",
+                [v["ndcg@10"] for v, _, _ in runs],
+                [t["hr@10"] for _, t, _ in runs],
+                [t["ndcg@10"] for _, t, _ in runs],
+                [],
+                f"{args.sasrec_epochs} epochs, 2x64, softmax; {np.mean([r[2] for r in runs]):.0f} s/seed",
+            )
+        )
         _done(rows[-1])
     ref = np.mean(rows[1][3]) if tt else float("nan")  # ratios to the two-tower
-    print(f"\n{'retriever':<26} {'valid NDCG@10':>17} {'test HR@10':>17} {'test NDCG@10':>17} {'x two-tower':>11} "
-          f"{'decode ms/user':>14}  note")
+    print(
+        f"\n{'retriever':<26} {'valid NDCG@10':>17} {'test HR@10':>17} {'test NDCG@10':>17} {'x two-tower':>11} "
+        f"{'decode ms/user':>14}  note"
+    )
     for name, v, hr, nd, ms, note in rows:
         dec = f"{np.mean(ms):.1f}" if ms else "-"
-        print(f"{name:<26} {_stat(v):>17} {_stat(hr):>17} {_stat(nd):>17} {np.mean(nd) / ref:>10.2f}x {dec:>14}  {note}")
+        print(
+            f"{name:<26} {_stat(v):>17} {_stat(hr):>17} {_stat(nd):>17} {np.mean(nd) / ref:>10.2f}x {dec:>14}  {note}"
+        )
     gen = [r for r in rows if "s2s" in r[0]]
     if gen:
         best = max(gen, key=lambda r: np.mean(r[3]))
-        print(f"\nbest generative ({best[0]}) test NDCG@10 / two-tower: {np.mean(best[3]) / ref:.2f}x "
-              f"(goal >= 0.90); seeds {args.seeds}; {time.perf_counter() - t0:.0f} s in all")
+        print(
+            f"\nbest generative ({best[0]}) test NDCG@10 / two-tower: {np.mean(best[3]) / ref:.2f}x "
+            f"(goal >= 0.90); seeds {args.seeds}; {time.perf_counter() - t0:.0f} s in all"
+        )
     return 0
 
 

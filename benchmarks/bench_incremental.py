@@ -63,15 +63,27 @@ def setup(work: Path, args) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     t0 = time.perf_counter()
-    generate(work / "landing", n_users=args.users, n_items=args.items, n_events=args.events, dirty_share=0.0,
-             seed=0, log=_log)
+    generate(
+        work / "landing",
+        n_users=args.users,
+        n_items=args.items,
+        n_events=args.events,
+        dirty_share=0.0,
+        seed=0,
+        log=_log,
+    )
     con = duckdb.connect(str(work / "warehouse.duckdb"))
     fingerprint = build_warehouse(con, work / "landing", **default_warehouse_params())
     _log(f"warehouse built in {time.perf_counter() - t0:.0f} s")
     cfg = TrainingConfig(epochs=args.epochs, encoder="mean")
     tower = tower_config(cfg, WarehouseShape.read(con))
-    data = load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
-                               item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
+    data = load_from_warehouse(
+        con,
+        history_len=tower.history_len,
+        n_hashes=tower.n_hashes,
+        item_buckets=tower.item_buckets,
+        user_buckets=tower.user_buckets,
+    )
     tcfg = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, extra_negatives=cfg.extra_negatives)
     result = train(data.catalog, data.train, tower, tcfg, valid=None, log=_log)
     root = work / "artifacts" / "models"
@@ -174,16 +186,26 @@ def main(argv: list[str] | None = None) -> int:
 
     inc_cost = e_inc["seconds"] + i_inc["seconds"]
     full_cost = e_full["seconds"] + i_full["seconds"]
-    print(f"\nnew items: {n_new:,} ({args.new_share:.1%}) on {e_full['count'] - n_new:,}; index {idx_full.kind} "
-          f"{idx_full.manifest['params']} (IndexConfig defaults); model {version}")
-    print(f"{'path':<12} {'embed s':>9} {'index s':>9} {'total s':>9} {'+ingest/clean s':>16} {'embedded':>10} {'recall@10':>10}")
-    print(f"{'incremental':<12} {e_inc['seconds']:>9.2f} {i_inc['seconds']:>9.2f} {inc_cost:>9.2f} "
-          f"{inc_cost + t_clean:>16.2f} {e_inc['embedded']:>10,} {recalls['incremental']:>10.4f}")
-    print(f"{'full':<12} {e_full['seconds']:>9.2f} {i_full['seconds']:>9.2f} {full_cost:>9.2f} "
-          f"{full_cost + t_clean:>16.2f} {e_full['embedded']:>10,} {recalls['fresh']:>10.4f}")
-    print(f"incremental / full: {inc_cost / full_cost:.1%} of the cost (goal <= 5%); with ingest + clean "
-          f"({t_clean:.2f} s, same in both) {(inc_cost + t_clean) / (full_cost + t_clean):.1%}; recall difference "
-          f"{recalls['incremental'] - recalls['fresh']:+.4f} (goal within 0.01)")
+    print(
+        f"\nnew items: {n_new:,} ({args.new_share:.1%}) on {e_full['count'] - n_new:,}; index {idx_full.kind} "
+        f"{idx_full.manifest['params']} (IndexConfig defaults); model {version}"
+    )
+    print(
+        f"{'path':<12} {'embed s':>9} {'index s':>9} {'total s':>9} {'+ingest/clean s':>16} {'embedded':>10} {'recall@10':>10}"
+    )
+    print(
+        f"{'incremental':<12} {e_inc['seconds']:>9.2f} {i_inc['seconds']:>9.2f} {inc_cost:>9.2f} "
+        f"{inc_cost + t_clean:>16.2f} {e_inc['embedded']:>10,} {recalls['incremental']:>10.4f}"
+    )
+    print(
+        f"{'full':<12} {e_full['seconds']:>9.2f} {i_full['seconds']:>9.2f} {full_cost:>9.2f} "
+        f"{full_cost + t_clean:>16.2f} {e_full['embedded']:>10,} {recalls['fresh']:>10.4f}"
+    )
+    print(
+        f"incremental / full: {inc_cost / full_cost:.1%} of the cost (goal <= 5%); with ingest + clean "
+        f"({t_clean:.2f} s, same in both) {(inc_cost + t_clean) / (full_cost + t_clean):.1%}; recall difference "
+        f"{recalls['incremental'] - recalls['fresh']:+.4f} (goal within 0.01)"
+    )
 
     # 4. single-user recommend latency: the ANN index vs an exact Flat index of the same vectors
     users = rec.users.user_keys[np.random.default_rng(1).choice(len(rec.users), args.latency_queries, replace=False)]

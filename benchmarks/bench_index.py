@@ -85,7 +85,7 @@ def clustered_unit_vectors(n: int, centers, spread: float, rng, chunk: int = 200
         m = min(chunk, n - i0)
         c = rng.integers(n_clusters, size=m)
         noise = rng.standard_normal((m, d), dtype=np.float32) * np.float32(spread / np.sqrt(d))  # (m, d)
-        x[i0:i0 + m] = _normalise(centers[c] + noise)  # (m, d)
+        x[i0 : i0 + m] = _normalise(centers[c] + noise)  # (m, d)
     return x
 
 
@@ -96,8 +96,14 @@ def synthetic(n: int, nq: int, d: int, n_clusters: int, spread: float, seed: int
     centers = _normalise(rng.standard_normal((n_clusters, d), dtype=np.float32))  # (C, d)
     xb = clustered_unit_vectors(n, centers, spread, rng)  # (N, d)
     xq = clustered_unit_vectors(nq, centers, spread, rng)  # (nq, d), held out: drawn after xb
-    return xb, xq, (f"synthetic: {n:,} x {d} unit vectors, {n_clusters:,} gaussian clusters, "
-                    f"spread {spread:g}; {nq:,} held-out queries (center + noise), seed {seed}")
+    return (
+        xb,
+        xq,
+        (
+            f"synthetic: {n:,} x {d} unit vectors, {n_clusters:,} gaussian clusters, "
+            f"spread {spread:g}; {nq:,} held-out queries (center + noise), seed {seed}"
+        ),
+    )
 
 
 def trained(path: Path, nq: int, noise: float, seed: int):
@@ -113,29 +119,39 @@ def trained(path: Path, nq: int, noise: float, seed: int):
     elif path.exists():
         table = pq.read_table(path)
     else:
-        raise SystemExit(f"--trained {path}: no such file or folder (`make demo` writes "
-                         ".towerflow/artifacts/embeddings/)")
+        raise SystemExit(
+            f"--trained {path}: no such file or folder (`make demo` writes .towerflow/artifacts/embeddings/)"
+        )
     expected = {"item_id", "vector", "model_version", "content_hash"}
     if missing := expected - set(table.column_names):
-        raise SystemExit(f"{path}: missing column(s) {sorted(missing)}; expected {sorted(expected)} "
-                         "as the item_embeddings asset writes them")
+        raise SystemExit(
+            f"{path}: missing column(s) {sorted(missing)}; expected {sorted(expected)} "
+            "as the item_embeddings asset writes them"
+        )
     vtype = table.schema.field("vector").type
     if not (pa.types.is_fixed_size_list(vtype) and vtype.value_type == pa.float32()):
         raise SystemExit(f"{path}: column vector is {vtype}, expected fixed_size_list<float32>")
     if table["vector"].null_count:
         raise SystemExit(f"{path}: column vector has {table['vector'].null_count} null row(s)")
     d = vtype.list_size
-    xb = np.ascontiguousarray(table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, d),
-                              dtype=np.float32)  # (N, d)
+    xb = np.ascontiguousarray(
+        table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, d), dtype=np.float32
+    )  # (N, d)
     rng = np.random.default_rng(seed)
     rows = rng.integers(len(xb), size=nq)
     scale = np.linalg.norm(xb[rows], axis=1, keepdims=True) * np.float32(noise / np.sqrt(d))  # (nq, 1)
     xq = _normalise(xb[rows] + rng.standard_normal((nq, d), dtype=np.float32) * scale).astype(np.float32)
     norms = np.linalg.norm(xb, axis=1)
     versions = sorted(set(table["model_version"].to_pylist()))
-    return xb, xq, (f"trained: {path} ({len(xb):,} x {d}, model_version {', '.join(map(str, versions))}, "
-                    f"norms {norms.min():.3f}..{norms.max():.3f}, used as is); {nq:,} queries = random "
-                    f"rows + noise {noise:g} x norm, normalised, seed {seed}")
+    return (
+        xb,
+        xq,
+        (
+            f"trained: {path} ({len(xb):,} x {d}, model_version {', '.join(map(str, versions))}, "
+            f"norms {norms.min():.3f}..{norms.max():.3f}, used as is); {nq:,} queries = random "
+            f"rows + noise {noise:g} x norm, normalised, seed {seed}"
+        ),
+    )
 
 
 def time_search(index, xq, repeats: int):
@@ -181,13 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nq", type=int, default=2_000, help="queries")
     ap.add_argument("--d", type=int, default=64, help="dimension of the synthetic vectors")
     ap.add_argument("--clusters", type=int, default=1_000, help="gaussian clusters in the synthetic data")
-    ap.add_argument("--spread", type=float, default=1.0,
-                    help="norm of a synthetic point's noise relative to its unit center")
-    ap.add_argument("--noise", type=float, default=0.5,
-                    help="--trained: query noise norm relative to the row's norm")
-    ap.add_argument("--trained", type=Path, default=None, help="an item_embeddings folder (artifacts/embeddings) to index instead")
-    ap.add_argument("--queries", type=Path, default=None,
-                    help="with --trained: a .npy of query vectors, e.g. the user vectors bench_incremental.py saves")
+    ap.add_argument(
+        "--spread", type=float, default=1.0, help="norm of a synthetic point's noise relative to its unit center"
+    )
+    ap.add_argument("--noise", type=float, default=0.5, help="--trained: query noise norm relative to the row's norm")
+    ap.add_argument(
+        "--trained", type=Path, default=None, help="an item_embeddings folder (artifacts/embeddings) to index instead"
+    )
+    ap.add_argument(
+        "--queries",
+        type=Path,
+        default=None,
+        help="with --trained: a .npy of query vectors, e.g. the user vectors bench_incremental.py saves",
+    )
     ap.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     ap.add_argument("--repeats", type=int, default=3, help="searches per setting; the best one counts")
     ap.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")
@@ -268,20 +290,28 @@ def main(argv: list[str] | None = None) -> int:
     rows[0][5] = flat_s
 
     print(f"\n{data}")
-    print(f"k={K}, {args.threads} faiss thread(s), QPS = {nq:,} / best of {args.repeats} searches of all "
-          f"queries; recall@{K} vs exact IndexFlatIP (exact_search); IVF trained on {ivf_train:,} "
-          f"random rows{'' if ivf_train < nb else ' (all)'}")
-    print(f"exact QPS before the ANN runs {nq / flat_s0:,.0f}, after {nq / flat_s1:,.0f} (best counts): "
-          "the machine is shared, so compare speedups, not absolute QPS\n")
-    head = (f"{'index':<16} {'params':<13} {'build s':>8} {'bytes':>13} {'RSS +MiB':>9} "
-            f"{'QPS':>10} {'speedup':>8} {f'R@{K}':>7}")
+    print(
+        f"k={K}, {args.threads} faiss thread(s), QPS = {nq:,} / best of {args.repeats} searches of all "
+        f"queries; recall@{K} vs exact IndexFlatIP (exact_search); IVF trained on {ivf_train:,} "
+        f"random rows{'' if ivf_train < nb else ' (all)'}"
+    )
+    print(
+        f"exact QPS before the ANN runs {nq / flat_s0:,.0f}, after {nq / flat_s1:,.0f} (best counts): "
+        "the machine is shared, so compare speedups, not absolute QPS\n"
+    )
+    head = (
+        f"{'index':<16} {'params':<13} {'build s':>8} {'bytes':>13} {'RSS +MiB':>9} "
+        f"{'QPS':>10} {'speedup':>8} {f'R@{K}':>7}"
+    )
     print(head)
     print("-" * len(head))
     met = []
     for name, p, b_s, nbytes, rss, s, rec in rows:
         qps, speedup = nq / s, flat_s / s
-        print(f"{name:<16} {p:<13} {b_s:>8.1f} {nbytes:>13,} {rss / 2**20:>9.0f} "
-              f"{qps:>10,.0f} {speedup:>7.1f}x {rec:>7.4f}")
+        print(
+            f"{name:<16} {p:<13} {b_s:>8.1f} {nbytes:>13,} {rss / 2**20:>9.0f} "
+            f"{qps:>10,.0f} {speedup:>7.1f}x {rec:>7.4f}"
+        )
         if rec >= TARGET_RECALL and speedup >= TARGET_SPEEDUP:
             met.append((speedup, name, p, rec))
     print(f"\ngoal: recall@{K} >= {TARGET_RECALL} at >= {TARGET_SPEEDUP:g}x exact QPS: ", end="")

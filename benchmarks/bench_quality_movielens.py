@@ -66,31 +66,56 @@ def build_data(workdir: Path, history: int) -> Datasets:
         con = duckdb.connect(str(db))
     shape = WarehouseShape.read(con)
     sized = tower_config_for(shape, history_len=history)
-    data = load_from_warehouse(con, history_len=history, n_hashes=sized.n_hashes, item_buckets=sized.item_buckets,
-                               user_buckets=sized.user_buckets)
+    data = load_from_warehouse(
+        con,
+        history_len=history,
+        n_hashes=sized.n_hashes,
+        item_buckets=sized.item_buckets,
+        user_buckets=sized.user_buckets,
+    )
     con.close()
     data.shape = shape
     return data
 
 
 def tower_config(data: Datasets, encoder: str, **kw) -> TowerConfig:
-    return tower_config_for(data.shape, dim=kw.get("dim", 64), hidden=kw.get("hidden", 64),
-                            history_len=data.train.history.shape[1], encoder=encoder,
-                            id_dropout=kw.get("id_dropout", 0.1), dropout=kw.get("dropout", 0.1),
-                            layers=kw.get("layers", 2), heads=kw.get("heads", 2), recency=kw.get("recency", False))
+    return tower_config_for(
+        data.shape,
+        dim=kw.get("dim", 64),
+        hidden=kw.get("hidden", 64),
+        history_len=data.train.history.shape[1],
+        encoder=encoder,
+        id_dropout=kw.get("id_dropout", 0.1),
+        dropout=kw.get("dropout", 0.1),
+        layers=kw.get("layers", 2),
+        heads=kw.get("heads", 2),
+        recency=kw.get("recency", False),
+    )
 
 
 def run_towerflow(data: Datasets, encoder: str, seed: int, **kw) -> tuple[dict, dict, float]:
-    cfg = TrainConfig(epochs=kw.get("epochs", 60), patience=kw.get("patience", 5), batch_size=kw.get("batch", 128),
-                      lr=kw.get("lr", 2e-3), temperature=kw.get("temperature", 0.05),
-                      extra_negatives=kw.get("extra", 64), window_stride=kw.get("stride", 0), seed=seed,
-                      # as the README's figures were measured: every valid user, once per epoch, no time budget
-                      valid_users=0, valid_every=0, max_minutes=0.0)
+    cfg = TrainConfig(
+        epochs=kw.get("epochs", 60),
+        patience=kw.get("patience", 5),
+        batch_size=kw.get("batch", 128),
+        lr=kw.get("lr", 2e-3),
+        temperature=kw.get("temperature", 0.05),
+        extra_negatives=kw.get("extra", 64),
+        window_stride=kw.get("stride", 0),
+        seed=seed,
+        # as the README's figures were measured: every valid user, once per epoch, no time budget
+        valid_users=0,
+        valid_every=0,
+        max_minutes=0.0,
+    )
     t0 = time.perf_counter()
-    res = train(data.catalog, data.train, tower_config(data, encoder, **kw), cfg, valid=data.valid,
-                log=lambda m: None)
+    res = train(data.catalog, data.train, tower_config(data, encoder, **kw), cfg, valid=data.valid, log=lambda m: None)
     seconds = time.perf_counter() - t0
-    return evaluate_model(res.model, data.catalog, data.valid), evaluate_model(res.model, data.catalog, data.test), seconds
+    return (
+        evaluate_model(res.model, data.catalog, data.valid),
+        evaluate_model(res.model, data.catalog, data.test),
+        seconds,
+    )
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, shape) -> sp.csr_matrix:
@@ -129,10 +154,18 @@ def run_implicit(data: Datasets, kind: str, params: dict, seed: int) -> tuple[di
     return valid, _eval_factors(uf, itf, t_rows, data.test)
 
 
-ALS_GRID = [dict(factors=f, regularization=r, iterations=15, alpha=a) for f in (64, 128) for r in (0.05, 0.5)
-            for a in (1.0, 10.0)]
-BPR_GRID = [dict(factors=f, learning_rate=lr, regularization=0.01, iterations=it) for f in (64, 128)
-            for lr in (0.01, 0.05) for it in (100, 300)]
+ALS_GRID = [
+    dict(factors=f, regularization=r, iterations=15, alpha=a)
+    for f in (64, 128)
+    for r in (0.05, 0.5)
+    for a in (1.0, 10.0)
+]
+BPR_GRID = [
+    dict(factors=f, learning_rate=lr, regularization=0.01, iterations=it)
+    for f in (64, 128)
+    for lr in (0.01, 0.05)
+    for it in (100, 300)
+]
 
 
 def tuned_peer(data: Datasets, kind: str, seeds: list[int]) -> tuple[dict, list[dict], list[dict]]:
@@ -160,16 +193,25 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = build_data(workdir, 20)
-    print(f"# MovieLens small: {len(data.train):,} train pairs, {len(data.catalog):,} items, "
-          f"{len(data.valid)} valid / {len(data.test)} test users ({time.perf_counter() - t0:.1f} s to build)",
-          flush=True)
+    print(
+        f"# MovieLens small: {len(data.train):,} train pairs, {len(data.catalog):,} items, "
+        f"{len(data.valid)} valid / {len(data.test)} test users ({time.perf_counter() - t0:.1f} s to build)",
+        flush=True,
+    )
     rows = []  # (name, valid ndcg list, test hr list, test ndcg list, note)
     pop_v, pop_t = evaluate_popularity(data.train, data.valid), evaluate_popularity(data.train, data.test)
     rows.append(("popularity", [pop_v["ndcg@10"]], [pop_t["hr@10"]], [pop_t["ndcg@10"]], "train counts"))
     for kind in ("als", "bpr"):
         best, v, t = tuned_peer(data, kind, seeds)
-        rows.append((f"implicit {kind.upper()}", [x["ndcg@10"] for x in v], [x["hr@10"] for x in t],
-                     [x["ndcg@10"] for x in t], ", ".join(f"{k}={val}" for k, val in best.items())))
+        rows.append(
+            (
+                f"implicit {kind.upper()}",
+                [x["ndcg@10"] for x in v],
+                [x["hr@10"] for x in t],
+                [x["ndcg@10"] for x in t],
+                ", ".join(f"{k}={val}" for k, val in best.items()),
+            )
+        )
         print(f"# {rows[-1][0]} done", flush=True)
     by_history = {20: data}
     for enc in args.encoders.split(","):
@@ -178,16 +220,25 @@ def main(argv=None) -> int:
             by_history[kw["history"]] = build_data(workdir, kw["history"])
         d = by_history[kw["history"]]
         runs = [run_towerflow(d, enc, s, **kw) for s in seeds]
-        rows.append((f"towerflow {enc}", [v["ndcg@10"] for v, _, _ in runs], [t["hr@10"] for _, t, _ in runs],
-                     [t["ndcg@10"] for _, t, _ in runs], f"{np.mean([s for *_, s in runs]):.0f} s/seed"))
+        rows.append(
+            (
+                f"towerflow {enc}",
+                [v["ndcg@10"] for v, _, _ in runs],
+                [t["hr@10"] for _, t, _ in runs],
+                [t["ndcg@10"] for _, t, _ in runs],
+                f"{np.mean([s for *_, s in runs]):.0f} s/seed",
+            )
+        )
         print(f"# towerflow {enc} done", flush=True)
     best_peer = max(np.mean(r[3]) for r in rows[:3])
     print(f"\n{'scorer':<22} {'valid NDCG@10':>17} {'test HR@10':>17} {'test NDCG@10':>17} {'x best peer':>11}  note")
     for name, v, hr, nd, note in rows:
         print(f"{name:<22} {_stat(v):>17} {_stat(hr):>17} {_stat(nd):>17} {np.mean(nd) / best_peer:>10.2f}x  {note}")
     best_tf = max(np.mean(r[3]) for r in rows[3:]) if len(rows) > 3 else float("nan")
-    print(f"\nbest towerflow test NDCG@10 / best peer: {best_tf / best_peer:.2f}x (goal >= 2x; "
-          f"seeds {args.seeds}; {time.perf_counter() - t0:.0f} s in all)")
+    print(
+        f"\nbest towerflow test NDCG@10 / best peer: {best_tf / best_peer:.2f}x (goal >= 2x; "
+        f"seeds {args.seeds}; {time.perf_counter() - t0:.0f} s in all)"
+    )
     return 0
 
 

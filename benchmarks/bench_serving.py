@@ -56,6 +56,7 @@ def _log(message: str) -> None:
 
 # -- the load client (runs under --client-python: httpx + numpy only) ---------------------------
 
+
 class RawPool:
     """A minimal HTTP/1.1 keep-alive client on asyncio streams (`--client raw`): what a load
     generator costs when it does nothing but write requests and read Content-Length bodies,
@@ -86,8 +87,12 @@ class RawPool:
         import json as _json
 
         body = _json.dumps(json).encode()
-        request = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                   % (path.encode(), self.host.encode(), len(body), body))
+        request = b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+            path.encode(),
+            self.host.encode(),
+            len(body),
+            body,
+        )
         async with self.slots:
             reused = bool(self.idle)
             reader, writer = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
@@ -103,8 +108,13 @@ class RawPool:
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
-            length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:")))
+            length = int(
+                next(
+                    line.split(b":", 1)[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+            )
             data = await reader.readexactly(length)
             self.idle.append((reader, writer))
             return self.Response(status, data)
@@ -122,8 +132,9 @@ def _client(kind: str, url: str, size: int):
 
     if kind == "raw":
         return RawPool(url, size)
-    return httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                             timeout=10)
+    return httpx.AsyncClient(
+        base_url=url, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size), timeout=10
+    )
 
 
 async def _open_loop(url: str, users: list[str], rate: float, seconds: float, seed: int, kind: str = "httpx") -> dict:
@@ -172,13 +183,23 @@ async def _open_loop(url: str, users: list[str], rate: float, seconds: float, se
     if pending:
         errors += ["unanswered 15 s after the last send"] * len(pending)
     ms = np.array(lat) * 1000 if lat else np.zeros(1)
-    return {"rate": rate, "n": n, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "max_ms": float(ms.max()), "errors": len(errors), "first_errors": errors[:3], "achieved": len(lat) / wall,
-            "statuses": statuses, "deltas": deltas}
+    return {
+        "rate": rate,
+        "n": n,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "achieved": len(lat) / wall,
+        "statuses": statuses,
+        "deltas": deltas,
+    }
 
 
-async def _closed_loop(url: str, users: list[str], concurrency: int, seconds: float, seed: int,
-                       kind: str = "httpx") -> dict:
+async def _closed_loop(
+    url: str, users: list[str], concurrency: int, seconds: float, seed: int, kind: str = "httpx"
+) -> dict:
     import asyncio
 
     import numpy as np
@@ -200,8 +221,14 @@ async def _closed_loop(url: str, users: list[str], concurrency: int, seconds: fl
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     ms = np.array(lat) * 1000
-    return {"concurrency": concurrency, "n": len(lat), "throughput": len(lat) / wall, "errors": errors,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return {
+        "concurrency": concurrency,
+        "n": len(lat),
+        "throughput": len(lat) / wall,
+        "errors": errors,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
 
 
 def client_main(argv: list[str]) -> int:
@@ -226,6 +253,7 @@ def client_main(argv: list[str]) -> int:
 
 
 # -- setup ---------------------------------------------------------------------------------------
+
 
 def setup(source: Path, work: Path) -> None:
     """A serving home in `work` from the 1M-item `source` home (read only)."""
@@ -259,9 +287,15 @@ def setup(source: Path, work: Path) -> None:
     stats = refresh_embeddings(con, art / "embeddings", model, version, fingerprint, log=_log)
     _log(f"item_embeddings: {stats}")
     cfg = IndexConfig()
-    _, stats = refresh_index(art / "index", art / "embeddings", cfg.spec(), rebuild_share=cfg.rebuild_share,
-                             tune_queries=lambda: user_vectors_of(con, model, sample_users(con, cfg.tune_sample, "tune")),
-                             tune_target=cfg.recall_threshold + cfg.tune_margin, log=_log)
+    _, stats = refresh_index(
+        art / "index",
+        art / "embeddings",
+        cfg.spec(),
+        rebuild_share=cfg.rebuild_share,
+        tune_queries=lambda: user_vectors_of(con, model, sample_users(con, cfg.tune_sample, "tune")),
+        tune_target=cfg.recall_threshold + cfg.tune_margin,
+        log=_log,
+    )
     _log(f"item_index: {stats}")
     write_user_histories(con, art / "user_histories")
     con.close()
@@ -270,6 +304,7 @@ def setup(source: Path, work: Path) -> None:
 
 
 # -- figures -------------------------------------------------------------------------------------
+
 
 def autotune_figures(work: Path, threads: int) -> dict:
     import duckdb
@@ -305,8 +340,14 @@ def autotune_figures(work: Path, threads: int) -> dict:
 
     exact_ms = per_query_ms(lambda q: flat.search(q, 10), n=50)
     chosen = index.manifest["search"]
-    out = {"chosen": chosen["setting"], "tuned_on": chosen["queries"], "tune_recall": chosen["recall_at_10"],
-           "points": chosen["points"], "exact_ms": exact_ms, "rows": []}
+    out = {
+        "chosen": chosen["setting"],
+        "tuned_on": chosen["queries"],
+        "tune_recall": chosen["recall_at_10"],
+        "points": chosen["points"],
+        "exact_ms": exact_ms,
+        "rows": [],
+    }
     for setting in [chosen["setting"], "nprobe=32"]:
         index.set_search(setting)
         _, I = index.search(xq, 10)
@@ -339,8 +380,12 @@ def in_process_figures(work: Path, users: list[str], n: int = 2000) -> dict:
     for _ in range(20):
         snap.recommend(batch)
     per_req_64 = (time.perf_counter() - t) / (20 * 64) * 1000
-    return {"load_s": load_s, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "batch64_ms_per_request": per_req_64}
+    return {
+        "load_s": load_s,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "batch64_ms_per_request": per_req_64,
+    }
 
 
 def add_items(work: Path, n: int = 1000) -> float:
@@ -357,8 +402,14 @@ def add_items(work: Path, n: int = 1000) -> float:
     t0 = time.perf_counter()
     art = work / "artifacts"
     con = duckdb.connect(str(work / "warehouse.duckdb"))
-    items = con.execute("SELECT title, array_to_string(categories, '|') AS categories FROM clean_items "
-                        "USING SAMPLE 2000 ROWS (reservoir, 7)").df().head(n)
+    items = (
+        con.execute(
+            "SELECT title, array_to_string(categories, '|') AS categories FROM clean_items "
+            "USING SAMPLE 2000 ROWS (reservoir, 7)"
+        )
+        .df()
+        .head(n)
+    )
     stamp = time.strftime("%Y%m%dT%H%M%S")
     items.insert(0, "item_id", [f"new-{stamp}-{i:05d}" for i in range(len(items))])
     items["created_at"] = "2026-12-01T00:00:00Z"
@@ -378,9 +429,13 @@ def add_items(work: Path, n: int = 1000) -> float:
 def start_server(work: Path, port: int, max_wait_ms: float, log_path: Path) -> subprocess.Popen:
     env = {**os.environ, "TOWERFLOW_HOME": str(work), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("TOWERFLOW_API_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port),
-                             "--max-wait-ms", str(max_wait_ms)], env=env, cwd=ROOT,
-                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port), "--max-wait-ms", str(max_wait_ms)],
+        env=env,
+        cwd=ROOT,
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+    )
     import urllib.request
 
     deadline = time.time() + 600
@@ -402,11 +457,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_client(py: str, url: str, users_file: Path, seconds: float, rate: float = 0, concurrency: int = 0,
-               seed: int = 0, kind: str = "httpx") -> subprocess.Popen:
-    return subprocess.Popen([py, __file__, "client", "--url", url, "--users-file", str(users_file),
-                             "--rate", str(rate), "--concurrency", str(concurrency), "--seconds", str(seconds),
-                             "--seed", str(seed), "--client", kind], stdout=subprocess.PIPE, text=True)
+def run_client(
+    py: str,
+    url: str,
+    users_file: Path,
+    seconds: float,
+    rate: float = 0,
+    concurrency: int = 0,
+    seed: int = 0,
+    kind: str = "httpx",
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            py,
+            __file__,
+            "client",
+            "--url",
+            url,
+            "--users-file",
+            str(users_file),
+            "--rate",
+            str(rate),
+            "--concurrency",
+            str(concurrency),
+            "--seconds",
+            str(seconds),
+            "--seed",
+            str(seed),
+            "--client",
+            kind,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,8 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="FAISS threads for the exact baseline")
     ap.add_argument("--port", type=int, default=8791)
     ap.add_argument("--client-python", default=sys.executable, help="a Python with httpx and numpy")
-    ap.add_argument("--clients", default="httpx,raw", help="load clients, each runs every level: httpx (the "
-                    "issue's) and raw (asyncio streams, ~10x less client CPU on a shared 2-core machine)")
+    ap.add_argument(
+        "--clients",
+        default="httpx,raw",
+        help="load clients, each runs every level: httpx (the "
+        "issue's) and raw (asyncio streams, ~10x less client CPU on a shared 2-core machine)",
+    )
     ap.add_argument("--skip", default="", help="comma list of steps to skip: autotune,inprocess,load,reload")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -438,22 +525,31 @@ def main(argv: list[str] | None = None) -> int:
     con.close()
     users_file = args.work / "users.txt"
     users_file.write_text("\n".join(users))
-    print(f"bench_serving: {args.source_home} ({len(users):,} known users), load {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores at start")
+    print(
+        f"bench_serving: {args.source_home} ({len(users):,} known users), load {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores at start"
+    )
 
     if "autotune" not in skip:
         a = autotune_figures(args.work, args.threads)
-        print(f"\n1. index autotune: chose {a['chosen']} (recall@10 {a['tune_recall']:.4f} on {a['tuned_on']:,} tuning "
-              f"users); explored: " + ", ".join(f"{p['setting']} {p['recall_at_10']:.3f}" for p in a["points"]))
+        print(
+            f"\n1. index autotune: chose {a['chosen']} (recall@10 {a['tune_recall']:.4f} on {a['tuned_on']:,} tuning "
+            f"users); explored: " + ", ".join(f"{p['setting']} {p['recall_at_10']:.3f}" for p in a["points"])
+        )
         print(f"{'setting':<12} {'recall@10 (check users)':>24} {'ms/query':>9} {'exact ms/query':>15} {'speed-up':>9}")
         for r in a["rows"]:
-            print(f"{r['setting']:<12} {r['recall']:>24.4f} {r['ms']:>9.3f} {a['exact_ms']:>15.2f} {r['speedup']:>8.0f}x")
+            print(
+                f"{r['setting']:<12} {r['recall']:>24.4f} {r['ms']:>9.3f} {a['exact_ms']:>15.2f} {r['speedup']:>8.0f}x"
+            )
 
     if "inprocess" not in skip:
         p = in_process_figures(args.work, users)
-        print(f"\n2. in process (Snapshot.recommend, one request per call): load {p['load_s']:.1f} s, "
-              f"p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms; batches of 64: "
-              f"{p['batch64_ms_per_request']:.3f} ms per request", flush=True)
+        print(
+            f"\n2. in process (Snapshot.recommend, one request per call): load {p['load_s']:.1f} s, "
+            f"p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms; batches of 64: "
+            f"{p['batch64_ms_per_request']:.3f} ms per request",
+            flush=True,
+        )
 
     url = f"http://127.0.0.1:{args.port}"
     log_path = args.work / "serve.log"
@@ -464,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "load" not in skip:
             print(f"\n3. HTTP open loop, {args.seconds:.0f} s per level (latency from the scheduled send time)")
-            print(f"{'client':>6} {'offered/s':>9} {'achieved/s':>10} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-                  f"{'errors':>6} {'in-process p99':>14} {'server CPU ms/req':>17} {'client CPU ms/req':>17}")
+            print(
+                f"{'client':>6} {'offered/s':>9} {'achieved/s':>10} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+                f"{'errors':>6} {'in-process p99':>14} {'server CPU ms/req':>17} {'client CPU ms/req':>17}"
+            )
             for kind, rate in [(k, float(r)) for k in args.clients.split(",") for r in args.rates.split(",")]:
                 s0 = cpu_seconds(server.pid)
                 proc = run_client(args.client_python, url, users_file, args.seconds, rate=rate, kind=kind)
@@ -476,14 +574,20 @@ def main(argv: list[str] | None = None) -> int:
                 client_ms = (client_cpu - clients_before) / max(1, r["n"]) * 1000
                 clients_before = client_cpu
                 inproc = f"{p['p99_ms']:.2f}" if "inprocess" not in skip else "-"
-                print(f"{kind:>6} {rate:>9.0f} {r['achieved']:>10.1f} {r['n']:>8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-                      f"{r['max_ms']:>7.1f} {r['errors']:>6} {inproc:>14} {server_ms:>17.2f} {client_ms:>17.2f}"
-                      + (f"  {r['first_errors']}" if r["errors"] else ""), flush=True)
+                print(
+                    f"{kind:>6} {rate:>9.0f} {r['achieved']:>10.1f} {r['n']:>8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                    f"{r['max_ms']:>7.1f} {r['errors']:>6} {inproc:>14} {server_ms:>17.2f} {client_ms:>17.2f}"
+                    + (f"  {r['first_errors']}" if r["errors"] else ""),
+                    flush=True,
+                )
             for kind in args.clients.split(","):
                 proc = run_client(args.client_python, url, users_file, 10, concurrency=args.concurrency, kind=kind)
                 r = json.loads(proc.communicate()[0])
-                print(f"saturation ({kind}, closed loop, {args.concurrency} concurrent, 10 s): {r['throughput']:.0f} "
-                      f"requests/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}", flush=True)
+                print(
+                    f"saturation ({kind}, closed loop, {args.concurrency} concurrent, 10 s): {r['throughput']:.0f} "
+                    f"requests/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}",
+                    flush=True,
+                )
         if "reload" not in skip:
             import urllib.request
 
@@ -493,7 +597,9 @@ def main(argv: list[str] | None = None) -> int:
 
             before = delta()
             kind = args.clients.split(",")[-1]
-            proc = run_client(args.client_python, url, users_file, args.seconds, rate=args.reload_rate, seed=5, kind=kind)
+            proc = run_client(
+                args.client_python, url, users_file, args.seconds, rate=args.reload_rate, seed=5, kind=kind
+            )
             time.sleep(min(5.0, args.seconds / 4))
             t_add = time.perf_counter()
             publish_s = add_items(args.work)
@@ -501,10 +607,12 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.1)
             served_s = time.perf_counter() - t_add
             r = json.loads(proc.communicate()[0])
-            print(f"\n4. reload during load ({kind} client, {args.reload_rate:.0f} requests/s for {args.seconds:.0f} s): 1,000 new items "
-                  f"published in {publish_s:.1f} s, served {served_s:.1f} s after the update started; "
-                  f"requests {r['n']}, errors {r['errors']}, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-                  f"max {r['max_ms']:.1f} ms; answers by index delta: {r['deltas']}")
+            print(
+                f"\n4. reload during load ({kind} client, {args.reload_rate:.0f} requests/s for {args.seconds:.0f} s): 1,000 new items "
+                f"published in {publish_s:.1f} s, served {served_s:.1f} s after the update started; "
+                f"requests {r['n']}, errors {r['errors']}, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+                f"max {r['max_ms']:.1f} ms; answers by index delta: {r['deltas']}"
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)

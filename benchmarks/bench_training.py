@@ -88,13 +88,21 @@ def ensure_prepared(workdir: Path, params: dict) -> Path:
     """prepare() in a child process. Linux keeps ru_maxrss across fork and exec, so a child
     started by a parent that once held the warehouse tables would report the parent's peak:
     the parent stays small by never loading data itself."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_training", "--prepare", json.dumps(params),
-           "--workdir", str(workdir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_training",
+        "--prepare",
+        json.dumps(params),
+        "--workdir",
+        str(workdir),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
-        raise SystemExit(f"bench_training: preparing {params} in {workdir} failed (exit {proc.returncode}); "
-                         "its stderr is above")
+        raise SystemExit(
+            f"bench_training: preparing {params} in {workdir} failed (exit {proc.returncode}); its stderr is above"
+        )
     sys.stderr.write(proc.stderr)
     return Path(proc.stdout.strip().splitlines()[-1])
 
@@ -102,8 +110,17 @@ def ensure_prepared(workdir: Path, params: dict) -> Path:
 def code_fingerprint() -> str:
     """Hash of the code that shapes the cached data (generator, SQL, tensor building): the
     cache pickles a TrainSet, so a change to any of these rebuilds it."""
-    files = [ROOT / "models" / f for f in ("sources/synthetic.py", "retrieval/data.py", "splits/vocab.py",
-                                           "ingest/landing.py", "clean/cleaning.py", "splits/build.py")]
+    files = [
+        ROOT / "models" / f
+        for f in (
+            "sources/synthetic.py",
+            "retrieval/data.py",
+            "splits/vocab.py",
+            "ingest/landing.py",
+            "clean/cleaning.py",
+            "splits/build.py",
+        )
+    ]
     files += [ROOT / "assets" / "config.py"]
     files += sorted((ROOT / "sql").glob("*.sql"))
     h = hashlib.sha256()
@@ -122,9 +139,14 @@ def prepare(workdir: Path, params: dict) -> Path:
     from models.sources.synthetic import generate
 
     folder = workdir / f"items-{params['n_items']}"
-    full = {**params, "history_len": HISTORY_LEN, "n_hashes": N_HASHES,
-            "item_buckets": 2 * params["n_items"] + 1, "user_buckets": 2 * params["n_users"] + 1,
-            "code": code_fingerprint()}
+    full = {
+        **params,
+        "history_len": HISTORY_LEN,
+        "n_hashes": N_HASHES,
+        "item_buckets": 2 * params["n_items"] + 1,
+        "user_buckets": 2 * params["n_users"] + 1,
+        "code": code_fingerprint(),
+    }
     marker, tensors = folder / "params.json", folder / "tensors.pt"
     if marker.exists() and json.loads(marker.read_text()) == full and tensors.exists():
         return tensors
@@ -138,15 +160,30 @@ def prepare(workdir: Path, params: dict) -> Path:
         from models.warehouse import build_warehouse
 
         build_warehouse(con, folder / "landing", **default_warehouse_params())
-        data = load_from_warehouse(con, history_len=HISTORY_LEN, n_hashes=N_HASHES,
-                                   item_buckets=full["item_buckets"], user_buckets=full["user_buckets"])
+        data = load_from_warehouse(
+            con,
+            history_len=HISTORY_LEN,
+            n_hashes=N_HASHES,
+            item_buckets=full["item_buckets"],
+            user_buckets=full["user_buckets"],
+        )
     finally:
         con.close()
-    torch.save({"catalog": data.catalog, "train": data.train, "n_categories": data.category_vocab.size,
-                "n_tokens": data.token_vocab.size, "params": full}, tensors)
+    torch.save(
+        {
+            "catalog": data.catalog,
+            "train": data.train,
+            "n_categories": data.category_vocab.size,
+            "n_tokens": data.token_vocab.size,
+            "params": full,
+        },
+        tensors,
+    )
     marker.write_text(json.dumps(full))
-    _log(f"prepared {folder.name}: {len(data.catalog):,} items, {len(data.train):,} train examples "
-         f"({time.perf_counter() - started:.1f} s)")
+    _log(
+        f"prepared {folder.name}: {len(data.catalog):,} items, {len(data.train):,} train examples "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
     return tensors
 
 
@@ -160,25 +197,38 @@ def load(tensors: Path, dim: int):
 
     blob = torch.load(tensors, weights_only=False)
     p = blob["params"]
-    tower = TowerConfig(encoder="mean", dim=dim, history_len=p["history_len"], n_hashes=p["n_hashes"],
-                        item_buckets=p["item_buckets"], user_buckets=p["user_buckets"],
-                        n_categories=blob["n_categories"], n_tokens=blob["n_tokens"])
+    tower = TowerConfig(
+        encoder="mean",
+        dim=dim,
+        history_len=p["history_len"],
+        n_hashes=p["n_hashes"],
+        item_buckets=p["item_buckets"],
+        user_buckets=p["user_buckets"],
+        n_categories=blob["n_categories"],
+        n_tokens=blob["n_tokens"],
+    )
     return blob["catalog"], blob["train"], tower
 
 
 def train_config(batch_size: int, seed: int):
     from models.retrieval.training import TrainConfig
 
-    return TrainConfig(epochs=1, batch_size=batch_size, extra_negatives=0, hard_negatives=False,
-                       logq_correction=True, seed=seed)
+    return TrainConfig(
+        epochs=1, batch_size=batch_size, extra_negatives=0, hard_negatives=False, logq_correction=True, seed=seed
+    )
 
 
 def run_towerflow(catalog, train_set, tower, cfg) -> dict:
     from models.retrieval.training import train
 
     result = train(catalog, train_set, tower, cfg, valid=None, log=lambda m: None)
-    return {"examples": result.examples, "seconds": result.seconds, "steps": result.steps,
-            "loss": result.history[0]["loss"], "loop_seconds": result.history[0]["train_seconds"]}
+    return {
+        "examples": result.examples,
+        "seconds": result.seconds,
+        "steps": result.steps,
+        "loss": result.history[0]["loss"],
+        "loop_seconds": result.history[0]["train_seconds"],
+    }
 
 
 def tutorial_dataset(train_set, n_items: int, negatives: int, seed: int):
@@ -206,15 +256,19 @@ def tutorial_dataset(train_set, n_items: int, negatives: int, seed: int):
         def __getitem__(self, i: int) -> dict:
             user, p = self.examples[i]
             seq = self.sequences[user]
-            history = seq[max(0, p - self.L):p]
+            history = seq[max(0, p - self.L) : p]
             history = [-1] * (self.L - len(history)) + history  # left-padded, latest last
             negs = []
             while len(negs) < negatives:  # uniform negatives, rejecting the user's positives
                 j = self.rng.randrange(n_items)
                 if j not in self.positives[user]:
                     negs.append(j)
-            return {"user_hash": torch.tensor(self.user_hash[user]), "history": torch.tensor(history),
-                    "target": torch.tensor(seq[p]), "negatives": torch.tensor(negs, dtype=torch.long)}
+            return {
+                "user_hash": torch.tensor(self.user_hash[user]),
+                "history": torch.tensor(history),
+                "target": torch.tensor(seq[p]),
+                "negatives": torch.tensor(negs, dtype=torch.long),
+            }
 
     ds = Interactions()
     for i in (0, len(ds) // 2, len(ds) - 1):  # the same examples as towerflow's tensors
@@ -238,8 +292,9 @@ def run_reference(catalog, train_set, tower, cfg, negatives: int, max_examples: 
     model = TwoTower(tower)
     opts = make_optimizers(model, cfg)  # the trainer's own optimizers: only the data path differs
     log_q = _log_q(train_set, len(catalog), cfg.batch_size, 0)  # (N,) the trainer's logQ
-    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(
+        ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(cfg.seed)
+    )
     model.train()
     examples, steps, losses, data_seconds = 0, 0, [], 0.0
     t0 = time.perf_counter()
@@ -265,8 +320,15 @@ def run_reference(catalog, train_set, tower, cfg, negatives: int, max_examples: 
             break
         waited = time.perf_counter()
     seconds = time.perf_counter() - t0
-    return {"examples": examples, "seconds": seconds, "steps": steps, "loss": sum(losses) / len(losses),
-            "data_seconds": data_seconds, "build_seconds": build_seconds, "epoch_examples": len(ds)}
+    return {
+        "examples": examples,
+        "seconds": seconds,
+        "steps": steps,
+        "loss": sum(losses) / len(losses),
+        "data_seconds": data_seconds,
+        "build_seconds": build_seconds,
+        "epoch_examples": len(ds),
+    }
 
 
 def child(side: str, tensors: Path, args) -> None:
@@ -277,27 +339,56 @@ def child(side: str, tensors: Path, args) -> None:
     catalog, train_set, tower = load(tensors, args.dim)
     loaded_mib = _rss_mib()
     cfg = train_config(args.batch_size, args.seed)
-    out = (run_towerflow(catalog, train_set, tower, cfg) if side == "towerflow"
-           else run_reference(catalog, train_set, tower, cfg, args.negatives, args.max_examples))
-    out.update(side=side, threads=torch.get_num_threads(), loaded_rss_mib=loaded_mib, hwm_mib=_hwm_mib(),
-               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+    out = (
+        run_towerflow(catalog, train_set, tower, cfg)
+        if side == "towerflow"
+        else run_reference(catalog, train_set, tower, cfg, args.negatives, args.max_examples)
+    )
+    out.update(
+        side=side,
+        threads=torch.get_num_threads(),
+        loaded_rss_mib=loaded_mib,
+        hwm_mib=_hwm_mib(),
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )  # Linux: KiB
     print(json.dumps(out))
 
 
 def measure(side: str, tensors: Path, args) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.bench_training", "--child", side, "--tensors", str(tensors),
-           "--batch-size", str(args.batch_size), "--dim", str(args.dim), "--negatives", str(args.negatives),
-           "--seed", str(args.seed), "--threads", str(args.threads), "--max-examples", str(args.max_examples)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_training",
+        "--child",
+        side,
+        "--tensors",
+        str(tensors),
+        "--batch-size",
+        str(args.batch_size),
+        "--dim",
+        str(args.dim),
+        "--negatives",
+        str(args.negatives),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--max-examples",
+        str(args.max_examples),
+    ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
-        raise SystemExit(f"bench_training: the {side} run on {tensors} failed (exit {proc.returncode}); "
-                         "its stderr is above")
+        raise SystemExit(
+            f"bench_training: the {side} run on {tensors} failed (exit {proc.returncode}); its stderr is above"
+        )
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["examples_per_s"] = out["examples"] / out["seconds"]
-    _log(f"{side} on {tensors.parent.name}: {out['examples']:,} examples in {out['seconds']:.1f} s "
-         f"({out['examples_per_s']:,.0f}/s), {time.perf_counter() - started:.1f} s with start-up")
+    _log(
+        f"{side} on {tensors.parent.name}: {out['examples']:,} examples in {out['seconds']:.1f} s "
+        f"({out['examples_per_s']:,.0f}/s), {time.perf_counter() - started:.1f} s with start-up"
+    )
     return out
 
 
@@ -318,12 +409,16 @@ def summarise(runs: list[dict]) -> dict:
 
 def print_table(args, rows: list[tuple[dict, int, dict, dict, list[float]]]) -> None:
     tf0 = rows[0][2]
-    print(f"# one epoch, mean encoder, B={args.batch_size}, D={args.dim}, L={HISTORY_LEN}, in-batch InfoNCE "
-          f"(logQ); reference adds K={args.negatives} Python-sampled negatives per row; "
-          f"torch threads={tf0['threads']}, repeats={args.repeats} (median)")
+    print(
+        f"# one epoch, mean encoder, B={args.batch_size}, D={args.dim}, L={HISTORY_LEN}, in-batch InfoNCE "
+        f"(logQ); reference adds K={args.negatives} Python-sampled negatives per row; "
+        f"torch threads={tf0['threads']}, repeats={args.repeats} (median)"
+    )
     print("# absolute figures are noisy (a shared machine); the ratio compares runs made back to back")
-    head = (f"{'items':>10}  {'users':>7}  {'train ex':>9}  {'side':<10}  {'timed ex':>9}  {'seconds':>8}"
-            f"  {'ex/s':>9}  {'peak RSS MiB':>12}  {'loaded RSS':>10}  note")
+    head = (
+        f"{'items':>10}  {'users':>7}  {'train ex':>9}  {'side':<10}  {'timed ex':>9}  {'seconds':>8}"
+        f"  {'ex/s':>9}  {'peak RSS MiB':>12}  {'loaded RSS':>10}  note"
+    )
     print(head)
     for scen, n_train, tf, ref, ratios in rows:
         for out in (tf, ref):
@@ -331,31 +426,48 @@ def print_table(args, rows: list[tuple[dict, int, dict, dict, list[float]]]) -> 
                 note = f"full epoch, {out['steps']} steps, loss {out['loss']:.3f}"
             else:
                 capped = out["examples"] < out["epoch_examples"]
-                note = (f"{'capped, ex/s extrapolated; ' if capped else 'full epoch; '}"
-                        f"input pipeline {out['data_share']:.0%} of time, loss {out['loss']:.3f}")
-            print(f"{scen['n_items']:>10,}  {scen['n_users']:>7,}  {n_train:>9,}  {out['side']:<10}"
-                  f"  {out['examples']:>9,}  {out['seconds']:>8.1f}  {out['examples_per_s']:>9,.0f}"
-                  f"  {out['peak_rss_mib']:>12,.0f}  {out['loaded_rss_mib']:>10,.0f}  {note}")
+                note = (
+                    f"{'capped, ex/s extrapolated; ' if capped else 'full epoch; '}"
+                    f"input pipeline {out['data_share']:.0%} of time, loss {out['loss']:.3f}"
+                )
+            print(
+                f"{scen['n_items']:>10,}  {scen['n_users']:>7,}  {n_train:>9,}  {out['side']:<10}"
+                f"  {out['examples']:>9,}  {out['seconds']:>8.1f}  {out['examples_per_s']:>9,.0f}"
+                f"  {out['peak_rss_mib']:>12,.0f}  {out['loaded_rss_mib']:>10,.0f}  {note}"
+            )
         spread = f" (per repeat {', '.join(f'{r:.1f}' for r in ratios)})" if len(ratios) > 1 else ""
-        print(f"{'':>10}  ratio towerflow/reference ex/s: {statistics.median(ratios):.1f}x "
-              f"(goal >= {TARGET_RATIO:g}x){spread}")
+        print(
+            f"{'':>10}  ratio towerflow/reference ex/s: {statistics.median(ratios):.1f}x "
+            f"(goal >= {TARGET_RATIO:g}x){spread}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run: 50k events, 1k / 100k items")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="where generated data, warehouses and tensors are cached (default: a new temp folder, "
-                         "removed afterwards)")
-    ap.add_argument("--max-examples", type=int, default=None,
-                    help="cap on the reference's examples (default 100,000; 5,000 with --quick; 0 = full epoch)")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where generated data, warehouses and tensors are cached (default: a new temp folder, removed afterwards)",
+    )
+    ap.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        help="cap on the reference's examples (default 100,000; 5,000 with --quick; 0 = full epoch)",
+    )
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--dim", type=int, default=64, help="embedding size of both towers")
     ap.add_argument("--negatives", type=int, default=4, help="K: the reference's sampled negatives per row")
     ap.add_argument("--repeats", type=int, default=1, help="runs per side; the table shows medians")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads in both children (0: torch default). 1 by default: next to other "
-                         "CPU-heavy work, intra-op threads that outnumber the free cores make a step's time erratic")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in both children (0: torch default). 1 by default: next to other "
+        "CPU-heavy work, intra-op threads that outnumber the free cores make a step's time erratic",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--tensors", type=Path, help=argparse.SUPPRESS)

@@ -97,8 +97,7 @@ def read_events(folder: Path) -> pd.DataFrame:
         frame.insert(0, "file_id", file_id)
         frames.append(frame[list(RAW_COLUMNS)])
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("file_id", "line") else "str")
-                             for c in RAW_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("file_id", "line") else "str") for c in RAW_COLUMNS})
     return pd.concat(frames, ignore_index=True)
 
 
@@ -110,8 +109,9 @@ def _file_format(path: Path) -> str | None:
             return None
     if not suffixes:
         return None
-    return {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-            ".parquet": "parquet"}.get(suffixes[-1])
+    return {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(
+        suffixes[-1]
+    )
 
 
 def _header_names(first_line: str) -> list[str]:
@@ -140,8 +140,7 @@ def _to_contract(df: pd.DataFrame, names: list[str], header: bool) -> pd.DataFra
         out["extra"] = pd.Series(np.nan, index=df.index, dtype="str")
     out["raw_line"] = pd.Series(np.nan, index=df.index, dtype="str")
     missing = header and any(c not in names for c in REQUIRED)
-    out["parse_error"] = pd.Series("missing_required_columns" if missing else np.nan,
-                                   index=df.index, dtype="str")
+    out["parse_error"] = pd.Series("missing_required_columns" if missing else np.nan, index=df.index, dtype="str")
     return out
 
 
@@ -158,25 +157,30 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return "skip"
 
     try:
-        df = pd.read_csv(io.BytesIO(data), engine="pyarrow", dtype=str, keep_default_na=False,
-                         on_bad_lines=on_bad_line)
+        df = pd.read_csv(io.BytesIO(data), engine="pyarrow", dtype=str, keep_default_na=False, on_bad_lines=on_bad_line)
     except Exception as e:  # pyarrow raises its own error types for encoding and quoting
-        raise UnsupportedInput(f"{path}: pandas could not read this CSV ({e}); the DuckDB path "
-                               "reads it line by line, this baseline does not") from e
+        raise UnsupportedInput(
+            f"{path}: pandas could not read this CSV ({e}); the DuckDB path "
+            "reads it line by line, this baseline does not"
+        ) from e
     if len(df) + len(bad) != lines - 1:
         raise UnsupportedInput(
             f"{path}: {lines - 1:,} data lines but pandas returned {len(df):,} rows and "
             f"{len(bad):,} malformed lines; blank lines and quoted line breaks are not handled "
-            "by this baseline")
+            "by this baseline"
+        )
     good = _to_contract(df, names, header=True)
     good.insert(0, "line", np.arange(2, len(df) + 2))
-    errors = pd.DataFrame({
-        "line": pd.Series(np.full(len(bad), -1), dtype="int64"),  # unknown: see module doc
-        **{c: pd.Series(np.nan, index=range(len(bad)), dtype="str") for c in (*EVENT_COLUMNS, "extra")},
-        "raw_line": pd.Series([t[:RAW_LINE_KEEP] for _, t in bad], dtype="str"),
-        "parse_error": pd.Series(["csv_missing_columns" if n < len(names) else "csv_too_many_columns"
-                                  for n, _ in bad], dtype="str"),
-    })
+    errors = pd.DataFrame(
+        {
+            "line": pd.Series(np.full(len(bad), -1), dtype="int64"),  # unknown: see module doc
+            **{c: pd.Series(np.nan, index=range(len(bad)), dtype="str") for c in (*EVENT_COLUMNS, "extra")},
+            "raw_line": pd.Series([t[:RAW_LINE_KEEP] for _, t in bad], dtype="str"),
+            "parse_error": pd.Series(
+                ["csv_missing_columns" if n < len(names) else "csv_too_many_columns" for n, _ in bad], dtype="str"
+            ),
+        }
+    )
     return pd.concat([good, errors], ignore_index=True) if len(bad) else good
 
 
@@ -266,17 +270,23 @@ def parse_timestamps(ts_text: pd.Series) -> np.ndarray:
 
 def typed_events(raw: pd.DataFrame, p: dict) -> pd.DataFrame:
     """One row per raw row: trimmed, typed fields and the first rule broken in `reason`."""
-    t = pd.DataFrame({
-        "file_id": raw["file_id"], "source_file": raw["source_file"], "line": raw["line"],
-        # ingest order: file first, then line (rows are already in that order)
-        "pos": raw["file_id"].astype("int64") * 10_000_000_000 + np.arange(len(raw)),
-        "event_id": _text(raw["event_id"]),
-        "user_id": _text(raw["user_id"]),
-        "item_id": _text(raw["item_id"]),
-        "event_type": _text(raw["event_type"].str.lower()),
-        "timestamp_raw": raw["timestamp"], "value_raw": raw["value"],
-        "raw_line": raw["raw_line"], "extra": raw["extra"],
-    })
+    t = pd.DataFrame(
+        {
+            "file_id": raw["file_id"],
+            "source_file": raw["source_file"],
+            "line": raw["line"],
+            # ingest order: file first, then line (rows are already in that order)
+            "pos": raw["file_id"].astype("int64") * 10_000_000_000 + np.arange(len(raw)),
+            "event_id": _text(raw["event_id"]),
+            "user_id": _text(raw["user_id"]),
+            "item_id": _text(raw["item_id"]),
+            "event_type": _text(raw["event_type"].str.lower()),
+            "timestamp_raw": raw["timestamp"],
+            "value_raw": raw["value"],
+            "raw_line": raw["raw_line"],
+            "extra": raw["extra"],
+        }
+    )
     ts_text = _text(raw["timestamp"])
     value_text = _text(raw["value"])
     t["ts"] = parse_timestamps(ts_text)
@@ -291,16 +301,21 @@ def typed_events(raw: pd.DataFrame, p: dict) -> pd.DataFrame:
         (raw["parse_error"].notna(), None),
         (t["user_id"].isna(), "missing_user_id"),
         (t["item_id"].isna(), "missing_item_id"),
-        ((t["user_id"].str.len() > n_max) | (t["item_id"].str.len() > n_max)
-         | (t["event_id"].str.len() > n_max), "oversized_id"),
-        (t["user_id"].str.contains(ctrl, na=False) | t["item_id"].str.contains(ctrl, na=False)
-         | t["event_id"].str.contains(ctrl, na=False), "control_character_in_id"),
+        (
+            (t["user_id"].str.len() > n_max) | (t["item_id"].str.len() > n_max) | (t["event_id"].str.len() > n_max),
+            "oversized_id",
+        ),
+        (
+            t["user_id"].str.contains(ctrl, na=False)
+            | t["item_id"].str.contains(ctrl, na=False)
+            | t["event_id"].str.contains(ctrl, na=False),
+            "control_character_in_id",
+        ),
         (t["event_type"].isna(), "missing_event_type"),
         (~t["event_type"].isin(p["event_types"]), "unknown_event_type"),
         (ts_text.isna(), "missing_timestamp"),
         (ts.isna(), "unparseable_timestamp"),
-        ((ts < pd.Timestamp(p["min_timestamp"])) | (ts > pd.Timestamp(p["max_timestamp"])),
-         "implausible_timestamp"),
+        ((ts < pd.Timestamp(p["min_timestamp"])) | (ts > pd.Timestamp(p["max_timestamp"])), "implausible_timestamp"),
         (value_text.notna() & ~np.isfinite(value), "non_numeric_value"),
         (is_rating & value.isna(), "missing_rating"),
         (is_rating & ((value < p["rating_min"]) | (value > p["rating_max"])), "rating_out_of_range"),
@@ -341,12 +356,37 @@ def resolve_versions(t: pd.DataFrame, p: dict) -> tuple[pd.DataFrame, pd.DataFra
     rating = et.isin(p["rating_types"])
     clean["is_positive"] = et.isin(p["positive_types"]) & (~rating | (v >= p["min_positive_rating"]))
     clean["is_negative"] = et.isin(p["negative_types"]) | (rating & (v < p["min_positive_rating"]))
-    clean = clean[["event_id", "user_id", "item_id", "event_type", "ts", "value", "is_positive",
-                   "is_negative", "source_file", "line", "duplicate_count", "extra"]]
+    clean = clean[
+        [
+            "event_id",
+            "user_id",
+            "item_id",
+            "event_type",
+            "ts",
+            "value",
+            "is_positive",
+            "is_negative",
+            "source_file",
+            "line",
+            "duplicate_count",
+            "extra",
+        ]
+    ]
     clean = clean.sort_values(["ts", "user_id", "item_id"], ignore_index=True)
 
-    q_cols = ["source_file", "line", "reason", "event_id", "user_id", "item_id", "event_type",
-              "timestamp_raw", "value_raw", "raw_line", "extra"]
+    q_cols = [
+        "source_file",
+        "line",
+        "reason",
+        "event_id",
+        "user_id",
+        "item_id",
+        "event_type",
+        "timestamp_raw",
+        "value_raw",
+        "raw_line",
+        "extra",
+    ]
     conflicting = ok[losing_copy].assign(reason="conflicting_event_id")
     quarantined = pd.concat([t[t["reason"].notna()][q_cols], conflicting[q_cols]], ignore_index=True)
     quarantined = quarantined.sort_values(["source_file", "line"], ignore_index=True)

@@ -29,5 +29,7 @@ class Progress:
         self.last = now
         rate = self.done / max(now - self.t0, 1e-9)
         left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        self.log(f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({self.done / max(self.total, 1):.0%}), "
-                 f"{rate:,.1f} {self.unit}/s, elapsed {_duration(now - self.t0)}, ETA {_duration(left)}")
+        self.log(
+            f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({self.done / max(self.total, 1):.0%}), "
+            f"{rate:,.1f} {self.unit}/s, elapsed {_duration(now - self.t0)}, ETA {_duration(left)}"
+        )

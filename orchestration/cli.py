@@ -1,14 +1,14 @@
 """The `towerflow` command: bring data into the landing folder and look at what the graph made.
 
-    towerflow generate [--users N --items N --events N --dirty-share F --seed S]
-    towerflow import-movielens PATH
-    towerflow status
-    towerflow quarantine [--reason CODE] [-n 20]
-    towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
-                        [--rank [--candidates 200]]
-                        [--retriever two-tower|generative]
-    towerflow similar --item ID [-k 10] [--format table|csv|json]
-    towerflow serve [--host 127.0.0.1 --port 8000 --max-batch 64 --max-wait-ms 0 --reload-seconds 1]
+towerflow generate [--users N --items N --events N --dirty-share F --seed S]
+towerflow import-movielens PATH
+towerflow status
+towerflow quarantine [--reason CODE] [-n 20]
+towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
+                    [--rank [--candidates 200]]
+                    [--retriever two-tower|generative]
+towerflow similar --item ID [-k 10] [--format table|csv|json]
+towerflow serve [--host 127.0.0.1 --port 8000 --max-batch 64 --max-wait-ms 0 --reload-seconds 1]
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def main() -> None:
 @click.option("--dirty-share", default=0.01, show_default=True, help="Share of deliberately bad rows.")
 @click.option("--days", default=180, show_default=True, help="Length of the event window in days.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Landing folder (default: $TOWERFLOW_HOME/landing).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Landing folder (default: $TOWERFLOW_HOME/landing)."
+)
 def generate(users, items, events, clusters, n_files, dirty_share, days, seed, out) -> None:
     from models.sources.synthetic import generate as run
 
@@ -51,15 +52,26 @@ def generate(users, items, events, clusters, n_files, dirty_share, days, seed, o
     if not 0 <= dirty_share < 1:
         _fail(f"--dirty-share must be in [0, 1), got {dirty_share}")
     out = out or towerflow_home() / "landing"
-    summary = run(out, n_users=users, n_items=items, n_events=events, n_clusters=clusters, n_files=n_files,
-                  dirty_share=dirty_share, days=days, seed=seed, log=click.echo)
+    summary = run(
+        out,
+        n_users=users,
+        n_items=items,
+        n_events=events,
+        n_clusters=clusters,
+        n_files=n_files,
+        dirty_share=dirty_share,
+        days=days,
+        seed=seed,
+        log=click.echo,
+    )
     click.echo(f"wrote {summary.get('total_rows', events):,} event rows and {items:,} items to {out}")
 
 
 @main.command("import-movielens", help="Convert MovieLens (ml-1m .dat or ml-latest .csv) into the landing folder.")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Landing folder (default: $TOWERFLOW_HOME/landing).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Landing folder (default: $TOWERFLOW_HOME/landing)."
+)
 def import_movielens(path: Path, out: Path | None) -> None:
     from models.sources.movielens import import_movielens as run
 
@@ -76,8 +88,10 @@ def _connect():
 
     db = towerflow_home() / "warehouse.duckdb"
     if not db.exists():
-        _fail(f"no warehouse at {db}: run `make demo` or "
-              "`dagster asset materialize -m orchestration.definitions --select '*'` first")
+        _fail(
+            f"no warehouse at {db}: run `make demo` or "
+            "`dagster asset materialize -m orchestration.definitions --select '*'` first"
+        )
     try:
         return duckdb.connect(str(db), read_only=True)
     except duckdb.Error as e:
@@ -92,17 +106,30 @@ def _table(rows, header) -> str:
 
 
 def _exists(con, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = $t",
-                            {"t": table}).fetchall()[0][0])
+    return bool(
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = $t", {"t": table}).fetchall()[0][
+            0
+        ]
+    )
 
 
 @main.command(help="Row counts of every table the graph built, quarantine reasons and splits.")
 def status() -> None:
     con = _connect()
-    tables = ["raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
-              "quarantined_items", "interaction_splits", "vocabularies"]
-    rows = [(t, f"{con.execute(f'SELECT count(*) FROM {t}').fetchall()[0][0]:,}" if _exists(con, t) else "not built")
-            for t in tables]
+    tables = [
+        "raw_events",
+        "raw_items",
+        "clean_interactions",
+        "quarantined_events",
+        "clean_items",
+        "quarantined_items",
+        "interaction_splits",
+        "vocabularies",
+    ]
+    rows = [
+        (t, f"{con.execute(f'SELECT count(*) FROM {t}').fetchall()[0][0]:,}" if _exists(con, t) else "not built")
+        for t in tables
+    ]
     click.echo(_table(rows, ("table", "rows")))
     if _exists(con, "ingested_files"):
         files = con.execute("""SELECT path, status, rows_loaded, parse_errors, reader, coalesce(message, '')
@@ -130,11 +157,19 @@ def _champion_status() -> None:
         click.echo(f"\nno {tracker.registered_model}@{CHAMPION} yet (promoted_model registers one)")
         return
     tags = version.tags
-    rows = [(f"models:/{tracker.registered_model}@{CHAMPION}", version.version, tags.get("checkpoint"),
-             tags.get("model.valid.ndcg_at_10"), tags.get("model.test.ndcg_at_10"),
-             "yes" if tags.get("checkpoint") == mirror else f"NO (local mirror: {mirror})")]
-    click.echo("\n" + _table(rows, ("champion", "version", "checkpoint", "valid NDCG@10", "test NDCG@10",
-                                    "served here")))
+    rows = [
+        (
+            f"models:/{tracker.registered_model}@{CHAMPION}",
+            version.version,
+            tags.get("checkpoint"),
+            tags.get("model.valid.ndcg_at_10"),
+            tags.get("model.test.ndcg_at_10"),
+            "yes" if tags.get("checkpoint") == mirror else f"NO (local mirror: {mirror})",
+        )
+    ]
+    click.echo(
+        "\n" + _table(rows, ("champion", "version", "checkpoint", "valid NDCG@10", "test NDCG@10", "served here"))
+    )
 
 
 @main.command(help="Show quarantined event rows with file, line, reason and raw text.")
@@ -148,7 +183,8 @@ def quarantine(reason: str | None, limit: int) -> None:
         """SELECT source_file, line, reason,
                   left(coalesce(raw_line, concat_ws(',', event_id, user_id, item_id, event_type, timestamp_raw, value_raw)), 80)
            FROM quarantined_events WHERE $r IS NULL OR reason = $r ORDER BY source_file, line LIMIT $n""",
-        {"r": reason, "n": limit}).fetchall()
+        {"r": reason, "n": limit},
+    ).fetchall()
     click.echo(_table(rows, ("file", "line", "reason", "raw")))
 
 
@@ -199,17 +235,34 @@ FORMATS = click.Choice(["table", "csv", "json"])
 
 @main.command(help="Top-k items for users from the promoted model and its index; seen items excluded.")
 @click.option("--user", "users", multiple=True, help="A user id (repeatable).")
-@click.option("--users-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A file with one user id per line.")
+@click.option(
+    "--users-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file with one user id per line.",
+)
 @click.option("--sample", default=0, type=click.IntRange(0, 1000), help="Also the first N known users (a demo).")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-@click.option("--rank", "rank", is_flag=True, help="Retrieve --candidates items, order them with the promoted "
-              "ranker (weighted action probabilities), return k; retrieval order when no ranker is promoted.")
-@click.option("--candidates", default=None, type=click.IntRange(1, 10_000),
-              help="--rank: how many retrieved items the ranker orders (default 200).")
-@click.option("--retriever", type=click.Choice(["two-tower", "generative"]), default="two-tower", show_default=True,
-              help="two-tower (the champion and its index) or generative (semantic-ID beam search).")
+@click.option(
+    "--rank",
+    "rank",
+    is_flag=True,
+    help="Retrieve --candidates items, order them with the promoted "
+    "ranker (weighted action probabilities), return k; retrieval order when no ranker is promoted.",
+)
+@click.option(
+    "--candidates",
+    default=None,
+    type=click.IntRange(1, 10_000),
+    help="--rank: how many retrieved items the ranker orders (default 200).",
+)
+@click.option(
+    "--retriever",
+    type=click.Choice(["two-tower", "generative"]),
+    default="two-tower",
+    show_default=True,
+    help="two-tower (the champion and its index) or generative (semantic-ID beam search).",
+)
 def recommend(users, users_file, sample, k, fmt, rank, candidates, retriever) -> None:
     ids = list(users)
     if users_file:
@@ -218,8 +271,12 @@ def recommend(users, users_file, sample, k, fmt, rank, candidates, retriever) ->
         _fail("give at least one --user ID, a --users-file or --sample N")
     if sample:
         con = _connect()
-        ids += [r[0] for r in con.execute("SELECT DISTINCT user_id FROM interaction_splits ORDER BY 1 LIMIT $n",
-                                          {"n": sample}).fetchall()]
+        ids += [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT user_id FROM interaction_splits ORDER BY 1 LIMIT $n", {"n": sample}
+            ).fetchall()
+        ]
         con.close()
     threads = 1 if len(ids) <= 64 else None  # one thread for a few users
     if rank and retriever == "generative":
@@ -230,7 +287,9 @@ def recommend(users, users_file, sample, k, fmt, rank, candidates, retriever) ->
     rows = rec.recommend(ids, k)
     for u in dict.fromkeys(r[0] for r in rows if r[4]):
         click.echo(f"towerflow: unknown user {u!r}: popular items instead (fallback)", err=True)
-    header = ("user_id", "rank", "item_id", "score") if fmt == "csv" else ("user_id", "rank", "item_id", "score", "fallback")
+    header = (
+        ("user_id", "rank", "item_id", "score") if fmt == "csv" else ("user_id", "rank", "item_id", "score", "fallback")
+    )
     _emit([r[:4] if fmt == "csv" else r for r in rows], header, fmt)
 
 
@@ -249,8 +308,9 @@ def _recommend_ranked(rec, ids: list[str], k: int, candidates: int | None, fmt: 
         con.close()
     for u in ids:
         if u not in set(df["user_id"]):
-            click.echo(f"towerflow: unknown user {u!r}: nothing to rank (try without --rank for popular items)",
-                       err=True)
+            click.echo(
+                f"towerflow: unknown user {u!r}: nothing to rank (try without --rank for popular items)", err=True
+            )
     df = df.astype({c: "float64" for c in df.columns if df[c].dtype.kind == "f"})
     _emit(list(df.itertuples(index=False, name=None)), tuple(df.columns), fmt)
     return True
@@ -270,20 +330,41 @@ def similar(item, k, fmt) -> None:
     _emit(rows, ("item_id", "rank", "similar_item_id", "score"), fmt)
 
 
-@main.command(help="Serve /recommend, /similar, /healthz, /readyz and /metrics over HTTP from the champion and "
-                    "its index, reloading live when their manifests change. TOWERFLOW_API_TOKEN, when set, is "
-                    "the bearer token every endpoint but /healthz requires.")
+@main.command(
+    help="Serve /recommend, /similar, /healthz, /readyz and /metrics over HTTP from the champion and "
+    "its index, reloading live when their manifests change. TOWERFLOW_API_TOKEN, when set, is "
+    "the bearer token every endpoint but /healthz requires."
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--max-batch", default=ServeConfig.max_batch, show_default=True, type=click.IntRange(1, 4096),
-              help="Most requests answered by one user-tower forward and one index search.")
-@click.option("--max-wait-ms", default=ServeConfig.max_wait_ms, show_default=True, type=click.FloatRange(0, 1000),
-              help="Longest the first request of a batch waits for others (0: batch what is already queued; "
-                   "batches still grow with load, while each batch runs).")
-@click.option("--worker-thread/--no-worker-thread", default=ServeConfig.worker_thread, show_default=True,
-              help="Answer batches on a worker thread (the event loop keeps parsing meanwhile) instead of inline.")
-@click.option("--reload-seconds", default=ServeConfig.reload_seconds, show_default=True, type=click.FloatRange(0.05, 3600),
-              help="How often the artifact manifests are checked for a new model or index.")
+@click.option(
+    "--max-batch",
+    default=ServeConfig.max_batch,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Most requests answered by one user-tower forward and one index search.",
+)
+@click.option(
+    "--max-wait-ms",
+    default=ServeConfig.max_wait_ms,
+    show_default=True,
+    type=click.FloatRange(0, 1000),
+    help="Longest the first request of a batch waits for others (0: batch what is already queued; "
+    "batches still grow with load, while each batch runs).",
+)
+@click.option(
+    "--worker-thread/--no-worker-thread",
+    default=ServeConfig.worker_thread,
+    show_default=True,
+    help="Answer batches on a worker thread (the event loop keeps parsing meanwhile) instead of inline.",
+)
+@click.option(
+    "--reload-seconds",
+    default=ServeConfig.reload_seconds,
+    show_default=True,
+    type=click.FloatRange(0.05, 3600),
+    help="How often the artifact manifests are checked for a new model or index.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, access_log) -> None:
     import logging
@@ -296,12 +377,26 @@ def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, acc
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     artifacts = towerflow_home() / "artifacts"
-    config = ServeConfig(max_id_length=CleaningConfig().max_id_length, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                         worker_thread=worker_thread, reload_seconds=reload_seconds, token=os.environ.get("TOWERFLOW_API_TOKEN") or None)
-    click.echo(f"towerflow serve: artifacts {artifacts}, http://{host}:{port} "
-               f"(auth {'on' if config.token else 'off'})", err=True)
-    uvicorn.run(create_app(artifacts, config), host=host, port=port, access_log=access_log, log_level="info",
-                timeout_graceful_shutdown=5)
+    config = ServeConfig(
+        max_id_length=CleaningConfig().max_id_length,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        worker_thread=worker_thread,
+        reload_seconds=reload_seconds,
+        token=os.environ.get("TOWERFLOW_API_TOKEN") or None,
+    )
+    click.echo(
+        f"towerflow serve: artifacts {artifacts}, http://{host}:{port} (auth {'on' if config.token else 'off'})",
+        err=True,
+    )
+    uvicorn.run(
+        create_app(artifacts, config),
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
 
 
 if __name__ == "__main__":

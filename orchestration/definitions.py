@@ -16,15 +16,21 @@ from orchestration.resources import build_resources
 from orchestration.schedules import build_retrain_schedule
 from orchestration.sensors import dead_run_sweep, new_events_sensor, new_items_sensor
 
-GROUPS = {"ingest": assets.ingest, "clean": assets.clean, "splits": assets.splits, "training": assets.training,
-          "serving": assets.serving, "ranking": assets.ranking, "generative": assets.generative}
+GROUPS = {
+    "ingest": assets.ingest,
+    "clean": assets.clean,
+    "splits": assets.splits,
+    "training": assets.training,
+    "serving": assets.serving,
+    "ranking": assets.ranking,
+    "generative": assets.generative,
+}
 
 
 def build_definitions(home: Path | None = None) -> dg.Definitions:
     """Definitions over the state directory `home` (default: $TOWERFLOW_HOME)."""
     return dg.Definitions(
-        assets=[a for group, pkg in GROUPS.items()
-                for a in dg.load_assets_from_package_module(pkg, group_name=group)],
+        assets=[a for group, pkg in GROUPS.items() for a in dg.load_assets_from_package_module(pkg, group_name=group)],
         asset_checks=[c for pkg in GROUPS.values() for c in dg.load_asset_checks_from_package_module(pkg)],
         jobs=[all_assets_job, data_job, training_job, incremental_item_embedding_job],
         sensors=[new_items_sensor, new_events_sensor, dead_run_sweep],

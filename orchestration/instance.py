@@ -125,8 +125,11 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
         run = instance.get_run_by_id(d.run_id)
         if run is None or run.status != dg.DagsterRunStatus.STARTED:
             continue  # it finished meanwhile
-        instance.report_run_failed(run, f"Run {d.run_id} marked failed by towerflow's dead_run_sweep: {d.reason} "
-                                        "(killed, crashed or the machine restarted) while the run was STARTED.")
+        instance.report_run_failed(
+            run,
+            f"Run {d.run_id} marked failed by towerflow's dead_run_sweep: {d.reason} "
+            "(killed, crashed or the machine restarted) while the run was STARTED.",
+        )
         if instance.event_log_storage.supports_global_concurrency_limits:
             instance.event_log_storage.free_concurrency_slots_for_run(d.run_id)
     return dead

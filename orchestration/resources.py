@@ -33,7 +33,8 @@ CHAMPION = "champion"  # the registry alias everything that serves follows
 REGISTERED_MODEL_DESCRIPTION = (
     "towerflow's two-tower retriever as a pyfunc: user ids (and optional recent item ids) in, top-k items "
     "out. promoted_model registers one version per checkpoint that passed the blocking evaluation check and "
-    "moves the alias 'champion' to it.")
+    "moves the alias 'champion' to it."
+)
 
 
 def towerflow_home() -> Path:
@@ -107,7 +108,8 @@ class MlflowTracker(dg.ConfigurableResource):
         if self._parent is None or context.instance is None or context.run is None:
             return
         failures = context.instance.get_records_for_run(
-            context.run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
+            context.run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
+        ).records
         self._client().set_terminated(self._parent, "FAILED" if failures else "FINISHED")
 
     def end_dagster_run(self, dagster_run_id: str, status: str = "KILLED") -> list[str]:
@@ -117,8 +119,10 @@ class MlflowTracker(dg.ConfigurableResource):
         exp = client.get_experiment_by_name(self.experiment)
         if exp is None:
             return []
-        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{dagster_run_id}' "
-                                  "and attributes.status = 'RUNNING'")
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.dagster_run_id = '{dagster_run_id}' and attributes.status = 'RUNNING'",
+        )
         for r in runs:
             client.set_terminated(r.info.run_id, status)
         return [r.info.run_id for r in runs]
@@ -129,32 +133,50 @@ class MlflowTracker(dg.ConfigurableResource):
 
         client = self._client()
         eid = self._experiment_id(client)
-        found = client.search_runs([eid], filter_string=f"tags.dagster_run_id = '{dagster_run_id}'",
-                                   max_results=1)
+        found = client.search_runs([eid], filter_string=f"tags.dagster_run_id = '{dagster_run_id}'", max_results=1)
         if found:
             return found[0].info.run_id
         label = label or f"{job_name or 'dagster'} {dagster_run_id[:8]}"
-        run = client.create_run(eid, run_name=f"{label} · {_utc_minute()}",
-                                tags={"dagster_run_id": dagster_run_id, "dagster_job": job_name,
-                                      MLFLOW_SOURCE_TYPE: "JOB", MLFLOW_SOURCE_NAME: f"dagster {job_name}".strip()})
+        run = client.create_run(
+            eid,
+            run_name=f"{label} · {_utc_minute()}",
+            tags={
+                "dagster_run_id": dagster_run_id,
+                "dagster_job": job_name,
+                MLFLOW_SOURCE_TYPE: "JOB",
+                MLFLOW_SOURCE_NAME: f"dagster {job_name}".strip(),
+            },
+        )
         return run.info.run_id
 
     def _parent_for(self, context) -> tuple[str, str]:
         op_context = getattr(context, "op_execution_context", context)  # asset and check contexts alike
         return self._parent or self.run_id_for(op_context.run_id, op_context.job_name or ""), op_context.run_id
 
-    def log(self, context, asset: str, metrics: dict[str, float] | None = None,
-            params: dict | None = None, artifacts: list[Path] | None = None, step: int = 0) -> str:
+    def log(
+        self,
+        context,
+        asset: str,
+        metrics: dict[str, float] | None = None,
+        params: dict | None = None,
+        artifacts: list[Path] | None = None,
+        step: int = 0,
+    ) -> str:
         """Log `asset.name` metrics (and params/artifacts) to this Dagster run's MLflow run."""
         run_id, _ = self._parent_for(context)
         TrackedRun(self._client(), run_id, self.tracking_uri).log(
-            {f"{asset}.{k}": v for k, v in (metrics or {}).items()}, step=step,
-            params={f"{asset}.{k}": v for k, v in (params or {}).items()}, artifacts=artifacts, artifact_path=asset)
+            {f"{asset}.{k}": v for k, v in (metrics or {}).items()},
+            step=step,
+            params={f"{asset}.{k}": v for k, v in (params or {}).items()},
+            artifacts=artifacts,
+            artifact_path=asset,
+        )
         return run_id
 
     @contextmanager
-    def child_run(self, context, name: str, *, tags: dict | None = None,
-                  system_metrics: bool = True) -> Iterator["TrackedRun"]:
+    def child_run(
+        self, context, name: str, *, tags: dict | None = None, system_metrics: bool = True
+    ) -> Iterator["TrackedRun"]:
         """A nested run under this Dagster run's MLflow run (e.g. one training): FINISHED when the
         block ends, FAILED when it raises; system metrics (CPU, memory, disk, network via psutil)
         sampled every `system_metrics_seconds` while it is open."""
@@ -162,15 +184,22 @@ class MlflowTracker(dg.ConfigurableResource):
 
         client = self._client()
         parent, dagster_run_id = self._parent_for(context)
-        run = client.create_run(client.get_run(parent).info.experiment_id, run_name=f"{name} · {_utc_minute()}",
-                                tags={MLFLOW_PARENT_RUN_ID: parent, "dagster_run_id": dagster_run_id,
-                                      **{k: str(v) for k, v in (tags or {}).items()}})
+        run = client.create_run(
+            client.get_run(parent).info.experiment_id,
+            run_name=f"{name} · {_utc_minute()}",
+            tags={
+                MLFLOW_PARENT_RUN_ID: parent,
+                "dagster_run_id": dagster_run_id,
+                **{k: str(v) for k, v in (tags or {}).items()},
+            },
+        )
         monitor = None
         if system_metrics:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-            monitor = SystemMetricsMonitor(run.info.run_id, sampling_interval=self.system_metrics_seconds,
-                                           tracking_uri=self.tracking_uri)
+            monitor = SystemMetricsMonitor(
+                run.info.run_id, sampling_interval=self.system_metrics_seconds, tracking_uri=self.tracking_uri
+            )
             monitor.start()
         status = "FAILED"
         try:
@@ -186,7 +215,6 @@ class MlflowTracker(dg.ConfigurableResource):
                 monitor.mlflow_logger.flush()
             client.set_terminated(run.info.run_id, status)
 
-
     def promote(self, model_uri: str, checkpoint: str, tags: dict, alias: str = CHAMPION) -> tuple[int, bool]:
         """Register the logged model as a version of `registered_model` (one version per
         checkpoint: promoting the same checkpoint again reuses its version) and move `alias` to
@@ -198,8 +226,11 @@ class MlflowTracker(dg.ConfigurableResource):
             client.get_registered_model(self.registered_model)
         except MlflowException:
             client.create_registered_model(self.registered_model, description=REGISTERED_MODEL_DESCRIPTION)
-        existing = [v for v in client.search_model_versions(f"name = '{self.registered_model}'")
-                    if v.tags.get("checkpoint") == checkpoint]
+        existing = [
+            v
+            for v in client.search_model_versions(f"name = '{self.registered_model}'")
+            if v.tags.get("checkpoint") == checkpoint
+        ]
         if existing:
             version, created = existing[0], False
         else:
@@ -208,8 +239,11 @@ class MlflowTracker(dg.ConfigurableResource):
             from models.retrieval.pyfunc import using_tracking_uri
 
             with using_tracking_uri(self.tracking_uri):
-                version = mlflow.register_model(model_uri, self.registered_model,
-                                                tags={"checkpoint": checkpoint, **{k: str(v) for k, v in tags.items()}})
+                version = mlflow.register_model(
+                    model_uri,
+                    self.registered_model,
+                    tags={"checkpoint": checkpoint, **{k: str(v) for k, v in tags.items()}},
+                )
             created = True
         client.set_registered_model_alias(self.registered_model, alias, version.version)
         return int(version.version), created
@@ -230,13 +264,18 @@ class TrackedRun:
     def __init__(self, client, run_id: str, tracking_uri: str):
         self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
 
-    def log(self, metrics: dict[str, float] | None = None, step: int = 0, params: dict | None = None,
-            artifacts: list[Path] | None = None, artifact_path: str | None = None) -> None:
+    def log(
+        self,
+        metrics: dict[str, float] | None = None,
+        step: int = 0,
+        params: dict | None = None,
+        artifacts: list[Path] | None = None,
+        artifact_path: str | None = None,
+    ) -> None:
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
-        ms = [Metric(_metric_key(k), float(v), now, step) for k, v in (metrics or {}).items()
-              if v is not None]
+        ms = [Metric(_metric_key(k), float(v), now, step) for k, v in (metrics or {}).items() if v is not None]
         ps = [Param(_metric_key(k), str(v)[:6000]) for k, v in (params or {}).items()]
         if ps:
             existing = self.client.get_run(self.run_id).data.params
@@ -251,9 +290,13 @@ class TrackedRun:
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        self.client.log_inputs(self.run_id, datasets=[
-            DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, ctx)])
-            for ds, ctx in datasets])
+        self.client.log_inputs(
+            self.run_id,
+            datasets=[
+                DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, ctx)])
+                for ds, ctx in datasets
+            ],
+        )
 
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

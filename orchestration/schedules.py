@@ -17,8 +17,13 @@ def retrain_cron() -> str:
 def build_retrain_schedule() -> dg.ScheduleDefinition:
     cron = retrain_cron()
     try:  # Dagster validates the cron string itself; say which setting holds the bad one
-        return dg.ScheduleDefinition(name="retrain_schedule", job=all_assets_job, cron_schedule=cron,
-                                     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
-                                     description="Retrain and re-serve from everything landed so far.")
+        return dg.ScheduleDefinition(
+            name="retrain_schedule",
+            job=all_assets_job,
+            cron_schedule=cron,
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Retrain and re-serve from everything landed so far.",
+        )
     except dg.DagsterInvalidDefinitionError as e:
         raise ValueError(f"TOWERFLOW_RETRAIN_CRON={cron!r} is not a cron expression (e.g. {DEFAULT_CRON!r})") from e

@@ -28,13 +28,17 @@ def _new_files(context, folder) -> tuple[dict, dict]:
 
 
 def _observation(asset: str, files: dict) -> dg.AssetObservation:
-    return dg.AssetObservation(asset_key=asset, metadata={"files": len(files)},
-                               tags={"dagster/data_version": fingerprint(files)})
+    return dg.AssetObservation(
+        asset_key=asset, metadata={"files": len(files)}, tags={"dagster/data_version": fingerprint(files)}
+    )
 
 
-@dg.sensor(job=incremental_item_embedding_job, minimum_interval_seconds=30,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="New or changed catalog files in landing/items/ -> embed and index only those items.")
+@dg.sensor(
+    job=incremental_item_embedding_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="New or changed catalog files in landing/items/ -> embed and index only those items.",
+)
 def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
     files, new = _new_files(context, paths.landing / "items")
     if not new:
@@ -45,25 +49,36 @@ def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths)
     run_key = hashlib.sha256(json.dumps(new, sort_keys=True).encode()).hexdigest()[:16]
     context.log.info(f"new item files: {sorted(new)}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"items-{run_key}", tags={"towerflow/new_item_files": ",".join(sorted(new))[:200]})],
+        run_requests=[
+            dg.RunRequest(run_key=f"items-{run_key}", tags={"towerflow/new_item_files": ",".join(sorted(new))[:200]})
+        ],
         asset_events=[_observation("landing_items", files)],
-        cursor=json.dumps(files, sort_keys=True))
+        cursor=json.dumps(files, sort_keys=True),
+    )
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="New or changed event files in landing/events/ -> mark raw_events stale (no run).")
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="New or changed event files in landing/events/ -> mark raw_events stale (no run).",
+)
 def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
     files, new = _new_files(context, paths.landing / "events")
     if not new:
         return dg.SkipReason(f"no new files in landing/events/ ({len(files)} seen)")
     context.log.info(f"new event files: {sorted(new)}")
-    return dg.SensorResult(asset_events=[_observation("landing_events", files)], cursor=json.dumps(files, sort_keys=True))
+    return dg.SensorResult(
+        asset_events=[_observation("landing_events", files)], cursor=json.dumps(files, sort_keys=True)
+    )
 
 
-@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Housekeeping, no runs: marks FAILED the runs whose process is gone (kill -9, "
-                       "reboot) and frees their warehouse pool slot, so the queue and the schedule go on; "
-                       "gives the warehouse pool its limit on an instance that has none.")
+@dg.sensor(
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Housekeeping, no runs: marks FAILED the runs whose process is gone (kill -9, "
+    "reboot) and frees their warehouse pool slot, so the queue and the schedule go on; "
+    "gives the warehouse pool its limit on an instance that has none.",
+)
 def dead_run_sweep(context: dg.SensorEvaluationContext, mlflow: MlflowTracker):
     from orchestration.instance import ensure_warehouse_pool, fail_dead_runs
 
@@ -74,6 +89,8 @@ def dead_run_sweep(context: dg.SensorEvaluationContext, mlflow: MlflowTracker):
         ended = mlflow.end_dagster_run(d.run_id, "KILLED")  # its process never closed its MLflow run
         if ended:
             context.log.warning(f"MLflow run {ended} of Dagster run {d.run_id} marked KILLED")
-    return dg.SkipReason(f"{len(dead)} dead run(s) marked failed"
-                         + (f": {', '.join(d.run_id[:8] for d in dead)}" if dead else "")
-                         + f"; warehouse pool limit {limit}")
+    return dg.SkipReason(
+        f"{len(dead)} dead run(s) marked failed"
+        + (f": {', '.join(d.run_id[:8] for d in dead)}" if dead else "")
+        + f"; warehouse pool limit {limit}"
+    )

@@ -53,7 +53,8 @@ def reasons(con) -> list[tuple[str, int, str]]:
 def accounted(con) -> tuple[int, int]:
     """(raw rows, clean + duplicates + quarantined): equal when nothing is lost."""
     raw = con.execute("SELECT count(*) FROM raw_events").fetchall()[0][0]
-    clean, dups = con.execute("SELECT count(*), coalesce(sum(duplicate_count), 0) FROM clean_interactions").fetchall()[0]
+    clean, dups = con.execute("SELECT count(*), coalesce(sum(duplicate_count), 0) FROM clean_interactions").fetchall()[
+        0
+    ]
     quarantined = con.execute("SELECT count(*) FROM quarantined_events").fetchall()[0][0]
     return raw, clean + dups + quarantined
-

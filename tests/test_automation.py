@@ -14,8 +14,9 @@ EVENTS = "user_id,item_id,event_type,timestamp\nu1,i1,click,2024-01-01T00:00:00Z
 
 
 def _tick(sensor, defs, cursor=None, instance=None):
-    with dg.build_sensor_context(cursor=cursor, resources={"paths": defs.resources["paths"]},
-                                 instance=instance) as context:
+    with dg.build_sensor_context(
+        cursor=cursor, resources={"paths": defs.resources["paths"]}, instance=instance
+    ) as context:
         return sensor(context)
 
 
@@ -48,6 +49,7 @@ def test_new_event_files_mark_raw_events_stale(tmp_path):
     (tmp_path / "landing" / "events").mkdir(parents=True)
     (tmp_path / "landing" / "events" / "a.csv").write_text(EVENTS)
     with dg.instance_for_test() as instance:
+
         def status():
             resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
             return resolver.get_status(dg.AssetKey("raw_events")).value

@@ -15,7 +15,10 @@ def test_generate_writes_the_landing_folder_under_towerflow_home(tmp_path, monke
     assert out.exit_code == 0, out.output
     summary = json.loads((tmp_path / "landing" / "generated.json").read_text())
     assert summary["n_users"] == 40 and sorted(p.name for p in (tmp_path / "landing" / "events").iterdir()) == [
-        "events-000.csv", "events-001.jsonl.gz", "events-002.parquet"]
+        "events-000.csv",
+        "events-001.jsonl.gz",
+        "events-002.parquet",
+    ]
 
 
 def test_bad_arguments_get_one_line_errors(tmp_path, monkeypatch):

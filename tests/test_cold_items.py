@@ -28,7 +28,9 @@ pytestmark = pytest.mark.slow
 
 def _trained_ids(con) -> set:
     """The train split's item ids, read straight from the split (not through the rule's code)."""
-    return {r[0] for r in con.execute("SELECT DISTINCT item_id FROM interaction_splits WHERE split = 'train'").fetchall()}
+    return {
+        r[0] for r in con.execute("SELECT DISTINCT item_id FROM interaction_splits WHERE split = 'train'").fetchall()
+    }
 
 
 def _champion(home):
@@ -46,8 +48,10 @@ def _vectors(model, con, items: list[str]) -> tuple[np.ndarray, np.ndarray, np.n
     t = model.cfg
     catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets, only=items)
     feats = catalog.features(torch.as_tensor(catalog.index_of(items)))
-    hashed = {**feats, "id_hash": torch.as_tensor(hash_buckets(np.asarray(items, dtype=object), t.n_hashes,
-                                                               t.item_buckets))}
+    hashed = {
+        **feats,
+        "id_hash": torch.as_tensor(hash_buckets(np.asarray(items, dtype=object), t.n_hashes, t.item_buckets)),
+    }
     return (model.item(feats, with_id=False).numpy(), model.item(feats).numpy(), model.item(hashed).numpy())
 
 
@@ -67,11 +71,18 @@ def home(tmp_path_factory):
 
     defs = build_definitions(home)
     graph = defs.resolve_asset_graph()  # the retrieval half: ranking and generative are not under test here
-    retrieval = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
-                 and graph.get(k).group_name in ("ingest", "clean", "splits", "training", "serving")]
+    retrieval = [
+        k
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).is_materializable
+        and graph.get(k).group_name in ("ingest", "clean", "splits", "training", "serving")
+    ]
     run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=retrieval, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-        run_config={"ops": {"two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}}}})
+        asset_selection=retrieval,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config={"ops": {"two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}}}},
+    )
     assert run.success
     return home, defs
 
@@ -132,14 +143,17 @@ def test_incremental_job_embeds_copies_under_new_ids_by_their_content(home):
     model = _champion(home)
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     trained = sorted(_trained_ids(con))
-    sources = con.execute("""SELECT item_id, title, array_to_string(categories, '|') FROM clean_items
+    sources = con.execute(
+        """SELECT item_id, title, array_to_string(categories, '|') FROM clean_items
                              WHERE item_id IN (SELECT unnest($ids)) ORDER BY item_id LIMIT 5""",
-                          {"ids": trained}).fetchall()
+        {"ids": trained},
+    ).fetchall()
     con.close()
     lines = "".join(f'copy-{s},"{title}",{cats}\n' for s, title, cats in sources)
     (home / "landing" / "items" / "copies.csv").write_text("item_id,title,categories\n" + lines)
     run = defs.resolve_job_def("incremental_item_embedding_job").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
     assert run.success
     meta = run.asset_materializations_for_node("item_embeddings")[0].metadata
     assert (meta["mode"].value, meta["added"].value) == ("incremental", len(sources))
@@ -187,17 +201,18 @@ def test_cli_recommend_reads_never_trained_history_items_by_content(home, monkey
     def user_vector(cold_by_content: bool) -> np.ndarray:
         feats = catalog.features(torch.as_tensor(catalog.index_of(history)))
         if not cold_by_content:
-            feats["id_hash"] = torch.as_tensor(hash_buckets(np.asarray(history, dtype=object), t.n_hashes,
-                                                            t.item_buckets))
+            feats["id_hash"] = torch.as_tensor(
+                hash_buckets(np.asarray(history, dtype=object), t.n_hashes, t.item_buckets)
+            )
         reps = model.item.represent(feats)  # (L', h)
         is_cold = torch.as_tensor([i not in trained for i in history])
         if cold_by_content:  # the cold items' representation with the id part off, stated explicitly
             reps[is_cold] = model.item.represent({k: v[is_cold] for k, v in feats.items()}, with_id=False)
         L = t.history_len
         items = reps.new_zeros(1, L, reps.shape[-1])
-        items[0, L - len(history):] = reps
+        items[0, L - len(history) :] = reps
         mask = torch.zeros(1, L, dtype=torch.bool)
-        mask[0, L - len(history):] = True
+        mask[0, L - len(history) :] = True
         uh = torch.as_tensor(hash_buckets(np.asarray([user], dtype=object), t.n_hashes, t.user_buckets))
         return model.user(uh, items, mask).numpy()[0]
 

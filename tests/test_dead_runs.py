@@ -47,9 +47,14 @@ def test_a_run_on_an_instance_without_our_dagster_yaml_sets_the_pool_limit_befor
 
 
 def _env(home: Path, dagster_home: Path) -> dict:
-    return {**os.environ, "TOWERFLOW_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
-            "TOWERFLOW_RETRAIN_CRON": "* * * * *", "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "TOWERFLOW_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home),
+        "TOWERFLOW_RETRAIN_CRON": "* * * * *",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def _wait(what: str, condition, timeout: float, poll: float = 0.2):
@@ -79,12 +84,22 @@ def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_p
     instance = dg.DagsterInstance.get()
     logs = tmp_path / "logs"
     logs.mkdir()
-    cli = subprocess.Popen([str(BIN / "dagster"), "asset", "materialize", "-m", "orchestration.definitions",
-                            "--select", "*"], env=env, cwd=tmp_path, start_new_session=True,
-                           stdout=open(logs / "cli.log", "w"), stderr=subprocess.STDOUT)
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m", "orchestration.definitions"],
-                              env=env, cwd=tmp_path, start_new_session=True,
-                              stdout=open(logs / "daemon.log", "w"), stderr=subprocess.STDOUT)
+    cli = subprocess.Popen(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "orchestration.definitions", "--select", "*"],
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=open(logs / "cli.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-m", "orchestration.definitions"],
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=open(logs / "daemon.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         # kill -9 the materialization mid-graph, while one of its steps holds the warehouse slot
         def a_step_holds_the_slot():
@@ -99,8 +114,11 @@ def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_p
 
         # the daemon's sweep fails it and frees the slot; the per-minute schedule's run then leaves the
         # queue and gets the warehouse (its first pooled step starts, which needs the free slot)
-        _wait("the dead run to be marked failed",
-              lambda: instance.get_run_by_id(dead_id).status == dg.DagsterRunStatus.FAILURE, 40)
+        _wait(
+            "the dead run to be marked failed",
+            lambda: instance.get_run_by_id(dead_id).status == dg.DagsterRunStatus.FAILURE,
+            40,
+        )
         info = instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
         assert dead_id not in info.active_run_ids and info.slot_count == 1
 
@@ -112,8 +130,9 @@ def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_p
                     return run
             return None
 
-        run = _wait("the next scheduled retrain to start and take the warehouse", scheduled_run_got_the_warehouse,
-                    150, poll=1.0)  # up to a minute to the cron tick, then a run worker's start-up
+        run = _wait(
+            "the next scheduled retrain to start and take the warehouse", scheduled_run_got_the_warehouse, 150, poll=1.0
+        )  # up to a minute to the cron tick, then a run worker's start-up
         assert run.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS)
         failure = instance.all_logs(dead_id, of_type=dg.DagsterEventType.RUN_FAILURE)
         assert "dead_run_sweep" in failure[-1].message and "is gone" in failure[-1].message

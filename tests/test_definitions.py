@@ -16,52 +16,95 @@ from assets.versions import WAREHOUSE_POOL, code_version
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 EXPECTED_GROUPS = {
-    "landing_events": "ingest", "landing_items": "ingest", "raw_events": "ingest", "raw_items": "ingest",
-    "clean_interactions": "clean", "quarantined_events": "clean", "clean_items": "clean",
-    "interaction_splits": "splits", "vocabularies": "splits",
-    "two_tower_model": "training", "model_evaluation": "training", "promoted_model": "training",
-    "item_embeddings": "serving", "item_index": "serving", "batch_recommendations": "serving",
+    "landing_events": "ingest",
+    "landing_items": "ingest",
+    "raw_events": "ingest",
+    "raw_items": "ingest",
+    "clean_interactions": "clean",
+    "quarantined_events": "clean",
+    "clean_items": "clean",
+    "interaction_splits": "splits",
+    "vocabularies": "splits",
+    "two_tower_model": "training",
+    "model_evaluation": "training",
+    "promoted_model": "training",
+    "item_embeddings": "serving",
+    "item_index": "serving",
+    "batch_recommendations": "serving",
     "user_histories": "serving",
-    "action_labels": "ranking", "ranking_candidates": "ranking", "ranking_model": "ranking",
-    "ranking_evaluation": "ranking", "ranked_recommendations": "ranking",
-    "item_semantic_ids": "generative", "generative_retriever": "generative", "generative_evaluation": "generative",
+    "action_labels": "ranking",
+    "ranking_candidates": "ranking",
+    "ranking_model": "ranking",
+    "ranking_evaluation": "ranking",
+    "ranked_recommendations": "ranking",
+    "item_semantic_ids": "generative",
+    "generative_retriever": "generative",
+    "generative_evaluation": "generative",
 }
 EXPECTED_PARENTS = {
-    "landing_events": set(), "landing_items": set(),
-    "raw_events": {"landing_events"}, "raw_items": {"landing_items"},
-    "clean_interactions": {"raw_events"}, "quarantined_events": {"raw_events"}, "clean_items": {"raw_items"},
-    "interaction_splits": {"clean_interactions"}, "vocabularies": {"interaction_splits", "clean_items"},
+    "landing_events": set(),
+    "landing_items": set(),
+    "raw_events": {"landing_events"},
+    "raw_items": {"landing_items"},
+    "clean_interactions": {"raw_events"},
+    "quarantined_events": {"raw_events"},
+    "clean_items": {"raw_items"},
+    "interaction_splits": {"clean_interactions"},
+    "vocabularies": {"interaction_splits", "clean_items"},
     "two_tower_model": {"vocabularies", "interaction_splits", "clean_items", "clean_interactions"},
-    "model_evaluation": {"two_tower_model"}, "promoted_model": {"model_evaluation"},
-    "item_embeddings": {"promoted_model", "clean_items"}, "item_index": {"item_embeddings"},
-    "batch_recommendations": {"item_index"}, "user_histories": {"interaction_splits"},
+    "model_evaluation": {"two_tower_model"},
+    "promoted_model": {"model_evaluation"},
+    "item_embeddings": {"promoted_model", "clean_items"},
+    "item_index": {"item_embeddings"},
+    "batch_recommendations": {"item_index"},
+    "user_histories": {"interaction_splits"},
     # retrieve -> rank: candidates come from the champion retriever
-    "action_labels": {"clean_interactions"}, "ranking_candidates": {"action_labels", "promoted_model", "interaction_splits"},
-    "ranking_model": {"ranking_candidates"}, "ranking_evaluation": {"ranking_model"},
+    "action_labels": {"clean_interactions"},
+    "ranking_candidates": {"action_labels", "promoted_model", "interaction_splits"},
+    "ranking_model": {"ranking_candidates"},
+    "ranking_evaluation": {"ranking_model"},
     "ranked_recommendations": {"ranking_evaluation", "item_index"},
-    "item_semantic_ids": {"item_embeddings"}, "generative_retriever": {"item_semantic_ids", "interaction_splits"},
+    "item_semantic_ids": {"item_embeddings"},
+    "generative_retriever": {"item_semantic_ids", "interaction_splits"},
     "generative_evaluation": {"generative_retriever", "promoted_model"},
 }
 # (asset, check) -> blocking: the checks that guard the splits, training and the index block
 EXPECTED_CHECKS = {
-    ("raw_events", "raw_events_files_readable"): False, ("raw_items", "raw_items_files_readable"): False,
+    ("raw_events", "raw_events_files_readable"): False,
+    ("raw_items", "raw_items_files_readable"): False,
     ("raw_events", "raw_file_lines_accounted"): True,
-    ("clean_interactions", "event_row_accounting"): True, ("clean_items", "item_row_accounting"): True,
+    ("clean_interactions", "event_row_accounting"): True,
+    ("clean_items", "item_row_accounting"): True,
     ("clean_interactions", "clean_interactions_expectations"): False,
-    ("interaction_splits", "split_no_time_leakage"): True, ("interaction_splits", "split_eval_users_have_history"): True,
+    ("interaction_splits", "split_no_time_leakage"): True,
+    ("interaction_splits", "split_eval_users_have_history"): True,
     ("interaction_splits", "interaction_splits_expectations"): True,
-    ("model_evaluation", "beats_popularity_on_valid_ndcg"): True, ("item_index", "item_index_recall_at_10"): True,
+    ("model_evaluation", "beats_popularity_on_valid_ndcg"): True,
+    ("item_index", "item_index_recall_at_10"): True,
     ("ranking_evaluation", "ranking_beats_retrieval_on_valid_ndcg"): True,
     ("item_semantic_ids", "every_item_has_a_unique_semantic_id"): True,
 }
 SOURCES = {"landing_events", "landing_items"}
-DATA = {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items", "interaction_splits",
-        "vocabularies"}
+DATA = {
+    "raw_events",
+    "raw_items",
+    "clean_interactions",
+    "quarantined_events",
+    "clean_items",
+    "interaction_splits",
+    "vocabularies",
+}
 EXPECTED_JOBS = {
     "all_assets_job": set(EXPECTED_GROUPS) - SOURCES,
     "data_job": DATA,
     "training_job": {"two_tower_model", "model_evaluation", "promoted_model"},
-    "incremental_item_embedding_job": {"raw_items", "clean_items", "item_embeddings", "item_index", "item_semantic_ids"},  # no training
+    "incremental_item_embedding_job": {
+        "raw_items",
+        "clean_items",
+        "item_embeddings",
+        "item_index",
+        "item_semantic_ids",
+    },  # no training
 }
 
 
@@ -133,12 +176,20 @@ def test_every_step_that_opens_the_warehouse_is_in_its_pool(defs):
     pooled = {s.node_def.name for s in steps if s.node_def.pool == WAREHOUSE_POOL}
     opens = {s.node_def.name for s in steps if "duckdb" in s.required_resource_keys}
     assert opens == pooled
-    assert {"raw_events", "clean_events", "two_tower_model", "item_embeddings", "item_index_item_index_recall_at_10"} <= pooled
+    assert {
+        "raw_events",
+        "clean_events",
+        "two_tower_model",
+        "item_embeddings",
+        "item_index_item_index_recall_at_10",
+    } <= pooled
 
 
 def test_every_asset_has_a_code_version_that_follows_its_code(defs, tmp_path):
     graph = defs.resolve_asset_graph()
-    versions = {_name(k): graph.get(k).code_version for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+    versions = {
+        _name(k): graph.get(k).code_version for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
+    }
     assert all(versions.values()), versions
     # one step, one version (the two relations of the cleaning step share theirs); the rest all differ
     assert versions["clean_interactions"] == versions["quarantined_events"]

@@ -45,8 +45,18 @@ def warehouse(tmp_path_factory):
     con = duckdb.connect(str(db))
     fingerprint = build_warehouse(con, root / "landing", **default_warehouse_params())
     shape = WarehouseShape.read(con)
-    tower = TowerConfig(dim=32, hidden=32, id_dim=16, history_len=10, item_buckets=601, user_buckets=801,
-                        n_categories=shape.n_categories, n_tokens=shape.n_tokens, encoder="mean", recency=True)
+    tower = TowerConfig(
+        dim=32,
+        hidden=32,
+        id_dim=16,
+        history_len=10,
+        item_buckets=601,
+        user_buckets=801,
+        n_categories=shape.n_categories,
+        n_tokens=shape.n_tokens,
+        encoder="mean",
+        recency=True,
+    )
     data = load_from_warehouse(con, history_len=10, n_hashes=2, item_buckets=601, user_buckets=801)
     con.close()  # the ranks open it read-only: no process may hold it for writing
     return db, fingerprint, tower, data
@@ -55,11 +65,24 @@ def warehouse(tmp_path_factory):
 def _torchrun(workers: int, out: Path, db: Path, fingerprint: str, tower: TowerConfig, train_cfg: dict) -> dict:
     """Train through torchrun from a spec file; rank 0's result summary."""
     out.mkdir(parents=True)
-    spec = {"database": str(db), "tower": tower.to_dict(), "train": train_cfg, "fingerprint": fingerprint,
-            "checkpoint_root": str(out / "models"), "summary_path": str(out / "summary.json"), "threads": 1}
+    spec = {
+        "database": str(db),
+        "tower": tower.to_dict(),
+        "train": train_cfg,
+        "fingerprint": fingerprint,
+        "checkpoint_root": str(out / "models"),
+        "summary_path": str(out / "summary.json"),
+        "threads": 1,
+    }
     (out / "spec.json").write_text(json.dumps(spec))
-    proc = subprocess.run(torchrun_command(workers, spec_path=out / "spec.json"), cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        torchrun_command(workers, spec_path=out / "spec.json"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())
 
@@ -133,18 +156,30 @@ def _materialize(home: Path, selection: list[str], training: dict):
     instance = dg.DagsterInstance.ephemeral()
     job = build_definitions(home).resolve_job_def("all_assets_job")
     run_config = {"ops": {"two_tower_model": {"config": training}}} if "two_tower_model" in selection else {}
-    return job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config,
-                                  asset_selection=[dg.AssetKey(k) for k in selection]), instance
+    return job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config=run_config,
+        asset_selection=[dg.AssetKey(k) for k in selection],
+    ), instance
 
 
-UPSTREAM = ["raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
-            "interaction_splits", "vocabularies"]
+UPSTREAM = [
+    "raw_events",
+    "raw_items",
+    "clean_interactions",
+    "quarantined_events",
+    "clean_items",
+    "interaction_splits",
+    "vocabularies",
+]
 
 
 @pytest.mark.slow
 def test_dagster_materializes_two_tower_model_on_two_workers(home):
-    run, instance = _materialize(home, [*UPSTREAM, "two_tower_model"],
-                                 {"workers": 2, "epochs": 2, "encoder": "mean", "batch_size": 128})
+    run, instance = _materialize(
+        home, [*UPSTREAM, "two_tower_model"], {"workers": 2, "epochs": 2, "encoder": "mean", "batch_size": 128}
+    )
     assert run.success
     meta = run.asset_materializations_for_node("two_tower_model")[0].metadata
     assert meta["workers"].value == 2 and meta["ranks_identical"].value is True
@@ -157,8 +192,9 @@ def test_dagster_materializes_two_tower_model_on_two_workers(home):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("towerflow")
-    mlrun = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{run.run_id}' "
-                               "and tags.mlflow.parentRunId IS NULL")[0]
+    mlrun = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.dagster_run_id = '{run.run_id}' and tags.mlflow.parentRunId IS NULL"
+    )[0]
     assert mlrun.data.params["two_tower_model.workers"] == "2"
     assert mlrun.data.metrics["two_tower_model.valid_ndcg_10"] == pytest.approx(meta["valid_ndcg@10"].value)
     training = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{mlrun.info.run_id}'")

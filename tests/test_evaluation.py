@@ -16,10 +16,16 @@ def test_metrics_worked_by_hand():
     # 2 users x 5 items. User 0: target item 2 scores 0.7; item 0 (0.9) is seen and excluded,
     # item 4 (0.8) beats it -> rank 2. User 1: target item 0 scores 0.1; items 1..4 all score
     # higher except item 3 which ties (0.1) -> ties count against the target: rank 1 + 4 = 5.
-    scores = torch.tensor([[0.9, 0.1, 0.7, 0.2, 0.8],
-                           [0.1, 0.5, 0.3, 0.1, 0.9]])
-    m = rank_metrics(lambda s, e: scores[s:e].clone(), 5, torch.tensor([2, 0]),
-                     np.array([0]), np.array([0]), ks=(1, 2, 5), max_score_bytes=4 * 5)  # one user per chunk
+    scores = torch.tensor([[0.9, 0.1, 0.7, 0.2, 0.8], [0.1, 0.5, 0.3, 0.1, 0.9]])
+    m = rank_metrics(
+        lambda s, e: scores[s:e].clone(),
+        5,
+        torch.tensor([2, 0]),
+        np.array([0]),
+        np.array([0]),
+        ks=(1, 2, 5),
+        max_score_bytes=4 * 5,
+    )  # one user per chunk
     assert m["hr@1"] == 0.0
     assert m["hr@2"] == 0.5 and m["hr@5"] == 1.0
     assert m["ndcg@2"] == pytest.approx(0.5 * (1 / math.log2(3)))
@@ -30,8 +36,14 @@ def test_metrics_worked_by_hand():
 
 
 def test_constant_scorer_earns_nothing():
-    m = rank_metrics(lambda s, e: torch.zeros(e - s, 50), 50, torch.arange(10), np.array([], np.int64),
-                     np.array([], np.int64), ks=(10,))
+    m = rank_metrics(
+        lambda s, e: torch.zeros(e - s, 50),
+        50,
+        torch.arange(10),
+        np.array([], np.int64),
+        np.array([], np.int64),
+        ks=(10,),
+    )
     assert m["hr@10"] == 0.0 and m["ndcg@10"] == 0.0
 
 
@@ -44,8 +56,7 @@ def test_popularity_by_one_sort_equals_scoring_every_item(ties):
     seen_rows = np.repeat(np.arange(E), rng.integers(0, 30, E))
     seen_items = rng.integers(0, N, len(seen_rows))  # duplicates and the target itself included
     pop = torch.as_tensor(counts, dtype=torch.float32)
-    brute = rank_metrics(lambda s, e: pop.expand(e - s, -1).clone(), N, torch.as_tensor(targets),
-                         seen_rows, seen_items)
+    brute = rank_metrics(lambda s, e: pop.expand(e - s, -1).clone(), N, torch.as_tensor(targets), seen_rows, seen_items)
     fast = popularity_metrics(counts, targets, seen_rows, seen_items)
     for k, v in brute.items():
         if k.startswith("coverage") and ties:

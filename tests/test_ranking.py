@@ -39,13 +39,19 @@ def _inputs(cfg: RankerConfig, cand_ids: list[str], seed: int = 0):
     H = cfg.history_len
     hist = np.array([[f"i{j}" for j in rng.integers(0, 50, H)]], dtype=object)
     valid = np.zeros((1, H), dtype=bool)
-    valid[0, H // 2:] = True  # left-padded: half the slots are padding
-    acts = torch.as_tensor(mask_to_multihot(rng.integers(0, 2 ** cfg.n_actions, (1, H)), cfg.n_actions))
+    valid[0, H // 2 :] = True  # left-padded: half the slots are padding
+    acts = torch.as_tensor(mask_to_multihot(rng.integers(0, 2**cfg.n_actions, (1, H)), cfg.n_actions))
     uh = torch.as_tensor(hash_buckets(np.array(["u1"], dtype=object), cfg.n_hashes, cfg.user_buckets))
     cands = np.array([cand_ids], dtype=object)
     scores = torch.as_tensor([[int(c[1:]) / 1000 for c in cand_ids]], dtype=torch.float32)
-    return (uh, hashed(hist, cfg.n_hashes, cfg.item_buckets, valid), acts, torch.as_tensor(valid),
-            hashed(cands, cfg.n_hashes, cfg.item_buckets, np.ones(cands.shape, dtype=bool)), scores)
+    return (
+        uh,
+        hashed(hist, cfg.n_hashes, cfg.item_buckets, valid),
+        acts,
+        torch.as_tensor(valid),
+        hashed(cands, cfg.n_hashes, cfg.item_buckets, np.ones(cands.shape, dtype=bool)),
+        scores,
+    )
 
 
 def test_a_candidates_score_is_bit_identical_alone_among_31_others_and_when_they_change():
@@ -55,8 +61,9 @@ def test_a_candidates_score_is_bit_identical_alone_among_31_others_and_when_they
     alone = score_candidates(model, *_inputs(cfg, ["i7"]))[0, 0]
     others = [f"i{100 + j}" for j in range(31)]
     among = score_candidates(model, *_inputs(cfg, ["i7", *others]))[0, 0]
-    changed = score_candidates(model, *_inputs(cfg, [*(f"i{300 + j}" for j in range(20)), "i7",
-                                                     *(f"i{400 + j}" for j in range(11))]))[0, 20]
+    changed = score_candidates(
+        model, *_inputs(cfg, [*(f"i{300 + j}" for j in range(20)), "i7", *(f"i{400 + j}" for j in range(11))])
+    )[0, 20]
     assert torch.equal(alone, among) and torch.equal(alone, changed)
     # the test can fail: without the mask, candidates would mix (checked on the same weights)
     other = score_candidates(model, *_inputs(cfg, ["i8"]))[0, 0]
@@ -78,8 +85,12 @@ def test_isolation_is_what_keeps_scores_apart_and_scoring_matches_the_masked_for
         a2 = model(*_inputs(cfg, ["i9", "i2"]))[0, 1]
         assert torch.equal(a, a2)  # the mask isolates i2 from its neighbour
         # the scoring path (context encoded once, candidates attend to it + themselves) is the same function
-        torch.testing.assert_close(torch.sigmoid(model(*_inputs(cfg, ["i1", "i2"]))),
-                                   score_candidates(model, *_inputs(cfg, ["i1", "i2"])), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            torch.sigmoid(model(*_inputs(cfg, ["i1", "i2"]))),
+            score_candidates(model, *_inputs(cfg, ["i1", "i2"])),
+            rtol=0,
+            atol=1e-6,
+        )
         original = m.isolation_mask
         m.isolation_mask = lambda c, n: torch.tril(torch.ones(c + n, c + n, dtype=torch.bool))  # plain causal
         try:
@@ -114,8 +125,9 @@ def test_action_labels_from_a_hand_written_event_table(tmp_path):
         ('u2', 'a', 'share',          TIMESTAMP '2024-01-04 08:00', NULL)
     ) t(user_id, item_id, event_type, ts, value)""")
     build_action_labels(con, EVENT_ACTIONS)  # bits: click 1, like 2, share 4, liked_rating 8, not_interested 16
-    got = con.execute("SELECT user_id, item_id, ts::VARCHAR, action_mask FROM action_labels "
-                      "ORDER BY user_id, ts, item_id").fetchall()
+    got = con.execute(
+        "SELECT user_id, item_id, ts::VARCHAR, action_mask FROM action_labels ORDER BY user_id, ts, item_id"
+    ).fetchall()
     assert got == [
         ("u1", "a", "2024-01-01 10:00:00", 1 | 2),  # impression + click + like at one time: one exposure
         ("u1", "b", "2024-01-01 11:00:00", 0),  # impression with no action: an all-zero row
@@ -124,21 +136,31 @@ def test_action_labels_from_a_hand_written_event_table(tmp_path):
         ("u2", "a", "2024-01-03 08:00:00", 16),  # negative feedback
         ("u2", "a", "2024-01-04 08:00:00", 4),  # a later exposure of the same pair is its own row
     ]
-    assert con.execute("SELECT name, weight FROM action_vocabulary ORDER BY idx").fetchall()[4] == ("not_interested", -10.0)
+    assert con.execute("SELECT name, weight FROM action_vocabulary ORDER BY idx").fetchall()[4] == (
+        "not_interested",
+        -10.0,
+    )
     build_action_labels(con, RATING_ACTIONS)  # rated 1, rated_4plus 2, rated_5 4, rated_low 8
-    masks = dict(((u, i), m) for u, i, m in con.execute(
-        "SELECT user_id, item_id, action_mask FROM action_labels WHERE action_mask <> 0").fetchall())
+    masks = dict(
+        ((u, i), m)
+        for u, i, m in con.execute(
+            "SELECT user_id, item_id, action_mask FROM action_labels WHERE action_mask <> 0"
+        ).fetchall()
+    )
     assert masks == {("u1", "c"): 1 | 2, ("u1", "d"): 1}
 
 
 def test_cuts_keep_train_rows_inside_the_train_period():
     t = pd.Timestamp("2024-01-01")
     days = lambda d: t + pd.Timedelta(days=d)  # noqa: E731
-    pairs = pd.DataFrame({
-        "user_id": ["u1"] * 7 + ["u2"] * 2,
-        "item_id": ["a", "b", "c", "d", "e", "v", "x", "p", "q"],
-        "ts": [days(d) for d in (1, 2, 3, 4, 5, 6, 7, 1, 2)],
-        "split": ["train"] * 5 + ["valid", "test"] + ["train"] * 2})
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 7 + ["u2"] * 2,
+            "item_id": ["a", "b", "c", "d", "e", "v", "x", "p", "q"],
+            "ts": [days(d) for d in (1, 2, 3, 4, 5, 6, 7, 1, 2)],
+            "split": ["train"] * 5 + ["valid", "test"] + ["train"] * 2,
+        }
+    )
     cuts = ranking_cuts(pairs, label_share=0.4).set_index(["user_id", "split"])
     # u1: 5 train pairs, the last 40% (2) open the window at d, which closes at the valid pair
     assert cuts.loc[("u1", "train"), "cut_ts"] == days(4) and cuts.loc[("u1", "train"), "end_ts"] == days(6)
@@ -175,32 +197,65 @@ def planted(n_users: int, n_cands: int, cfg: RankerConfig, seed: int) -> Ranking
     hist_mask[flip] = 0b100
     cands = np.stack([np.concatenate([items(t, n_cands // 3), items(1 - t, n_cands - n_cands // 3)]) for t in taste])
     good = np.array([[c.startswith(f"t{t}_") for c in row] for t, row in zip(taste, cands)])
-    masks = np.where(good, np.where(rng.random(good.shape) < 0.7, 0b011, 0b001),
-                     np.where(rng.random(good.shape) < 0.3, 0b100, 0))
+    masks = np.where(
+        good, np.where(rng.random(good.shape) < 0.7, 0b011, 0b001), np.where(rng.random(good.shape) < 0.3, 0b100, 0)
+    )
     target = np.zeros_like(good)
     target[np.arange(n_users), rng.integers(0, n_cands // 3, n_users)] = True  # one good candidate is held out
     valid = np.ones((n_users, n_cands), dtype=bool)
     hv = np.ones((n_users, H), dtype=bool)
     users = np.array([f"u{seed}_{u}" for u in range(n_users)], dtype=object)
-    return RankingSet(users, torch.as_tensor(hash_buckets(users, cfg.n_hashes, cfg.user_buckets)),
-                      History(hashed(hist, cfg.n_hashes, cfg.item_buckets, hv),
-                              torch.as_tensor(mask_to_multihot(hist_mask, A)), torch.as_tensor(hv)),
-                      cands, hashed(cands, cfg.n_hashes, cfg.item_buckets, valid), torch.as_tensor(valid),
-                      torch.as_tensor(mask_to_multihot(masks, A)), torch.as_tensor(target),
-                      torch.as_tensor(valid), torch.as_tensor(rng.random((n_users, n_cands)).astype(np.float32)))
+    return RankingSet(
+        users,
+        torch.as_tensor(hash_buckets(users, cfg.n_hashes, cfg.user_buckets)),
+        History(
+            hashed(hist, cfg.n_hashes, cfg.item_buckets, hv),
+            torch.as_tensor(mask_to_multihot(hist_mask, A)),
+            torch.as_tensor(hv),
+        ),
+        cands,
+        hashed(cands, cfg.n_hashes, cfg.item_buckets, valid),
+        torch.as_tensor(valid),
+        torch.as_tensor(mask_to_multihot(masks, A)),
+        torch.as_tensor(target),
+        torch.as_tensor(valid),
+        torch.as_tensor(rng.random((n_users, n_cands)).astype(np.float32)),
+    )
 
 
 def test_ranker_learns_planted_actions_and_beats_retrieval_order():
-    cfg = RankerConfig(n_actions=3, dim=16, heads=2, layers=1, ffn=32, history_len=6, candidates_per_pass=8,
-                       item_buckets=257, user_buckets=1031)
+    cfg = RankerConfig(
+        n_actions=3,
+        dim=16,
+        heads=2,
+        layers=1,
+        ffn=32,
+        history_len=6,
+        candidates_per_pass=8,
+        item_buckets=257,
+        user_buckets=1031,
+    )
     weights = torch.tensor([1.0, 2.0, -10.0])  # click, like, not_interested
     train, valid, test = planted(400, 24, cfg, 0), planted(150, 24, cfg, 1), planted(150, 24, cfg, 2)
-    result = train_ranker(train, valid, cfg, RankerTrainConfig(epochs=6, batch_size=32, lr=1e-2, patience=6, seed=0),
-                          weights)
-    probs = score_candidates(result.model, test.user_hash, test.history.item_hash, test.history.actions,
-                             test.history.valid, test.cand_hash, test.retrieval_score)
-    m = compare_orders(probs, weighted_score(probs, weights), test, ["click", "like", "not_interested"],
-                       torch.tensor([False, False, True]))
+    result = train_ranker(
+        train, valid, cfg, RankerTrainConfig(epochs=6, batch_size=32, lr=1e-2, patience=6, seed=0), weights
+    )
+    probs = score_candidates(
+        result.model,
+        test.user_hash,
+        test.history.item_hash,
+        test.history.actions,
+        test.history.valid,
+        test.cand_hash,
+        test.retrieval_score,
+    )
+    m = compare_orders(
+        probs,
+        weighted_score(probs, weights),
+        test,
+        ["click", "like", "not_interested"],
+        torch.tensor([False, False, True]),
+    )
     assert m["ranked"]["ndcg@10"] > 1.3 * m["retrieval"]["ndcg@10"], m
     # not_interested is a coin flip (30%) among the other taste's items: about 0.66 is the best AUC there is
     assert m["auc"]["not_interested"] > 0.6 and m["auc"]["like"] > 0.7, m["auc"]
@@ -217,11 +272,14 @@ def test_the_service_api_ranks_from_a_saved_checkpoint_like_the_batch_path(tmp_p
     from models.ranking.training import save_ranker
 
     assert load_ranker(tmp_path) is None  # nothing promoted yet
-    cfg = RankerConfig(n_actions=2, history_len=4, candidates_per_pass=8, item_buckets=97, user_buckets=97,
-                       action_signs=(1.0, -1.0))
+    cfg = RankerConfig(
+        n_actions=2, history_len=4, candidates_per_pass=8, item_buckets=97, user_buckets=97, action_signs=(1.0, -1.0)
+    )
     model = _untrained(cfg)
-    vocab = [{"name": "click", "weight": 1.0, "definition": "click"},
-             {"name": "not_interested", "weight": -5.0, "definition": "not_interested"}]
+    vocab = [
+        {"name": "click", "weight": 1.0, "definition": "click"},
+        {"name": "not_interested", "weight": -5.0, "definition": "not_interested"},
+    ]
     path = save_ranker(tmp_path / "ranking", model, {"actions": vocab})
     write_manifest(tmp_path / "ranking", {"current": path.name, "latest": path.name, "versions": [path.name]})
     ranker = load_ranker(tmp_path)
@@ -230,8 +288,12 @@ def test_the_service_api_ranks_from_a_saved_checkpoint_like_the_batch_path(tmp_p
     res = ranker.rank("u1", ["i7", "i8"], [["click"], ["not_interested"]], cands, scores)
     assert sorted(res.item_ids) == sorted(cands) and list(res.score) == sorted(res.score, reverse=True)
     # the same numbers as the batch path (ids hashed without the cache, history as a History)
-    _, batch = ranker.score(*_api_inputs(ranker, ["i7", "i8"], [1, 2], cands), np.array([cands], dtype=object),
-                            np.ones((1, 3), dtype=bool), np.array([scores], dtype=np.float32))
+    _, batch = ranker.score(
+        *_api_inputs(ranker, ["i7", "i8"], [1, 2], cands),
+        np.array([cands], dtype=object),
+        np.ones((1, 3), dtype=bool),
+        np.array([scores], dtype=np.float32),
+    )
     assert np.allclose(sorted(batch[0].numpy(), reverse=True), res.score, atol=1e-6)
     with pytest.raises(ValueError, match="unknown action"):
         ranker.rank("u1", ["i7"], [["bogus"]], cands, scores)
@@ -246,5 +308,6 @@ def _api_inputs(ranker, items, masks, cands):
     hv = np.array([[False] * (H - len(items)) + [True] * len(items)])
     hm = np.array([[0] * (H - len(items)) + masks])
     uh = torch.as_tensor(hash_buckets(np.array(["u1"], dtype=object), c.n_hashes, c.user_buckets))
-    return uh, History(hashed(hi, c.n_hashes, c.item_buckets, hv), torch.as_tensor(mask_to_multihot(hm, 2)),
-                       torch.as_tensor(hv))
+    return uh, History(
+        hashed(hi, c.n_hashes, c.item_buckets, hv), torch.as_tensor(mask_to_multihot(hm, 2)), torch.as_tensor(hv)
+    )

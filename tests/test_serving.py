@@ -78,8 +78,13 @@ def home(tmp_path_factory) -> Path:
     con = duckdb.connect(str(home / "warehouse.duckdb"))
     fingerprint = build_warehouse(con, home / "landing", **default_warehouse_params())
     tower = tower_config(TrainingConfig(), WarehouseShape.read(con))
-    data = load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
-                               item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
+    data = load_from_warehouse(
+        con,
+        history_len=tower.history_len,
+        n_hashes=tower.n_hashes,
+        item_buckets=tower.item_buckets,
+        user_buckets=tower.user_buckets,
+    )
     tcfg = TrainConfig(epochs=2, batch_size=128, seed=0)
     result = train(data.catalog, data.train, tower, tcfg, valid=None, log=lambda m: None)
     models = home / "artifacts" / "models"
@@ -101,8 +106,13 @@ def server(home):
     env = {**os.environ, "TOWERFLOW_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("TOWERFLOW_API_TOKEN", None)
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port),
-                                 "--reload-seconds", "0.2"], env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port), "--reload-seconds", "0.2"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     deadline = time.time() + 90
     while True:
         try:
@@ -121,8 +131,9 @@ def server(home):
 def known_user(home: Path) -> str:
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     try:
-        return con.execute("SELECT user_id FROM interaction_splits GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
-                           ).fetchall()[0][0]
+        return con.execute(
+            "SELECT user_id FROM interaction_splits GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+        ).fetchall()[0][0]
     finally:
         con.close()
 
@@ -193,7 +204,9 @@ def test_similar_items_and_an_unknown_item(server):
     scores = [i["score"] for i in sim["items"]]
     assert scores == sorted(scores, reverse=True)
     assert c.call("POST", "/similar", {"item_id": "no-such-item"}) == (
-        404, {"error": "unknown item 'no-such-item': not in the index", "field": "item_id"})
+        404,
+        {"error": "unknown item 'no-such-item': not in the index", "field": "item_id"},
+    )
 
 
 def test_bad_requests_get_a_json_4xx_naming_the_field(server):
@@ -236,8 +249,9 @@ def test_a_token_guards_every_endpoint_but_healthz(home):
 
     port, token = free_port(), "s3cret-token"
     config = ServeConfig(max_id_length=CleaningConfig().max_id_length, token=token, reload_seconds=0.5)
-    srv = uvicorn.Server(uvicorn.Config(create_app(home / "artifacts", config), host="127.0.0.1", port=port,
-                                        log_level="warning"))
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(home / "artifacts", config), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:
@@ -300,7 +314,8 @@ def test_live_reload_serves_new_items_without_a_failed_request_and_refuses_bad_a
     (home / "landing" / "items" / "new.csv").write_text(
         "item_id,title,categories,created_at\n"
         "fresh-1,The Mob Home,Family|Fantasy|Thriller,2026-11-01T00:00:00Z\n"
-        "fresh-2,Party Rising Holiday,War,2026-11-01T00:00:00Z\n")
+        "fresh-2,Party Rising Holiday,War,2026-11-01T00:00:00Z\n"
+    )
     assert c.call("POST", "/similar", {"item_id": "fresh-1"})[0] == 404
     os.environ["TOWERFLOW_HOME"] = str(home)
     job = build_definitions(home).resolve_job_def("incremental_item_embedding_job")
@@ -362,13 +377,16 @@ def test_rank_true_runs_the_promoted_ranker_once_one_is_promoted(home, server):
     port, _ = server
     c = Client(port)
     user = c.call("POST", "/recommend", {"k": 1, "user_id": "u001"})[1]["items"] and "u001"
-    cfg = RankerConfig(n_actions=2, history_len=8, candidates_per_pass=8, item_buckets=97, user_buckets=97,
-                       action_signs=(1.0, -1.0))
+    cfg = RankerConfig(
+        n_actions=2, history_len=8, candidates_per_pass=8, item_buckets=97, user_buckets=97, action_signs=(1.0, -1.0)
+    )
     torch.manual_seed(0)
     model = Ranker(cfg).eval()
     torch.nn.init.normal_(model.heads.weight, std=0.5)  # a fresh ranker would keep retrieval order
-    vocab = [{"name": "click", "weight": 1.0, "definition": "click"},
-             {"name": "not_interested", "weight": -5.0, "definition": "not_interested"}]
+    vocab = [
+        {"name": "click", "weight": 1.0, "definition": "click"},
+        {"name": "not_interested", "weight": -5.0, "definition": "not_interested"},
+    ]
     root = home / "artifacts" / "ranking"
     path = save_ranker(root, model, {"actions": vocab})
     try:

@@ -15,8 +15,10 @@ def _clean(con, rows):
     con.execute("""CREATE OR REPLACE TABLE clean_interactions (event_id VARCHAR, user_id VARCHAR, item_id VARCHAR,
                    event_type VARCHAR, ts TIMESTAMP, value DOUBLE, is_positive BOOLEAN, is_negative BOOLEAN,
                    source_file VARCHAR, line BIGINT, duplicate_count BIGINT, extra VARCHAR)""")
-    con.executemany("INSERT INTO clean_interactions VALUES (NULL, ?, ?, 'click', TIMESTAMP '2024-01-01' + to_days(?::INTEGER), NULL, ?, NOT ?, 'f', 1, 0, NULL)",
-                    [(u, i, d, p, p) for u, i, d, p in rows])
+    con.executemany(
+        "INSERT INTO clean_interactions VALUES (NULL, ?, ?, 'click', TIMESTAMP '2024-01-01' + to_days(?::INTEGER), NULL, ?, NOT ?, 'f', 1, 0, NULL)",
+        [(u, i, d, p, p) for u, i, d, p in rows],
+    )
 
 
 def _splits(con):
@@ -24,28 +26,57 @@ def _splits(con):
 
 
 def test_leave_last_out(con):
-    _clean(con, [
-        # u1: four distinct positives; i1 again later (a repeat keeps its first time, day 1)
-        ("u1", "i1", 1, True), ("u1", "i2", 2, True), ("u1", "i3", 3, True), ("u1", "i4", 4, True),
-        ("u1", "i1", 9, True),
-        ("u1", "i9", 10, False),  # not a positive: never in the splits
-        # u2: only two positives -> train only
-        ("u2", "i1", 1, True), ("u2", "i2", 5, True),
-    ])
+    _clean(
+        con,
+        [
+            # u1: four distinct positives; i1 again later (a repeat keeps its first time, day 1)
+            ("u1", "i1", 1, True),
+            ("u1", "i2", 2, True),
+            ("u1", "i3", 3, True),
+            ("u1", "i4", 4, True),
+            ("u1", "i1", 9, True),
+            ("u1", "i9", 10, False),  # not a positive: never in the splits
+            # u2: only two positives -> train only
+            ("u2", "i1", 1, True),
+            ("u2", "i2", 5, True),
+        ],
+    )
     run_sql(con, "interaction_splits", SplitConfig().sql_params())
-    assert _splits(con) == {("u1", "i1"): "train", ("u1", "i2"): "train", ("u1", "i3"): "valid",
-                            ("u1", "i4"): "test", ("u2", "i1"): "train", ("u2", "i2"): "train"}
+    assert _splits(con) == {
+        ("u1", "i1"): "train",
+        ("u1", "i2"): "train",
+        ("u1", "i3"): "valid",
+        ("u1", "i4"): "test",
+        ("u2", "i1"): "train",
+        ("u2", "i2"): "train",
+    }
     assert query(con, "audit_split_leakage") == [] and query(con, "audit_split_cold_users") == []
 
 
 def test_global_time_cut_marks_users_without_history_cold(con):
-    _clean(con, [("u1", "i1", 1, True), ("u1", "i2", 6, True), ("u1", "i3", 8, True),
-                 ("u2", "i1", 7, True), ("u2", "i2", 9, True)])
-    run_sql(con, "interaction_splits", SplitConfig(strategy="global_time", valid_start="2024-01-06",
-                                                   test_start="2024-01-08").sql_params())
+    _clean(
+        con,
+        [
+            ("u1", "i1", 1, True),
+            ("u1", "i2", 6, True),
+            ("u1", "i3", 8, True),
+            ("u2", "i1", 7, True),
+            ("u2", "i2", 9, True),
+        ],
+    )
+    run_sql(
+        con,
+        "interaction_splits",
+        SplitConfig(strategy="global_time", valid_start="2024-01-06", test_start="2024-01-08").sql_params(),
+    )
     # u2's first pair is after the valid cut: no train history, so its pairs are cold_start
-    assert _splits(con) == {("u1", "i1"): "train", ("u1", "i2"): "valid", ("u1", "i3"): "test",
-                            ("u2", "i1"): "cold_start", ("u2", "i2"): "cold_start"}
+    assert _splits(con) == {
+        ("u1", "i1"): "train",
+        ("u1", "i2"): "valid",
+        ("u1", "i3"): "test",
+        ("u2", "i1"): "cold_start",
+        ("u2", "i2"): "cold_start",
+    }
     assert query(con, "audit_split_cold_users") == []
 
 
@@ -63,14 +94,27 @@ def test_unknown_split_strategy_is_a_clear_error():
 
 
 def test_vocabularies_from_train_only_with_floor_and_buckets(con):
-    _clean(con, [("u1", "i1", 1, True), ("u1", "i2", 2, True), ("u1", "i3", 3, True), ("u1", "i4", 4, True),
-                 ("u2", "i1", 1, True), ("u2", "i2", 2, True), ("u2", "i5", 3, True), ("u2", "i6", 4, True)])
+    _clean(
+        con,
+        [
+            ("u1", "i1", 1, True),
+            ("u1", "i2", 2, True),
+            ("u1", "i3", 3, True),
+            ("u1", "i4", 4, True),
+            ("u2", "i1", 1, True),
+            ("u2", "i2", 2, True),
+            ("u2", "i5", 3, True),
+            ("u2", "i6", 4, True),
+        ],
+    )
     con.execute("""CREATE TABLE clean_items AS SELECT * FROM (VALUES
         ('i1', 'Space Wars (1977)', ['scifi', 'action']), ('i2', 'Space Love', ['scifi', 'romance']),
         ('i6', 'Hidden Test Item', ['secret'])) t(item_id, title, categories)""")
     run_sql(con, "interaction_splits", SplitConfig().sql_params())
     run_sql(con, "vocabularies", VocabularyConfig(num_buckets=4).sql_params())
-    vocab = {(v, k): (c, i) for v, k, c, i in con.execute("SELECT vocabulary, key, count, idx FROM vocabularies").fetchall()}
+    vocab = {
+        (v, k): (c, i) for v, k, c, i in con.execute("SELECT vocabulary, key, count, idx FROM vocabularies").fetchall()
+    }
     # train = i1, i2 for both users; i3/i5 valid, i4/i6 test: never in the vocabulary
     assert {k for v, k in vocab if v == "item_id"} == {"i1", "i2"}
     # ids: count 2 each, ties by key; indices start after padding (0) and 4 buckets

@@ -18,8 +18,7 @@ import pytest
 from models.sources import synthetic as S
 
 # 8 clusters -> a user's main + secondary cluster is 2/8 = 25% of the catalog by chance.
-SMALL = dict(n_users=300, n_items=400, n_events=12_000, n_clusters=8, n_files=3, days=90,
-             chunk_rows=2500)
+SMALL = dict(n_users=300, n_items=400, n_events=12_000, n_clusters=8, n_files=3, days=90, chunk_rows=2500)
 KNOWN_TYPES = set(S.EVENT_TYPES)
 
 
@@ -109,8 +108,13 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     S.generate(tmp_path / "b", seed=11, **args)
     S.generate(tmp_path / "c", seed=12, **args)
     a, b, c = file_bytes(tmp_path / "a"), file_bytes(tmp_path / "b"), file_bytes(tmp_path / "c")
-    assert sorted(a) == ["events/events-000.csv", "events/events-001.jsonl.gz",
-                         "events/events-002.parquet", "generated.json", "items/items.csv"]
+    assert sorted(a) == [
+        "events/events-000.csv",
+        "events/events-001.jsonl.gz",
+        "events/events-002.parquet",
+        "generated.json",
+        "items/items.csv",
+    ]
     assert a == b
     assert all(a[k] != c[k] for k in a)  # a new seed changes every file
 
@@ -157,8 +161,12 @@ def test_timestamps_mix_all_four_formats_and_files_follow_time(clean):
 
 def test_file_formats_cycle_and_single_file_is_csv(tmp_path):
     s4 = S.generate(tmp_path / "four", **dict(SMALL, n_files=4, n_events=800), log=quiet)
-    assert list(s4["rows_per_file"]) == ["events/events-000.csv", "events/events-001.jsonl.gz",
-                                         "events/events-002.parquet", "events/events-003.csv"]
+    assert list(s4["rows_per_file"]) == [
+        "events/events-000.csv",
+        "events/events-001.jsonl.gz",
+        "events/events-002.parquet",
+        "events/events-003.csv",
+    ]
     rows, _ = read_events(tmp_path / "four")
     assert Counter(r["file"] for r in rows) == Counter(s4["rows_per_file"])
     s1 = S.generate(tmp_path / "one", **dict(SMALL, n_files=1, n_events=500), log=quiet)
@@ -247,7 +255,10 @@ def event_frame(rows: list[dict], world: S.World) -> dict[str, np.ndarray]:
     t = np.array([parse_ts(r["timestamp"]) for r in rows])
     cl = world.item_cluster[item]
     return {
-        "user": user, "item": item, "etype": etype, "t": t,
+        "user": user,
+        "item": item,
+        "etype": etype,
+        "t": t,
         "value": np.array([float(r["value"]) if r["value"] else np.nan for r in rows]),
         "positive": np.isin(etype, S.POSITIVE_TYPES),
         "main": cl == world.user_main[user],

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.retrieval.checkpoint import VocabularyMismatch, load_checkpoint, read_manifest, save_checkpoint, update_manifest
+from models.retrieval.checkpoint import (
+    VocabularyMismatch,
+    load_checkpoint,
+    read_manifest,
+    save_checkpoint,
+    update_manifest,
+)
 from models.retrieval.data import load_from_warehouse
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from models.sources.synthetic import generate
@@ -24,21 +30,37 @@ def data(tmp_path_factory):
     generate(root / "landing", n_users=400, n_items=300, n_events=40_000, n_clusters=8, seed=5, log=lambda m: None)
     con = duckdb.connect(str(root / "w.duckdb"))
     build_warehouse(con, root / "landing", **default_warehouse_params())
-    tower = TowerConfig(dim=32, hidden=32, id_dim=16, history_len=10, item_buckets=601, user_buckets=801,
-                        n_categories=200, n_tokens=400, encoder="mean")
+    tower = TowerConfig(
+        dim=32,
+        hidden=32,
+        id_dim=16,
+        history_len=10,
+        item_buckets=601,
+        user_buckets=801,
+        n_categories=200,
+        n_tokens=400,
+        encoder="mean",
+    )
     d = load_from_warehouse(con, history_len=10, n_hashes=2, item_buckets=601, user_buckets=801)
     fp = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
     con.close()
     return d, tower, fp
 
 
-@pytest.mark.parametrize("encoder,recency", [("mean", False), ("mean", True), ("attention", True),
-                                             ("transformer", False)])
+@pytest.mark.parametrize(
+    "encoder,recency", [("mean", False), ("mean", True), ("attention", True), ("transformer", False)]
+)
 def test_loss_falls_and_the_model_beats_popularity(data, encoder, recency):
     d, tower, _ = data
     tower = TowerConfig(**{**tower.to_dict(), "encoder": encoder, "recency": recency})
-    res = train(d.catalog, d.train, tower, TrainConfig(epochs=4, batch_size=256, lr=5e-3, patience=4,
-                                                       extra_negatives=32), valid=d.valid, log=lambda m: None)
+    res = train(
+        d.catalog,
+        d.train,
+        tower,
+        TrainConfig(epochs=4, batch_size=256, lr=5e-3, patience=4, extra_negatives=32),
+        valid=d.valid,
+        log=lambda m: None,
+    )
     losses = [r["loss"] for r in res.history]
     assert losses[-1] < losses[0]
     model = evaluate_model(res.model, d.catalog, d.valid)["ndcg@10"]
@@ -78,8 +100,9 @@ def test_training_is_seeded(data):
 def test_checkpoint_round_trip_and_vocabulary_refusal(data, tmp_path):
     d, tower, fp = data
     res = train(d.catalog, d.train, tower, TrainConfig(epochs=1, max_steps=3), log=lambda m: None)
-    path = save_checkpoint(tmp_path, res.model, config_dict(tower, TrainConfig()), fp,
-                           optimizer_states=res.optimizer_states)
+    path = save_checkpoint(
+        tmp_path, res.model, config_dict(tower, TrainConfig()), fp, optimizer_states=res.optimizer_states
+    )
     update_manifest(tmp_path, latest=path.name)
     assert read_manifest(tmp_path)["latest"] == path.name and not list(tmp_path.glob(".*"))
     model, meta, state = load_checkpoint(path, expected_fingerprint=fp)
@@ -106,8 +129,9 @@ def test_resuming_restores_the_weights_and_the_optimizer_state(data, tmp_path):
     d, tower, fp = data
     quiet = lambda m: None
     first = train(d.catalog, d.train, tower, TrainConfig(epochs=1, max_steps=3, batch_size=64), log=quiet)
-    path = save_checkpoint(tmp_path, first.model, config_dict(tower, TrainConfig()), fp,
-                           optimizer_states=first.optimizer_states)
+    path = save_checkpoint(
+        tmp_path, first.model, config_dict(tower, TrainConfig()), fp, optimizer_states=first.optimizer_states
+    )
     _, _, state = load_checkpoint(path, expected_fingerprint=fp)
     # the checkpoint holds exactly the weights and both optimizers' states training ended with
     live = first.model.state_dict()
@@ -122,8 +146,9 @@ def test_resuming_restores_the_weights_and_the_optimizer_state(data, tmp_path):
     counters = [float(s["step"]) for o in resumed.optimizer_states for s in o["state"].values()]
     assert counters and set(counters) == {4.0}
     # one step from the checkpoint equals one step from the in-memory state, and not one from scratch
-    from_memory = train(d.catalog, d.train, tower, one, log=quiet,
-                        init_state={"model": live, "optimizers": first.optimizer_states})
+    from_memory = train(
+        d.catalog, d.train, tower, one, log=quiet, init_state={"model": live, "optimizers": first.optimizer_states}
+    )
     fresh = train(d.catalog, d.train, tower, one, log=quiet)
     assert _same_tensors(resumed.model.state_dict(), from_memory.model.state_dict())
     assert not _same_tensors(resumed.model.state_dict(), fresh.model.state_dict())
@@ -150,8 +175,19 @@ def test_vectorised_title_tokens_match_the_reference_tokeniser():
 
     from models.retrieval.data import title_token_lists, title_tokens
 
-    titles = ["Toy Story (1995)", "  L'Été meurtrier (1983) ", "x", None, "", "Se7en (1995)  ", "a b cd (19)",
-              "Kelvin \u212a2 (2001)", "2001: A Space Odyssey (1968)", "(1999)", "Ünïcödé-Title_With__marks (2010)"]
+    titles = [
+        "Toy Story (1995)",
+        "  L'Été meurtrier (1983) ",
+        "x",
+        None,
+        "",
+        "Se7en (1995)  ",
+        "a b cd (19)",
+        "Kelvin \u212a2 (2001)",
+        "2001: A Space Odyssey (1968)",
+        "(1999)",
+        "Ünïcödé-Title_With__marks (2010)",
+    ]
     got = title_token_lists(pl.Series(titles, dtype=pl.String)).to_list()
     assert got == [title_tokens(t) for t in titles]
 
@@ -167,8 +203,13 @@ def test_content_alignment_puts_content_only_vectors_next_to_their_own_item(data
     trained = torch.as_tensor(np.flatnonzero(d.catalog.trained))
     found = {}
     for weight in (0.0, 0.1):
-        res = train(d.catalog, d.train, tower, TrainConfig(epochs=3, batch_size=256, lr=5e-3, extra_negatives=32,
-                                                           content_alignment=weight), log=lambda m: None)
+        res = train(
+            d.catalog,
+            d.train,
+            tower,
+            TrainConfig(epochs=3, batch_size=256, lr=5e-3, extra_negatives=32, content_alignment=weight),
+            log=lambda m: None,
+        )
         xb = item_vectors(res.model, d.catalog)  # (N, D), the catalog's own rule
         with torch.no_grad():
             xq = res.model.item(d.catalog.features(trained), with_id=False)  # (T, D)

@@ -10,8 +10,14 @@ def test_checks_inside_an_epoch_and_a_sampled_validation_set(data):  # noqa: F81
     d, tower, _ = data
     lines = []
     every = len(d.train) // 3 + 1
-    res = train(d.catalog, d.train, tower, TrainConfig(epochs=2, batch_size=256, valid_every=every, valid_users=50,
-                                                       patience=10), valid=d.valid, log=lines.append)
+    res = train(
+        d.catalog,
+        d.train,
+        tower,
+        TrainConfig(epochs=2, batch_size=256, valid_every=every, valid_users=50, patience=10),
+        valid=d.valid,
+        log=lines.append,
+    )
     # 3 checks an epoch: two inside it (every third of the rows) and one at its end
     assert len(res.history) == 6 and res.history[-1]["epoch"] == 2.0
     assert [r["epoch"] < 1 for r in res.history[:2]] == [True, True]
@@ -21,8 +27,14 @@ def test_checks_inside_an_epoch_and_a_sampled_validation_set(data):  # noqa: F81
 
 def test_time_budget_stops_training_and_keeps_the_best_weights(data):  # noqa: F811
     d, tower, _ = data
-    res = train(d.catalog, d.train, tower, TrainConfig(epochs=50, batch_size=64, max_minutes=0.05),
-                valid=d.valid, log=lambda m: None)
+    res = train(
+        d.catalog,
+        d.train,
+        tower,
+        TrainConfig(epochs=50, batch_size=64, max_minutes=0.05),
+        valid=d.valid,
+        log=lambda m: None,
+    )
     assert res.stopped_by == "time_budget"
     assert res.epochs < 50 and res.history  # a last check closes the partial period
     assert res.best_valid["valid_ndcg@10"] == max(r["valid_ndcg@10"] for r in res.history)

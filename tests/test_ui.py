@@ -36,8 +36,9 @@ def _free_port() -> int:
 
 
 def _post(url: str, query: str) -> dict:
-    req = urllib.request.Request(url, data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -47,9 +48,13 @@ def test_webserver_shows_groups_lineage_and_checks(tmp_path):
     env = {**os.environ, "TOWERFLOW_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     exe = Path(sys.executable).parent / "dagster-webserver"
-    proc = subprocess.Popen([str(exe), "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=Path(__file__).resolve().parents[1], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(exe), "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}/graphql"
         deadline = time.time() + 120
@@ -66,7 +71,10 @@ def test_webserver_shows_groups_lineage_and_checks(tmp_path):
         assert data and data["data"]["assetNodes"], data
         nodes = {"/".join(n["assetKey"]["path"]): n for n in data["data"]["assetNodes"]}
         assert {k: n["groupName"] for k, n in nodes.items()} == EXPECTED_GROUPS
-        assert {"/".join(d["path"]) for d in nodes["vocabularies"]["dependencyKeys"]} == {"interaction_splits", "clean_items"}
+        assert {"/".join(d["path"]) for d in nodes["vocabularies"]["dependencyKeys"]} == {
+            "interaction_splits",
+            "clean_items",
+        }
         checks = {c["name"]: c["blocking"] for n in nodes.values() for c in n["assetChecksOrError"]["checks"]}
         assert checks["split_no_time_leakage"] is True and "clean_interactions_expectations" in checks
         assert len(checks) == 13 and checks["beats_popularity_on_valid_ndcg"] is True

@@ -19,21 +19,32 @@ def _accounting(context, duckdb, mlflow, audit: str, check: str, key: str):
     return check_result(context, mlflow, check, row["unaccounted"] == 0, figures, asset_key=key)
 
 
-@dg.asset_check(asset="clean_interactions", pool=WAREHOUSE_POOL, blocking=True,
-                description="raw rows = clean + exact duplicates + quarantined: no row is lost.")
+@dg.asset_check(
+    asset="clean_interactions",
+    pool=WAREHOUSE_POOL,
+    blocking=True,
+    description="raw rows = clean + exact duplicates + quarantined: no row is lost.",
+)
 def event_row_accounting(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _accounting(context, duckdb, mlflow, "audit_event_accounting", "event_row_accounting", "clean_interactions")
 
 
-@dg.asset_check(asset="clean_items", pool=WAREHOUSE_POOL, blocking=True,
-                description="raw item rows = clean items + superseded versions + quarantined.")
+@dg.asset_check(
+    asset="clean_items",
+    pool=WAREHOUSE_POOL,
+    blocking=True,
+    description="raw item rows = clean items + superseded versions + quarantined.",
+)
 def item_row_accounting(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _accounting(context, duckdb, mlflow, "audit_item_accounting", "item_row_accounting", "clean_items")
 
 
-@dg.asset_check(asset="clean_interactions", pool=WAREHOUSE_POOL,
-                description="Great Expectations: non-null ids and timestamps, timestamps in range, "
-                            "known event types, unique event ids, ratings in range.")
+@dg.asset_check(
+    asset="clean_interactions",
+    pool=WAREHOUSE_POOL,
+    description="Great Expectations: non-null ids and timestamps, timestamps in range, "
+    "known event types, unique event ids, ratings in range.",
+)
 def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBResource, mlflow: MlflowTracker):
     import great_expectations.expectations as gxe
 
@@ -41,20 +52,43 @@ def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBRes
     p = rules.sql_params()
     with duckdb.get_connection() as con:
         df, total, sampled = load_frame(
-            con, "SELECT event_id, user_id, item_id, event_type, ts, "
-                 "CASE WHEN list_contains($rating_types, event_type) THEN value END AS rating FROM clean_interactions",
-            {"rating_types": rules.rating_types}, config.max_rows, config.seed)
-    out = validate(df, [
-        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="ts"),
-        gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=p["min_timestamp"], max_value=p["max_timestamp"]),
-        gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=p["event_types"]),
-        gxe.ExpectColumnValuesToBeUnique(column="event_id"),
-        gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=rules.rating_min, max_value=rules.rating_max),
-    ], total, sampled)
+            con,
+            "SELECT event_id, user_id, item_id, event_type, ts, "
+            "CASE WHEN list_contains($rating_types, event_type) THEN value END AS rating FROM clean_interactions",
+            {"rating_types": rules.rating_types},
+            config.max_rows,
+            config.seed,
+        )
+    out = validate(
+        df,
+        [
+            gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="ts"),
+            gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=p["min_timestamp"], max_value=p["max_timestamp"]),
+            gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=p["event_types"]),
+            gxe.ExpectColumnValuesToBeUnique(column="event_id"),
+            gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=rules.rating_min, max_value=rules.rating_max),
+        ],
+        total,
+        sampled,
+    )
     failed = [r for r in out.results if not r[2]]
-    figures = {"expectations": len(out.results), "failed_expectations": len(failed), "threshold_failed": 0,
-               "rows_validated": out.rows_validated, "rows_total": out.rows_total, "sampled": out.sampled}
-    return check_result(context, mlflow, "clean_interactions_expectations", out.success, figures,
-                        tables={"expectations_table": md_table(out.results, ("expectation", "column", "passed", "unexpected", "observed"))})
+    figures = {
+        "expectations": len(out.results),
+        "failed_expectations": len(failed),
+        "threshold_failed": 0,
+        "rows_validated": out.rows_validated,
+        "rows_total": out.rows_total,
+        "sampled": out.sampled,
+    }
+    return check_result(
+        context,
+        mlflow,
+        "clean_interactions_expectations",
+        out.success,
+        figures,
+        tables={
+            "expectations_table": md_table(out.results, ("expectation", "column", "passed", "unexpected", "observed"))
+        },
+    )

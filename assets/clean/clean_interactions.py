@@ -20,49 +20,89 @@ VERSION = code_version(__file__, cleaning, sql=cleaning.EVENT_STEPS)
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("clean_interactions", deps=["raw_events"], kinds={"duckdb"}, owners=["team:recsys"],
-                     tags={"layer": "silver"}, code_version=VERSION,
-                     description="Typed, trimmed, deduplicated events with positive/negative flags."),
-        dg.AssetSpec("quarantined_events", deps=["raw_events"], kinds={"duckdb"}, owners=["team:recsys"],
-                     tags={"layer": "silver"}, code_version=VERSION,
-                     description="Raw event rows that broke a rule, with reason code, file and line."),
+        dg.AssetSpec(
+            "clean_interactions",
+            deps=["raw_events"],
+            kinds={"duckdb"},
+            owners=["team:recsys"],
+            tags={"layer": "silver"},
+            code_version=VERSION,
+            description="Typed, trimmed, deduplicated events with positive/negative flags.",
+        ),
+        dg.AssetSpec(
+            "quarantined_events",
+            deps=["raw_events"],
+            kinds={"duckdb"},
+            owners=["team:recsys"],
+            tags={"layer": "silver"},
+            code_version=VERSION,
+            description="Raw event rows that broke a rule, with reason code, file and line.",
+        ),
     ],
     pool=WAREHOUSE_POOL,
 )
-def clean_events(context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource,
-                 mlflow: MlflowTracker):
+def clean_events(
+    context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource, mlflow: MlflowTracker
+):
     params = config.sql_params()
     with duckdb.get_connection() as con:
         sql = run_cleaning(con, params)
         raw, clean, dups, pos, neg, users, items = con.execute(
             """SELECT (SELECT count(*) FROM raw_events), count(*), coalesce(sum(duplicate_count), 0),
                       count(*) FILTER (WHERE is_positive), count(*) FILTER (WHERE is_negative),
-                      count(DISTINCT user_id), count(DISTINCT item_id) FROM clean_interactions""").fetchall()[0]
+                      count(DISTINCT user_id), count(DISTINCT item_id) FROM clean_interactions"""
+        ).fetchall()[0]
         by_reason = con.execute(
-            "SELECT reason, count(*) AS n FROM quarantined_events GROUP BY reason ORDER BY n DESC, reason").fetchall()
+            "SELECT reason, count(*) AS n FROM quarantined_events GROUP BY reason ORDER BY n DESC, reason"
+        ).fetchall()
         examples = con.execute(
             """SELECT reason, source_file, line, coalesce(raw_line, concat_ws(',', user_id, item_id, event_type, timestamp_raw, value_raw))
                FROM (SELECT *, row_number() OVER (PARTITION BY reason ORDER BY source_file, line) AS k FROM quarantined_events)
-               WHERE k <= 3 ORDER BY reason, k""").fetchall()
+               WHERE k <= 3 ORDER BY reason, k"""
+        ).fetchall()
         tables = {name: table_metadata(con, name) for name in ("clean_interactions", "quarantined_events")}
     quarantined = sum(n for _, n in by_reason)
-    figures = {"raw_rows": raw, "clean_rows": clean, "duplicate_rows": int(dups), "quarantined_rows": quarantined,
-               "positive_rows": pos, "negative_rows": neg, "users": users, "items": items,
-               "quarantine_share": quarantined / raw if raw else 0.0}
+    figures = {
+        "raw_rows": raw,
+        "clean_rows": clean,
+        "duplicate_rows": int(dups),
+        "quarantined_rows": quarantined,
+        "positive_rows": pos,
+        "negative_rows": neg,
+        "users": users,
+        "items": items,
+        "quarantine_share": quarantined / raw if raw else 0.0,
+    }
     reasons = {f"quarantined.{r}": n for r, n in by_reason}
-    context.log.info(f"clean_interactions: {clean:,} clean, {dups:,} duplicates, {quarantined:,} quarantined of {raw:,} raw rows")
-    log_figures(context, mlflow, "clean_interactions", {**figures, **reasons},
-                params={"positive_types": ",".join(config.positive_types()),
-                        "min_positive_rating": config.min_positive_rating})
+    context.log.info(
+        f"clean_interactions: {clean:,} clean, {dups:,} duplicates, {quarantined:,} quarantined of {raw:,} raw rows"
+    )
+    log_figures(
+        context,
+        mlflow,
+        "clean_interactions",
+        {**figures, **reasons},
+        params={"positive_types": ",".join(config.positive_types()), "min_positive_rating": config.min_positive_rating},
+    )
     reason_md = md_table(by_reason, ("reason", "rows"))
     yield dg.MaterializeResult(
         asset_key="clean_interactions",
-        metadata=figures_metadata(figures, sql={k: v for k, v in sql.items() if k != "quarantined_events"},
-                                  tables={"quarantine_by_reason": reason_md}) | tables["clean_interactions"])
+        metadata=figures_metadata(
+            figures,
+            sql={k: v for k, v in sql.items() if k != "quarantined_events"},
+            tables={"quarantine_by_reason": reason_md},
+        )
+        | tables["clean_interactions"],
+    )
     yield dg.MaterializeResult(
         asset_key="quarantined_events",
-        metadata=figures_metadata({"quarantined_rows": quarantined, **reasons},
-                                  sql={"quarantined_events": sql["quarantined_events"]},
-                                  tables={"quarantine_by_reason": reason_md,
-                                          "examples": md_table(examples, ("reason", "file", "line", "raw"))})
-        | tables["quarantined_events"])
+        metadata=figures_metadata(
+            {"quarantined_rows": quarantined, **reasons},
+            sql={"quarantined_events": sql["quarantined_events"]},
+            tables={
+                "quarantine_by_reason": reason_md,
+                "examples": md_table(examples, ("reason", "file", "line", "raw")),
+            },
+        )
+        | tables["quarantined_events"],
+    )

@@ -6,9 +6,20 @@ from assets.versions import WAREHOUSE_POOL
 from orchestration.resources import MlflowTracker
 
 
-@dg.asset_check(asset="item_semantic_ids", blocking=True, pool=WAREHOUSE_POOL,
-                description="Every catalog item has a semantic ID and no two items share one (the generative "
-                            "retriever can only emit, and be scored on, items with a unique code).")
+@dg.asset_check(
+    asset="item_semantic_ids",
+    blocking=True,
+    pool=WAREHOUSE_POOL,
+    description="Every catalog item has a semantic ID and no two items share one (the generative "
+    "retriever can only emit, and be scored on, items with a unique code).",
+)
 def every_item_has_a_unique_semantic_id(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
-    return audit_check(context, duckdb, mlflow, "audit_semantic_ids", "every_item_has_a_unique_semantic_id",
-                       "items", ("item_id", "problem"))
+    return audit_check(
+        context,
+        duckdb,
+        mlflow,
+        "audit_semantic_ids",
+        "every_item_has_a_unique_semantic_id",
+        "items",
+        ("item_id", "problem"),
+    )

@@ -24,11 +24,21 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 KS = (10, 20)
 
 
-@dg.asset(deps=["generative_retriever", "promoted_model"], kinds={"pytorch"}, owners=["team:recsys"],
-          tags={"layer": "model"}, pool=WAREHOUSE_POOL,
-          code_version=code_version(__file__, gen_training, gen_beam, gen_seq2seq))
-def generative_evaluation(context: dg.AssetExecutionContext, config: GenerativeEvaluationConfig,
-                          paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["generative_retriever", "promoted_model"],
+    kinds={"pytorch"},
+    owners=["team:recsys"],
+    tags={"layer": "model"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, gen_training, gen_beam, gen_seq2seq),
+)
+def generative_evaluation(
+    context: dg.AssetExecutionContext,
+    config: GenerativeEvaluationConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+) -> dg.MaterializeResult:
     """HR/NDCG@10 and @20 of beam search over the whole catalog's codes (seen items removed from
     the beam, a target outside it is a miss) on valid and test, with the beam width and decode
     milliseconds per user; the two-tower champion's and popularity's figures on the same users
@@ -40,41 +50,79 @@ def generative_evaluation(context: dg.AssetExecutionContext, config: GenerativeE
     model, meta = load_generative(root / version)
     sid, manifest = read_codes(paths.artifacts / "semantic_ids")
     if manifest["tokenizer"] != meta["tokenizer"]:
-        raise dg.Failure(f"generative retriever {version} was trained on tokenizer {meta['tokenizer']}, the semantic "
-                         f"IDs come from {manifest['tokenizer']}: materialize generative_retriever")
+        raise dg.Failure(
+            f"generative retriever {version} was trained on tokenizer {meta['tokenizer']}, the semantic "
+            f"IDs come from {manifest['tokenizer']}: materialize generative_retriever"
+        )
     with duckdb.get_connection() as con:
-        data = load_from_warehouse(con, history_len=model.cfg.history_len, n_hashes=1, item_buckets=2,
-                                   user_buckets=2, max_hard=0)
+        data = load_from_warehouse(
+            con, history_len=model.cfg.history_len, n_hashes=1, item_buckets=2, user_buckets=2, max_hard=0
+        )
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
     trie = PrefixTrie(table[:-1], model.cfg.codebook_size)
     beam = config.beam or int(meta["train"]["beam"])
     gen = {}
     for ev in (data.valid, data.test):
         sample = ev.sample(config.eval_users, config.seed)
-        gen[ev.name] = evaluate_generative(model, trie, torch.as_tensor(table), sample, beam=beam, ks=KS,
-                                           log=context.log.info)
+        gen[ev.name] = evaluate_generative(
+            model, trie, torch.as_tensor(table), sample, beam=beam, ks=KS, log=context.log.info
+        )
     champion = champion_version(paths.artifacts)
     two_tower = json.loads((paths.artifacts / "models" / champion / "evaluation.json").read_text())
-    metrics = {"generative": gen, "two_tower": {s: two_tower["model"][s] for s in ("valid", "test")},
-               "popularity": {s: two_tower["popularity"][s] for s in ("valid", "test")},
-               "generative_version": version, "two_tower_version": champion, "tokenizer": meta["tokenizer"],
-               "beam": beam, "eval_users": config.eval_users}
+    metrics = {
+        "generative": gen,
+        "two_tower": {s: two_tower["model"][s] for s in ("valid", "test")},
+        "popularity": {s: two_tower["popularity"][s] for s in ("valid", "test")},
+        "generative_version": version,
+        "two_tower_version": champion,
+        "tokenizer": meta["tokenizer"],
+        "beam": beam,
+        "eval_users": config.eval_users,
+    }
     write_json_atomic(root / version / "evaluation.json", metrics)
-    flat = {f"{who}.{split}.{k}": v for who in ("generative", "two_tower", "popularity") for split in ("valid", "test")
-            for k, v in metrics[who][split].items() if k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "users")}
+    flat = {
+        f"{who}.{split}.{k}": v
+        for who in ("generative", "two_tower", "popularity")
+        for split in ("valid", "test")
+        for k, v in metrics[who][split].items()
+        if k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "users")
+    }
     flat.update({f"generative.{s}.decode_ms_per_user": gen[s]["decode_ms_per_user"] for s in gen})
-    mlflow.log(context, "generative_evaluation", flat, params={"generative_checkpoint": version, "beam": beam},
-               artifacts=[root / version / "evaluation.json"])
-    rows = [(split, who, int(metrics[who][split]["users"]), *(round(metrics[who][split][k], 4) for k in ("hr@10", "ndcg@10")))
-            for split in ("valid", "test") for who in ("generative", "two_tower", "popularity")]
+    mlflow.log(
+        context,
+        "generative_evaluation",
+        flat,
+        params={"generative_checkpoint": version, "beam": beam},
+        artifacts=[root / version / "evaluation.json"],
+    )
+    rows = [
+        (
+            split,
+            who,
+            int(metrics[who][split]["users"]),
+            *(round(metrics[who][split][k], 4) for k in ("hr@10", "ndcg@10")),
+        )
+        for split in ("valid", "test")
+        for who in ("generative", "two_tower", "popularity")
+    ]
     t = gen["test"]
-    figures = {"version": version, "beam": beam, "test_ndcg@10": t["ndcg@10"], "test_hr@10": t["hr@10"],
-               "test_ndcg@10_two_tower": metrics["two_tower"]["test"]["ndcg@10"],
-               "test_ndcg@10_popularity": metrics["popularity"]["test"]["ndcg@10"],
-               "ratio_to_two_tower": t["ndcg@10"] / max(metrics["two_tower"]["test"]["ndcg@10"], 1e-12),
-               "decode_ms_per_user": t["decode_ms_per_user"], "coverage@10": t["coverage@10"],
-               "eval_users_test": int(t["users"])}
-    return dg.MaterializeResult(metadata={
-        **figures_metadata(figures, tables={"metrics": md_table(rows, ("split", "retriever", "users", "HR@10", "NDCG@10"))}),
-        "evaluation": dg.MetadataValue.json(json.loads(json.dumps(metrics))),
-    })
+    figures = {
+        "version": version,
+        "beam": beam,
+        "test_ndcg@10": t["ndcg@10"],
+        "test_hr@10": t["hr@10"],
+        "test_ndcg@10_two_tower": metrics["two_tower"]["test"]["ndcg@10"],
+        "test_ndcg@10_popularity": metrics["popularity"]["test"]["ndcg@10"],
+        "ratio_to_two_tower": t["ndcg@10"] / max(metrics["two_tower"]["test"]["ndcg@10"], 1e-12),
+        "decode_ms_per_user": t["decode_ms_per_user"],
+        "coverage@10": t["coverage@10"],
+        "eval_users_test": int(t["users"]),
+    }
+    return dg.MaterializeResult(
+        metadata={
+            **figures_metadata(
+                figures, tables={"metrics": md_table(rows, ("split", "retriever", "users", "HR@10", "NDCG@10"))}
+            ),
+            "evaluation": dg.MetadataValue.json(json.loads(json.dumps(metrics))),
+        }
+    )

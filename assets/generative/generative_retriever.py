@@ -11,18 +11,33 @@ from assets.versions import WAREHOUSE_POOL, code_version
 from assets.config import GenerativeConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.store import read_codes
-from models.generative.training import (codes_by_position, save_generative, summary_metrics, train_config_dict,
-                                        train_generative)
+from models.generative.training import (
+    codes_by_position,
+    save_generative,
+    summary_metrics,
+    train_config_dict,
+    train_generative,
+)
 from models.retrieval.checkpoint import champion_version
 from models.retrieval.data import load_from_warehouse
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["item_semantic_ids", "interaction_splits"], kinds={"pytorch"}, owners=["team:recsys"],
-          tags={"layer": "model"}, pool=WAREHOUSE_POOL,
-          code_version=code_version(__file__, gen_seq2seq, gen_training, gen_beam, gen_store))
-def generative_retriever(context: dg.AssetExecutionContext, config: GenerativeConfig, paths: TowerflowPaths,
-                         duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["item_semantic_ids", "interaction_splits"],
+    kinds={"pytorch"},
+    owners=["team:recsys"],
+    tags={"layer": "model"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, gen_seq2seq, gen_training, gen_beam, gen_store),
+)
+def generative_retriever(
+    context: dg.AssetExecutionContext,
+    config: GenerativeConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+) -> dg.MaterializeResult:
     """A T5-style encoder-decoder over semantic-ID tokens, trained with teacher forcing on every
     train positive (the user's previous history_len positives -> the item's 4 codes), early-
     stopped on valid NDCG@10 of trie-constrained beam search, checkpointed under
@@ -31,33 +46,73 @@ def generative_retriever(context: dg.AssetExecutionContext, config: GenerativeCo
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         # hashed-id features are unused here: the smallest tables keep loading cheap
-        data = load_from_warehouse(con, history_len=config.history_len, n_hashes=1, item_buckets=2, user_buckets=2,
-                                   max_hard=0)
+        data = load_from_warehouse(
+            con, history_len=config.history_len, n_hashes=1, item_buckets=2, user_buckets=2, max_hard=0
+        )
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
     model_cfg = config.retriever_config(manifest["tokenizer_config"]["codebook_size"])
     tcfg = config.train_config()
-    context.log.info(f"training the generative retriever on {len(data.train):,} train rows, {len(data.catalog):,} "
-                     f"items, tokenizer {manifest['tokenizer']}")
+    context.log.info(
+        f"training the generative retriever on {len(data.train):,} train rows, {len(data.catalog):,} "
+        f"items, tokenizer {manifest['tokenizer']}"
+    )
 
     def log_check(epoch: int, row: dict) -> None:
         mlflow.log(context, "generative_retriever", {k: v for k, v in row.items() if k != "epoch"}, step=epoch)
 
-    result = train_generative(table, data.train, model_cfg, tcfg, valid=data.valid, log=context.log.info,
-                              on_check=log_check)
+    result = train_generative(
+        table, data.train, model_cfg, tcfg, valid=data.valid, log=context.log.info, on_check=log_check
+    )
     final = summary_metrics(result)
-    path = save_generative(paths.artifacts / "generative", result.model, {
-        "train": train_config_dict(tcfg), "tokenizer": manifest["tokenizer"], "metrics": final,
-        "two_tower_version": champion_version(paths.artifacts), "vocabulary_fingerprint": fingerprint,
-        "history": result.history}, result.optimizer_state)
-    mlflow.log(context, "generative_retriever", {k: v for k, v in final.items() if isinstance(v, (int, float))},
-               params={"checkpoint": path.name, "tokenizer": manifest["tokenizer"], "stopped_by": final["stopped_by"],
-                       **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
-                       **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()}},
-               artifacts=[path / "config.json"], step=len(result.history))
-    epochs = [(r["epoch"], round(r["loss"], 4), round(r.get("valid_ndcg@10", float("nan")), 4),
-               round(r.get("valid_hr@10", float("nan")), 4), round(r["train_seconds"], 1),
-               round(r.get("eval_seconds", 0.0), 1)) for r in result.history]
-    return dg.MaterializeResult(metadata=figures_metadata(
-        {**final, "version": path.name, "checkpoint": str(path), "tokenizer": manifest["tokenizer"],
-         "parameters": sum(p.numel() for p in result.model.parameters())},
-        tables={"epochs": md_table(epochs, ("epoch", "loss", "valid NDCG@10", "valid HR@10", "train s", "valid s"))}))
+    path = save_generative(
+        paths.artifacts / "generative",
+        result.model,
+        {
+            "train": train_config_dict(tcfg),
+            "tokenizer": manifest["tokenizer"],
+            "metrics": final,
+            "two_tower_version": champion_version(paths.artifacts),
+            "vocabulary_fingerprint": fingerprint,
+            "history": result.history,
+        },
+        result.optimizer_state,
+    )
+    mlflow.log(
+        context,
+        "generative_retriever",
+        {k: v for k, v in final.items() if isinstance(v, (int, float))},
+        params={
+            "checkpoint": path.name,
+            "tokenizer": manifest["tokenizer"],
+            "stopped_by": final["stopped_by"],
+            **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
+            **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
+        },
+        artifacts=[path / "config.json"],
+        step=len(result.history),
+    )
+    epochs = [
+        (
+            r["epoch"],
+            round(r["loss"], 4),
+            round(r.get("valid_ndcg@10", float("nan")), 4),
+            round(r.get("valid_hr@10", float("nan")), 4),
+            round(r["train_seconds"], 1),
+            round(r.get("eval_seconds", 0.0), 1),
+        )
+        for r in result.history
+    ]
+    return dg.MaterializeResult(
+        metadata=figures_metadata(
+            {
+                **final,
+                "version": path.name,
+                "checkpoint": str(path),
+                "tokenizer": manifest["tokenizer"],
+                "parameters": sum(p.numel() for p in result.model.parameters()),
+            },
+            tables={
+                "epochs": md_table(epochs, ("epoch", "loss", "valid NDCG@10", "valid HR@10", "train s", "valid s"))
+            },
+        )
+    )

@@ -12,11 +12,21 @@ from models.generative.store import refresh_semantic_ids, write_warehouse
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["item_embeddings"], kinds={"pytorch", "duckdb", "parquet"}, owners=["team:recsys"],
-          tags={"layer": "model"}, pool=WAREHOUSE_POOL,
-          code_version=code_version(__file__, gen_semantic_ids, gen_store, sql=("item_semantic_ids",)))
-def item_semantic_ids(context: dg.AssetExecutionContext, config: SemanticIdConfig, paths: TowerflowPaths,
-                      duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["item_embeddings"],
+    kinds={"pytorch", "duckdb", "parquet"},
+    owners=["team:recsys"],
+    tags={"layer": "model"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, gen_semantic_ids, gen_store, sql=("item_semantic_ids",)),
+)
+def item_semantic_ids(
+    context: dg.AssetExecutionContext,
+    config: SemanticIdConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+) -> dg.MaterializeResult:
     """(item_id, c1, c2, c3, c4) for every item in item_embeddings (the champion two-tower's
     vectors; items never trained are embedded from content), in the warehouse table
     `item_semantic_ids` and artifacts/semantic_ids/. c1..c3 come from an RQ-VAE (or residual
@@ -24,21 +34,38 @@ def item_semantic_ids(context: dg.AssetExecutionContext, config: SemanticIdConfi
     same two-tower model as the tokenizer, only items without a code are encoded (the incremental
     item path: new items become generable without retraining anything)."""
     root = paths.artifacts / "semantic_ids"
-    sid, manifest = refresh_semantic_ids(root, paths.artifacts / "embeddings", config.tokenizer_config(),
-                                         retrain=config.retrain, log=context.log.info)
+    sid, manifest = refresh_semantic_ids(
+        root, paths.artifacts / "embeddings", config.tokenizer_config(), retrain=config.retrain, log=context.log.info
+    )
     with duckdb.get_connection() as con:
         sql = write_warehouse(con, sid, manifest["tokenizer"])
     s = sid.stats
-    figures = {**{k: v for k, v in s.items() if not isinstance(v, dict)}, "tokenizer": manifest["tokenizer"],
-               "kind": manifest["tokenizer_config"]["kind"], "two_tower_version": manifest["two_tower_version"],
-               "codes_file": str(root / manifest["codes"])}
-    mlflow.log(context, "item_semantic_ids", {k: v for k, v in figures.items()
-                                              if isinstance(v, (int, float)) and not isinstance(v, bool)},
-               params={"tokenizer": manifest["tokenizer"], **{f"tokenizer.{k}": v for k, v in
-                                                              manifest["tokenizer_config"].items()}},
-               artifacts=[root / "manifest.json"])
+    figures = {
+        **{k: v for k, v in s.items() if not isinstance(v, dict)},
+        "tokenizer": manifest["tokenizer"],
+        "kind": manifest["tokenizer_config"]["kind"],
+        "two_tower_version": manifest["two_tower_version"],
+        "codes_file": str(root / manifest["codes"]),
+    }
+    mlflow.log(
+        context,
+        "item_semantic_ids",
+        {k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        params={
+            "tokenizer": manifest["tokenizer"],
+            **{f"tokenizer.{k}": v for k, v in manifest["tokenizer_config"].items()},
+        },
+        artifacts=[root / "manifest.json"],
+    )
     levels = [(f"c{i}", round(s[f"utilisation_c{i}"], 4)) for i in (1, 2, 3)]
     lengths = [(k, round(s[f"unique_at_length_{k}"], 4)) for k in (1, 2, 3, 4)]
-    return dg.MaterializeResult(metadata=figures_metadata(figures, sql={"item_semantic_ids": sql}, tables={
-        "codebook_utilisation": md_table(levels, ("level", "share of codes used")),
-        "code_length_distribution": md_table(lengths, ("shortest unique prefix", "share of items"))}))
+    return dg.MaterializeResult(
+        metadata=figures_metadata(
+            figures,
+            sql={"item_semantic_ids": sql},
+            tables={
+                "codebook_utilisation": md_table(levels, ("level", "share of codes used")),
+                "code_length_distribution": md_table(lengths, ("shortest unique prefix", "share of items")),
+            },
+        )
+    )

@@ -13,10 +13,12 @@ def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeR
     with duckdb.get_connection() as con:
         results = ingest_folder(con, paths.landing, kind, log=context.log.info)
         total, unparseable, files = con.execute(
-            f"SELECT count(*), count(parse_error), count(DISTINCT file_id) FROM {kind.table}").fetchall()[0]
+            f"SELECT count(*), count(parse_error), count(DISTINCT file_id) FROM {kind.table}"
+        ).fetchall()[0]
         problems = con.execute(
             "SELECT path, status, message FROM ingested_files WHERE kind = $k AND status IN ('rejected', 'partial', 'empty') ORDER BY path",
-            {"k": kind.name}).fetchall()
+            {"k": kind.name},
+        ).fetchall()
         table = table_metadata(con, kind.table)
     new = [r for r in results if r.status != "skipped"]
     warnings = [r for r in new if r.status in ("rejected", "partial", "empty")]
@@ -31,14 +33,21 @@ def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeR
         "problem_files": len(problems),
     }
     if not (paths.landing / kind.name).exists():
-        context.log.warning(f"{paths.landing / kind.name} does not exist: nothing to ingest "
-                            "(run `towerflow generate` or drop files there)")
+        context.log.warning(
+            f"{paths.landing / kind.name} does not exist: nothing to ingest "
+            "(run `towerflow generate` or drop files there)"
+        )
     log_figures(context, mlflow, kind.table, figures)
-    tables = {"new_files_table": md_table([(r.path, r.status, r.reader, r.rows, r.parse_errors, r.message) for r in new],
-                                          ("file", "status", "reader", "rows", "unparseable", "message"))}
+    tables = {
+        "new_files_table": md_table(
+            [(r.path, r.status, r.reader, r.rows, r.parse_errors, r.message) for r in new],
+            ("file", "status", "reader", "rows", "unparseable", "message"),
+        )
+    }
     if problems:
         tables["problem_files_table"] = md_table(problems, ("file", "status", "message"))
     for r in warnings:
         context.log.warning(r.message)
-    return dg.MaterializeResult(metadata={**figures_metadata(figures, sql={kind.table: sql_text(kind.table)}, tables=tables),
-                                          **table})
+    return dg.MaterializeResult(
+        metadata={**figures_metadata(figures, sql={kind.table: sql_text(kind.table)}, tables=tables), **table}
+    )

@@ -10,14 +10,24 @@ def _files_check(context, kind: str, duckdb, mlflow, check: str):
     with duckdb.get_connection() as con:
         bad = con.execute(
             "SELECT path, status, message FROM ingested_files WHERE kind = $k AND status IN ('rejected', 'partial', 'empty') ORDER BY path",
-            {"k": kind}).fetchall()
-    return check_result(context, mlflow, check, not bad, {"problem_files": len(bad), "threshold": 0},
-                        tables={"problem_files_table": md_table(bad, ("file", "status", "message"))} if bad else None,
-                        severity=dg.AssetCheckSeverity.WARN)
+            {"k": kind},
+        ).fetchall()
+    return check_result(
+        context,
+        mlflow,
+        check,
+        not bad,
+        {"problem_files": len(bad), "threshold": 0},
+        tables={"problem_files_table": md_table(bad, ("file", "status", "message"))} if bad else None,
+        severity=dg.AssetCheckSeverity.WARN,
+    )
 
 
-@dg.asset_check(asset="raw_events", pool=WAREHOUSE_POOL, description="Every landing file could be read whole "
-                "(rejected, damaged or empty files are named with the reason).")
+@dg.asset_check(
+    asset="raw_events",
+    pool=WAREHOUSE_POOL,
+    description="Every landing file could be read whole (rejected, damaged or empty files are named with the reason).",
+)
 def raw_events_files_readable(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _files_check(context, "events", duckdb, mlflow, "raw_events_files_readable")
 
@@ -27,8 +37,19 @@ def raw_items_files_readable(context, duckdb: DuckDBResource, mlflow: MlflowTrac
     return _files_check(context, "items", duckdb, mlflow, "raw_items_files_readable")
 
 
-@dg.asset_check(asset="raw_events", pool=WAREHOUSE_POOL, blocking=True,
-                description="Each loaded file has exactly one raw row per physical data line.")
+@dg.asset_check(
+    asset="raw_events",
+    pool=WAREHOUSE_POOL,
+    blocking=True,
+    description="Each loaded file has exactly one raw row per physical data line.",
+)
 def raw_file_lines_accounted(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
-    return audit_check(context, duckdb, mlflow, "audit_file_lines", "raw_file_lines_accounted", "files",
-                       ("file", "format", "physical_lines", "rows_loaded", "raw_rows"))
+    return audit_check(
+        context,
+        duckdb,
+        mlflow,
+        "audit_file_lines",
+        "raw_file_lines_accounted",
+        "files",
+        ("file", "format", "physical_lines", "rows_loaded", "raw_rows"),
+    )

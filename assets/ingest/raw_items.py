@@ -9,10 +9,16 @@ from models.ingest.landing import ITEMS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["landing_items"], kinds={"duckdb"}, owners=["team:recsys"], tags={"layer": "bronze"},
-          pool=WAREHOUSE_POOL,
-          code_version=code_version(__file__, _ingest, landing, sql=("ingested_files", "raw_events", "raw_items")))
-def raw_items(context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource,
-              mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["landing_items"],
+    kinds={"duckdb"},
+    owners=["team:recsys"],
+    tags={"layer": "bronze"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, _ingest, landing, sql=("ingested_files", "raw_events", "raw_items")),
+)
+def raw_items(
+    context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker
+) -> dg.MaterializeResult:
     """Item catalog files from landing/items/ as text columns with source file and line."""
     return ingest(context, ITEMS, paths, duckdb, mlflow)

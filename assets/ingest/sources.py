@@ -29,10 +29,12 @@ def _observe(paths: TowerflowPaths, kind) -> dict:
     return {"data_version": dg.DataVersion(fingerprint(files)), "metadata": {"files": len(files)}}
 
 
-@dg.multi_observable_source_asset(specs=[
-    dg.AssetSpec("landing_events", description="Event files under landing/events/ (CSV, JSONL, Parquet, gzip)."),
-    dg.AssetSpec("landing_items", description="Item catalog files under landing/items/."),
-])
+@dg.multi_observable_source_asset(
+    specs=[
+        dg.AssetSpec("landing_events", description="Event files under landing/events/ (CSV, JSONL, Parquet, gzip)."),
+        dg.AssetSpec("landing_items", description="Item catalog files under landing/items/."),
+    ]
+)
 def landing_files_observation(paths: TowerflowPaths):
     for kind in (EVENTS, ITEMS):
         yield dg.ObserveResult(asset_key=f"landing_{kind.name}", **_observe(paths, kind))

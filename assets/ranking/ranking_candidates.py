@@ -10,26 +10,50 @@ from models.ranking.data import build_ranking_candidates
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["action_labels", "promoted_model", "interaction_splits"], kinds={"duckdb", "pytorch"},
-          owners=["team:recsys"], tags={"layer": "ranking"},
-          pool=WAREHOUSE_POOL, code_version=code_version(__file__, rk_data, sql=("ranking_candidates",)))
-def ranking_candidates(context: dg.AssetExecutionContext, config: RankingConfig, paths: TowerflowPaths,
-                       duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["action_labels", "promoted_model", "interaction_splits"],
+    kinds={"duckdb", "pytorch"},
+    owners=["team:recsys"],
+    tags={"layer": "ranking"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, rk_data, sql=("ranking_candidates",)),
+)
+def ranking_candidates(
+    context: dg.AssetExecutionContext,
+    config: RankingConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+) -> dg.MaterializeResult:
     """Per user and split (train / valid / test), the champion two-tower's top N for the history
     before the split's cut (seen items excluded, retrieval score kept), labelled with the
     actions the user took on them in the split's window; train rows add the window's exposures
     retrieval missed. Train rows use only train-period history and labels."""
     with duckdb.get_connection() as con:
         champion = current_model(con, paths)
-        out = build_ranking_candidates(con, champion.model, n_candidates=config.n_candidates,
-                                       label_share=config.label_share, log=context.log.info)
-    rows = [(s, out["users"].get(s, 0), out["rows"].get(s, 0), round(out["target_retrieved"].get(s, 0.0), 4))
-            for s in ("train", "valid", "test")]
-    figures = {"retriever_version": champion.version, "n_candidates": config.n_candidates,
-               **{f"rows_{s}": int(out["rows"].get(s, 0)) for s in ("train", "valid", "test")},
-               **{f"target_retrieved_{s}": float(out["target_retrieved"].get(s, 0.0)) for s in ("train", "valid", "test")}}
-    mlflow.log(context, "ranking_candidates", {k: v for k, v in figures.items() if isinstance(v, (int, float))},
-               params={"retriever_version": champion.version})
-    return dg.MaterializeResult(metadata=figures_metadata(
-        figures, sql={"ranking_candidates": out["sql"]},
-        tables={"splits": md_table(rows, ("split", "users", "candidates", "held-out pair retrieved"))}))
+        out = build_ranking_candidates(
+            con, champion.model, n_candidates=config.n_candidates, label_share=config.label_share, log=context.log.info
+        )
+    rows = [
+        (s, out["users"].get(s, 0), out["rows"].get(s, 0), round(out["target_retrieved"].get(s, 0.0), 4))
+        for s in ("train", "valid", "test")
+    ]
+    figures = {
+        "retriever_version": champion.version,
+        "n_candidates": config.n_candidates,
+        **{f"rows_{s}": int(out["rows"].get(s, 0)) for s in ("train", "valid", "test")},
+        **{f"target_retrieved_{s}": float(out["target_retrieved"].get(s, 0.0)) for s in ("train", "valid", "test")},
+    }
+    mlflow.log(
+        context,
+        "ranking_candidates",
+        {k: v for k, v in figures.items() if isinstance(v, (int, float))},
+        params={"retriever_version": champion.version},
+    )
+    return dg.MaterializeResult(
+        metadata=figures_metadata(
+            figures,
+            sql={"ranking_candidates": out["sql"]},
+            tables={"splits": md_table(rows, ("split", "users", "candidates", "held-out pair retrieved"))},
+        )
+    )

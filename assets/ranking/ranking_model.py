@@ -20,26 +20,52 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
 def ranker_configs(config: RankingConfig, weights: list[float], n_items: int, n_users: int):
-    cfg = RankerConfig(n_actions=len(weights), action_signs=tuple(1.0 if w >= 0 else -1.0 for w in weights), dim=config.dim, heads=config.heads, layers=config.layers,
-                       history_len=config.history_len, candidates_per_pass=config.candidates_per_pass,
-                       item_buckets=max(1024, 2 * n_items + 1), user_buckets=max(1024, 2 * n_users + 1))
-    tcfg = RankerTrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                             patience=config.patience, seed=config.seed, max_minutes=config.max_minutes,
-                             valid_users=config.valid_users)
+    cfg = RankerConfig(
+        n_actions=len(weights),
+        action_signs=tuple(1.0 if w >= 0 else -1.0 for w in weights),
+        dim=config.dim,
+        heads=config.heads,
+        layers=config.layers,
+        history_len=config.history_len,
+        candidates_per_pass=config.candidates_per_pass,
+        item_buckets=max(1024, 2 * n_items + 1),
+        user_buckets=max(1024, 2 * n_users + 1),
+    )
+    tcfg = RankerTrainConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        patience=config.patience,
+        seed=config.seed,
+        max_minutes=config.max_minutes,
+        valid_users=config.valid_users,
+    )
     return cfg, tcfg
 
 
-@dg.asset(deps=["ranking_candidates"], kinds={"pytorch"}, owners=["team:recsys"], tags={"layer": "ranking"},
-          pool=WAREHOUSE_POOL, code_version=code_version(__file__, rk_data, rk_labels, rk_model, rk_training))
-def ranking_model(context: dg.AssetExecutionContext, config: RankingConfig, paths: TowerflowPaths,
-                  duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["ranking_candidates"],
+    kinds={"pytorch"},
+    owners=["team:recsys"],
+    tags={"layer": "ranking"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, rk_data, rk_labels, rk_model, rk_training),
+)
+def ranking_model(
+    context: dg.AssetExecutionContext,
+    config: RankingConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+) -> dg.MaterializeResult:
     """The candidate-isolation transformer (models/ranking/model.py): per-action BCE on the train
     rows' candidates, early-stopped on the valid NDCG@10 of the weighted score; a state-dict
     checkpoint under artifacts/ranking/<version>/ with its config, actions and weights."""
     with duckdb.get_connection() as con:
         vocab = read_vocabulary(con)
-        n_items, n_users = con.execute("SELECT count(DISTINCT item_id), count(DISTINCT user_id) "
-                                       "FROM action_labels").fetchall()[0]
+        n_items, n_users = con.execute(
+            "SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM action_labels"
+        ).fetchall()[0]
         cfg, tcfg = ranker_configs(config, [a["weight"] for a in vocab], n_items, n_users)
         train_set = load_ranking_set(con, "train", cfg)
         valid_set = load_ranking_set(con, "valid", cfg)
@@ -47,11 +73,20 @@ def ranking_model(context: dg.AssetExecutionContext, config: RankingConfig, path
     context.log.info(f"training the ranker on {len(train_set):,} users' candidates, {len(vocab)} actions")
     result = train_ranker(train_set, valid_set, cfg, tcfg, weights, log=context.log.info)
     root = paths.artifacts / "ranking"
-    path = save_ranker(root, result.model, {"actions": vocab, "negative_offset": config.negative_offset,
-                                            "train": train_config_dict(tcfg), "history": result.history,
-                                            "best_epoch": result.best_epoch, "stopped_by": result.stopped_by,
-                                            "best_valid": result.best_valid,
-                                            "retriever_version": champion_version(paths.artifacts)})
+    path = save_ranker(
+        root,
+        result.model,
+        {
+            "actions": vocab,
+            "negative_offset": config.negative_offset,
+            "train": train_config_dict(tcfg),
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "stopped_by": result.stopped_by,
+            "best_valid": result.best_valid,
+            "retriever_version": champion_version(paths.artifacts),
+        },
+    )
     png = training_curves(result.history, path / "curves.png")
     manifest = read_manifest(root) or {"current": None, "latest": None, "versions": []}
     manifest["versions"].append(path.name)
@@ -59,17 +94,44 @@ def ranking_model(context: dg.AssetExecutionContext, config: RankingConfig, path
     write_manifest(root, manifest)
     for row in result.history:
         mlflow.log(context, "ranking_model", {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-    figures = {"version": path.name, "best_epoch": result.best_epoch, "stopped_by": result.stopped_by,
-               "train_users": len(train_set), "valid_users": len(valid_set),
-               "best_valid_ndcg@10": result.best_valid["ndcg@10"], "best_valid_hr@10": result.best_valid["hr@10"]}
-    mlflow.log(context, "ranking_model", {k: v for k, v in figures.items() if isinstance(v, (int, float))},
-               params={**{f"ranker.{k}": v for k, v in cfg.to_dict().items()},
-                       **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
-                       "actions": ",".join(f"{a['name']}:{a['weight']}" for a in vocab), "checkpoint": path.name},
-               artifacts=[path / "config.json", path / "ranker.pt", png], step=len(result.history))
-    epochs = [(r["epoch"], round(r["loss"], 4), round(r["valid_ndcg@10"], 4), round(r["valid_hr@10"], 4),
-               round(r["train_seconds"], 1)) for r in result.history]
-    return dg.MaterializeResult(metadata={
-        **figures_metadata({**figures, "checkpoint": str(path)},
-                           tables={"epochs": md_table(epochs, ("epoch", "loss", "valid NDCG@10", "valid HR@10", "train s"))}),
-        "curves": dg.MetadataValue.path(str(png))})
+    figures = {
+        "version": path.name,
+        "best_epoch": result.best_epoch,
+        "stopped_by": result.stopped_by,
+        "train_users": len(train_set),
+        "valid_users": len(valid_set),
+        "best_valid_ndcg@10": result.best_valid["ndcg@10"],
+        "best_valid_hr@10": result.best_valid["hr@10"],
+    }
+    mlflow.log(
+        context,
+        "ranking_model",
+        {k: v for k, v in figures.items() if isinstance(v, (int, float))},
+        params={
+            **{f"ranker.{k}": v for k, v in cfg.to_dict().items()},
+            **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
+            "actions": ",".join(f"{a['name']}:{a['weight']}" for a in vocab),
+            "checkpoint": path.name,
+        },
+        artifacts=[path / "config.json", path / "ranker.pt", png],
+        step=len(result.history),
+    )
+    epochs = [
+        (
+            r["epoch"],
+            round(r["loss"], 4),
+            round(r["valid_ndcg@10"], 4),
+            round(r["valid_hr@10"], 4),
+            round(r["train_seconds"], 1),
+        )
+        for r in result.history
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            **figures_metadata(
+                {**figures, "checkpoint": str(path)},
+                tables={"epochs": md_table(epochs, ("epoch", "loss", "valid NDCG@10", "valid HR@10", "train s"))},
+            ),
+            "curves": dg.MetadataValue.path(str(png)),
+        }
+    )

@@ -16,10 +16,21 @@ from models.serving.recommender import search_excluding_seen
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["item_index"], kinds={"parquet", "faiss"}, owners=["team:recsys"], tags={"layer": "serving"},
-          pool=WAREHOUSE_POOL, code_version=code_version(__file__, _current, recommender))
-def batch_recommendations(context: dg.AssetExecutionContext, config: RecommendationConfig, paths: TowerflowPaths,
-                          duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["item_index"],
+    kinds={"parquet", "faiss"},
+    owners=["team:recsys"],
+    tags={"layer": "serving"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, _current, recommender),
+)
+def batch_recommendations(
+    context: dg.AssetExecutionContext,
+    config: RecommendationConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+) -> dg.MaterializeResult:
     """Top-K items per known user from the index, items the user already interacted with excluded:
     Parquet of user_id, rank, item_id, score."""
     rec = load_recommender(duckdb, paths)
@@ -31,19 +42,28 @@ def batch_recommendations(context: dg.AssetExecutionContext, config: Recommendat
         D, I = search_excluding_seen(rec.index, rec.user_vectors(rows), rec.seen_rows(rows), config.k)
         valid = I >= 0
         q, r = np.nonzero(valid)
-        parts.append(pa.table({
-            "user_id": pa.array(users.user_keys[rows][q].tolist(), pa.string()),
-            "rank": pa.array(r + 1, pa.int32()),
-            "item_id": pa.array(rec.index.items_of(I[valid]).tolist(), pa.string()),
-            "score": pa.array(D[valid], pa.float32()),
-        }))
+        parts.append(
+            pa.table(
+                {
+                    "user_id": pa.array(users.user_keys[rows][q].tolist(), pa.string()),
+                    "rank": pa.array(r + 1, pa.int32()),
+                    "item_id": pa.array(rec.index.items_of(I[valid]).tolist(), pa.string()),
+                    "score": pa.array(D[valid], pa.float32()),
+                }
+            )
+        )
         progress.update(len(rows))
     table = pa.concat_tables(parts)
     out = paths.artifacts / "recommendations" / "batch_recommendations.parquet"
     with atomic_file(out) as tmp:
         pq.write_table(table, tmp)
-    figures = {"users": len(users), "rows": table.num_rows, "k": config.k,
-               "distinct_items_recommended": len(set(table["item_id"].to_pylist())),
-               "model_version": rec.version, "path": str(out)}
+    figures = {
+        "users": len(users),
+        "rows": table.num_rows,
+        "k": config.k,
+        "distinct_items_recommended": len(set(table["item_id"].to_pylist())),
+        "model_version": rec.version,
+        "path": str(out),
+    }
     mlflow.log(context, "batch_recommendations", {k: v for k, v in figures.items() if isinstance(v, (int, float))})
     return dg.MaterializeResult(metadata=figures_metadata(figures))

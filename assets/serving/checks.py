@@ -12,12 +12,17 @@ from models.index.item_index import exact_search, recall_at_k
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset_check(asset="item_index", pool=WAREHOUSE_POOL, blocking=True,
-                description="Recall@10 of the index against exact inner-product search over item_embeddings, "
-                            "on a sample of real user vectors, reaches the configured threshold (0.95), with the "
-                            "search setting the build tuned and serves with.")
-def item_index_recall_at_10(context, config: IndexConfig, paths: TowerflowPaths, duckdb: DuckDBResource,
-                            mlflow: MlflowTracker):
+@dg.asset_check(
+    asset="item_index",
+    pool=WAREHOUSE_POOL,
+    blocking=True,
+    description="Recall@10 of the index against exact inner-product search over item_embeddings, "
+    "on a sample of real user vectors, reaches the configured threshold (0.95), with the "
+    "search setting the build tuned and serves with.",
+)
+def item_index_recall_at_10(
+    context, config: IndexConfig, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker
+):
     with duckdb.get_connection() as con:  # a fixed pseudo-random sample of known users, not the tuning's
         sample = sample_users(con, config.recall_sample)
     rec = load_recommender(duckdb, paths, users=sample)  # loads only what these users need
@@ -28,7 +33,17 @@ def item_index_recall_at_10(context, config: IndexConfig, paths: TowerflowPaths,
     _, I = rec.index.search(xq, k)
     _, I0 = exact_search(xb, row_ids, xq, k)
     recall = recall_at_k(I, I0, k)
-    return check_result(context, mlflow, "item_index_recall_at_10", recall >= config.recall_threshold,
-                        {"recall_at_10": recall, "threshold": config.recall_threshold, "queries": len(rows),
-                         "index_type": rec.index.kind, "tombstones": len(rec.index.stale),
-                         "search": rec.index.manifest.get("search", {}).get("setting", "")})
+    return check_result(
+        context,
+        mlflow,
+        "item_index_recall_at_10",
+        recall >= config.recall_threshold,
+        {
+            "recall_at_10": recall,
+            "threshold": config.recall_threshold,
+            "queries": len(rows),
+            "index_type": rec.index.kind,
+            "tombstones": len(rec.index.stale),
+            "search": rec.index.manifest.get("search", {}).get("setting", ""),
+        },
+    )

@@ -12,19 +12,36 @@ from models.index.embeddings import refresh_embeddings
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["promoted_model", "clean_items"], kinds={"parquet", "pytorch"}, owners=["team:recsys"],
-          tags={"layer": "serving"}, pool=WAREHOUSE_POOL,
-          code_version=code_version(__file__, _current, embeddings, retrieval_data))
-def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, paths: TowerflowPaths,
-                    duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["promoted_model", "clean_items"],
+    kinds={"parquet", "pytorch"},
+    owners=["team:recsys"],
+    tags={"layer": "serving"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, _current, embeddings, retrieval_data),
+)
+def item_embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+) -> dg.MaterializeResult:
     """Parquet of row_id, item_id, vector, model_version, content_hash for every catalog item,
     items never seen in training included: an id outside the train split's item vocabulary is
     embedded by content alone (id part zero, the path id dropout trains). Under an unchanged
     model only new or changed items (by content hash) are embedded."""
     with duckdb.get_connection() as con:
         cur = current_model(con, paths)
-        stats = refresh_embeddings(con, paths.artifacts / "embeddings", cur.model, cur.version, cur.fingerprint,
-                                   full=config.full, log=context.log.info)
+        stats = refresh_embeddings(
+            con,
+            paths.artifacts / "embeddings",
+            cur.model,
+            cur.version,
+            cur.fingerprint,
+            full=config.full,
+            log=context.log.info,
+        )
     figures = {**stats, "model_version": cur.version, "path": str(paths.artifacts / "embeddings")}
     mlflow.log(context, "item_embeddings", {k: v for k, v in figures.items() if isinstance(v, (int, float))})
     return dg.MaterializeResult(metadata=figures_metadata(figures))

@@ -13,27 +13,55 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
 # in the pool: tuning reads real user vectors, which opens the warehouse
-@dg.asset(deps=["item_embeddings"], kinds={"faiss"}, owners=["team:recsys"], tags={"layer": "serving"},
-          pool=WAREHOUSE_POOL, code_version=code_version(__file__, embeddings, item_index_lib, _current))
-def item_index(context: dg.AssetExecutionContext, config: IndexConfig, paths: TowerflowPaths,
-               duckdb: DuckDBResource, mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["item_embeddings"],
+    kinds={"faiss"},
+    owners=["team:recsys"],
+    tags={"layer": "serving"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, embeddings, item_index_lib, _current),
+)
+def item_index(
+    context: dg.AssetExecutionContext,
+    config: IndexConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+) -> dg.MaterializeResult:
     """FAISS index over item_embeddings keyed by row_id: a main segment (IndexIDMap2(IndexFlatIP)
     up to exact_max items, IVF-Flat above; HNSW on request) plus an exact delta segment for rows
     added since its build; rows that left the table are tombstoned in main. Rebuilt once delta +
     tombstones pass rebuild_share. Each ANN build tunes its search setting on real user vectors
     (recorded in the manifest, served with). Folders are published atomically by manifest.json."""
+
     def tune_queries():  # only called by a full ANN build
         return sample_user_vectors(duckdb, paths, config.tune_sample, salt="tune")
 
-    idx, stats = refresh_index(paths.artifacts / "index", paths.artifacts / "embeddings", config.spec(),
-                               rebuild_share=config.rebuild_share, full=config.full,
-                               tune_queries=tune_queries if config.tune else None,
-                               tune_target=min(1.0, config.recall_threshold + config.tune_margin),
-                               log=context.log.info)
-    figures = {**stats, "index_type": idx.kind, "ntotal": idx.ntotal, "dim": idx.manifest["dim"],
-               "changed_share": round(idx.changed_share(), 6), "model_version": idx.manifest["model_version"],
-               "build": idx.manifest["build"], "delta_folder": idx.manifest["delta"],
-               "search": idx.manifest.get("search", {}).get("setting", "exact" if idx.kind == "flat" else "untuned")}
-    mlflow.log(context, "item_index", {k: v for k, v in figures.items() if isinstance(v, (int, float))},
-               params={"index_type": idx.kind, "search": figures["search"]})
+    idx, stats = refresh_index(
+        paths.artifacts / "index",
+        paths.artifacts / "embeddings",
+        config.spec(),
+        rebuild_share=config.rebuild_share,
+        full=config.full,
+        tune_queries=tune_queries if config.tune else None,
+        tune_target=min(1.0, config.recall_threshold + config.tune_margin),
+        log=context.log.info,
+    )
+    figures = {
+        **stats,
+        "index_type": idx.kind,
+        "ntotal": idx.ntotal,
+        "dim": idx.manifest["dim"],
+        "changed_share": round(idx.changed_share(), 6),
+        "model_version": idx.manifest["model_version"],
+        "build": idx.manifest["build"],
+        "delta_folder": idx.manifest["delta"],
+        "search": idx.manifest.get("search", {}).get("setting", "exact" if idx.kind == "flat" else "untuned"),
+    }
+    mlflow.log(
+        context,
+        "item_index",
+        {k: v for k, v in figures.items() if isinstance(v, (int, float))},
+        params={"index_type": idx.kind, "search": figures["search"]},
+    )
     return dg.MaterializeResult(metadata=figures_metadata(figures))

@@ -10,10 +10,17 @@ from models.sql import sql_text
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["interaction_splits"], kinds={"parquet"}, owners=["team:recsys"], tags={"layer": "serving"},
-          pool=WAREHOUSE_POOL, code_version=code_version(__file__, histories, sql=("user_histories", "item_popularity")))
-def user_histories(context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource,
-                   mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["interaction_splits"],
+    kinds={"parquet"},
+    owners=["team:recsys"],
+    tags={"layer": "serving"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, histories, sql=("user_histories", "item_popularity")),
+)
+def user_histories(
+    context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker
+) -> dg.MaterializeResult:
     """What the online service (`towerflow serve`) knows about users, so that it never opens the
     warehouse: every known user's items, oldest first (the user tower's history and the items to
     exclude), and the most popular items (the fallback), as Parquet published by manifest."""
@@ -21,5 +28,8 @@ def user_histories(context: dg.AssetExecutionContext, paths: TowerflowPaths, duc
         manifest = write_user_histories(con, paths.artifacts / "user_histories")
     figures = {k: manifest[k] for k in ("users", "pairs", "popular", "folder")}
     mlflow.log(context, "user_histories", {k: v for k, v in figures.items() if isinstance(v, int)})
-    return dg.MaterializeResult(metadata=figures_metadata(
-        figures, sql={"user_histories": sql_text("user_histories"), "item_popularity": sql_text("item_popularity")}))
+    return dg.MaterializeResult(
+        metadata=figures_metadata(
+            figures, sql={"user_histories": sql_text("user_histories"), "item_popularity": sql_text("item_popularity")}
+        )
+    )

@@ -9,24 +9,39 @@ from models.splits.build import build_vocabularies
 from orchestration.resources import MlflowTracker
 
 
-@dg.asset(deps=["interaction_splits", "clean_items"], kinds={"duckdb"}, owners=["team:recsys"],
-          tags={"layer": "gold"}, pool=WAREHOUSE_POOL,
-          code_version=code_version(__file__, build, sql=("vocabularies",)))
-def vocabularies(context: dg.AssetExecutionContext, config: VocabularyConfig, duckdb: DuckDBResource,
-                 mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["interaction_splits", "clean_items"],
+    kinds={"duckdb"},
+    owners=["team:recsys"],
+    tags={"layer": "gold"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(__file__, build, sql=("vocabularies",)),
+)
+def vocabularies(
+    context: dg.AssetExecutionContext, config: VocabularyConfig, duckdb: DuckDBResource, mlflow: MlflowTracker
+) -> dg.MaterializeResult:
     """User, item, category and title-token vocabularies from the train split only, with a
     frequency floor and hash buckets (indices 1..num_buckets) for unseen or rare keys."""
     params = config.sql_params()
     with duckdb.get_connection() as con:
         sql, fingerprint = build_vocabularies(con, params)
-        sizes = con.execute("SELECT vocabulary, count(*), sum(count) FROM vocabularies GROUP BY 1 ORDER BY 1").fetchall()
+        sizes = con.execute(
+            "SELECT vocabulary, count(*), sum(count) FROM vocabularies GROUP BY 1 ORDER BY 1"
+        ).fetchall()
         table = table_metadata(con, "vocabularies")
     figures = {f"{v}_size": n for v, n, _ in sizes}
     figures.update({"num_buckets": config.num_buckets, "fingerprint": fingerprint})
     for name in ("user_id", "item_id", "category", "title_token"):
         figures.setdefault(f"{name}_size", 0)
-    context.log.info("vocabularies: " + ", ".join(f"{v}={n:,}" for v, n, _ in sizes) + f"; fingerprint {fingerprint[:12]}")
+    context.log.info(
+        "vocabularies: " + ", ".join(f"{v}={n:,}" for v, n, _ in sizes) + f"; fingerprint {fingerprint[:12]}"
+    )
     log_figures(context, mlflow, "vocabularies", figures, params={"vocabulary_fingerprint": fingerprint})
-    return dg.MaterializeResult(metadata=figures_metadata(
-        figures, sql={"vocabularies": sql},
-        tables={"sizes": md_table(sizes, ("vocabulary", "keys", "train interactions covered"))}) | table)
+    return dg.MaterializeResult(
+        metadata=figures_metadata(
+            figures,
+            sql={"vocabularies": sql},
+            tables={"sizes": md_table(sizes, ("vocabulary", "keys", "train interactions covered"))},
+        )
+        | table
+    )

@@ -23,13 +23,25 @@ def latest_evaluation(paths: TowerflowPaths) -> dict:
     return json.loads(path.read_text())
 
 
-@dg.asset_check(asset="model_evaluation", blocking=True,
-                description="The evaluated checkpoint beats popularity on validation NDCG@10 "
-                            "(full ranking, seen items excluded); gates promoted_model and so "
-                            "everything that serves.")
+@dg.asset_check(
+    asset="model_evaluation",
+    blocking=True,
+    description="The evaluated checkpoint beats popularity on validation NDCG@10 "
+    "(full ranking, seen items excluded); gates promoted_model and so "
+    "everything that serves.",
+)
 def beats_popularity_on_valid_ndcg(context, paths: TowerflowPaths, mlflow: MlflowTracker):
     m = latest_evaluation(paths)
     model, pop = m["model"]["valid"]["ndcg@10"], m["popularity"]["valid"]["ndcg@10"]
-    return check_result(context, mlflow, "beats_popularity_on_valid_ndcg", promotion_passes(m),
-                        {"valid_ndcg@10": model, "threshold_popularity_valid_ndcg@10": pop,
-                         "ratio_to_popularity": model / pop if pop else float("inf"), "checkpoint": m["version"]})
+    return check_result(
+        context,
+        mlflow,
+        "beats_popularity_on_valid_ndcg",
+        promotion_passes(m),
+        {
+            "valid_ndcg@10": model,
+            "threshold_popularity_valid_ndcg@10": pop,
+            "ratio_to_popularity": model / pop if pop else float("inf"),
+            "checkpoint": m["version"],
+        },
+    )

@@ -15,10 +15,16 @@ from models.retrieval.pyfunc import read_logged
 from orchestration.resources import CHAMPION, MlflowTracker, TowerflowPaths
 
 
-@dg.asset(deps=["model_evaluation"], kinds={"mlflow"}, owners=["team:recsys"], tags={"layer": "model"},
-          code_version=code_version(__file__, checks, pyfunc))
-def promoted_model(context: dg.AssetExecutionContext, paths: TowerflowPaths,
-                   mlflow: MlflowTracker) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["model_evaluation"],
+    kinds={"mlflow"},
+    owners=["team:recsys"],
+    tags={"layer": "model"},
+    code_version=code_version(__file__, checks, pyfunc),
+)
+def promoted_model(
+    context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
+) -> dg.MaterializeResult:
     """The champion: a registered model version (tagged with the Dagster run, the data and
     vocabulary fingerprints and the evaluation figures) that the alias `champion` points at.
 
@@ -28,25 +34,48 @@ def promoted_model(context: dg.AssetExecutionContext, paths: TowerflowPaths,
     evaluation = latest_evaluation(paths)
     version = evaluation["version"]
     if not promotion_passes(evaluation):
-        raise dg.Failure(f"checkpoint {version} did not pass the promotion rule "
-                         "(beats popularity on valid NDCG@10): nothing promoted, the champion stays")
+        raise dg.Failure(
+            f"checkpoint {version} did not pass the promotion rule "
+            "(beats popularity on valid NDCG@10): nothing promoted, the champion stays"
+        )
     logged = read_logged(root / version)
     if logged is None:
-        raise dg.Failure(f"checkpoint {version} has no logged MLflow model (mlflow.json): "
-                         "materialize two_tower_model again")
+        raise dg.Failure(
+            f"checkpoint {version} has no logged MLflow model (mlflow.json): materialize two_tower_model again"
+        )
     _, meta, _ = load_checkpoint(root / version)
-    figures = {f"{who}.{split}.{k.replace('@', '_at_')}": round(evaluation[who][split][k], 6)
-               for who in ("model", "popularity") for split in ("valid", "test") for k in ("ndcg@10", "hr@10")}
-    tags = {"dagster_run_id": context.run.run_id, "vocabulary_fingerprint": meta["vocabulary_fingerprint"],
-            "training_run_id": logged["run_id"], **figures}
+    figures = {
+        f"{who}.{split}.{k.replace('@', '_at_')}": round(evaluation[who][split][k], 6)
+        for who in ("model", "popularity")
+        for split in ("valid", "test")
+        for k in ("ndcg@10", "hr@10")
+    }
+    tags = {
+        "dagster_run_id": context.run.run_id,
+        "vocabulary_fingerprint": meta["vocabulary_fingerprint"],
+        "training_run_id": logged["run_id"],
+        **figures,
+    }
     number, created = mlflow.promote(logged["model_uri"], version, tags)
     update_manifest(root, current=version)
-    context.log.info(f"{mlflow.registered_model} version {number} ({version}) is now @{CHAMPION}"
-                     + ("" if created else " (already registered)"))
+    context.log.info(
+        f"{mlflow.registered_model} version {number} ({version}) is now @{CHAMPION}"
+        + ("" if created else " (already registered)")
+    )
     mlflow.log(context, "promoted_model", {"registered_version": number}, params={"checkpoint": version})
-    return dg.MaterializeResult(metadata={
-        **figures_metadata({"registered_model": mlflow.registered_model, "registered_version": number,
-                            "alias": CHAMPION, "checkpoint": version, "model_uri": logged["model_uri"],
-                            "champion_uri": f"models:/{mlflow.registered_model}@{CHAMPION}",
-                            "new_version": created, "valid_ndcg@10": evaluation["model"]["valid"]["ndcg@10"]}),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            **figures_metadata(
+                {
+                    "registered_model": mlflow.registered_model,
+                    "registered_version": number,
+                    "alias": CHAMPION,
+                    "checkpoint": version,
+                    "model_uri": logged["model_uri"],
+                    "champion_uri": f"models:/{mlflow.registered_model}@{CHAMPION}",
+                    "new_version": created,
+                    "valid_ndcg@10": evaluation["model"]["valid"]["ndcg@10"],
+                }
+            ),
+        }
+    )

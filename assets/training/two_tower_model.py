@@ -32,27 +32,58 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
 def tower_config(cfg: TrainingConfig, shape: WarehouseShape) -> TowerConfig:
-    return tower_config_for(shape, item_buckets=cfg.item_buckets, user_buckets=cfg.user_buckets, dim=cfg.dim,
-                            hidden=cfg.hidden, history_len=cfg.history_len, encoder=cfg.encoder,
-                            id_dropout=cfg.id_dropout, use_content=cfg.use_content, recency=cfg.recency)
+    return tower_config_for(
+        shape,
+        item_buckets=cfg.item_buckets,
+        user_buckets=cfg.user_buckets,
+        dim=cfg.dim,
+        hidden=cfg.hidden,
+        history_len=cfg.history_len,
+        encoder=cfg.encoder,
+        id_dropout=cfg.id_dropout,
+        use_content=cfg.use_content,
+        recency=cfg.recency,
+    )
 
 
 def train_config(config: TrainingConfig) -> TrainConfig:
-    return TrainConfig(loss=config.loss, temperature=config.temperature, logq_correction=config.logq_correction,
-                       extra_negatives=config.extra_negatives, hard_negatives=config.hard_negatives,
-                       batch_size=config.batch_size, epochs=config.epochs, lr=config.lr, patience=config.patience,
-                       window_stride=config.window_stride, seed=config.seed, valid_users=config.valid_users,
-                       valid_every=config.valid_every, max_minutes=config.max_minutes,
-                       content_alignment=config.content_alignment)
+    return TrainConfig(
+        loss=config.loss,
+        temperature=config.temperature,
+        logq_correction=config.logq_correction,
+        extra_negatives=config.extra_negatives,
+        hard_negatives=config.hard_negatives,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        lr=config.lr,
+        patience=config.patience,
+        window_stride=config.window_stride,
+        seed=config.seed,
+        valid_users=config.valid_users,
+        valid_every=config.valid_every,
+        max_minutes=config.max_minutes,
+        content_alignment=config.content_alignment,
+    )
 
 
-@dg.asset(deps=["vocabularies", "interaction_splits", "clean_items", "clean_interactions"],
-          kinds={"pytorch"}, owners=["team:recsys"], tags={"layer": "model"}, pool=WAREHOUSE_POOL,
-          code_version=code_version(__file__, _torchrun, _rank, training, towers, losses, retrieval_data, distributed,
-                                    checkpoint, pyfunc, datasets))
-def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, paths: TowerflowPaths,
-                    duckdb: DuckDBResource, mlflow: MlflowTracker,
-                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["vocabularies", "interaction_splits", "clean_items", "clean_interactions"],
+    kinds={"pytorch"},
+    owners=["team:recsys"],
+    tags={"layer": "model"},
+    pool=WAREHOUSE_POOL,
+    code_version=code_version(
+        __file__, _torchrun, _rank, training, towers, losses, retrieval_data, distributed, checkpoint, pyfunc, datasets
+    ),
+)
+def two_tower_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    paths: TowerflowPaths,
+    duckdb: DuckDBResource,
+    mlflow: MlflowTracker,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
+) -> dg.MaterializeResult:
     """A user/item tower pair trained with sampled softmax (in-batch + shared uniform + hard
     negatives, logQ-corrected), checkpointed with its config and vocabulary fingerprint.
 
@@ -73,9 +104,17 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, p
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         tower = tower_config(config, WarehouseShape.read(con))
         inputs = warehouse_datasets(con, duckdb.database)
-        data = (load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
-                                    item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
-                if config.workers == 1 else None)
+        data = (
+            load_from_warehouse(
+                con,
+                history_len=tower.history_len,
+                n_hashes=tower.n_hashes,
+                item_buckets=tower.item_buckets,
+                user_buckets=tower.user_buckets,
+            )
+            if config.workers == 1
+            else None
+        )
     # closed: with several workers every rank opens the warehouse read-only, which DuckDB
     # refuses while any process holds it open for writing
     tcfg = train_config(config)
@@ -87,44 +126,85 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TrainingConfig, p
             _, meta, init_state = load_checkpoint(resume_from, expected_fingerprint=fingerprint)
             context.log.info(f"resuming from checkpoint {latest}")
 
-    with mlflow.child_run(context, f"two_tower_model {tower.encoder}",
-                          tags={"dagster_asset": "two_tower_model", "encoder": tower.encoder,
-                                "vocabulary_fingerprint": fingerprint}) as run:
+    with mlflow.child_run(
+        context,
+        f"two_tower_model {tower.encoder}",
+        tags={"dagster_asset": "two_tower_model", "encoder": tower.encoder, "vocabulary_fingerprint": fingerprint},
+    ) as run:
         run.log_inputs([(ds, ctx) for ds, ctx, _ in inputs])
-        run.log(params={**{f"tower.{k}": v for k, v in tower.to_dict().items()},
-                        **{f"train.{k}": v for k, v in config_dict(tower, tcfg)["train"].items()},
-                        "workers": config.workers, **{f"rows.{ds.name}": n for ds, _, n in inputs}})
+        run.log(
+            params={
+                **{f"tower.{k}": v for k, v in tower.to_dict().items()},
+                **{f"train.{k}": v for k, v in config_dict(tower, tcfg)["train"].items()},
+                "workers": config.workers,
+                **{f"rows.{ds.name}": n for ds, _, n in inputs},
+            }
+        )
 
         def log_check(check: int, row: dict) -> None:
             run.log({k: v for k, v in row.items() if k != "check"}, step=check)
 
         if config.workers == 1:
-            context.log.info(f"training {tower.encoder} towers on {len(data.train):,} train rows, "
-                             f"{len(data.catalog):,} items, {len(data.valid):,} valid users")
-            result = train(data.catalog, data.train, tower, tcfg, valid=data.valid, log=context.log.info,
-                           on_epoch=log_check, init_state=init_state)
+            context.log.info(
+                f"training {tower.encoder} towers on {len(data.train):,} train rows, "
+                f"{len(data.catalog):,} items, {len(data.valid):,} valid users"
+            )
+            result = train(
+                data.catalog,
+                data.train,
+                tower,
+                tcfg,
+                valid=data.valid,
+                log=context.log.info,
+                on_epoch=log_check,
+                init_state=init_state,
+            )
             final = summary_metrics(result)
-            path = save_checkpoint(root, result.model, config_dict(tower, tcfg), fingerprint, metrics=final,
-                                   optimizer_states=result.optimizer_states)
+            path = save_checkpoint(
+                root,
+                result.model,
+                config_dict(tower, tcfg),
+                fingerprint,
+                metrics=final,
+                optimizer_states=result.optimizer_states,
+            )
             history, parallel = result.history, {"workers": 1}
         else:
-            spec = {"database": duckdb.database, "duckdb_config": dict(duckdb.connection_config or {}),
-                    "tower": tower.to_dict(), "train": config_dict(tower, tcfg)["train"],
-                    "checkpoint_root": str(root), "fingerprint": fingerprint,
-                    "resume_from": str(resume_from) if resume_from else None}
+            spec = {
+                "database": duckdb.database,
+                "duckdb_config": dict(duckdb.connection_config or {}),
+                "tower": tower.to_dict(),
+                "train": config_dict(tower, tcfg)["train"],
+                "checkpoint_root": str(root),
+                "fingerprint": fingerprint,
+                "resume_from": str(resume_from) if resume_from else None,
+            }
             out = train_on_workers(context, pipes_subprocess_client, config.workers, spec)
             path, final, history = Path(out["checkpoint"]), out["metrics"], out["history"]
             for row in history:  # the same per-check MLflow figures as one worker logs live
                 log_check(row["check"], row)
-            parallel = {k: out[k] for k in ("workers", "backend", "threads_per_rank", "ranks_identical",
-                                            "startup_seconds")}
+            parallel = {
+                k: out[k] for k in ("workers", "backend", "threads_per_rank", "ranks_identical", "startup_seconds")
+            }
             if not out["ranks_identical"]:
                 context.log.warning(f"the ranks' weights differed after training: {out['differing_parameters']}")
         logged = log_model(context, run, duckdb, path)
-        result = record_checkpoint(context, mlflow, root, path, config_dict(tower, tcfg), fingerprint, final,
-                                   history, tower.encoder, parallel, run=run)
-    return dg.MaterializeResult(metadata={**result.metadata, "mlflow_run_id": logged["run_id"],
-                                          "logged_model": logged["model_uri"]})
+        result = record_checkpoint(
+            context,
+            mlflow,
+            root,
+            path,
+            config_dict(tower, tcfg),
+            fingerprint,
+            final,
+            history,
+            tower.encoder,
+            parallel,
+            run=run,
+        )
+    return dg.MaterializeResult(
+        metadata={**result.metadata, "mlflow_run_id": logged["run_id"], "logged_model": logged["model_uri"]}
+    )
 
 
 def log_model(context: dg.AssetExecutionContext, run, duckdb: DuckDBResource, checkpoint: Path) -> dict:
@@ -136,36 +216,77 @@ def log_model(context: dg.AssetExecutionContext, run, duckdb: DuckDBResource, ch
             bundle = write_bundle(con, model, checkpoint, Path(tmp) / "bundle", log=context.log.info)
             example_user, example_recent = con.execute(
                 "SELECT user_id, list(item_id ORDER BY ts)[-3:] FROM interaction_splits "
-                "GROUP BY user_id ORDER BY user_id LIMIT 1").fetchone()
+                "GROUP BY user_id ORDER BY user_id LIMIT 1"
+            ).fetchone()
         logged = log_pyfunc(run.tracking_uri, run.run_id, bundle, example_user, list(example_recent))
     write_json_atomic(checkpoint / "mlflow.json", logged)
     context.log.info(f"logged model {logged['model_uri']} in MLflow run {run.run_id}")
     return logged
 
 
-def record_checkpoint(context: dg.AssetExecutionContext, mlflow: MlflowTracker, root: Path, path: Path, cfg: dict,
-                      fingerprint: str, final: dict, history: list[dict], encoder: str,
-                      parallel: dict, run=None) -> dg.MaterializeResult:
+def record_checkpoint(
+    context: dg.AssetExecutionContext,
+    mlflow: MlflowTracker,
+    root: Path,
+    path: Path,
+    cfg: dict,
+    fingerprint: str,
+    final: dict,
+    history: list[dict],
+    encoder: str,
+    parallel: dict,
+    run=None,
+) -> dg.MaterializeResult:
     """After training, in this process however it trained: curves, the models manifest, MLflow
     and the materialization's metadata."""
     png = training_curves(history, path / "curves.png")
     update_manifest(root, latest=path.name)
     if run is not None:  # the training's own run: final figures, config, weights and curves
-        run.log({f"final.{k}": v for k, v in final.items() if isinstance(v, (int, float))},
-                params={"stopped_by": final.get("stopped_by"), "checkpoint": path.name},
-                artifacts=[path / "config.json", png])
-    mlflow.log(context, "two_tower_model", {k: v for k, v in final.items() if isinstance(v, (int, float))},
-               params={"stopped_by": final.get("stopped_by"), "workers": parallel["workers"],
-                       **{f"tower.{k}": v for k, v in cfg["tower"].items()},
-                       **{f"train.{k}": v for k, v in cfg["train"].items()}, "vocabulary_fingerprint": fingerprint,
-                       "checkpoint": path.name},
-               step=len(history))
-    epochs = [(r["epoch"], round(r["loss"], 4), round(r.get("valid_ndcg@10", float("nan")), 4),
-               round(r.get("valid_hr@10", float("nan")), 4), round(r["train_seconds"], 1),
-               round(r.get("eval_seconds", 0.0), 1)) for r in history]
-    return dg.MaterializeResult(metadata={
-        **figures_metadata({**final, **parallel, "checkpoint": str(path), "version": path.name, "encoder": encoder,
-                            "vocabulary_fingerprint": fingerprint},
-                           tables={"epochs": md_table(epochs, ("epoch", "loss", "valid NDCG@10", "valid HR@10", "train s", "valid s"))}),
-        "curves": dg.MetadataValue.path(str(png)),
-    })
+        run.log(
+            {f"final.{k}": v for k, v in final.items() if isinstance(v, (int, float))},
+            params={"stopped_by": final.get("stopped_by"), "checkpoint": path.name},
+            artifacts=[path / "config.json", png],
+        )
+    mlflow.log(
+        context,
+        "two_tower_model",
+        {k: v for k, v in final.items() if isinstance(v, (int, float))},
+        params={
+            "stopped_by": final.get("stopped_by"),
+            "workers": parallel["workers"],
+            **{f"tower.{k}": v for k, v in cfg["tower"].items()},
+            **{f"train.{k}": v for k, v in cfg["train"].items()},
+            "vocabulary_fingerprint": fingerprint,
+            "checkpoint": path.name,
+        },
+        step=len(history),
+    )
+    epochs = [
+        (
+            r["epoch"],
+            round(r["loss"], 4),
+            round(r.get("valid_ndcg@10", float("nan")), 4),
+            round(r.get("valid_hr@10", float("nan")), 4),
+            round(r["train_seconds"], 1),
+            round(r.get("eval_seconds", 0.0), 1),
+        )
+        for r in history
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            **figures_metadata(
+                {
+                    **final,
+                    **parallel,
+                    "checkpoint": str(path),
+                    "version": path.name,
+                    "encoder": encoder,
+                    "vocabulary_fingerprint": fingerprint,
+                },
+                tables={
+                    "epochs": md_table(epochs, ("epoch", "loss", "valid NDCG@10", "valid HR@10", "train s", "valid s"))
+                },
+            ),
+            "curves": dg.MetadataValue.path(str(png)),
+        }
+    )

@@ -17,7 +17,11 @@ def _batch_definition():
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return ctx.data_sources.add_pandas("towerflow").add_dataframe_asset("frame").add_batch_definition_whole_dataframe("all")
+    return (
+        ctx.data_sources.add_pandas("towerflow")
+        .add_dataframe_asset("frame")
+        .add_batch_definition_whole_dataframe("all")
+    )
 
 
 @dataclass
@@ -46,7 +50,14 @@ def validate(df, expectations: list, total: int | None = None, sampled: bool = F
     rows = []
     for r in res.results:
         cfg = r.expectation_config
-        rows.append((cfg.type, str(cfg.kwargs.get("column") or cfg.kwargs.get("column_list") or ""),
-                     bool(r.success), r.result.get("unexpected_count"), r.result.get("observed_value")))
+        rows.append(
+            (
+                cfg.type,
+                str(cfg.kwargs.get("column") or cfg.kwargs.get("column_list") or ""),
+                bool(r.success),
+                r.result.get("unexpected_count"),
+                r.result.get("observed_value"),
+            )
+        )
     rows.sort()
     return GxOutcome(bool(res.success), len(df), total if total is not None else len(df), sampled, rows)

@@ -64,15 +64,16 @@ class PrefixTrie:
 
 
 @torch.no_grad()
-def beam_search(model: GenerativeRetriever, trie: PrefixTrie, hist: torch.Tensor, beam: int,
-                batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def beam_search(
+    model: GenerativeRetriever, trie: PrefixTrie, hist: torch.Tensor, beam: int, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, L, 4) history codes -> (B, beam) item rows (-1 where fewer items exist) and their
     log-probabilities, best first. Batched over users; each level keeps the `beam` best
     prefixes per user among the trie-allowed extensions."""
     model.eval()
     out_items, out_scores = [], []
     for s in range(0, len(hist), batch):
-        items, scores = _beam_batch(model, trie, hist[s: s + batch], beam)
+        items, scores = _beam_batch(model, trie, hist[s : s + batch], beam)
         out_items.append(items)
         out_scores.append(scores)
     if not out_items:
@@ -89,8 +90,9 @@ def _beam_batch(model, trie, hist, beam):
     for level in range(4):
         nb = prefix.shape[1]
         M = B * nb
-        h = model.decode(prefix.reshape(M, level), memory.repeat_interleave(nb, 0),
-                         mem_mask.repeat_interleave(nb, 0))[:, -1]  # (M, D)
+        h = model.decode(prefix.reshape(M, level), memory.repeat_interleave(nb, 0), mem_mask.repeat_interleave(nb, 0))[
+            :, -1
+        ]  # (M, D)
         mask = trie.allowed(level, keys.reshape(M))  # (M, K)
         logp = torch.log_softmax(model.level_logits(h, level).masked_fill(~mask, -torch.inf), -1)
         logp = torch.where(mask, logp, torch.full_like(logp, -torch.inf))  # a dead prefix: all -inf, not NaN

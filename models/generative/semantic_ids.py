@@ -75,7 +75,15 @@ def kmeans(x: np.ndarray, k: int, *, iters: int, seed: int, max_points: int) -> 
     if n < k:
         extra = x[rng.integers(0, n, k - n)] + rng.normal(0, 1e-3, (k - n, d)).astype(np.float32)
         return np.concatenate([x, extra]).astype(np.float32)
-    km = faiss.Kmeans(d, k, niter=iters, seed=seed, verbose=False, min_points_per_centroid=1, max_points_per_centroid=max(39, n // k + 1))
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=iters,
+        seed=seed,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(39, n // k + 1),
+    )
     km.train(x)
     return km.centroids.copy()
 
@@ -97,8 +105,13 @@ class ResidualKMeans(nn.Module):
     def fit(self, xb: np.ndarray, log: Callable[[str], None] | None = None) -> dict:
         r = np.ascontiguousarray(xb, dtype=np.float32)
         for level in range(self.cfg.levels):
-            c = kmeans(r, self.cfg.codebook_size, iters=self.cfg.kmeans_iters, seed=self.cfg.seed + level,
-                       max_points=self.cfg.kmeans_max_points)
+            c = kmeans(
+                r,
+                self.cfg.codebook_size,
+                iters=self.cfg.kmeans_iters,
+                seed=self.cfg.seed + level,
+                max_points=self.cfg.kmeans_max_points,
+            )
             self.codebooks.data[level] = torch.as_tensor(c)
             idx = nearest(torch.as_tensor(r), self.codebooks[level]).numpy()
             r = r - c[idx]
@@ -174,8 +187,13 @@ class RQVAE(nn.Module):
         """k-means on the encodings of the vectors, level by level on the residuals."""
         r = self.encoder(self.standardise(xb)).numpy()
         for level in range(self.cfg.levels):
-            c = kmeans(r, self.cfg.codebook_size, iters=self.cfg.kmeans_iters, seed=self.cfg.seed + level,
-                       max_points=self.cfg.kmeans_max_points)
+            c = kmeans(
+                r,
+                self.cfg.codebook_size,
+                iters=self.cfg.kmeans_iters,
+                seed=self.cfg.seed + level,
+                max_points=self.cfg.kmeans_max_points,
+            )
             self.codebooks.data[level] = torch.as_tensor(c)
             r = r - c[nearest(torch.as_tensor(r), self.codebooks[level]).numpy()]
 
@@ -195,7 +213,7 @@ class RQVAE(nn.Module):
             perm = torch.randperm(n, generator=gen)
             total, used = 0.0, torch.zeros(cfg.levels, cfg.codebook_size, dtype=torch.long)
             for s in range(0, n, cfg.batch_size):
-                xb_ = x[perm[s: s + cfg.batch_size]]
+                xb_ = x[perm[s : s + cfg.batch_size]]
                 codes, recon, vq = self(xb_)
                 loss = ((recon - self.standardise(xb_)) ** 2).sum(1).mean() + vq
                 opt.zero_grad(set_to_none=True)
@@ -210,8 +228,7 @@ class RQVAE(nn.Module):
         return {"loss_first": history[0], "loss_last": history[-1], "dead_code_restarts": resets} if history else {}
 
     @torch.no_grad()
-    def restart_dead_codes(self, x: torch.Tensor, used: torch.Tensor, gen: torch.Generator,
-                           sample: int = 8192) -> int:
+    def restart_dead_codes(self, x: torch.Tensor, used: torch.Tensor, gen: torch.Generator, sample: int = 8192) -> int:
         """Codewords no item chose this epoch move onto the residuals of random items (the usual
         remedy for codebook collapse, which otherwise leaves a few codes holding most items)."""
         dead = used == 0  # (levels, K)
@@ -241,7 +258,7 @@ def encode_vectors(tokenizer: nn.Module, xb: np.ndarray, batch: int = 65_536) ->
     """(n, d) vectors -> (n, levels) int64 codes and (n,) squared reconstruction errors."""
     codes, err = [], []
     for s in range(0, len(xb), batch):
-        x = torch.as_tensor(np.ascontiguousarray(xb[s: s + batch], dtype=np.float32))
+        x = torch.as_tensor(np.ascontiguousarray(xb[s : s + batch], dtype=np.float32))
         c, recon = tokenizer.encode(x)
         codes.append(c.numpy())
         err.append(((recon - x) ** 2).sum(1).numpy())
@@ -258,8 +275,12 @@ def assign_collision_tokens(prefix: np.ndarray, capacity: int, existing: np.ndar
     n = len(prefix)
     if n == 0:
         return np.empty(0, np.int64)
-    rank = pd.DataFrame({"a": prefix[:, 0], "b": prefix[:, 1], "c": prefix[:, 2]}).groupby(
-        ["a", "b", "c"], sort=False).cumcount().to_numpy()
+    rank = (
+        pd.DataFrame({"a": prefix[:, 0], "b": prefix[:, 1], "c": prefix[:, 2]})
+        .groupby(["a", "b", "c"], sort=False)
+        .cumcount()
+        .to_numpy()
+    )
     start = np.zeros(n, np.int64)
     if existing is not None and len(existing):
         taken = pd.DataFrame(existing[:, :4], columns=["a", "b", "c", "d"]).groupby(["a", "b", "c"])["d"].max() + 1
@@ -268,9 +289,11 @@ def assign_collision_tokens(prefix: np.ndarray, capacity: int, existing: np.ndar
     tokens = start + rank
     if tokens.max() >= capacity:
         worst = int(np.argmax(tokens))
-        raise ValueError(f"{int(tokens.max()) + 1} items share the semantic-ID prefix {tuple(int(v) for v in prefix[worst])}, more than "
-                         f"the collision token's capacity ({capacity}): the tokenizer has collapsed; raise "
-                         "codebook_size or the RQ-VAE epochs")
+        raise ValueError(
+            f"{int(tokens.max()) + 1} items share the semantic-ID prefix {tuple(int(v) for v in prefix[worst])}, more than "
+            f"the collision token's capacity ({capacity}): the tokenizer has collapsed; raise "
+            "codebook_size or the RQ-VAE epochs"
+        )
     return tokens
 
 
@@ -283,7 +306,9 @@ def code_stats(codes: np.ndarray, recon_error: np.ndarray, codebook_size: int) -
         out[f"utilisation_c{level + 1}"] = len(np.unique(codes[:, level])) / codebook_size
     prefix = pd.DataFrame(codes[:, :3], columns=["a", "b", "c"])
     sizes = prefix.groupby(["a", "b", "c"]).size() if n else pd.Series(dtype=int)
-    out["collision_rate"] = float((prefix.duplicated(keep=False)).mean()) if n else 0.0  # share of items sharing a prefix
+    out["collision_rate"] = (
+        float((prefix.duplicated(keep=False)).mean()) if n else 0.0
+    )  # share of items sharing a prefix
     out["distinct_prefixes"] = int(len(sizes))
     out["max_items_per_prefix"] = int(sizes.max()) if n else 0
     out["recon_mse"] = float(np.mean(recon_error)) if n else 0.0
@@ -309,7 +334,9 @@ class SemanticIds:
         return pd.DataFrame({"item_id": self.item_ids, **{c: self.codes[:, i] for i, c in enumerate(CODE_COLUMNS)}})
 
 
-def fit_tokenizer(xb: np.ndarray, cfg: TokenizerConfig, log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
+def fit_tokenizer(
+    xb: np.ndarray, cfg: TokenizerConfig, log: Callable[[str], None] | None = None
+) -> tuple[nn.Module, dict]:
     t0 = time.perf_counter()
     tok = build_tokenizer(cfg, xb.shape[1])
     fit = tok.fit(xb, log=log)
@@ -335,8 +362,11 @@ def tokenize(tokenizer: nn.Module, item_ids, xb: np.ndarray, *, existing: Semant
     codes[is_new, :3] = new_codes
     codes[is_new, 3] = assign_collision_tokens(new_codes, tokenizer.cfg.codebook_size, prior)
     _, all_err = encode_vectors(tokenizer, xb) if existing is not None else (None, err)
-    stats = {**code_stats(codes, all_err, tokenizer.cfg.codebook_size), "encoded": int(is_new.sum()),
-             "kept": int((~is_new).sum())}
+    stats = {
+        **code_stats(codes, all_err, tokenizer.cfg.codebook_size),
+        "encoded": int(is_new.sum()),
+        "kept": int((~is_new).sum()),
+    }
     return SemanticIds(item_ids, codes, stats)
 
 

@@ -70,8 +70,17 @@ class GenerativeRetriever(nn.Module):
         layer = nn.TransformerEncoderLayer(D, cfg.heads, cfg.ffn, cfg.dropout, batch_first=True, norm_first=True)
         # nested tensors do not apply to pre-norm layers; saying so keeps torch from warning
         encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, nn.LayerNorm(D), enable_nested_tensor=False)
-        self.transformer = nn.Transformer(D, cfg.heads, cfg.encoder_layers, cfg.decoder_layers, cfg.ffn, cfg.dropout,
-                                          batch_first=True, norm_first=True, custom_encoder=encoder)
+        self.transformer = nn.Transformer(
+            D,
+            cfg.heads,
+            cfg.encoder_layers,
+            cfg.decoder_layers,
+            cfg.ffn,
+            cfg.dropout,
+            batch_first=True,
+            norm_first=True,
+            custom_encoder=encoder,
+        )
         for emb in (self.tokens, self.item_pos, self.level, self.dec_pos):  # one scale: positions must not drown codes
             nn.init.normal_(emb.weight, std=0.02)
         self.register_buffer("offsets", torch.arange(4) * K, persistent=False)  # (4,)
@@ -93,7 +102,9 @@ class GenerativeRetriever(nn.Module):
             x = tok.sum(2) + self.item_pos(pos)[None]  # (B, L, D)
             mask = pad
         else:
-            x = (tok + self.item_pos(pos)[None, :, None] + self.level.weight[None, None]).reshape(B, 4 * L, -1)  # (B, 4L, D)
+            x = (tok + self.item_pos(pos)[None, :, None] + self.level.weight[None, None]).reshape(
+                B, 4 * L, -1
+            )  # (B, 4L, D)
             mask = pad[:, :, None].expand(B, L, 4).reshape(B, 4 * L)
         cls = (self.tokens.weight[self.cfg.cls] + self.item_pos.weight[0]).expand(B, 1, -1)  # (B, 1, D)
         x = torch.cat([cls, x], 1)  # (B, S, D)
@@ -103,16 +114,18 @@ class GenerativeRetriever(nn.Module):
     def decode(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """(M, t) code prefix (t in 0..3) -> (M, t + 1, D) decoder states; state i predicts code i."""
         M, t = prefix.shape
-        toks = torch.cat([torch.full((M, 1), self.cfg.bos, device=prefix.device),
-                          prefix + self.offsets[:t]], 1)  # (M, t + 1)
+        toks = torch.cat(
+            [torch.full((M, 1), self.cfg.bos, device=prefix.device), prefix + self.offsets[:t]], 1
+        )  # (M, t + 1)
         y = self.tokens(toks) + self.dec_pos.weight[: t + 1][None]  # (M, t + 1, D)
-        return self.transformer.decoder(y, memory, tgt_mask=self.causal[: t + 1, : t + 1], tgt_is_causal=True,
-                                        memory_key_padding_mask=memory_mask)
+        return self.transformer.decoder(
+            y, memory, tgt_mask=self.causal[: t + 1, : t + 1], tgt_is_causal=True, memory_key_padding_mask=memory_mask
+        )
 
     def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
         """(M, D) states -> (M, K) logits over level `level`'s codes (tied output embedding)."""
         K = self.cfg.codebook_size
-        return h @ self.tokens.weight[level * K: (level + 1) * K].T
+        return h @ self.tokens.weight[level * K : (level + 1) * K].T
 
     def forward(self, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (B, L, 4) histories, (B, 4) target codes -> (B, 4, K) logits."""

@@ -28,8 +28,10 @@ class GenerativeRecommender:
         artifacts = Path(artifacts)
         version = latest_generative(artifacts / "generative")
         if not version:
-            raise ServingError("no generative retriever yet: materialize the generative group "
-                               "(dagster asset materialize --select 'group:generative')")
+            raise ServingError(
+                "no generative retriever yet: materialize the generative group "
+                "(dagster asset materialize --select 'group:generative')"
+            )
         self.model, self.meta = load_generative(artifacts / "generative" / version)
         self.version = version
         try:
@@ -37,9 +39,11 @@ class GenerativeRecommender:
         except FileNotFoundError as e:
             raise ServingError(str(e)) from e
         if manifest["tokenizer"] != self.meta["tokenizer"]:
-            raise ServingError(f"the generative retriever {version} was trained on tokenizer {self.meta['tokenizer']}, "
-                               f"but the semantic IDs come from tokenizer {manifest['tokenizer']}: "
-                               "materialize generative_retriever")
+            raise ServingError(
+                f"the generative retriever {version} was trained on tokenizer {self.meta['tokenizer']}, "
+                f"but the semantic IDs come from tokenizer {manifest['tokenizer']}: "
+                "materialize generative_retriever"
+            )
         self.item_ids = sid.item_ids
         self.trie = PrefixTrie(sid.codes, self.model.cfg.codebook_size)
         self.codes = torch.as_tensor(np.concatenate([sid.codes, np.full((1, 4), -1, np.int64)]))  # last row: padding
@@ -52,8 +56,9 @@ class GenerativeRecommender:
         pairs = con.execute(q).df().sort_values(["user_id", "ts", "item_id"], kind="stable")
         pairs["row"] = index.get_indexer(pairs["item_id"])
         self._rows = {u: g["row"].to_numpy() for u, g in pairs.groupby("user_id", sort=False)}
-        counts = con.execute("SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1 "
-                             "ORDER BY n DESC, item_id LIMIT 1000").fetchall()
+        counts = con.execute(
+            "SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1 ORDER BY n DESC, item_id LIMIT 1000"
+        ).fetchall()
         self._popular = [(i, float(n)) for i, n in counts if i in index]
 
     def histories(self, user_ids: list[str]) -> torch.Tensor:
@@ -63,7 +68,7 @@ class GenerativeRecommender:
         for b, u in enumerate(user_ids):
             rows = self._rows[u]
             rows = rows[rows >= 0][-L:]
-            hist[b, L - len(rows):] = rows
+            hist[b, L - len(rows) :] = rows
         h = torch.as_tensor(hist)
         return self.codes[torch.where(h < 0, torch.full_like(h, len(self.codes) - 1), h)]
 
@@ -81,8 +86,11 @@ class GenerativeRecommender:
             top = top_k_unseen(items, seen, k)
             score_of = [dict(zip(items[b].tolist(), scores[b].tolist())) for b in range(len(known))]
             for b, u in enumerate(known):
-                out += [(u, r + 1, self.item_ids[i], float(score_of[b][int(i)]), False)
-                        for r, i in enumerate(top[b]) if i >= 0]
+                out += [
+                    (u, r + 1, self.item_ids[i], float(score_of[b][int(i)]), False)
+                    for r, i in enumerate(top[b])
+                    if i >= 0
+                ]
         for u in user_ids:
             if u not in self._rows:
                 out += [(u, r + 1, item, n, True) for r, (item, n) in enumerate(self._popular[:k])]

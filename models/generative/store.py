@@ -33,9 +33,14 @@ def save_tokenizer(root: Path, tokenizer, meta: dict) -> str:
     version = _stamp()
     with atomic_folder(root / "tokenizers", version) as tmp:
         torch.save(tokenizer.state_dict(), tmp / "tokenizer.pt")
-        (tmp / "config.json").write_text(json.dumps({"version": version, "tokenizer": tokenizer.cfg.to_dict(),
-                                                     "dim": tokenizer.dim, **meta}, indent=2, sort_keys=True,
-                                                    default=str))
+        (tmp / "config.json").write_text(
+            json.dumps(
+                {"version": version, "tokenizer": tokenizer.cfg.to_dict(), "dim": tokenizer.dim, **meta},
+                indent=2,
+                sort_keys=True,
+                default=str,
+            )
+        )
     return version
 
 
@@ -52,12 +57,21 @@ def load_tokenizer(root: Path, version: str):
 def write_codes(root: Path, sid: SemanticIds, manifest: dict) -> dict:
     """Write the code table as a new Parquet file, then the manifest naming it; older code files go."""
     name = f"codes-{_stamp()}.parquet"
-    table = pa.table({"item_id": pa.array(list(sid.item_ids), pa.string()),
-                      **{c: pa.array(sid.codes[:, i], pa.int32()) for i, c in enumerate(CODE_COLUMNS)}})
+    table = pa.table(
+        {
+            "item_id": pa.array(list(sid.item_ids), pa.string()),
+            **{c: pa.array(sid.codes[:, i], pa.int32()) for i, c in enumerate(CODE_COLUMNS)},
+        }
+    )
     with atomic_file(root / name) as tmp:
         pq.write_table(table, tmp)
-    manifest = {**manifest, "codes": name, "count": len(sid.item_ids), "codes_sha256": file_sha256(root / name),
-                "stats": sid.stats}
+    manifest = {
+        **manifest,
+        "codes": name,
+        "count": len(sid.item_ids),
+        "codes_sha256": file_sha256(root / name),
+        "stats": sid.stats,
+    }
     write_manifest(root, manifest)
     for f in root.glob("codes-*.parquet"):
         if f.name != name:
@@ -71,8 +85,11 @@ def read_codes(root: Path) -> tuple[SemanticIds, dict]:
     if manifest is None:
         raise FileNotFoundError(f"no semantic IDs in {root}: materialize item_semantic_ids first")
     t = pq.read_table(root / manifest["codes"])
-    codes = np.stack([t[c].to_numpy().astype(np.int64) for c in CODE_COLUMNS], 1) if t.num_rows \
+    codes = (
+        np.stack([t[c].to_numpy().astype(np.int64) for c in CODE_COLUMNS], 1)
+        if t.num_rows
         else np.empty((0, 4), np.int64)
+    )
     return SemanticIds(np.asarray(t["item_id"].to_pylist(), dtype=object), codes, manifest.get("stats", {})), manifest
 
 
@@ -86,8 +103,9 @@ def write_warehouse(con, sid: SemanticIds, tokenizer_version: str) -> str:
         con.unregister("semantic_id_rows")
 
 
-def refresh_semantic_ids(root: Path, embeddings_folder: Path, cfg: TokenizerConfig, *, retrain: bool = False,
-                         log=lambda m: None) -> tuple[SemanticIds, dict]:
+def refresh_semantic_ids(
+    root: Path, embeddings_folder: Path, cfg: TokenizerConfig, *, retrain: bool = False, log=lambda m: None
+) -> tuple[SemanticIds, dict]:
     """Codes for every item in item_embeddings. A new tokenizer is trained when asked, when there
     is none, or when the vectors come from another two-tower model; otherwise the trained
     tokenizer encodes only the items without a code (new catalog items), the others keep theirs,
@@ -102,8 +120,15 @@ def refresh_semantic_ids(root: Path, embeddings_folder: Path, cfg: TokenizerConf
         raise FileNotFoundError(f"no item embeddings in {embeddings_folder}: materialize item_embeddings first")
     _, item_ids, xb = read_embeddings(embeddings_folder)
     prev = read_manifest(root)
-    reason = ("asked" if retrain else "no tokenizer yet" if prev is None
-              else "new two-tower model" if prev["two_tower_version"] != emb["model_version"] else None)
+    reason = (
+        "asked"
+        if retrain
+        else "no tokenizer yet"
+        if prev is None
+        else "new two-tower model"
+        if prev["two_tower_version"] != emb["model_version"]
+        else None
+    )
     if reason:
         log(f"item_semantic_ids: training a {cfg.kind} tokenizer on {len(xb):,} item vectors ({reason})")
         tok, fit = fit_tokenizer(xb, cfg, log=log)
@@ -116,10 +141,19 @@ def refresh_semantic_ids(root: Path, embeddings_folder: Path, cfg: TokenizerConf
         existing, _ = read_codes(root)
         sid = tokenize(tok, item_ids, xb, existing=existing)
         mode = {"mode": "incremental", "reason": "same two-tower model and tokenizer config"}
-        log(f"item_semantic_ids: encoded {sid.stats['encoded']:,} new items with tokenizer {version}, "
-            f"{sid.stats['kept']:,} kept their codes")
+        log(
+            f"item_semantic_ids: encoded {sid.stats['encoded']:,} new items with tokenizer {version}, "
+            f"{sid.stats['kept']:,} kept their codes"
+        )
     sid.stats.update(mode)
-    manifest = write_codes(root, sid, {"tokenizer": version, "tokenizer_config": tok.cfg.to_dict(),
-                                       "two_tower_version": emb["model_version"],
-                                       "embeddings_sha256": emb["sha256"]})
+    manifest = write_codes(
+        root,
+        sid,
+        {
+            "tokenizer": version,
+            "tokenizer_config": tok.cfg.to_dict(),
+            "two_tower_version": emb["model_version"],
+            "embeddings_sha256": emb["sha256"],
+        },
+    )
     return sid, manifest

@@ -72,8 +72,9 @@ def codes_by_position(catalog: Catalog, item_ids, codes: np.ndarray) -> np.ndarr
     pos = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(pd.Series(catalog.item_ids, dtype=object))
     if (pos < 0).any():
         missing = catalog.item_ids[pos < 0]
-        raise ValueError(f"{len(missing)} catalog items have no semantic ID (first: {missing[0]!r}): "
-                         "materialize item_semantic_ids")
+        raise ValueError(
+            f"{len(missing)} catalog items have no semantic ID (first: {missing[0]!r}): materialize item_semantic_ids"
+        )
     return np.concatenate([np.asarray(codes, np.int64)[pos], np.full((1, 4), -1, np.int64)])
 
 
@@ -93,9 +94,17 @@ def _metrics(ranks: np.ndarray, ks) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_generative(model: GenerativeRetriever, trie: PrefixTrie, table: torch.Tensor, ev: EvalSet, *,
-                        beam: int = 20, ks=(10, 20), batch: int = 256,
-                        log: Callable[[str], None] | None = None) -> dict[str, float]:
+def evaluate_generative(
+    model: GenerativeRetriever,
+    trie: PrefixTrie,
+    table: torch.Tensor,
+    ev: EvalSet,
+    *,
+    beam: int = 20,
+    ks=(10, 20),
+    batch: int = 256,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
     """HR/NDCG@K for K <= beam on `ev` (catalog positions = trie rows), with decode ms per user."""
     if len(ev) == 0:
         raise ValueError("no evaluation users: nothing to rank")
@@ -123,9 +132,16 @@ def evaluate_generative(model: GenerativeRetriever, trie: PrefixTrie, table: tor
     return out
 
 
-def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqConfig, cfg: GenTrainConfig, *,
-                     valid: EvalSet | None = None, log: Callable[[str], None] = print,
-                     on_check: Callable[[int, dict], None] | None = None) -> GenTrainResult:
+def train_generative(
+    table: np.ndarray,
+    train_set: TrainSet,
+    model_cfg: Seq2SeqConfig,
+    cfg: GenTrainConfig,
+    *,
+    valid: EvalSet | None = None,
+    log: Callable[[str], None] = print,
+    on_check: Callable[[int, dict], None] | None = None,
+) -> GenTrainResult:
     """table: (N + 1, 4) codes by catalog position (`codes_by_position`)."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -135,8 +151,11 @@ def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqC
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     codes = torch.as_tensor(table)
     trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
-    rows_all = (torch.nonzero(train_set.from_end < cfg.recent_per_user).flatten() if cfg.recent_per_user
-                else torch.arange(len(train_set)))
+    rows_all = (
+        torch.nonzero(train_set.from_end < cfg.recent_per_user).flatten()
+        if cfg.recent_per_user
+        else torch.arange(len(train_set))
+    )
     n = len(rows_all)
     if n == 0:
         raise ValueError("no training rows: the train split is empty")
@@ -153,14 +172,16 @@ def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqC
         losses, te = [], time.perf_counter()
         progress = Progress(f"generative epoch {epoch}", steps_per_epoch, "steps", log)
         for s in range(0, n, cfg.batch_size):
-            rows = perm[s: s + cfg.batch_size]
+            rows = perm[s : s + cfg.batch_size]
             hist = _hist_codes(codes, train_set.history[rows])  # (B, L, 4)
             target = codes[train_set.target[rows]]  # (B, 4)
             logits = model(hist, target)  # (B, 4, K)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             if not torch.isfinite(loss):
-                raise GenerativeDiverged(f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
-                                         "lower the learning rate; nothing was saved")
+                raise GenerativeDiverged(
+                    f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
+                    "lower the learning rate; nothing was saved"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
@@ -181,8 +202,10 @@ def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqC
             row.update({f"valid_{k}": v for k, v in ev.items() if k in ("ndcg@10", "hr@10")})
             row["eval_seconds"] = time.perf_counter() - tv
         result.history.append(row)
-        log(f"generative epoch {epoch + 1}: loss {row['loss']:.4f}"
-            + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in row else ""))
+        log(
+            f"generative epoch {epoch + 1}: loss {row['loss']:.4f}"
+            + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in row else "")
+        )
         if on_check:
             on_check(epoch, row)
         score = row.get("valid_ndcg@10", -row["loss"])
@@ -196,7 +219,9 @@ def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqC
             break
         if bad >= cfg.patience:
             result.stopped_by = "early_stopping"
-            log(f"early stop: no better validation NDCG@10 for {cfg.patience} epochs; best at epoch {result.best_epoch}")
+            log(
+                f"early stop: no better validation NDCG@10 for {cfg.patience} epochs; best at epoch {result.best_epoch}"
+            )
             break
     result.stopped_by = result.stopped_by or "max_epochs"
     if best_state is not None:
@@ -208,20 +233,36 @@ def train_generative(table: np.ndarray, train_set: TrainSet, model_cfg: Seq2SeqC
 
 
 def summary_metrics(result: GenTrainResult) -> dict:
-    return {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_by": result.stopped_by,
-            "steps": result.steps, "train_seconds": round(result.seconds, 2),
-            **{k: round(v, 5) for k, v in result.best_valid.items()}}
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_by": result.stopped_by,
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 2),
+        **{k: round(v, 5) for k, v in result.best_valid.items()},
+    }
 
 
 # ---- checkpoints: artifacts/generative/<version>/{model.pt, config.json}, manifest.json {"latest", "versions"}
+
 
 def save_generative(root: Path, model: GenerativeRetriever, meta: dict, optimizer_state: dict | None = None) -> Path:
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     with atomic_folder(root, version) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer_state or {}}, tmp / "model.pt")
-        (tmp / "config.json").write_text(json.dumps({"version": version, "model": model.cfg.to_dict(), **meta,
-                                                     "created_at": datetime.now(timezone.utc).isoformat()},
-                                                    indent=2, sort_keys=True, default=str))
+        (tmp / "config.json").write_text(
+            json.dumps(
+                {
+                    "version": version,
+                    "model": model.cfg.to_dict(),
+                    **meta,
+                    "created_at": datetime.now(timezone.utc).isoformat(),
+                },
+                indent=2,
+                sort_keys=True,
+                default=str,
+            )
+        )
     manifest = artifacts.read_manifest(root) or {"latest": None, "versions": []}
     manifest["versions"].append(version)
     manifest["latest"] = version

@@ -164,8 +164,11 @@ class ItemIndex:
         if self._batch:
             self._not = faiss.IDSelectorNot(self._batch)
             # IVF insists on its own parameter type, whose nprobe (default 1) overrides the index's
-            self._params = (faiss.SearchParametersIVF(sel=self._not, nprobe=faiss.extract_index_ivf(self.main).nprobe)
-                            if self.kind == "ivf" else faiss.SearchParameters(sel=self._not))
+            self._params = (
+                faiss.SearchParametersIVF(sel=self._not, nprobe=faiss.extract_index_ivf(self.main).nprobe)
+                if self.kind == "ivf"
+                else faiss.SearchParameters(sel=self._not)
+            )
 
     def __len__(self) -> int:
         return len(self.main_rows) - len(self.stale) + len(self.delta_rows)
@@ -193,14 +196,24 @@ class ItemIndex:
             t0 = time.perf_counter()
             _, I = self.search(xq, k)
             seconds = time.perf_counter() - t0
-            points.append({"setting": setting, "recall_at_10": round(recall_at_k(I, I_exact, k), 5),
-                           "ms_per_query": round(1000 * seconds / len(xq), 4)})
+            points.append(
+                {
+                    "setting": setting,
+                    "recall_at_10": round(recall_at_k(I, I_exact, k), 5),
+                    "ms_per_query": round(1000 * seconds / len(xq), 4),
+                }
+            )
             if points[-1]["recall_at_10"] >= target:
                 break
         chosen = points[-1]
-        self.manifest["search"] = {"setting": chosen["setting"], "recall_at_10": chosen["recall_at_10"],
-                                   "target": target, "queries": len(xq), "points": points,
-                                   "met": chosen["recall_at_10"] >= target}
+        self.manifest["search"] = {
+            "setting": chosen["setting"],
+            "recall_at_10": chosen["recall_at_10"],
+            "target": target,
+            "queries": len(xq),
+            "points": points,
+            "met": chosen["recall_at_10"] >= target,
+        }
         return self.manifest["search"]
 
     @property
@@ -208,14 +221,21 @@ class ItemIndex:
         return int(self.main.ntotal + self.delta.ntotal)
 
     @classmethod
-    def build(cls, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, spec: IndexSpec = DEFAULT_SPEC,
-              **manifest) -> "ItemIndex":
+    def build(
+        cls, xb: np.ndarray, row_ids: np.ndarray, item_ids: np.ndarray, spec: IndexSpec = DEFAULT_SPEC, **manifest
+    ) -> "ItemIndex":
         rows = np.asarray(row_ids, np.int64)
         order = np.argsort(rows, kind="stable")
         index, params = build_index(xb, rows, spec)
-        manifest.update({"index_type": params["type"], "dim": int(xb.shape[1]),
-                         "params": {k: v for k, v in params.items() if k not in ("type", "d", "count", "build_seconds")},
-                         "build_seconds": round(params["build_seconds"], 3), "updates": 0})
+        manifest.update(
+            {
+                "index_type": params["type"],
+                "dim": int(xb.shape[1]),
+                "params": {k: v for k, v in params.items() if k not in ("type", "d", "count", "build_seconds")},
+                "build_seconds": round(params["build_seconds"], 3),
+                "updates": 0,
+            }
+        )
         return cls(index, rows[order], np.asarray(item_ids, object)[order], params["type"], manifest=manifest)
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -275,8 +295,13 @@ class ItemIndex:
             self.delta_items = np.concatenate([self.delta_items, np.asarray(item_ids, object)])[order]
         self._refresh()
         self.manifest["updates"] = self.manifest.get("updates", 0) + 1
-        return {"added": len(rows), "removed": len(in_delta) + len(in_main), "stale": len(self.stale),
-                "delta": len(self.delta_rows), "seconds": time.perf_counter() - t0}
+        return {
+            "added": len(rows),
+            "removed": len(in_delta) + len(in_main),
+            "stale": len(self.stale),
+            "delta": len(self.delta_rows),
+            "seconds": time.perf_counter() - t0,
+        }
 
     def changed_share(self) -> float:
         """(delta rows + tombstones) / live rows: how far the index is from a fresh build."""
@@ -297,24 +322,40 @@ class ItemIndex:
             return name
 
         def ids_writer(rows, items):
-            return lambda p: pq.write_table(pa.table({"row_id": pa.array(rows, pa.int64()),
-                                                      "item_id": pa.array(items.tolist(), pa.string())}), p)
+            return lambda p: pq.write_table(
+                pa.table({"row_id": pa.array(rows, pa.int64()), "item_id": pa.array(items.tolist(), pa.string())}), p
+            )
 
         if not self.manifest.get("build"):
-            self.manifest["build"] = write_folder(root / "builds", {
-                "main.faiss": lambda p: faiss.write_index(self.main, str(p)),
-                "ids.parquet": ids_writer(self.main_rows, self.main_items)})
-        self.manifest["delta"] = write_folder(root / "deltas", {
-            "delta.faiss": lambda p: faiss.write_index(self.delta, str(p)),
-            "ids.parquet": ids_writer(self.delta_rows, self.delta_items),
-            "stale.npy": lambda p: np.save(p, self.stale)})
+            self.manifest["build"] = write_folder(
+                root / "builds",
+                {
+                    "main.faiss": lambda p: faiss.write_index(self.main, str(p)),
+                    "ids.parquet": ids_writer(self.main_rows, self.main_items),
+                },
+            )
+        self.manifest["delta"] = write_folder(
+            root / "deltas",
+            {
+                "delta.faiss": lambda p: faiss.write_index(self.delta, str(p)),
+                "ids.parquet": ids_writer(self.delta_rows, self.delta_items),
+                "stale.npy": lambda p: np.save(p, self.stale),
+            },
+        )
         for seg, sub in (("main", "builds"), ("delta", "deltas")):
             folder = root / sub / self.manifest["build" if seg == "main" else "delta"]
             if seg == "delta" or "main_sha256" not in self.manifest:
                 self.manifest[f"{seg}_sha256"] = file_sha256(folder / f"{seg}.faiss")
-        self.manifest.update({"count": len(self), "main_count": len(self.main_rows), "delta_count": len(self.delta_rows),
-                              "stale": len(self.stale), "changed_share": round(self.changed_share(), 6),
-                              "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        self.manifest.update(
+            {
+                "count": len(self),
+                "main_count": len(self.main_rows),
+                "delta_count": len(self.delta_rows),
+                "stale": len(self.stale),
+                "changed_share": round(self.changed_share(), 6),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
         write_manifest(root, self.manifest)
         for sub, current in (("builds", self.manifest["build"]), ("deltas", self.manifest["delta"])):
             old = sorted(p for p in (root / sub).iterdir() if p.name != current)
@@ -322,8 +363,9 @@ class ItemIndex:
                 shutil.rmtree(p, ignore_errors=True)
 
     @classmethod
-    def load(cls, root: Path, *, manifest: dict | None = None, reuse: "ItemIndex | None" = None,
-             verify: bool = False) -> "ItemIndex":
+    def load(
+        cls, root: Path, *, manifest: dict | None = None, reuse: "ItemIndex | None" = None, verify: bool = False
+    ) -> "ItemIndex":
         """The index `manifest` (default: root/manifest.json) names. `reuse`: an index loaded
         before whose main segment is taken as it is when the build is the same (a delta-only
         update then reads only the delta). `verify`: check every file read against the sha256
@@ -340,8 +382,10 @@ class ItemIndex:
                     continue
                 got = file_sha256(folder / f"{seg}.faiss")
                 if got != manifest.get(f"{seg}_sha256"):
-                    raise ValueError(f"{folder / f'{seg}.faiss'}: sha256 {got[:12]} does not match the manifest's "
-                                     f"{str(manifest.get(f'{seg}_sha256'))[:12]} (damaged or half-written)")
+                    raise ValueError(
+                        f"{folder / f'{seg}.faiss'}: sha256 {got[:12]} does not match the manifest's "
+                        f"{str(manifest.get(f'{seg}_sha256'))[:12]} (damaged or half-written)"
+                    )
         if reuse is not None and reuse.manifest.get("build") == manifest["build"]:
             main, main_rows, main_items = reuse.main, reuse.main_rows, reuse.main_items
         else:
@@ -349,8 +393,16 @@ class ItemIndex:
             main = faiss.read_index(str(main_dir / "main.faiss"))
             main_rows, main_items = ids["row_id"].to_numpy(), np.asarray(ids["item_id"].to_pylist(), dtype=object)
         dids = pq.read_table(delta_dir / "ids.parquet")
-        index = cls(main, main_rows, main_items, manifest["index_type"],
-                    faiss.read_index(str(delta_dir / "delta.faiss")), dids["row_id"].to_numpy(),
-                    np.asarray(dids["item_id"].to_pylist(), dtype=object), np.load(delta_dir / "stale.npy"), manifest)
+        index = cls(
+            main,
+            main_rows,
+            main_items,
+            manifest["index_type"],
+            faiss.read_index(str(delta_dir / "delta.faiss")),
+            dids["row_id"].to_numpy(),
+            np.asarray(dids["item_id"].to_pylist(), dtype=object),
+            np.load(delta_dir / "stale.npy"),
+            manifest,
+        )
         index.set_search(manifest.get("search", {}).get("setting", ""))  # the tuned setting serves
         return index

@@ -44,8 +44,14 @@ MAX_LINE_BYTES = 1_000_000
 RAW_LINE_KEEP = 2_000
 FALLBACK_BATCH = 100_000
 
-SUPPORTED = {".csv": "csv", ".tsv": None, ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-             ".parquet": "parquet"}
+SUPPORTED = {
+    ".csv": "csv",
+    ".tsv": None,
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,8 @@ class LandingKind:
 
 
 EVENTS = LandingKind(
-    "events", "raw_events",
+    "events",
+    "raw_events",
     ("event_id", "user_id", "item_id", "event_type", "timestamp", "value"),
     ("user_id", "item_id", "event_type", "timestamp"),
 )
@@ -124,8 +131,9 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     run_sql(con, "raw_items")
 
 
-def ingest_folder(con: duckdb.DuckDBPyConnection, landing: Path, kind: LandingKind,
-                  log: Callable[[str], None] = print) -> list[FileResult]:
+def ingest_folder(
+    con: duckdb.DuckDBPyConnection, landing: Path, kind: LandingKind, log: Callable[[str], None] = print
+) -> list[FileResult]:
     """Load every new or changed file of `landing/<kind>/` into `kind.table`.
 
     A file already ingested with the same path, size and sha256 is skipped. A file whose
@@ -141,13 +149,14 @@ def ingest_folder(con: duckdb.DuckDBPyConnection, landing: Path, kind: LandingKi
         digest = file_digest(path)
         seen = con.execute(
             "SELECT file_id, size, sha256 FROM ingested_files WHERE kind = $k AND path = $p AND status <> 'superseded'",
-            {"k": kind.name, "p": rel}).fetchall()
+            {"k": kind.name, "p": rel},
+        ).fetchall()
         if any(s == size and h == digest for _, s, h in seen):
             results.append(FileResult(rel, "skipped", message="already ingested (same size and sha256)"))
             continue
         # No explicit transaction: a reader error inside one would abort it. Rows of a file
         # without an ingested_files record (a crash mid-file) are removed on the next run.
-        for (old_id, _, _) in seen:
+        for old_id, _, _ in seen:
             con.execute(f"DELETE FROM {kind.table} WHERE file_id = $f", {"f": old_id})
             con.execute("UPDATE ingested_files SET status = 'superseded' WHERE file_id = $f", {"f": old_id})
         file_id = con.execute("SELECT coalesce(max(file_id), 0) + 1 FROM ingested_files").fetchall()[0][0]
@@ -161,10 +170,21 @@ def ingest_folder(con: duckdb.DuckDBPyConnection, landing: Path, kind: LandingKi
         con.execute(
             """INSERT INTO ingested_files VALUES ($id, $k, $p, $size, $sha, $fmt, $status, $rows,
                $errs, $lines, $reader, $msg, now())""",
-            {"id": file_id, "k": kind.name, "p": rel, "size": size, "sha": digest,
-             "fmt": file_format(path) or "unsupported", "status": res.status, "rows": res.rows,
-             "errs": res.parse_errors, "lines": res.extra.get("physical_lines"),
-             "reader": res.reader, "msg": res.message})
+            {
+                "id": file_id,
+                "k": kind.name,
+                "p": rel,
+                "size": size,
+                "sha": digest,
+                "fmt": file_format(path) or "unsupported",
+                "status": res.status,
+                "rows": res.rows,
+                "errs": res.parse_errors,
+                "lines": res.extra.get("physical_lines"),
+                "reader": res.reader,
+                "msg": res.message,
+            },
+        )
         level = "" if res.status == "loaded" else f" [{res.status.upper()}] {res.message}"
         log(f"{rel}: {res.rows:,} rows ({res.parse_errors:,} unparseable) via {res.reader}{level}")
         results.append(res)
@@ -174,9 +194,12 @@ def ingest_folder(con: duckdb.DuckDBPyConnection, landing: Path, kind: LandingKi
 def _load_file(con, path: Path, rel: str, file_id: int, kind: LandingKind) -> FileResult:
     fmt = file_format(path)
     if fmt is None:
-        return FileResult(rel, "rejected", reader="none",
-                          message=f"{rel}: unsupported file type; expected .csv, .jsonl or .parquet "
-                                  "(.csv/.jsonl may be gzipped)")
+        return FileResult(
+            rel,
+            "rejected",
+            reader="none",
+            message=f"{rel}: unsupported file type; expected .csv, .jsonl or .parquet (.csv/.jsonl may be gzipped)",
+        )
     if path.stat().st_size == 0:
         return FileResult(rel, "empty", reader="none", message=f"{rel}: empty file (no header, no rows)")
     if fmt == "parquet":
@@ -191,8 +214,10 @@ def _load_file(con, path: Path, rel: str, file_id: int, kind: LandingKind) -> Fi
     res.extra["physical_lines"] = lines
     if read_error and res.status == "loaded":
         res.status = "partial"
-        res.message = (f"{rel}: file is damaged ({read_error}); the {res.rows:,} lines before the "
-                       "damage were loaded, anything after it could not be read")
+        res.message = (
+            f"{rel}: file is damaged ({read_error}); the {res.rows:,} lines before the "
+            "damage were loaded, anything after it could not be read"
+        )
     return res
 
 
@@ -211,8 +236,9 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _select_contract(names: list[str], kind: LandingKind, source: dict[str, str] | None = None
-                     ) -> tuple[str, dict, list[str]]:
+def _select_contract(
+    names: list[str], kind: LandingKind, source: dict[str, str] | None = None
+) -> tuple[str, dict, list[str]]:
     """SELECT list mapping source columns onto the contract (by lower-cased name), extras into JSON.
 
     Identifiers come from the file's header, quoted (`source` maps a lower-cased name back to
@@ -222,8 +248,11 @@ def _select_contract(names: list[str], kind: LandingKind, source: dict[str, str]
     source = source or {n: n for n in names}
     parts, params = [], {}
     for col in kind.columns:
-        parts.append(f"CAST({_quote_ident(source[col])} AS VARCHAR) AS {_quote_ident(col)}" if col in names
-                     else f"NULL::VARCHAR AS {_quote_ident(col)}")
+        parts.append(
+            f"CAST({_quote_ident(source[col])} AS VARCHAR) AS {_quote_ident(col)}"
+            if col in names
+            else f"NULL::VARCHAR AS {_quote_ident(col)}"
+        )
     extras = [n for n in names if n not in kind.columns]
     if extras:
         args = []
@@ -252,7 +281,8 @@ def _load_csv_native(con, path, rel, file_id, kind, physical_lines) -> FileResul
             FROM read_csv($path, columns=$cols, header=true, auto_detect=false, delim=',', quote='"',
                           escape='"', max_line_size={MAX_LINE_BYTES}, store_rejects=true,
                           rejects_table='tf_rejects', rejects_scan='tf_scans') WITH ORDINALITY""",
-            {**params, "path": str(path), "cols": {n: "VARCHAR" for n in names}})
+            {**params, "path": str(path), "cols": {n: "VARCHAR" for n in names}},
+        )
     except duckdb.Error:
         return None
     good = con.execute("SELECT count(*) FROM tf_stage").fetchall()[0][0]
@@ -269,17 +299,24 @@ def _load_csv_native(con, path, rel, file_id, kind, physical_lines) -> FileResul
         ranked AS (SELECT line - 1 - row_number() OVER (ORDER BY line) AS g,
                           row_number() OVER (ORDER BY line) AS j FROM rej),
         cum AS (SELECT g, max(j) AS j FROM ranked GROUP BY g)  -- adjacent rejects share a g
-        SELECT $file_id, $src, s.k + 1 + coalesce(cum.j, 0), {', '.join('s.' + _quote_ident(c) for c in kind.columns)},
+        SELECT $file_id, $src, s.k + 1 + coalesce(cum.j, 0), {", ".join("s." + _quote_ident(c) for c in kind.columns)},
                s.extra, NULL, $missing
         FROM tf_stage s ASOF LEFT JOIN cum ON s.k > cum.g
         UNION ALL
-        SELECT $file_id, $src, line, {', '.join('NULL' for _ in kind.columns)}, NULL,
+        SELECT $file_id, $src, line, {", ".join("NULL" for _ in kind.columns)}, NULL,
                left(csv_line, {RAW_LINE_KEEP}), 'csv_' || lower(replace(error_type, ' ', '_'))
         FROM rej""",
-        {"file_id": file_id, "src": rel, "missing": "missing_required_columns" if missing else None})
+        {"file_id": file_id, "src": rel, "missing": "missing_required_columns" if missing else None},
+    )
     con.execute("DROP TABLE tf_stage")
-    return FileResult(rel, "loaded", rows=good + bad, parse_errors=good + bad if missing else bad,
-                      reader="native_csv", message=_missing_message(rel, missing))
+    return FileResult(
+        rel,
+        "loaded",
+        rows=good + bad,
+        parse_errors=good + bad if missing else bad,
+        reader="native_csv",
+        message=_missing_message(rel, missing),
+    )
 
 
 # --- JSONL --------------------------------------------------------------------------------
@@ -310,16 +347,25 @@ def _load_jsonl_lines(con, path, rel, file_id, kind, physical_lines) -> FileResu
             SELECT ordinality AS line, text
             FROM read_csv($path, columns={{'text': 'VARCHAR'}}, header=false, auto_detect=false,
                           delim=E'\\x1f', quote='', escape='', max_line_size={MAX_LINE_BYTES}) WITH ORDINALITY""",
-            {"path": str(path)})
+            {"path": str(path)},
+        )
     except duckdb.Error:
         return None
     n = con.execute("SELECT count(*) FROM tf_lines").fetchall()[0][0]
     if n != physical_lines:  # a line the reader merged or skipped: read line by line instead
         return None
-    con.execute(f"INSERT INTO {kind.table} {_json_select(kind, 'tf_lines')}",
-                {"file_id": file_id, "src": rel, "drop": json.dumps({c: None for c in kind.columns}),
-                 "schema": json.dumps({c: "VARCHAR" for c in kind.columns})})
-    errs = con.execute(f"SELECT count(parse_error) FROM {kind.table} WHERE file_id = $f", {"f": file_id}).fetchall()[0][0]
+    con.execute(
+        f"INSERT INTO {kind.table} {_json_select(kind, 'tf_lines')}",
+        {
+            "file_id": file_id,
+            "src": rel,
+            "drop": json.dumps({c: None for c in kind.columns}),
+            "schema": json.dumps({c: "VARCHAR" for c in kind.columns}),
+        },
+    )
+    errs = con.execute(f"SELECT count(parse_error) FROM {kind.table} WHERE file_id = $f", {"f": file_id}).fetchall()[0][
+        0
+    ]
     con.execute("DROP TABLE tf_lines")
     return FileResult(rel, "loaded", rows=n, parse_errors=errs, reader="lines_jsonl")
 
@@ -329,25 +375,44 @@ def _load_jsonl_lines(con, path, rel, file_id, kind, physical_lines) -> FileResu
 
 def _load_parquet(con, path, rel, file_id, kind) -> FileResult:
     try:
-        source_names = [d[0] for d in con.execute("DESCRIBE SELECT * FROM read_parquet($p)", {"p": str(path)}).fetchall()]
+        source_names = [
+            d[0] for d in con.execute("DESCRIBE SELECT * FROM read_parquet($p)", {"p": str(path)}).fetchall()
+        ]
     except duckdb.Error as e:
-        return FileResult(rel, "rejected", reader="parquet",
-                          message=f"{rel}: not a readable Parquet file ({str(e).splitlines()[0]})")
+        return FileResult(
+            rel, "rejected", reader="parquet", message=f"{rel}: not a readable Parquet file ({str(e).splitlines()[0]})"
+        )
     source = {n.strip().lower(): n for n in source_names}
     select, params, missing = _select_contract(list(source), kind, source)
     try:
         con.execute(
             f"""INSERT INTO {kind.table}
-            SELECT $file_id, $src, file_row_number + 1, {', '.join(map(_quote_ident, kind.columns))}, extra, NULL, $missing
+            SELECT $file_id, $src, file_row_number + 1, {", ".join(map(_quote_ident, kind.columns))}, extra, NULL, $missing
             FROM (SELECT file_row_number, {select} FROM read_parquet($path, file_row_number=true))""",
-            {**params, "path": str(path), "file_id": file_id, "src": rel,
-             "missing": "missing_required_columns" if missing else None})
+            {
+                **params,
+                "path": str(path),
+                "file_id": file_id,
+                "src": rel,
+                "missing": "missing_required_columns" if missing else None,
+            },
+        )
     except duckdb.Error as e:
-        return FileResult(rel, "rejected", reader="parquet",
-                          message=f"{rel}: Parquet file could not be read ({str(e).splitlines()[0]})")
+        return FileResult(
+            rel,
+            "rejected",
+            reader="parquet",
+            message=f"{rel}: Parquet file could not be read ({str(e).splitlines()[0]})",
+        )
     n = con.execute(f"SELECT count(*) FROM {kind.table} WHERE file_id = $f", {"f": file_id}).fetchall()[0][0]
-    return FileResult(rel, "loaded", rows=n, parse_errors=n if missing else 0, reader="parquet",
-                      message=_missing_message(rel, missing))
+    return FileResult(
+        rel,
+        "loaded",
+        rows=n,
+        parse_errors=n if missing else 0,
+        reader="parquet",
+        message=_missing_message(rel, missing),
+    )
 
 
 # --- Python line-by-line fallback ---------------------------------------------------------
@@ -474,8 +539,10 @@ def _load_python_lines(con, path, rel, file_id, kind, fmt) -> FileResult:
 def _missing_message(rel: str, missing: list[str]) -> str:
     if not missing:
         return ""
-    return (f"{rel}: header lacks required column(s) {', '.join(missing)}; every row is quarantined "
-            "as missing_required_columns")
+    return (
+        f"{rel}: header lacks required column(s) {', '.join(missing)}; every row is quarantined "
+        "as missing_required_columns"
+    )
 
 
 def _header_names_from(text: str) -> list[str]:

@@ -41,14 +41,33 @@ def ranking_cuts(pairs: pd.DataFrame, label_share: float) -> pd.DataFrame:
     pos = tr.groupby("user_id").cumcount()
     n_label = np.maximum(1, np.floor(label_share * n)).astype(int)
     start = tr[(n >= 2) & (pos == n - n_label)]
-    cuts = [pd.DataFrame({"user_id": start.user_id, "split": "train", "cut_ts": start.ts,
-                          "end_ts": start.held_ts, "target_item": start.item_id})]
+    cuts = [
+        pd.DataFrame(
+            {
+                "user_id": start.user_id,
+                "split": "train",
+                "cut_ts": start.ts,
+                "end_ts": start.held_ts,
+                "target_item": start.item_id,
+            }
+        )
+    ]
     for split, later in (("valid", "test"), ("test", None)):
         s = held[held.split == split].drop_duplicates("user_id", keep="first")
-        end = (held[held.split == later].groupby("user_id")["ts"].min().reindex(s.user_id).to_numpy() if later
-               else pd.NaT)
-        cuts.append(pd.DataFrame({"user_id": s.user_id.to_numpy(), "split": split, "cut_ts": s.ts.to_numpy(),
-                                  "end_ts": end, "target_item": s.item_id.to_numpy()}))
+        end = (
+            held[held.split == later].groupby("user_id")["ts"].min().reindex(s.user_id).to_numpy() if later else pd.NaT
+        )
+        cuts.append(
+            pd.DataFrame(
+                {
+                    "user_id": s.user_id.to_numpy(),
+                    "split": split,
+                    "cut_ts": s.ts.to_numpy(),
+                    "end_ts": end,
+                    "target_item": s.item_id.to_numpy(),
+                }
+            )
+        )
     out = pd.concat(cuts, ignore_index=True)
     out["end_ts"] = pd.to_datetime(out["end_ts"])
     return out.reset_index(drop=True)
@@ -100,19 +119,36 @@ def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: 
         c = cuts[cuts.split == split]
         if c.empty:
             continue
-        ev = build_eval_set(split, known[known.split == split], c[["user_id", "target_item"]].rename(
-            columns={"target_item": "item_id"}), catalog, history_len=t.history_len, n_hashes=t.n_hashes,
-            user_buckets=t.user_buckets)
+        ev = build_eval_set(
+            split,
+            known[known.split == split],
+            c[["user_id", "target_item"]].rename(columns={"target_item": "item_id"}),
+            catalog,
+            history_len=t.history_len,
+            n_hashes=t.n_hashes,
+            user_buckets=t.user_buckets,
+        )
         users = user_vectors(retriever, catalog, ev.user_hash, ev.history)  # (E, d)
         if split == "train":
             train_users = (ev.user_keys, users)
         pos, val = retrieve(users, items, ev, n_candidates, log=log)
         rows, ranks = np.nonzero(pos >= 0)
-        parts.append(pd.DataFrame({"user_id": ev.user_keys[rows], "split": split,
-                                   "item_id": catalog.item_ids[pos[rows, ranks]],
-                                   "retrieval_rank": ranks + 1, "retrieval_score": val[rows, ranks]}))
-    retrieved = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["user_id", "split", "item_id", "retrieval_rank", "retrieval_score"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "user_id": ev.user_keys[rows],
+                    "split": split,
+                    "item_id": catalog.item_ids[pos[rows, ranks]],
+                    "retrieval_rank": ranks + 1,
+                    "retrieval_score": val[rows, ranks],
+                }
+            )
+        )
+    retrieved = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["user_id", "split", "item_id", "retrieval_rank", "retrieval_score"])
+    )
     con.register("ranking_cuts", cuts)
     con.register("retrieved", retrieved)
     try:
@@ -121,8 +157,9 @@ def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: 
         con.unregister("ranking_cuts")
         con.unregister("retrieved")
     if train_users is not None:  # the exposures retrieval missed get the retriever's score too
-        missed = con.execute("SELECT user_id, item_id FROM ranking_candidates WHERE split = 'train' "
-                             "AND NOT retrieved").df()
+        missed = con.execute(
+            "SELECT user_id, item_id FROM ranking_candidates WHERE split = 'train' AND NOT retrieved"
+        ).df()
         u = pd.Index(train_users[0]).get_indexer(missed["user_id"])
         i = catalog.index_of(missed["item_id"])
         ok = (u >= 0) & (i >= 0)
@@ -131,15 +168,21 @@ def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: 
         missed_scores = missed.assign(score=s)  # noqa: F841 (read by DuckDB)
         con.register("missed_scores", missed_scores)
         try:
-            con.execute("UPDATE ranking_candidates r SET retrieval_score = m.score FROM missed_scores m "
-                        "WHERE r.split = 'train' AND NOT r.retrieved AND r.user_id = m.user_id "
-                        "AND r.item_id = m.item_id")
+            con.execute(
+                "UPDATE ranking_candidates r SET retrieval_score = m.score FROM missed_scores m "
+                "WHERE r.split = 'train' AND NOT r.retrieved AND r.user_id = m.user_id "
+                "AND r.item_id = m.item_id"
+            )
         finally:
             con.unregister("missed_scores")
     counts = dict(con.execute("SELECT split, count(*) FROM ranking_candidates GROUP BY 1").fetchall())
     users = dict(con.execute("SELECT split, count(DISTINCT user_id) FROM ranking_candidates GROUP BY 1").fetchall())
-    hits = dict(con.execute("SELECT split, avg(has::INT) FROM (SELECT user_id, split, bool_or(is_target) AS has "
-                            "FROM ranking_candidates WHERE retrieved GROUP BY 1, 2) GROUP BY 1").fetchall())
+    hits = dict(
+        con.execute(
+            "SELECT split, avg(has::INT) FROM (SELECT user_id, split, bool_or(is_target) AS has "
+            "FROM ranking_candidates WHERE retrieved GROUP BY 1, 2) GROUP BY 1"
+        ).fetchall()
+    )
     return {"sql": sql, "rows": counts, "users": users, "target_retrieved": hits}
 
 
@@ -157,13 +200,15 @@ WHERE pos < $h"""
 @dataclass
 class History:
     """Left-padded histories, latest last: hashed items, multi-hot actions, validity."""
+
     item_hash: torch.Tensor  # (G, H, n_hashes)
     actions: torch.Tensor  # (G, H, A)
     valid: torch.Tensor  # (G, H) bool
 
 
-def load_histories(con, groups: pd.DataFrame, *, history_len: int, n_actions: int, n_hashes: int,
-                   item_buckets: int) -> History:
+def load_histories(
+    con, groups: pd.DataFrame, *, history_len: int, n_actions: int, n_hashes: int, item_buckets: int
+) -> History:
     """groups: user_id, split, cut_ts (NaT = no cut), one row each -> their histories in row order."""
     g = groups[["user_id", "split", "cut_ts"]].reset_index(drop=True)
     con.register("history_groups", g)
@@ -171,16 +216,22 @@ def load_histories(con, groups: pd.DataFrame, *, history_len: int, n_actions: in
         h = con.execute(HISTORY_SQL, {"h": history_len}).df()
     finally:
         con.unregister("history_groups")
-    row = pd.MultiIndex.from_frame(g[["user_id", "split"]]).get_indexer(
-        pd.MultiIndex.from_frame(h[["user_id", "split"]])) if len(h) else np.empty(0, np.int64)
+    row = (
+        pd.MultiIndex.from_frame(g[["user_id", "split"]]).get_indexer(pd.MultiIndex.from_frame(h[["user_id", "split"]]))
+        if len(h)
+        else np.empty(0, np.int64)
+    )
     G, H = len(g), history_len
     items = np.full((G, H), "", dtype=object)
     masks = np.zeros((G, H), dtype=np.int64)
     valid = np.zeros((G, H), dtype=bool)
     col = H - 1 - h["pos"].to_numpy(dtype=np.int64)
     items[row, col], masks[row, col], valid[row, col] = h["item_id"].to_numpy(object), h["action_mask"].to_numpy(), True
-    return History(hashed(items, n_hashes, item_buckets, valid), torch.as_tensor(mask_to_multihot(masks, n_actions)),
-                   torch.as_tensor(valid))
+    return History(
+        hashed(items, n_hashes, item_buckets, valid),
+        torch.as_tensor(mask_to_multihot(masks, n_actions)),
+        torch.as_tensor(valid),
+    )
 
 
 def hashed(ids: np.ndarray, n_hashes: int, buckets: int, valid: np.ndarray) -> torch.Tensor:
@@ -196,6 +247,7 @@ def hashed(ids: np.ndarray, n_hashes: int, buckets: int, valid: np.ndarray) -> t
 @dataclass
 class RankingSet:
     """One row per (user, split): user, history and the candidate list, padded to C slots."""
+
     user_ids: np.ndarray  # (G,) object
     user_hash: torch.Tensor  # (G, n_hashes)
     history: History
@@ -216,16 +268,28 @@ class RankingSet:
             return self
         r = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False)))
         h = self.history
-        return RankingSet(self.user_ids[r.numpy()], self.user_hash[r], History(h.item_hash[r], h.actions[r], h.valid[r]),
-                          self.item_ids[r.numpy()], self.cand_hash[r], self.cand_valid[r], self.labels[r],
-                          self.is_target[r], self.retrieved[r], self.retrieval_score[r])
+        return RankingSet(
+            self.user_ids[r.numpy()],
+            self.user_hash[r],
+            History(h.item_hash[r], h.actions[r], h.valid[r]),
+            self.item_ids[r.numpy()],
+            self.cand_hash[r],
+            self.cand_valid[r],
+            self.labels[r],
+            self.is_target[r],
+            self.retrieved[r],
+            self.retrieval_score[r],
+        )
 
 
 def load_ranking_set(con, split: str, cfg, users=None) -> RankingSet:
     """The ranking_candidates rows of `split` as tensors for a RankerConfig `cfg`."""
-    df = con.execute("SELECT user_id, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts "
-                     "FROM ranking_candidates WHERE split = $s ORDER BY user_id, retrieved DESC, retrieval_rank, "
-                     "item_id", {"s": split}).df()
+    df = con.execute(
+        "SELECT user_id, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts "
+        "FROM ranking_candidates WHERE split = $s ORDER BY user_id, retrieved DESC, retrieval_rank, "
+        "item_id",
+        {"s": split},
+    ).df()
     if users is not None:
         df = df[df.user_id.isin(set(users))]
     if df.empty:
@@ -247,10 +311,19 @@ def load_ranking_set(con, split: str, cfg, users=None) -> RankingSet:
     score[codes, slot] = df["retrieval_score"].fillna(-np.inf).to_numpy(np.float32)
     cut = df.drop_duplicates("user_id").set_index("user_id")["cut_ts"]
     groups = pd.DataFrame({"user_id": user_ids, "split": split, "cut_ts": cut.reindex(user_ids).to_numpy()})
-    hist = load_histories(con, groups, history_len=cfg.history_len, n_actions=A, n_hashes=cfg.n_hashes,
-                          item_buckets=cfg.item_buckets)
+    hist = load_histories(
+        con, groups, history_len=cfg.history_len, n_actions=A, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets
+    )
     users = np.asarray(user_ids, dtype=object)
-    return RankingSet(users, torch.as_tensor(hash_buckets(users, cfg.n_hashes, cfg.user_buckets)), hist, item_ids,
-                      hashed(item_ids, cfg.n_hashes, cfg.item_buckets, valid), torch.as_tensor(valid),
-                      torch.as_tensor(mask_to_multihot(masks, A)), torch.as_tensor(target),
-                      torch.as_tensor(retrieved), torch.as_tensor(score))
+    return RankingSet(
+        users,
+        torch.as_tensor(hash_buckets(users, cfg.n_hashes, cfg.user_buckets)),
+        hist,
+        item_ids,
+        hashed(item_ids, cfg.n_hashes, cfg.item_buckets, valid),
+        torch.as_tensor(valid),
+        torch.as_tensor(mask_to_multihot(masks, A)),
+        torch.as_tensor(target),
+        torch.as_tensor(retrieved),
+        torch.as_tensor(score),
+    )

@@ -42,8 +42,14 @@ def action_auc(probs: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, n
     return out
 
 
-def negatives_pushed_out(rank_scores: torch.Tensor, retrieval_scores: torch.Tensor, labels: torch.Tensor,
-                         valid: torch.Tensor, negative: torch.Tensor, k: int = 10) -> dict[str, float]:
+def negatives_pushed_out(
+    rank_scores: torch.Tensor,
+    retrieval_scores: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor,
+    negative: torch.Tensor,
+    k: int = 10,
+) -> dict[str, float]:
     """Candidates with a negative action (negative: (A,) bool over actions): how many sit in each
     order's top k, and the share of those in the retrieval top k that ranking moves out of it."""
     neg = (labels[..., negative].sum(-1) > 0) & valid  # (G, C)
@@ -58,21 +64,26 @@ def negatives_pushed_out(rank_scores: torch.Tensor, retrieval_scores: torch.Tens
     r_top, k_top = top(retrieval_scores), top(rank_scores)
     before = int((neg & r_top).sum())
     moved = int((neg & r_top & ~k_top).sum())
-    return {f"negatives_in_top{k}_retrieval": float(before), f"negatives_in_top{k}_ranked": float((neg & k_top).sum()),
-            f"negatives_pushed_out_of_top{k}": moved / before if before else math.nan}
+    return {
+        f"negatives_in_top{k}_retrieval": float(before),
+        f"negatives_in_top{k}_ranked": float((neg & k_top).sum()),
+        f"negatives_pushed_out_of_top{k}": moved / before if before else math.nan,
+    }
 
 
-def compare_orders(probs: torch.Tensor, weighted: torch.Tensor, rs, names, negative: torch.Tensor,
-                   k: int = 10) -> dict:
+def compare_orders(probs: torch.Tensor, weighted: torch.Tensor, rs, names, negative: torch.Tensor, k: int = 10) -> dict:
     """Everything ranking_evaluation reports for one split (rs: a RankingSet; probs (G, C, A),
     weighted (G, C) from the ranker)."""
     valid = rs.cand_valid & rs.retrieved  # the retrieved lists only: both orders rank the same items
     retrieval = order_metrics(rs.retrieval_score, rs.is_target, valid, (k,))
     ranked = order_metrics(weighted, rs.is_target, valid, (k,))
-    return {"retrieval": retrieval, "ranked": ranked,
-            "ndcg_ratio": ranked[f"ndcg@{k}"] / retrieval[f"ndcg@{k}"] if retrieval[f"ndcg@{k}"] else math.nan,
-            "auc": action_auc(probs, rs.labels, valid, names),
-            **negatives_pushed_out(weighted, rs.retrieval_score, rs.labels, valid, negative, k)}
+    return {
+        "retrieval": retrieval,
+        "ranked": ranked,
+        "ndcg_ratio": ranked[f"ndcg@{k}"] / retrieval[f"ndcg@{k}"] if retrieval[f"ndcg@{k}"] else math.nan,
+        "auc": action_auc(probs, rs.labels, valid, names),
+        **negatives_pushed_out(weighted, rs.retrieval_score, rs.labels, valid, negative, k),
+    }
 
 
 def nan_to_none(x):

@@ -61,22 +61,33 @@ def resolve_actions(con, action_set: str = "auto", weights: dict[str, float] | N
     actions = ACTION_SETS[action_set]
     unknown = sorted(set(weights or {}) - {a.name for a in actions})
     if unknown:
-        raise ValueError(f"ranking action_weights: unknown action(s) {unknown}; the {action_set!r} "
-                         f"vocabulary has {[a.name for a in actions]}")
-    return tuple(Action(a.name, a.event_types, float((weights or {}).get(a.name, a.weight)), a.min_value,
-                        a.max_value) for a in actions)
+        raise ValueError(
+            f"ranking action_weights: unknown action(s) {unknown}; the {action_set!r} "
+            f"vocabulary has {[a.name for a in actions]}"
+        )
+    return tuple(
+        Action(a.name, a.event_types, float((weights or {}).get(a.name, a.weight)), a.min_value, a.max_value)
+        for a in actions
+    )
 
 
 def label_params(actions) -> dict:
     """The vocabulary as the parallel lists sql/action_labels.sql binds (one entry per event type)."""
     rows = [(i, t, a.min_value, a.max_value) for i, a in enumerate(actions) for t in a.event_types]
-    return {"action_idx": [r[0] for r in rows], "event_types": [r[1] for r in rows],
-            "min_values": [r[2] for r in rows], "max_values": [r[3] for r in rows]}
+    return {
+        "action_idx": [r[0] for r in rows],
+        "event_types": [r[1] for r in rows],
+        "min_values": [r[2] for r in rows],
+        "max_values": [r[3] for r in rows],
+    }
 
 
 def describe(a: Action) -> str:
-    rng = "" if a.min_value is None and a.max_value is None else \
-        f" value in [{'' if a.min_value is None else a.min_value}, {'' if a.max_value is None else a.max_value}]"
+    rng = (
+        ""
+        if a.min_value is None and a.max_value is None
+        else f" value in [{'' if a.min_value is None else a.min_value}, {'' if a.max_value is None else a.max_value}]"
+    )
     return "|".join(a.event_types) + rng
 
 
@@ -84,9 +95,16 @@ def build_action_labels(con, actions) -> str:
     """Create the action_vocabulary and action_labels tables; returns the labels' SQL text."""
     if not 1 <= len(actions) <= 62:
         raise ValueError(f"the action vocabulary needs 1 to 62 actions (one bit each), got {len(actions)}")
-    run_sql(con, "action_vocabulary", {"idx": list(range(len(actions))), "names": [a.name for a in actions],
-                                       "weights": [a.weight for a in actions],
-                                       "definitions": [describe(a) for a in actions]})
+    run_sql(
+        con,
+        "action_vocabulary",
+        {
+            "idx": list(range(len(actions))),
+            "names": [a.name for a in actions],
+            "weights": [a.weight for a in actions],
+            "definitions": [describe(a) for a in actions],
+        },
+    )
     return run_sql(con, "action_labels", label_params(actions))
 
 

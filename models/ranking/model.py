@@ -164,21 +164,34 @@ class Ranker(nn.Module):
             c = c + self.score_proj(sc[..., None])  # (B, C, 1) -> (B, C, D)
         return c
 
-    def forward(self, user_hash: torch.Tensor, hist_hash: torch.Tensor, hist_actions: torch.Tensor,
-                hist_valid: torch.Tensor, cand_hash: torch.Tensor, cand_score: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        user_hash: torch.Tensor,
+        hist_hash: torch.Tensor,
+        hist_actions: torch.Tensor,
+        hist_valid: torch.Tensor,
+        cand_hash: torch.Tensor,
+        cand_score: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One sequence per row through the isolation mask (training): user_hash (B, n_hashes);
         hist_hash (B, H, n_hashes); hist_actions (B, H, A) multi-hot; hist_valid (B, H) bool;
         cand_hash (B, C, n_hashes); cand_score (B, C) retrieval scores -> (B, C, A) logits."""
         B, H, _ = hist_hash.shape
         C = cand_hash.shape[1]
-        x = torch.cat([self.context_tokens(user_hash, hist_hash, hist_actions, hist_valid),
-                       self.candidate_tokens(cand_hash, cand_score)], dim=1)  # (B, 1 + H + C, D)
-        keys = torch.cat([torch.ones(B, 1, dtype=torch.bool), hist_valid,
-                          torch.ones(B, C, dtype=torch.bool)], dim=1)  # (B, T): padding history never a key
+        x = torch.cat(
+            [
+                self.context_tokens(user_hash, hist_hash, hist_actions, hist_valid),
+                self.candidate_tokens(cand_hash, cand_score),
+            ],
+            dim=1,
+        )  # (B, 1 + H + C, D)
+        keys = torch.cat(
+            [torch.ones(B, 1, dtype=torch.bool), hist_valid, torch.ones(B, C, dtype=torch.bool)], dim=1
+        )  # (B, T): padding history never a key
         mask = isolation_mask(1 + H, C)[None, None] & keys[:, None, None, :]  # (B, 1, T, T)
         for block in self.blocks:
             x = block(x, mask)
-        return self._logits(x[:, 1 + H:], cand_score)  # (B, C, A)
+        return self._logits(x[:, 1 + H :], cand_score)  # (B, C, A)
 
     def encode_context(self, user_hash, hist_hash, hist_actions, hist_valid) -> tuple[list, torch.Tensor]:
         """Per layer, the context's keys and values (it never attends to a candidate, so they do
@@ -214,9 +227,16 @@ def weighted_score(probs: torch.Tensor, weights: torch.Tensor, offset: float = 1
 
 
 @torch.no_grad()
-def score_candidates(model: Ranker, user_hash: torch.Tensor, hist_hash: torch.Tensor, hist_actions: torch.Tensor,
-                     hist_valid: torch.Tensor, cand_hash: torch.Tensor, cand_score: torch.Tensor | None = None,
-                     max_sequences: int = 2048) -> torch.Tensor:
+def score_candidates(
+    model: Ranker,
+    user_hash: torch.Tensor,
+    hist_hash: torch.Tensor,
+    hist_actions: torch.Tensor,
+    hist_valid: torch.Tensor,
+    cand_hash: torch.Tensor,
+    cand_score: torch.Tensor | None = None,
+    max_sequences: int = 2048,
+) -> torch.Tensor:
     """(G, C, A) action probabilities for C candidates of each of G users, eval mode. Each
     user's context goes through the blocks once (encode_context); candidates are padded with the
     empty item to a multiple of cfg.candidates_per_pass, so a candidate scored alone or among 31

@@ -43,8 +43,11 @@ DEFAULT_CANDIDATES = 200  # the retriever's top N the ranker orders (Phoenix ret
 
 
 def ranker_manifest(artifacts_root: Path) -> dict:
-    return _artifacts.read_manifest(Path(artifacts_root) / "ranking") or {"current": None, "latest": None,
-                                                                           "versions": []}
+    return _artifacts.read_manifest(Path(artifacts_root) / "ranking") or {
+        "current": None,
+        "latest": None,
+        "versions": [],
+    }
 
 
 @dataclass
@@ -77,8 +80,11 @@ class LoadedRanker:
             if len(cache) + len(new) > 1_000_000:
                 cache.clear()
             cache.update(zip(new, hash_buckets(np.asarray(new, dtype=object), c.n_hashes, c.item_buckets)))
-        return torch.as_tensor(np.stack([cache[i] for i in ids])) if len(ids) else \
-            torch.zeros(0, c.n_hashes, dtype=torch.long)
+        return (
+            torch.as_tensor(np.stack([cache[i] for i in ids]))
+            if len(ids)
+            else torch.zeros(0, c.n_hashes, dtype=torch.long)
+        )
 
     def _mask(self, acts) -> int:
         if isinstance(acts, (int, np.integer)):
@@ -89,24 +95,42 @@ class LoadedRanker:
             raise ValueError(f"unknown action(s) {unknown} in history_actions; this ranker knows {self.actions}")
         return sum(1 << index[a] for a in set(acts))
 
-    def score(self, user_hash, history, cand_ids: np.ndarray, cand_valid: np.ndarray,
-              retrieval_scores, cand_hash: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(
+        self,
+        user_hash,
+        history,
+        cand_ids: np.ndarray,
+        cand_valid: np.ndarray,
+        retrieval_scores,
+        cand_hash: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(G, C) candidate ids and retrieval scores -> ((G, C, A) probabilities, (G, C) weighted scores)."""
         c = self.cfg
         if cand_hash is None:
             cand_hash = hashed(cand_ids, c.n_hashes, c.item_buckets, cand_valid)
-        probs = score_candidates(self.model, user_hash, history.item_hash, history.actions, history.valid,
-                                 cand_hash, torch.as_tensor(np.asarray(retrieval_scores, dtype=np.float32)))
+        probs = score_candidates(
+            self.model,
+            user_hash,
+            history.item_hash,
+            history.actions,
+            history.valid,
+            cand_hash,
+            torch.as_tensor(np.asarray(retrieval_scores, dtype=np.float32)),
+        )
         return probs, weighted_score(probs, self.weights, self.offset)
 
     def rank(self, user_id: str, history_items, history_actions, candidate_ids, retrieval_scores) -> RankResult:
         c = self.cfg
         if len(retrieval_scores) != len(candidate_ids):
-            raise ValueError(f"retrieval_scores has {len(retrieval_scores)} entries but candidate_ids "
-                             f"{len(candidate_ids)}: one retriever score per candidate")
+            raise ValueError(
+                f"retrieval_scores has {len(retrieval_scores)} entries but candidate_ids "
+                f"{len(candidate_ids)}: one retriever score per candidate"
+            )
         if len(history_items) != len(history_actions):
-            raise ValueError(f"history_items has {len(history_items)} entries but history_actions "
-                             f"{len(history_actions)}: one action list per history item")
+            raise ValueError(
+                f"history_items has {len(history_items)} entries but history_actions "
+                f"{len(history_actions)}: one action list per history item"
+            )
         H = c.history_len
         items = list(history_items)[-H:]
         masks = [self._mask(a) for a in list(history_actions)[-H:]]
@@ -114,19 +138,30 @@ class LoadedRanker:
         hm = np.zeros((1, H), dtype=np.int64)
         hv = np.zeros((1, H), dtype=bool)
         if items:
-            hh[0, H - len(items):] = self.item_hashes(items)
-            hm[0, H - len(items):], hv[0, H - len(items):] = masks, True
+            hh[0, H - len(items) :] = self.item_hashes(items)
+            hm[0, H - len(items) :], hv[0, H - len(items) :] = masks, True
         from models.ranking.data import History
 
         history = History(hh, torch.as_tensor(mask_to_multihot(hm, len(self.actions))), torch.as_tensor(hv))
         cands = np.asarray([list(candidate_ids)], dtype=object)
         uh = torch.as_tensor(hash_buckets(np.asarray([user_id], dtype=object), c.n_hashes, c.user_buckets))
         rs = np.asarray(retrieval_scores, dtype=np.float32)
-        probs, score = self.score(uh, history, cands, np.ones(cands.shape, dtype=bool), rs[None, :],
-                                  self.item_hashes(list(candidate_ids))[None])
+        probs, score = self.score(
+            uh,
+            history,
+            cands,
+            np.ones(cands.shape, dtype=bool),
+            rs[None, :],
+            self.item_hashes(list(candidate_ids))[None],
+        )
         order = np.lexsort((-rs, -score[0].numpy()))  # ties: retrieval order
-        return RankResult([cands[0, i] for i in order], score[0].numpy()[order], rs[order],
-                          probs[0].numpy()[order], list(self.actions))
+        return RankResult(
+            [cands[0, i] for i in order],
+            score[0].numpy()[order],
+            rs[order],
+            probs[0].numpy()[order],
+            list(self.actions),
+        )
 
 
 def load_ranker(artifacts_root: Path) -> LoadedRanker | None:
@@ -145,15 +180,22 @@ def rank_users(con, recommender, ranker: LoadedRanker, user_ids: list[str], n_ca
     if not known:
         return pd.DataFrame(columns=cols)
     rows = np.array([recommender._user_row[u] for u in known])
-    D, I = search_excluding_seen(recommender.index, recommender.user_vectors(rows), recommender.seen_rows(rows),
-                                 n_candidates)
+    D, I = search_excluding_seen(
+        recommender.index, recommender.user_vectors(rows), recommender.seen_rows(rows), n_candidates
+    )
     valid = I >= 0
     cand = np.full(I.shape, "", dtype=object)
     cand[valid] = recommender.index.items_of(I[valid])
     c = ranker.cfg
     groups = pd.DataFrame({"user_id": known, "split": "serving", "cut_ts": pd.NaT})
-    history = load_histories(con, groups, history_len=c.history_len, n_actions=len(ranker.actions),
-                             n_hashes=c.n_hashes, item_buckets=c.item_buckets)
+    history = load_histories(
+        con,
+        groups,
+        history_len=c.history_len,
+        n_actions=len(ranker.actions),
+        n_hashes=c.n_hashes,
+        item_buckets=c.item_buckets,
+    )
     uh = torch.as_tensor(hash_buckets(np.asarray(known, dtype=object), c.n_hashes, c.user_buckets))
     probs, score = ranker.score(uh, history, cand, valid, np.where(valid, D, 0.0))
     s = torch.where(torch.as_tensor(valid), score, torch.tensor(-torch.inf)).numpy()
@@ -164,8 +206,13 @@ def rank_users(con, recommender, ranker: LoadedRanker, user_ids: list[str], n_ca
     keep = valid[g, j]
     g, j = g[keep], j[keep]
     r = np.tile(np.arange(1, kk + 1), len(known))[keep]
-    out = {"user_id": np.asarray(known, dtype=object)[g], "rank": r.astype(np.int32), "item_id": cand[g, j],
-           "score": s[g, j].astype(np.float32), "retrieval_score": D[g, j].astype(np.float32)}
+    out = {
+        "user_id": np.asarray(known, dtype=object)[g],
+        "rank": r.astype(np.int32),
+        "item_id": cand[g, j],
+        "score": s[g, j].astype(np.float32),
+        "retrieval_score": D[g, j].astype(np.float32),
+    }
     p = probs.numpy()
     for a, name in enumerate(ranker.actions):
         out[f"p_{name}"] = p[g, j, a].astype(np.float32)

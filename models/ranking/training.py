@@ -70,13 +70,21 @@ def _gather(x: torch.Tensor, idx: torch.Tensor, fill) -> torch.Tensor:
 
 
 def valid_ndcg(model: Ranker, vs, weights: torch.Tensor) -> dict:
-    probs = score_candidates(model, vs.user_hash, vs.history.item_hash, vs.history.actions, vs.history.valid,
-                             vs.cand_hash, vs.retrieval_score)
+    probs = score_candidates(
+        model,
+        vs.user_hash,
+        vs.history.item_hash,
+        vs.history.actions,
+        vs.history.valid,
+        vs.cand_hash,
+        vs.retrieval_score,
+    )
     return order_metrics(weighted_score(probs, weights), vs.is_target, vs.cand_valid & vs.retrieved)
 
 
-def train_ranker(train_set, valid_set, cfg: RankerConfig, tcfg: RankerTrainConfig, weights: torch.Tensor,
-                 log=None) -> RankerTrainResult:
+def train_ranker(
+    train_set, valid_set, cfg: RankerConfig, tcfg: RankerTrainConfig, weights: torch.Tensor, log=None
+) -> RankerTrainResult:
     torch.manual_seed(tcfg.seed)
     gen = torch.Generator().manual_seed(tcfg.seed)
     valid_set = valid_set.sample(tcfg.valid_users, tcfg.seed)
@@ -89,8 +97,15 @@ def train_ranker(train_set, valid_set, cfg: RankerConfig, tcfg: RankerTrainConfi
     start = valid_ndcg(model, valid_set, weights)
     best, best_epoch, bad, best_valid = start["ndcg@10"], 0, 0, start
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
-    history = [{"epoch": 0, "loss": float("nan"), "valid_ndcg@10": start["ndcg@10"], "valid_hr@10": start["hr@10"],
-                "train_seconds": 0.0}]
+    history = [
+        {
+            "epoch": 0,
+            "loss": float("nan"),
+            "valid_ndcg@10": start["ndcg@10"],
+            "valid_hr@10": start["hr@10"],
+            "train_seconds": 0.0,
+        }
+    ]
     if log:
         log(f"ranker before training (retrieval order): valid NDCG@10 {start['ndcg@10']:.4f}")
     t0, steps, stopped_by = time.perf_counter(), 0, "epochs"
@@ -101,20 +116,21 @@ def train_ranker(train_set, valid_set, cfg: RankerConfig, tcfg: RankerTrainConfi
         progress = Progress(f"ranker epoch {epoch}", steps_per_epoch, "steps", log)
         total, n, e0 = 0.0, 0, time.perf_counter()
         for step in range(steps_per_epoch):
-            rows = order[step * tcfg.batch_size: (step + 1) * tcfg.batch_size]
+            rows = order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]
             idx = sample_block(train_set, rows, P, gen)  # (b, P)
             cand = _gather(train_set.cand_hash[rows], idx, 0)  # (b, P, n_hashes)
             labels = _gather(train_set.labels[rows], idx, 0.0)  # (b, P, A)
             ok = _gather(train_set.cand_valid[rows], idx, False)  # (b, P)
             rscore = _gather(train_set.retrieval_score[rows], idx, 0.0)  # (b, P)
             h = train_set.history
-            logits = model(train_set.user_hash[rows], h.item_hash[rows], h.actions[rows], h.valid[rows], cand,
-                           rscore)
-            loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1) * ok).sum() \
-                / ok.sum().clamp(min=1)
+            logits = model(train_set.user_hash[rows], h.item_hash[rows], h.actions[rows], h.valid[rows], cand, rscore)
+            loss = (
+                F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1) * ok
+            ).sum() / ok.sum().clamp(min=1)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"ranker loss is {loss.item()} at epoch {epoch}, step {steps}: "
-                                         "lower the learning rate")
+                raise FloatingPointError(
+                    f"ranker loss is {loss.item()} at epoch {epoch}, step {steps}: lower the learning rate"
+                )
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
@@ -126,11 +142,20 @@ def train_ranker(train_set, valid_set, cfg: RankerConfig, tcfg: RankerTrainConfi
                 break
         train_seconds = time.perf_counter() - e0
         metrics = valid_ndcg(model, valid_set, weights)
-        history.append({"epoch": epoch, "loss": total / max(n, 1), "valid_ndcg@10": metrics["ndcg@10"],
-                        "valid_hr@10": metrics["hr@10"], "train_seconds": train_seconds})
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": total / max(n, 1),
+                "valid_ndcg@10": metrics["ndcg@10"],
+                "valid_hr@10": metrics["hr@10"],
+                "train_seconds": train_seconds,
+            }
+        )
         if log:
-            log(f"ranker epoch {epoch}: loss {total / max(n, 1):.4f}, valid NDCG@10 {metrics['ndcg@10']:.4f}, "
-                f"HR@10 {metrics['hr@10']:.4f} ({train_seconds:.1f} s)")
+            log(
+                f"ranker epoch {epoch}: loss {total / max(n, 1):.4f}, valid NDCG@10 {metrics['ndcg@10']:.4f}, "
+                f"HR@10 {metrics['hr@10']:.4f} ({train_seconds:.1f} s)"
+            )
         if metrics["ndcg@10"] > best:
             best, best_epoch, bad = metrics["ndcg@10"], epoch, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -155,8 +180,12 @@ def save_ranker(root: Path, model: Ranker, meta: dict, version: str | None = Non
     version = version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     with atomic_folder(root, version) as tmp:
         torch.save({"model": model.state_dict()}, tmp / "ranker.pt")
-        meta = {"version": version, "ranker": model.cfg.to_dict(), "created_at": datetime.now(timezone.utc).isoformat(),
-                **meta}
+        meta = {
+            "version": version,
+            "ranker": model.cfg.to_dict(),
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            **meta,
+        }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     return root / version
 

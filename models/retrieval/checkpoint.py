@@ -23,14 +23,27 @@ class VocabularyMismatch(ValueError):
     """A checkpoint trained against other vocabularies than the ones it is asked to serve."""
 
 
-def save_checkpoint(root: Path, model: TwoTower, config: dict, fingerprint: str, *, metrics: dict | None = None,
-                    optimizer_states: list | None = None, version: str | None = None) -> Path:
+def save_checkpoint(
+    root: Path,
+    model: TwoTower,
+    config: dict,
+    fingerprint: str,
+    *,
+    metrics: dict | None = None,
+    optimizer_states: list | None = None,
+    version: str | None = None,
+) -> Path:
     """Write <root>/<version>/ atomically (temp folder, fsync, rename); returns its path."""
     version = version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     with atomic_folder(root, version) as tmp:
         torch.save({"model": model.state_dict(), "optimizers": optimizer_states or []}, tmp / "model.pt")
-        meta = {"version": version, "config": config, "vocabulary_fingerprint": fingerprint,
-                "metrics": metrics or {}, "created_at": datetime.now(timezone.utc).isoformat()}
+        meta = {
+            "version": version,
+            "config": config,
+            "vocabulary_fingerprint": fingerprint,
+            "metrics": metrics or {},
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     return root / version
 
@@ -41,7 +54,8 @@ def load_checkpoint(path: Path, expected_fingerprint: str | None = None) -> tupl
     if expected_fingerprint is not None and meta["vocabulary_fingerprint"] != expected_fingerprint:
         raise VocabularyMismatch(
             f"checkpoint {path.name} was trained with vocabulary {meta['vocabulary_fingerprint'][:12]}, "
-            f"but the current vocabularies are {expected_fingerprint[:12]}: retrain (materialize two_tower_model)")
+            f"but the current vocabularies are {expected_fingerprint[:12]}: retrain (materialize two_tower_model)"
+        )
     state = torch.load(path / "model.pt", weights_only=True)  # never arbitrary pickle
     # checkpoints written before the recency option had none: build them without it
     model = TwoTower(TowerConfig(**{"recency": False, **meta["config"]["tower"]}))

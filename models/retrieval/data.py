@@ -57,9 +57,13 @@ def hash_buckets(keys, n_hashes: int, buckets: int) -> np.ndarray:
 
 def title_token_lists(titles: pl.Series) -> pl.Series:
     """`title_tokens` for a whole column at once (vectorised; the same tokens)."""
-    return (titles.str.to_lowercase().str.replace(YEAR_SUFFIX.pattern, "")
-            .str.extract_all(r"[a-z0-9]+").list.eval(pl.element().filter(pl.element().str.len_chars() >= 2))
-            .fill_null([]))
+    return (
+        titles.str.to_lowercase()
+        .str.replace(YEAR_SUFFIX.pattern, "")
+        .str.extract_all(r"[a-z0-9]+")
+        .list.eval(pl.element().filter(pl.element().str.len_chars() >= 2))
+        .fill_null([])
+    )
 
 
 def _encode_bags(bags: pl.Series, vocab: Vocabulary, width: int) -> np.ndarray:
@@ -100,13 +104,30 @@ class Catalog:
     def features(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """Gather features for catalog positions of any shape; -1 gives the padding row."""
         i = torch.where(idx < 0, torch.full_like(idx, len(self)), idx)
-        return {"id_hash": self.id_hash[i], "categories": self.categories[i], "tokens": self.tokens[i],
-                "numeric": self.numeric[i]}
+        return {
+            "id_hash": self.id_hash[i],
+            "categories": self.categories[i],
+            "tokens": self.tokens[i],
+            "numeric": self.numeric[i],
+        }
 
     @classmethod
-    def build(cls, item_ids, titles, categories, years, category_vocab: Vocabulary, token_vocab: Vocabulary,
-              n_hashes: int, buckets: int, *, trained, max_categories: int = 4, max_tokens: int = 8,
-              content_hash=None) -> "Catalog":
+    def build(
+        cls,
+        item_ids,
+        titles,
+        categories,
+        years,
+        category_vocab: Vocabulary,
+        token_vocab: Vocabulary,
+        n_hashes: int,
+        buckets: int,
+        *,
+        trained,
+        max_categories: int = 4,
+        max_tokens: int = 8,
+        content_hash=None,
+    ) -> "Catalog":
         """Features of items from their ids, titles (str or None), category lists (or None)
         and years (number or None); each may be a polars Series (fast) or a sequence.
 
@@ -130,10 +151,15 @@ class Catalog:
         def with_pad(a: np.ndarray, dtype) -> torch.Tensor:
             return torch.as_tensor(np.concatenate([a, np.zeros((1, a.shape[1]), a.dtype)]), dtype=dtype)
 
-        return cls(item_ids, with_pad(id_hash, torch.long),
-                   with_pad(cat_idx, torch.long), with_pad(tok_idx, torch.long),
-                   with_pad(numeric.astype(np.float32), torch.float32),
-                   None if content_hash is None else np.asarray(content_hash, dtype=object), trained)
+        return cls(
+            item_ids,
+            with_pad(id_hash, torch.long),
+            with_pad(cat_idx, torch.long),
+            with_pad(tok_idx, torch.long),
+            with_pad(numeric.astype(np.float32), torch.float32),
+            None if content_hash is None else np.asarray(content_hash, dtype=object),
+            trained,
+        )
 
 
 @dataclass
@@ -175,7 +201,7 @@ class EvalSet:
 
     def seen_of(self, rows) -> list[np.ndarray]:
         """The catalog positions each of `rows` already interacted with."""
-        return [self.seen_items[self._bounds[r]: self._bounds[r + 1]] for r in rows]
+        return [self.seen_items[self._bounds[r] : self._bounds[r + 1]] for r in rows]
 
     def sample(self, n: int, seed: int = 0) -> "EvalSet":
         """A seeded sample of n users (all of them when n is 0 or covers the set), in row order."""
@@ -183,10 +209,20 @@ class EvalSet:
             return self
         rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
         counts = self._bounds[rows + 1] - self._bounds[rows]
-        take = np.concatenate([np.arange(self._bounds[r], self._bounds[r + 1]) for r in rows]) if counts.sum() \
+        take = (
+            np.concatenate([np.arange(self._bounds[r], self._bounds[r + 1]) for r in rows])
+            if counts.sum()
             else np.empty(0, np.int64)
-        return EvalSet(f"{self.name} (sample of {n:,})", self.user_keys[rows], self.user_hash[rows],
-                       self.history[rows], self.target[rows], np.repeat(np.arange(n), counts), self.seen_items[take])
+        )
+        return EvalSet(
+            f"{self.name} (sample of {n:,})",
+            self.user_keys[rows],
+            self.user_hash[rows],
+            self.history[rows],
+            self.target[rows],
+            np.repeat(np.arange(n), counts),
+            self.seen_items[take],
+        )
 
 
 def _histories(codes: np.ndarray, items: np.ndarray, L: int) -> np.ndarray:
@@ -203,8 +239,16 @@ def _histories(codes: np.ndarray, items: np.ndarray, L: int) -> np.ndarray:
     return np.where(ok, items[src_c], -1)
 
 
-def build_train_set(train: pd.DataFrame, negatives: pd.DataFrame, catalog: Catalog, *, history_len: int,
-                    n_hashes: int, user_buckets: int, max_hard: int = 8) -> TrainSet:
+def build_train_set(
+    train: pd.DataFrame,
+    negatives: pd.DataFrame,
+    catalog: Catalog,
+    *,
+    history_len: int,
+    n_hashes: int,
+    user_buckets: int,
+    max_hard: int = 8,
+) -> TrainSet:
     """train: user_id, item_id, ts (positives); negatives: user_id, item_id, ts (negative feedback)."""
     df = train.sort_values(["user_id", "ts", "item_id"], kind="stable").reset_index(drop=True)
     codes, user_keys = pd.factorize(df["user_id"], sort=True)
@@ -216,21 +260,35 @@ def build_train_set(train: pd.DataFrame, negatives: pd.DataFrame, catalog: Catal
     from_end = df.groupby(codes).cumcount(ascending=False).to_numpy()
     hard = np.full((len(user_keys), max_hard), -1, dtype=np.int64)
     if max_hard and len(negatives):
-        neg = negatives.assign(code=pd.Index(user_keys).get_indexer(negatives["user_id"]),
-                               item=catalog.index_of(negatives["item_id"]))
+        neg = negatives.assign(
+            code=pd.Index(user_keys).get_indexer(negatives["user_id"]), item=catalog.index_of(negatives["item_id"])
+        )
         neg = neg[(neg.code >= 0) & (neg.item >= 0)].sort_values(["code", "ts"], ascending=[True, False])
         neg = neg.assign(k=neg.groupby("code").cumcount()).query("k < @max_hard")
         hard[neg["code"].to_numpy(), neg["k"].to_numpy()] = neg["item"].to_numpy()
     counts = np.bincount(items, minlength=len(catalog))
-    return TrainSet(np.asarray(user_keys, dtype=object),
-                    torch.as_tensor(hash_buckets(np.asarray(user_keys, dtype=object), n_hashes, user_buckets)),
-                    torch.as_tensor(codes, dtype=torch.long), torch.as_tensor(items, dtype=torch.long),
-                    torch.as_tensor(hist, dtype=torch.long), torch.tensor(from_end, dtype=torch.long),
-                    torch.as_tensor(hard), torch.as_tensor(counts, dtype=torch.long))
+    return TrainSet(
+        np.asarray(user_keys, dtype=object),
+        torch.as_tensor(hash_buckets(np.asarray(user_keys, dtype=object), n_hashes, user_buckets)),
+        torch.as_tensor(codes, dtype=torch.long),
+        torch.as_tensor(items, dtype=torch.long),
+        torch.as_tensor(hist, dtype=torch.long),
+        torch.tensor(from_end, dtype=torch.long),
+        torch.as_tensor(hard),
+        torch.as_tensor(counts, dtype=torch.long),
+    )
 
 
-def build_eval_set(name: str, known: pd.DataFrame, targets: pd.DataFrame, catalog: Catalog, *,
-                   history_len: int, n_hashes: int, user_buckets: int) -> EvalSet:
+def build_eval_set(
+    name: str,
+    known: pd.DataFrame,
+    targets: pd.DataFrame,
+    catalog: Catalog,
+    *,
+    history_len: int,
+    n_hashes: int,
+    user_buckets: int,
+) -> EvalSet:
     """known: the pairs before the target split (history and exclusions); targets: one per user."""
     known = known.sort_values(["user_id", "ts", "item_id"], kind="stable")
     tg = targets.sort_values("user_id").drop_duplicates("user_id", keep="last").reset_index(drop=True)
@@ -246,10 +304,15 @@ def build_eval_set(name: str, known: pd.DataFrame, targets: pd.DataFrame, catalo
     hist = np.full((len(users), history_len), -1, dtype=np.int64)
     sel = from_end < history_len
     hist[k_code[sel], history_len - 1 - from_end[sel]] = k_item[sel]
-    return EvalSet(name, np.asarray(users, dtype=object),
-                   torch.as_tensor(hash_buckets(np.asarray(users, dtype=object), n_hashes, user_buckets)),
-                   torch.as_tensor(hist), torch.as_tensor(catalog.index_of(tg["item_id"]), dtype=torch.long),
-                   k_code.astype(np.int64), k_item.astype(np.int64))
+    return EvalSet(
+        name,
+        np.asarray(users, dtype=object),
+        torch.as_tensor(hash_buckets(np.asarray(users, dtype=object), n_hashes, user_buckets)),
+        torch.as_tensor(hist),
+        torch.as_tensor(catalog.index_of(tg["item_id"]), dtype=torch.long),
+        k_code.astype(np.int64),
+        k_item.astype(np.int64),
+    )
 
 
 def _vocab_or_empty(con, name: str) -> Vocabulary:
@@ -286,31 +349,48 @@ def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[C
         items = pl.from_arrow(con.sql(f"{CATALOG_SQL} ORDER BY item_id").to_arrow_table())
     else:
         wanted = pd.DataFrame({"item_id": pd.Series(list(only), dtype=object)})  # noqa: F841 (read by DuckDB)
-        items = pl.from_arrow(con.sql(f"SELECT * FROM ({CATALOG_SQL}) WHERE item_id IN "
-                                          "(SELECT item_id FROM wanted) ORDER BY item_id").to_arrow_table())
-    catalog = Catalog.build(items["item_id"].to_numpy().astype(object), items["title"], items["categories"],
-                            items["year"].to_numpy(), cat_vocab, tok_vocab, n_hashes, item_buckets,
-                            trained=items["trained"].to_numpy(), content_hash=items["content_hash"].to_list())
+        items = pl.from_arrow(
+            con.sql(
+                f"SELECT * FROM ({CATALOG_SQL}) WHERE item_id IN (SELECT item_id FROM wanted) ORDER BY item_id"
+            ).to_arrow_table()
+        )
+    catalog = Catalog.build(
+        items["item_id"].to_numpy().astype(object),
+        items["title"],
+        items["categories"],
+        items["year"].to_numpy(),
+        cat_vocab,
+        tok_vocab,
+        n_hashes,
+        item_buckets,
+        trained=items["trained"].to_numpy(),
+        content_hash=items["content_hash"].to_list(),
+    )
     return catalog, cat_vocab, tok_vocab
 
 
-def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: int, user_buckets: int,
-                        max_hard: int = 8) -> Datasets:
+def load_from_warehouse(
+    con, *, history_len: int, n_hashes: int, item_buckets: int, user_buckets: int, max_hard: int = 8
+) -> Datasets:
     """Catalog, train rows and valid/test sets from the DuckDB tables the data assets built."""
     catalog, cat_vocab, tok_vocab = load_catalog(con, n_hashes=n_hashes, item_buckets=item_buckets)
-    pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits "
-                        "WHERE split IN ('train', 'valid', 'test')").df()
+    pairs = con.execute(
+        "SELECT user_id, item_id, ts, split FROM interaction_splits WHERE split IN ('train', 'valid', 'test')"
+    ).df()
     # negative feedback strictly before the user's first valid/test pair: no peeking at the future
     negatives = con.execute(
         """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
            LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
                       WHERE split IN ('valid', 'test') GROUP BY user_id) e USING (user_id)
-           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)""").df()
+           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)"""
+    ).df()
     train = pairs[pairs.split == "train"]
     kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets)
     train_set = build_train_set(train, negatives, catalog, max_hard=max_hard, **kw)
     valid = build_eval_set("valid", train, pairs[pairs.split == "valid"], catalog, **kw)
-    test = build_eval_set("test", pairs[pairs.split.isin(["train", "valid"])], pairs[pairs.split == "test"], catalog, **kw)
+    test = build_eval_set(
+        "test", pairs[pairs.split.isin(["train", "valid"])], pairs[pairs.split == "test"], catalog, **kw
+    )
     return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab)
 
 
@@ -318,8 +398,9 @@ def load_from_warehouse(con, *, history_len: int, n_hashes: int, item_buckets: i
 _SOME_USERS = "SELECT user_id, item_id, ts FROM interaction_splits WHERE user_id IN (SELECT user_id FROM wanted_users)"
 
 
-def load_serving_users(con, catalog: Catalog, *, history_len: int, n_hashes: int, user_buckets: int,
-                       only=None) -> EvalSet:
+def load_serving_users(
+    con, catalog: Catalog, *, history_len: int, n_hashes: int, user_buckets: int, only=None
+) -> EvalSet:
     """Every known user (or the known ones among `only`) with their latest history over all
     positive pairs (any split) and everything they interacted with as the items to exclude;
     `target` is unused."""
@@ -329,8 +410,9 @@ def load_serving_users(con, catalog: Catalog, *, history_len: int, n_hashes: int
         wanted_users = pd.DataFrame({"user_id": pd.Series(list(only), dtype=object)})  # noqa: F841 (DuckDB)
         pairs = con.execute(_SOME_USERS).df()
     last = pairs.sort_values("ts").drop_duplicates("user_id", keep="last")
-    return build_eval_set("serving", pairs, last, catalog, history_len=history_len, n_hashes=n_hashes,
-                          user_buckets=user_buckets)
+    return build_eval_set(
+        "serving", pairs, last, catalog, history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets
+    )
 
 
 def items_of_users(con, users) -> list:
@@ -354,7 +436,9 @@ class WarehouseShape:
         n_users = con.execute("SELECT count(DISTINCT user_id) FROM interaction_splits").fetchall()[0][0]
         sizes = dict(con.execute("SELECT vocabulary, max(idx) + 1 FROM vocabularies GROUP BY 1").fetchall())
         nb = con.execute("SELECT num_buckets FROM vocabulary_info").fetchall()[0][0]
-        return cls(int(n_items), int(n_users), int(sizes.get("category", nb + 1)), int(sizes.get("title_token", nb + 1)))
+        return cls(
+            int(n_items), int(n_users), int(sizes.get("category", nb + 1)), int(sizes.get("title_token", nb + 1))
+        )
 
 
 def tower_config_for(shape: WarehouseShape, *, item_buckets: int = 0, user_buckets: int = 0, **fields):
@@ -362,6 +446,10 @@ def tower_config_for(shape: WarehouseShape, *, item_buckets: int = 0, user_bucke
     a full collision rare; at least 1,024 rows) unless given, vocabulary sizes from the tables."""
     from models.retrieval.towers import TowerConfig
 
-    return TowerConfig(item_buckets=item_buckets or max(1024, 2 * shape.n_items + 1),
-                       user_buckets=user_buckets or max(1024, 2 * shape.n_users + 1),
-                       n_categories=shape.n_categories, n_tokens=shape.n_tokens, **fields)
+    return TowerConfig(
+        item_buckets=item_buckets or max(1024, 2 * shape.n_items + 1),
+        user_buckets=user_buckets or max(1024, 2 * shape.n_users + 1),
+        n_categories=shape.n_categories,
+        n_tokens=shape.n_tokens,
+        **fields,
+    )

@@ -22,17 +22,25 @@ TRAINING_INPUTS = (
 
 def table_digest(con, table: str, where: str = "true") -> tuple[str, int]:
     """(16-hex digest, row count) of the rows of `table` matching `where`."""
-    n, x, s = con.execute(f"SELECT count(*), bit_xor(hash(t)), sum(hash(t) % 1000003) "
-                          f"FROM {table} AS t WHERE {where}").fetchone()
+    n, x, s = con.execute(
+        f"SELECT count(*), bit_xor(hash(t)), sum(hash(t) % 1000003) FROM {table} AS t WHERE {where}"
+    ).fetchone()
     return hashlib.sha256(f"{n}:{x}:{s}".encode()).hexdigest()[:16], int(n)
 
 
 def _schema(con, table: str):
     from mlflow.types import ColSpec, DataType, Schema
 
-    kinds = {"VARCHAR": DataType.string, "BIGINT": DataType.long, "INTEGER": DataType.integer,
-             "DOUBLE": DataType.double, "FLOAT": DataType.float, "BOOLEAN": DataType.boolean,
-             "TIMESTAMP": DataType.datetime, "TIMESTAMP WITH TIME ZONE": DataType.datetime}
+    kinds = {
+        "VARCHAR": DataType.string,
+        "BIGINT": DataType.long,
+        "INTEGER": DataType.integer,
+        "DOUBLE": DataType.double,
+        "FLOAT": DataType.float,
+        "BOOLEAN": DataType.boolean,
+        "TIMESTAMP": DataType.datetime,
+        "TIMESTAMP WITH TIME ZONE": DataType.datetime,
+    }
     cols = con.execute(f"DESCRIBE {table}").fetchall()
     return Schema([ColSpec(kinds[c[1]], c[0]) for c in cols if c[1] in kinds])
 

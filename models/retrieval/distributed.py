@@ -92,7 +92,9 @@ class RunSpec:
 ENTRY_POINT = "assets.training._rank"
 
 
-def torchrun_command(workers: int, *, spec_path: str | Path | None = None, log_dir: str | Path | None = None) -> list[str]:
+def torchrun_command(
+    workers: int, *, spec_path: str | Path | None = None, log_dir: str | Path | None = None
+) -> list[str]:
     """The torchrun command line, with this interpreter (so the virtualenv's torch is used).
     With log_dir, every rank's stdout/stderr is also written under it (`rank_logs`)."""
     if workers < 1:
@@ -137,7 +139,7 @@ class _GatherRows(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad, group=ctx.group)
         r = dist.get_rank(ctx.group)
-        return grad[r * ctx.rows: (r + 1) * ctx.rows], None
+        return grad[r * ctx.rows : (r + 1) * ctx.rows], None
 
 
 class RankLoss(nn.Module):
@@ -145,8 +147,16 @@ class RankLoss(nn.Module):
     that DDP's average of the ranks' gradients is the gradient of the global batch's mean loss.
     A module, so that DDP wraps the whole step (train_step calls the towers' methods)."""
 
-    def __init__(self, model: TwoTower, catalog: Catalog, train_set: TrainSet, cfg: TrainConfig,
-                 log_q: torch.Tensor, gen: torch.Generator, group):
+    def __init__(
+        self,
+        model: TwoTower,
+        catalog: Catalog,
+        train_set: TrainSet,
+        cfg: TrainConfig,
+        log_q: torch.Tensor,
+        gen: torch.Generator,
+        group,
+    ):
         super().__init__()
         self.model = model
         self.catalog, self.train_set, self.log_q, self.gen, self.group = catalog, train_set, log_q, gen, group
@@ -180,10 +190,18 @@ def _eval_rows(ev: EvalSet, rows: np.ndarray) -> EvalSet:
     """The users `rows` (ascending) of an evaluation set, with their exclusions."""
     bounds = np.searchsorted(ev.seen_rows, np.arange(len(ev) + 1))
     counts = bounds[rows + 1] - bounds[rows]
-    take = (np.concatenate([np.arange(bounds[r], bounds[r + 1]) for r in rows]) if counts.sum()
-            else np.empty(0, np.int64))
-    return EvalSet(ev.name, ev.user_keys[rows], ev.user_hash[rows], ev.history[rows], ev.target[rows],
-                   np.repeat(np.arange(len(rows)), counts), ev.seen_items[take])
+    take = (
+        np.concatenate([np.arange(bounds[r], bounds[r + 1]) for r in rows]) if counts.sum() else np.empty(0, np.int64)
+    )
+    return EvalSet(
+        ev.name,
+        ev.user_keys[rows],
+        ev.user_hash[rows],
+        ev.history[rows],
+        ev.target[rows],
+        np.repeat(np.arange(len(rows)), counts),
+        ev.seen_items[take],
+    )
 
 
 class DataParallel:
@@ -196,8 +214,15 @@ class DataParallel:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.ddp: DistributedDataParallel | None = None
 
-    def wrap(self, model: TwoTower, catalog: Catalog, train_set: TrainSet, cfg: TrainConfig, log_q: torch.Tensor,
-             gen: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    def wrap(
+        self,
+        model: TwoTower,
+        catalog: Catalog,
+        train_set: TrainSet,
+        cfg: TrainConfig,
+        log_q: torch.Tensor,
+        gen: torch.Generator,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         # `gen` orders the batches (the same on every rank: same seed). Draws inside a step
         # (shared extra negatives, BPR negatives, the transformer's position cap) get their own
         # generator, so a rank that draws more there can never shift the batch order; one rank
@@ -206,8 +231,10 @@ class DataParallel:
         group = dist.new_group(backend=BACKEND)  # the negatives' gather, apart from DDP's buckets
         # DDP broadcasts rank 0's weights (id tables included): every rank starts from the same
         # state. Without content features their tables take no part in the loss.
-        self.ddp = DistributedDataParallel(RankLoss(model, catalog, train_set, cfg, log_q, steps_gen, group),
-                                           find_unused_parameters=not model.cfg.use_content)
+        self.ddp = DistributedDataParallel(
+            RankLoss(model, catalog, train_set, cfg, log_q, steps_gen, group),
+            find_unused_parameters=not model.cfg.use_content,
+        )
         if self.rank:
             torch.manual_seed(cfg.seed + self.rank)  # dropout masks differ between ranks, as between rows
         return self.step
@@ -223,8 +250,16 @@ class DataParallel:
         dist.all_reduce(total)  # the weighted losses sum to W x the global batch's mean loss
         return loss + (total / W - loss).detach()
 
-    def evaluate(self, model: TwoTower, catalog: Catalog, valid: EvalSet, ks=(10,), *, coverage: bool = False,
-                 log: Callable[[str], None] | None = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        model: TwoTower,
+        catalog: Catalog,
+        valid: EvalSet,
+        ks=(10,),
+        *,
+        coverage: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> dict[str, float]:
         """evaluate_model over every W-th validation user here, combined over the ranks."""
         if self.world == 1:
             return evaluate_model(model, catalog, valid, ks, coverage=coverage, log=log)
@@ -249,8 +284,10 @@ class DataParallel:
 
 def parameter_digests(model: nn.Module) -> dict[str, str]:
     """sha256 of every parameter's bytes: equal digests = bit-identical weights."""
-    return {k: hashlib.sha256(v.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-            for k, v in model.state_dict().items()}
+    return {
+        k: hashlib.sha256(v.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        for k, v in model.state_dict().items()
+    }
 
 
 def differing_parameters(model: nn.Module) -> list[str]:
@@ -267,11 +304,18 @@ def load_data(spec: RunSpec, tower: TowerConfig) -> Datasets:
     try:
         con = duckdb.connect(spec.database, read_only=True, config=dict(spec.duckdb_config))
     except duckdb.IOException as e:
-        raise RuntimeError(f"could not open the warehouse {spec.database} read-only: {e}. Every rank reads it, "
-                           "so no process may hold it open for writing while training runs") from e
+        raise RuntimeError(
+            f"could not open the warehouse {spec.database} read-only: {e}. Every rank reads it, "
+            "so no process may hold it open for writing while training runs"
+        ) from e
     try:
-        return load_from_warehouse(con, history_len=tower.history_len, n_hashes=tower.n_hashes,
-                                   item_buckets=tower.item_buckets, user_buckets=tower.user_buckets)
+        return load_from_warehouse(
+            con,
+            history_len=tower.history_len,
+            n_hashes=tower.n_hashes,
+            item_buckets=tower.item_buckets,
+            user_buckets=tower.user_buckets,
+        )
     finally:
         con.close()
 
@@ -297,17 +341,20 @@ def _rank_env() -> tuple[int, int]:
     try:
         return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     except KeyError:
-        raise SystemExit("distributed training runs under torchrun: "
-                         "python -m torch.distributed.run --standalone --nproc-per-node N "
-                         "-m assets.training._rank --spec SPEC.json") from None
+        raise SystemExit(
+            "distributed training runs under torchrun: "
+            "python -m torch.distributed.run --standalone --nproc-per-node N "
+            "-m assets.training._rank --spec SPEC.json"
+        ) from None
 
 
 def _read_spec(path: str | None, pipes) -> dict:
     if path:
         return json.loads(Path(path).read_text())
     if pipes is None:
-        raise ValueError("no spec: pass --spec SPEC.json, or launch through Dagster Pipes with "
-                         f"extras={{'{SPEC_EXTRA}': ...}}")
+        raise ValueError(
+            f"no spec: pass --spec SPEC.json, or launch through Dagster Pipes with extras={{'{SPEC_EXTRA}': ...}}"
+        )
     return pipes.get_extra(SPEC_EXTRA)
 
 
@@ -321,24 +368,46 @@ def run(spec: RunSpec, report: _Reporter, started: float) -> dict | None:
     if spec.resume_from:
         _, _, init_state = load_checkpoint(Path(spec.resume_from), expected_fingerprint=spec.fingerprint)
     if rank == 0:
-        report.log(f"training {tower.encoder} towers on {world} ranks ({BACKEND}, {spec.threads} thread(s) each): "
-                   f"{len(data.train):,} train rows, global batch {cfg.batch_size} "
-                   f"({math.ceil(cfg.batch_size / world)} rows per rank), {len(data.catalog):,} items")
+        report.log(
+            f"training {tower.encoder} towers on {world} ranks ({BACKEND}, {spec.threads} thread(s) each): "
+            f"{len(data.train):,} train rows, global batch {cfg.batch_size} "
+            f"({math.ceil(cfg.batch_size / world)} rows per rank), {len(data.catalog):,} items"
+        )
     ready = time.perf_counter()
-    result = train(data.catalog, data.train, tower, cfg, valid=data.valid, init_state=init_state,
-                   log=report.log if rank == 0 else (lambda m: None),
-                   on_epoch=(lambda check, row: report.message({"epoch": row})) if rank == 0 else None,
-                   parallel=DataParallel())
+    result = train(
+        data.catalog,
+        data.train,
+        tower,
+        cfg,
+        valid=data.valid,
+        init_state=init_state,
+        log=report.log if rank == 0 else (lambda m: None),
+        on_epoch=(lambda check, row: report.message({"epoch": row})) if rank == 0 else None,
+        parallel=DataParallel(),
+    )
     differing = differing_parameters(result.model)  # the best weights, as every rank kept them
     if rank:
         return None
     if differing:
         report.log(f"WARNING: the ranks' weights differ after training in {differing}")
     final = summary_metrics(result)
-    path = save_checkpoint(Path(spec.checkpoint_root), result.model, config_dict(tower, cfg), spec.fingerprint,
-                           metrics=final, optimizer_states=result.optimizer_states)
+    path = save_checkpoint(
+        Path(spec.checkpoint_root),
+        result.model,
+        config_dict(tower, cfg),
+        spec.fingerprint,
+        metrics=final,
+        optimizer_states=result.optimizer_states,
+    )
     report.log(f"checkpoint {path.name} written by rank 0")
-    return {"checkpoint": str(path), "metrics": final, "history": result.history, "workers": world,
-            "backend": BACKEND, "threads_per_rank": spec.threads, "ranks_identical": not differing,
-            "differing_parameters": differing,
-            "startup_seconds": round(ready - started, 2)}  # rendezvous, spec, loading the warehouse
+    return {
+        "checkpoint": str(path),
+        "metrics": final,
+        "history": result.history,
+        "workers": world,
+        "backend": BACKEND,
+        "threads_per_rank": spec.threads,
+        "ranks_identical": not differing,
+        "differing_parameters": differing,
+        "startup_seconds": round(ready - started, 2),
+    }  # rendezvous, spec, loading the warehouse

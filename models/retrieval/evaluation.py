@@ -41,10 +41,19 @@ def _sorted_seen(E: int, seen_rows: np.ndarray, seen_items: np.ndarray):
     return seen_rows, seen_items, np.searchsorted(seen_rows, np.arange(E + 1))
 
 
-def rank_metrics(score_rows: Callable[[int, int], torch.Tensor], n_items: int, targets: torch.Tensor,
-                 seen_rows: np.ndarray, seen_items: np.ndarray, ks=(10, 20, 50), *, coverage: bool = True,
-                 max_score_bytes: int = MAX_SCORE_BYTES, log: Callable[[str], None] | None = None,
-                 what: str = "evaluation") -> dict[str, float]:
+def rank_metrics(
+    score_rows: Callable[[int, int], torch.Tensor],
+    n_items: int,
+    targets: torch.Tensor,
+    seen_rows: np.ndarray,
+    seen_items: np.ndarray,
+    ks=(10, 20, 50),
+    *,
+    coverage: bool = True,
+    max_score_bytes: int = MAX_SCORE_BYTES,
+    log: Callable[[str], None] | None = None,
+    what: str = "evaluation",
+) -> dict[str, float]:
     """score_rows(start, end) -> (end - start, n_items) scores for users start..end, a tensor
     the caller does not keep (it is masked in place)."""
     E = len(targets)
@@ -77,8 +86,9 @@ def rank_metrics(score_rows: Callable[[int, int], torch.Tensor], n_items: int, t
     return _metrics(ranks, ks, top, n_items)
 
 
-def popularity_metrics(counts: np.ndarray, targets: np.ndarray, seen_rows: np.ndarray, seen_items: np.ndarray,
-                       ks=(10, 20, 50)) -> dict[str, float]:
+def popularity_metrics(
+    counts: np.ndarray, targets: np.ndarray, seen_rows: np.ndarray, seen_items: np.ndarray, ks=(10, 20, 50)
+) -> dict[str, float]:
     """rank_metrics for the scorer that gives every user `counts`, from one sort: the target's
     rank is 1 + the items scoring >= it, minus itself, minus the seen ones among them; a
     user's top K is the first K of the global order that the user has not seen."""
@@ -87,7 +97,9 @@ def popularity_metrics(counts: np.ndarray, targets: np.ndarray, seen_rows: np.nd
         raise ValueError("no evaluation users: nothing to rank")
     counts = np.asarray(counts, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.int64)
-    pairs = np.unique(np.stack([seen_rows, seen_items], axis=1), axis=0) if len(seen_rows) else np.empty((0, 2), np.int64)
+    pairs = (
+        np.unique(np.stack([seen_rows, seen_items], axis=1), axis=0) if len(seen_rows) else np.empty((0, 2), np.int64)
+    )
     pairs = pairs[pairs[:, 1] != targets[pairs[:, 0]]]  # the target is never its own competitor
     srows, sitems = pairs[:, 0], pairs[:, 1]
     t_score = counts[targets]  # (E,)
@@ -100,7 +112,7 @@ def popularity_metrics(counts: np.ndarray, targets: np.ndarray, seen_rows: np.nd
     order = np.argsort(-counts, kind="stable")[: kmax + longest]  # (kmax + longest,)
     top = np.empty((E, kmax), dtype=np.int64)
     for u in range(E):
-        own = sitems[bounds[u]: bounds[u + 1]]
+        own = sitems[bounds[u] : bounds[u + 1]]
         if len(own):  # unseen first; a user who has seen nearly everything gets seen ones last, as -inf would
             mask = np.isin(order, own)
             top[u] = np.concatenate([order[~mask], order[mask]])[:kmax]
@@ -122,23 +134,40 @@ def item_vectors(model, catalog: Catalog, batch: int = 16384, log: Callable[[str
 
 
 @torch.no_grad()
-def user_vectors(model, catalog: Catalog, user_hash: torch.Tensor, history: torch.Tensor,
-                 batch: int = 2048) -> torch.Tensor:
+def user_vectors(
+    model, catalog: Catalog, user_hash: torch.Tensor, history: torch.Tensor, batch: int = 2048
+) -> torch.Tensor:
     """(E, D) user vectors from hashed ids and left-padded histories."""
     model.eval()
     out = []
     for s in range(0, len(history), batch):
-        h = history[s: s + batch]
-        out.append(model.users(catalog, user_hash[s: s + batch], h))
+        h = history[s : s + batch]
+        out.append(model.users(catalog, user_hash[s : s + batch], h))
     return torch.cat(out)
 
 
-def evaluate_model(model, catalog: Catalog, ev: EvalSet, ks=(10, 20, 50), *, coverage: bool = True,
-                   log: Callable[[str], None] | None = None) -> dict[str, float]:
+def evaluate_model(
+    model,
+    catalog: Catalog,
+    ev: EvalSet,
+    ks=(10, 20, 50),
+    *,
+    coverage: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
     items = item_vectors(model, catalog, log=log)
     users = user_vectors(model, catalog, ev.user_hash, ev.history)
-    return rank_metrics(lambda s, e: users[s:e] @ items.T, len(catalog), ev.target, ev.seen_rows, ev.seen_items,
-                        ks, coverage=coverage, log=log, what=f"{ev.name} ranking")
+    return rank_metrics(
+        lambda s, e: users[s:e] @ items.T,
+        len(catalog),
+        ev.target,
+        ev.seen_rows,
+        ev.seen_items,
+        ks,
+        coverage=coverage,
+        log=log,
+        what=f"{ev.name} ranking",
+    )
 
 
 def evaluate_popularity(train: TrainSet, ev: EvalSet, ks=(10, 20, 50)) -> dict[str, float]:

@@ -48,10 +48,14 @@ def info_nce(
     """
     B, D = u.shape
     C = v_pos.shape[0]
-    assert v_pos.shape == (C, D) and pos_ids.shape == (C,) and 0 <= row_offset <= C - B, \
-        (u.shape, v_pos.shape, pos_ids.shape, row_offset)
+    assert v_pos.shape == (C, D) and pos_ids.shape == (C,) and 0 <= row_offset <= C - B, (
+        u.shape,
+        v_pos.shape,
+        pos_ids.shape,
+        row_offset,
+    )
     target = torch.arange(B, device=u.device) + row_offset  # (B,): each row's positive column
-    own = pos_ids[row_offset: row_offset + B]  # (B,)
+    own = pos_ids[row_offset : row_offset + B]  # (B,)
     logits = u @ v_pos.T / temperature  # (B, C); column row_offset + i = row i's positive
     if log_q is not None:
         logits = logits - log_q[None, :]

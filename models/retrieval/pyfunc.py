@@ -29,8 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-BUNDLE_FILES = ("checkpoint/config.json", "checkpoint/model.pt", "catalog.pt", "items.parquet",
-                "users.parquet", "users.pt", "item_vectors.npy")
+BUNDLE_FILES = (
+    "checkpoint/config.json",
+    "checkpoint/model.pt",
+    "catalog.pt",
+    "items.parquet",
+    "users.parquet",
+    "users.pt",
+    "item_vectors.npy",
+)
 POPULAR = 1000  # popularity fallback: this many items, by train + valid + test positives
 
 
@@ -47,19 +54,33 @@ def write_bundle(con, model, checkpoint: Path, out: Path, log=None) -> Path:
     for name in ("config.json", "model.pt"):
         shutil.copy2(checkpoint / name, out / "checkpoint" / name)
     catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets)
-    torch.save({"id_hash": catalog.id_hash, "categories": catalog.categories, "tokens": catalog.tokens,
-                "numeric": catalog.numeric}, out / "catalog.pt")
+    torch.save(
+        {
+            "id_hash": catalog.id_hash,
+            "categories": catalog.categories,
+            "tokens": catalog.tokens,
+            "numeric": catalog.numeric,
+        },
+        out / "catalog.pt",
+    )
     counts = con.execute("SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1").df()
     n = np.zeros(len(catalog), np.int64)
     pos = catalog.index_of(counts["item_id"])
     n[pos[pos >= 0]] = counts["n"].to_numpy()[pos >= 0]
     pd.DataFrame({"item_id": catalog.item_ids.astype(str), "positives": n}).to_parquet(out / "items.parquet")
     np.save(out / "item_vectors.npy", embed_items(model, catalog, log=log))
-    users = load_serving_users(con, catalog, history_len=t.history_len, n_hashes=t.n_hashes,
-                               user_buckets=t.user_buckets)
+    users = load_serving_users(
+        con, catalog, history_len=t.history_len, n_hashes=t.n_hashes, user_buckets=t.user_buckets
+    )
     pd.DataFrame({"user_id": users.user_keys.astype(str)}).to_parquet(out / "users.parquet")
-    torch.save({"history": users.history, "seen_rows": torch.as_tensor(users.seen_rows),
-                "seen_items": torch.as_tensor(users.seen_items)}, out / "users.pt")
+    torch.save(
+        {
+            "history": users.history,
+            "seen_rows": torch.as_tensor(users.seen_rows),
+            "seen_items": torch.as_tensor(users.seen_items),
+        },
+        out / "users.pt",
+    )
     return out
 
 
@@ -87,10 +108,9 @@ class TwoTowerModel:
 
     def seen_of(self, row: int) -> np.ndarray:
         seen, bounds = self._seen
-        return seen[bounds[row]: bounds[row + 1]]
+        return seen[bounds[row] : bounds[row + 1]]
 
-    def recommend(self, user_ids: list[str], recent: list[list[str] | None] | None = None,
-                  k: int = 10) -> pd.DataFrame:
+    def recommend(self, user_ids: list[str], recent: list[list[str] | None] | None = None, k: int = 10) -> pd.DataFrame:
         from models.retrieval.data import hash_buckets
 
         t = self.model.cfg
@@ -105,7 +125,7 @@ class TwoTowerModel:
             base = self.history[row][self.history[row] >= 0].numpy() if row >= 0 else np.array([], int)
             h = np.concatenate([base, extra])[-L:]
             if len(h):
-                hist[q, L - len(h):] = torch.as_tensor(h)
+                hist[q, L - len(h) :] = torch.as_tensor(h)
                 scored.append(q)
             exclude.append(np.concatenate([self.seen_of(row) if row >= 0 else np.array([], int), extra]))
         out = []
@@ -127,8 +147,9 @@ class TwoTowerModel:
             out += [(user_ids[q], r + 1, self.catalog.item_ids[i], float(c), True) for r, (i, c) in enumerate(pop)]
         order = {q: n for n, q in enumerate(user_ids)}
         df = pd.DataFrame(out, columns=["user_id", "rank", "item_id", "score", "fallback"])
-        return df.sort_values(["user_id", "rank"], key=lambda c: c.map(order) if c.name == "user_id" else c,
-                              kind="stable").reset_index(drop=True)
+        return df.sort_values(
+            ["user_id", "rank"], key=lambda c: c.map(order) if c.name == "user_id" else c, kind="stable"
+        ).reset_index(drop=True)
 
 
 try:
@@ -151,8 +172,10 @@ class TwoTowerPyfunc(PythonModel):
             raise ValueError(f"param k must be in 1..1000, got {k}")
         recent = None
         if "recent_items" in model_input.columns:
-            recent = [None if v is None or (isinstance(v, float) and np.isnan(v)) else [str(x) for x in v]
-                      for v in model_input["recent_items"]]
+            recent = [
+                None if v is None or (isinstance(v, float) and np.isnan(v)) else [str(x) for x in v]
+                for v in model_input["recent_items"]
+            ]
         return self.impl.recommend([str(u) for u in model_input["user_id"]], recent, k)
 
 
@@ -162,11 +185,18 @@ def signature_and_example(user_id: str, recent: list[str]):
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
 
-    inputs = Schema([ColSpec(DataType.string, "user_id"),
-                     ColSpec(Array(DataType.string), "recent_items", required=False)])
-    outputs = Schema([ColSpec(DataType.string, "user_id"), ColSpec(DataType.long, "rank"),
-                      ColSpec(DataType.string, "item_id"), ColSpec(DataType.double, "score"),
-                      ColSpec(DataType.boolean, "fallback")])
+    inputs = Schema(
+        [ColSpec(DataType.string, "user_id"), ColSpec(Array(DataType.string), "recent_items", required=False)]
+    )
+    outputs = Schema(
+        [
+            ColSpec(DataType.string, "user_id"),
+            ColSpec(DataType.long, "rank"),
+            ColSpec(DataType.string, "item_id"),
+            ColSpec(DataType.double, "score"),
+            ColSpec(DataType.boolean, "fallback"),
+        ]
+    )
     sig = ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("k", DataType.long, 10)]))
     example = pd.DataFrame({"user_id": [user_id], "recent_items": [recent]})
     return sig, example
@@ -187,8 +217,9 @@ def using_tracking_uri(uri: str):
         mlflow.set_tracking_uri(before)
 
 
-def log_pyfunc(tracking_uri: str, run_id: str, bundle: Path, example_user: str, example_recent: list[str],
-               name: str = "model") -> dict:
+def log_pyfunc(
+    tracking_uri: str, run_id: str, bundle: Path, example_user: str, example_recent: list[str], name: str = "model"
+) -> dict:
     """Log the bundle as a pyfunc model of run `run_id` (its Models tab shows it); returns
     {"model_uri", "model_id", "run_id"}. The `models` package travels as code."""
     import importlib.metadata as md
@@ -201,9 +232,15 @@ def log_pyfunc(tracking_uri: str, run_id: str, bundle: Path, example_user: str, 
     reqs = [f"{p}=={md.version(p)}" for p in ("mlflow", "numpy", "pandas", "polars", "pyarrow")]
     reqs.append(f"torch=={torch.__version__.split('+')[0]}")
     with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(name=name, python_model=TwoTowerPyfunc(), artifacts={"bundle": str(bundle)},
-                                       signature=sig, input_example=(example, {"k": 10}),
-                                       code_paths=[str(Path(models.__file__).parent)], pip_requirements=reqs)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=TwoTowerPyfunc(),
+            artifacts={"bundle": str(bundle)},
+            signature=sig,
+            input_example=(example, {"k": 10}),
+            code_paths=[str(Path(models.__file__).parent)],
+            pip_requirements=reqs,
+        )
     return {"model_uri": info.model_uri, "model_id": info.model_id, "run_id": run_id}
 
 

@@ -138,14 +138,16 @@ class UserTower(nn.Module):
             self.attn = nn.MultiheadAttention(h, cfg.heads, dropout=cfg.dropout, batch_first=True)
         elif cfg.encoder == "transformer":
             self.pos = nn.Embedding(L + 1, h)
-            layer = nn.TransformerEncoderLayer(h, cfg.heads, 2 * h, cfg.dropout, batch_first=True,
-                                               norm_first=True, activation="gelu")
+            layer = nn.TransformerEncoderLayer(
+                h, cfg.heads, 2 * h, cfg.dropout, batch_first=True, norm_first=True, activation="gelu"
+            )
             self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(h)
         self.mlp = nn.Sequential(nn.Linear(2 * h, 2 * h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(2 * h, cfg.dim))
 
-    def forward(self, user_hash: torch.Tensor, items: torch.Tensor, hist_mask: torch.Tensor,
-                all_positions: bool = False) -> torch.Tensor:
+    def forward(
+        self, user_hash: torch.Tensor, items: torch.Tensor, hist_mask: torch.Tensor, all_positions: bool = False
+    ) -> torch.Tensor:
         """user_hash (B, n_hashes), history representations (B, L, hidden) from
         TwoTower.history, hist_mask (B, L) True = real.
 

@@ -92,8 +92,15 @@ def optimizer_step(model: TwoTower, opts: list[torch.optim.Optimizer], loss: tor
         o.step()
 
 
-def content_alignment_loss(model: TwoTower, feats: dict[str, torch.Tensor], ids: torch.Tensor, v_all: torch.Tensor,
-                           all_ids: torch.Tensor, offset: int, temperature: float) -> torch.Tensor:
+def content_alignment_loss(
+    model: TwoTower,
+    feats: dict[str, torch.Tensor],
+    ids: torch.Tensor,
+    v_all: torch.Tensor,
+    all_ids: torch.Tensor,
+    offset: int,
+    temperature: float,
+) -> torch.Tensor:
     """Sampled softmax from the content-only vector (id part zero) of each batch item with a
     trained id to its own full vector, against the other full vectors of the batch.
 
@@ -116,8 +123,16 @@ def content_alignment_loss(model: TwoTower, feats: dict[str, torch.Tensor], ids:
     return F.cross_entropy(logits.masked_fill(drop, float("-inf")), labels)
 
 
-def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.Tensor, cfg: TrainConfig,
-               log_q: torch.Tensor, gen: torch.Generator, share: Callable | None = None) -> torch.Tensor:
+def train_step(
+    model: TwoTower,
+    catalog: Catalog,
+    train: TrainSet,
+    rows: torch.Tensor,
+    cfg: TrainConfig,
+    log_q: torch.Tensor,
+    gen: torch.Generator,
+    share: Callable | None = None,
+) -> torch.Tensor:
     """Loss for one batch of train rows (indices into `train`). `share` (data parallel, see
     models.retrieval.distributed) maps this rank's positives (v_pos, pos) to the whole global
     batch's and the offset of this rank's rows in it, so in-batch negatives span every rank."""
@@ -150,8 +165,9 @@ def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.T
         """The weighted content-alignment loss of this process's positives against the batch's."""
         if not cfg.content_alignment:
             return 0.0
-        return cfg.content_alignment * content_alignment_loss(model, feats, local_pos, v_all, all_ids, offset,
-                                                              cfg.temperature)
+        return cfg.content_alignment * content_alignment_loss(
+            model, feats, local_pos, v_all, all_ids, offset, cfg.temperature
+        )
 
     if cfg.loss == "bpr":
         neg = torch.randint(0, len(catalog), pos.shape, generator=gen)
@@ -159,22 +175,43 @@ def train_step(model: TwoTower, catalog: Catalog, train: TrainSet, rows: torch.T
     extra = {}
     if cfg.extra_negatives:
         ids = torch.randint(0, len(catalog), (cfg.extra_negatives,), generator=gen)
-        extra = {"v_extra": model.item(catalog.features(ids)), "extra_ids": ids,
-                 "extra_log_q": log_q[ids] if cfg.logq_correction else None}
+        extra = {
+            "v_extra": model.item(catalog.features(ids)),
+            "extra_ids": ids,
+            "extra_log_q": log_q[ids] if cfg.logq_correction else None,
+        }
     if hard_ids is not None and (hard_ids >= 0).any():
         extra.update(v_hard=model.item(catalog.features(hard_ids)), hard_ids=hard_ids)
     offset = 0
     if share is not None:
         v_pos, pos, offset = share(v_pos, pos)  # (C, D), (C,): padding ids are -1, masked in info_nce
     aligned = align(v_pos, pos, offset)
-    return info_nce(u, v_pos, pos, temperature=cfg.temperature,
-                    log_q=log_q[pos] if cfg.logq_correction else None, row_offset=offset, **extra) + aligned
+    return (
+        info_nce(
+            u,
+            v_pos,
+            pos,
+            temperature=cfg.temperature,
+            log_q=log_q[pos] if cfg.logq_correction else None,
+            row_offset=offset,
+            **extra,
+        )
+        + aligned
+    )
 
 
-def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainConfig, *,
-          valid: EvalSet | None = None, log: Callable[[str], None] = print,
-          on_epoch: Callable[[int, dict], None] | None = None,
-          init_state: dict | None = None, parallel=None) -> TrainResult:
+def train(
+    catalog: Catalog,
+    train_set: TrainSet,
+    tower: TowerConfig,
+    cfg: TrainConfig,
+    *,
+    valid: EvalSet | None = None,
+    log: Callable[[str], None] = print,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    init_state: dict | None = None,
+    parallel=None,
+) -> TrainResult:
     """Train a TwoTower; keeps the weights of the best validation NDCG@10 epoch. `parallel`
     (models.retrieval.distributed.DataParallel) trains one rank of a torchrun process group."""
     torch.manual_seed(cfg.seed)
@@ -186,17 +223,28 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
         model.load_state_dict(init_state["model"])
         for o, s in zip(opts, init_state.get("optimizers", [])):
             o.load_state_dict(s)
-    rows_all = (train_set.windows(cfg.window_stride or tower.history_len) if tower.encoder == "transformer"
-                else torch.arange(len(train_set)))
+    rows_all = (
+        train_set.windows(cfg.window_stride or tower.history_len)
+        if tower.encoder == "transformer"
+        else torch.arange(len(train_set))
+    )
     if len(rows_all) == 0:
         raise ValueError("no training rows: the train split is empty")
     log_q = _log_q(train_set, len(catalog), cfg.batch_size, cfg.extra_negatives)
     # data parallel: this rank's share of each global batch, validation sharded over the ranks and
     # the time budget on rank 0's clock, so that every rank takes the same decisions
     if parallel is not None:
-        step, evaluate, agree = parallel.wrap(model, catalog, train_set, cfg, log_q, gen), parallel.evaluate, parallel.agree
+        step, evaluate, agree = (
+            parallel.wrap(model, catalog, train_set, cfg, log_q, gen),
+            parallel.evaluate,
+            parallel.agree,
+        )
     else:
-        step, evaluate, agree = lambda rows: train_step(model, catalog, train_set, rows, cfg, log_q, gen), evaluate_model, bool
+        step, evaluate, agree = (
+            lambda rows: train_step(model, catalog, train_set, rows, cfg, log_q, gen),
+            evaluate_model,
+            bool,
+        )
     if valid is not None and len(valid):
         valid = valid.sample(cfg.valid_users, cfg.seed)
         log(f"early stopping on validation NDCG@10 over {len(valid):,} users x {len(catalog):,} items")
@@ -210,9 +258,13 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
     def check(epoch_float: float) -> bool:
         """Close a validation period: record it, keep the best weights; True = stop early."""
         nonlocal best_score, best_state, bad_checks
-        row = {"check": len(result.history), "epoch": round(epoch_float, 3), "examples": result.examples,
-               "loss": float(np.mean(period["losses"])) if period["losses"] else float("nan"),
-               "train_seconds": time.perf_counter() - period["t"]}
+        row = {
+            "check": len(result.history),
+            "epoch": round(epoch_float, 3),
+            "examples": result.examples,
+            "loss": float(np.mean(period["losses"])) if period["losses"] else float("nan"),
+            "train_seconds": time.perf_counter() - period["t"],
+        }
         if valid is not None and len(valid):
             te = time.perf_counter()
             ev = evaluate(model, catalog, valid, ks=(10,), coverage=False, log=log)
@@ -221,21 +273,28 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
             model.train()
         result.history.append(row)
         score = row.get("valid_ndcg@10", -row["loss"])
-        log(f"epoch {row['epoch']:g}: loss {row['loss']:.4f}"
+        log(
+            f"epoch {row['epoch']:g}: loss {row['loss']:.4f}"
             + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in row else "")
             + f" ({row['train_seconds']:.1f}s training"
-            + (f", {row['eval_seconds']:.1f}s validation)" if "eval_seconds" in row else ")"))
+            + (f", {row['eval_seconds']:.1f}s validation)" if "eval_seconds" in row else ")")
+        )
         if on_epoch:
             on_epoch(row["check"], row)
         period.update(losses=[], examples=0, t=time.perf_counter())
         if score > best_score:
             best_score, bad_checks = score, 0
             best_state = copy.deepcopy(model.state_dict())
-            result.best_epoch, result.best_valid = row["epoch"], {k: v for k, v in row.items() if k.startswith("valid_")}
+            result.best_epoch, result.best_valid = (
+                row["epoch"],
+                {k: v for k, v in row.items() if k.startswith("valid_")},
+            )
             return False
         bad_checks += 1
         if bad_checks >= cfg.patience:
-            log(f"early stop: no better validation NDCG@10 for {cfg.patience} checks; best at epoch {result.best_epoch:g}")
+            log(
+                f"early stop: no better validation NDCG@10 for {cfg.patience} checks; best at epoch {result.best_epoch:g}"
+            )
             result.stopped_by = "early_stopping"
             return True
         return False
@@ -247,13 +306,15 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
         perm = rows_all[torch.randperm(n_rows, generator=gen)]
         progress = Progress(f"epoch {epoch}", steps_per_epoch, "steps", log)
         for s in range(0, n_rows, cfg.batch_size):
-            rows = perm[s: s + cfg.batch_size]
+            rows = perm[s : s + cfg.batch_size]
             if len(rows) < 2:
                 continue
             loss = step(rows)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
-                                       "lower the learning rate or raise the temperature; nothing was saved")
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
+                    "lower the learning rate or raise the temperature; nothing was saved"
+                )
             optimizer_step(model, opts, loss, cfg.clip_norm)
             period["losses"].append(loss.item())
             period["examples"] += len(rows)
@@ -264,7 +325,9 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
                 result.stopped_by = "max_steps"
             elif cfg.max_minutes and agree(time.perf_counter() - t0 >= 60 * cfg.max_minutes):
                 result.stopped_by = "time_budget"
-                log(f"time budget of {cfg.max_minutes:g} minutes reached at epoch {epoch + (s + len(rows)) / n_rows:.2f}")
+                log(
+                    f"time budget of {cfg.max_minutes:g} minutes reached at epoch {epoch + (s + len(rows)) / n_rows:.2f}"
+                )
             if result.stopped_by:
                 stop = True
                 break
@@ -278,8 +341,9 @@ def train(catalog: Catalog, train_set: TrainSet, tower: TowerConfig, cfg: TrainC
             break
         if check(epoch + 1.0):
             break
-    result.stopped_by = result.stopped_by or ("early_stopping" if len(result.history) and bad_checks >= cfg.patience
-                                              else "max_epochs")
+    result.stopped_by = result.stopped_by or (
+        "early_stopping" if len(result.history) and bad_checks >= cfg.patience else "max_epochs"
+    )
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - t0
@@ -294,8 +358,13 @@ def config_dict(tower: TowerConfig, cfg: TrainConfig) -> dict:
 
 def summary_metrics(result: TrainResult) -> dict:
     """The figures a checkpoint, MLflow and the asset's metadata record for one training run."""
-    return {"best_epoch": result.best_epoch, "checks": len(result.history), "stopped_by": result.stopped_by,
-            "epochs_run": round(result.epochs, 3), "steps": result.steps,
-            "train_seconds": round(result.seconds, 2),
-            "examples_per_second": round(result.examples / max(result.seconds, 1e-9), 1),
-            **{k: round(v, 5) for k, v in result.best_valid.items()}}
+    return {
+        "best_epoch": result.best_epoch,
+        "checks": len(result.history),
+        "stopped_by": result.stopped_by,
+        "epochs_run": round(result.epochs, 3),
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 2),
+        "examples_per_second": round(result.examples / max(result.seconds, 1e-9), 1),
+        **{k: round(v, 5) for k, v in result.best_valid.items()},
+    }

@@ -74,8 +74,9 @@ class ServiceRanker:
         self.ranker = ranker
         self.version = ranker.version
 
-    def rank(self, user_id: str | None, history: list[str], candidates: list[str],
-             retrieval_scores: list[float]) -> list[tuple[str, float]]:
+    def rank(
+        self, user_id: str | None, history: list[str], candidates: list[str], retrieval_scores: list[float]
+    ) -> list[tuple[str, float]]:
         result = self.ranker.rank(user_id or "", history, [0] * len(history), candidates, retrieval_scores)
         return list(zip(result.item_ids, result.score.tolist()))
 
@@ -124,8 +125,11 @@ class Histogram:
         for b, c in zip(self.buckets, self.counts):
             acc += c
             out.append(f'{name}_bucket{{{labels}{sep}le="{b}"}} {acc}')
-        out += [f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}', f"{name}_sum{{{labels}}} {self.sum:.6f}",
-                f"{name}_count{{{labels}}} {self.n}"]
+        out += [
+            f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}',
+            f"{name}_sum{{{labels}}} {self.sum:.6f}",
+            f"{name}_count{{{labels}}} {self.n}",
+        ]
         return out
 
 
@@ -140,38 +144,59 @@ class Metrics:
 
     def text(self, snap: Snapshot | None) -> str:
         with self.lock:
-            lines = ["# HELP towerflow_requests_total HTTP requests by path and status.",
-                     "# TYPE towerflow_requests_total counter"]
-            lines += [f'towerflow_requests_total{{path="{p}",status="{s}"}} {n}'
-                      for (p, s), n in sorted(self.requests.items())]
-            lines += ["# HELP towerflow_request_seconds Request latency (first byte of the response) by path.",
-                      "# TYPE towerflow_request_seconds histogram"]
+            lines = [
+                "# HELP towerflow_requests_total HTTP requests by path and status.",
+                "# TYPE towerflow_requests_total counter",
+            ]
+            lines += [
+                f'towerflow_requests_total{{path="{p}",status="{s}"}} {n}'
+                for (p, s), n in sorted(self.requests.items())
+            ]
+            lines += [
+                "# HELP towerflow_request_seconds Request latency (first byte of the response) by path.",
+                "# TYPE towerflow_request_seconds histogram",
+            ]
             for p, h in sorted(self.latency.items()):
                 lines += h.lines("towerflow_request_seconds", f'path="{p}"')
-            lines += ["# HELP towerflow_batch_size Requests answered by one forward and search.",
-                      "# TYPE towerflow_batch_size histogram", *self.batch.lines("towerflow_batch_size")]
-            lines += ["# HELP towerflow_reloads_total Snapshot loads by outcome (loaded, refused).",
-                      "# TYPE towerflow_reloads_total counter"]
+            lines += [
+                "# HELP towerflow_batch_size Requests answered by one forward and search.",
+                "# TYPE towerflow_batch_size histogram",
+                *self.batch.lines("towerflow_batch_size"),
+            ]
+            lines += [
+                "# HELP towerflow_reloads_total Snapshot loads by outcome (loaded, refused).",
+                "# TYPE towerflow_reloads_total counter",
+            ]
             lines += [f'towerflow_reloads_total{{outcome="{o}"}} {n}' for o, n in sorted(self.reloads.items())]
-            lines += ["# HELP towerflow_last_reload_timestamp_seconds When the serving snapshot was swapped in.",
-                      "# TYPE towerflow_last_reload_timestamp_seconds gauge",
-                      f"towerflow_last_reload_timestamp_seconds {self.last_reload:.3f}"]
-        lines += ["# HELP towerflow_ready 1 when a consistent snapshot is serving.", "# TYPE towerflow_ready gauge",
-                  f"towerflow_ready {int(snap is not None)}"]
+            lines += [
+                "# HELP towerflow_last_reload_timestamp_seconds When the serving snapshot was swapped in.",
+                "# TYPE towerflow_last_reload_timestamp_seconds gauge",
+                f"towerflow_last_reload_timestamp_seconds {self.last_reload:.3f}",
+            ]
+        lines += [
+            "# HELP towerflow_ready 1 when a consistent snapshot is serving.",
+            "# TYPE towerflow_ready gauge",
+            f"towerflow_ready {int(snap is not None)}",
+        ]
         if snap is not None:
             info = snap.index_info
-            lines += ["# HELP towerflow_index_items Live items in the served index.", "# TYPE towerflow_index_items gauge",
-                      f"towerflow_index_items {info['items']}",
-                      "# HELP towerflow_model_info The served model version and index build (value 1).",
-                      "# TYPE towerflow_model_info gauge",
-                      f'towerflow_model_info{{model_version="{snap.version}",index_build="{info["build"]}",'
-                      f'index_delta="{info["delta"]}",search="{info["search"]}"}} 1',
-                      "# HELP towerflow_known_users Users the served histories know.",
-                      "# TYPE towerflow_known_users gauge", f"towerflow_known_users {len(snap.histories)}"]
+            lines += [
+                "# HELP towerflow_index_items Live items in the served index.",
+                "# TYPE towerflow_index_items gauge",
+                f"towerflow_index_items {info['items']}",
+                "# HELP towerflow_model_info The served model version and index build (value 1).",
+                "# TYPE towerflow_model_info gauge",
+                f'towerflow_model_info{{model_version="{snap.version}",index_build="{info["build"]}",'
+                f'index_delta="{info["delta"]}",search="{info["search"]}"}} 1',
+                "# HELP towerflow_known_users Users the served histories know.",
+                "# TYPE towerflow_known_users gauge",
+                f"towerflow_known_users {len(snap.histories)}",
+            ]
         return "\n".join(lines) + "\n"
 
 
 # -- the service --------------------------------------------------------------------------------
+
 
 class Service:
     """Holds the current snapshot and swaps it; answers batches from whichever is current."""
@@ -194,7 +219,11 @@ class Service:
                 ident = {"error": str(e)}
             if current is not None and ident == current.ident:
                 return False
-            if self._refused and self._refused[0] == ident and time.time() - self._refused[1] < self.config.retry_seconds:
+            if (
+                self._refused
+                and self._refused[0] == ident
+                and time.time() - self._refused[1] < self.config.retry_seconds
+            ):
                 return False
             t0 = time.perf_counter()
             try:
@@ -205,8 +234,13 @@ class Service:
                     self.metrics.reloads["refused"] += 1
                 if current is None:
                     self.not_ready = str(e)
-                log.error("towerflow serve: refused new artifacts, %s: %s", "still not ready" if current is None
-                          else f"still serving model {current.version} index {current.ident['index_delta']}", e)
+                log.error(
+                    "towerflow serve: refused new artifacts, %s: %s",
+                    "still not ready"
+                    if current is None
+                    else f"still serving model {current.version} index {current.ident['index_delta']}",
+                    e,
+                )
                 return False
             self.snapshot = snap  # the swap: batches already running keep their reference
             self._refused = None
@@ -214,9 +248,18 @@ class Service:
                 self.metrics.reloads["loaded"] += 1
                 self.metrics.last_reload = time.time()
             info = snap.index_info
-            log.info("towerflow serve: serving model %s, index %s/%s (%s, %s items, search %s), %s known users "
-                     "(loaded in %.2f s)", snap.version, info["build"], info["delta"], info["type"],
-                     f"{info['items']:,}", info["search"] or "-", f"{len(snap.histories):,}", time.perf_counter() - t0)
+            log.info(
+                "towerflow serve: serving model %s, index %s/%s (%s, %s items, search %s), %s known users "
+                "(loaded in %.2f s)",
+                snap.version,
+                info["build"],
+                info["delta"],
+                info["type"],
+                f"{info['items']:,}",
+                info["search"] or "-",
+                f"{len(snap.histories):,}",
+                time.perf_counter() - t0,
+            )
             return True
 
     def answer(self, jobs: list[tuple[str, dict]]) -> list:
@@ -241,10 +284,14 @@ class Service:
     @staticmethod
     def _rank(snap: Snapshot, req: dict, res: dict):
         history = snap.history_items(req.get("user_id")) + list(req.get("recent_items") or [])
-        ranked = snap.ranker.rank(req.get("user_id"), history, [i["item_id"] for i in res["items"]],
-                                  [i["score"] for i in res["items"]])
-        return {**res, "ranked": True,
-                "items": [{"item_id": i, "score": float(s)} for i, s in ranked][: req.get("rank_k", req["k"])]}
+        ranked = snap.ranker.rank(
+            req.get("user_id"), history, [i["item_id"] for i in res["items"]], [i["score"] for i in res["items"]]
+        )
+        return {
+            **res,
+            "ranked": True,
+            "items": [{"item_id": i, "score": float(s)} for i, s in ranked][: req.get("rank_k", req["k"])],
+        }
 
 
 class MicroBatcher:
@@ -264,8 +311,11 @@ class MicroBatcher:
         self.answer, self.max_batch, self.max_wait = answer, max(1, max_batch), max(0.0, max_wait_ms) / 1000
         self.threads = threads
         self.queue: asyncio.Queue | None = None
-        self.executor = (ThreadPoolExecutor(1, thread_name_prefix="towerflow-batch", initializer=self._init_thread)
-                         if worker_thread else None)
+        self.executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="towerflow-batch", initializer=self._init_thread)
+            if worker_thread
+            else None
+        )
         self.task: asyncio.Task | None = None
 
     def _init_thread(self) -> None:
@@ -302,8 +352,11 @@ class MicroBatcher:
                 batch.append(self.queue.get_nowait())
             jobs = [(k, r) for k, r, _ in batch]
             try:
-                results = (self.answer(jobs) if self.executor is None
-                           else await loop.run_in_executor(self.executor, self.answer, jobs))
+                results = (
+                    self.answer(jobs)
+                    if self.executor is None
+                    else await loop.run_in_executor(self.executor, self.answer, jobs)
+                )
             except Exception as e:  # noqa: BLE001 - raised in every waiting request, logged there
                 for _, _, fut in batch:
                     if not fut.done():
@@ -348,6 +401,7 @@ class Reloader(threading.Thread):
 
 # -- ASGI ---------------------------------------------------------------------------------------
 
+
 def _json(status: int, body: dict, headers: dict | None = None) -> tuple[int, bytes, list]:
     h = [(b"content-type", b"application/json")] + [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     return status, json.dumps(body).encode(), h
@@ -364,8 +418,13 @@ class Gate:
 
     async def _send_json(self, send, status, body, headers=None):
         status, payload, h = _json(status, body, headers)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": h + [(b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": h + [(b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     async def __call__(self, scope, receive, send):
@@ -382,15 +441,22 @@ class Gate:
 
         try:
             headers = dict(scope["headers"])
-            if self.expected is not None and path != "/healthz" and not hmac.compare_digest(
-                    headers.get(b"authorization", b""), self.expected):
-                return await self._send_json(send_counted, 401, {"error": "missing or wrong bearer token",
-                                                                 "field": "Authorization"},
-                                             {"www-authenticate": "Bearer"})
+            if (
+                self.expected is not None
+                and path != "/healthz"
+                and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
+            ):
+                return await self._send_json(
+                    send_counted,
+                    401,
+                    {"error": "missing or wrong bearer token", "field": "Authorization"},
+                    {"www-authenticate": "Bearer"},
+                )
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-                return await self._send_json(send_counted, 413, {"error": f"request body over {MAX_BODY:,} bytes",
-                                                                 "field": "body"})
+                return await self._send_json(
+                    send_counted, 413, {"error": f"request body over {MAX_BODY:,} bytes", "field": "body"}
+                )
             if scope["method"] == "POST":  # read the body here (bounded, also when chunked), then replay it
                 body, more = b"", True
                 while more:
@@ -400,8 +466,9 @@ class Gate:
                     body += message.get("body", b"")
                     more = message.get("more_body", False)
                     if len(body) > MAX_BODY:
-                        return await self._send_json(send_counted, 413, {
-                            "error": f"request body over {MAX_BODY:,} bytes", "field": "body"})
+                        return await self._send_json(
+                            send_counted, 413, {"error": f"request body over {MAX_BODY:,} bytes", "field": "body"}
+                        )
                 sent = False
 
                 async def replay():
@@ -430,9 +497,13 @@ def _invalid(exc: ValidationError) -> JSONResponse:
     errors = exc.errors(include_url=False)
     first = errors[0]
     field = _field(first.get("loc", ()))
-    detail = [{"field": _field(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
-    return JSONResponse({"error": f"{field}: {first['msg']}", "field": field, "errors": detail},
-                        status_code=400 if first["type"] == "json_invalid" else 422)
+    detail = [
+        {"field": _field(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")} for e in errors
+    ]
+    return JSONResponse(
+        {"error": f"{field}: {first['msg']}", "field": field, "errors": detail},
+        status_code=400 if first["type"] == "json_invalid" else 422,
+    )
 
 
 def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker) -> FastAPI:
@@ -460,8 +531,9 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
 
     @app.exception_handler(405)
     async def not_allowed(request: Request, exc):
-        return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}", "field": "method"},
-                            status_code=405)
+        return JSONResponse(
+            {"error": f"{request.method} is not allowed on {request.url.path}", "field": "method"}, status_code=405
+        )
 
     def _reply(result):
         if isinstance(result, RequestError):
@@ -509,8 +581,13 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
         snap = service.snapshot
         if snap is None:
             return JSONResponse({"status": "not ready", "reason": service.not_ready}, status_code=503)
-        return {"status": "ready", "model_version": snap.version, "index": snap.index_info,
-                "known_users": len(snap.histories), "loaded_at": snap.loaded_at}
+        return {
+            "status": "ready",
+            "model_version": snap.version,
+            "index": snap.index_info,
+            "known_users": len(snap.histories),
+            "loaded_at": snap.loaded_at,
+        }
 
     @app.get("/metrics")
     async def metrics():

@@ -41,9 +41,14 @@ def write_user_histories(con, folder: Path, keep: int = 2) -> dict:
         pq.write_table(users, tmp / "users.parquet")
         pq.write_table(popular, tmp / "popular.parquet")
     pairs = pc.sum(pc.list_value_length(users["items"])).as_py() or 0
-    manifest = {"folder": name, "users": users.num_rows, "pairs": int(pairs), "popular": popular.num_rows,
-                "sha256": {f: file_sha256(folder / name / f) for f in ("users.parquet", "popular.parquet")},
-                "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    manifest = {
+        "folder": name,
+        "users": users.num_rows,
+        "pairs": int(pairs),
+        "popular": popular.num_rows,
+        "sha256": {f: file_sha256(folder / name / f) for f in ("users.parquet", "popular.parquet")},
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     write_manifest(folder, manifest)
     old = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != name)
     for p in old[: max(0, len(old) - keep)]:
@@ -65,8 +70,10 @@ class UserHistories:
             for f, want in manifest["sha256"].items():
                 got = file_sha256(base / f)
                 if got != want:
-                    raise ValueError(f"{base / f}: sha256 {got[:12]} does not match the manifest's {want[:12]} "
-                                     "(damaged or half-written)")
+                    raise ValueError(
+                        f"{base / f}: sha256 {got[:12]} does not match the manifest's {want[:12]} "
+                        "(damaged or half-written)"
+                    )
         users = pq.read_table(base / "users.parquet")
         items = users["items"].combine_chunks()
         self.offsets = items.offsets.to_numpy().astype(np.int64)  # (U + 1,)

@@ -35,9 +35,14 @@ def search_excluding_seen(index, xq: np.ndarray, seen: list[np.ndarray], k: int)
 
 def sample_users(con, n: int, salt: str = "") -> list[str]:
     """A fixed pseudo-random sample of n known users; another `salt` gives another sample."""
-    return [r[0] for r in con.execute(
-        "SELECT user_id FROM (SELECT DISTINCT user_id FROM interaction_splits) ORDER BY hash(user_id || $salt), user_id "
-        "LIMIT $n", {"n": n, "salt": salt}).fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT user_id FROM (SELECT DISTINCT user_id FROM interaction_splits) ORDER BY hash(user_id || $salt), user_id "
+            "LIMIT $n",
+            {"n": n, "salt": salt},
+        ).fetchall()
+    ]
 
 
 def user_vectors_of(con, model, users: list[str]) -> np.ndarray:
@@ -47,8 +52,9 @@ def user_vectors_of(con, model, users: list[str]) -> np.ndarray:
 
     t = model.cfg
     catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets, only=items_of_users(con, users))
-    ev = load_serving_users(con, catalog, history_len=t.history_len, n_hashes=t.n_hashes,
-                            user_buckets=t.user_buckets, only=users)
+    ev = load_serving_users(
+        con, catalog, history_len=t.history_len, n_hashes=t.n_hashes, user_buckets=t.user_buckets, only=users
+    )
     return embed_users(model, catalog, ev.user_hash, ev.history)
 
 
@@ -84,24 +90,30 @@ class Recommender:
         self.index = ItemIndex.load(artifacts / "index")
         built_from = self.index.manifest.get("model_version")
         if built_from != version:
-            raise ServingError(f"the index was built from model {built_from} but the current model is {version}: "
-                               "materialize item_embeddings and item_index")
+            raise ServingError(
+                f"the index was built from model {built_from} but the current model is {version}: "
+                "materialize item_embeddings and item_index"
+            )
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         if self.index.manifest.get("vocabulary_fingerprint") != fingerprint:
-            raise ServingError("the index was built under another vocabulary than the warehouse's: "
-                               "materialize the graph (training included) again")
+            raise ServingError(
+                "the index was built under another vocabulary than the warehouse's: "
+                "materialize the graph (training included) again"
+            )
         self.model, _, _ = load_checkpoint(artifacts / "models" / version, expected_fingerprint=fingerprint)
         t = self.model.cfg
         # serving a few users needs the features of their items only, not the whole catalog
         only_items = None if users is None else items_of_users(con, users)
         self.catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets, only=only_items)
         self.version = version
-        self.users = load_serving_users(con, self.catalog, history_len=t.history_len, n_hashes=t.n_hashes,
-                                        user_buckets=t.user_buckets, only=users)
+        self.users = load_serving_users(
+            con, self.catalog, history_len=t.history_len, n_hashes=t.n_hashes, user_buckets=t.user_buckets, only=users
+        )
         self._user_row = {u: i for i, u in enumerate(self.users.user_keys)}
         self.row_of_pos = self.index.rows_of(self.catalog.item_ids)  # -1: not in the index
-        counts = con.execute("SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1 "
-                             "ORDER BY n DESC, item_id").df()
+        counts = con.execute(
+            "SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1 ORDER BY n DESC, item_id"
+        ).df()
         rows = self.index.rows_of(counts["item_id"].tolist())
         self._popular = (rows[rows >= 0], counts["n"].to_numpy()[rows >= 0].astype(float))
 

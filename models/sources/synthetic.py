@@ -41,30 +41,60 @@ POSITIVE_TYPES = ("click", "like", "share", "rating")
 DEVICES = ("web", "ios", "android")
 FILE_FORMATS = ("csv", "jsonl.gz", "parquet")  # file f uses FILE_FORMATS[f % 3]
 GENRES = (
-    "Action", "Adventure", "Animation", "Biography", "Comedy", "Crime", "Documentary",
-    "Drama", "Family", "Fantasy", "History", "Horror", "Music", "Mystery", "Romance",
-    "Sci-Fi", "Sports", "Thriller", "War", "Western",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Biography",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Family",
+    "Fantasy",
+    "History",
+    "Horror",
+    "Music",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Sports",
+    "Thriller",
+    "War",
+    "Western",
 )
 # Rows added next to a clean one / rows whose fields are replaced / CSV-only raw lines.
 ADDED_KINDS = ("duplicate", "conflicting_event_id")
 REPLACED_KINDS = (
-    "empty_user_id", "empty_item_id", "oversized_id", "unparseable_timestamp",
-    "implausible_timestamp", "unknown_event_type", "non_numeric_rating", "out_of_range_rating",
+    "empty_user_id",
+    "empty_item_id",
+    "oversized_id",
+    "unparseable_timestamp",
+    "implausible_timestamp",
+    "unknown_event_type",
+    "non_numeric_rating",
+    "out_of_range_rating",
 )
 DIRTY_KINDS = ADDED_KINDS + REPLACED_KINDS + ("malformed_line",)
 OVERSIZED_ID_LEN = 300
 UNPARSEABLE_TIMESTAMPS = ("not-a-date", "2024-13-45T99:99:99Z", "soon")
-IMPLAUSIBLE_TIMESTAMPS = ("0", "1970-01-01T00:00:00Z", "2099-01-01T00:00:00Z", "4070908800",
-                          "4070908800000")  # 4070908800 s = 2099-01-01
+IMPLAUSIBLE_TIMESTAMPS = (
+    "0",
+    "1970-01-01T00:00:00Z",
+    "2099-01-01T00:00:00Z",
+    "4070908800",
+    "4070908800000",
+)  # 4070908800 s = 2099-01-01
 UNKNOWN_EVENT_TYPES = ("purchasee", "clik", "add_to_cartt")
 NON_NUMERIC_RATINGS = ("five", "four", "three stars")
 OUT_OF_RANGE_RATINGS = ("11", "6", "-3")
 
 # Event-type probabilities in EVENT_TYPES order; row 0 out of taste, row 1 in taste.
-_TYPE_P = np.array([
-    [0.740, 0.080, 0.010, 0.005, 0.025, 0.140],
-    [0.520, 0.270, 0.080, 0.030, 0.097, 0.003],
-])
+_TYPE_P = np.array(
+    [
+        [0.740, 0.080, 0.010, 0.005, 0.025, 0.140],
+        [0.520, 0.270, 0.080, 0.030, 0.097, 0.003],
+    ]
+)
 # Timestamp text formats: ISO 'Z', ISO '+hh:mm' offset, epoch seconds, epoch milliseconds.
 _TS_FORMAT_P = np.array([0.40, 0.20, 0.25, 0.15])
 _OFFSETS = ("+02:00", "-05:00", "+05:30", "+09:00", "-03:00", "+01:00")
@@ -82,9 +112,28 @@ Dynasty Queen Pharaoh Chronicle Legacy Crown Heist Gangster Cartel Mob Vault Get
 Hustle Champion Team Goal Match Coach Season Stadium Rookie Wildlife Earth Climate River
 Forest Desert Glacier Coral Spy Agent Cipher Mission Traitor Signal Protocol Handler
 """.split()
-_GENERIC_WORDS = ("The", "A", "Of", "Last", "Return", "Story", "Day", "Night", "Life", "Little",
-                  "World", "Road", "House", "Time", "Home", "Beyond", "Rising", "Lost", "New",
-                  "Final")
+_GENERIC_WORDS = (
+    "The",
+    "A",
+    "Of",
+    "Last",
+    "Return",
+    "Story",
+    "Day",
+    "Night",
+    "Life",
+    "Little",
+    "World",
+    "Road",
+    "House",
+    "Time",
+    "Home",
+    "Beyond",
+    "Rising",
+    "Lost",
+    "New",
+    "Final",
+)
 _SYLLABLES = ("ka", "ro", "mi", "zu", "tel", "van", "sor", "ith", "qua", "bel", "dor", "ny")
 
 
@@ -107,8 +156,7 @@ class SyntheticConfig:
     def validate(self) -> None:
         checks = [
             (self.n_clusters >= 2, "n_clusters must be >= 2 (users need two distinct clusters)"),
-            (self.n_items >= self.n_clusters,
-             f"n_items ({self.n_items}) must be >= n_clusters ({self.n_clusters})"),
+            (self.n_items >= self.n_clusters, f"n_items ({self.n_items}) must be >= n_clusters ({self.n_clusters})"),
             (self.n_users >= 1, "n_users must be >= 1"),
             (self.n_events >= 0, "n_events must be >= 0"),
             (self.n_files >= 1, "n_files must be >= 1"),
@@ -131,8 +179,7 @@ class _Sampler:
     samples from its cumulative weights.
     """
 
-    def __init__(self, group: np.ndarray, created_s: np.ndarray, weight: np.ndarray,
-                 n_groups: int):
+    def __init__(self, group: np.ndarray, created_s: np.ndarray, weight: np.ndarray, n_groups: int):
         self.base = int(created_s.min())
         self.order = np.lexsort((created_s, group))
         g = group[self.order].astype(np.int64)
@@ -186,7 +233,7 @@ def _cluster_words(n_clusters: int) -> tuple[tuple[str, ...], ...]:
         words.append((_SYLLABLES[a] + _SYLLABLES[b] + _SYLLABLES[c]).capitalize())
         i += 1
     w = _WORDS_PER_CLUSTER
-    return tuple(tuple(words[k * w:(k + 1) * w]) for k in range(n_clusters))
+    return tuple(tuple(words[k * w : (k + 1) * w]) for k in range(n_clusters))
 
 
 def latent_world(config: SyntheticConfig) -> World:
@@ -202,9 +249,11 @@ def latent_world(config: SyntheticConfig) -> World:
     rank = rng.permutation(c.n_items)
     item_weight = 1.0 / (rank + 1.0) ** c.zipf_exponent
     cold = rng.random(c.n_items) < c.cold_item_share
-    created = np.where(cold,
-                       start_s + rng.integers(0, end_s - start_s, c.n_items),
-                       start_s - rng.integers(1, 3 * 365 * 86400, c.n_items))
+    created = np.where(
+        cold,
+        start_s + rng.integers(0, end_s - start_s, c.n_items),
+        start_s - rng.integers(1, 3 * 365 * 86400, c.n_items),
+    )
     # Each cluster's most popular item predates the window, so every cluster can be sampled.
     by_weight = np.lexsort((-item_weight, item_cluster))
     heads = by_weight[np.searchsorted(item_cluster[by_weight], np.arange(k))]
@@ -218,9 +267,16 @@ def latent_world(config: SyntheticConfig) -> World:
     secondary = (main + urng.integers(1, k, c.n_users)) % k
     activity = urng.lognormal(0.0, 1.0, c.n_users)
     return World(
-        config=c, start_s=start_s, end_s=end_s, item_cluster=item_cluster,
-        item_weight=item_weight, item_created_s=created, cluster_genres=genres,
-        cluster_words=_cluster_words(k), user_main=main, user_secondary=secondary,
+        config=c,
+        start_s=start_s,
+        end_s=end_s,
+        item_cluster=item_cluster,
+        item_weight=item_weight,
+        item_created_s=created,
+        cluster_genres=genres,
+        cluster_words=_cluster_words(k),
+        user_main=main,
+        user_secondary=secondary,
         user_sec_base=urng.uniform(0.05, 0.2, c.n_users),
         user_sec_drift=urng.uniform(0.3, 0.7, c.n_users),
         user_activity_cum=np.cumsum(activity),
@@ -250,8 +306,7 @@ def _iso(secs: np.ndarray, suffix: str | pa.Array) -> pa.Array:
         return pa.array([], pa.string())
     days = secs // 86400
     d0 = int(days.min())
-    day_table = pa.array(np.datetime_as_string(
-        np.arange(d0, int(days.max()) + 1).astype("datetime64[D]")).tolist())
+    day_table = pa.array(np.datetime_as_string(np.arange(d0, int(days.max()) + 1).astype("datetime64[D]")).tolist())
     date = day_table.take(pa.array(days - d0))
     tod = _time_of_day().take(pa.array(secs - days * 86400))
     return pc.binary_join_element_wise(date, "T", tod, suffix, "")
@@ -266,7 +321,7 @@ def _timestamps(rng: np.random.Generator, t_ms: np.ndarray) -> pa.Array:
     bounds = np.concatenate([[0], np.cumsum(np.bincount(fmt, minlength=4))])
     parts = []
     for f in range(4):
-        idx = order[bounds[f]:bounds[f + 1]]
+        idx = order[bounds[f] : bounds[f + 1]]
         secs = t_ms[idx] // 1000
         if f == 0:
             parts.append(_iso(secs, "Z"))
@@ -322,27 +377,32 @@ def _items_table(w: World, item_ids: pa.Array) -> tuple[pa.Table, int]:
     flat_words = pa.array(list(words.ravel()) + list(_GENERIC_WORDS))
     n_words = rng.integers(2, 5, n)
     slot = np.arange(4)  # strides 3 (mod 8) and 7 (mod 20) keep a title's four words distinct
-    own = cl[:, None] * _WORDS_PER_CLUSTER + (
-        rng.integers(0, _WORDS_PER_CLUSTER, (n, 1)) + 3 * slot) % _WORDS_PER_CLUSTER
-    generic = words.size + (rng.integers(0, len(_GENERIC_WORDS), (n, 1)) + 7 * slot) % len(
-        _GENERIC_WORDS)
+    own = (
+        cl[:, None] * _WORDS_PER_CLUSTER + (rng.integers(0, _WORDS_PER_CLUSTER, (n, 1)) + 3 * slot) % _WORDS_PER_CLUSTER
+    )
+    generic = words.size + (rng.integers(0, len(_GENERIC_WORDS), (n, 1)) + 7 * slot) % len(_GENERIC_WORDS)
     word_idx = np.where(rng.random((n, 4)) < 0.75, own, generic)
     slots = [flat_words.take(pa.array(word_idx[:, j], mask=n_words <= j)) for j in range(4)]
     title = pc.binary_join_element_wise(*slots, " ", null_handling="skip")
     created_year = w.item_created_s.astype("datetime64[s]").astype("datetime64[Y]").astype(int) + 1970
     year = created_year - rng.integers(0, 30, n)
     with_year = rng.random(n) < 0.35
-    title = pc.if_else(pa.array(with_year), pc.binary_join_element_wise(
-        title, " (", pc.cast(pa.array(year), pa.string()), ")", ""), title)
+    title = pc.if_else(
+        pa.array(with_year),
+        pc.binary_join_element_wise(title, " (", pc.cast(pa.array(year), pa.string()), ")", ""),
+        title,
+    )
 
     price = np.round(rng.lognormal(np.log(5.0 + 3.0 * (cl % 5)), 0.5), 2)
-    table = pa.table({
-        "item_id": item_ids,
-        "title": title,
-        "categories": categories,
-        "created_at": _iso(w.item_created_s, "Z"),
-        "price": pc.cast(pa.array(price), pa.string()),
-    })
+    table = pa.table(
+        {
+            "item_id": item_ids,
+            "title": title,
+            "categories": categories,
+            "created_at": _iso(w.item_created_s, "Z"),
+            "price": pc.cast(pa.array(price), pa.string()),
+        }
+    )
     return table, int((w.item_created_s >= w.start_s).sum())
 
 
@@ -354,8 +414,9 @@ def _sample_events(w: World, rng: np.random.Generator, n: int, t_lo: int, t_hi: 
     c = w.config
     t = np.sort(rng.integers(t_lo, t_hi, n))
     t_s = t // 1000
-    user = np.minimum(np.searchsorted(w.user_activity_cum, rng.random(n) * w.user_activity_cum[-1],
-                                      side="right"), c.n_users - 1)
+    user = np.minimum(
+        np.searchsorted(w.user_activity_cum, rng.random(n) * w.user_activity_cum[-1], side="right"), c.n_users - 1
+    )
     frac = (t_s - w.start_s) / (w.end_s - w.start_s)
     p_secondary = w.user_sec_base[user] + w.user_sec_drift[user] * frac
     cluster = np.where(rng.random(n) < p_secondary, w.user_secondary[user], w.user_main[user])
@@ -367,8 +428,7 @@ def _sample_events(w: World, rng: np.random.Generator, n: int, t_lo: int, t_hi: 
     in_taste = (ic == w.user_main[user]) | (ic == w.user_secondary[user])
     cum = np.cumsum(_TYPE_P, axis=1)[:, :-1]  # upper bounds of the first five types
     r = rng.random(n)
-    etype = np.where(in_taste, np.searchsorted(cum[1], r, side="right"),
-                     np.searchsorted(cum[0], r, side="right"))
+    etype = np.where(in_taste, np.searchsorted(cum[1], r, side="right"), np.searchsorted(cum[0], r, side="right"))
     dwell = np.round(rng.lognormal(np.where(in_taste, np.log(40.0), np.log(8.0)), 1.0), 1)
     rating = np.clip(np.rint(rng.normal(np.where(in_taste, 4.1, 2.1), 0.85)), 1, 5)
     value = np.where(etype == 1, dwell, np.where(etype == 4, rating, np.nan))
@@ -376,11 +436,11 @@ def _sample_events(w: World, rng: np.random.Generator, n: int, t_lo: int, t_hi: 
     return {"t": t, "user": user, "item": item, "etype": etype, "value": value, "device": device}
 
 
-def _event_columns(ev: dict, rng: np.random.Generator, row0: int, id_width: int,
-                   user_ids: pa.Array, item_ids: pa.Array) -> dict[str, pa.Array]:
+def _event_columns(
+    ev: dict, rng: np.random.Generator, row0: int, id_width: int, user_ids: pa.Array, item_ids: pa.Array
+) -> dict[str, pa.Array]:
     n = len(ev["t"])
-    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(row0, row0 + n)), pa.string()),
-                          width=id_width, padding="0")
+    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(row0, row0 + n)), pa.string()), width=id_width, padding="0")
     return {
         "event_id": pc.binary_join_element_wise("e", digits, ""),
         "user_id": user_ids.take(pa.array(ev["user"])),
@@ -392,9 +452,15 @@ def _event_columns(ev: dict, rng: np.random.Generator, row0: int, id_width: int,
     }
 
 
-def _inject_dirty(rng: np.random.Generator, cols: dict[str, pa.Array], item: np.ndarray,
-                  n_dirty: int, kinds: tuple[str, ...], fallback_items: tuple[int, int],
-                  item_ids: pa.Array) -> tuple[pa.Table, list[tuple[int, bytes]], dict]:
+def _inject_dirty(
+    rng: np.random.Generator,
+    cols: dict[str, pa.Array],
+    item: np.ndarray,
+    n_dirty: int,
+    kinds: tuple[str, ...],
+    fallback_items: tuple[int, int],
+    item_ids: pa.Array,
+) -> tuple[pa.Table, list[tuple[int, bytes]], dict]:
     """Make ``n_dirty`` rows dirty, kinds cycled evenly. Returns the table (added rows
     inserted after their source), malformed raw lines as (after final row, bytes), counts."""
     n = len(item)
@@ -416,14 +482,15 @@ def _inject_dirty(rng: np.random.Generator, cols: dict[str, pa.Array], item: np.
     for col, sel in (("user_id", p[on_user]), ("item_id", p[~on_user])):
         long_ids = pc.utf8_rpad(cols[col].take(pa.array(sel)), width=OVERSIZED_ID_LEN, padding="x")
         cols[col] = _put(cols[col], sel, long_ids)
-    for k, choices in (("unparseable_timestamp", UNPARSEABLE_TIMESTAMPS),
-                       ("implausible_timestamp", IMPLAUSIBLE_TIMESTAMPS)):
+    for k, choices in (
+        ("unparseable_timestamp", UNPARSEABLE_TIMESTAMPS),
+        ("implausible_timestamp", IMPLAUSIBLE_TIMESTAMPS),
+    ):
         p = rows.get(k, pos[:0])
         cols["timestamp"] = _put(cols["timestamp"], p, _pick(rng, choices, len(p)))
     p = rows.get("unknown_event_type", pos[:0])
     cols["event_type"] = _put(cols["event_type"], p, _pick(rng, UNKNOWN_EVENT_TYPES, len(p)))
-    for k, choices in (("non_numeric_rating", NON_NUMERIC_RATINGS),
-                       ("out_of_range_rating", OUT_OF_RANGE_RATINGS)):
+    for k, choices in (("non_numeric_rating", NON_NUMERIC_RATINGS), ("out_of_range_rating", OUT_OF_RANGE_RATINGS)):
         p = rows.get(k, pos[:0])
         cols["event_type"] = _put(cols["event_type"], p, "rating")
         cols["value"] = _put(cols["value"], p, _pick(rng, choices, len(p)))
@@ -436,15 +503,14 @@ def _inject_dirty(rng: np.random.Generator, cols: dict[str, pa.Array], item: np.
     earlier = (rng.random(len(conf_src)) * (conf_src + 1)).astype(np.int64)
     alt = item[earlier]  # an earlier row's item: created before this row's time
     same = alt == item[conf_src]
-    alt[same] = np.where(item[conf_src][same] == fallback_items[0], fallback_items[1],
-                         fallback_items[0])
-    conflict = conflict.set_column(conflict.column_names.index("item_id"), "item_id",
-                                   item_ids.take(pa.array(alt)))
+    alt[same] = np.where(item[conf_src][same] == fallback_items[0], fallback_items[1], fallback_items[0])
+    conflict = conflict.set_column(conflict.column_names.index("item_id"), "item_id", item_ids.take(pa.array(alt)))
     src = np.concatenate([dup_src, conf_src])
     after = src + (rng.random(len(src)) * (n - src)).astype(np.int64)  # in [src, n-1]
     key = np.concatenate([2 * np.arange(n), 2 * after + 1])
     table = pa.concat_tables([base, base.take(pa.array(dup_src)), conflict]).take(
-        pa.array(np.argsort(key, kind="stable")))
+        pa.array(np.argsort(key, kind="stable"))
+    )
 
     lines: list[tuple[int, bytes]] = []
     bad_src = rows.get("malformed_line", pos[:0])
@@ -470,8 +536,9 @@ class _CsvSink:
         self.file = AtomicWriter(path)
         self.file.fh.write((",".join(EVENT_COLUMNS) + "\n").encode())
         # quoting 'none' raises if a value ever needs quotes: ours never should.
-        self.writer = pacsv.CSVWriter(self.file.fh, _EVENT_SCHEMA, write_options=pacsv.WriteOptions(
-            include_header=False, quoting_style="none"))
+        self.writer = pacsv.CSVWriter(
+            self.file.fh, _EVENT_SCHEMA, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none")
+        )
 
     def write(self, table: pa.Table, lines: list[tuple[int, bytes]]) -> None:
         prev = 0
@@ -488,22 +555,22 @@ class _CsvSink:
 
 def _string_bytes(arr: pa.Array) -> pa.Buffer:
     """The concatenated values of a string array (its data buffer, offsets applied)."""
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
-    return arr.buffers()[2][int(offsets[0]):int(offsets[-1])]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    return arr.buffers()[2][int(offsets[0]) : int(offsets[-1])]
 
 
 class _JsonlSink:
     def __init__(self, path: Path):
         self.file = AtomicWriter(path)
         # mtime=0 and no file name in the header keep the bytes reproducible.
-        self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.file.fh, mtime=0,
-                                compresslevel=1)
+        self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.file.fh, mtime=0, compresslevel=1)
 
     def write(self, table: pa.Table, lines: list[tuple[int, bytes]]) -> None:
         assert not lines, "malformed raw lines are a CSV-only kind"
         names = table.column_names
-        assert table[names[0]].null_count == 0 and table[names[-1]].null_count == 0, \
+        assert table[names[0]].null_count == 0 and table[names[-1]].null_count == 0, (
             "the first and last keys carry the braces, so they must never be null"
+        )
         parts = []
         for name in names:
             esc = table[name]
@@ -548,15 +615,33 @@ def _write_json(path: Path, obj: dict) -> None:
 # ---------------------------------------------------------------------------- entry point
 
 
-def generate(out: Path, *, n_users: int = 3000, n_items: int = 2000, n_events: int = 150_000,
-             n_clusters: int = 16, n_files: int = 3, dirty_share: float = 0.01, days: int = 180,
-             seed: int = 0, chunk_rows: int = 1_000_000,
-             log: Callable[[str], object] = print) -> dict:
+def generate(
+    out: Path,
+    *,
+    n_users: int = 3000,
+    n_items: int = 2000,
+    n_events: int = 150_000,
+    n_clusters: int = 16,
+    n_files: int = 3,
+    dirty_share: float = 0.01,
+    days: int = 180,
+    seed: int = 0,
+    chunk_rows: int = 1_000_000,
+    log: Callable[[str], object] = print,
+) -> dict:
     """Write a synthetic landing folder: ``out/events/events-NNN.{csv,jsonl.gz,parquet}``,
     ``out/items/items.csv`` and ``out/generated.json`` (the returned summary)."""
-    cfg = SyntheticConfig(n_users=n_users, n_items=n_items, n_events=n_events,
-                          n_clusters=n_clusters, n_files=n_files, dirty_share=dirty_share,
-                          days=days, seed=seed, chunk_rows=chunk_rows)
+    cfg = SyntheticConfig(
+        n_users=n_users,
+        n_items=n_items,
+        n_events=n_events,
+        n_clusters=n_clusters,
+        n_files=n_files,
+        dirty_share=dirty_share,
+        days=days,
+        seed=seed,
+        chunk_rows=chunk_rows,
+    )
     started = time.perf_counter()
     w = latent_world(cfg)
     out = Path(out)
@@ -597,13 +682,16 @@ def generate(out: Path, *, n_users: int = 3000, n_items: int = 2000, n_events: i
                 ev = _sample_events(w, rng, b - a, t_lo, t_hi)
                 cols = _event_columns(ev, rng, a, id_width, user_ids, item_ids)
                 table, lines, counts = _inject_dirty(
-                    rng, cols, ev["item"], round(dirty_share * (b - a)), kinds, fallback, item_ids)
+                    rng, cols, ev["item"], round(dirty_share * (b - a)), kinds, fallback, item_ids
+                )
                 sink.write(table, lines)
                 rows += table.num_rows + len(lines)
                 for k, v in counts.items():
                     dirty[k] += v
-                log(f"synthetic: {rel}: chunk {j + 1}/{n_chunks}, {b - a:,} events, "
-                    f"{sum(counts.values()):,} dirty ({time.perf_counter() - started:.1f} s)")
+                log(
+                    f"synthetic: {rel}: chunk {j + 1}/{n_chunks}, {b - a:,} events, "
+                    f"{sum(counts.values()):,} dirty ({time.perf_counter() - started:.1f} s)"
+                )
             sink.close()
         except BaseException:
             sink.file.abort()
@@ -631,6 +719,8 @@ def generate(out: Path, *, n_users: int = 3000, n_items: int = 2000, n_events: i
         "config": asdict(cfg),
     }
     _write_json(out / "generated.json", summary)
-    log(f"synthetic: {summary['total_rows']:,} rows in {n_files} files, "
-        f"{summary['dirty_rows_total']:,} dirty, {time.perf_counter() - started:.1f} s")
+    log(
+        f"synthetic: {summary['total_rows']:,} rows in {n_files} files, "
+        f"{summary['dirty_rows_total']:,} dirty, {time.perf_counter() - started:.1f} s"
+    )
     return summary

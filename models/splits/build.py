@@ -26,7 +26,9 @@ def build_vocabularies(con, params: dict) -> tuple[str, str]:
     """vocabularies + vocabulary_info (fingerprint, buckets); returns (SQL, fingerprint)."""
     sql = run_sql(con, "vocabularies", params)
     fingerprint = vocabulary_fingerprint(con, params)
-    con.execute("""CREATE OR REPLACE TABLE vocabulary_info AS
+    con.execute(
+        """CREATE OR REPLACE TABLE vocabulary_info AS
                    SELECT $fp AS fingerprint, $nb::INTEGER AS num_buckets, now() AS built_at""",
-                {"fp": fingerprint, "nb": params["num_buckets"]})
+        {"fp": fingerprint, "nb": params["num_buckets"]},
+    )
     return sql, fingerprint
