@@ -42,7 +42,7 @@ from benchmarks.bench_quality_movielens import SETTINGS, _stat, build_data, towe
 from models.generative.beam import PrefixTrie  # noqa: E402
 from models.generative.semantic_ids import TokenizerConfig, fit_tokenizer, tokenize  # noqa: E402
 from models.generative.seq2seq import Seq2SeqConfig  # noqa: E402
-from models.generative.training import (
+from models.generative.training import (  # noqa: E402
     GenTrainConfig,
     codes_by_position,
     evaluate_generative,  # noqa: E402

@@ -194,8 +194,8 @@ def refresh_embeddings(
         table_id = uuid.uuid4().hex  # row ids restart: an index of the previous table must be rebuilt
     else:
         d, next_row, parts, table_id = prev["dim"], prev["next_row_id"], list(prev["parts"]), prev["table_id"]
-        old = pa.concat_tables(
-            [  # noqa: F841 (read by DuckDB below)
+        old = pa.concat_tables(  # noqa: F841 (read by DuckDB below)
+            [
                 pq.read_table(
                     folder / "items" / p["file"], columns=["row_id", "item_id", "content_hash"]
                 ).append_column("part", pa.array(np.full(p["rows"], i, np.int32)))
