@@ -222,9 +222,14 @@ def test_mlflow_runs_are_honest_and_the_training_is_a_child_run(first_run, home)
     assert parent.info.run_name.startswith("all_assets_job · ")
     # its true duration: it opened before the first step and closed after the last one
     assert parent.info.end_time - parent.info.start_time > 1000
-    child = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(child) == 1 and child[0].info.status == "FINISHED"
-    training = child[0]
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    # one child run per training: the towers, the ranker, the generative retriever
+    by_asset = {c.data.tags.get("dagster_asset"): c for c in children}
+    assert set(by_asset) == {"two_tower_model", "ranking_model", "generative_retriever"}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    training = by_asset["two_tower_model"]
     assert training.info.run_name.startswith("two_tower_model mean · ")
     assert training.data.params["tower.encoder"] == "mean" and "train.batch_size" in training.data.params
     history = client.get_metric_history(training.info.run_id, "valid_ndcg_10")

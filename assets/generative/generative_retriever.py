@@ -57,40 +57,51 @@ def generative_retriever(
         f"items, tokenizer {manifest['tokenizer']}"
     )
 
-    def log_check(epoch: int, row: dict) -> None:
-        mlflow.log(context, "generative_retriever", {k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+    with mlflow.child_run(context, "generative_retriever", tags={"dagster_asset": "generative_retriever"}) as run:
 
-    result = train_generative(
-        table, data.train, model_cfg, tcfg, valid=data.valid, log=context.log.info, on_check=log_check
-    )
-    final = summary_metrics(result)
-    path = save_generative(
-        paths.artifacts / "generative",
-        result.model,
-        {
-            "train": train_config_dict(tcfg),
-            "tokenizer": manifest["tokenizer"],
-            "metrics": final,
-            "two_tower_version": champion_version(paths.artifacts),
-            "vocabulary_fingerprint": fingerprint,
-            "history": result.history,
-        },
-        result.optimizer_state,
-    )
-    mlflow.log(
-        context,
-        "generative_retriever",
-        {k: v for k, v in final.items() if isinstance(v, (int, float))},
-        params={
-            "checkpoint": path.name,
-            "tokenizer": manifest["tokenizer"],
-            "stopped_by": final["stopped_by"],
-            **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
-            **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
-        },
-        artifacts=[path / "config.json"],
-        step=len(result.history),
-    )
+        def log_check(epoch: int, row: dict) -> None:
+            run.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)  # the training's own run
+
+        result = train_generative(
+            table, data.train, model_cfg, tcfg, valid=data.valid, log=context.log.info, on_check=log_check
+        )
+        final = summary_metrics(result)
+        path = save_generative(
+            paths.artifacts / "generative",
+            result.model,
+            {
+                "train": train_config_dict(tcfg),
+                "tokenizer": manifest["tokenizer"],
+                "metrics": final,
+                "two_tower_version": champion_version(paths.artifacts),
+                "vocabulary_fingerprint": fingerprint,
+                "history": result.history,
+            },
+            result.optimizer_state,
+        )
+        run.log(
+            params={
+                "checkpoint": path.name,
+                "tokenizer": manifest["tokenizer"],
+                **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
+                **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
+            },
+            artifacts=[path / "config.json"],
+        )
+        mlflow.log(
+            context,
+            "generative_retriever",
+            {k: v for k, v in final.items() if isinstance(v, (int, float))},
+            params={
+                "checkpoint": path.name,
+                "tokenizer": manifest["tokenizer"],
+                "stopped_by": final["stopped_by"],
+                **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
+                **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
+            },
+            artifacts=[path / "config.json"],
+            step=len(result.history),
+        )
     epochs = [
         (
             r["epoch"],

@@ -71,51 +71,61 @@ def ranking_model(
         valid_set = load_ranking_set(con, "valid", cfg)
     weights = torch.tensor([a["weight"] for a in vocab], dtype=torch.float32)
     context.log.info(f"training the ranker on {len(train_set):,} users' candidates, {len(vocab)} actions")
-    result = train_ranker(train_set, valid_set, cfg, tcfg, weights, log=context.log.info)
-    root = paths.artifacts / "ranking"
-    path = save_ranker(
-        root,
-        result.model,
-        {
-            "actions": vocab,
-            "negative_offset": config.negative_offset,
-            "train": train_config_dict(tcfg),
-            "history": result.history,
+    with mlflow.child_run(context, "ranking_model", tags={"dagster_asset": "ranking_model"}) as run:
+        result = train_ranker(train_set, valid_set, cfg, tcfg, weights, log=context.log.info)
+        root = paths.artifacts / "ranking"
+        path = save_ranker(
+            root,
+            result.model,
+            {
+                "actions": vocab,
+                "negative_offset": config.negative_offset,
+                "train": train_config_dict(tcfg),
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "stopped_by": result.stopped_by,
+                "best_valid": result.best_valid,
+                "retriever_version": champion_version(paths.artifacts),
+            },
+        )
+        png = training_curves(result.history, path / "curves.png")
+        manifest = read_manifest(root) or {"current": None, "latest": None, "versions": []}
+        manifest["versions"].append(path.name)
+        manifest["latest"] = path.name
+        write_manifest(root, manifest)
+        for row in result.history:  # the training's own run: one point per epoch, params, weights, curves
+            run.log({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        run.log(
+            params={
+                **{f"ranker.{k}": v for k, v in cfg.to_dict().items()},
+                **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
+                "actions": ",".join(f"{a['name']}:{a['weight']}" for a in vocab),
+                "checkpoint": path.name,
+            },
+            artifacts=[path / "config.json", png],
+        )
+        figures = {
+            "version": path.name,
             "best_epoch": result.best_epoch,
             "stopped_by": result.stopped_by,
-            "best_valid": result.best_valid,
-            "retriever_version": champion_version(paths.artifacts),
-        },
-    )
-    png = training_curves(result.history, path / "curves.png")
-    manifest = read_manifest(root) or {"current": None, "latest": None, "versions": []}
-    manifest["versions"].append(path.name)
-    manifest["latest"] = path.name
-    write_manifest(root, manifest)
-    for row in result.history:
-        mlflow.log(context, "ranking_model", {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-    figures = {
-        "version": path.name,
-        "best_epoch": result.best_epoch,
-        "stopped_by": result.stopped_by,
-        "train_users": len(train_set),
-        "valid_users": len(valid_set),
-        "best_valid_ndcg@10": result.best_valid["ndcg@10"],
-        "best_valid_hr@10": result.best_valid["hr@10"],
-    }
-    mlflow.log(
-        context,
-        "ranking_model",
-        {k: v for k, v in figures.items() if isinstance(v, (int, float))},
-        params={
-            **{f"ranker.{k}": v for k, v in cfg.to_dict().items()},
-            **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
-            "actions": ",".join(f"{a['name']}:{a['weight']}" for a in vocab),
-            "checkpoint": path.name,
-        },
-        artifacts=[path / "config.json", path / "ranker.pt", png],
-        step=len(result.history),
-    )
+            "train_users": len(train_set),
+            "valid_users": len(valid_set),
+            "best_valid_ndcg@10": result.best_valid["ndcg@10"],
+            "best_valid_hr@10": result.best_valid["hr@10"],
+        }
+        mlflow.log(
+            context,
+            "ranking_model",
+            {k: v for k, v in figures.items() if isinstance(v, (int, float))},
+            params={
+                **{f"ranker.{k}": v for k, v in cfg.to_dict().items()},
+                **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
+                "actions": ",".join(f"{a['name']}:{a['weight']}" for a in vocab),
+                "checkpoint": path.name,
+            },
+            artifacts=[path / "config.json", path / "ranker.pt", png],
+            step=len(result.history),
+        )
     epochs = [
         (
             r["epoch"],
