@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.config import CleaningConfig, GxConfig
 from models.clean.gx import load_frame, validate
-from assets.versions import WAREHOUSE_POOL
+from models.versions import WAREHOUSE_POOL
 from assets.reporting import check_result, md_table
 from models.sql import sql_text
 from orchestration.resources import MlflowTracker

@@ -11,7 +11,7 @@ from dagster_duckdb import DuckDBResource
 from assets.config import CleaningConfig
 import models.clean.cleaning as cleaning
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_events as run_cleaning
 from orchestration.resources import MlflowTracker
 

@@ -2,7 +2,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import audit_check
-from assets.versions import WAREHOUSE_POOL
+from models.versions import WAREHOUSE_POOL
 from orchestration.resources import MlflowTracker
 
 

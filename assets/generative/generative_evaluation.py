@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 import models.generative.training as gen_training
 import models.generative.beam as gen_beam
 import models.generative.seq2seq as gen_seq2seq
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import GenerativeEvaluationConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import write_json_atomic

@@ -7,7 +7,7 @@ import models.generative.seq2seq as gen_seq2seq
 import models.generative.training as gen_training
 import models.generative.beam as gen_beam
 import models.generative.store as gen_store
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import GenerativeConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.store import read_codes

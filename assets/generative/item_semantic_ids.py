@@ -5,7 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 import models.generative.semantic_ids as gen_semantic_ids
 import models.generative.store as gen_store
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import SemanticIdConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.store import refresh_semantic_ids, write_warehouse

@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 import assets.ingest._ingest as _ingest
 from assets.ingest._ingest import ingest
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 import models.ingest.landing as landing
 from models.ingest.landing import EVENTS
 from orchestration.resources import MlflowTracker, TowerflowPaths

@@ -2,7 +2,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 import models.ranking.labels as rk_labels
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from models.ranking.labels import build_action_labels, describe, resolve_actions

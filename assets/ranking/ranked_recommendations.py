@@ -5,7 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 import models.ranking.ranker as rk_ranker
 import models.ranking.model as rk_model
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import RankingConfig
 from assets.reporting import figures_metadata
 from assets.serving._current import load_recommender

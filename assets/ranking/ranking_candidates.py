@@ -2,7 +2,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 import models.ranking.data as rk_data
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from assets.serving._current import current_model

@@ -6,7 +6,7 @@ import models.ranking.data as rk_data
 import models.ranking.evaluation as rk_evaluation
 import models.ranking.ranker as rk_ranker
 import models.ranking.model as rk_model
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import write_json_atomic, write_manifest
 from models.ranking.data import load_ranking_set

@@ -6,7 +6,7 @@ import models.ranking.data as rk_data
 import models.ranking.labels as rk_labels
 import models.ranking.model as rk_model
 import models.ranking.training as rk_training
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import read_manifest, write_manifest

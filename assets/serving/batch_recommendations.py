@@ -9,7 +9,7 @@ from assets.reporting import figures_metadata
 import assets.serving._current as _current
 import models.serving.recommender as recommender
 from assets.serving._current import load_recommender
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import atomic_file
 from models.progress import Progress
 from models.serving.recommender import search_excluding_seen

@@ -3,7 +3,7 @@ import numpy as np
 from dagster_duckdb import DuckDBResource
 
 from assets.config import IndexConfig
-from assets.versions import WAREHOUSE_POOL
+from models.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
 from assets.serving._current import load_recommender
 from models.serving.recommender import sample_users

@@ -7,7 +7,7 @@ import assets.serving._current as _current
 import models.index.embeddings as embeddings
 import models.retrieval.data as retrieval_data
 from assets.serving._current import current_model
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from models.index.embeddings import refresh_embeddings
 from orchestration.resources import MlflowTracker, TowerflowPaths
 

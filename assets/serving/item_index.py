@@ -6,7 +6,7 @@ import models.index.embeddings as embeddings
 import assets.serving._current as _current
 import models.index.item_index as item_index_lib
 from assets.reporting import figures_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from assets.serving._current import sample_user_vectors
 from models.index.embeddings import refresh_index
 from orchestration.resources import MlflowTracker, TowerflowPaths

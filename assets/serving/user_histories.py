@@ -1,7 +1,7 @@
 import dagster as dg
 
 import models.serving.histories as histories
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata

@@ -4,7 +4,7 @@ from dagster_duckdb import DuckDBResource
 from assets.config import VocabularyConfig
 import models.splits.build as build
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from models.splits.build import build_vocabularies
 from orchestration.resources import MlflowTracker
 

@@ -11,7 +11,7 @@ import models.retrieval.checkpoint as checkpoint
 import models.retrieval.data as retrieval_data
 import models.retrieval.evaluation as evaluation
 from assets.reporting import figures_metadata, md_table
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import write_json_atomic
 from models.retrieval.checkpoint import load_checkpoint, read_manifest
 from models.retrieval.data import load_from_warehouse

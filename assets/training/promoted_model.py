@@ -8,7 +8,7 @@ import dagster as dg
 import assets.training.checks as checks
 import models.retrieval.pyfunc as pyfunc
 from assets.reporting import figures_metadata
-from assets.versions import code_version
+from models.versions import code_version
 from assets.training.checks import latest_evaluation, promotion_passes
 from models.retrieval.checkpoint import load_checkpoint, update_manifest
 from models.retrieval.pyfunc import read_logged

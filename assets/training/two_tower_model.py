@@ -20,7 +20,7 @@ import models.retrieval.pyfunc as pyfunc
 import models.retrieval.datasets as datasets
 from assets.training._torchrun import train_on_workers
 from models.artifacts import write_json_atomic
-from assets.versions import WAREHOUSE_POOL, code_version
+from models.versions import WAREHOUSE_POOL, code_version
 from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
 from models.retrieval.datasets import warehouse_datasets
 from models.retrieval.pyfunc import log_pyfunc, write_bundle
