@@ -11,7 +11,8 @@ fallback.
 - A known user is scored from their stored history, with `recent_items` appended (the latest
   `history_len` kept); everything they interacted with, and the recent items, are excluded.
 - An unknown user with `recent_items` gets a real user-tower vector from those items (session
-  recommendations); with neither, the most popular items, `fallback` true.
+  recommendations; the user id part is left as padding, as in the HTTP service); with neither,
+  the most popular items, `fallback` true.
 - Recent items the catalog does not hold are ignored (they have no features to embed).
 
 Scoring is exact (one matmul over all item vectors), which is what a pyfunc answering a few
@@ -132,6 +133,9 @@ class TwoTowerModel:
         if scored:
             idx = torch.as_tensor(scored)
             user_hash = torch.as_tensor(hash_buckets([user_ids[q] for q in scored], t.n_hashes, t.user_buckets))
+            # an unknown user's hashed id would land in some trained user's bucket: padding instead, so
+            # the session's items speak alone (the HTTP service's rule, models/serving/snapshot.py)
+            user_hash[torch.as_tensor(rows[scored] < 0)] = 0
             with torch.no_grad():
                 U = self.model.users(self.catalog, user_hash, hist[idx])
                 S = U @ self.vectors.T
@@ -143,7 +147,8 @@ class TwoTowerModel:
                     if s > -np.inf:
                         out.append((user_ids[q], r + 1, self.catalog.item_ids[i], float(s), False))
         for q in sorted(set(range(len(user_ids))) - set(scored)):
-            pop = [(i, c) for i, c in zip(self.popular, self.popular_counts) if i not in set(exclude[q])][:k]
+            skip = set(exclude[q].tolist())
+            pop = [(i, c) for i, c in zip(self.popular, self.popular_counts) if i not in skip][:k]
             out += [(user_ids[q], r + 1, self.catalog.item_ids[i], float(c), True) for r, (i, c) in enumerate(pop)]
         order = {q: n for n, q in enumerate(user_ids)}
         df = pd.DataFrame(out, columns=["user_id", "rank", "item_id", "score", "fallback"])
