@@ -182,6 +182,28 @@ class RQVAE(nn.Module):
             r = r - self.codebooks[level][nearest(r, self.codebooks[level])]
         return out
 
+    def code_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """(n, code_dim) latents -> (n, levels, K): minus the squared distance of each level's
+        residual to that level's codewords, the code distribution a latent induces (ETEGRec's
+        sequence-item alignment compares two of them). Differentiable in z and the codebooks."""
+        r, out = z, []
+        for level in range(self.cfg.levels):
+            cb = self.codebooks[level]  # (K, c)
+            d2 = (r * r).sum(1, keepdim=True) - 2 * r @ cb.T + (cb * cb).sum(1)[None, :]  # (n, K)
+            out.append(-d2)
+            r = r - cb[d2.detach().argmin(1)]
+        return torch.stack(out, 1)
+
+    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(n, d) raw vectors -> the RQ-VAE's own loss (reconstruction MSE + codebook and
+        commitment terms), the (n, levels) codes, the (n, code_dim) latents and the (n, d)
+        reconstructions (standardised)."""
+        target = self.standardise(x)
+        z = self.encoder(target)
+        codes, q, vq = self.quantise(z)
+        recon = self.decoder(q)
+        return ((recon - target) ** 2).sum(1).mean() + vq, codes, z, recon
+
     @torch.no_grad()
     def init_codebooks(self, xb: torch.Tensor) -> None:
         """k-means on the encodings of the vectors, level by level on the residuals."""
@@ -214,8 +236,7 @@ class RQVAE(nn.Module):
             total, used = 0.0, torch.zeros(cfg.levels, cfg.codebook_size, dtype=torch.long)
             for s in range(0, n, cfg.batch_size):
                 xb_ = x[perm[s : s + cfg.batch_size]]
-                codes, recon, vq = self(xb_)
-                loss = ((recon - self.standardise(xb_)) ** 2).sum(1).mean() + vq
+                loss, codes, _, _ = self.loss(xb_)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -338,6 +359,7 @@ def fit_tokenizer(
     xb: np.ndarray, cfg: TokenizerConfig, log: Callable[[str], None] | None = None
 ) -> tuple[nn.Module, dict]:
     t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)  # before the layers exist: their initial weights are part of the seeded run
     tok = build_tokenizer(cfg, xb.shape[1])
     fit = tok.fit(xb, log=log)
     tok.eval()
