@@ -129,8 +129,18 @@ class GenerativeRetriever(nn.Module):
 
     def forward(self, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (B, L, 4) histories, (B, 4) target codes -> (B, 4, K) logits."""
+        return self.forward_states(hist, target)[0]
+
+    def forward_states(
+        self, hist: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher forcing with the states ETEGRec's alignment losses read: (B, 4, K) logits,
+        (B, D) the encoder's mean state over the non-padding positions (CLS included), and (B, D)
+        the decoder's first state (the one that predicts c1)."""
         memory, mask = self.encode(hist)
         h = self.decode(target[:, :3], memory, mask)  # (B, 4, D)
         K = self.cfg.codebook_size
         W = self.tokens.weight[: 4 * K].view(4, K, -1)  # (4, K, D)
-        return torch.einsum("bld,lkd->blk", h, W)  # (B, 4, K)
+        keep = (~mask).unsqueeze(-1).to(memory.dtype)  # (B, S, 1)
+        seq = (memory * keep).sum(1) / keep.sum(1)  # (B, D)
+        return torch.einsum("bld,lkd->blk", h, W), seq, h[:, 0]  # (B, 4, K), (B, D), (B, D)

@@ -3,7 +3,9 @@
 Training is teacher forcing on the train split's rows (every train positive with the user's
 previous L positives, left-truncated; padding items masked in the encoder), cross-entropy over
 each of the 4 codes, AdamW, gradient clipping, early stopping on validation NDCG@10 from
-constrained beam search, seeded; the best weights are kept.
+constrained beam search, seeded; the best weights are kept. `mode="etegrec"` trains the RQ-VAE
+tokenizer in alternation with the retriever, tied by two alignment losses
+(`models.generative.etegrec`); the best epoch's tokenizer and codes are kept with its weights.
 
 Evaluation uses the same users, targets and exclusions as the two-tower's full-ranking
 evaluation (`models.retrieval.data.EvalSet`): the beam (width `beam`) over the whole catalog's
@@ -17,6 +19,8 @@ import copy
 import json
 import math
 import time
+from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +33,7 @@ import torch
 from models import artifacts
 from models.artifacts import atomic_folder
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
+from models.generative.etegrec import JointTokenizer, Projections, alignment_losses, distinct_rows
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.progress import Progress
 from models.retrieval.data import Catalog, EvalSet, TrainSet
@@ -52,6 +57,21 @@ class GenTrainConfig:
     max_minutes: float = 0.0  # training time budget (0 = none), keeping the best weights
     max_steps: int | None = None  # tests and smoke runs
     recent_per_user: int = 0  # train on each user's last R train positives only (0 = all): bounds an epoch
+    mode: str = "tiger"  # tiger: the tokenizer stays fixed | etegrec: trained with the retriever (etegrec.py)
+    cycle: int = 2  # etegrec: the last of every `cycle` epochs trains the tokenizer (ETEGRec: 2-4)
+    sia_weight: float = 1e-4  # etegrec: sequence-item alignment (symmetric KL of code distributions)
+    psa_weight: float = 3e-4  # etegrec: preference-semantic alignment (InfoNCE, decoder state vs reconstruction)
+    tokenizer_lr: float = 1e-4  # etegrec: Adam learning rate of the tokenizer epochs
+    align_temperature: float = 0.07  # etegrec: the InfoNCE temperature
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "etegrec" and self.cycle < 2:
+            raise ValueError(f"cycle must be at least 2 (one tokenizer epoch, then retriever epochs), got {self.cycle}")
+
+
+MODES = ("tiger", "etegrec")
 
 
 @dataclass
@@ -64,6 +84,11 @@ class GenTrainResult:
     seconds: float = 0.0
     stopped_by: str = ""
     optimizer_state: dict | None = None
+    # etegrec: the jointly trained tokenizer (best epoch's state), every item's codes from it and
+    # the (N + 1, 4) table by catalog position the best weights were validated with
+    tokenizer: torch.nn.Module | None = None
+    semantic_ids: object | None = None
+    table: np.ndarray | None = None
 
 
 def codes_by_position(catalog: Catalog, item_ids, codes: np.ndarray) -> np.ndarray:
@@ -133,7 +158,7 @@ def evaluate_generative(
 
 
 def train_generative(
-    table: np.ndarray,
+    table: np.ndarray | None,
     train_set: TrainSet,
     model_cfg: Seq2SeqConfig,
     cfg: GenTrainConfig,
@@ -141,14 +166,34 @@ def train_generative(
     valid: EvalSet | None = None,
     log: Callable[[str], None] = print,
     on_check: Callable[[int, dict], None] | None = None,
+    joint: JointTokenizer | None = None,
 ) -> GenTrainResult:
-    """table: (N + 1, 4) codes by catalog position (`codes_by_position`)."""
+    """table: (N + 1, 4) codes by catalog position (`codes_by_position`). In etegrec mode the
+    codes come from `joint` (the tokenizer being trained and the item vectors) and `table` is
+    ignored (pass None)."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     assert train_set.history.shape[1] == model_cfg.history_len, (train_set.history.shape, model_cfg.history_len)
+    if (cfg.mode == "etegrec") != (joint is not None):
+        raise ValueError(
+            "etegrec mode trains the tokenizer with the retriever: pass joint=JointTokenizer(...) "
+            "(and only in that mode)"
+        )
     model = GenerativeRetriever(model_cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sid = None
+    if joint is not None:
+        sid, table = joint.encode()
+        tok = joint.tokenizer
+        proj = Projections(model_cfg.d_model, tok.cfg.code_dim, tok.dim)
+        tok_opt = torch.optim.Adam(tok.parameters(), lr=cfg.tokenizer_lr)
+        log(
+            f"etegrec: one tokenizer epoch in every {cfg.cycle}; alignment weights SIA {cfg.sia_weight}, PSA {cfg.psa_weight}"
+        )
+    else:
+        proj = torch.nn.Module()  # no parameters
+    rec_params = [*model.parameters(), *proj.parameters()]
+    opt = torch.optim.AdamW(rec_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     codes = torch.as_tensor(table)
     trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
     rows_all = (
@@ -167,26 +212,46 @@ def train_generative(
     t0 = time.perf_counter()
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     for epoch in range(cfg.epochs):
-        model.train()
+        tok_epoch = joint is not None and (epoch + 1) % cfg.cycle == 0
+        model.train(not tok_epoch)
+        for p in rec_params:
+            p.requires_grad_(not tok_epoch)
+        if joint is not None:
+            tok.train(tok_epoch)
+            tok.requires_grad_(tok_epoch)
         perm = rows_all[torch.randperm(n, generator=gen)]
-        losses, te = [], time.perf_counter()
-        progress = Progress(f"generative epoch {epoch}", steps_per_epoch, "steps", log)
+        sums, te = defaultdict(float), time.perf_counter()
+        what = "tokenizer epoch" if tok_epoch else "generative epoch"
+        progress = Progress(f"{what} {epoch}", steps_per_epoch, "steps", log)
         for s in range(0, n, cfg.batch_size):
             rows = perm[s : s + cfg.batch_size]
             hist = _hist_codes(codes, train_set.history[rows])  # (B, L, 4)
-            target = codes[train_set.target[rows]]  # (B, 4)
-            logits = model(hist, target)  # (B, 4, K)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            target_pos = train_set.target[rows]  # (B,)
+            target = codes[target_pos]  # (B, 4)
+            with torch.no_grad() if tok_epoch else nullcontext():
+                logits, seq_state, first_state = model.forward_states(hist, target)  # (B, 4, K), (B, D), (B, D)
+                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            loss, parts = ce, {"loss": ce}
+            if joint is not None:
+                u = distinct_rows(target_pos)
+                sia, psa, rq = alignment_losses(
+                    tok, proj, seq_state[u], first_state[u], joint.by_position[target_pos[u]], cfg.align_temperature
+                )
+                loss = (rq if tok_epoch else ce) + cfg.sia_weight * sia + cfg.psa_weight * psa
+                parts.update(sia=sia, psa=psa, rq_loss=rq)
             if not torch.isfinite(loss):
                 raise GenerativeDiverged(
                     f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
                     "lower the learning rate; nothing was saved"
                 )
-            opt.zero_grad(set_to_none=True)
+            step_opt, params = (tok_opt, list(tok.parameters())) if tok_epoch else (opt, rec_params)
+            step_opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            opt.step()
-            losses.append(loss.item())
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+            step_opt.step()
+            for k, v in parts.items():
+                sums[k] += v.item()
+            sums["batches"] += 1
             result.steps += 1
             progress.update()
             if cfg.max_steps and result.steps >= cfg.max_steps:
@@ -195,38 +260,69 @@ def train_generative(
                 result.stopped_by = "time_budget"
             if result.stopped_by:
                 break
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_seconds": time.perf_counter() - te}
-        if valid is not None and len(valid):
+        batches = sums.pop("batches")
+        row = {
+            "epoch": epoch + 1,
+            **{k: v / batches for k, v in sums.items()},
+            "train_seconds": time.perf_counter() - te,
+        }
+        if joint is not None:
+            row["tokenizer_epoch"] = float(tok_epoch)
+        if tok_epoch:  # new codes for every item; the retriever's next epoch reads them
+            row["dead_code_restarts"] = float(joint.restart_dead_codes(gen))
+            sid, new_table = joint.encode()
+            row["recoded"] = float((new_table[:-1] != table[:-1]).any(1).mean())
+            row["collision_rate"] = float(sid.stats["collision_rate"])
+            table, codes = new_table, torch.as_tensor(new_table)
+            trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
+        elif valid is not None and len(valid):
             tv = time.perf_counter()
             ev = evaluate_generative(model, trie, codes, valid, beam=cfg.beam, ks=(10,))
             row.update({f"valid_{k}": v for k, v in ev.items() if k in ("ndcg@10", "hr@10")})
             row["eval_seconds"] = time.perf_counter() - tv
         result.history.append(row)
         log(
-            f"generative epoch {epoch + 1}: loss {row['loss']:.4f}"
+            f"{what} {epoch + 1}: loss {row['loss']:.4f}"
+            + (f", tokenizer loss {row['rq_loss']:.4f}, {row['recoded']:.1%} of items recoded" if tok_epoch else "")
+            + (f", SIA {row['sia']:.4f}, PSA {row['psa']:.4f}" if joint is not None else "")
             + (f", valid NDCG@10 {row['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in row else "")
         )
         if on_check:
             on_check(epoch, row)
-        score = row.get("valid_ndcg@10", -row["loss"])
-        if score > best:
-            best, bad, best_state = score, 0, copy.deepcopy(model.state_dict())
-            result.best_epoch = epoch + 1
-            result.best_valid = {k: v for k, v in row.items() if k.startswith("valid_")}
-        else:
-            bad += 1
+        if not tok_epoch:  # a tokenizer epoch is judged by the retriever epoch after it
+            score = row.get("valid_ndcg@10", -row["loss"])
+            if score > best:
+                best, bad = score, 0
+                best_state = (
+                    copy.deepcopy(model.state_dict()),
+                    copy.deepcopy(tok.state_dict()) if joint is not None else None,
+                    table,
+                    sid,
+                )
+                result.best_epoch = epoch + 1
+                result.best_valid = {k: v for k, v in row.items() if k.startswith("valid_")}
+            else:
+                bad += 1
         if result.stopped_by:
             break
         if bad >= cfg.patience:
             result.stopped_by = "early_stopping"
             log(
-                f"early stop: no better validation NDCG@10 for {cfg.patience} epochs; best at epoch {result.best_epoch}"
+                f"early stop: no better validation NDCG@10 for {cfg.patience} checks; best at epoch {result.best_epoch}"
             )
             break
     result.stopped_by = result.stopped_by or "max_epochs"
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state[0])
+        table, sid = best_state[2], best_state[3]
+        if joint is not None:
+            tok.load_state_dict(best_state[1])
     model.eval()
+    model.requires_grad_(True)
+    if joint is not None:
+        tok.eval()
+        tok.requires_grad_(True)
+        result.tokenizer, result.semantic_ids, result.table = tok, sid, table
     result.seconds = time.perf_counter() - t0
     result.optimizer_state = opt.state_dict()
     return result
