@@ -482,6 +482,22 @@ class GenerativeConfig(dg.Config):
         default=10.0, description="Training time budget (0 = none); the best weights so far are kept."
     )
     seed: int = Field(default=_GEN.seed, description="Seeds torch and NumPy.")
+    mode: str = Field(
+        default=_GEN.mode,
+        description="tiger (the tokenizer stays as item_semantic_ids made it) or etegrec (ETEGRec: "
+        "the RQ-VAE tokenizer trains in alternation with the retriever under two alignment losses, "
+        "and this asset publishes the moved tokenizer's codes as the current semantic IDs).",
+    )
+    cycle: int = Field(
+        default=_GEN.cycle, description="etegrec: the last of every `cycle` epochs trains the tokenizer."
+    )
+    sia_weight: float = Field(
+        default=_GEN.sia_weight, description="etegrec: weight of the sequence-item alignment (symmetric KL)."
+    )
+    psa_weight: float = Field(
+        default=_GEN.psa_weight, description="etegrec: weight of the preference-semantic alignment (InfoNCE)."
+    )
+    tokenizer_lr: float = Field(default=_GEN.tokenizer_lr, description="etegrec: the tokenizer epochs' learning rate.")
 
     def retriever_config(self, codebook_size: int):
         from models.generative.seq2seq import Seq2SeqConfig
@@ -510,6 +526,11 @@ class GenerativeConfig(dg.Config):
             valid_users=self.valid_users,
             seed=self.seed,
             max_minutes=self.max_minutes,
+            mode=self.mode,
+            cycle=self.cycle,
+            sia_weight=self.sia_weight,
+            psa_weight=self.psa_weight,
+            tokenizer_lr=self.tokenizer_lr,
         )
 
 

@@ -56,3 +56,26 @@ def test_the_guard_sees_a_drifted_default():
         batch_size: int = TrainConfig().batch_size * 2
 
     assert train_config(Drifted()) != TrainConfig()
+
+
+def test_generative_config_defaults_are_the_library_defaults():
+    from assets.config import GenerativeConfig, SemanticIdConfig
+    from models.generative.semantic_ids import TokenizerConfig
+    from models.generative.seq2seq import Seq2SeqConfig
+    from models.generative.training import GenTrainConfig
+
+    dagster_only = {"max_minutes": "the asset bounds a training the library leaves unbounded", "retrain": "asset"}
+    library = {**_defaults(Seq2SeqConfig), **_defaults(GenTrainConfig)}
+    for name, field in GenerativeConfig.model_fields.items():
+        if name not in dagster_only:
+            assert name in library, f"GenerativeConfig.{name} has no Seq2SeqConfig/GenTrainConfig twin"
+            assert field.default == library[name], (name, field.default, library[name])
+    tok = _defaults(TokenizerConfig)
+    for name, field in SemanticIdConfig.model_fields.items():
+        if name not in dagster_only:
+            assert name in tok, f"SemanticIdConfig.{name} has no TokenizerConfig twin"
+            assert field.default == (list(tok[name]) if name == "hidden" else tok[name]), name
+    # what the asset builds from an empty config is the library's run, but for the time budget
+    built = GenerativeConfig().train_config()
+    assert dataclasses.replace(built, max_minutes=GenTrainConfig().max_minutes) == GenTrainConfig()
+    assert SemanticIdConfig().tokenizer_config() == TokenizerConfig()

@@ -530,6 +530,62 @@ def test_generative_group_codes_every_item_once_and_serves_next_to_the_two_tower
     assert "fallback" in out.stderr and len(rows) == 10
 
 
+def test_etegrec_mode_publishes_the_tokenizer_it_trained_and_everything_reads_its_codes(
+    first_run, home, monkeypatch, tmp_path
+):
+    import shutil
+
+    from models.artifacts import read_manifest
+    from models.generative.store import read_codes
+    from orchestration.cli import main
+    from orchestration.definitions import build_definitions
+
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    monkeypatch.setenv("TOWERFLOW_HOME", str(copy))
+    root = copy / "artifacts" / "semantic_ids"
+    before = read_manifest(root)
+    defs = build_definitions(copy)
+    small = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn": 64, "history_len": 8}
+    run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey("generative_retriever"), dg.AssetKey("generative_evaluation")],
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config={"ops": {"generative_retriever": {"config": {**small, "epochs": 3, "mode": "etegrec"}}}},
+    )
+    assert run.success
+    after = read_manifest(root)
+    new = after["tokenizer"]
+    assert new != before["tokenizer"] and after["two_tower_version"] == before["two_tower_version"]
+    tok_meta = json.loads((root / "tokenizers" / new / "config.json").read_text())
+    assert tok_meta["parent"] == before["tokenizer"] and tok_meta["trained_with"] == "etegrec"
+    # the checkpoint names the published tokenizer, so evaluation (above) and serving accept the pair
+    gen_root = copy / "artifacts" / "generative"
+    ckpt = json.loads((gen_root / read_manifest(gen_root)["latest"] / "config.json").read_text())
+    assert ckpt["tokenizer"] == new and ckpt["train"]["mode"] == "etegrec"
+    history = ckpt["history"]
+    assert [r["tokenizer_epoch"] for r in history] == [0.0, 1.0, 0.0]
+    # the warehouse table holds the same codes, all distinct, and the UI sees item_semantic_ids change
+    sid, _ = read_codes(root)
+    con = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True)
+    rows = con.execute("SELECT item_id, c1, c2, c3, c4, tokenizer_version FROM item_semantic_ids").fetchall()
+    con.close()
+    assert {r[0]: tuple(r[1:5]) for r in rows} == {i: tuple(c) for i, c in zip(sid.item_ids, sid.codes.tolist())}
+    assert {r[5] for r in rows} == {new} and len({r[1:5] for r in rows}) == len(rows)
+    published = [m for m in run.get_asset_materialization_events() if m.asset_key == dg.AssetKey("item_semantic_ids")]
+    assert len(published) == 1 and published[0].materialization.metadata["tokenizer"].value == new
+    out = CliRunner().invoke(main, ["recommend", "--retriever", "generative", "--sample", "1", "-k", "3"])
+    assert out.exit_code == 0, out.output
+    # the incremental item path keeps the jointly trained tokenizer and its codes
+    again = (
+        build_definitions(copy)
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(asset_selection=[dg.AssetKey("item_semantic_ids")], instance=dg.DagsterInstance.ephemeral())
+    )
+    meta = again.asset_materializations_for_node("item_semantic_ids")[0].metadata
+    assert (meta["mode"].value, meta["tokenizer"].value, meta["encoded"].value) == ("incremental", new, 0)
+
+
 def test_a_model_index_version_mismatch_is_refused(first_run, home, monkeypatch, tmp_path):
     import json
     import shutil

@@ -7,10 +7,12 @@ import models.generative.seq2seq as gen_seq2seq
 import models.generative.training as gen_training
 import models.generative.beam as gen_beam
 import models.generative.store as gen_store
+import models.generative.etegrec as gen_etegrec
 from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import GenerativeConfig
 from assets.reporting import figures_metadata, md_table
-from models.generative.store import read_codes
+from models.generative.etegrec import JointTokenizer
+from models.generative.store import joint_training_inputs, publish_joint_tokenizer, read_codes, write_warehouse
 from models.generative.training import (
     codes_by_position,
     save_generative,
@@ -29,7 +31,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_seq2seq, gen_training, gen_beam, gen_store),
+    code_version=code_version(__file__, gen_seq2seq, gen_training, gen_beam, gen_store, gen_etegrec),
 )
 def generative_retriever(
     context: dg.AssetExecutionContext,
@@ -41,8 +43,16 @@ def generative_retriever(
     """A T5-style encoder-decoder over semantic-ID tokens, trained with teacher forcing on every
     train positive (the user's previous history_len positives -> the item's 4 codes), early-
     stopped on valid NDCG@10 of trie-constrained beam search, checkpointed under
-    artifacts/generative/<version>/ with the tokenizer version it was trained on."""
-    sid, manifest = read_codes(paths.artifacts / "semantic_ids")
+    artifacts/generative/<version>/ with the tokenizer version it was trained on.
+
+    With `mode: etegrec` the RQ-VAE tokenizer trains in alternation with the retriever
+    (models/generative/etegrec.py); the moved tokenizer is then published as a new tokenizer
+    version with every item's codes (artifacts/semantic_ids and the warehouse table
+    item_semantic_ids, reported as a materialization of that asset), so evaluation, serving and
+    the incremental item path read the codes this retriever was trained on."""
+    root = paths.artifacts / "semantic_ids"
+    sid, manifest = read_codes(root)
+    joint = None
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         # hashed-id features are unused here: the smallest tables keep loading cheap
@@ -52,9 +62,16 @@ def generative_retriever(
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
     model_cfg = config.retriever_config(manifest["tokenizer_config"]["codebook_size"])
     tcfg = config.train_config()
+    if tcfg.mode == "etegrec":
+        try:
+            tok, manifest, item_ids, xb = joint_training_inputs(root, paths.artifacts / "embeddings")
+            joint = JointTokenizer(tok, item_ids, xb, data.catalog)
+        except (FileNotFoundError, ValueError) as e:
+            raise dg.Failure(f"etegrec mode: {e}") from e
+        table = None  # the codes come from the tokenizer as it trains
     context.log.info(
-        f"training the generative retriever on {len(data.train):,} train rows, {len(data.catalog):,} "
-        f"items, tokenizer {manifest['tokenizer']}"
+        f"training the generative retriever ({tcfg.mode}) on {len(data.train):,} train rows, "
+        f"{len(data.catalog):,} items, tokenizer {manifest['tokenizer']}"
     )
 
     with mlflow.child_run(context, "generative_retriever", tags={"dagster_asset": "generative_retriever"}) as run:
@@ -63,15 +80,36 @@ def generative_retriever(
             run.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)  # the training's own run
 
         result = train_generative(
-            table, data.train, model_cfg, tcfg, valid=data.valid, log=context.log.info, on_check=log_check
+            table, data.train, model_cfg, tcfg, valid=data.valid, log=context.log.info, on_check=log_check, joint=joint
         )
         final = summary_metrics(result)
+        tokenizer = manifest["tokenizer"]
+        if joint is not None:
+            published = publish_joint_tokenizer(
+                root, result.tokenizer, result.semantic_ids, manifest, {"trained_with": "etegrec", "run": run.run_id}
+            )
+            tokenizer = published["tokenizer"]
+            with duckdb.get_connection() as con:
+                write_warehouse(con, result.semantic_ids, tokenizer)
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key="item_semantic_ids",
+                    description=f"published by generative_retriever (etegrec), from tokenizer {manifest['tokenizer']}",
+                    metadata={
+                        "tokenizer": tokenizer,
+                        "parent_tokenizer": manifest["tokenizer"],
+                        "collision_rate": float(published["stats"]["collision_rate"]),
+                        "dagster/row_count": len(result.semantic_ids.item_ids),
+                    },
+                )
+            )
+            context.log.info(f"etegrec: published tokenizer {tokenizer} and its codes as the current semantic IDs")
         path = save_generative(
             paths.artifacts / "generative",
             result.model,
             {
                 "train": train_config_dict(tcfg),
-                "tokenizer": manifest["tokenizer"],
+                "tokenizer": tokenizer,
                 "metrics": final,
                 "two_tower_version": champion_version(paths.artifacts),
                 "vocabulary_fingerprint": fingerprint,
@@ -82,7 +120,7 @@ def generative_retriever(
         run.log(
             params={
                 "checkpoint": path.name,
-                "tokenizer": manifest["tokenizer"],
+                "tokenizer": tokenizer,
                 **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
                 **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
             },
@@ -94,7 +132,7 @@ def generative_retriever(
             {k: v for k, v in final.items() if isinstance(v, (int, float))},
             params={
                 "checkpoint": path.name,
-                "tokenizer": manifest["tokenizer"],
+                "tokenizer": tokenizer,
                 "stopped_by": final["stopped_by"],
                 **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
                 **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
@@ -119,7 +157,8 @@ def generative_retriever(
                 **final,
                 "version": path.name,
                 "checkpoint": str(path),
-                "tokenizer": manifest["tokenizer"],
+                "tokenizer": tokenizer,
+                "mode": tcfg.mode,
                 "parameters": sum(p.numel() for p in result.model.parameters()),
             },
             tables={

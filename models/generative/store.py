@@ -7,6 +7,11 @@
 
 and the warehouse table `item_semantic_ids` (sql/item_semantic_ids.sql). Every write is atomic and
 the manifest is replaced last, so a reader sees one consistent tokenizer + table.
+
+Two writers: `item_semantic_ids` (`refresh_semantic_ids`) and, in ETEGRec mode, `generative_retriever`
+(`publish_joint_tokenizer`), whose training moves the tokenizer: it publishes that tokenizer as a new
+version with every item's codes from it, so the retriever, its evaluation, serving and the
+incremental item path all read the codes it was trained on.
 """
 
 from __future__ import annotations
@@ -157,3 +162,42 @@ def refresh_semantic_ids(
         },
     )
     return sid, manifest
+
+
+def joint_training_inputs(root: Path, embeddings_folder: Path):
+    """(tokenizer, its manifest, item ids, item vectors) for ETEGRec training: the current
+    tokenizer and the item_embeddings vectors it encoded. Refuses vectors from another two-tower
+    model than the tokenizer's (item_semantic_ids has not caught up with a new champion)."""
+    from models.index.embeddings import read_embeddings
+
+    sid_manifest = read_manifest(root)
+    emb = read_manifest(embeddings_folder)
+    if sid_manifest is None or emb is None:
+        raise FileNotFoundError("ETEGRec training needs item_embeddings and item_semantic_ids: materialize them first")
+    if sid_manifest["two_tower_version"] != emb["model_version"]:
+        raise ValueError(
+            f"the semantic IDs come from two-tower {sid_manifest['two_tower_version']}, the item embeddings "
+            f"from {emb['model_version']}: materialize item_semantic_ids first"
+        )
+    tok, _ = load_tokenizer(root, sid_manifest["tokenizer"])
+    _, item_ids, xb = read_embeddings(embeddings_folder)
+    return tok, sid_manifest, item_ids, xb
+
+
+def publish_joint_tokenizer(root: Path, tokenizer, sid: SemanticIds, prior: dict, meta: dict) -> dict:
+    """Save the tokenizer ETEGRec training moved as a new version and make its codes current (the
+    manifest `prior` names the tokenizer it started from); returns the new manifest."""
+    version = save_tokenizer(
+        root, tokenizer, {"two_tower_version": prior["two_tower_version"], "parent": prior["tokenizer"], **meta}
+    )
+    sid.stats.update(mode="joint", reason=f"trained with the retriever (etegrec) from tokenizer {prior['tokenizer']}")
+    return write_codes(
+        root,
+        sid,
+        {
+            "tokenizer": version,
+            "tokenizer_config": tokenizer.cfg.to_dict(),
+            "two_tower_version": prior["two_tower_version"],
+            "embeddings_sha256": prior["embeddings_sha256"],
+        },
+    )
