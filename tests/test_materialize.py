@@ -565,6 +565,14 @@ def test_etegrec_mode_publishes_the_tokenizer_it_trained_and_everything_reads_it
     assert ckpt["tokenizer"] == new and ckpt["train"]["mode"] == "etegrec"
     history = ckpt["history"]
     assert [r["tokenizer_epoch"] for r in history] == [0.0, 1.0, 0.0]
+    (own,) = [
+        m
+        for m in run.asset_materializations_for_node("generative_retriever")
+        if m.asset_key.path == ["generative_retriever"]
+    ]
+    meta = own.metadata
+    assert meta["mode"].value == "etegrec" and Path(meta["curves"].value).stat().st_size > 0
+    assert "| 2 | tokenizer |" in meta["epochs"].value
     # the warehouse table holds the same codes, all distinct, and the UI sees item_semantic_ids change
     sid, _ = read_codes(root)
     con = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True)

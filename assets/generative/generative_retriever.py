@@ -21,6 +21,7 @@ from models.generative.training import (
     train_generative,
 )
 from models.retrieval.checkpoint import champion_version
+from models.retrieval.plots import training_curves
 from models.retrieval.data import load_from_warehouse
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -117,6 +118,7 @@ def generative_retriever(
             },
             result.optimizer_state,
         )
+        png = training_curves(result.history, path / "curves.png")
         run.log(
             params={
                 "checkpoint": path.name,
@@ -124,7 +126,7 @@ def generative_retriever(
                 **{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
                 **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
             },
-            artifacts=[path / "config.json"],
+            artifacts=[path / "config.json", png],
         )
         mlflow.log(
             context,
@@ -143,6 +145,7 @@ def generative_retriever(
     epochs = [
         (
             r["epoch"],
+            "tokenizer" if r.get("tokenizer_epoch") else "retriever",
             round(r["loss"], 4),
             round(r.get("valid_ndcg@10", float("nan")), 4),
             round(r.get("valid_hr@10", float("nan")), 4),
@@ -162,7 +165,10 @@ def generative_retriever(
                 "parameters": sum(p.numel() for p in result.model.parameters()),
             },
             tables={
-                "epochs": md_table(epochs, ("epoch", "loss", "valid NDCG@10", "valid HR@10", "train s", "valid s"))
+                "epochs": md_table(
+                    epochs, ("epoch", "trains", "loss", "valid NDCG@10", "valid HR@10", "train s", "valid s")
+                )
             },
         )
+        | {"curves": dg.MetadataValue.path(str(png))}
     )

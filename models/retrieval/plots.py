@@ -1,4 +1,4 @@
-"""Training curves as a PNG (loss and validation metrics per epoch)."""
+"""Training curves as a PNG (loss and validation metrics per epoch; tokenizer epochs shaded)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,15 @@ def training_curves(history: list[dict], path: Path) -> Path:
     a.plot(epochs, [r["loss"] for r in history], marker="o")
     a.set(title="training loss", xlabel="epoch")
     for key in ("valid_ndcg@10", "valid_hr@10"):
-        if any(key in r for r in history):
-            b.plot(epochs, [r.get(key, float("nan")) for r in history], marker="o", label=key.replace("valid_", ""))
+        rows = [r for r in history if key in r]  # epochs without validation (ETEGRec's tokenizer epochs) are skipped
+        if rows:
+            b.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=key.replace("valid_", ""))
+    shaded = [r["epoch"] for r in history if r.get("tokenizer_epoch")]  # ETEGRec (models/generative/etegrec.py)
+    for e in shaded:
+        for ax in (a, b):
+            ax.axvspan(e - 0.5, e + 0.5, color="0.9", zorder=0)
+    if shaded:
+        a.set(title="training loss (shaded: tokenizer epochs)")
     b.set(title="validation (full ranking)", xlabel="epoch")
     b.legend()
     fig.tight_layout()
