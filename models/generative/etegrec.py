@@ -51,7 +51,7 @@ class JointTokenizer:
             )
         self.tokenizer = tokenizer
         self.item_ids = np.asarray(item_ids, dtype=object)
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.vectors = np.array(vectors, dtype=np.float32)  # a writable copy (Parquet gives read-only views)
         self.catalog = catalog
         self._codes_by_position = codes_by_position
         pos = np.asarray(catalog.index_of(self.item_ids))  # catalog position of each vector's item, -1 = none

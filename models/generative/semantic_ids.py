@@ -103,7 +103,7 @@ class ResidualKMeans(nn.Module):
         self.codebooks = nn.Parameter(torch.zeros(cfg.levels, cfg.codebook_size, dim), requires_grad=False)
 
     def fit(self, xb: np.ndarray, log: Callable[[str], None] | None = None) -> dict:
-        r = np.ascontiguousarray(xb, dtype=np.float32)
+        r = np.array(xb, dtype=np.float32)  # writable: torch reads it below
         for level in range(self.cfg.levels):
             c = kmeans(
                 r,
@@ -222,7 +222,7 @@ class RQVAE(nn.Module):
     def fit(self, xb: np.ndarray, log: Callable[[str], None] | None = None) -> dict:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        x = torch.as_tensor(np.ascontiguousarray(xb, dtype=np.float32))
+        x = torch.from_numpy(np.array(xb, dtype=np.float32))  # a copy: the vectors may be a read-only Arrow view
         self.x_mean.copy_(x.mean(0))
         self.x_std.copy_(x.std(0).clamp(min=1e-6))
         self.init_codebooks(x)
@@ -279,7 +279,7 @@ def encode_vectors(tokenizer: nn.Module, xb: np.ndarray, batch: int = 65_536) ->
     """(n, d) vectors -> (n, levels) int64 codes and (n,) squared reconstruction errors."""
     codes, err = [], []
     for s in range(0, len(xb), batch):
-        x = torch.as_tensor(np.ascontiguousarray(xb[s : s + batch], dtype=np.float32))
+        x = torch.from_numpy(np.array(xb[s : s + batch], dtype=np.float32))
         c, recon = tokenizer.encode(x)
         codes.append(c.numpy())
         err.append(((recon - x) ** 2).sum(1).numpy())
