@@ -119,17 +119,19 @@ def find_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
 
 
 def fail_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
-    """Mark every dead run FAILED (with the reason in its event log) and free its pool slots."""
+    """Free every dead run's pool slots, then mark it FAILED (with the reason in its event log).
+    In that order, a FAILED run never holds a slot: whoever sees the failure (a waiting run, the
+    UI, a test) also sees the warehouse free. The other order left a window where it did not."""
     dead = find_dead_runs(instance)
     for d in dead:
         run = instance.get_run_by_id(d.run_id)
         if run is None or run.status != dg.DagsterRunStatus.STARTED:
             continue  # it finished meanwhile
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(d.run_id)
         instance.report_run_failed(
             run,
             f"Run {d.run_id} marked failed by towerflow's dead_run_sweep: {d.reason} "
             "(killed, crashed or the machine restarted) while the run was STARTED.",
         )
-        if instance.event_log_storage.supports_global_concurrency_limits:
-            instance.event_log_storage.free_concurrency_slots_for_run(d.run_id)
     return dead
