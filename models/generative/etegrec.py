@@ -73,7 +73,9 @@ class JointTokenizer:
         tok = self.tokenizer
         x = torch.as_tensor(self.vectors)
         codes, _ = tok.encode(x)
-        used = torch.stack([torch.bincount(codes[:, level], minlength=tok.cfg.codebook_size) for level in range(3)])
+        used = torch.stack(
+            [torch.bincount(codes[:, level], minlength=tok.cfg.codebook_size) for level in range(tok.cfg.levels)]
+        )
         return tok.restart_dead_codes(x, used, gen)
 
     def encode(self) -> tuple[SemanticIds, np.ndarray]:
