@@ -263,9 +263,12 @@ def test_etegrec_mode_trains_the_tokenizer_in_alternation_and_keeps_codes_unique
     np.testing.assert_array_equal(table, res.table)  # the returned codes are the tokenizer's own
     trie = PrefixTrie(res.table[:-1], 32)
     gen = evaluate_generative(res.model, trie, torch.as_tensor(res.table), d.test, beam=20)
-    # it learns: far above the chance hit rate (codes move under the retriever every other epoch, so
-    # on this tiny catalog 7 epochs do not reach popularity, which the tiger-mode run above beats)
-    assert gen["hr@10"] > 3 * 10 / len(d.catalog), gen
+    # It learns: far above the chance hit rate of 10 / 200 = 0.05. The codes move under the retriever
+    # every other epoch, so on this tiny catalog 7 epochs do not reach popularity (the tiger-mode run
+    # above beats it). With the thread count pinned (conftest) this run is deterministic: HR@10 0.193
+    # at seed 0. Over seeds 0-3 on one or two torch threads it ranged 0.133-0.288, so the margin is
+    # 2x chance, a third below the worst run seen, not 3x chance, which one two-thread run missed.
+    assert gen["hr@10"] > 2 * 10 / len(d.catalog), gen
 
 
 def test_etegrec_needs_an_rqvae_tokenizer(planted):
