@@ -319,7 +319,7 @@ def _ranker_default(field: str):
 
 
 def _ranking_candidates_default() -> int:
-    from models.ranking.ranker import DEFAULT_CANDIDATES
+    from models.ranking import DEFAULT_CANDIDATES
 
     return DEFAULT_CANDIDATES
 

@@ -49,11 +49,10 @@ import torch  # noqa: E402
 from benchmarks.bench_quality_movielens import SETTINGS, _stat, build_data, tower_config  # noqa: E402
 from models.generative.beam import PrefixTrie  # noqa: E402
 from models.generative.etegrec import JointTokenizer  # noqa: E402
-from models.generative.semantic_ids import TokenizerConfig, fit_tokenizer, tokenize  # noqa: E402
+from models.generative.semantic_ids import TokenizerConfig, codes_by_position, fit_tokenizer, tokenize  # noqa: E402
 from models.generative.seq2seq import Seq2SeqConfig  # noqa: E402
 from models.generative.training import (  # noqa: E402
     GenTrainConfig,
-    codes_by_position,
     evaluate_generative,  # noqa: E402
     train_generative,
 )

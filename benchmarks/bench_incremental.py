@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. recall of both against exact search over their own table, on real user vectors
     rec = Recommender(con, inc)  # serves the upserted index
-    rows = np.random.default_rng(0).choice(len(rec.users), args.recall_queries, replace=False)
-    xq = rec.user_vectors(rows)
+    rows = np.random.default_rng(0).choice(len(rec.user_ids), args.recall_queries, replace=False)
+    xq = rec.core.user_vectors(rows)
     np.save(work / "user_queries.npy", xq)  # for bench_index.py --trained ... --queries
     recalls = {}
     for name, folder, idx in (("incremental", inc, idx_inc), ("fresh", fresh, idx_full)):
@@ -208,17 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 4. single-user recommend latency: the ANN index vs an exact Flat index of the same vectors
-    users = rec.users.user_keys[np.random.default_rng(1).choice(len(rec.users), args.latency_queries, replace=False)]
+    users = rec.user_ids[np.random.default_rng(1).choice(len(rec.user_ids), args.latency_queries, replace=False)]
     rid, items, xb = read_embeddings(inc / "embeddings")
     flat = ItemIndex.build(xb, rid, items, IndexSpec(kind="flat"))
     print(f"\nrecommend(user, k=10), one call at a time, {len(users):,} users, {len(rec.index):,} items")
     print(f"{'index':<8} {'threads':>8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    ann = rec.index
+    ann, core = rec.index, rec.core
     for threads in (1, 2):  # 1 is what the CLI uses for a few users (Recommender(threads=1))
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(threads)
         for name, index in (("flat", flat), (ann.kind, ann)):
-            rec.index = index
+            rec.core = core.with_index(index)
             for u in users[:20]:
                 rec.recommend([u], 10)  # warm-up
             lat = []

@@ -36,7 +36,8 @@ from models.artifacts import write_manifest  # noqa: E402
 from models.ranking.data import build_ranking_candidates, load_ranking_set  # noqa: E402
 from models.ranking.evaluation import compare_orders, order_metrics  # noqa: E402
 from models.ranking.labels import build_action_labels, read_vocabulary, resolve_actions  # noqa: E402
-from models.ranking.ranker import DEFAULT_CANDIDATES, LoadedRanker  # noqa: E402
+from models.ranking import DEFAULT_CANDIDATES  # noqa: E402
+from models.ranking.ranker import LoadedRanker  # noqa: E402
 from models.ranking.training import save_ranker, train_ranker  # noqa: E402
 
 

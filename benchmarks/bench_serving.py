@@ -262,8 +262,8 @@ def setup(source: Path, work: Path) -> None:
     from assets.config import IndexConfig
     from models.index.embeddings import refresh_embeddings, refresh_index
     from models.retrieval.checkpoint import champion_version, load_checkpoint, update_manifest
-    from models.serving.histories import write_user_histories
-    from models.serving.recommender import sample_users, user_vectors_of
+    from models.retrieval.histories import write_user_histories
+    from models.retrieval.inference import sample_users, user_vectors_of
 
     done = work / "setup.json"
     key = {"source": str(source), "champion": champion_version(source / "artifacts")}
@@ -315,7 +315,7 @@ def autotune_figures(work: Path, threads: int) -> dict:
     from models.index.embeddings import read_embeddings
     from models.index.item_index import ItemIndex, exact_search, recall_at_k
     from models.retrieval.checkpoint import champion_version, load_checkpoint
-    from models.serving.recommender import sample_users, user_vectors_of
+    from models.retrieval.inference import sample_users, user_vectors_of
 
     art = work / "artifacts"
     cfg = IndexConfig()

@@ -4,8 +4,8 @@ towerflow generate [--users N --items N --events N --dirty-share F --seed S]
 towerflow import-movielens PATH
 towerflow status
 towerflow quarantine [--reason CODE] [-n 20]
-towerflow recommend [--user ID ...] [--users-file PATH] [-k 10] [--format table|csv|json]
-                    [--rank [--candidates 200]]
+towerflow recommend [--user ID ...] [--users-file PATH] [--recent ITEM ...] [-k 10]
+                    [--format table|csv|json] [--rank [--candidates 200]]
                     [--retriever two-tower|generative]
 towerflow similar --item ID [-k 10] [--format table|csv|json]
 towerflow serve [--host 127.0.0.1 --port 8000 --max-batch 64 --max-wait-ms 0 --reload-seconds 1]
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from models.ranking import DEFAULT_CANDIDATES
 from models.serving.config import ServeConfig
 from orchestration.resources import towerflow_home
 
@@ -188,13 +189,14 @@ def quarantine(reason: str | None, limit: int) -> None:
     click.echo(_table(rows, ("file", "line", "reason", "raw")))
 
 
-def _recommender(users: list[str], threads: int | None = 1):
-    """A Recommender loaded for `users` only: starts in about a second whatever the catalog size."""
+def _recommender(users: list[str], threads: int | None = 1, recent_items=()):
+    """A Recommender loaded for `users` (and `recent_items`' features) only: starts in about a
+    second whatever the catalog size."""
     from models.serving.recommender import Recommender, ServingError
 
     con = _connect()
     try:
-        return Recommender(con, towerflow_home() / "artifacts", threads=threads, users=users)
+        return Recommender(con, towerflow_home() / "artifacts", threads=threads, users=users, recent_items=recent_items)
     except (ServingError, ValueError) as e:  # VocabularyMismatch is a ValueError
         _fail(str(e))
     finally:
@@ -204,7 +206,7 @@ def _recommender(users: list[str], threads: int | None = 1):
 def _generative(users: list[str], threads: int | None = 1):
     """The latest generative retriever over the current semantic IDs, loaded for `users` only."""
     from models.generative.serving import GenerativeRecommender
-    from models.serving.recommender import ServingError
+    from models.retrieval.inference import ServingError
 
     con = _connect()
     try:
@@ -241,6 +243,13 @@ FORMATS = click.Choice(["table", "csv", "json"])
     help="A file with one user id per line.",
 )
 @click.option("--sample", default=0, type=click.IntRange(0, 1000), help="Also the first N known users (a demo).")
+@click.option(
+    "--recent",
+    "recent",
+    multiple=True,
+    help="An item of the current session (repeatable, latest last): appended to each user's history "
+    "and excluded, as the HTTP service's recent_items; an unknown user gets recommendations from them.",
+)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.option(
@@ -252,9 +261,10 @@ FORMATS = click.Choice(["table", "csv", "json"])
 )
 @click.option(
     "--candidates",
-    default=None,
+    default=DEFAULT_CANDIDATES,
+    show_default=True,
     type=click.IntRange(1, 10_000),
-    help="--rank: how many retrieved items the ranker orders (default 200).",
+    help="--rank: how many retrieved items the ranker orders.",
 )
 @click.option(
     "--retriever",
@@ -263,7 +273,7 @@ FORMATS = click.Choice(["table", "csv", "json"])
     show_default=True,
     help="two-tower (the champion and its index) or generative (semantic-ID beam search).",
 )
-def recommend(users, users_file, sample, k, fmt, rank, candidates, retriever) -> None:
+def recommend(users, users_file, sample, recent, k, fmt, rank, candidates, retriever) -> None:
     ids = list(users)
     if users_file:
         ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
@@ -281,10 +291,15 @@ def recommend(users, users_file, sample, k, fmt, rank, candidates, retriever) ->
     threads = 1 if len(ids) <= 64 else None  # one thread for a few users
     if rank and retriever == "generative":
         _fail("--rank orders the two-tower's candidates; it does not combine with --retriever generative")
-    rec = _generative(ids, threads) if retriever == "generative" else _recommender(ids, threads=threads)
+    if recent and (rank or retriever == "generative"):
+        _fail("--recent goes with the two-tower's retrieval order: not with --rank or --retriever generative")
+    if retriever == "generative":
+        rec = _generative(ids, threads)
+    else:
+        rec = _recommender(ids, threads=threads, recent_items=list(recent))
     if rank and _recommend_ranked(rec, ids, k, candidates, fmt):
         return
-    rows = rec.recommend(ids, k)
+    rows = rec.recommend(ids, k, recent_items=list(recent)) if recent else rec.recommend(ids, k)
     for u in dict.fromkeys(r[0] for r in rows if r[4]):
         click.echo(f"towerflow: unknown user {u!r}: popular items instead (fallback)", err=True)
     header = (
@@ -293,9 +308,9 @@ def recommend(users, users_file, sample, k, fmt, rank, candidates, retriever) ->
     _emit([r[:4] if fmt == "csv" else r for r in rows], header, fmt)
 
 
-def _recommend_ranked(rec, ids: list[str], k: int, candidates: int | None, fmt: str) -> bool:
+def _recommend_ranked(rec, ids: list[str], k: int, candidates: int, fmt: str) -> bool:
     """Print ranked recommendations; False (after a one-line notice) when no ranker is promoted."""
-    from models.ranking.ranker import DEFAULT_CANDIDATES, load_ranker, rank_users
+    from models.ranking.ranker import load_ranker, rank_users
 
     ranker = load_ranker(towerflow_home() / "artifacts")
     if ranker is None:
@@ -303,7 +318,7 @@ def _recommend_ranked(rec, ids: list[str], k: int, candidates: int | None, fmt: 
         return False
     con = _connect()
     try:
-        df = rank_users(con, rec, ranker, ids, candidates or DEFAULT_CANDIDATES, k)
+        df = rank_users(con, rec, ranker, ids, candidates, k)
     finally:
         con.close()
     for u in ids:
@@ -321,7 +336,7 @@ def _recommend_ranked(rec, ids: list[str], k: int, candidates: int | None, fmt: 
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def similar(item, k, fmt) -> None:
-    from models.serving.recommender import ServingError
+    from models.retrieval.inference import ServingError
 
     try:
         rows = _recommender([]).similar(item, k)

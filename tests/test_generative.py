@@ -12,6 +12,7 @@ from models.generative.semantic_ids import (
     TokenizerConfig,
     assign_collision_tokens,
     duplicate_codes,
+    codes_by_position,
     encode_vectors,
     fit_tokenizer,
     tokenize,
@@ -19,7 +20,6 @@ from models.generative.semantic_ids import (
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.generative.training import (
     GenTrainConfig,
-    codes_by_position,
     evaluate_generative,
     load_generative,
     save_generative,

@@ -26,7 +26,7 @@ from models.index.item_index import IndexSpec
 from models.retrieval.checkpoint import save_checkpoint, update_manifest
 from models.retrieval.data import WarehouseShape, load_from_warehouse
 from models.retrieval.training import TrainConfig, config_dict, train
-from models.serving.histories import write_user_histories
+from models.retrieval.histories import write_user_histories
 from models.sources.synthetic import generate
 from models.warehouse import build_warehouse
 
@@ -407,3 +407,82 @@ def test_rank_true_runs_the_promoted_ranker_once_one_is_promoted(home, server):
         import shutil
 
         shutil.rmtree(root)  # the other tests of this module expect no ranker
+
+
+@pytest.mark.filterwarnings("ignore:.*An input example was not provided")
+def test_the_mlflow_model_the_service_and_the_cli_answer_alike(server, home, tmp_path, monkeypatch):
+    """One retrieval rule (models/retrieval/inference.py) behind every way of answering: the
+    MLflow pyfunc (saved and loaded through MLflow, over a bundle written from the warehouse),
+    the running `towerflow serve` (published artifacts) and `towerflow recommend` (the warehouse)
+    give a known user, a known user with recent items, a session (unknown id + recent items) and
+    an unknown user with nothing the same items in the same order with the same scores."""
+    import mlflow
+    import pandas as pd
+    from click.testing import CliRunner
+
+    import models
+    from models.retrieval.checkpoint import load_checkpoint
+    from models.retrieval.pyfunc import TwoTowerPyfunc, signature_and_example, write_bundle
+    from orchestration.cli import main
+
+    port, _ = server
+    user = known_user(home)
+    recent = ["i001", "i002", "i003"]
+    cases = [  # (user_id, recent items, the source every path must report)
+        (user, None, "user"),
+        (user, ["i120", "i121"], "user"),
+        ("nobody-here", recent, "session"),
+        ("nobody-at-all", None, "popularity"),
+    ]
+    k = 10
+
+    # the MLflow model: a bundle from the warehouse, saved and loaded by MLflow itself
+    champion = read_manifest(home / "artifacts" / "models")["current"]
+    checkpoint = home / "artifacts" / "models" / champion
+    model, _, _ = load_checkpoint(checkpoint)
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        bundle = write_bundle(con, model, checkpoint, tmp_path / "bundle")
+    finally:
+        con.close()
+    sig, _ = signature_and_example(user, recent)
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "mlflow-model"),
+        python_model=TwoTowerPyfunc(),
+        artifacts={"bundle": str(bundle)},
+        signature=sig,
+        code_paths=[str(Path(models.__file__).parent)],
+        pip_requirements=[],
+    )
+    pyfunc = mlflow.pyfunc.load_model(str(tmp_path / "mlflow-model"))
+    df = pyfunc.predict(
+        pd.DataFrame({"user_id": [u for u, _, _ in cases], "recent_items": [r for _, r, _ in cases]}),
+        params={"k": k},
+    )
+    # one batch mixing rows with and without recent items (null, as MLflow's schema wants); the
+    # same user twice, so the answers are told apart by rank 1 starting each
+    by_pyfunc = [g for _, g in df.groupby((df["rank"] == 1).cumsum(), sort=True)]
+    assert [g["user_id"].iloc[0] for g in by_pyfunc] == [u for u, _, _ in cases]
+
+    client = Client(port)
+    runner = CliRunner()
+    monkeypatch.setenv("TOWERFLOW_HOME", str(home))
+    for (u, items, source), py in zip(cases, by_pyfunc):
+        status, http = client.call("POST", "/recommend", {"user_id": u, "k": k, "recent_items": items or []})
+        assert status == 200 and http["source"] == source, (u, items, http)
+        args = ["recommend", "--user", u, "-k", str(k), "--format", "json"]
+        for i in items or []:
+            args += ["--recent", i]
+        out = runner.invoke(main, args)
+        assert out.exit_code == 0, out.output
+        cli = json.loads(out.stdout)
+        want = [i["item_id"] for i in http["items"]]
+        assert len(want) == k and not set(want) & set(items or [])
+        assert [r["item_id"] for r in cli] == want, (u, items)
+        assert py["item_id"].tolist() == want, (u, items)
+        scores = [i["score"] for i in http["items"]]
+        assert [r["score"] for r in cli] == pytest.approx(scores, abs=1e-5)
+        assert py["score"].tolist() == pytest.approx(scores, abs=1e-5)
+        fallback = source == "popularity"
+        assert http["fallback"] is fallback
+        assert all(r["fallback"] is fallback for r in cli) and py["fallback"].eq(fallback).all()

@@ -9,6 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 import models.generative.training as gen_training
 import models.generative.beam as gen_beam
+import models.generative.semantic_ids as gen_semantic_ids
 import models.generative.seq2seq as gen_seq2seq
 from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import GenerativeEvaluationConfig
@@ -16,7 +17,8 @@ from assets.reporting import figures_metadata, md_table
 from models.artifacts import write_json_atomic
 from models.generative.beam import PrefixTrie
 from models.generative.store import read_codes
-from models.generative.training import codes_by_position, evaluate_generative, latest_generative, load_generative
+from models.generative.semantic_ids import codes_by_position
+from models.generative.training import evaluate_generative, latest_generative, load_generative
 from models.retrieval.checkpoint import champion_version
 from models.retrieval.data import load_from_warehouse
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -30,7 +32,7 @@ KS = (10, 20)
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_training, gen_beam, gen_seq2seq),
+    code_version=code_version(__file__, gen_training, gen_beam, gen_seq2seq, gen_semantic_ids),
 )
 def generative_evaluation(
     context: dg.AssetExecutionContext,

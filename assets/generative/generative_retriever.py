@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+import models.generative.semantic_ids as gen_semantic_ids
 import models.generative.seq2seq as gen_seq2seq
 import models.generative.training as gen_training
 import models.generative.beam as gen_beam
@@ -13,8 +14,8 @@ from assets.config import GenerativeConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.etegrec import JointTokenizer
 from models.generative.store import joint_training_inputs, publish_joint_tokenizer, read_codes, write_warehouse
+from models.generative.semantic_ids import codes_by_position
 from models.generative.training import (
-    codes_by_position,
     save_generative,
     summary_metrics,
     train_config_dict,
@@ -32,7 +33,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_seq2seq, gen_training, gen_beam, gen_store, gen_etegrec),
+    code_version=code_version(__file__, gen_seq2seq, gen_training, gen_beam, gen_store, gen_etegrec, gen_semantic_ids),
 )
 def generative_retriever(
     context: dg.AssetExecutionContext,

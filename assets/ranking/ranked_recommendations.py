@@ -5,6 +5,9 @@ from dagster_duckdb import DuckDBResource
 
 import models.ranking.ranker as rk_ranker
 import models.ranking.model as rk_model
+import models.retrieval.histories as histories
+import models.retrieval.inference as inference
+import models.serving.recommender as recommender
 from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import RankingConfig
 from assets.reporting import figures_metadata
@@ -21,7 +24,9 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, rk_ranker, rk_model),
+    code_version=code_version(
+        __file__, rk_ranker, rk_model, inference, histories, recommender, sql=("user_histories",)
+    ),
 )
 def ranked_recommendations(
     context: dg.AssetExecutionContext,
@@ -37,7 +42,7 @@ def ranked_recommendations(
     if ranker is None:
         raise dg.Failure("no promoted ranker: ranking_evaluation promotes one only when it beats retrieval order")
     rec = load_recommender(duckdb, paths)
-    users = rec.users.user_keys.tolist()
+    users = rec.user_ids.tolist()
     parts, batch = [], 1024
     progress = Progress("ranked_recommendations", len(users), "users", context.log.info)
     with duckdb.get_connection() as con:

@@ -6,7 +6,8 @@ from pathlib import Path
 import dagster as dg
 
 from models.retrieval.checkpoint import champion_version, load_checkpoint
-from models.serving.recommender import Recommender, ServingError, sample_users, user_vectors_of
+from models.retrieval.inference import ServingError, sample_users, user_vectors_of
+from models.serving.recommender import Recommender
 
 
 @dataclass

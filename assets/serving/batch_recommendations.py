@@ -7,12 +7,13 @@ from dagster_duckdb import DuckDBResource
 from assets.config import RecommendationConfig
 from assets.reporting import figures_metadata
 import assets.serving._current as _current
+import models.retrieval.histories as histories
+import models.retrieval.inference as inference
 import models.serving.recommender as recommender
 from assets.serving._current import load_recommender
 from models.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import atomic_file
 from models.progress import Progress
-from models.serving.recommender import search_excluding_seen
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -22,7 +23,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, _current, recommender),
+    code_version=code_version(__file__, _current, recommender, inference, histories, sql=("user_histories",)),
 )
 def batch_recommendations(
     context: dg.AssetExecutionContext,
@@ -34,18 +35,18 @@ def batch_recommendations(
     """Top-K items per known user from the index, items the user already interacted with excluded:
     Parquet of user_id, rank, item_id, score."""
     rec = load_recommender(duckdb, paths)
-    users = rec.users
+    users = rec.user_ids
     parts, batch = [], 4096
     progress = Progress("batch_recommendations", len(users), "users", context.log.info)
     for s in range(0, len(users), batch):
         rows = np.arange(s, min(len(users), s + batch))
-        D, I = search_excluding_seen(rec.index, rec.user_vectors(rows), rec.seen_rows(rows), config.k)
+        D, I = rec.core.retrieve(rows, config.k)  # the retrieval rule, many known users at once
         valid = I >= 0
         q, r = np.nonzero(valid)
         parts.append(
             pa.table(
                 {
-                    "user_id": pa.array(users.user_keys[rows][q].tolist(), pa.string()),
+                    "user_id": pa.array(users[rows][q].tolist(), pa.string()),
                     "rank": pa.array(r + 1, pa.int32()),
                     "item_id": pa.array(rec.index.items_of(I[valid]).tolist(), pa.string()),
                     "score": pa.array(D[valid], pa.float32()),

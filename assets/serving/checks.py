@@ -6,7 +6,7 @@ from assets.config import IndexConfig
 from models.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
 from assets.serving._current import load_recommender
-from models.serving.recommender import sample_users
+from models.retrieval.inference import sample_users
 from models.index.embeddings import read_embeddings
 from models.index.item_index import exact_search, recall_at_k
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -26,8 +26,7 @@ def item_index_recall_at_10(
     with duckdb.get_connection() as con:  # a fixed pseudo-random sample of known users, not the tuning's
         sample = sample_users(con, config.recall_sample)
     rec = load_recommender(duckdb, paths, users=sample)  # loads only what these users need
-    rows = np.arange(len(rec.users))
-    xq = rec.user_vectors(rows)
+    xq = rec.core.user_vectors(np.arange(len(rec.user_ids)))  # the rule's vectors of the sampled users
     row_ids, _, xb = read_embeddings(paths.artifacts / "embeddings", items=False)
     k = min(10, len(xb))
     _, I = rec.index.search(xq, k)
@@ -41,7 +40,7 @@ def item_index_recall_at_10(
         {
             "recall_at_10": recall,
             "threshold": config.recall_threshold,
-            "queries": len(rows),
+            "queries": len(xq),
             "index_type": rec.index.kind,
             "tombstones": len(rec.index.stale),
             "search": rec.index.manifest.get("search", {}).get("setting", ""),

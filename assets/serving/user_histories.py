@@ -1,11 +1,11 @@
 import dagster as dg
 
-import models.serving.histories as histories
+import models.retrieval.histories as histories
 from models.versions import WAREHOUSE_POOL, code_version
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata
-from models.serving.histories import write_user_histories
+from models.retrieval.histories import write_user_histories
 from models.sql import sql_text
 from orchestration.resources import MlflowTracker, TowerflowPaths
 

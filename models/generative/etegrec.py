@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.generative.semantic_ids import RQVAE, SemanticIds, tokenize
+from models.generative.semantic_ids import RQVAE, SemanticIds, codes_by_position, tokenize
 
 
 class JointTokenizer:
@@ -42,8 +42,6 @@ class JointTokenizer:
     any item added since); `catalog` names the rows the retriever trains on."""
 
     def __init__(self, tokenizer: nn.Module, item_ids, vectors: np.ndarray, catalog):
-        from models.generative.training import codes_by_position
-
         if not isinstance(tokenizer, RQVAE):
             raise ValueError(
                 "ETEGRec mode trains the tokenizer with the retriever: it needs an RQ-VAE tokenizer "
@@ -53,7 +51,6 @@ class JointTokenizer:
         self.item_ids = np.asarray(item_ids, dtype=object)
         self.vectors = np.array(vectors, dtype=np.float32)  # a writable copy (Parquet gives read-only views)
         self.catalog = catalog
-        self._codes_by_position = codes_by_position
         pos = np.asarray(catalog.index_of(self.item_ids))  # catalog position of each vector's item, -1 = none
         rows = np.full(len(catalog), -1, np.int64)
         rows[pos[pos >= 0]] = np.nonzero(pos >= 0)[0]
@@ -83,7 +80,7 @@ class JointTokenizer:
         position (the retriever's view; last row padding)."""
         self.tokenizer.eval()
         sid = tokenize(self.tokenizer, self.item_ids, self.vectors)
-        return sid, self._codes_by_position(self.catalog, sid.item_ids, sid.codes)
+        return sid, codes_by_position(self.catalog, sid.item_ids, sid.codes)
 
 
 class Projections(nn.Module):

@@ -395,3 +395,15 @@ def tokenize(tokenizer: nn.Module, item_ids, xb: np.ndarray, *, existing: Semant
 def duplicate_codes(codes: np.ndarray) -> int:
     """How many items share their full 4-token code with another item (0 = every code unique)."""
     return int(pd.DataFrame(codes).duplicated(keep=False).sum())
+
+
+def codes_by_position(catalog, item_ids, codes: np.ndarray) -> np.ndarray:
+    """(N + 1, 4) codes of each catalog position (the last row, -1s, is padding), from the
+    semantic-ID table (item_ids, codes). Raises when a catalog item has no code."""
+    pos = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(pd.Series(catalog.item_ids, dtype=object))
+    if (pos < 0).any():
+        missing = catalog.item_ids[pos < 0]
+        raise ValueError(
+            f"{len(missing)} catalog items have no semantic ID (first: {missing[0]!r}): materialize item_semantic_ids"
+        )
+    return np.concatenate([np.asarray(codes, np.int64)[pos], np.full((1, 4), -1, np.int64)])

@@ -2,9 +2,12 @@
 
 Loads the latest generative checkpoint and the current semantic-ID table, refuses a pair made by
 different tokenizers, builds the prefix trie over every item in the table (items added after
-training included: the incremental item path gives them codes with the same tokenizer), reads
-the users' latest histories from the warehouse and beam-searches their next items; seen items
-are removed from an over-generated beam. Unknown users get popular items, flagged.
+training included: the incremental item path gives them codes with the same tokenizer), and
+beam-searches known users' next items from their histories. What is not the beam is the
+two-tower's serving rule (models/retrieval/inference.py): the histories and the popularity
+fallback come from the same SQL files (`UserHistories.from_warehouse`), everything a user
+interacted with is excluded (removed from an over-generated beam), and unknown users get the
+most popular items (those with a semantic ID), flagged.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import torch
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
 from models.generative.store import read_codes
 from models.generative.training import latest_generative, load_generative
-from models.serving.recommender import ServingError
+from models.retrieval.histories import UserHistories
+from models.retrieval.inference import ServingError, top_popular
 
 
 class GenerativeRecommender:
@@ -49,25 +53,23 @@ class GenerativeRecommender:
         self.codes = torch.as_tensor(np.concatenate([sid.codes, np.full((1, 4), -1, np.int64)]))  # last row: padding
         self.beam = int(self.meta["train"]["beam"])
         index = pd.Index(self.item_ids)
-        q = "SELECT user_id, item_id, ts FROM interaction_splits"
-        if users is not None:
-            wanted_users = pd.DataFrame({"user_id": pd.Series(list(users), dtype=object)})  # noqa: F841 (DuckDB)
-            q += " WHERE user_id IN (SELECT user_id FROM wanted_users)"
-        pairs = con.execute(q).df().sort_values(["user_id", "ts", "item_id"], kind="stable")
-        pairs["row"] = index.get_indexer(pairs["item_id"])
-        self._rows = {u: g["row"].to_numpy() for u, g in pairs.groupby("user_id", sort=False)}
-        counts = con.execute(
-            "SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1 ORDER BY n DESC, item_id LIMIT 1000"
-        ).fetchall()
-        self._popular = [(i, float(n)) for i, n in counts if i in index]
+        self.histories = UserHistories.from_warehouse(con, users)
+        self._pair_rows = self.histories.positions_by(lambda ids: index.get_indexer(pd.Series(ids, dtype=object)))
+        has_code = index.get_indexer(pd.Series(self.histories.popular_items, dtype=object)) >= 0
+        self._popular = (self.histories.popular_items[has_code], self.histories.popular_pairs[has_code])
 
-    def histories(self, user_ids: list[str]) -> torch.Tensor:
-        """(B, L, 4) codes of each user's last L items (left-padded; items without a code skipped)."""
+    def _rows(self, user_id) -> np.ndarray:
+        """Semantic-ID table rows of a known user's items, oldest first (items without a code skipped)."""
+        row = self.histories.row(user_id)
+        rows = self._pair_rows[self.histories.offsets[row] : self.histories.offsets[row + 1]]
+        return rows[rows >= 0]
+
+    def histories_of(self, user_ids: list[str]) -> torch.Tensor:
+        """(B, L, 4) codes of each known user's last L items (left-padded)."""
         L = self.model.cfg.history_len
         hist = np.full((len(user_ids), L), -1, np.int64)
         for b, u in enumerate(user_ids):
-            rows = self._rows[u]
-            rows = rows[rows >= 0][-L:]
+            rows = self._rows(u)[-L:]
             hist[b, L - len(rows) :] = rows
         h = torch.as_tensor(hist)
         return self.codes[torch.where(h < 0, torch.full_like(h, len(self.codes) - 1), h)]
@@ -78,12 +80,11 @@ class GenerativeRecommender:
         if k < 1:
             raise ServingError(f"-k must be at least 1, got {k}")
         out = []
-        known = [u for u in user_ids if u in self._rows]
+        known = [u for u in user_ids if self.histories.row(u) >= 0]
         if known:
             beam = max(self.beam, 2 * k)
-            items, scores = beam_search(self.model, self.trie, self.histories(known), beam)
-            seen = [self._rows[u][self._rows[u] >= 0] for u in known]
-            top = top_k_unseen(items, seen, k)
+            items, scores = beam_search(self.model, self.trie, self.histories_of(known), beam)
+            top = top_k_unseen(items, [self._rows(u) for u in known], k)
             score_of = [dict(zip(items[b].tolist(), scores[b].tolist())) for b in range(len(known))]
             for b, u in enumerate(known):
                 out += [
@@ -91,8 +92,9 @@ class GenerativeRecommender:
                     for r, i in enumerate(top[b])
                     if i >= 0
                 ]
+        pop_items, pop_scores = top_popular(*self._popular, [], k)
         for u in user_ids:
-            if u not in self._rows:
-                out += [(u, r + 1, item, n, True) for r, (item, n) in enumerate(self._popular[:k])]
+            if self.histories.row(u) < 0:
+                out += [(u, r + 1, item, float(n), True) for r, (item, n) in enumerate(zip(pop_items, pop_scores))]
         order = {u: n for n, u in enumerate(user_ids)}
         return sorted(out, key=lambda row: (order[row[0]], row[1]))

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 
 from models import artifacts
@@ -36,7 +35,7 @@ from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
 from models.generative.etegrec import JointTokenizer, Projections, alignment_losses, distinct_rows
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.progress import Progress
-from models.retrieval.data import Catalog, EvalSet, TrainSet
+from models.retrieval.data import EvalSet, TrainSet
 
 
 class GenerativeDiverged(RuntimeError):
@@ -89,18 +88,6 @@ class GenTrainResult:
     tokenizer: torch.nn.Module | None = None
     semantic_ids: object | None = None
     table: np.ndarray | None = None
-
-
-def codes_by_position(catalog: Catalog, item_ids, codes: np.ndarray) -> np.ndarray:
-    """(N + 1, 4) codes of each catalog position (the last row, -1s, is padding), from the
-    semantic-ID table (item_ids, codes). Raises when a catalog item has no code."""
-    pos = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(pd.Series(catalog.item_ids, dtype=object))
-    if (pos < 0).any():
-        missing = catalog.item_ids[pos < 0]
-        raise ValueError(
-            f"{len(missing)} catalog items have no semantic ID (first: {missing[0]!r}): materialize item_semantic_ids"
-        )
-    return np.concatenate([np.asarray(codes, np.int64)[pos], np.full((1, 4), -1, np.int64)])
 
 
 def _hist_codes(table: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

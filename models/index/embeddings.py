@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from models.artifacts import atomic_file, file_sha256, read_manifest, write_manifest
 from models.retrieval.data import CATALOG_SQL, load_catalog
 from models.index.item_index import IndexSpec, ItemIndex, exact_search, search_settings
-from models.serving.recommender import embed_items
+from models.retrieval.inference import embed_items
 
 PART_ROWS = 262_144  # a changed item rewrites its part: bounded work
 

@@ -16,8 +16,9 @@ never on the other candidates passed in. History beyond cfg.history_len keeps th
 Scoring is pure torch on the calling thread; set torch.set_num_threads(1) for one request at
 a time (200 candidates: see benchmarks/bench_ranking.py for the latency).
 
-`rank_users` adds the warehouse: the retriever's top N through a Recommender, each user's
-latest action history from action_labels, then `rank`.
+`rank_users` adds the warehouse: the retriever's top N (`candidates` of a Recommender, the
+retrieval rule of models/retrieval/inference.py), each user's latest action history from
+action_labels, then `rank`.
 
 The promoted ranker is artifacts/ranking/manifest.json "current", written by
 ranking_evaluation only when ranking beats retrieval order on valid NDCG@10.
@@ -38,8 +39,6 @@ from models.ranking.data import hashed, load_histories
 from models.ranking.labels import mask_to_multihot
 from models.ranking.model import Ranker, RankerConfig, score_candidates, weighted_score
 from models.retrieval.data import hash_buckets
-
-DEFAULT_CANDIDATES = 200  # the retriever's top N the ranker orders (Phoenix retrieves ~1,000 for its feed)
 
 
 def ranker_manifest(artifacts_root: Path) -> dict:
@@ -170,22 +169,16 @@ def load_ranker(artifacts_root: Path) -> LoadedRanker | None:
     return LoadedRanker(Path(artifacts_root) / "ranking" / version) if version else None
 
 
-def rank_users(con, recommender, ranker: LoadedRanker, user_ids: list[str], n_candidates: int, k: int) -> pd.DataFrame:
-    """Retrieve n_candidates per known user (seen items excluded), rank them, keep the top k:
-    user_id, rank, item_id, score, retrieval_score, p_<action>... (unknown users are left out)."""
-    from models.serving.recommender import search_excluding_seen
-
-    known = [u for u in user_ids if u in recommender._user_row]
+def rank_users(con, retriever, ranker: LoadedRanker, user_ids: list[str], n_candidates: int, k: int) -> pd.DataFrame:
+    """Retrieve n_candidates per known user (seen items excluded: `retriever.candidates`, the
+    Recommender's), rank them, keep the top k: user_id, rank, item_id, score, retrieval_score,
+    p_<action>... (unknown users are left out)."""
+    got = retriever.candidates(user_ids, n_candidates)
+    known = got.user_ids
     cols = ["user_id", "rank", "item_id", "score", "retrieval_score", *(f"p_{a}" for a in ranker.actions)]
     if not known:
         return pd.DataFrame(columns=cols)
-    rows = np.array([recommender._user_row[u] for u in known])
-    D, I = search_excluding_seen(
-        recommender.index, recommender.user_vectors(rows), recommender.seen_rows(rows), n_candidates
-    )
-    valid = I >= 0
-    cand = np.full(I.shape, "", dtype=object)
-    cand[valid] = recommender.index.items_of(I[valid])
+    D, cand, valid = got.scores, got.item_ids, got.valid
     c = ranker.cfg
     groups = pd.DataFrame({"user_id": known, "split": "serving", "cut_ts": pd.NaT})
     history = load_histories(
@@ -199,7 +192,7 @@ def rank_users(con, recommender, ranker: LoadedRanker, user_ids: list[str], n_ca
     uh = torch.as_tensor(hash_buckets(np.asarray(known, dtype=object), c.n_hashes, c.user_buckets))
     probs, score = ranker.score(uh, history, cand, valid, np.where(valid, D, 0.0))
     s = torch.where(torch.as_tensor(valid), score, torch.tensor(-torch.inf)).numpy()
-    kk = min(k, I.shape[1])
+    kk = min(k, cand.shape[1])
     order = np.argsort(-s, axis=1, kind="stable")[:, :kk]  # ties keep the retrieval order
     g = np.repeat(np.arange(len(known)), kk)
     j = order.ravel()

@@ -2,21 +2,20 @@
 "models:/towerflow-two-tower@champion")` and `mlflow models serve` answer.
 
 A logged model is self-contained: the checkpoint, the catalog's features as tensors, every
-catalog item's vector, and each known user's history and seen items, written by `write_bundle`
-from the warehouse at training time (the warehouse is not needed to load or serve it). Input:
-a DataFrame with `user_id` (string) and optionally `recent_items` (list of item ids, latest last);
-param `k` (default 10). Output: one row per recommendation: user_id, rank, item_id, score,
-fallback.
+catalog item's vector, and the user histories with the popularity fallback in the published
+user_histories format (models/retrieval/histories.py: the same two SQL files), written by
+`write_bundle` from the warehouse at training time (the warehouse is not needed to load or serve
+it). Input: a DataFrame with `user_id` (string) and optionally `recent_items` (list of item ids,
+latest last); param `k` (default 10). Output: one row per recommendation: user_id, rank,
+item_id, score, fallback.
 
-- A known user is scored from their stored history, with `recent_items` appended (the latest
-  `history_len` kept); everything they interacted with, and the recent items, are excluded.
-- An unknown user with `recent_items` gets a real user-tower vector from those items (session
-  recommendations; the user id part is left as padding, as in the HTTP service); with neither,
-  the most popular items, `fallback` true.
-- Recent items the catalog does not hold are ignored (they have no features to embed).
-
-Scoring is exact (one matmul over all item vectors), which is what a pyfunc answering a few
-users needs; the FAISS index and `towerflow serve` are the path for traffic.
+The answers are the retrieval rule's (`Retriever`, models/retrieval/inference.py), the one the
+HTTP service and the CLI answer by: a known user from their history with `recent_items`
+appended, an unknown user with `recent_items` from those items alone (a session), anyone else
+the most popular items (`fallback` true); seen and recent items excluded; recent items the
+catalog does not hold ignored. Search is exact (one matmul over all item vectors, `ExactIndex`),
+which is what a pyfunc answering a few users needs and equals the index's answer while the index
+is exact (Flat: up to 100k items); the FAISS index and `towerflow serve` are the path for traffic.
 """
 
 from __future__ import annotations
@@ -35,19 +34,18 @@ BUNDLE_FILES = (
     "checkpoint/model.pt",
     "catalog.pt",
     "items.parquet",
-    "users.parquet",
-    "users.pt",
     "item_vectors.npy",
+    "user_histories/manifest.json",  # + the folder it names: users.parquet, popular.parquet
 )
-POPULAR = 1000  # popularity fallback: this many items, by train + valid + test positives
 
 
 def write_bundle(con, model, checkpoint: Path, out: Path, log=None) -> Path:
     """Everything the pyfunc needs, from the warehouse and the checkpoint, into folder `out`."""
     import shutil
 
-    from models.retrieval.data import load_catalog, load_serving_users
-    from models.serving.recommender import embed_items
+    from models.retrieval.data import load_catalog
+    from models.retrieval.histories import write_user_histories
+    from models.retrieval.inference import embed_items
 
     t = model.cfg
     out.mkdir(parents=True, exist_ok=True)
@@ -64,97 +62,40 @@ def write_bundle(con, model, checkpoint: Path, out: Path, log=None) -> Path:
         },
         out / "catalog.pt",
     )
-    counts = con.execute("SELECT item_id, count(*) AS n FROM interaction_splits GROUP BY 1").df()
-    n = np.zeros(len(catalog), np.int64)
-    pos = catalog.index_of(counts["item_id"])
-    n[pos[pos >= 0]] = counts["n"].to_numpy()[pos >= 0]
-    pd.DataFrame({"item_id": catalog.item_ids.astype(str), "positives": n}).to_parquet(out / "items.parquet")
+    pd.DataFrame({"item_id": catalog.item_ids.astype(str)}).to_parquet(out / "items.parquet")
     np.save(out / "item_vectors.npy", embed_items(model, catalog, log=log))
-    users = load_serving_users(
-        con, catalog, history_len=t.history_len, n_hashes=t.n_hashes, user_buckets=t.user_buckets
-    )
-    pd.DataFrame({"user_id": users.user_keys.astype(str)}).to_parquet(out / "users.parquet")
-    torch.save(
-        {
-            "history": users.history,
-            "seen_rows": torch.as_tensor(users.seen_rows),
-            "seen_items": torch.as_tensor(users.seen_items),
-        },
-        out / "users.pt",
-    )
+    write_user_histories(con, out / "user_histories", keep=0)
     return out
 
 
 class TwoTowerModel:
-    """The loaded bundle and the scoring; `TwoTowerPyfunc` wraps it for MLflow."""
+    """The loaded bundle as a Retriever (`core`); `TwoTowerPyfunc` wraps it for MLflow."""
 
     def __init__(self, bundle: Path):
         from models.retrieval.checkpoint import load_checkpoint
         from models.retrieval.data import Catalog
+        from models.retrieval.histories import UserHistories
+        from models.retrieval.inference import ExactIndex, Retriever
 
+        bundle = Path(bundle)
         self.model, self.meta, _ = load_checkpoint(bundle / "checkpoint")
         cat = torch.load(bundle / "catalog.pt", weights_only=True)
-        items = pd.read_parquet(bundle / "items.parquet")
-        self.catalog = Catalog(items["item_id"].to_numpy(object), **cat)
-        self.vectors = torch.from_numpy(np.load(bundle / "item_vectors.npy"))
-        self.popular = np.argsort(-items["positives"].to_numpy(), kind="stable")[:POPULAR]
-        self.popular_counts = items["positives"].to_numpy()[self.popular]
-        users = pd.read_parquet(bundle / "users.parquet")["user_id"]
-        self.user_row = pd.Index(users.to_numpy(object))
-        u = torch.load(bundle / "users.pt", weights_only=True)
-        self.history = u["history"]
-        rows, seen = u["seen_rows"].numpy(), u["seen_items"].numpy()
-        bounds = np.searchsorted(rows, np.arange(len(users) + 1))
-        self._seen = (seen, bounds)
-
-    def seen_of(self, row: int) -> np.ndarray:
-        seen, bounds = self._seen
-        return seen[bounds[row] : bounds[row + 1]]
+        items = pd.read_parquet(bundle / "items.parquet")["item_id"].to_numpy(object)
+        self.catalog = Catalog(items, **cat)
+        index = ExactIndex(np.load(bundle / "item_vectors.npy"), items)
+        self.core = Retriever(self.model, self.catalog, index, UserHistories.read(bundle / "user_histories"))
 
     def recommend(self, user_ids: list[str], recent: list[list[str] | None] | None = None, k: int = 10) -> pd.DataFrame:
-        from models.retrieval.data import hash_buckets
+        from models.retrieval.inference import answer_rows
 
-        t = self.model.cfg
-        L = t.history_len
         recent = recent if recent is not None else [None] * len(user_ids)
-        rows = self.user_row.get_indexer(pd.Series(user_ids, dtype=object))
-        hist = torch.full((len(user_ids), L), -1, dtype=torch.long)
-        exclude, scored = [], []
-        for q, (row, items) in enumerate(zip(rows, recent)):
-            extra = self.catalog.index_of(list(items)) if items is not None and len(items) else np.array([], int)
-            extra = extra[extra >= 0]
-            base = self.history[row][self.history[row] >= 0].numpy() if row >= 0 else np.array([], int)
-            h = np.concatenate([base, extra])[-L:]
-            if len(h):
-                hist[q, L - len(h) :] = torch.as_tensor(h)
-                scored.append(q)
-            exclude.append(np.concatenate([self.seen_of(row) if row >= 0 else np.array([], int), extra]))
-        out = []
-        if scored:
-            idx = torch.as_tensor(scored)
-            user_hash = torch.as_tensor(hash_buckets([user_ids[q] for q in scored], t.n_hashes, t.user_buckets))
-            # an unknown user's hashed id would land in some trained user's bucket: padding instead, so
-            # the session's items speak alone (the HTTP service's rule, models/serving/snapshot.py)
-            user_hash[torch.as_tensor(rows[scored] < 0)] = 0
-            with torch.no_grad():
-                U = self.model.users(self.catalog, user_hash, hist[idx])
-                S = U @ self.vectors.T
-            for j, q in enumerate(scored):
-                S[j, torch.as_tensor(exclude[q], dtype=torch.long)] = -torch.inf
-            top = torch.topk(S, min(k, S.shape[1]), dim=1)
-            for j, q in enumerate(scored):
-                for r, (s, i) in enumerate(zip(top.values[j].tolist(), top.indices[j].tolist())):
-                    if s > -np.inf:
-                        out.append((user_ids[q], r + 1, self.catalog.item_ids[i], float(s), False))
-        for q in sorted(set(range(len(user_ids))) - set(scored)):
-            skip = set(exclude[q].tolist())
-            pop = [(i, c) for i, c in zip(self.popular, self.popular_counts) if i not in skip][:k]
-            out += [(user_ids[q], r + 1, self.catalog.item_ids[i], float(c), True) for r, (i, c) in enumerate(pop)]
-        order = {q: n for n, q in enumerate(user_ids)}
-        df = pd.DataFrame(out, columns=["user_id", "rank", "item_id", "score", "fallback"])
-        return df.sort_values(
-            ["user_id", "rank"], key=lambda c: c.map(order) if c.name == "user_id" else c, kind="stable"
-        ).reset_index(drop=True)
+        answers = self.core.answer(
+            [{"user_id": u, "k": k, "recent_items": list(r) if r is not None else []} for u, r in zip(user_ids, recent)]
+        )
+        rows = answer_rows(answers)
+        return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score", "fallback"]).astype(
+            {"rank": "int64", "score": "float64", "fallback": "bool"}
+        )
 
 
 try:

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from models.ranking import DEFAULT_CANDIDATES
+
 
 @dataclass
 class ServeConfig:
@@ -12,6 +14,6 @@ class ServeConfig:
     reload_seconds: float = 1.0  # manifest polling period
     retry_seconds: float = 30.0  # a refused snapshot is retried after this even if nothing changed
     token: str | None = None  # bearer token; None = no auth
-    rank_candidates: int = 100  # retrieved candidates handed to the ranker when rank is true
+    rank_candidates: int = DEFAULT_CANDIDATES  # retrieved candidates handed to the ranker when rank is true
     threads: int = 1  # torch / FAISS threads answering batches
     worker_thread: bool = False  # answer batches on a worker thread instead of the event loop (MicroBatcher)

@@ -16,8 +16,11 @@ the catalog, the histories), so a delta-only update reads only the delta and the
 Why artifacts and not the warehouse: DuckDB allows one writing process, and a read-only open
 fails too while a job holds the write lock, so a service that read the warehouse on start or
 reload would fail whenever the sensor's or the schedule's job runs. The assets publish what
-serving needs next to the index instead (models/serving/histories.py, item features in
+serving needs next to the index instead (models/retrieval/histories.py, item features in
 models/index/embeddings.py).
+
+The answers themselves are the retrieval rule's (`Retriever`, models/retrieval/inference.py),
+the one the CLI, the batch assets and the MLflow model answer by too.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from models.artifacts import file_sha256, read_manifest
 from models.index.embeddings import read_catalog
 from models.index.item_index import ItemIndex
 from models.retrieval.checkpoint import champion_version, load_checkpoint
-from models.retrieval.data import Catalog, hash_buckets
-from models.serving.histories import UserHistories
+from models.retrieval.data import Catalog
+from models.retrieval.histories import UserHistories
+from models.retrieval.inference import Retriever
 
 
 class SnapshotError(RuntimeError):
@@ -82,12 +86,8 @@ class Snapshot:
     fingerprint: str  # vocabulary fingerprint of the checkpoint
     catalog: Catalog  # item features in item_embeddings order
     index: ItemIndex
-    row_of_pos: np.ndarray  # (N,) catalog position -> index row id (-1: not in the index)
     histories: UserHistories
-    pair_pos: np.ndarray  # (P,) catalog position of every history pair (-1: not in the catalog)
-    user_hash: np.ndarray  # (U, n_hashes) hashed ids of the known users (hashing one id costs ~1 ms)
-    popular_rows: np.ndarray  # index row ids of the most popular items, most popular first
-    popular_pairs: np.ndarray  # their pair counts
+    core: Retriever  # the retrieval rule over the four above (models/retrieval/inference.py)
     ident: dict
     embeddings_parts: frozenset  # part files whose sha256 was checked
     ranker: object = None  # the promoted ranking stage, None while none is promoted
@@ -104,110 +104,23 @@ class Snapshot:
             "search": m.get("search", {}).get("setting") or ("exact" if self.index.kind == "flat" else ""),
         }
 
-    # -- answers -----------------------------------------------------------------------------
-
-    def _history(self, user_row: int, recent_pos: np.ndarray) -> np.ndarray:
-        """(L,) left-padded catalog positions: the user's last items, then the session's recent ones."""
-        L = self.model.cfg.history_len
-        own = np.zeros(0, np.int64)
-        if user_row >= 0:
-            s, e = self.histories.offsets[user_row], self.histories.offsets[user_row + 1]
-            own = self.pair_pos[s:e]
-        seq = np.concatenate([own[own >= 0], recent_pos])[-L:]
-        out = np.full(L, -1, np.int64)
-        if len(seq):
-            out[L - len(seq) :] = seq
-        return out
+    # -- answers: the retrieval rule's, in the service's form ---------------------------------
 
     def history_items(self, user_id: str | None) -> list[str]:
         """The user's items from user_histories, oldest first ([] for an unknown user)."""
-        row = self.histories.row(user_id) if user_id is not None else -1
-        if row < 0:
-            return []
-        s, e = self.histories.offsets[row], self.histories.offsets[row + 1]
-        return self.histories.item_vocab[self.histories.codes[s:e]].tolist()
-
-    def _seen_rows(self, user_row: int) -> np.ndarray:
-        if user_row < 0:
-            return np.zeros(0, np.int64)
-        s, e = self.histories.offsets[user_row], self.histories.offsets[user_row + 1]
-        pos = self.pair_pos[s:e]
-        return self.row_of_pos[pos[pos >= 0]]
+        return self.core.history_items(user_id)
 
     def recommend(self, requests: list[dict]) -> list[dict]:
         """Answers for requests {user_id, k, exclude, recent_items}: one user-tower forward and
-        one index search for the whole batch. A known user, or any caller with recent items the
-        catalog knows, gets a user-tower vector (an unknown user's hashed id would land in some
-        trained user's bucket, so it is left as padding and the recent items speak alone);
-        a caller with neither gets the most popular items, flagged as the fallback."""
-        out: list[dict | None] = [None] * len(requests)
-        vec_of, hashes, hists, excluded = [], [], [], []
-        for n, r in enumerate(requests):
-            user_row = self.histories.row(r["user_id"]) if r.get("user_id") is not None else -1
-            recent = list(r.get("recent_items") or [])
-            recent_pos = self.catalog.index_of(recent) if recent else np.zeros(0, np.int64)
-            unknown = [i for i, p in zip(recent, recent_pos) if p < 0]
-            recent_pos = recent_pos[recent_pos >= 0]
-            drop = np.concatenate(
-                [
-                    self._seen_rows(user_row),
-                    self.row_of_pos[recent_pos],
-                    self.index.rows_of(list(r.get("exclude") or [])),
-                ]
-            )
-            drop = np.unique(drop[drop >= 0])
-            source = "user" if user_row >= 0 else "session" if len(recent_pos) else "popularity"
-            out[n] = {
-                "user_id": r.get("user_id"),
-                "source": source,
-                "fallback": source == "popularity",
-                "known_user": user_row >= 0,
-                "unknown_recent_items": unknown,
-            }
-            if source == "popularity":
-                keep = ~np.isin(self.popular_rows, drop)
-                rows, pairs = self.popular_rows[keep][: r["k"]], self.popular_pairs[keep][: r["k"]]
-                out[n]["items"] = [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(rows), pairs)]
-                continue
-            vec_of.append(n)
-            hashes.append(self.user_hash[user_row] if user_row >= 0 else np.zeros(self.user_hash.shape[1], np.int64))
-            hists.append(self._history(user_row, recent_pos))
-            excluded.append(drop)
-        if vec_of:
-            with torch.inference_mode():
-                xq = self.model.users(
-                    self.catalog,
-                    torch.as_tensor(np.stack(hashes)),  # (B, n_hashes)
-                    torch.as_tensor(np.stack(hists)),
-                ).numpy()  # (B, L) -> (B, d)
-            k_max = max(requests[n]["k"] for n in vec_of)
-            extra = max(len(x) for x in excluded)
-            D, I = self.index.search(xq, k_max + extra)  # (B, k_max + extra)
-            for b, n in enumerate(vec_of):
-                keep = (I[b] >= 0) & ~np.isin(I[b], excluded[b])
-                rows, scores = I[b][keep][: requests[n]["k"]], D[b][keep][: requests[n]["k"]]
-                out[n]["items"] = [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(rows), scores)]
-        return out
+        one index search for the whole batch (`Retriever.answer`)."""
+        return self.core.answer(requests)
 
     def similar(self, requests: list[dict]) -> list[dict | RequestError]:
         """Answers for requests {item_id, k}: the items nearest to the item's indexed vector."""
-        out: list = [None] * len(requests)
-        rows = self.index.rows_of([r["item_id"] for r in requests])
-        found = [n for n, row in enumerate(rows) if row >= 0]
-        for n, row in enumerate(rows):
-            if row < 0:
-                out[n] = RequestError(f"unknown item {requests[n]['item_id']!r}: not in the index", "item_id", 404)
-        if found:
-            xq = np.stack([self.index.vector(int(rows[n])) for n in found])  # (B, d)
-            D, I = self.index.search(xq, max(requests[n]["k"] for n in found) + 1)
-            for b, n in enumerate(found):
-                keep = (I[b] >= 0) & (I[b] != rows[n])
-                sel, scores = I[b][keep][: requests[n]["k"]], D[b][keep][: requests[n]["k"]]
-                out[n] = {
-                    "item_id": requests[n]["item_id"],
-                    "items": [{"item_id": i, "score": float(s)} for i, s in zip(self.index.items_of(sel), scores)],
-                }
-        return out
+        return [
+            RequestError(f"unknown item {r['item_id']!r}: not in the index", "item_id", 404) if a is None else a
+            for r, a in zip(requests, self.core.similar(requests))
+        ]
 
 
 def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook=None) -> Snapshot:
@@ -279,40 +192,30 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
         histories = (
             previous.histories
             if same and previous.ident["user_histories"] == ident["user_histories"]
-            else UserHistories(artifacts / "user_histories", found["user_histories"])
+            else UserHistories.read(artifacts / "user_histories", found["user_histories"])
         )
     except (OSError, ValueError, KeyError) as e:
         raise SnapshotError(str(e)) from e
     if len(index) != len(catalog):
         raise SnapshotError(f"the index holds {len(index):,} live items but item_embeddings {len(catalog):,}")
-    row_of_pos = index.rows_of(catalog.item_ids)
-    if (row_of_pos < 0).any():
-        missing = catalog.item_ids[np.flatnonzero(row_of_pos < 0)[0]]
-        raise SnapshotError(f"item {missing!r} of item_embeddings is not in the index")
     pair_pos = (
-        previous.pair_pos
-        if same and previous.catalog is catalog and previous.histories is histories
-        else histories.positions(catalog)
+        previous.core.pair_pos if same and previous.catalog is catalog and previous.histories is histories else None
     )
-    cfg = model.cfg
     user_hash = (
-        previous.user_hash
-        if same and previous.model is model and previous.histories is histories
-        else hash_buckets(histories.user_ids, cfg.n_hashes, cfg.user_buckets)
+        previous.core.user_hash if same and previous.model is model and previous.histories is histories else None
     )
-    popular_rows = index.rows_of(histories.popular_items)
+    core = Retriever(model, catalog, index, histories, pair_pos=pair_pos, user_hash=user_hash)
+    if (core.row_of_pos < 0).any():
+        missing = catalog.item_ids[np.flatnonzero(core.row_of_pos < 0)[0]]
+        raise SnapshotError(f"item {missing!r} of item_embeddings is not in the index")
     return Snapshot(
         version=version,
         model=model,
         fingerprint=fingerprint,
         catalog=catalog,
         index=index,
-        row_of_pos=row_of_pos,
         histories=histories,
-        pair_pos=pair_pos,
-        user_hash=user_hash,
-        popular_rows=popular_rows[popular_rows >= 0],
-        popular_pairs=histories.popular_pairs[popular_rows >= 0],
+        core=core,
         ident=ident,
         embeddings_parts=frozenset(p["file"] for p in emb_m["parts"]),
         ranker=ranker_hook(artifacts) if ranker_hook else None,

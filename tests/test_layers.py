@@ -1,0 +1,78 @@
+"""The library's import graph: no module imports one that imports it back (however indirectly),
+and no stage's package imports a package above it (imports inside functions included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+# a stage may import the stages of a lower rank (and the root modules: sql, artifacts, ...)
+RANK = {
+    "ingest": 1,
+    "clean": 1,
+    "splits": 1,
+    "sources": 1,
+    "retrieval": 2,
+    "index": 3,
+    "ranking": 3,
+    "generative": 4,
+    "serving": 5,
+}
+
+
+def imports() -> dict[str, set[str]]:
+    """module -> the models.* modules it imports, anywhere in its body."""
+    out = {}
+    for path in MODELS.rglob("*.py"):
+        parts = path.relative_to(MODELS.parent).with_suffix("").parts
+        mod = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "models":
+                if node.module == "models":
+                    found |= {f"models.{a.name}" for a in node.names}
+                else:
+                    found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.split(".")[0] == "models"}
+        out[mod] = found - {mod}
+    return out
+
+
+def _stage(mod: str) -> str | None:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in RANK else None
+
+
+def test_no_stage_imports_a_stage_above_it():
+    upward = [
+        (mod, dep)
+        for mod, deps in imports().items()
+        for dep in deps
+        if _stage(mod) and _stage(dep) and _stage(dep) != _stage(mod) and RANK[_stage(dep)] >= RANK[_stage(mod)]
+    ]
+    assert not upward, upward
+
+
+def test_no_import_cycle_among_modules():
+    graph = imports()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(mod: str, stack: list[str]) -> None:
+        state[mod] = 1
+        stack.append(mod)
+        for dep in sorted(graph.get(mod, ())):
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep) :] + [dep])
+            elif dep in graph and not state.get(dep):
+                visit(dep, stack)
+        stack.pop()
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        if not state.get(mod):
+            visit(mod, [])
+    assert not cycles, cycles
