@@ -73,6 +73,7 @@ EXPECTED_CHECKS = {
     ("raw_events", "raw_events_files_readable"): False,
     ("raw_items", "raw_items_files_readable"): False,
     ("raw_events", "raw_file_lines_accounted"): True,
+    ("raw_items", "raw_item_file_lines_accounted"): True,  # so the incremental item job audits its files
     ("clean_interactions", "event_row_accounting"): True,
     ("clean_items", "item_row_accounting"): True,
     ("clean_interactions", "clean_interactions_expectations"): False,
@@ -143,7 +144,7 @@ def test_jobs_select_exactly_their_assets(defs):
 
 
 def test_sensors_and_schedule_target_the_right_jobs(defs):
-    assert {s.name for s in defs.sensors} >= {"new_items_sensor", "new_events_sensor"}
+    assert {s.name for s in defs.sensors} == {"new_items_sensor", "new_events_sensor", "dead_run_sweep"}
     items = defs.resolve_sensor_def("new_items_sensor")
     assert items.job_name == "incremental_item_embedding_job"
     assert items.default_status == dg.DefaultSensorStatus.RUNNING
