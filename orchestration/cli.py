@@ -204,7 +204,7 @@ def _recommender(users: list[str], threads: int | None = 1, recent_items=()):
 
 
 def _generative(users: list[str], threads: int | None = 1):
-    """The latest generative retriever over the current semantic IDs, loaded for `users` only."""
+    """The promoted generative retriever over its codes, loaded for `users` only."""
     from models.generative.serving import GenerativeRecommender
     from models.retrieval.inference import ServingError
 

@@ -181,6 +181,8 @@ def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(p
     # the planted taste clusters are in the histories; popularity ignores them
     assert gen["ndcg@10"] > pop["ndcg@10"], (gen, pop["ndcg@10"])
     assert gen["decode_ms_per_user"] > 0 and gen["users"] == len(d.test)
+    # the promotion floor: 10 random unseen items hit at least 10 / catalog size (seen items excluded)
+    assert 10 / len(trie) <= gen["chance_hr@10"] < gen["hr@10"]
     path = save_generative(tmp_path, res.model, {"train": {"beam": 20}, "tokenizer": "t"})
     model, meta = load_generative(path)
     again = evaluate_generative(model, trie, torch.as_tensor(table), d.test, beam=20)
@@ -283,3 +285,34 @@ def test_etegrec_needs_an_rqvae_tokenizer(planted):
         JointTokenizer(rq, d.catalog.item_ids[1:], xb[1:], d.catalog)
     with pytest.raises(ValueError, match="mode"):
         GenTrainConfig(mode="tigerish")
+
+
+def test_a_checkpoint_carries_its_codes_and_the_audit_reads_whichever_table_it_is_given(tmp_path):
+    import duckdb
+
+    from models.generative.semantic_ids import SemanticIds
+    from models.generative.store import checkpoint_codes, code_problems, pair_codes, write_codes, write_pair
+
+    ids = np.array(["a", "b", "c"], dtype=object)
+    table_codes = SemanticIds(ids, np.array([[0, 0, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0]]))
+    own_codes = SemanticIds(ids, np.array([[2, 0, 0, 0], [2, 0, 0, 0], [1, 1, 0, 0]]))  # a and b collide
+    folder = tmp_path / "generative" / "v1"
+    folder.mkdir(parents=True)
+    write_pair(folder, own_codes)
+    np.testing.assert_array_equal(checkpoint_codes(folder).codes, own_codes.codes)
+    write_codes(tmp_path / "semantic_ids", table_codes, {"tokenizer": "t1"})
+    # the warehouse-side table serves the pair when its tokenizer made the checkpoint's codes ...
+    sid, source = pair_codes(tmp_path, folder, {"tokenizer": "t1"})
+    assert source.startswith("item_semantic_ids") and sid.codes.tolist() == table_codes.codes.tolist()
+    # ... otherwise (an ETEGRec tokenizer not adopted yet) the checkpoint's own codes do
+    sid, source = pair_codes(tmp_path, folder, {"tokenizer": "t2"})
+    assert source.startswith("generative checkpoint v1") and sid.codes.tolist() == own_codes.codes.tolist()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE clean_items AS SELECT * FROM (VALUES ('a'), ('b'), ('c'), ('d')) t(item_id)")
+    con.execute("CREATE TABLE interaction_splits AS SELECT 'a' AS item_id")
+    con.execute("CREATE TABLE item_semantic_ids AS SELECT * FROM (VALUES ('a', 0, 0, 0, 0)) t(item_id, c1, c2, c3, c4)")
+    # one rule, two tables: the checkpoint's codes (d uncoded, a and b sharing) and the warehouse's
+    bad, _ = code_problems(con, checkpoint_codes(folder))
+    assert bad == [("a", "code 2-0-0-0 shared"), ("b", "code 2-0-0-0 shared"), ("d", "no semantic id")]
+    bad, _ = code_problems(con)
+    assert sorted(bad) == [("b", "no semantic id"), ("c", "no semantic id"), ("d", "no semantic id")]
