@@ -37,7 +37,7 @@ import torch
 
 from models.artifacts import atomic_file, atomic_folder, file_sha256, read_manifest, write_manifest
 from models.generative.semantic_ids import CODE_COLUMNS, SemanticIds, TokenizerConfig, build_tokenizer
-from models.sql import query, run_sql
+from models.sql import query, run_sql, sql_text
 
 
 def _stamp() -> str:
@@ -174,8 +174,6 @@ def code_problems(con, sid: SemanticIds | None = None) -> tuple[list[tuple], str
     """sql/audit_semantic_ids.sql (every catalog item has a code, no two items share one) over a
     code table: the warehouse table item_semantic_ids, or `sid` (a generative checkpoint's own
     codes). Returns the offending (item_id, problem) rows (zero rows = pass) and the SQL text."""
-    from models.sql import sql_text
-
     rows = con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").df() if sid is None else sid.frame()
     con.register("semantic_id_rows", rows)
     try:
@@ -240,10 +238,7 @@ def refresh_semantic_ids(
         if joint is not None and joint["parent"] == prev["tokenizer"]:
             version = _adopt_tokenizer(root, promoted, joint)
             existing = checkpoint_codes(promoted)
-            mode = {
-                "mode": "incremental",
-                "reason": f"adopted the tokenizer promoted generative {promoted.name} trained",
-            }
+            mode = {"mode": "incremental", "reason": f"adopted the promoted generative {promoted.name}'s tokenizer"}
             log(f"item_semantic_ids: adopting tokenizer {version}, trained by generative retriever {promoted.name}")
         else:
             version = prev["tokenizer"]
