@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -316,3 +318,62 @@ def test_a_checkpoint_carries_its_codes_and_the_audit_reads_whichever_table_it_i
     assert bad == [("a", "code 2-0-0-0 shared"), ("b", "code 2-0-0-0 shared"), ("d", "no semantic id")]
     bad, _ = code_problems(con)
     assert sorted(bad) == [("b", "no semantic id"), ("c", "no semantic id"), ("d", "no semantic id")]
+
+
+def _evaluated_generative(root, hr: float, chance: float) -> str:
+    """A generative checkpoint folder (its codes), the latest in its manifest, with an
+    evaluation.json whose valid HR@10 and chance figures are the given ones."""
+    from models.artifacts import write_json_atomic
+    from models.generative.semantic_ids import SemanticIds
+    from models.generative.store import write_pair
+    from models.generative.training import save_generative
+
+    model = GenerativeRetriever(
+        Seq2SeqConfig(codebook_size=4, history_len=2, d_model=8, heads=1, encoder_layers=1, decoder_layers=1, ffn=8)
+    )
+    sid = SemanticIds(np.array(["a", "b"], dtype=object), np.array([[0, 0, 0, 0], [0, 0, 0, 1]]))
+    path = save_generative(root, model, {"tokenizer": "t1", "train": {"beam": 4}}, files=lambda f: write_pair(f, sid))
+    split = {"hr@10": hr, "ndcg@10": hr / 2, "chance_hr@10": chance}
+    pop = {"hr@10": 0.2, "ndcg@10": 0.1}
+    write_json_atomic(
+        path / "evaluation.json",
+        {
+            "generative_version": path.name,
+            "tokenizer": "t1",
+            "generative": {"valid": split, "test": split},
+            "popularity": {"valid": pop, "test": pop},
+        },
+    )
+    return path.name
+
+
+def test_promoted_generative_registers_only_a_retriever_that_beats_chance(tmp_path):
+    import dagster as dg
+    import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
+
+    from assets.generative.promoted_generative import promoted_generative
+    from models.generative.training import latest_generative, promoted_generative_version
+    from models.retrieval.pyfunc import using_tracking_uri
+    from orchestration.resources import build_resources
+
+    resources = build_resources(tmp_path)
+    root = tmp_path / "artifacts" / "generative"
+    good = _evaluated_generative(root, hr=0.12, chance=0.07)
+    assert promoted_generative_version(root) is None  # trained and evaluated, not promoted yet
+    assert dg.materialize([promoted_generative], resources=resources).success
+    assert promoted_generative_version(root) == good
+    client = MlflowClient(tracking_uri=resources["mlflow"].tracking_uri)
+    champion = client.get_model_version_by_alias("towerflow-generative", "champion")
+    assert champion.tags["checkpoint"] == good and champion.tags["tokenizer"] == "t1"
+    with using_tracking_uri(resources["mlflow"].tracking_uri):
+        local = mlflow.artifacts.download_artifacts(
+            "models:/towerflow-generative@champion", dst_path=str(tmp_path / "d")
+        )
+    # the registered version is the whole pair: weights and the codes it was trained with
+    assert {"config.json", "model.pt", "codes.parquet", "evaluation.json"} <= {p.name for p in Path(local).iterdir()}
+    # a retriever at or below chance is never promoted: the champion and what serves stay
+    bad = _evaluated_generative(root, hr=0.05, chance=0.07)
+    assert not dg.materialize([promoted_generative], resources=resources, raise_on_error=False).success
+    assert (latest_generative(root), promoted_generative_version(root)) == (bad, good)
+    assert client.get_model_version_by_alias("towerflow-generative", "champion").version == champion.version
