@@ -421,6 +421,9 @@ def test_cli_status_and_quarantine(first_run, home, monkeypatch):
     out = CliRunner().invoke(main, ["status"])
     assert out.exit_code == 0, out.output
     assert "clean_interactions" in out.output and "unknown_event_type" in out.output
+    for family in ("towerflow-two-tower", "towerflow-ranker", "towerflow-generative"):  # one champion each
+        (line,) = [line for line in out.output.splitlines() if f"models:/{family}@champion" in line]
+        assert line.rstrip().endswith("yes"), line  # the local mirror serves the registry's champion
     out = CliRunner().invoke(main, ["quarantine", "--reason", "unknown_event_type", "-n", "2"])
     assert out.exit_code == 0, out.output
     body = out.output.strip().splitlines()[2:]
