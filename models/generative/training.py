@@ -10,7 +10,13 @@ tokenizer in alternation with the retriever, tied by two alignment losses
 Evaluation uses the same users, targets and exclusions as the two-tower's full-ranking
 evaluation (`models.retrieval.data.EvalSet`): the beam (width `beam`) over the whole catalog's
 codes, the user's seen items removed, the target's rank among the rest; a target outside the
-beam counts as a miss. HR@K / NDCG@K are reported for K <= beam, and decode time per user.
+beam counts as a miss. HR@K / NDCG@K are reported for K <= beam, decode time per user, and
+chance_hr@10 (what 10 random unseen items would hit: the floor promotion asks the retriever to
+clear).
+
+A checkpoint folder is the pair that serves: the weights and the codes it was trained with
+(models/generative/store.py); the manifest's "latest" is written here, its "current" (the
+promoted one) by the promoted_generative asset.
 """
 
 from __future__ import annotations
