@@ -68,13 +68,14 @@ def audit_check(
     what: str,
     header: tuple[str, ...],
     severity=dg.AssetCheckSeverity.ERROR,
+    params: dict | None = None,
 ) -> dg.AssetCheckResult:
-    """Run sql/<audit>.sql, which returns the offending rows: zero rows = pass. The metadata
-    shows their count next to the threshold (0) and the first of them."""
+    """Run sql/<audit>.sql (with bound `params`), which returns the offending rows: zero rows =
+    pass. The metadata shows their count next to the threshold (0) and the first of them."""
     from models.sql import query
 
     with duckdb.get_connection() as con:
-        bad = query(con, audit)
+        bad = query(con, audit, params)
     return check_result(
         context,
         mlflow,

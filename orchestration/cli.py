@@ -147,30 +147,49 @@ def status() -> None:
 
 
 def _champion_status() -> None:
-    """The registry's champion next to the local mirror everything that serves reads."""
+    """Each family's registry champion next to the local mirror everything that serves reads."""
+    from models.generative.training import promoted_generative_version
+    from models.ranking.ranker import ranker_manifest
     from models.retrieval.checkpoint import champion_version
-    from orchestration.resources import CHAMPION, build_resources
+    from orchestration.resources import CHAMPION, GENERATIVE_MODEL, RANKER_MODEL, build_resources
 
     tracker = build_resources()["mlflow"]
-    version = tracker.champion()
-    mirror = champion_version(towerflow_home() / "artifacts")
-    if version is None:
-        click.echo(f"\nno {tracker.registered_model}@{CHAMPION} yet (promoted_model registers one)")
-        return
-    tags = version.tags
-    rows = [
+    art = towerflow_home() / "artifacts"
+    families = (  # registered model, its promote asset, its valid / test NDCG@10 tags, its local mirror
+        (tracker.registered_model, "promoted_model", "model", lambda: champion_version(art)),
+        (RANKER_MODEL, "promoted_ranker", "ranked", lambda: ranker_manifest(art).get("current")),
         (
-            f"models:/{tracker.registered_model}@{CHAMPION}",
-            version.version,
-            tags.get("checkpoint"),
-            tags.get("model.valid.ndcg_at_10"),
-            tags.get("model.test.ndcg_at_10"),
-            "yes" if tags.get("checkpoint") == mirror else f"NO (local mirror: {mirror})",
-        )
-    ]
-    click.echo(
-        "\n" + _table(rows, ("champion", "version", "checkpoint", "valid NDCG@10", "test NDCG@10", "served here"))
+            GENERATIVE_MODEL,
+            "promoted_generative",
+            "generative",
+            lambda: promoted_generative_version(art / "generative"),
+        ),
     )
+    rows, missing = [], []
+    for name, asset, who, mirror_of in families:
+        version = tracker.champion(registered_model=name)
+        if version is None:
+            missing.append(f"no {name}@{CHAMPION} yet ({asset} registers one)")
+            continue
+        tags, mirror = version.tags, mirror_of()
+        ndcg = [
+            tags.get(f"{who}.{split}.ndcg_at_10", tags.get(f"{split}.{who}.ndcg_at_10")) for split in ("valid", "test")
+        ]
+        rows.append(
+            (
+                f"models:/{name}@{CHAMPION}",
+                version.version,
+                tags.get("checkpoint"),
+                *ndcg,
+                "yes" if tags.get("checkpoint") == mirror else f"NO (local mirror: {mirror})",
+            )
+        )
+    if rows:
+        click.echo(
+            "\n" + _table(rows, ("champion", "version", "checkpoint", "valid NDCG@10", "test NDCG@10", "served here"))
+        )
+    for line in missing:
+        click.echo(("" if rows else "\n") + line)
 
 
 @main.command(help="Show quarantined event rows with file, line, reason and raw text.")
@@ -204,7 +223,7 @@ def _recommender(users: list[str], threads: int | None = 1, recent_items=()):
 
 
 def _generative(users: list[str], threads: int | None = 1):
-    """The latest generative retriever over the current semantic IDs, loaded for `users` only."""
+    """The promoted generative retriever over its codes, loaded for `users` only."""
     from models.generative.serving import GenerativeRecommender
     from models.retrieval.inference import ServingError
 

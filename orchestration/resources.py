@@ -29,12 +29,24 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 DEFAULT_HOME = ".towerflow"
 EXPERIMENT = "towerflow"
 REGISTERED_MODEL = "towerflow-two-tower"
-CHAMPION = "champion"  # the registry alias everything that serves follows
+RANKER_MODEL = "towerflow-ranker"
+GENERATIVE_MODEL = "towerflow-generative"
+CHAMPION = "champion"  # the registry alias everything that serves follows, in every family
 REGISTERED_MODEL_DESCRIPTION = (
     "towerflow's two-tower retriever as a pyfunc: user ids (and optional recent item ids) in, top-k items "
     "out. promoted_model registers one version per checkpoint that passed the blocking evaluation check and "
     "moves the alias 'champion' to it."
 )
+DESCRIPTIONS = {
+    REGISTERED_MODEL: REGISTERED_MODEL_DESCRIPTION,
+    RANKER_MODEL: "towerflow's candidate-isolation ranker: its checkpoint folder (config.json with the actions "
+    "and weights, ranker.pt, evaluation.json), loaded by models.ranking.ranker. promoted_ranker registers one "
+    "version per checkpoint that passed ranking_beats_retrieval_on_valid_ndcg and moves the alias 'champion' to it.",
+    GENERATIVE_MODEL: "towerflow's generative retriever: its checkpoint folder (config.json, model.pt, the "
+    "semantic-ID codes it was trained with, and in ETEGRec mode the tokenizer it trained), loaded by "
+    "models.generative. promoted_generative registers one version per checkpoint that passed "
+    "generative_beats_chance_on_valid_hr and moves the alias 'champion' to it.",
+}
 
 
 def towerflow_home() -> Path:
@@ -215,45 +227,63 @@ class MlflowTracker(dg.ConfigurableResource):
                 monitor.mlflow_logger.flush()
             client.set_terminated(run.info.run_id, status)
 
-    def promote(self, model_uri: str, checkpoint: str, tags: dict, alias: str = CHAMPION) -> tuple[int, bool]:
-        """Register the logged model as a version of `registered_model` (one version per
-        checkpoint: promoting the same checkpoint again reuses its version) and move `alias` to
-        it. Returns (version, created)."""
+    def promote(
+        self,
+        checkpoint: str,
+        tags: dict,
+        *,
+        model_uri: str | None = None,
+        folder: Path | None = None,
+        context=None,
+        registered_model: str | None = None,
+        alias: str = CHAMPION,
+    ) -> tuple[int, bool]:
+        """The one registration path of every model family: register a checkpoint as a version of
+        `registered_model` (default: the two-tower's) and move `alias` to it. One version per
+        checkpoint: promoting the same checkpoint again reuses its version. The version's source
+        is a logged MLflow model (`model_uri`: the two-tower's pyfunc) or, for a family without
+        one, the checkpoint `folder`, uploaded as artifacts of this Dagster run's MLflow run
+        (`context`) under `<registered_model>/<checkpoint>`; `models:/<name>@champion` then
+        downloads that folder. Returns (version, created)."""
         from mlflow.exceptions import MlflowException
 
+        if (model_uri is None) == (folder is None):
+            raise ValueError("promote needs exactly one of model_uri (a logged model) or folder (a checkpoint)")
+        name = registered_model or self.registered_model
         client = self._client()
         try:
-            client.get_registered_model(self.registered_model)
+            client.get_registered_model(name)
         except MlflowException:
-            client.create_registered_model(self.registered_model, description=REGISTERED_MODEL_DESCRIPTION)
+            client.create_registered_model(name, description=DESCRIPTIONS.get(name))
         existing = [
-            v
-            for v in client.search_model_versions(f"name = '{self.registered_model}'")
-            if v.tags.get("checkpoint") == checkpoint
+            v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("checkpoint") == checkpoint
         ]
+        tags = {"checkpoint": checkpoint, **{k: str(v) for k, v in tags.items()}}
         if existing:
             version, created = existing[0], False
-        else:
+        elif model_uri is not None:
             import mlflow
 
             from models.retrieval.pyfunc import using_tracking_uri
 
             with using_tracking_uri(self.tracking_uri):
-                version = mlflow.register_model(
-                    model_uri,
-                    self.registered_model,
-                    tags={"checkpoint": checkpoint, **{k: str(v) for k, v in tags.items()}},
-                )
+                version = mlflow.register_model(model_uri, name, tags=tags)
             created = True
-        client.set_registered_model_alias(self.registered_model, alias, version.version)
+        else:
+            run_id, _ = self._parent_for(context)
+            path = f"{name}/{checkpoint}"
+            client.log_artifacts(run_id, str(folder), artifact_path=path)
+            version = client.create_model_version(name, source=f"runs:/{run_id}/{path}", run_id=run_id, tags=tags)
+            created = True
+        client.set_registered_model_alias(name, alias, version.version)
         return int(version.version), created
 
-    def champion(self, alias: str = CHAMPION):
-        """The model version the alias points at, or None."""
+    def champion(self, alias: str = CHAMPION, registered_model: str | None = None):
+        """The model version the alias points at (default: the two-tower's), or None."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return self._client().get_model_version_by_alias(self.registered_model, alias)
+            return self._client().get_model_version_by_alias(registered_model or self.registered_model, alias)
         except MlflowException:
             return None
 

@@ -36,10 +36,12 @@ EXPECTED_GROUPS = {
     "ranking_candidates": "ranking",
     "ranking_model": "ranking",
     "ranking_evaluation": "ranking",
+    "promoted_ranker": "ranking",
     "ranked_recommendations": "ranking",
     "item_semantic_ids": "generative",
     "generative_retriever": "generative",
     "generative_evaluation": "generative",
+    "promoted_generative": "generative",
 }
 EXPECTED_PARENTS = {
     "landing_events": set(),
@@ -62,17 +64,21 @@ EXPECTED_PARENTS = {
     "action_labels": {"clean_interactions"},
     "ranking_candidates": {"action_labels", "promoted_model", "interaction_splits"},
     "ranking_model": {"ranking_candidates"},
+    # every family: train -> evaluate (blocking check) -> promote; what serves reads the promoted one
     "ranking_evaluation": {"ranking_model"},
-    "ranked_recommendations": {"ranking_evaluation", "item_index"},
+    "promoted_ranker": {"ranking_evaluation"},
+    "ranked_recommendations": {"promoted_ranker", "item_index"},
     "item_semantic_ids": {"item_embeddings"},
     "generative_retriever": {"item_semantic_ids", "interaction_splits"},
     "generative_evaluation": {"generative_retriever", "promoted_model"},
+    "promoted_generative": {"generative_evaluation"},
 }
 # (asset, check) -> blocking: the checks that guard the splits, training and the index block
 EXPECTED_CHECKS = {
     ("raw_events", "raw_events_files_readable"): False,
     ("raw_items", "raw_items_files_readable"): False,
     ("raw_events", "raw_file_lines_accounted"): True,
+    ("raw_items", "raw_item_file_lines_accounted"): True,  # so the incremental item job audits its files
     ("clean_interactions", "event_row_accounting"): True,
     ("clean_items", "item_row_accounting"): True,
     ("clean_interactions", "clean_interactions_expectations"): False,
@@ -83,6 +89,8 @@ EXPECTED_CHECKS = {
     ("item_index", "item_index_recall_at_10"): True,
     ("ranking_evaluation", "ranking_beats_retrieval_on_valid_ndcg"): True,
     ("item_semantic_ids", "every_item_has_a_unique_semantic_id"): True,
+    ("generative_retriever", "generative_codes_are_unique"): True,
+    ("generative_evaluation", "generative_beats_chance_on_valid_hr"): True,
 }
 SOURCES = {"landing_events", "landing_items"}
 DATA = {
@@ -143,7 +151,7 @@ def test_jobs_select_exactly_their_assets(defs):
 
 
 def test_sensors_and_schedule_target_the_right_jobs(defs):
-    assert {s.name for s in defs.sensors} >= {"new_items_sensor", "new_events_sensor"}
+    assert {s.name for s in defs.sensors} == {"new_items_sensor", "new_events_sensor", "dead_run_sweep"}
     items = defs.resolve_sensor_def("new_items_sensor")
     assert items.job_name == "incremental_item_embedding_job"
     assert items.default_status == dg.DefaultSensorStatus.RUNNING

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -181,6 +183,8 @@ def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(p
     # the planted taste clusters are in the histories; popularity ignores them
     assert gen["ndcg@10"] > pop["ndcg@10"], (gen, pop["ndcg@10"])
     assert gen["decode_ms_per_user"] > 0 and gen["users"] == len(d.test)
+    # the promotion floor: 10 random unseen items hit at least 10 / catalog size (seen items excluded)
+    assert 10 / len(trie) <= gen["chance_hr@10"] < gen["hr@10"]
     path = save_generative(tmp_path, res.model, {"train": {"beam": 20}, "tokenizer": "t"})
     model, meta = load_generative(path)
     again = evaluate_generative(model, trie, torch.as_tensor(table), d.test, beam=20)
@@ -283,3 +287,93 @@ def test_etegrec_needs_an_rqvae_tokenizer(planted):
         JointTokenizer(rq, d.catalog.item_ids[1:], xb[1:], d.catalog)
     with pytest.raises(ValueError, match="mode"):
         GenTrainConfig(mode="tigerish")
+
+
+def test_a_checkpoint_carries_its_codes_and_the_audit_reads_whichever_table_it_is_given(tmp_path):
+    import duckdb
+
+    from models.generative.semantic_ids import SemanticIds
+    from models.generative.store import checkpoint_codes, code_problems, pair_codes, write_codes, write_pair
+
+    ids = np.array(["a", "b", "c"], dtype=object)
+    table_codes = SemanticIds(ids, np.array([[0, 0, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0]]))
+    own_codes = SemanticIds(ids, np.array([[2, 0, 0, 0], [2, 0, 0, 0], [1, 1, 0, 0]]))  # a and b collide
+    folder = tmp_path / "generative" / "v1"
+    folder.mkdir(parents=True)
+    write_pair(folder, own_codes)
+    np.testing.assert_array_equal(checkpoint_codes(folder).codes, own_codes.codes)
+    write_codes(tmp_path / "semantic_ids", table_codes, {"tokenizer": "t1"})
+    # the warehouse-side table serves the pair when its tokenizer made the checkpoint's codes ...
+    sid, source = pair_codes(tmp_path, folder, {"tokenizer": "t1"})
+    assert source.startswith("item_semantic_ids") and sid.codes.tolist() == table_codes.codes.tolist()
+    # ... otherwise (an ETEGRec tokenizer not adopted yet) the checkpoint's own codes do
+    sid, source = pair_codes(tmp_path, folder, {"tokenizer": "t2"})
+    assert source.startswith("generative checkpoint v1") and sid.codes.tolist() == own_codes.codes.tolist()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE clean_items AS SELECT * FROM (VALUES ('a'), ('b'), ('c'), ('d')) t(item_id)")
+    con.execute("CREATE TABLE interaction_splits AS SELECT 'a' AS item_id")
+    con.execute("CREATE TABLE item_semantic_ids AS SELECT * FROM (VALUES ('a', 0, 0, 0, 0)) t(item_id, c1, c2, c3, c4)")
+    # one rule, two tables: the checkpoint's codes (d uncoded, a and b sharing) and the warehouse's
+    bad, _ = code_problems(con, checkpoint_codes(folder))
+    assert bad == [("a", "code 2-0-0-0 shared"), ("b", "code 2-0-0-0 shared"), ("d", "no semantic id")]
+    bad, _ = code_problems(con)
+    assert sorted(bad) == [("b", "no semantic id"), ("c", "no semantic id"), ("d", "no semantic id")]
+
+
+def _evaluated_generative(root, hr: float, chance: float) -> str:
+    """A generative checkpoint folder (its codes), the latest in its manifest, with an
+    evaluation.json whose valid HR@10 and chance figures are the given ones."""
+    from models.artifacts import write_json_atomic
+    from models.generative.semantic_ids import SemanticIds
+    from models.generative.store import write_pair
+    from models.generative.training import save_generative
+
+    model = GenerativeRetriever(
+        Seq2SeqConfig(codebook_size=4, history_len=2, d_model=8, heads=1, encoder_layers=1, decoder_layers=1, ffn=8)
+    )
+    sid = SemanticIds(np.array(["a", "b"], dtype=object), np.array([[0, 0, 0, 0], [0, 0, 0, 1]]))
+    path = save_generative(root, model, {"tokenizer": "t1", "train": {"beam": 4}}, files=lambda f: write_pair(f, sid))
+    split = {"hr@10": hr, "ndcg@10": hr / 2, "chance_hr@10": chance}
+    pop = {"hr@10": 0.2, "ndcg@10": 0.1}
+    write_json_atomic(
+        path / "evaluation.json",
+        {
+            "generative_version": path.name,
+            "tokenizer": "t1",
+            "generative": {"valid": split, "test": split},
+            "popularity": {"valid": pop, "test": pop},
+        },
+    )
+    return path.name
+
+
+def test_promoted_generative_registers_only_a_retriever_that_beats_chance(tmp_path):
+    import dagster as dg
+    import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
+
+    from assets.generative.promoted_generative import promoted_generative
+    from models.generative.training import latest_generative, promoted_generative_version
+    from models.retrieval.pyfunc import using_tracking_uri
+    from orchestration.resources import build_resources
+
+    resources = build_resources(tmp_path)
+    root = tmp_path / "artifacts" / "generative"
+    good = _evaluated_generative(root, hr=0.12, chance=0.07)
+    assert promoted_generative_version(root) is None  # trained and evaluated, not promoted yet
+    assert dg.materialize([promoted_generative], resources=resources).success
+    assert promoted_generative_version(root) == good
+    client = MlflowClient(tracking_uri=resources["mlflow"].tracking_uri)
+    champion = client.get_model_version_by_alias("towerflow-generative", "champion")
+    assert champion.tags["checkpoint"] == good and champion.tags["tokenizer"] == "t1"
+    with using_tracking_uri(resources["mlflow"].tracking_uri):
+        local = mlflow.artifacts.download_artifacts(
+            "models:/towerflow-generative@champion", dst_path=str(tmp_path / "d")
+        )
+    # the registered version is the whole pair: weights and the codes it was trained with
+    assert {"config.json", "model.pt", "codes.parquet", "evaluation.json"} <= {p.name for p in Path(local).iterdir()}
+    # a retriever at or below chance is never promoted: the champion and what serves stay
+    bad = _evaluated_generative(root, hr=0.05, chance=0.07)
+    assert not dg.materialize([promoted_generative], resources=resources, raise_on_error=False).success
+    assert (latest_generative(root), promoted_generative_version(root)) == (bad, good)
+    assert client.get_model_version_by_alias("towerflow-generative", "champion").version == champion.version

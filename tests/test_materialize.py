@@ -77,7 +77,11 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
         "event_row_accounting",
         "item_row_accounting",
         "raw_file_lines_accounted",
+        "raw_item_file_lines_accounted",
         "ranking_beats_retrieval_on_valid_ndcg",
+        "every_item_has_a_unique_semantic_id",
+        "generative_codes_are_unique",
+        "generative_beats_chance_on_valid_hr",
         "clean_interactions_expectations",
         "interaction_splits_expectations",
         "split_no_time_leakage",
@@ -109,10 +113,12 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
         "ranking_candidates",
         "ranking_model",
         "ranking_evaluation",
+        "promoted_ranker",
         "ranked_recommendations",
         "item_semantic_ids",
         "generative_retriever",
         "generative_evaluation",
+        "promoted_generative",
     }
 
 
@@ -415,6 +421,9 @@ def test_cli_status_and_quarantine(first_run, home, monkeypatch):
     out = CliRunner().invoke(main, ["status"])
     assert out.exit_code == 0, out.output
     assert "clean_interactions" in out.output and "unknown_event_type" in out.output
+    for family in ("towerflow-two-tower", "towerflow-ranker", "towerflow-generative"):  # one champion each
+        (line,) = [line for line in out.output.splitlines() if f"models:/{family}@champion" in line]
+        assert line.rstrip().endswith("yes"), line  # the local mirror serves the registry's champion
     out = CliRunner().invoke(main, ["quarantine", "--reason", "unknown_event_type", "-n", "2"])
     assert out.exit_code == 0, out.output
     body = out.output.strip().splitlines()[2:]
@@ -514,6 +523,11 @@ def test_generative_group_codes_every_item_once_and_serves_next_to_the_two_tower
     assert meta["decode_ms_per_user"].value > 0 and meta["beam"].value == 20
     sid_meta = first_run.asset_materializations_for_node("item_semantic_ids")[0].metadata
     assert sid_meta["mode"].value == "trained" and 0 < sid_meta["utilisation_c1"].value <= 1
+    # evaluate -> blocking check -> promote, as for the two-tower
+    assert evaluations["generative_codes_are_unique"].passed
+    assert evaluations["generative_beats_chance_on_valid_hr"].passed
+    promoted = first_run.asset_materializations_for_node("promoted_generative")[0].metadata
+    assert promoted["checkpoint"].value == ev["generative_version"] and promoted["alias"].value == "champion"
     monkeypatch.setenv("TOWERFLOW_HOME", str(home))
     out = CliRunner().invoke(
         main,
@@ -538,13 +552,15 @@ def test_generative_group_codes_every_item_once_and_serves_next_to_the_two_tower
     assert "fallback" in out.stderr and len(rows) == 10
 
 
-def test_etegrec_mode_publishes_the_tokenizer_it_trained_and_everything_reads_its_codes(
+def test_etegrec_pair_is_checked_where_written_promoted_then_adopted_by_the_new_items_path(
     first_run, home, monkeypatch, tmp_path
 ):
     import shutil
 
+    from mlflow.tracking import MlflowClient
+
     from models.artifacts import read_manifest
-    from models.generative.store import read_codes
+    from models.generative.store import checkpoint_codes, read_codes
     from orchestration.cli import main
     from orchestration.definitions import build_definitions
 
@@ -553,53 +569,93 @@ def test_etegrec_mode_publishes_the_tokenizer_it_trained_and_everything_reads_it
     monkeypatch.setenv("TOWERFLOW_HOME", str(copy))
     root = copy / "artifacts" / "semantic_ids"
     before = read_manifest(root)
+    con = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True)
+    table_before = con.execute("SELECT * FROM item_semantic_ids ORDER BY item_id").fetchall()
+    con.close()
     defs = build_definitions(copy)
     small = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn": 64, "history_len": 8}
     run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[dg.AssetKey("generative_retriever"), dg.AssetKey("generative_evaluation")],
+        asset_selection=[
+            dg.AssetKey("generative_retriever"),
+            dg.AssetKey("generative_evaluation"),
+            dg.AssetKey("promoted_generative"),
+        ],
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
         run_config={"ops": {"generative_retriever": {"config": {**small, "epochs": 3, "mode": "etegrec"}}}},
     )
     assert run.success
-    after = read_manifest(root)
-    new = after["tokenizer"]
-    assert new != before["tokenizer"] and after["two_tower_version"] == before["two_tower_version"]
-    tok_meta = json.loads((root / "tokenizers" / new / "config.json").read_text())
-    assert tok_meta["parent"] == before["tokenizer"] and tok_meta["trained_with"] == "etegrec"
-    # the checkpoint names the published tokenizer, so evaluation (above) and serving accept the pair
-    gen_root = copy / "artifacts" / "generative"
-    ckpt = json.loads((gen_root / read_manifest(gen_root)["latest"] / "config.json").read_text())
-    assert ckpt["tokenizer"] == new and ckpt["train"]["mode"] == "etegrec"
-    history = ckpt["history"]
-    assert [r["tokenizer_epoch"] for r in history] == [0.0, 1.0, 0.0]
-    (own,) = [
-        m
-        for m in run.asset_materializations_for_node("generative_retriever")
-        if m.asset_key.path == ["generative_retriever"]
-    ]
-    meta = own.metadata
-    assert meta["mode"].value == "etegrec" and Path(meta["curves"].value).stat().st_size > 0
-    assert "| 2 | tokenizer |" in meta["epochs"].value
-    # the warehouse table holds the same codes, all distinct, and the UI sees item_semantic_ids change
-    sid, _ = read_codes(root)
+    checks = {e.check_name: e for e in run.get_asset_check_evaluations()}
+    assert checks["generative_codes_are_unique"].passed and checks["generative_beats_chance_on_valid_hr"].passed
+    # one writer per table: the retriever left item_semantic_ids (files, table, UI) as they were
+    assert read_manifest(root) == before
     con = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True)
-    rows = con.execute("SELECT item_id, c1, c2, c3, c4, tokenizer_version FROM item_semantic_ids").fetchall()
+    assert con.execute("SELECT * FROM item_semantic_ids ORDER BY item_id").fetchall() == table_before
     con.close()
-    assert {r[0]: tuple(r[1:5]) for r in rows} == {i: tuple(c) for i, c in zip(sid.item_ids, sid.codes.tolist())}
-    assert {r[5] for r in rows} == {new} and len({r[1:5] for r in rows}) == len(rows)
-    published = [m for m in run.get_asset_materialization_events() if m.asset_key == dg.AssetKey("item_semantic_ids")]
-    assert len(published) == 1 and published[0].materialization.metadata["tokenizer"].value == new
+    assert {m.asset_key.to_user_string() for m in run.get_asset_materialization_events()} == {
+        "generative_retriever",
+        "generative_evaluation",
+        "promoted_generative",
+    }
+    # the checkpoint is the pair: its tokenizer (parent: the one it started from) and its codes
+    gen_root = copy / "artifacts" / "generative"
+    manifest = read_manifest(gen_root)
+    folder = gen_root / manifest["latest"]
+    ckpt = json.loads((folder / "config.json").read_text())
+    tok_meta = json.loads((folder / "tokenizer.json").read_text())
+    new = ckpt["tokenizer"]
+    assert new == tok_meta["version"] != before["tokenizer"] and ckpt["train"]["mode"] == "etegrec"
+    assert tok_meta["parent"] == before["tokenizer"] and tok_meta["trained_with"] == "etegrec"
+    assert tok_meta["two_tower_version"] == before["two_tower_version"]
+    own = checkpoint_codes(folder)
+    assert len({tuple(c) for c in own.codes.tolist()}) == len(own.item_ids) == len(table_before)
+    assert [r["tokenizer_epoch"] for r in ckpt["history"]] == [0.0, 1.0, 0.0]
+    (mat,) = run.asset_materializations_for_node("generative_retriever")
+    assert mat.metadata["mode"].value == "etegrec" and Path(mat.metadata["curves"].value).stat().st_size > 0
+    assert "| 2 | tokenizer |" in mat.metadata["epochs"].value
+    # evaluated on its own codes, then promoted: registry alias and manifest, like the two-tower
+    ev = run.asset_materializations_for_node("generative_evaluation")[0].metadata["evaluation"].value
+    assert ev["tokenizer"] == new and ev["codes"].startswith(f"generative checkpoint {folder.name}")
+    assert manifest["current"] == manifest["latest"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("towerflow-generative", "champion")
+    assert champion.tags["checkpoint"] == folder.name and champion.tags["tokenizer"] == new
+    # serving reads the promoted pair right away
     out = CliRunner().invoke(main, ["recommend", "--retriever", "generative", "--sample", "1", "-k", "3"])
     assert out.exit_code == 0, out.output
-    # the incremental item path keeps the jointly trained tokenizer and its codes
+    # the new-items path adopts the promoted retriever's tokenizer and its codes; the table's own
+    # writer writes them, and its own check audits them
     again = (
         build_definitions(copy)
         .resolve_implicit_global_asset_job_def()
         .execute_in_process(asset_selection=[dg.AssetKey("item_semantic_ids")], instance=dg.DagsterInstance.ephemeral())
     )
+    assert again.success
+    assert {e.check_name: e.passed for e in again.get_asset_check_evaluations()} == {
+        "every_item_has_a_unique_semantic_id": True
+    }
     meta = again.asset_materializations_for_node("item_semantic_ids")[0].metadata
     assert (meta["mode"].value, meta["tokenizer"].value, meta["encoded"].value) == ("incremental", new, 0)
+    sid, after = read_codes(root)
+    assert after["tokenizer"] == new and (root / "tokenizers" / new / "tokenizer.pt").exists()
+    assert {i: tuple(c) for i, c in zip(sid.item_ids, sid.codes.tolist())} == {
+        i: tuple(c) for i, c in zip(own.item_ids, own.codes.tolist())
+    }
+    con = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True)
+    rows = con.execute("SELECT item_id, c1, c2, c3, c4, tokenizer_version FROM item_semantic_ids").fetchall()
+    con.close()
+    assert {r[0]: tuple(r[1:5]) for r in rows} == {i: tuple(c) for i, c in zip(sid.item_ids, sid.codes.tolist())}
+    assert {r[5] for r in rows} == {new}
+    # adopted once: the next refresh keeps it as the tokenizer in use
+    third = (
+        build_definitions(copy)
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(asset_selection=[dg.AssetKey("item_semantic_ids")], instance=dg.DagsterInstance.ephemeral())
+    )
+    meta = third.asset_materializations_for_node("item_semantic_ids")[0].metadata
+    assert (meta["tokenizer"].value, meta["reason"].value) == (new, "same two-tower model and tokenizer config")
+    out = CliRunner().invoke(main, ["recommend", "--retriever", "generative", "--sample", "1", "-k", "3"])
+    assert out.exit_code == 0, out.output
 
 
 def test_a_model_index_version_mismatch_is_refused(first_run, home, monkeypatch, tmp_path):
@@ -755,10 +811,19 @@ def test_ranking_group_ranks_retrieved_candidates_with_action_probabilities(firs
 
     from models.ranking.ranker import load_ranker, ranker_manifest
 
+    from mlflow.tracking import MlflowClient
+
     manifest = ranker_manifest(home / "artifacts")
     assert manifest["current"] == manifest["latest"]  # promoted: its check passed
     ev = json.loads((home / "artifacts" / "ranking" / manifest["current"] / "evaluation.json").read_text())
-    assert ev["promoted"] and ev["valid"]["ranked"]["ndcg@10"] > ev["valid"]["retrieval"]["ndcg@10"]
+    assert ev["valid"]["ranked"]["ndcg@10"] > ev["valid"]["retrieval"]["ndcg@10"]
+    # promoted after the check, by its own asset, into the registry like the two-tower
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("towerflow-ranker", "champion")
+    assert champion.tags["checkpoint"] == manifest["current"]
+    # each promotion is a registered version (a later run in this module may have promoted another)
+    registered = {v.tags["checkpoint"] for v in client.search_model_versions("name = 'towerflow-ranker'")}
+    assert first_run.asset_materializations_for_node("promoted_ranker")[0].metadata["ranker"].value in registered
     ranker = load_ranker(home / "artifacts")
     assert ranker.actions == ["click", "like", "share", "liked_rating", "not_interested"]
     recs = pq.read_table(home / "artifacts" / "recommendations" / "ranked_recommendations.parquet").to_pandas()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_definitions import EXPECTED_CHECKS, EXPECTED_GROUPS
+
 REPO = Path(__file__).resolve().parents[1]
 
 PROBE = textwrap.dedent("""
@@ -37,7 +39,8 @@ PROBE = textwrap.dedent("""
         "models": models.__file__, "sql_dir": str(SQL_DIR),
         "sql": sorted(p.name for p in SQL_DIR.iterdir() if p.name.endswith(".sql")),
         "vocabularies_sql": sql_text("vocabularies"),
-        "assets": len(list(defs.resolve_asset_graph().get_all_asset_keys())),
+        "assets": sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()),
+        "checks": len(list(defs.resolve_asset_graph().asset_check_keys)),
         "pool_limit": instance_settings()["concurrency"]["pools"]["default_limit"],
         "pairs": pairs,
     }))
@@ -88,7 +91,9 @@ def test_the_installed_package_runs_from_outside_the_checkout(installed, tmp_pat
     assert Path(got["models"]).is_relative_to(installed) and Path(got["sql_dir"]).is_relative_to(installed)
     assert got["sql"] == sorted(p.name for p in (REPO / "sql").glob("*.sql"))  # every SQL file shipped
     assert got["vocabularies_sql"] == (REPO / "sql" / "vocabularies.sql").read_text()
-    assert got["assets"] >= 14 and got["pool_limit"] == 1 and got["pairs"] > 0
+    # the installed code location holds the whole graph test_definitions.py pins, no more, no less
+    assert got["assets"] == sorted(EXPECTED_GROUPS) and got["checks"] == len(EXPECTED_CHECKS)
+    assert got["pool_limit"] == 1 and got["pairs"] > 0
 
 
 def test_every_third_party_import_is_a_declared_dependency():

@@ -311,3 +311,60 @@ def _api_inputs(ranker, items, masks, cands):
     return uh, History(
         hashed(hi, c.n_hashes, c.item_buckets, hv), torch.as_tensor(mask_to_multihot(hm, 2)), torch.as_tensor(hv)
     )
+
+
+def _evaluated_ranker(root, ranked: float, retrieval: float) -> str:
+    """A saved (untrained) ranker, the latest in its manifest, with an evaluation.json whose
+    valid NDCG@10 figures are the given ones (what ranking_evaluation writes)."""
+    from models.artifacts import read_manifest, write_json_atomic, write_manifest
+    from models.ranking.training import save_ranker
+
+    cfg = RankerConfig(n_actions=1, history_len=4, candidates_per_pass=8, item_buckets=97, user_buckets=97)
+    path = save_ranker(root, _untrained(cfg), {"actions": [{"name": "click", "weight": 1.0, "definition": "click"}]})
+    manifest = read_manifest(root) or {"current": None, "latest": None, "versions": []}
+    write_manifest(root, {**manifest, "latest": path.name, "versions": [*manifest["versions"], path.name]})
+    order = {"ndcg@10": 0.0, "hr@10": 0.0}
+    write_json_atomic(
+        path / "evaluation.json",
+        {
+            "version": path.name,
+            "valid": {"ranked": {**order, "ndcg@10": ranked}, "retrieval": {**order, "ndcg@10": retrieval}},
+            "test": {"ranked": order, "retrieval": order},
+        },
+    )
+    return path.name
+
+
+def test_promoted_ranker_registers_only_a_ranker_that_beats_retrieval_order(tmp_path):
+    from pathlib import Path
+
+    import dagster as dg
+    import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
+
+    from assets.ranking.promoted_ranker import promoted_ranker
+    from models.ranking.ranker import load_ranker, ranker_manifest
+    from models.retrieval.pyfunc import using_tracking_uri
+    from orchestration.resources import build_resources
+
+    resources = build_resources(tmp_path)
+    root = tmp_path / "artifacts" / "ranking"
+    good = _evaluated_ranker(root, ranked=0.30, retrieval=0.20)
+    assert dg.materialize([promoted_ranker], resources=resources).success
+    client = MlflowClient(tracking_uri=resources["mlflow"].tracking_uri)
+    champion = client.get_model_version_by_alias("towerflow-ranker", "champion")
+    assert champion.tags["checkpoint"] == good == ranker_manifest(tmp_path / "artifacts")["current"]
+    assert float(champion.tags["valid.ranked.ndcg_at_10"]) == 0.3
+    assert load_ranker(tmp_path / "artifacts").version == good  # serving follows the promotion
+    # the registered version downloads as the checkpoint folder
+    with using_tracking_uri(resources["mlflow"].tracking_uri):  # the registry follows the tracking URI
+        local = mlflow.artifacts.download_artifacts("models:/towerflow-ranker@champion", dst_path=str(tmp_path / "dl"))
+    assert {"config.json", "ranker.pt", "evaluation.json"} <= {p.name for p in Path(local).iterdir()}
+    # a ranker that does not beat retrieval order is never promoted: the champion stays
+    bad = _evaluated_ranker(root, ranked=0.10, retrieval=0.20)
+    result = dg.materialize([promoted_ranker], resources=resources, raise_on_error=False)
+    assert not result.success
+    manifest = ranker_manifest(tmp_path / "artifacts")
+    assert (manifest["latest"], manifest["current"]) == (bad, good)
+    assert client.get_model_version_by_alias("towerflow-ranker", "champion").version == champion.version
+    assert len(client.search_model_versions("name = 'towerflow-ranker'")) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_definitions import EXPECTED_GROUPS
+from tests.test_definitions import EXPECTED_CHECKS, EXPECTED_GROUPS
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,9 @@ def test_webserver_shows_groups_lineage_and_checks(tmp_path):
         }
         checks = {c["name"]: c["blocking"] for n in nodes.values() for c in n["assetChecksOrError"]["checks"]}
         assert checks["split_no_time_leakage"] is True and "clean_interactions_expectations" in checks
-        assert len(checks) == 13 and checks["beats_popularity_on_valid_ndcg"] is True
+        # every check, with its blocking flag, as the code location defines them
+        assert checks == {name: blocking for (_, name), blocking in EXPECTED_CHECKS.items()}
+        assert checks["beats_popularity_on_valid_ndcg"] is True
         assert checks["ranking_beats_retrieval_on_valid_ndcg"] is True  # the UI shows retrieve -> rank gated
         assert "promoted_model" in {"/".join(d["path"]) for d in nodes["ranking_candidates"]["dependencyKeys"]}
         assert checks["every_item_has_a_unique_semantic_id"] is True

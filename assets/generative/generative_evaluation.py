@@ -1,5 +1,7 @@
 """generative_evaluation: the generative retriever on the same valid/test users as model_evaluation,
-next to the two-tower champion and popularity."""
+next to the two-tower champion and popularity. It only measures: the blocking check
+`generative_beats_chance_on_valid_hr` (checks.py, where the rule lives) decides, and
+`promoted_generative` promotes after it passed."""
 
 import json
 
@@ -16,7 +18,7 @@ from assets.config import GenerativeEvaluationConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import write_json_atomic
 from models.generative.beam import PrefixTrie
-from models.generative.store import read_codes
+from models.generative.store import pair_codes
 from models.generative.semantic_ids import codes_by_position
 from models.generative.training import evaluate_generative, latest_generative, load_generative
 from models.retrieval.checkpoint import champion_version
@@ -44,18 +46,15 @@ def generative_evaluation(
     """HR/NDCG@10 and @20 of beam search over the whole catalog's codes (seen items removed from
     the beam, a target outside it is a miss) on valid and test, with the beam width and decode
     milliseconds per user; the two-tower champion's and popularity's figures on the same users
-    come from model_evaluation's evaluation.json."""
+    come from model_evaluation's evaluation.json. The codes are the checkpoint's pair
+    (models.generative.store.pair_codes), as serving reads them."""
     root = paths.artifacts / "generative"
     version = latest_generative(root)
     if not version:
         raise dg.Failure("no generative checkpoint: materialize generative_retriever first")
     model, meta = load_generative(root / version)
-    sid, manifest = read_codes(paths.artifacts / "semantic_ids")
-    if manifest["tokenizer"] != meta["tokenizer"]:
-        raise dg.Failure(
-            f"generative retriever {version} was trained on tokenizer {meta['tokenizer']}, the semantic "
-            f"IDs come from {manifest['tokenizer']}: materialize generative_retriever"
-        )
+    sid, codes_from = pair_codes(paths.artifacts, root / version, meta)
+    context.log.info(f"codes: {codes_from}")
     with duckdb.get_connection() as con:
         data = load_from_warehouse(
             con, history_len=model.cfg.history_len, n_hashes=1, item_buckets=2, user_buckets=2, max_hard=0
@@ -78,6 +77,7 @@ def generative_evaluation(
         "generative_version": version,
         "two_tower_version": champion,
         "tokenizer": meta["tokenizer"],
+        "codes": codes_from,
         "beam": beam,
         "eval_users": config.eval_users,
     }
@@ -87,7 +87,7 @@ def generative_evaluation(
         for who in ("generative", "two_tower", "popularity")
         for split in ("valid", "test")
         for k, v in metrics[who][split].items()
-        if k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "users")
+        if k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "users", "chance_hr@10")
     }
     flat.update({f"generative.{s}.decode_ms_per_user": gen[s]["decode_ms_per_user"] for s in gen})
     mlflow.log(
@@ -113,6 +113,8 @@ def generative_evaluation(
         "beam": beam,
         "test_ndcg@10": t["ndcg@10"],
         "test_hr@10": t["hr@10"],
+        "valid_hr@10": gen["valid"]["hr@10"],
+        "valid_chance_hr@10": gen["valid"]["chance_hr@10"],
         "test_ndcg@10_two_tower": metrics["two_tower"]["test"]["ndcg@10"],
         "test_ndcg@10_popularity": metrics["popularity"]["test"]["ndcg@10"],
         "ratio_to_two_tower": t["ndcg@10"] / max(metrics["two_tower"]["test"]["ndcg@10"], 1e-12),

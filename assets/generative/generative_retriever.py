@@ -1,4 +1,6 @@
-"""generative_retriever: the seq2seq model that generates the next item's semantic ID."""
+"""generative_retriever: the seq2seq model that generates the next item's semantic ID. Its
+checkpoint is a self-contained pair (weights + the codes it was trained with, + in ETEGRec mode
+the tokenizer it trained); it writes no table of another asset (models/generative/store.py)."""
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -13,7 +15,7 @@ from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import GenerativeConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.etegrec import JointTokenizer
-from models.generative.store import joint_training_inputs, publish_joint_tokenizer, read_codes, write_warehouse
+from models.generative.store import joint_training_inputs, new_tokenizer_version, read_codes, write_pair
 from models.generative.semantic_ids import codes_by_position
 from models.generative.training import (
     save_generative,
@@ -47,11 +49,12 @@ def generative_retriever(
     stopped on valid NDCG@10 of trie-constrained beam search, checkpointed under
     artifacts/generative/<version>/ with the tokenizer version it was trained on.
 
-    With `mode: etegrec` the RQ-VAE tokenizer trains in alternation with the retriever
-    (models/generative/etegrec.py); the moved tokenizer is then published as a new tokenizer
-    version with every item's codes (artifacts/semantic_ids and the warehouse table
-    item_semantic_ids, reported as a materialization of that asset), so evaluation, serving and
-    the incremental item path read the codes this retriever was trained on."""
+    The checkpoint holds the codes it was trained with (codes.parquet). With `mode: etegrec` the
+    RQ-VAE tokenizer trains in alternation with the retriever (models/generative/etegrec.py); the
+    moved tokenizer (a new tokenizer version, parent: the one it started from) and every item's
+    codes from it are saved in the checkpoint, audited by this asset's blocking check
+    `generative_codes_are_unique`. Evaluation and serving read them; once promoted, the next
+    item_semantic_ids refresh adopts that tokenizer, so new items get codes from it."""
     root = paths.artifacts / "semantic_ids"
     sid, manifest = read_codes(root)
     joint = None
@@ -85,27 +88,18 @@ def generative_retriever(
             table, data.train, model_cfg, tcfg, valid=data.valid, log=context.log.info, on_check=log_check, joint=joint
         )
         final = summary_metrics(result)
-        tokenizer = manifest["tokenizer"]
+        tokenizer, tokenizer_meta, trained_codes = manifest["tokenizer"], None, sid
         if joint is not None:
-            published = publish_joint_tokenizer(
-                root, result.tokenizer, result.semantic_ids, manifest, {"trained_with": "etegrec", "run": run.run_id}
-            )
-            tokenizer = published["tokenizer"]
-            with duckdb.get_connection() as con:
-                write_warehouse(con, result.semantic_ids, tokenizer)
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key="item_semantic_ids",
-                    description=f"published by generative_retriever (etegrec), from tokenizer {manifest['tokenizer']}",
-                    metadata={
-                        "tokenizer": tokenizer,
-                        "parent_tokenizer": manifest["tokenizer"],
-                        "collision_rate": float(published["stats"]["collision_rate"]),
-                        "dagster/row_count": len(result.semantic_ids.item_ids),
-                    },
-                )
-            )
-            context.log.info(f"etegrec: published tokenizer {tokenizer} and its codes as the current semantic IDs")
+            tokenizer = new_tokenizer_version()
+            tokenizer_meta = {
+                "version": tokenizer,
+                "two_tower_version": manifest["two_tower_version"],
+                "parent": manifest["tokenizer"],
+                "trained_with": "etegrec",
+                "run": run.run_id,
+            }
+            trained_codes = result.semantic_ids
+            context.log.info(f"etegrec: tokenizer {tokenizer} (from {manifest['tokenizer']}) saved with the checkpoint")
         path = save_generative(
             paths.artifacts / "generative",
             result.model,
@@ -118,6 +112,7 @@ def generative_retriever(
                 "history": result.history,
             },
             result.optimizer_state,
+            files=lambda folder: write_pair(folder, trained_codes, result.tokenizer, tokenizer_meta),
         )
         png = training_curves(result.history, path / "curves.png")
         run.log(

@@ -9,6 +9,7 @@ from models.versions import WAREHOUSE_POOL, code_version
 from assets.config import SemanticIdConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.store import refresh_semantic_ids, write_warehouse
+from models.generative.training import promoted_generative_version
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -32,10 +33,20 @@ def item_semantic_ids(
     `item_semantic_ids` and artifacts/semantic_ids/. c1..c3 come from an RQ-VAE (or residual
     k-means) over the vectors, c4 numbers the items sharing c1..c3. When the vectors come from the
     same two-tower model as the tokenizer, only items without a code are encoded (the incremental
-    item path: new items become generable without retraining anything)."""
+    item path: new items become generable without retraining anything). The only writer of
+    both: once an ETEGRec retriever is promoted, the incremental refresh adopts the tokenizer it
+    trained (and its codes), so new items get codes from the tokenizer the served retriever
+    learned (models/generative/store.py)."""
     root = paths.artifacts / "semantic_ids"
+    generative = paths.artifacts / "generative"
+    promoted = promoted_generative_version(generative)
     sid, manifest = refresh_semantic_ids(
-        root, paths.artifacts / "embeddings", config.tokenizer_config(), retrain=config.retrain, log=context.log.info
+        root,
+        paths.artifacts / "embeddings",
+        config.tokenizer_config(),
+        retrain=config.retrain,
+        promoted=generative / promoted if promoted else None,
+        log=context.log.info,
     )
     with duckdb.get_connection() as con:
         sql = write_warehouse(con, sid, manifest["tokenizer"])

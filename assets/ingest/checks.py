@@ -37,19 +37,36 @@ def raw_items_files_readable(context, duckdb: DuckDBResource, mlflow: MlflowTrac
     return _files_check(context, "items", duckdb, mlflow, "raw_items_files_readable")
 
 
-@dg.asset_check(
-    asset="raw_events",
-    pool=WAREHOUSE_POOL,
-    blocking=True,
-    description="Each loaded file has exactly one raw row per physical data line.",
-)
-def raw_file_lines_accounted(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
+def _lines_check(context, kind: str, duckdb, mlflow, check: str):
     return audit_check(
         context,
         duckdb,
         mlflow,
         "audit_file_lines",
-        "raw_file_lines_accounted",
+        check,
         "files",
         ("file", "format", "physical_lines", "rows_loaded", "raw_rows"),
+        params={"kind": kind},
     )
+
+
+# One check per raw table, each on the files its asset loaded, so the incremental item job (which
+# materializes raw_items, not raw_events) audits the item files it ingests.
+@dg.asset_check(
+    asset="raw_events",
+    pool=WAREHOUSE_POOL,
+    blocking=True,
+    description="Each loaded event file has exactly one raw row per physical data line.",
+)
+def raw_file_lines_accounted(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
+    return _lines_check(context, "events", duckdb, mlflow, "raw_file_lines_accounted")
+
+
+@dg.asset_check(
+    asset="raw_items",
+    pool=WAREHOUSE_POOL,
+    blocking=True,
+    description="Each loaded item catalog file has exactly one raw row per physical data line.",
+)
+def raw_item_file_lines_accounted(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
+    return _lines_check(context, "items", duckdb, mlflow, "raw_item_file_lines_accounted")

@@ -19,7 +19,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
 @dg.asset(
-    deps=["ranking_evaluation", "item_index"],
+    deps=["promoted_ranker", "item_index"],
     kinds={"parquet", "pytorch"},
     owners=["team:recsys"],
     tags={"layer": "ranking"},
@@ -40,7 +40,7 @@ def ranked_recommendations(
     retrieval_score and one p_<action> probability column per action."""
     ranker = load_ranker(paths.artifacts)
     if ranker is None:
-        raise dg.Failure("no promoted ranker: ranking_evaluation promotes one only when it beats retrieval order")
+        raise dg.Failure("no promoted ranker: promoted_ranker promotes one only after it beats retrieval order")
     rec = load_recommender(duckdb, paths)
     users = rec.user_ids.tolist()
     parts, batch = [], 1024

@@ -1,3 +1,7 @@
+"""ranking_evaluation: the same retrieved candidates in retrieval order and in the ranker's order.
+It only measures: the blocking check `ranking_beats_retrieval_on_valid_ndcg` (checks.py, where
+the rule lives) decides, and `promoted_ranker` promotes after it passed."""
+
 import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
@@ -8,17 +12,11 @@ import models.ranking.ranker as rk_ranker
 import models.ranking.model as rk_model
 from models.versions import WAREHOUSE_POOL, code_version
 from assets.reporting import figures_metadata, md_table
-from models.artifacts import write_json_atomic, write_manifest
+from models.artifacts import write_json_atomic
 from models.ranking.data import load_ranking_set
 from models.ranking.evaluation import compare_orders, nan_to_none
 from models.ranking.ranker import LoadedRanker, ranker_manifest
 from orchestration.resources import MlflowTracker, TowerflowPaths
-
-
-def ranking_passes(metrics: dict) -> bool:
-    """The rule the blocking check states: the ranked order beats retrieval order on valid NDCG@10."""
-    v = metrics["valid"]
-    return v["ranked"]["ndcg@10"] > v["retrieval"]["ndcg@10"]
 
 
 @dg.asset(
@@ -34,8 +32,8 @@ def ranking_evaluation(
 ) -> dg.MaterializeResult:
     """On valid and test, the same retrieved candidates ordered by retrieval score and by the
     ranker's weighted score: NDCG@10 / HR@10 of the held-out pair, per-action AUC, and the share
-    of candidates with a negative action that ranking pushes out of the top 10. Promotes the
-    ranker (artifacts/ranking/manifest.json "current") when ranking wins on valid NDCG@10."""
+    of candidates with a negative action that ranking pushes out of the top 10, written to the
+    latest ranker's evaluation.json (what the check and promoted_ranker read)."""
     root = paths.artifacts / "ranking"
     manifest = ranker_manifest(paths.artifacts)
     version = manifest.get("latest")
@@ -51,18 +49,8 @@ def ranking_evaluation(
                 rs.user_hash, rs.history, rs.item_ids, rs.cand_valid.numpy(), rs.retrieval_score.numpy()
             )
             metrics[split] = compare_orders(probs, score, rs, ranker.actions, negative)
-    metrics["promoted"] = ranking_passes(metrics)
     metrics = nan_to_none(metrics)
     write_json_atomic(root / version / "evaluation.json", metrics)
-    if metrics["promoted"]:
-        write_manifest(root, {**manifest, "current": version})
-        context.log.info(f"ranker {version} promoted: beats retrieval order on valid NDCG@10")
-    else:
-        context.log.warning(
-            f"ranker {version} NOT promoted: valid NDCG@10 ranked "
-            f"{metrics['valid']['ranked']['ndcg@10']:.4f} <= retrieval order "
-            f"{metrics['valid']['retrieval']['ndcg@10']:.4f}"
-        )
     flat = {
         f"{split}.{order}.{k}": v
         for split in ("valid", "test")
@@ -80,7 +68,7 @@ def ranking_evaluation(
     mlflow.log(
         context,
         "ranking_evaluation",
-        {**flat, "promoted": float(metrics["promoted"])},
+        flat,
         params={"evaluated_ranker": version},
         artifacts=[root / version / "evaluation.json"],
     )
@@ -95,7 +83,6 @@ def ranking_evaluation(
     ]
     figures = {
         "version": version,
-        "promoted": metrics["promoted"],
         "valid_ndcg@10_ranked": metrics["valid"]["ranked"]["ndcg@10"],
         "valid_ndcg@10_retrieval": metrics["valid"]["retrieval"]["ndcg@10"],
         "test_ndcg@10_ranked": metrics["test"]["ranked"]["ndcg@10"],

@@ -56,7 +56,7 @@ def promoted_model(
         "training_run_id": logged["run_id"],
         **figures,
     }
-    number, created = mlflow.promote(logged["model_uri"], version, tags)
+    number, created = mlflow.promote(version, tags, model_uri=logged["model_uri"])
     update_manifest(root, current=version)
     context.log.info(
         f"{mlflow.registered_model} version {number} ({version}) is now @{CHAMPION}"

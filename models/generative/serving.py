@@ -1,8 +1,8 @@
 """Serving the generative retriever (no Dagster): `towerflow recommend --retriever generative`.
 
-Loads the latest generative checkpoint and the current semantic-ID table, refuses a pair made by
-different tokenizers, builds the prefix trie over every item in the table (items added after
-training included: the incremental item path gives them codes with the same tokenizer), and
+Loads the promoted generative checkpoint and its codes (models.generative.store.pair_codes:
+item_semantic_ids' table when the checkpoint's tokenizer made it, so items added after training
+are included, else the checkpoint's own), builds the prefix trie over every item in them, and
 beam-searches known users' next items from their histories. What is not the beam is the
 two-tower's serving rule (models/retrieval/inference.py): the histories and the popularity
 fallback come from the same SQL files (`UserHistories.from_warehouse`), everything a user
@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
-from models.generative.store import read_codes
-from models.generative.training import latest_generative, load_generative
+from models.generative.store import pair_codes
+from models.generative.training import load_generative, promoted_generative_version
 from models.retrieval.histories import UserHistories
 from models.retrieval.inference import ServingError, top_popular
 
@@ -30,24 +30,18 @@ class GenerativeRecommender:
         if threads is not None:
             torch.set_num_threads(threads)
         artifacts = Path(artifacts)
-        version = latest_generative(artifacts / "generative")
+        version = promoted_generative_version(artifacts / "generative")
         if not version:
             raise ServingError(
-                "no generative retriever yet: materialize the generative group "
+                "no promoted generative retriever yet: materialize the generative group "
                 "(dagster asset materialize --select 'group:generative')"
             )
         self.model, self.meta = load_generative(artifacts / "generative" / version)
         self.version = version
         try:
-            sid, manifest = read_codes(artifacts / "semantic_ids")
+            sid, _ = pair_codes(artifacts, artifacts / "generative" / version, self.meta)
         except FileNotFoundError as e:
             raise ServingError(str(e)) from e
-        if manifest["tokenizer"] != self.meta["tokenizer"]:
-            raise ServingError(
-                f"the generative retriever {version} was trained on tokenizer {self.meta['tokenizer']}, "
-                f"but the semantic IDs come from tokenizer {manifest['tokenizer']}: "
-                "materialize generative_retriever"
-            )
         self.item_ids = sid.item_ids
         self.trie = PrefixTrie(sid.codes, self.model.cfg.codebook_size)
         self.codes = torch.as_tensor(np.concatenate([sid.codes, np.full((1, 4), -1, np.int64)]))  # last row: padding

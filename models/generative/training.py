@@ -10,7 +10,13 @@ tokenizer in alternation with the retriever, tied by two alignment losses
 Evaluation uses the same users, targets and exclusions as the two-tower's full-ranking
 evaluation (`models.retrieval.data.EvalSet`): the beam (width `beam`) over the whole catalog's
 codes, the user's seen items removed, the target's rank among the rest; a target outside the
-beam counts as a miss. HR@K / NDCG@K are reported for K <= beam, and decode time per user.
+beam counts as a miss. HR@K / NDCG@K are reported for K <= beam, decode time per user, and
+chance_hr@10 (what 10 random unseen items would hit: the floor promotion asks the retriever to
+clear).
+
+A checkpoint folder is the pair that serves: the weights and the codes it was trained with
+(models/generative/store.py); the manifest's "latest" is written here, its "current" (the
+promoted one) by the promoted_generative asset.
 """
 
 from __future__ import annotations
@@ -117,7 +123,9 @@ def evaluate_generative(
     batch: int = 256,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
-    """HR/NDCG@K for K <= beam on `ev` (catalog positions = trie rows), with decode ms per user."""
+    """HR/NDCG@K for K <= beam on `ev` (catalog positions = trie rows), with decode ms per user
+    and chance_hr@10: what 10 items drawn at random from each user's unseen catalog items would
+    hit on average (the floor a retriever that learned anything clears)."""
     if len(ev) == 0:
         raise ValueError("no evaluation users: nothing to rank")
     ks = tuple(k for k in ks if k <= beam)
@@ -139,6 +147,8 @@ def evaluate_generative(
         progress.update(e - s)
     out = _metrics(ranks, ks)
     out["coverage@10"] = len(covered) / len(trie)
+    unseen = len(trie) - np.array([len(np.unique(x)) for x in ev.seen_of(range(len(ev)))])
+    out["chance_hr@10"] = float(np.mean(np.minimum(1.0, 10 / np.maximum(unseen, 1))))
     out["decode_ms_per_user"] = 1000 * decode / len(ev)
     out["beam"] = float(beam)
     return out
@@ -329,10 +339,21 @@ def summary_metrics(result: GenTrainResult) -> dict:
 # ---- checkpoints: artifacts/generative/<version>/{model.pt, config.json}, manifest.json {"latest", "versions"}
 
 
-def save_generative(root: Path, model: GenerativeRetriever, meta: dict, optimizer_state: dict | None = None) -> Path:
+def save_generative(
+    root: Path,
+    model: GenerativeRetriever,
+    meta: dict,
+    optimizer_state: dict | None = None,
+    files: Callable[[Path], None] | None = None,
+) -> Path:
+    """A new checkpoint folder root/<version>/ (model.pt, config.json, and whatever `files` writes
+    into the folder before it appears: the codes it was trained with), then the manifest's
+    "latest". "current", the promoted checkpoint, is promoted_generative's to write."""
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     with atomic_folder(root, version) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer_state or {}}, tmp / "model.pt")
+        if files is not None:
+            files(tmp)
         (tmp / "config.json").write_text(
             json.dumps(
                 {
@@ -354,7 +375,14 @@ def save_generative(root: Path, model: GenerativeRetriever, meta: dict, optimize
 
 
 def latest_generative(root: Path) -> str | None:
+    """The newest checkpoint (what generative_evaluation measures)."""
     return (artifacts.read_manifest(root) or {}).get("latest")
+
+
+def promoted_generative_version(root: Path) -> str | None:
+    """The promoted checkpoint (what serves), or None before the first promotion: the manifest's
+    "current", written by promoted_generative as the local mirror of towerflow-generative@champion."""
+    return (artifacts.read_manifest(root) or {}).get("current")
 
 
 def load_generative(path: Path) -> tuple[GenerativeRetriever, dict]:

@@ -20,8 +20,9 @@ a time (200 candidates: see benchmarks/bench_ranking.py for the latency).
 retrieval rule of models/retrieval/inference.py), each user's latest action history from
 action_labels, then `rank`.
 
-The promoted ranker is artifacts/ranking/manifest.json "current", written by
-ranking_evaluation only when ranking beats retrieval order on valid NDCG@10.
+The promoted ranker is artifacts/ranking/manifest.json "current", written by the promoted_ranker
+asset after the blocking check "ranking beats retrieval order on valid NDCG@10" passed, next to
+the MLflow registry alias towerflow-ranker@champion (ranking_model writes "latest").
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class LoadedRanker:
 
 
 def load_ranker(artifacts_root: Path) -> LoadedRanker | None:
-    """The promoted ranker, or None when ranking_evaluation has promoted none."""
+    """The promoted ranker, or None when promoted_ranker has promoted none."""
     version = ranker_manifest(artifacts_root).get("current")
     return LoadedRanker(Path(artifacts_root) / "ranking" / version) if version else None
 

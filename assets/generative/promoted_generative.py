@@ -1,0 +1,76 @@
+"""promoted_generative: after generative_evaluation's blocking check passed, the evaluated
+checkpoint folder (weights, the codes it was trained with, in ETEGRec mode its tokenizer) becomes
+a version of `towerflow-generative` in the MLflow Model Registry and the alias `champion` moves to
+it; then artifacts/generative/manifest.json "current" is written, the local mirror that serving
+(`towerflow recommend --retriever generative`) and the new-items path (item_semantic_ids adopts an
+ETEGRec pair's tokenizer) read offline."""
+
+import dagster as dg
+
+import assets.generative.checks as checks
+import models.generative.store as gen_store
+from assets.generative.checks import generative_passes, latest_generative_evaluation
+from assets.reporting import figures_metadata
+from models import artifacts
+from models.versions import code_version
+from orchestration.resources import CHAMPION, GENERATIVE_MODEL, MlflowTracker, TowerflowPaths
+
+
+@dg.asset(
+    deps=["generative_evaluation"],
+    kinds={"mlflow"},
+    owners=["team:recsys"],
+    tags={"layer": "model"},
+    code_version=code_version(__file__, checks, gen_store),
+)
+def promoted_generative(
+    context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
+) -> dg.MaterializeResult:
+    """The champion generative retriever: a registered model version (tagged with the Dagster
+    run, its tokenizer and the evaluation figures) that the alias `champion` points at.
+
+    Runs only after the blocking check `generative_beats_chance_on_valid_hr`; materialized on its
+    own, it applies the same rule (the check's function) before promoting anything."""
+    evaluation = latest_generative_evaluation(paths)
+    version = evaluation["generative_version"]
+    valid = evaluation["generative"]["valid"]
+    if not generative_passes(evaluation):
+        raise dg.Failure(
+            f"generative checkpoint {version} did not pass the promotion rule (valid HR@10 "
+            f"{valid['hr@10']:.4f} <= chance {valid['chance_hr@10']:.4f}): nothing promoted, the champion stays"
+        )
+    root = paths.artifacts / "generative"
+    figures = {
+        f"{who}.{split}.{k.replace('@', '_at_')}": round(evaluation[who][split][k], 6)
+        for who in ("generative", "popularity")
+        for split in ("valid", "test")
+        for k in ("ndcg@10", "hr@10")
+    }
+    number, created = mlflow.promote(
+        version,
+        {"dagster_run_id": context.run.run_id, "tokenizer": evaluation["tokenizer"], **figures},
+        folder=root / version,
+        context=context,
+        registered_model=GENERATIVE_MODEL,
+    )
+    artifacts.write_manifest(root, {**(artifacts.read_manifest(root) or {}), "current": version})
+    context.log.info(
+        f"{GENERATIVE_MODEL} version {number} ({version}) is now @{CHAMPION}"
+        + ("" if created else " (already registered)")
+    )
+    mlflow.log(context, "promoted_generative", {"registered_version": number}, params={"checkpoint": version})
+    return dg.MaterializeResult(
+        metadata=figures_metadata(
+            {
+                "registered_model": GENERATIVE_MODEL,
+                "registered_version": number,
+                "alias": CHAMPION,
+                "checkpoint": version,
+                "tokenizer": evaluation["tokenizer"],
+                "champion_uri": f"models:/{GENERATIVE_MODEL}@{CHAMPION}",
+                "new_version": created,
+                "valid_hr@10": valid["hr@10"],
+                "valid_chance_hr@10": valid["chance_hr@10"],
+            }
+        )
+    )

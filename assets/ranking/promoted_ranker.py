@@ -1,0 +1,73 @@
+"""promoted_ranker: after ranking_evaluation's blocking check passed, the evaluated ranker's
+checkpoint folder becomes a version of `towerflow-ranker` in the MLflow Model Registry and the
+alias `champion` moves to it; then artifacts/ranking/manifest.json "current" is written, the local
+mirror that ranked_recommendations, the CLI and the HTTP service read offline
+(models.ranking.ranker.load_ranker). A ranker that fails the check is never promoted."""
+
+import dagster as dg
+
+import assets.ranking.checks as checks
+from assets.ranking.checks import latest_ranker_evaluation, ranking_passes
+from assets.reporting import figures_metadata
+from models.artifacts import write_manifest
+from models.ranking.ranker import ranker_manifest
+from models.versions import code_version
+from orchestration.resources import CHAMPION, RANKER_MODEL, MlflowTracker, TowerflowPaths
+
+
+@dg.asset(
+    deps=["ranking_evaluation"],
+    kinds={"mlflow"},
+    owners=["team:recsys"],
+    tags={"layer": "ranking"},
+    code_version=code_version(__file__, checks),
+)
+def promoted_ranker(
+    context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
+) -> dg.MaterializeResult:
+    """The champion ranker: a registered model version (tagged with the Dagster run, the
+    retriever it ranks for and the evaluation figures) that the alias `champion` points at.
+
+    Runs only after the blocking check `ranking_beats_retrieval_on_valid_ndcg`; materialized on
+    its own, it applies the same rule (the check's function) before promoting anything."""
+    evaluation = latest_ranker_evaluation(paths)
+    version = evaluation["version"]
+    valid = evaluation["valid"]
+    if not ranking_passes(evaluation):
+        raise dg.Failure(
+            f"ranker {version} did not pass the promotion rule (valid NDCG@10 ranked "
+            f"{valid['ranked']['ndcg@10']:.4f} <= retrieval order {valid['retrieval']['ndcg@10']:.4f}): "
+            "nothing promoted, the champion ranker stays"
+        )
+    root = paths.artifacts / "ranking"
+    figures = {
+        f"{split}.{order}.ndcg_at_10": round(evaluation[split][order]["ndcg@10"], 6)
+        for split in ("valid", "test")
+        for order in ("ranked", "retrieval")
+    }
+    number, created = mlflow.promote(
+        version,
+        {"dagster_run_id": context.run.run_id, **figures},
+        folder=root / version,
+        context=context,
+        registered_model=RANKER_MODEL,
+    )
+    write_manifest(root, {**ranker_manifest(paths.artifacts), "current": version})
+    context.log.info(
+        f"{RANKER_MODEL} version {number} ({version}) is now @{CHAMPION}" + ("" if created else " (already registered)")
+    )
+    mlflow.log(context, "promoted_ranker", {"registered_version": number}, params={"ranker": version})
+    return dg.MaterializeResult(
+        metadata=figures_metadata(
+            {
+                "registered_model": RANKER_MODEL,
+                "registered_version": number,
+                "alias": CHAMPION,
+                "ranker": version,
+                "champion_uri": f"models:/{RANKER_MODEL}@{CHAMPION}",
+                "new_version": created,
+                "valid_ndcg@10_ranked": valid["ranked"]["ndcg@10"],
+                "valid_ndcg@10_retrieval": valid["retrieval"]["ndcg@10"],
+            }
+        )
+    )
