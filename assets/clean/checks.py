@@ -1,8 +1,9 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import CleaningConfig, GxConfig
+from assets.clean.config import GxConfig
 from models.clean.gx import load_frame, validate
+from models.clean.rules import CleaningRules
 from models.versions import WAREHOUSE_POOL
 from assets.reporting import check_result, md_table
 from models.sql import sql_text
@@ -48,7 +49,7 @@ def item_row_accounting(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
 def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBResource, mlflow: MlflowTracker):
     import great_expectations.expectations as gxe
 
-    rules = CleaningConfig()
+    rules = CleaningRules()
     p = rules.sql_params()
     with duckdb.get_connection() as con:
         df, total, sampled = load_frame(

@@ -8,11 +8,13 @@ one of them or is counted as an exact duplicate.
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import CleaningConfig
+from assets._config import to_library
+from assets.clean.config import CleaningConfig
 import models.clean.cleaning as cleaning
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from models.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_events as run_cleaning
+from models.clean.rules import CleaningRules
 from orchestration.resources import MlflowTracker
 
 VERSION = code_version(__file__, cleaning, sql=cleaning.EVENT_STEPS)
@@ -44,7 +46,8 @@ VERSION = code_version(__file__, cleaning, sql=cleaning.EVENT_STEPS)
 def clean_events(
     context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource, mlflow: MlflowTracker
 ):
-    params = config.sql_params()
+    rules = to_library(config, CleaningRules)
+    params = rules.sql_params()
     with duckdb.get_connection() as con:
         sql = run_cleaning(con, params)
         raw, clean, dups, pos, neg, users, items = con.execute(
@@ -82,7 +85,7 @@ def clean_events(
         mlflow,
         "clean_interactions",
         {**figures, **reasons},
-        params={"positive_types": ",".join(config.positive_types()), "min_positive_rating": config.min_positive_rating},
+        params={"positive_types": ",".join(rules.positive_types()), "min_positive_rating": rules.min_positive_rating},
     )
     reason_md = md_table(by_reason, ("reason", "rows"))
     yield dg.MaterializeResult(
