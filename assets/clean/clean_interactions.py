@@ -14,10 +14,11 @@ import models.clean.cleaning as cleaning
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from models.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_events as run_cleaning
-from models.clean.rules import CleaningRules
+from models.clean.rules import CleaningRules, params_to_json
 from orchestration.resources import MlflowTracker
 
 VERSION = code_version(__file__, cleaning, sql=cleaning.EVENT_STEPS)
+RULES_KEY = "cleaning_params"
 
 
 @dg.multi_asset(
@@ -95,7 +96,9 @@ def clean_events(
             sql={k: v for k, v in sql.items() if k != "quarantined_events"},
             tables={"quarantine_by_reason": reason_md},
         )
-        | tables["clean_interactions"],
+        | tables["clean_interactions"]
+        # the rules this table was cleaned by: its expectation check validates against them
+        | {RULES_KEY: dg.MetadataValue.json(params_to_json(params))},
     )
     yield dg.MaterializeResult(
         asset_key="quarantined_events",
