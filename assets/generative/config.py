@@ -22,6 +22,8 @@ SemanticIdConfig: type[dg.Config] = config_from(
         kmeans_max_points="a k-means memory bound",
     ),
     SemanticIdRun,
+    doc="Product defaults (3 x 256 codes, 200 RQ-VAE epochs); `make demo` passes a smaller run "
+    "(Makefile DEMO_CONFIG) so the generative group stays within its share of the demo.",
 )
 GenerativeConfig: type[dg.Config] = config_from(
     "GenerativeConfig",
@@ -36,5 +38,7 @@ GenerativeConfig: type[dg.Config] = config_from(
         align_temperature="an ETEGRec constant the product keeps fixed",
     ),
     GenerativeRun,
+    doc="The seq2seq retriever. Product defaults follow TIGER (d_model 128, 4+4 layers, FFN 512, "
+    "beam 20); `make demo` passes a small model and a few epochs (Makefile DEMO_CONFIG).",
 )
 GenerativeEvaluationConfig: type[dg.Config] = config_from("GenerativeEvaluationConfig", GenerativeEvaluationSettings)

@@ -32,5 +32,7 @@ RankingConfig: type[dg.Config] = config_from(
         clip_norm="an optimiser constant the product keeps fixed",
         max_steps="tests and smoke runs",
     ),
-    doc=RankingSettings.__doc__,
+    doc="The ranking stage (assets/ranking/): action labels, candidates, the ranker and its use. "
+    "`make demo` runs it smaller (Makefile RANKING_DEMO: 100 candidates, 4 epochs, 500 validation "
+    "users) to stay near its time budget; these defaults are the product's.",
 )
