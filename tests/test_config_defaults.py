@@ -170,7 +170,7 @@ def test_bounds_and_reasons_reach_the_launchpad_schema():
         == TrainConfig.__dataclass_fields__["content_alignment"].metadata["doc"]
     )
     assert training["workers"].default_value == 1
-    with pytest.raises(Exception, match="greater than or equal to 1"):
+    with pytest.raises(ValueError, match="greater than or equal to 1"):  # pydantic ValidationError
         CONFIGS["TrainingConfig"](workers=0)
 
 
