@@ -30,7 +30,8 @@ $(DAGSTER_HOME)/dagster.yaml:
 
 # `make demo WORKERS=2` trains two_tower_model on 2 processes (torchrun, DDP); default: one, in process.
 WORKERS ?=
-# The ranking and generative groups, smaller than their product defaults (assets/config.py) for the
+# The ranking and generative groups, smaller than their product defaults (the library dataclasses
+# in models/ranking/ and models/generative/, which the Dagster configs are derived from) for the
 # demo's time budget: 100 candidates, 4 ranker epochs, 500 validation users; a 32-wide 1+1-layer
 # generative retriever, 2 epochs, 300 users per split decoded.
 RANKING_DEMO := "ranking_candidates": {"config": {"n_candidates": 100}}, "ranked_recommendations": {"config": {"n_candidates": 100}}, "ranking_model": {"config": {"epochs": 4, "valid_users": 500}}

@@ -5,7 +5,7 @@ baseline (benchmarks/pandas_cleaning.py) on the same synthetic landing files.
 
 Each side runs in its own process, so peak RSS (VmHWM) is its own; seconds are wall time
 from the first file read to the last output table, rows/s is raw landing rows / seconds.
-`CleaningConfig().sql_params()` is computed once and handed to both sides, so they apply the
+`CleaningRules().sql_params()` is computed once and handed to both sides, so they apply the
 same rules with the same "now" even if the configuration changes while the benchmark runs.
 Prints one table. Targets (reported, not asserted): DuckDB >= 5x pandas rows/s, DuckDB peak
 RSS <= 2 GiB at 10M events. Exits 1 if the two sides' counts differ (raw, clean, duplicate,
@@ -229,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     own_workdir = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="towerflow-bench-")) if own_workdir else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    from assets.config import CleaningConfig
+    from models.clean.rules import CleaningRules
 
-    params = encode_params(CleaningConfig().sql_params())
+    params = encode_params(CleaningRules().sql_params())
     created: list[Path] = []
     results, failures = [], []
     try:

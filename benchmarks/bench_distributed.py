@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 def _warehouse(workdir: Path, users: int, items: int, events: int) -> Path:
     import duckdb
 
-    from assets.config import default_warehouse_params
+    from models.warehouse import default_warehouse_params
     from models.sources.synthetic import generate
     from models.warehouse import build_warehouse
 

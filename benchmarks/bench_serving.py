@@ -259,8 +259,9 @@ def setup(source: Path, work: Path) -> None:
     """A serving home in `work` from the 1M-item `source` home (read only)."""
     import duckdb
 
-    from assets.config import IndexConfig
     from models.index.embeddings import refresh_embeddings, refresh_index
+    from models.index.item_index import IndexSpec
+    from models.index.settings import IndexRefresh
     from models.retrieval.checkpoint import champion_version, load_checkpoint, update_manifest
     from models.retrieval.histories import write_user_histories
     from models.retrieval.inference import sample_users, user_vectors_of
@@ -286,14 +287,14 @@ def setup(source: Path, work: Path) -> None:
     model, _, _ = load_checkpoint(art / "models" / version, expected_fingerprint=fingerprint)
     stats = refresh_embeddings(con, art / "embeddings", model, version, fingerprint, log=_log)
     _log(f"item_embeddings: {stats}")
-    cfg = IndexConfig()
+    cfg = IndexRefresh()  # the graph's defaults
     _, stats = refresh_index(
         art / "index",
         art / "embeddings",
-        cfg.spec(),
+        IndexSpec(),
         rebuild_share=cfg.rebuild_share,
         tune_queries=lambda: user_vectors_of(con, model, sample_users(con, cfg.tune_sample, "tune")),
-        tune_target=cfg.recall_threshold + cfg.tune_margin,
+        tune_target=cfg.tune_target,
         log=_log,
     )
     _log(f"item_index: {stats}")
@@ -311,14 +312,14 @@ def autotune_figures(work: Path, threads: int) -> dict:
     import faiss
     import numpy as np
 
-    from assets.config import IndexConfig
     from models.index.embeddings import read_embeddings
     from models.index.item_index import ItemIndex, exact_search, recall_at_k
+    from models.index.settings import IndexRefresh
     from models.retrieval.checkpoint import champion_version, load_checkpoint
     from models.retrieval.inference import sample_users, user_vectors_of
 
     art = work / "artifacts"
-    cfg = IndexConfig()
+    cfg = IndexRefresh()
     con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
     model, _, _ = load_checkpoint(art / "models" / champion_version(art))
     xq = user_vectors_of(con, model, sample_users(con, cfg.recall_sample))  # the recall check's users
@@ -393,9 +394,10 @@ def add_items(work: Path, n: int = 1000) -> float:
     items only, upsert the index) into the artifacts the service watches; returns seconds."""
     import duckdb
 
-    from assets.config import CleaningConfig, IndexConfig
     from models.clean.cleaning import clean_items
+    from models.clean.rules import CleaningRules
     from models.index.embeddings import refresh_embeddings, refresh_index
+    from models.index.item_index import IndexSpec
     from models.ingest.landing import ITEMS, ingest_folder
     from models.retrieval.checkpoint import champion_version, load_checkpoint
 
@@ -415,14 +417,13 @@ def add_items(work: Path, n: int = 1000) -> float:
     items["created_at"] = "2026-12-01T00:00:00Z"
     items.to_csv(work / "landing" / "items" / f"new-{stamp}.csv", index=False)
     ingest_folder(con, work / "landing", ITEMS, log=lambda m: None)
-    clean_items(con, CleaningConfig().sql_params())
+    clean_items(con, CleaningRules().sql_params())
     fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
     version = champion_version(art)
     model, _, _ = load_checkpoint(art / "models" / version, expected_fingerprint=fingerprint)
     refresh_embeddings(con, art / "embeddings", model, version, fingerprint)
     con.close()
-    cfg = IndexConfig()
-    refresh_index(art / "index", art / "embeddings", cfg.spec(), rebuild_share=cfg.rebuild_share)
+    refresh_index(art / "index", art / "embeddings", IndexSpec())  # the graph's defaults
     return time.perf_counter() - t0
 
 

@@ -156,7 +156,7 @@ def prepare(workdir: Path, params: dict) -> Path:
     generate(folder / "landing", **params, log=lambda m: None)
     con = duckdb.connect(str(folder / "warehouse.duckdb"))
     try:
-        from assets.config import default_warehouse_params
+        from models.warehouse import default_warehouse_params
         from models.warehouse import build_warehouse
 
         build_warehouse(con, folder / "landing", **default_warehouse_params())

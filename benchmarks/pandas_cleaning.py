@@ -73,7 +73,7 @@ class CleaningResult:
 
 def clean_events(landing: Path, params: dict) -> CleaningResult:
     """landing/events/* -> clean interactions and quarantined rows; `params` is
-    `CleaningConfig().sql_params()`."""
+    `CleaningRules().sql_params()`."""
     raw = read_events(Path(landing) / "events")
     typed = typed_events(raw, params)
     del raw

@@ -406,13 +406,13 @@ def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, acc
 
     import uvicorn
 
-    from assets.config import CleaningConfig
+    from models.clean.rules import CleaningRules
     from models.serving.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     artifacts = towerflow_home() / "artifacts"
     config = ServeConfig(
-        max_id_length=CleaningConfig().max_id_length,
+        max_id_length=CleaningRules().max_id_length,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         worker_thread=worker_thread,

@@ -7,7 +7,7 @@ import faiss
 import pytest
 import torch
 
-from assets.config import CleaningConfig
+from models.clean.rules import CleaningRules
 from models.ingest.landing import EVENTS, ITEMS, ingest_folder
 from models.clean.cleaning import clean_events as run_cleaning
 
@@ -65,8 +65,8 @@ def ingest_items(con, landing: Path):
     return {r.path: r for r in ingest_folder(con, landing, ITEMS, log=lambda m: None)}
 
 
-def clean_events(con, config: CleaningConfig | None = None) -> None:
-    run_cleaning(con, (config or CleaningConfig()).sql_params())
+def clean_events(con, rules: CleaningRules | None = None) -> None:
+    run_cleaning(con, (rules or CleaningRules()).sql_params())
 
 
 def reasons(con) -> list[tuple[str, int, str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from assets.config import CleaningConfig
+from models.clean.rules import CleaningRules
 from models.clean.cleaning import clean_items
 from tests.conftest import HEADER, accounted, clean_events, ingest_events, ingest_items, reasons, write
 
@@ -89,7 +89,7 @@ def test_positive_and_negative_mapping_is_configuration(con, landing):
         ("e4", True, False),
         ("e5", True, False),
     ]
-    clean_events(con, CleaningConfig(min_positive_rating=3.5, neutral_types=["impression", "click"]))
+    clean_events(con, CleaningRules(min_positive_rating=3.5, neutral_types=["impression", "click"]))
     # a low rating becomes negative feedback, and clicks stop counting as positives
     assert flags() == [
         ("e1", False, False),
@@ -116,7 +116,7 @@ def test_items_latest_version_wins_and_bad_rows_are_quarantined(con, landing):
         '{"item_id":"i1","title":"New Title","categories":["Drama","Crime"],"created_at":"2021-05-05T00:00:00Z"}\n',
     )
     ingest_items(con, landing)
-    clean_items(con, CleaningConfig().sql_params())
+    clean_items(con, CleaningRules().sql_params())
     rows = con.execute(
         "SELECT item_id, title, categories, year, superseded_count, attributes FROM clean_items ORDER BY item_id"
     ).fetchall()

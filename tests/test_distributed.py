@@ -13,7 +13,7 @@ import duckdb
 import pytest
 import torch
 
-from assets.config import default_warehouse_params
+from models.warehouse import default_warehouse_params
 from models.retrieval.checkpoint import load_checkpoint
 from models.retrieval.data import WarehouseShape, load_from_warehouse
 from models.retrieval.distributed import torchrun_command

@@ -123,7 +123,7 @@ def test_beam_search_never_emits_a_non_item():
 def planted(tmp_path_factory):
     import duckdb
 
-    from assets.config import default_warehouse_params
+    from models.warehouse import default_warehouse_params
     from models.retrieval.data import load_from_warehouse
     from models.retrieval.evaluation import item_vectors
     from models.retrieval.towers import TowerConfig

@@ -26,7 +26,7 @@ PROBE = textwrap.dedent("""
     from orchestration.instance import instance_settings
     from models.sources.synthetic import generate
     from models.warehouse import build_warehouse
-    from assets.config import default_warehouse_params
+    from models.warehouse import default_warehouse_params
     import duckdb
 
     home = Path(sys.argv[1])

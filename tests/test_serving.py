@@ -18,13 +18,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from assets.config import CleaningConfig, TrainingConfig, default_warehouse_params
-from assets.training.two_tower_model import tower_config
+from models.clean.rules import CleaningRules
+from models.warehouse import default_warehouse_params
 from models.artifacts import read_manifest, write_manifest
 from models.index.embeddings import refresh_embeddings, refresh_index
 from models.index.item_index import IndexSpec
 from models.retrieval.checkpoint import save_checkpoint, update_manifest
-from models.retrieval.data import WarehouseShape, load_from_warehouse
+from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
 from models.retrieval.training import TrainConfig, config_dict, train
 from models.retrieval.histories import write_user_histories
 from models.sources.synthetic import generate
@@ -77,7 +77,7 @@ def home(tmp_path_factory) -> Path:
     generate(home / "landing", n_users=200, n_items=150, n_events=8000, dirty_share=0.0, seed=3, log=lambda m: None)
     con = duckdb.connect(str(home / "warehouse.duckdb"))
     fingerprint = build_warehouse(con, home / "landing", **default_warehouse_params())
-    tower = tower_config(TrainingConfig(), WarehouseShape.read(con))
+    tower = tower_config_for(WarehouseShape.read(con))  # the graph's default towers
     data = load_from_warehouse(
         con,
         history_len=tower.history_len,
@@ -212,7 +212,7 @@ def test_similar_items_and_an_unknown_item(server):
 def test_bad_requests_get_a_json_4xx_naming_the_field(server):
     port, _ = server
     c = Client(port)
-    too_long = "x" * (CleaningConfig().max_id_length + 1)
+    too_long = "x" * (CleaningRules().max_id_length + 1)
     cases = [
         ("/recommend", b'{"user_id": "u1", ', 400, "body"),  # malformed JSON
         ("/recommend", b"[1, 2]", 422, "body"),  # JSON, but not an object
@@ -248,7 +248,7 @@ def test_a_token_guards_every_endpoint_but_healthz(home):
     from models.serving.config import ServeConfig
 
     port, token = free_port(), "s3cret-token"
-    config = ServeConfig(max_id_length=CleaningConfig().max_id_length, token=token, reload_seconds=0.5)
+    config = ServeConfig(max_id_length=CleaningRules().max_id_length, token=token, reload_seconds=0.5)
     srv = uvicorn.Server(
         uvicorn.Config(create_app(home / "artifacts", config), host="127.0.0.1", port=port, log_level="warning")
     )

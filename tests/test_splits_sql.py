@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assets.config import SplitConfig, VocabularyConfig
+from models.splits.rules import SplitRules, VocabularyRules
 from models.sql import query, run_sql
 from models.splits.vocab import Vocabulary, bucket_of
 
@@ -41,7 +41,7 @@ def test_leave_last_out(con):
             ("u2", "i2", 5, True),
         ],
     )
-    run_sql(con, "interaction_splits", SplitConfig().sql_params())
+    run_sql(con, "interaction_splits", SplitRules().sql_params())
     assert _splits(con) == {
         ("u1", "i1"): "train",
         ("u1", "i2"): "train",
@@ -67,7 +67,7 @@ def test_global_time_cut_marks_users_without_history_cold(con):
     run_sql(
         con,
         "interaction_splits",
-        SplitConfig(strategy="global_time", valid_start="2024-01-06", test_start="2024-01-08").sql_params(),
+        SplitRules(strategy="global_time", valid_start="2024-01-06", test_start="2024-01-08").sql_params(),
     )
     # u2's first pair is after the valid cut: no train history, so its pairs are cold_start
     assert _splits(con) == {
@@ -90,7 +90,7 @@ def test_audits_return_the_offending_users(con):
 
 def test_unknown_split_strategy_is_a_clear_error():
     with pytest.raises(ValueError, match="leave_last_out or global_time"):
-        SplitConfig(strategy="random").sql_params()
+        SplitRules(strategy="random").sql_params()
 
 
 def test_vocabularies_from_train_only_with_floor_and_buckets(con):
@@ -110,8 +110,8 @@ def test_vocabularies_from_train_only_with_floor_and_buckets(con):
     con.execute("""CREATE TABLE clean_items AS SELECT * FROM (VALUES
         ('i1', 'Space Wars (1977)', ['scifi', 'action']), ('i2', 'Space Love', ['scifi', 'romance']),
         ('i6', 'Hidden Test Item', ['secret'])) t(item_id, title, categories)""")
-    run_sql(con, "interaction_splits", SplitConfig().sql_params())
-    run_sql(con, "vocabularies", VocabularyConfig(num_buckets=4).sql_params())
+    run_sql(con, "interaction_splits", SplitRules().sql_params())
+    run_sql(con, "vocabularies", VocabularyRules(num_buckets=4).sql_params())
     vocab = {
         (v, k): (c, i) for v, k, c, i in con.execute("SELECT vocabulary, key, count, idx FROM vocabularies").fetchall()
     }

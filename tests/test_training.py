@@ -18,7 +18,7 @@ from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from models.sources.synthetic import generate
 from models.retrieval.towers import TowerConfig
 from models.retrieval.training import TrainConfig, TrainingDiverged, config_dict, train
-from assets.config import default_warehouse_params
+from models.warehouse import default_warehouse_params
 from models.warehouse import build_warehouse
 
 

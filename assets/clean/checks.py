@@ -1,8 +1,10 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import CleaningConfig, GxConfig
+from assets.clean.clean_interactions import RULES_KEY
+from assets.clean.config import GxConfig
 from models.clean.gx import load_frame, validate
+from models.clean.rules import params_from_json
 from models.versions import WAREHOUSE_POOL
 from assets.reporting import check_result, md_table
 from models.sql import sql_text
@@ -39,23 +41,35 @@ def item_row_accounting(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _accounting(context, duckdb, mlflow, "audit_item_accounting", "item_row_accounting", "clean_items")
 
 
+def applied_rules(context) -> dict:
+    """The cleaning rules (SQL parameters) the latest clean_interactions was built with, as its
+    materialization recorded them: the run's config, not the defaults."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("clean_interactions"))
+    recorded = event.asset_materialization.metadata.get(RULES_KEY) if event else None
+    if recorded is None:
+        raise dg.Failure(
+            f"clean_interactions has no recorded cleaning rules ({RULES_KEY!r} in its materialization "
+            "metadata): materialize clean_interactions, then run this check"
+        )
+    return params_from_json(recorded.value)
+
+
 @dg.asset_check(
     asset="clean_interactions",
     pool=WAREHOUSE_POOL,
-    description="Great Expectations: non-null ids and timestamps, timestamps in range, "
-    "known event types, unique event ids, ratings in range.",
+    description="Great Expectations, by the rules the table was cleaned with: non-null ids and "
+    "timestamps, timestamps in range, known event types, unique event ids, ratings in range.",
 )
 def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBResource, mlflow: MlflowTracker):
     import great_expectations.expectations as gxe
 
-    rules = CleaningConfig()
-    p = rules.sql_params()
+    p = applied_rules(context)
     with duckdb.get_connection() as con:
         df, total, sampled = load_frame(
             con,
             "SELECT event_id, user_id, item_id, event_type, ts, "
             "CASE WHEN list_contains($rating_types, event_type) THEN value END AS rating FROM clean_interactions",
-            {"rating_types": rules.rating_types},
+            {"rating_types": p["rating_types"]},
             config.max_rows,
             config.seed,
         )
@@ -68,7 +82,7 @@ def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBRes
             gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=p["min_timestamp"], max_value=p["max_timestamp"]),
             gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=p["event_types"]),
             gxe.ExpectColumnValuesToBeUnique(column="event_id"),
-            gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=rules.rating_min, max_value=rules.rating_max),
+            gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=p["rating_min"], max_value=p["rating_max"]),
         ],
         total,
         sampled,

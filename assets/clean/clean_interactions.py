@@ -8,14 +8,17 @@ one of them or is counted as an exact duplicate.
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import CleaningConfig
+from assets._config import to_library
+from assets.clean.config import CleaningConfig
 import models.clean.cleaning as cleaning
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from models.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_events as run_cleaning
+from models.clean.rules import CleaningRules, params_to_json
 from orchestration.resources import MlflowTracker
 
 VERSION = code_version(__file__, cleaning, sql=cleaning.EVENT_STEPS)
+RULES_KEY = "cleaning_params"
 
 
 @dg.multi_asset(
@@ -44,7 +47,8 @@ VERSION = code_version(__file__, cleaning, sql=cleaning.EVENT_STEPS)
 def clean_events(
     context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource, mlflow: MlflowTracker
 ):
-    params = config.sql_params()
+    rules = to_library(config, CleaningRules)
+    params = rules.sql_params()
     with duckdb.get_connection() as con:
         sql = run_cleaning(con, params)
         raw, clean, dups, pos, neg, users, items = con.execute(
@@ -82,7 +86,7 @@ def clean_events(
         mlflow,
         "clean_interactions",
         {**figures, **reasons},
-        params={"positive_types": ",".join(config.positive_types()), "min_positive_rating": config.min_positive_rating},
+        params={"positive_types": ",".join(rules.positive_types()), "min_positive_rating": rules.min_positive_rating},
     )
     reason_md = md_table(by_reason, ("reason", "rows"))
     yield dg.MaterializeResult(
@@ -92,7 +96,9 @@ def clean_events(
             sql={k: v for k, v in sql.items() if k != "quarantined_events"},
             tables={"quarantine_by_reason": reason_md},
         )
-        | tables["clean_interactions"],
+        | tables["clean_interactions"]
+        # the rules this table was cleaned by: its expectation check validates against them
+        | {RULES_KEY: dg.MetadataValue.json(params_to_json(params))},
     )
     yield dg.MaterializeResult(
         asset_key="quarantined_events",

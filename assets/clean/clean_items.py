@@ -3,11 +3,13 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import CleaningConfig
+from assets._config import to_library
+from assets.clean.config import CleaningConfig
 import models.clean.cleaning as cleaning
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from models.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_items as run_cleaning
+from models.clean.rules import CleaningRules
 from orchestration.resources import MlflowTracker
 
 
@@ -24,7 +26,7 @@ def clean_items(
 ) -> dg.MaterializeResult:
     """Typed catalog (categories as a list, created_at in UTC, year, content hash); rows that
     break a rule are written to the `quarantined_items` table with a reason."""
-    params = config.sql_params()
+    params = to_library(config, CleaningRules).sql_params()
     with duckdb.get_connection() as con:
         sql = run_cleaning(con, params)
         raw, clean, superseded, with_cats = con.execute(

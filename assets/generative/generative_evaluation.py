@@ -14,7 +14,7 @@ import models.generative.beam as gen_beam
 import models.generative.semantic_ids as gen_semantic_ids
 import models.generative.seq2seq as gen_seq2seq
 from models.versions import WAREHOUSE_POOL, code_version
-from assets.config import GenerativeEvaluationConfig
+from assets.generative.config import GenerativeEvaluationConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import write_json_atomic
 from models.generative.beam import PrefixTrie

@@ -12,7 +12,10 @@ import models.generative.beam as gen_beam
 import models.generative.store as gen_store
 import models.generative.etegrec as gen_etegrec
 from models.versions import WAREHOUSE_POOL, code_version
-from assets.config import GenerativeConfig
+from assets._config import to_library
+from assets.generative.config import GenerativeConfig
+from models.generative.seq2seq import Seq2SeqConfig
+from models.generative.training import GenTrainConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.etegrec import JointTokenizer
 from models.generative.store import joint_training_inputs, new_tokenizer_version, read_codes, write_pair
@@ -65,8 +68,8 @@ def generative_retriever(
             con, history_len=config.history_len, n_hashes=1, item_buckets=2, user_buckets=2, max_hard=0
         )
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
-    model_cfg = config.retriever_config(manifest["tokenizer_config"]["codebook_size"])
-    tcfg = config.train_config()
+    model_cfg = to_library(config, Seq2SeqConfig, codebook_size=manifest["tokenizer_config"]["codebook_size"])
+    tcfg = to_library(config, GenTrainConfig)
     if tcfg.mode == "etegrec":
         try:
             tok, manifest, item_ids, xb = joint_training_inputs(root, paths.artifacts / "embeddings")

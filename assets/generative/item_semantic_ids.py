@@ -6,7 +6,9 @@ from dagster_duckdb import DuckDBResource
 import models.generative.semantic_ids as gen_semantic_ids
 import models.generative.store as gen_store
 from models.versions import WAREHOUSE_POOL, code_version
-from assets.config import SemanticIdConfig
+from assets._config import to_library
+from assets.generative.config import SemanticIdConfig
+from models.generative.semantic_ids import TokenizerConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.store import refresh_semantic_ids, write_warehouse
 from models.generative.training import promoted_generative_version
@@ -43,7 +45,7 @@ def item_semantic_ids(
     sid, manifest = refresh_semantic_ids(
         root,
         paths.artifacts / "embeddings",
-        config.tokenizer_config(),
+        to_library(config, TokenizerConfig),
         retrain=config.retrain,
         promoted=generative / promoted if promoted else None,
         log=context.log.info,

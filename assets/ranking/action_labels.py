@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 import models.ranking.labels as rk_labels
 from models.versions import WAREHOUSE_POOL, code_version
-from assets.config import RankingConfig
+from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from models.ranking.labels import build_action_labels, describe, resolve_actions
 from orchestration.resources import MlflowTracker

@@ -9,7 +9,7 @@ import models.retrieval.histories as histories
 import models.retrieval.inference as inference
 import models.serving.recommender as recommender
 from models.versions import WAREHOUSE_POOL, code_version
-from assets.config import RankingConfig
+from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata
 from assets.serving._current import load_recommender
 from models.artifacts import atomic_file

@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 import models.ranking.data as rk_data
 from models.versions import WAREHOUSE_POOL, code_version
-from assets.config import RankingConfig
+from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from assets.serving._current import current_model
 from models.ranking.data import build_ranking_candidates

@@ -7,40 +7,17 @@ import models.ranking.labels as rk_labels
 import models.ranking.model as rk_model
 import models.ranking.training as rk_training
 from models.versions import WAREHOUSE_POOL, code_version
-from assets.config import RankingConfig
+from assets._config import fields_for, to_library
+from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import read_manifest, write_manifest
 from models.ranking.data import load_ranking_set
 from models.ranking.labels import read_vocabulary
-from models.ranking.model import RankerConfig
+from models.ranking.model import RankerConfig, ranker_config_for
 from models.ranking.training import RankerTrainConfig, save_ranker, train_config_dict, train_ranker
 from models.retrieval.checkpoint import champion_version
 from models.retrieval.plots import training_curves
 from orchestration.resources import MlflowTracker, TowerflowPaths
-
-
-def ranker_configs(config: RankingConfig, weights: list[float], n_items: int, n_users: int):
-    cfg = RankerConfig(
-        n_actions=len(weights),
-        action_signs=tuple(1.0 if w >= 0 else -1.0 for w in weights),
-        dim=config.dim,
-        heads=config.heads,
-        layers=config.layers,
-        history_len=config.history_len,
-        candidates_per_pass=config.candidates_per_pass,
-        item_buckets=max(1024, 2 * n_items + 1),
-        user_buckets=max(1024, 2 * n_users + 1),
-    )
-    tcfg = RankerTrainConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        patience=config.patience,
-        seed=config.seed,
-        max_minutes=config.max_minutes,
-        valid_users=config.valid_users,
-    )
-    return cfg, tcfg
 
 
 @dg.asset(
@@ -66,7 +43,8 @@ def ranking_model(
         n_items, n_users = con.execute(
             "SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM action_labels"
         ).fetchall()[0]
-        cfg, tcfg = ranker_configs(config, [a["weight"] for a in vocab], n_items, n_users)
+        cfg = ranker_config_for([a["weight"] for a in vocab], n_items, n_users, **fields_for(config, RankerConfig))
+        tcfg = to_library(config, RankerTrainConfig)
         train_set = load_ranking_set(con, "train", cfg)
         valid_set = load_ranking_set(con, "valid", cfg)
     weights = torch.tensor([a["weight"] for a in vocab], dtype=torch.float32)

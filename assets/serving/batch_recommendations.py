@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 
-from assets.config import RecommendationConfig
+from assets.serving.config import RecommendationConfig
 from assets.reporting import figures_metadata
 import assets.serving._current as _current
 import models.retrieval.histories as histories

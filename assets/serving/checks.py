@@ -2,7 +2,7 @@ import dagster as dg
 import numpy as np
 from dagster_duckdb import DuckDBResource
 
-from assets.config import IndexConfig
+from assets.serving.config import IndexConfig
 from models.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
 from assets.serving._current import load_recommender

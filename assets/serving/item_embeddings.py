@@ -1,7 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import EmbeddingConfig
+from assets.serving.config import EmbeddingConfig
 from assets.reporting import figures_metadata
 import assets.serving._current as _current
 import models.index.embeddings as embeddings

@@ -1,7 +1,8 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import IndexConfig
+from assets._config import to_library
+from assets.serving.config import IndexConfig
 import models.index.embeddings as embeddings
 import assets.serving._current as _current
 import models.index.item_index as item_index_lib
@@ -9,6 +10,8 @@ from assets.reporting import figures_metadata
 from models.versions import WAREHOUSE_POOL, code_version
 from assets.serving._current import sample_user_vectors
 from models.index.embeddings import refresh_index
+from models.index.item_index import IndexSpec
+from models.index.settings import IndexRefresh
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -40,11 +43,11 @@ def item_index(
     idx, stats = refresh_index(
         paths.artifacts / "index",
         paths.artifacts / "embeddings",
-        config.spec(),
+        to_library(config, IndexSpec),
         rebuild_share=config.rebuild_share,
         full=config.full,
         tune_queries=tune_queries if config.tune else None,
-        tune_target=min(1.0, config.recall_threshold + config.tune_margin),
+        tune_target=to_library(config, IndexRefresh).tune_target,
         log=context.log.info,
     )
     figures = {

@@ -1,7 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import GxConfig
+from assets.clean.config import GxConfig
 from models.clean.gx import load_frame, validate
 from models.versions import WAREHOUSE_POOL
 from assets.reporting import audit_check, check_result, md_table

@@ -1,7 +1,9 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import SplitConfig
+from assets._config import to_library
+from assets.splits.config import SplitConfig
+from models.splits.rules import SplitRules
 import models.splits.build as build
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from models.versions import WAREHOUSE_POOL, code_version
@@ -22,7 +24,7 @@ def interaction_splits(
 ) -> dg.MaterializeResult:
     """Positive (user, item) pairs with a temporal split: per-user leave-last-out by default,
     or one global time cut."""
-    params = config.sql_params()
+    params = to_library(config, SplitRules).sql_params()
     with duckdb.get_connection() as con:
         sql = build_splits(con, params)
         rows = con.execute(

@@ -1,7 +1,9 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import VocabularyConfig
+from assets._config import to_library
+from assets.splits.config import VocabularyConfig
+from models.splits.rules import VocabularyRules
 import models.splits.build as build
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from models.versions import WAREHOUSE_POOL, code_version
@@ -22,7 +24,7 @@ def vocabularies(
 ) -> dg.MaterializeResult:
     """User, item, category and title-token vocabularies from the train split only, with a
     frequency floor and hash buckets (indices 1..num_buckets) for unseen or rare keys."""
-    params = config.sql_params()
+    params = to_library(config, VocabularyRules).sql_params()
     with duckdb.get_connection() as con:
         sql, fingerprint = build_vocabularies(con, params)
         sizes = con.execute(

@@ -6,7 +6,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.config import TrainingConfig
+from assets._config import fields_for, to_library
+from assets.training.config import TrainingConfig
 from assets.reporting import figures_metadata, md_table
 import assets.training._rank as _rank
 import assets.training._torchrun as _torchrun
@@ -29,41 +30,6 @@ from models.retrieval.plots import training_curves
 from models.retrieval.towers import TowerConfig
 from models.retrieval.training import TrainConfig, config_dict, summary_metrics, train
 from orchestration.resources import MlflowTracker, TowerflowPaths
-
-
-def tower_config(cfg: TrainingConfig, shape: WarehouseShape) -> TowerConfig:
-    return tower_config_for(
-        shape,
-        item_buckets=cfg.item_buckets,
-        user_buckets=cfg.user_buckets,
-        dim=cfg.dim,
-        hidden=cfg.hidden,
-        history_len=cfg.history_len,
-        encoder=cfg.encoder,
-        id_dropout=cfg.id_dropout,
-        use_content=cfg.use_content,
-        recency=cfg.recency,
-    )
-
-
-def train_config(config: TrainingConfig) -> TrainConfig:
-    return TrainConfig(
-        loss=config.loss,
-        temperature=config.temperature,
-        logq_correction=config.logq_correction,
-        extra_negatives=config.extra_negatives,
-        hard_negatives=config.hard_negatives,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        lr=config.lr,
-        patience=config.patience,
-        window_stride=config.window_stride,
-        seed=config.seed,
-        valid_users=config.valid_users,
-        valid_every=config.valid_every,
-        max_minutes=config.max_minutes,
-        content_alignment=config.content_alignment,
-    )
 
 
 @dg.asset(
@@ -102,7 +68,7 @@ def two_tower_model(
     root = paths.artifacts / "models"
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
-        tower = tower_config(config, WarehouseShape.read(con))
+        tower = tower_config_for(WarehouseShape.read(con), **fields_for(config, TowerConfig))
         inputs = warehouse_datasets(con, duckdb.database)
         data = (
             load_from_warehouse(
@@ -117,7 +83,7 @@ def two_tower_model(
         )
     # closed: with several workers every rank opens the warehouse read-only, which DuckDB
     # refuses while any process holds it open for writing
-    tcfg = train_config(config)
+    tcfg = to_library(config, TrainConfig)
     resume_from, init_state = None, None
     if config.resume:
         latest = read_manifest(root).get("latest")

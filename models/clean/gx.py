@@ -9,6 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from models.settings import setting
+
+
+@dataclass
+class GxSettings:
+    max_rows: int = setting(
+        200_000,
+        "Great Expectations validates the whole table up to this size and a seeded "
+        "sample above it; whole-table invariants are SQL audits either way.",
+    )
+    seed: int = setting(0, "Sample seed, so a failing sample can be reproduced.")
+
 
 @cache
 def _batch_definition():

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from models.progress import Progress
+from models.settings import setting
 
 KINDS = ("rqvae", "rkmeans")
 CODE_COLUMNS = ("c1", "c2", "c3", "c4")
@@ -34,18 +35,24 @@ CODE_COLUMNS = ("c1", "c2", "c3", "c4")
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "rqvae"  # rqvae | rkmeans (residual k-means baseline, no training)
+    kind: str = setting("rqvae", "rqvae (RQ-VAE, TIGER) or rkmeans (residual k-means, no training: the baseline).")
     levels: int = 3  # quantised levels before the collision token
-    codebook_size: int = 256  # codes per level; also the collision token's capacity per prefix
-    code_dim: int = 32  # rqvae: latent (codeword) size
-    hidden: tuple[int, ...] = (512, 256, 128)  # rqvae: encoder MLP widths (the decoder mirrors them)
-    beta: float = 0.25  # rqvae: commitment weight
-    epochs: int = 200  # rqvae: passes over the item vectors
+    codebook_size: int = setting(
+        256,
+        "Codes per level (3 levels); also how many items one 3-code prefix can hold (the collision token's range).",
+    )
+    code_dim: int = setting(32, "rqvae: latent size of the codewords.")
+    hidden: tuple[int, ...] = setting((512, 256, 128), "rqvae: encoder MLP widths (decoder mirrored).")
+    beta: float = setting(0.25, "rqvae: commitment weight.")
+    epochs: int = setting(
+        200,
+        "rqvae: passes over the item vectors (dead codes restart each epoch, so more epochs mean fewer collisions).",
+    )
     batch_size: int = 1024
-    lr: float = 1e-3
+    lr: float = setting(1e-3, "rqvae: Adam learning rate.")
     kmeans_iters: int = 25  # k-means iterations per level (initialisation and the baseline)
     kmeans_max_points: int = 65_536  # k-means trains on a seeded sample above this many vectors
-    seed: int = 0
+    seed: int = setting(0, "Seeds k-means and the RQ-VAE.")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

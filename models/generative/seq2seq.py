@@ -21,20 +21,26 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from models.settings import setting
+
 ITEM_TOKENS = ("sum", "flat")
 
 
 @dataclass
 class Seq2SeqConfig:
     codebook_size: int = 256  # K: codes per level (the tokenizer's)
-    history_len: int = 20  # last L positives read by the encoder
-    d_model: int = 128
-    heads: int = 4
-    encoder_layers: int = 4
-    decoder_layers: int = 4
-    ffn: int = 512
-    dropout: float = 0.1
-    item_tokens: str = "sum"  # sum | flat (see the module docstring)
+    history_len: int = setting(20, "Last positives the encoder reads.")
+    d_model: int = setting(128, "Transformer width.")
+    heads: int = setting(4, "Attention heads.")
+    encoder_layers: int = setting(4, "Encoder layers (TIGER 4, ETEGRec 6).")
+    decoder_layers: int = setting(4, "Decoder layers.")
+    ffn: int = setting(512, "Feed-forward width.")
+    dropout: float = setting(0.1, "Dropout in the transformer.")
+    item_tokens: str = setting(
+        "sum",
+        "sum (one encoder token per history item, the "
+        "sum of its code embeddings) or flat (TIGER: 4 tokens per item, 4x the sequence).",
+    )
 
     def __post_init__(self) -> None:
         if self.item_tokens not in ITEM_TOKENS:

@@ -42,6 +42,7 @@ from models.generative.etegrec import JointTokenizer, Projections, alignment_los
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.progress import Progress
 from models.retrieval.data import EvalSet, TrainSet
+from models.settings import setting
 
 
 class GenerativeDiverged(RuntimeError):
@@ -50,23 +51,35 @@ class GenerativeDiverged(RuntimeError):
 
 @dataclass
 class GenTrainConfig:
-    batch_size: int = 256
-    epochs: int = 30  # upper bound; early stopping usually ends sooner
-    lr: float = 3e-3  # 1e-3 sat on the code marginals for several epochs on the planted data
+    batch_size: int = setting(256, "Training rows per step.")
+    epochs: int = setting(30, "Upper bound; early stopping on valid NDCG@10 ends sooner.")
+    lr: float = setting(
+        3e-3, "AdamW learning rate (1e-3 sat on the code marginals for several epochs on the planted data)."
+    )
     weight_decay: float = 1e-2
     clip_norm: float = 1.0
-    patience: int = 3  # validation checks without a better NDCG@10 before stopping
-    beam: int = 20  # beam width in validation (and the evaluation default)
-    valid_users: int = 2_000  # early stopping decodes a seeded sample of this many validation users (0 = all)
-    seed: int = 0
+    patience: int = setting(3, "Epochs without a better valid NDCG@10 before stopping.")
+    beam: int = setting(
+        20,
+        "Beam width of validation, evaluation and serving (over-generated, then seen items are removed).",
+    )
+    valid_users: int = setting(2_000, "Early stopping decodes a seeded sample of this many validation users (0 = all).")
+    seed: int = setting(0, "Seeds torch and NumPy.")
     max_minutes: float = 0.0  # training time budget (0 = none), keeping the best weights
     max_steps: int | None = None  # tests and smoke runs
     recent_per_user: int = 0  # train on each user's last R train positives only (0 = all): bounds an epoch
-    mode: str = "tiger"  # tiger: the tokenizer stays fixed | etegrec: trained with the retriever (etegrec.py)
-    cycle: int = 2  # etegrec: the last of every `cycle` epochs trains the tokenizer (ETEGRec: 2-4)
-    sia_weight: float = 1e-4  # etegrec: sequence-item alignment (symmetric KL of code distributions)
-    psa_weight: float = 3e-4  # etegrec: preference-semantic alignment (InfoNCE, decoder state vs reconstruction)
-    tokenizer_lr: float = 1e-4  # etegrec: Adam learning rate of the tokenizer epochs
+    mode: str = setting(
+        "tiger",
+        "tiger (the tokenizer stays as item_semantic_ids made it) or etegrec (ETEGRec: "
+        "the RQ-VAE tokenizer trains in alternation with the retriever under two alignment losses, "
+        "and this asset publishes the moved tokenizer's codes as the current semantic IDs).",
+    )
+    cycle: int = setting(2, "etegrec: the last of every `cycle` epochs trains the tokenizer (ETEGRec: 2-4).")
+    sia_weight: float = setting(1e-4, "etegrec: weight of the sequence-item alignment (symmetric KL).")
+    psa_weight: float = setting(
+        3e-4, "etegrec: weight of the preference-semantic alignment (InfoNCE, decoder state vs reconstruction)."
+    )
+    tokenizer_lr: float = setting(1e-4, "etegrec: the tokenizer epochs' learning rate (Adam).")
     align_temperature: float = 0.07  # etegrec: the InfoNCE temperature
 
     def __post_init__(self) -> None:

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from models.artifacts import atomic_file, file_sha256, read_manifest, write_manifest
 from models.retrieval.data import CATALOG_SQL, load_catalog
 from models.index.item_index import IndexSpec, ItemIndex, exact_search, search_settings
+from models.index.settings import IndexRefresh
 from models.retrieval.inference import embed_items
 
 PART_ROWS = 262_144  # a changed item rewrites its part: bounded work
@@ -279,10 +280,10 @@ def refresh_index(
     folder: Path,
     spec: IndexSpec,
     *,
-    rebuild_share: float = 0.1,
+    rebuild_share: float = IndexRefresh.rebuild_share,
     full: bool = False,
     tune_queries=None,
-    tune_target: float = 0.96,
+    tune_target: float = IndexRefresh().tune_target,
     log=lambda m: None,
 ) -> tuple[ItemIndex, dict]:
     """Bring the index under `root` up to date with item_embeddings in `folder`; returns it and what it did.

@@ -31,17 +31,26 @@ import faiss
 import numpy as np
 
 from models.artifacts import atomic_folder, file_sha256, read_manifest, write_manifest
+from models.settings import setting as _setting  # `setting` names a search setting below
 
 
 @dataclass
 class IndexSpec:
-    kind: str = "auto"  # auto (flat up to exact_max, ivf above) | flat | hnsw | ivf
-    exact_max: int = 100_000  # auto: exact search up to this many items
-    hnsw_m: int = 32  # HNSW graph degree
+    kind: str = _setting(
+        "auto",
+        "auto (exact Flat up to exact_max items, IVF above: HNSW "
+        "recalled poorly on trained user vectors), flat, hnsw or ivf.",
+    )
+    exact_max: int = _setting(100_000, "auto: exact search up to this many items.")
+    hnsw_m: int = _setting(32, "HNSW graph degree.")
     ef_construction: int = 80
-    ef_search: int = 128  # HNSW search breadth: recall vs speed
+    ef_search: int = _setting(128, "HNSW search breadth: recall vs speed.")
     nlist: int = 0  # IVF cells; 0 = 4 * sqrt(nb)
-    nprobe: int = 32
+    nprobe: int = _setting(
+        32,
+        "IVF cells visited per query when the build is not tuned "
+        "(tune=false, or no user to tune on); tuning replaces it.",
+    )
     ivf_min_train: int = 100_000  # IVF k-means sample: max(this, 40 * nlist) rows
 
     def resolve(self, nb: int) -> str:

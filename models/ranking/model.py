@@ -36,21 +36,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.retrieval.towers import HashedIdEmbedding
+from models.settings import setting
 
 
 @dataclass
 class RankerConfig:
     n_actions: int  # one sigmoid head per action
-    dim: int = 32  # token width
-    heads: int = 2
-    layers: int = 2
+    dim: int = setting(32, "Ranker token width.")
+    heads: int = setting(2, "Attention heads (dim must divide).")
+    layers: int = setting(2, "Transformer blocks.")
     ffn: int = 64  # hidden width of each block's MLP
     id_dim: int = 16  # per-hash id vector size; n_hashes of them are concatenated and projected
     n_hashes: int = 2  # hash functions per id (Phoenix uses 2)
     item_buckets: int = 4096  # item-id hash table rows (bucket 0 = padding)
     user_buckets: int = 4096  # user-id hash table rows
-    history_len: int = 32  # last H exposures with an action (Phoenix: 128)
-    candidates_per_pass: int = 32  # candidate slots per sequence (Phoenix: 32)
+    history_len: int = setting(32, "Latest exposures with an action the ranker reads (Phoenix: 128).")
+    candidates_per_pass: int = setting(
+        32, "Candidate slots per sequence (Phoenix: 32); more candidates take more sequences."
+    )
     dropout: float = 0.1
     use_retrieval_score: bool = True  # the retriever's score as a candidate input and a direct path
     action_signs: tuple[float, ...] | None = None  # +1 / -1 per action (its weight's sign): how the
@@ -64,6 +67,18 @@ class RankerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def ranker_config_for(weights: list[float], n_items: int, n_users: int, **fields) -> RankerConfig:
+    """A RankerConfig for an action vocabulary (one head per weight, the direct path starting at
+    each weight's sign) and id tables of 2x the items / users (at least 1,024 rows)."""
+    return RankerConfig(
+        n_actions=len(weights),
+        action_signs=tuple(1.0 if w >= 0 else -1.0 for w in weights),
+        item_buckets=max(1024, 2 * n_items + 1),
+        user_buckets=max(1024, 2 * n_users + 1),
+        **fields,
+    )
 
 
 @lru_cache(maxsize=32)

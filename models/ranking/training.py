@@ -22,21 +22,28 @@ from models.artifacts import atomic_folder
 from models.progress import Progress
 from models.ranking.evaluation import order_metrics
 from models.ranking.model import Ranker, RankerConfig, score_candidates, weighted_score
+from models.settings import setting
 
 
 @dataclass
 class RankerTrainConfig:
-    epochs: int = 8  # upper bound; early stopping on valid NDCG@10 usually ends sooner
-    batch_size: int = 32  # users per step, each with one block of candidates_per_pass candidates
+    epochs: int = setting(
+        8, "Upper bound; early stopping on the valid NDCG@10 of the weighted score usually ends sooner."
+    )
+    batch_size: int = setting(32, "Users per step, each with one block of candidates_per_pass candidates.")
     min_steps: int = 20  # steps per epoch at least: on small data an epoch passes over the users
     # several times, each pass drawing other candidates of theirs (a block holds 32 of ~200)
-    lr: float = 3e-3
+    lr: float = setting(3e-3, "AdamW learning rate.")
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
-    patience: int = 3  # epochs without a better valid NDCG@10 before stopping
-    valid_users: int = 1000  # early stopping scores a seeded sample of this many valid users (0 = all)
-    seed: int = 0
-    max_minutes: float = 0.0  # 0 = no time budget
+    patience: int = setting(3, "Epochs without a better valid NDCG@10.")
+    valid_users: int = setting(
+        1000,
+        "Early stopping scores a seeded sample of this many valid users (0 = all); "
+        "ranking_evaluation scores every one.",
+    )
+    seed: int = setting(0, "Seeds sampling and initialisation.")
+    max_minutes: float = setting(0.0, "Training budget (0 = none).")
     max_steps: int | None = None  # tests, smoke runs
 
 

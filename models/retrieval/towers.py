@@ -26,13 +26,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.settings import setting
+
 ENCODERS = ("mean", "attention", "transformer")
 
 
 @dataclass
 class TowerConfig:
-    dim: int = 64  # output vector size (both towers): the FAISS index dimension
-    hidden: int = 64  # internal width of representations and encoders
+    dim: int = setting(64, "Output vector size of both towers (the index dimension).")
+    hidden: int = setting(64, "Internal width of the towers.")
     id_dim: int = 32  # per-hash id vector size; n_hashes of them are concatenated
     n_hashes: int = 2  # hash functions per id (Phoenix uses 2): collisions rarely coincide
     item_buckets: int = 20_011  # shared item-id hash table rows (bucket 0 = padding)
@@ -40,16 +42,27 @@ class TowerConfig:
     n_categories: int = 1  # category vocabulary size (padding + buckets + known)
     n_tokens: int = 1  # title-token vocabulary size
     n_numeric: int = 2  # numeric item features (year, has_year)
-    encoder: str = "mean"  # mean | attention | transformer
-    history_len: int = 20  # last L positive items the user tower reads
+    encoder: str = setting(
+        "mean",
+        "User encoder over the last positives: mean, "
+        "attention (multi-head pooling) or transformer (causal, SASRec-style, every position).",
+    )
+    history_len: int = setting(20, "How many recent positives the user tower reads.")
     heads: int = 2  # attention heads (attention, transformer)
     layers: int = 1  # transformer layers
     dropout: float = 0.1
-    id_dropout: float = 0.1  # share of items whose id part is zeroed in training
-    use_content: bool = True  # categories / tokens / numeric features in the item tower
+    id_dropout: float = setting(
+        0.1, "Share of items trained without their id, so content alone embeds a brand-new item."
+    )
+    use_content: bool = setting(True, "Categories, title tokens and year in the item tower.")
     sparse: bool = True  # sparse gradients for the id tables (SparseAdam: cheap steps at 1M items)
-    recency: bool = True  # mean: a learned weight per history position (latest last); attention: a
-    # learned position vector per slot (checkpoints written before it load with it off).
+    recency: bool = setting(
+        True,
+        "mean/attention: learn a weight (mean) or vector "
+        "(attention) per history position, so recent items can count more (MovieLens, "
+        "mean encoder, 3 seeds: test NDCG@10 0.052 -> 0.068). Checkpoints written before it "
+        "load with it off.",
+    )
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from models.progress import Progress
+from models.settings import setting
 from models.retrieval.data import Catalog, EvalSet, TrainSet
 from models.retrieval.evaluation import evaluate_model
 from models.retrieval.losses import bpr, info_nce
@@ -28,27 +29,58 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    loss: str = "infonce"  # infonce | bpr
-    temperature: float = 0.05  # softmax temperature over cosine scores
-    logq_correction: bool = True  # subtract log q_j: popular items are not over-penalised
-    extra_negatives: int = 512  # uniform negatives shared by the batch (mixed negative sampling)
-    hard_negatives: bool = True  # the user's negative-feedback items in the denominator
-    batch_size: int = 256
-    epochs: int = 30
-    lr: float = 3e-3
+    loss: str = setting("infonce", "infonce (sampled softmax) or bpr (comparison).")
+    temperature: float = setting(0.05, "Softmax temperature over cosine scores.")
+    logq_correction: bool = setting(
+        True, "Correct in-batch negatives for popularity (subtract log q_j: popular items are not over-penalised)."
+    )
+    extra_negatives: int = setting(
+        512,
+        "Uniform negatives shared by the batch (mixed "
+        "negatives; Phoenix uses 64, 512 scored better on MovieLens full ranking).",
+    )
+    hard_negatives: bool = setting(True, "The user's negative feedback as hard negatives.")
+    batch_size: int = setting(256, "Training rows per step.")
+    epochs: int = setting(30, "Upper bound; early stopping on valid NDCG@10 usually ends sooner.")
+    lr: float = setting(3e-3, "AdamW / SparseAdam learning rate.")
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
-    patience: int = 3  # epochs without a better validation NDCG@10 before stopping
+    patience: int = setting(3, "Epochs without a better valid NDCG@10 before stopping.")
     max_positions: int = 4096  # transformer: positions per step in the (P, P) softmax
-    window_stride: int = 10  # transformer: rows between window ends (0 = history_len, no overlap)
-    seed: int = 0
-    valid_users: int = 5_000  # early stopping ranks a seeded sample of this many validation users (0 = all)
-    valid_every: int = 1_000_000  # training examples between validations (0 = once per epoch)
-    max_minutes: float = 10.0  # stop training after this long (0 = no limit), keeping the best weights so far
+    window_stride: int = setting(
+        10,
+        "transformer: rows between training windows (overlapping windows give more steps per "
+        "epoch; 0 = history_len, no overlap).",
+    )
+    seed: int = setting(0, "Seeds torch and NumPy: the same data and seed give the same model.")
+    valid_users: int = setting(
+        5_000,
+        "Early stopping ranks the whole catalog for a seeded "
+        "sample of this many validation users (0 = all): at 1M items ranking all ~100k took "
+        "20+ minutes a check; model_evaluation still ranks every evaluation user.",
+    )
+    valid_every: int = setting(
+        1_000_000,
+        "Training examples between validation checks (0 = "
+        "once per epoch); patience counts checks. Small data validates once per epoch; at "
+        "10M events an epoch is 2.6M examples (~6 min on 2 cores), too coarse to stop on.",
+    )
+    max_minutes: float = setting(
+        10.0,
+        "Training time budget (0 = none): training stops there "
+        "and keeps the best weights, so a scheduled retrain ends in bounded time. The "
+        "demo trains in seconds; 10M events / 1M items reach it (benchmarks/bench_scale.py).",
+    )
     max_steps: int | None = None  # stop early (tests, smoke runs)
-    content_alignment: float = 0.1  # weight of content_alignment_loss (0 = off): a never-trained item lands
-    # next to the trained item with its content. Demo data: copies under new ids find their source in
-    # the top 10 for 92-95% (0: 65%) at 1-4% of NDCG@10 (bench_cold_items.py, README)
+    content_alignment: float = setting(
+        0.1,
+        "Weight of a loss pulling each trained item's content-only vector (id part zero) toward "
+        "its full vector: an item id never trained is embedded by content alone, and this puts it "
+        "near the trained items with the same content (0 = off; benchmarks/bench_cold_items.py). "
+        "Demo data: copies under new ids find their source in the top 10 for 92-95% (0: 65%) at "
+        "1-4% of NDCG@10 (README).",
+        ge=0.0,
+    )
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:

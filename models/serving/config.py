@@ -7,7 +7,7 @@ from models.ranking import DEFAULT_CANDIDATES
 
 @dataclass
 class ServeConfig:
-    max_id_length: int  # longer user / item ids are refused: the cleaning's limit (CleaningConfig)
+    max_id_length: int  # longer user / item ids are refused: the cleaning's limit (CleaningRules)
     max_batch: int = 64  # requests answered by one forward + one search
     max_wait_ms: float = 0.0  # how long the first request of a batch waits for company (0: batch
     # what is queued; batches still grow with load while each batch runs)
