@@ -87,6 +87,51 @@ def audit_check(
     )
 
 
+def expectations_check(
+    context,
+    duckdb,
+    mlflow,
+    config,
+    check: str,
+    select: str,
+    expectations: list,
+    params: dict | None = None,
+    more_figures=None,
+    severity=dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckResult:
+    """Run Great Expectations `expectations` on the rows of `select` (the whole table up to
+    `config.max_rows`, a sample seeded by `config.seed` above it; models/clean/gx.py). The
+    metadata counts the failed expectations against the threshold (0), says how many rows were
+    validated and whether they were a sample, and tables every expectation with its unexpected
+    count. `more_figures(con)` adds figures read on the same warehouse connection."""
+    from models.clean.gx import load_frame, validate
+
+    with duckdb.get_connection() as con:
+        df, total, sampled = load_frame(con, select, params, config.max_rows, config.seed)
+        extra = more_figures(con) if more_figures else {}
+    out = validate(df, expectations, total, sampled)
+    figures = {
+        "expectations": len(out.results),
+        "failed_expectations": sum(not r[2] for r in out.results),
+        "threshold_failed": 0,
+        "rows_validated": out.rows_validated,
+        "rows_total": out.rows_total,
+        "sampled": out.sampled,
+        **extra,
+    }
+    return check_result(
+        context,
+        mlflow,
+        check,
+        out.success,
+        figures,
+        tables={
+            "expectations_table": md_table(out.results, ("expectation", "column", "passed", "unexpected", "observed"))
+        },
+        severity=severity,
+    )
+
+
 def table_metadata(con, table: str) -> dict:
     """`dagster/row_count`, `dagster/column_schema` and `dagster/table_name` of a warehouse table,
     the keys the Dagster UI reads for its row-count and schema panels."""

@@ -128,6 +128,18 @@ def server(home):
     proc.wait(timeout=20)
 
 
+def scrape(text: str) -> dict:
+    """/metrics text -> {(sample name, sorted label pairs): value}, read by prometheus_client's
+    own parser as a Prometheus server would."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def known_user(home: Path) -> str:
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     try:
@@ -148,10 +160,28 @@ def test_health_ready_and_metrics(server, home):
     assert c.call("POST", "/recommend", {"k": 3})[0] == 200
     status, text = c.call("GET", "/metrics")
     assert status == 200
-    assert 'towerflow_requests_total{path="/recommend",status="200"}' in text
-    assert 'towerflow_request_seconds_bucket{path="/recommend",le="+Inf"}' in text
-    assert "towerflow_index_items 150" in text and f'model_version="{champion}"' in text
-    assert "towerflow_last_reload_timestamp_seconds" in text and 'towerflow_reloads_total{outcome="loaded"} 1' in text
+    m = scrape(text)
+    assert m[("towerflow_requests_total", (("path", "/recommend"), ("status", "200")))] >= 1
+    assert m[("towerflow_request_seconds_bucket", (("le", "+Inf"), ("path", "/recommend")))] >= 1
+    assert m[("towerflow_index_items", ())] == 150 and m[("towerflow_ready", ())] == 1
+    assert [dict(labels)["model_version"] for name, labels in m if name == "towerflow_model_info"] == [champion]
+    assert m[("towerflow_last_reload_timestamp_seconds", ())] > 0
+    assert m[("towerflow_reloads_total", (("outcome", "loaded"),))] == 1
+
+
+def test_each_app_counts_in_a_registry_of_its_own():
+    """Two services in one process (this test module runs an in-process server too) must not
+    share or clash over metric names: each has its own prometheus_client registry."""
+    from models.serving.metrics import ServiceMetrics
+
+    a, b = ServiceMetrics(lambda: None), ServiceMetrics(lambda: None)
+    a.request("/recommend", 200, 0.003)
+    a.request("/../etc/passwd", 404, 0.001)  # any path a client sends counts as "other"
+    ma, mb = scrape(a.exposition(None)[0].decode()), scrape(b.exposition(None)[0].decode())
+    assert ma[("towerflow_requests_total", (("path", "/recommend"), ("status", "200")))] == 1
+    assert ma[("towerflow_requests_total", (("path", "other"), ("status", "404")))] == 1
+    assert not [k for k in mb if k[0] == "towerflow_requests_total"]
+    assert ma[("towerflow_ready", ())] == 0 and ("towerflow_index_items", ()) not in ma  # nothing served yet
 
 
 def test_a_known_user_gets_what_the_cli_recommender_gives(server, home):
@@ -356,7 +386,7 @@ def test_live_reload_serves_new_items_without_a_failed_request_and_refuses_bad_a
     assert "built from model" in text and "v-next" in text  # the refused champion, named
     assert "damaged" in text and "sha256" in text  # the refused delta, named
     _, metrics = c.call("GET", "/metrics")
-    assert 'towerflow_reloads_total{outcome="refused"}' in metrics
+    assert scrape(metrics)[("towerflow_reloads_total", (("outcome", "refused"),))] >= 1
     answers = [a for looper in loopers for a in looper.answers]
     failed = [a for a in answers if a[0] != 200]
     assert len(answers) > 50 and not failed, failed[:3]

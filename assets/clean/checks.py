@@ -3,10 +3,9 @@ from dagster_duckdb import DuckDBResource
 
 from assets.clean.clean_interactions import RULES_KEY
 from assets.clean.config import GxConfig
-from models.clean.gx import load_frame, validate
 from models.clean.rules import params_from_json
 from models.versions import WAREHOUSE_POOL
-from assets.reporting import check_result, md_table
+from assets.reporting import check_result, expectations_check
 from models.sql import sql_text
 from orchestration.resources import MlflowTracker
 
@@ -64,17 +63,14 @@ def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBRes
     import great_expectations.expectations as gxe
 
     p = applied_rules(context)
-    with duckdb.get_connection() as con:
-        df, total, sampled = load_frame(
-            con,
-            "SELECT event_id, user_id, item_id, event_type, ts, "
-            "CASE WHEN list_contains($rating_types, event_type) THEN value END AS rating FROM clean_interactions",
-            {"rating_types": p["rating_types"]},
-            config.max_rows,
-            config.seed,
-        )
-    out = validate(
-        df,
+    return expectations_check(
+        context,
+        duckdb,
+        mlflow,
+        config,
+        "clean_interactions_expectations",
+        "SELECT event_id, user_id, item_id, event_type, ts, "
+        "CASE WHEN list_contains($rating_types, event_type) THEN value END AS rating FROM clean_interactions",
         [
             gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
@@ -84,25 +80,5 @@ def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBRes
             gxe.ExpectColumnValuesToBeUnique(column="event_id"),
             gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=p["rating_min"], max_value=p["rating_max"]),
         ],
-        total,
-        sampled,
-    )
-    failed = [r for r in out.results if not r[2]]
-    figures = {
-        "expectations": len(out.results),
-        "failed_expectations": len(failed),
-        "threshold_failed": 0,
-        "rows_validated": out.rows_validated,
-        "rows_total": out.rows_total,
-        "sampled": out.sampled,
-    }
-    return check_result(
-        context,
-        mlflow,
-        "clean_interactions_expectations",
-        out.success,
-        figures,
-        tables={
-            "expectations_table": md_table(out.results, ("expectation", "column", "passed", "unexpected", "observed"))
-        },
+        params={"rating_types": p["rating_types"]},
     )

@@ -1,6 +1,4 @@
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 
 import models.ranking.ranker as rk_ranker
@@ -10,10 +8,10 @@ import models.retrieval.inference as inference
 import models.serving.recommender as recommender
 from models.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
-from assets.reporting import figures_metadata
+import assets.serving._recommendations as _recommendations
+import models.parquet_writer as parquet_writer
 from assets.serving._current import load_recommender
-from models.artifacts import atomic_file
-from models.progress import Progress
+from assets.serving._recommendations import write_recommendations
 from models.ranking.ranker import load_ranker, rank_users
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -25,7 +23,15 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
     code_version=code_version(
-        __file__, rk_ranker, rk_model, inference, histories, recommender, sql=("user_histories",)
+        __file__,
+        rk_ranker,
+        rk_model,
+        inference,
+        histories,
+        recommender,
+        _recommendations,
+        parquet_writer,
+        sql=("user_histories",),
     ),
 )
 def ranked_recommendations(
@@ -43,30 +49,18 @@ def ranked_recommendations(
         raise dg.Failure("no promoted ranker: promoted_ranker promotes one only after it beats retrieval order")
     rec = load_recommender(duckdb, paths)
     users = rec.user_ids.tolist()
-    parts, batch = [], 1024
-    progress = Progress("ranked_recommendations", len(users), "users", context.log.info)
     with duckdb.get_connection() as con:
-        for s in range(0, len(users), batch):
-            parts.append(
-                pa.Table.from_pandas(
-                    rank_users(con, rec, ranker, users[s : s + batch], config.n_candidates, config.k),
-                    preserve_index=False,
-                )
-            )
-            progress.update(len(users[s : s + batch]))
-    table = pa.concat_tables(parts)
-    out = paths.artifacts / "recommendations" / "ranked_recommendations.parquet"
-    with atomic_file(out) as tmp:
-        pq.write_table(table, tmp)
-    figures = {
-        "users": len(users),
-        "rows": table.num_rows,
-        "k": config.k,
-        "n_candidates": config.n_candidates,
-        "ranker_version": ranker.version,
-        "retriever_version": rec.version,
-        "distinct_items_recommended": len(set(table["item_id"].to_pylist())),
-        "path": str(out),
-    }
-    mlflow.log(context, "ranked_recommendations", {k: v for k, v in figures.items() if isinstance(v, (int, float))})
-    return dg.MaterializeResult(metadata=figures_metadata(figures))
+        return write_recommendations(
+            context,
+            paths,
+            mlflow,
+            len(users),
+            1024,
+            lambda s, e: rank_users(con, rec, ranker, users[s:e], config.n_candidates, config.k),
+            {
+                "k": config.k,
+                "n_candidates": config.n_candidates,
+                "ranker_version": ranker.version,
+                "retriever_version": rec.version,
+            },
+        )

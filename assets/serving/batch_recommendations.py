@@ -1,19 +1,18 @@
 import dagster as dg
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import RecommendationConfig
-from assets.reporting import figures_metadata
 import assets.serving._current as _current
+import assets.serving._recommendations as _recommendations
+import models.parquet_writer as parquet_writer
 import models.retrieval.histories as histories
 import models.retrieval.inference as inference
 import models.serving.recommender as recommender
 from assets.serving._current import load_recommender
+from assets.serving._recommendations import write_recommendations
 from models.versions import WAREHOUSE_POOL, code_version
-from models.artifacts import atomic_file
-from models.progress import Progress
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -23,7 +22,16 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, _current, recommender, inference, histories, sql=("user_histories",)),
+    code_version=code_version(
+        __file__,
+        _current,
+        recommender,
+        inference,
+        histories,
+        _recommendations,
+        parquet_writer,
+        sql=("user_histories",),
+    ),
 )
 def batch_recommendations(
     context: dg.AssetExecutionContext,
@@ -36,35 +44,21 @@ def batch_recommendations(
     Parquet of user_id, rank, item_id, score."""
     rec = load_recommender(duckdb, paths)
     users = rec.user_ids
-    parts, batch = [], 4096
-    progress = Progress("batch_recommendations", len(users), "users", context.log.info)
-    for s in range(0, len(users), batch):
-        rows = np.arange(s, min(len(users), s + batch))
+
+    def answer(s: int, e: int) -> pa.Table:
+        rows = np.arange(s, e)
         D, I = rec.core.retrieve(rows, config.k)  # the retrieval rule, many known users at once
         valid = I >= 0
         q, r = np.nonzero(valid)
-        parts.append(
-            pa.table(
-                {
-                    "user_id": pa.array(users[rows][q].tolist(), pa.string()),
-                    "rank": pa.array(r + 1, pa.int32()),
-                    "item_id": pa.array(rec.index.items_of(I[valid]).tolist(), pa.string()),
-                    "score": pa.array(D[valid], pa.float32()),
-                }
-            )
+        return pa.table(
+            {
+                "user_id": pa.array(users[rows][q].tolist(), pa.string()),
+                "rank": pa.array(r + 1, pa.int32()),
+                "item_id": pa.array(rec.index.items_of(I[valid]).tolist(), pa.string()),
+                "score": pa.array(D[valid], pa.float32()),
+            }
         )
-        progress.update(len(rows))
-    table = pa.concat_tables(parts)
-    out = paths.artifacts / "recommendations" / "batch_recommendations.parquet"
-    with atomic_file(out) as tmp:
-        pq.write_table(table, tmp)
-    figures = {
-        "users": len(users),
-        "rows": table.num_rows,
-        "k": config.k,
-        "distinct_items_recommended": len(set(table["item_id"].to_pylist())),
-        "model_version": rec.version,
-        "path": str(out),
-    }
-    mlflow.log(context, "batch_recommendations", {k: v for k, v in figures.items() if isinstance(v, (int, float))})
-    return dg.MaterializeResult(metadata=figures_metadata(figures))
+
+    return write_recommendations(
+        context, paths, mlflow, len(users), 4096, answer, {"k": config.k, "model_version": rec.version}
+    )

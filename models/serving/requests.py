@@ -1,0 +1,56 @@
+"""The HTTP request bodies and how a bad one is answered.
+
+Bodies are strict pydantic models (no type coercion, no unknown fields, ids bounded by the
+cleaning's id limit, at most `MAX_LIST` recent or excluded items, k in 1..`MAX_K`), parsed as
+JSON whatever the content type (`curl -d` sends a form type) by pydantic-core directly. A body
+that is not JSON answers 400, JSON that is not a valid request 422; both name the first field
+at fault in {"error", "field"} and list every error under "errors".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAX_LIST = 1000  # recent_items / exclude entries
+MAX_K = 1000
+
+
+def request_models(max_id_length: int):
+    """(RecommendRequest, SimilarRequest) with ids of at most `max_id_length` characters."""
+    Id = Annotated[str, Field(min_length=1, max_length=max_id_length)]
+
+    class RecommendRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        user_id: Id | None = None
+        k: int = Field(default=10, ge=1, le=MAX_K)
+        exclude: list[Id] = Field(default_factory=list, max_length=MAX_LIST)
+        recent_items: list[Id] = Field(default_factory=list, max_length=MAX_LIST)
+        rank: bool = False
+
+    class SimilarRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        item_id: Id
+        k: int = Field(default=10, ge=1, le=MAX_K)
+
+    return RecommendRequest, SimilarRequest
+
+
+def _field(loc) -> str:
+    return ".".join(str(p) for p in loc) or "body"
+
+
+def invalid_request(exc: ValidationError) -> JSONResponse:
+    """400 for a body that is not JSON, 422 for JSON that is not a valid request; names the field."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    field = _field(first.get("loc", ()))
+    detail = [
+        {"field": _field(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")} for e in errors
+    ]
+    return JSONResponse(
+        {"error": f"{field}: {first['msg']}", "field": field, "errors": detail},
+        status_code=400 if first["type"] == "json_invalid" else 422,
+    )
