@@ -5,7 +5,7 @@ from assets.clean.clean_interactions import RULES_KEY
 from assets.clean.config import GxConfig
 from models.clean.gx import load_frame, validate
 from models.clean.rules import params_from_json
-from models.versions import WAREHOUSE_POOL
+from assets.versions import WAREHOUSE_POOL
 from assets.reporting import check_result, md_table
 from models.sql import sql_text
 from orchestration.resources import MlflowTracker

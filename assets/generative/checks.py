@@ -11,7 +11,7 @@ from dagster_duckdb import DuckDBResource
 from assets.reporting import check_result, md_table
 from models.generative.store import checkpoint_codes, code_problems
 from models.generative.training import latest_generative
-from models.versions import WAREHOUSE_POOL
+from assets.versions import WAREHOUSE_POOL
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 

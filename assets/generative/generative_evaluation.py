@@ -9,11 +9,7 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-import models.generative.training as gen_training
-import models.generative.beam as gen_beam
-import models.generative.semantic_ids as gen_semantic_ids
-import models.generative.seq2seq as gen_seq2seq
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.generative.config import GenerativeEvaluationConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import write_json_atomic
@@ -34,7 +30,7 @@ KS = (10, 20)
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_training, gen_beam, gen_seq2seq, gen_semantic_ids),
+    code_version=code_version(__name__),
 )
 def generative_evaluation(
     context: dg.AssetExecutionContext,

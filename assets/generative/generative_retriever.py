@@ -5,13 +5,7 @@ the tokenizer it trained); it writes no table of another asset (models/generativ
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.generative.semantic_ids as gen_semantic_ids
-import models.generative.seq2seq as gen_seq2seq
-import models.generative.training as gen_training
-import models.generative.beam as gen_beam
-import models.generative.store as gen_store
-import models.generative.etegrec as gen_etegrec
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets._config import to_library
 from assets.generative.config import GenerativeConfig
 from models.generative.seq2seq import Seq2SeqConfig
@@ -38,7 +32,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_seq2seq, gen_training, gen_beam, gen_store, gen_etegrec, gen_semantic_ids),
+    code_version=code_version(__name__),
 )
 def generative_retriever(
     context: dg.AssetExecutionContext,

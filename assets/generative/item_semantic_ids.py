@@ -3,9 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.generative.semantic_ids as gen_semantic_ids
-import models.generative.store as gen_store
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets._config import to_library
 from assets.generative.config import SemanticIdConfig
 from models.generative.semantic_ids import TokenizerConfig
@@ -21,7 +19,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_semantic_ids, gen_store, sql=("item_semantic_ids",)),
+    code_version=code_version(__name__),
 )
 def item_semantic_ids(
     context: dg.AssetExecutionContext,

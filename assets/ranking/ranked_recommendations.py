@@ -3,12 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 
-import models.ranking.ranker as rk_ranker
-import models.ranking.model as rk_model
-import models.retrieval.histories as histories
-import models.retrieval.inference as inference
-import models.serving.recommender as recommender
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata
 from assets.serving._current import load_recommender
@@ -24,9 +19,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(
-        __file__, rk_ranker, rk_model, inference, histories, recommender, sql=("user_histories",)
-    ),
+    code_version=code_version(__name__),
 )
 def ranked_recommendations(
     context: dg.AssetExecutionContext,

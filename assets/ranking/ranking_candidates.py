@@ -1,8 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.ranking.data as rk_data
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from assets.serving._current import current_model
@@ -16,7 +15,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, rk_data, sql=("ranking_candidates",)),
+    code_version=code_version(__name__),
 )
 def ranking_candidates(
     context: dg.AssetExecutionContext,

@@ -2,11 +2,7 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-import models.ranking.data as rk_data
-import models.ranking.labels as rk_labels
-import models.ranking.model as rk_model
-import models.ranking.training as rk_training
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets._config import fields_for, to_library
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
@@ -26,7 +22,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, rk_data, rk_labels, rk_model, rk_training),
+    code_version=code_version(__name__),
 )
 def ranking_model(
     context: dg.AssetExecutionContext,

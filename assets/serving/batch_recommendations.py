@@ -6,12 +6,8 @@ from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import RecommendationConfig
 from assets.reporting import figures_metadata
-import assets.serving._current as _current
-import models.retrieval.histories as histories
-import models.retrieval.inference as inference
-import models.serving.recommender as recommender
 from assets.serving._current import load_recommender
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import atomic_file
 from models.progress import Progress
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -23,7 +19,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, _current, recommender, inference, histories, sql=("user_histories",)),
+    code_version=code_version(__name__),
 )
 def batch_recommendations(
     context: dg.AssetExecutionContext,

@@ -3,7 +3,7 @@ import numpy as np
 from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import IndexConfig
-from models.versions import WAREHOUSE_POOL
+from assets.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
 from assets.serving._current import load_recommender
 from models.retrieval.inference import sample_users

@@ -3,11 +3,8 @@ from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import EmbeddingConfig
 from assets.reporting import figures_metadata
-import assets.serving._current as _current
-import models.index.embeddings as embeddings
-import models.retrieval.data as retrieval_data
 from assets.serving._current import current_model
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.index.embeddings import refresh_embeddings
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -18,7 +15,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, _current, embeddings, retrieval_data),
+    code_version=code_version(__name__),
 )
 def item_embeddings(
     context: dg.AssetExecutionContext,

@@ -3,11 +3,8 @@ from dagster_duckdb import DuckDBResource
 
 from assets._config import to_library
 from assets.serving.config import IndexConfig
-import models.index.embeddings as embeddings
-import assets.serving._current as _current
-import models.index.item_index as item_index_lib
 from assets.reporting import figures_metadata
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.serving._current import sample_user_vectors
 from models.index.embeddings import refresh_index
 from models.index.item_index import IndexSpec
@@ -22,7 +19,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, embeddings, item_index_lib, _current),
+    code_version=code_version(__name__),
 )
 def item_index(
     context: dg.AssetExecutionContext,

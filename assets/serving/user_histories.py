@@ -1,7 +1,6 @@
 import dagster as dg
 
-import models.retrieval.histories as histories
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata
@@ -16,7 +15,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, histories, sql=("user_histories", "item_popularity")),
+    code_version=code_version(__name__),
 )
 def user_histories(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker

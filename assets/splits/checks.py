@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.clean.config import GxConfig
 from models.clean.gx import load_frame, validate
-from models.versions import WAREHOUSE_POOL
+from assets.versions import WAREHOUSE_POOL
 from assets.reporting import audit_check, check_result, md_table
 from orchestration.resources import MlflowTracker
 

@@ -5,10 +5,8 @@ mirror everything that serves reads offline (models.retrieval.checkpoint.champio
 
 import dagster as dg
 
-import assets.training.checks as checks
-import models.retrieval.pyfunc as pyfunc
 from assets.reporting import figures_metadata
-from models.versions import code_version
+from assets.versions import code_version
 from assets.training.checks import latest_evaluation, promotion_passes
 from models.retrieval.checkpoint import load_checkpoint, update_manifest
 from models.retrieval.pyfunc import read_logged
@@ -20,7 +18,7 @@ from orchestration.resources import CHAMPION, MlflowTracker, TowerflowPaths
     kinds={"mlflow"},
     owners=["team:recsys"],
     tags={"layer": "model"},
-    code_version=code_version(__file__, checks, pyfunc),
+    code_version=code_version(__name__),
 )
 def promoted_model(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
