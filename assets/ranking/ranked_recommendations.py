@@ -6,10 +6,10 @@ from dagster_duckdb import DuckDBResource
 from assets.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata
-from assets.serving._current import load_recommender
 from models.artifacts import atomic_file
 from models.progress import Progress
 from models.ranking.ranker import load_ranker, rank_users
+from models.serving.recommender import Recommender
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -34,7 +34,8 @@ def ranked_recommendations(
     ranker = load_ranker(paths.artifacts)
     if ranker is None:
         raise dg.Failure("no promoted ranker: promoted_ranker promotes one only after it beats retrieval order")
-    rec = load_recommender(duckdb, paths)
+    with duckdb.get_connection() as con:
+        rec = Recommender(con, paths.artifacts)
     users = rec.user_ids.tolist()
     parts, batch = [], 1024
     progress = Progress("ranked_recommendations", len(users), "users", context.log.info)

@@ -6,10 +6,10 @@ from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import RecommendationConfig
 from assets.reporting import figures_metadata
-from assets.serving._current import load_recommender
 from assets.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import atomic_file
 from models.progress import Progress
+from models.serving.recommender import Recommender
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -30,7 +30,8 @@ def batch_recommendations(
 ) -> dg.MaterializeResult:
     """Top-K items per known user from the index, items the user already interacted with excluded:
     Parquet of user_id, rank, item_id, score."""
-    rec = load_recommender(duckdb, paths)
+    with duckdb.get_connection() as con:
+        rec = Recommender(con, paths.artifacts)
     users = rec.user_ids
     parts, batch = [], 4096
     progress = Progress("batch_recommendations", len(users), "users", context.log.info)

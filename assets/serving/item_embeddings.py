@@ -3,9 +3,9 @@ from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import EmbeddingConfig
 from assets.reporting import figures_metadata
-from assets.serving._current import current_model
 from assets.versions import WAREHOUSE_POOL, code_version
 from models.index.embeddings import refresh_embeddings
+from models.retrieval.champion import load_champion
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -29,7 +29,7 @@ def item_embeddings(
     embedded by content alone (id part zero, the path id dropout trains). Under an unchanged
     model only new or changed items (by content hash) are embedded."""
     with duckdb.get_connection() as con:
-        cur = current_model(con, paths)
+        cur = load_champion(con, paths.artifacts)
         stats = refresh_embeddings(
             con,
             paths.artifacts / "embeddings",
