@@ -11,6 +11,7 @@ from assets.generative.checks import generative_passes, latest_generative_evalua
 from assets.reporting import figures_metadata
 from models import artifacts
 from assets.versions import code_version
+from models.artifacts import Layout
 from orchestration.resources import CHAMPION, GENERATIVE_MODEL, MlflowTracker, TowerflowPaths
 
 
@@ -37,7 +38,7 @@ def promoted_generative(
             f"generative checkpoint {version} did not pass the promotion rule (valid HR@10 "
             f"{valid['hr@10']:.4f} <= chance {valid['chance_hr@10']:.4f}): nothing promoted, the champion stays"
         )
-    root = paths.artifacts / "generative"
+    root = Layout(paths.artifacts).generative
     figures = {
         f"{who}.{split}.{k.replace('@', '_at_')}": round(evaluation[who][split][k], 6)
         for who in ("generative", "popularity")

@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.ranking.checks import latest_ranker_evaluation, ranking_passes
 from assets.reporting import figures_metadata
-from models.artifacts import write_manifest
+from models.artifacts import Layout, write_manifest
 from models.ranking.ranker import ranker_manifest
 from assets.versions import code_version
 from orchestration.resources import CHAMPION, RANKER_MODEL, MlflowTracker, TowerflowPaths
@@ -38,7 +38,7 @@ def promoted_ranker(
             f"{valid['ranked']['ndcg@10']:.4f} <= retrieval order {valid['retrieval']['ndcg@10']:.4f}): "
             "nothing promoted, the champion ranker stays"
         )
-    root = paths.artifacts / "ranking"
+    root = Layout(paths.artifacts).ranking
     figures = {
         f"{split}.{order}.ndcg_at_10": round(evaluation[split][order]["ndcg@10"], 6)
         for split in ("valid", "test")

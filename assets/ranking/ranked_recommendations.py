@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 from assets.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata
-from models.artifacts import atomic_file
+from models.artifacts import Layout, atomic_file
 from models.progress import Progress
 from models.ranking.ranker import load_ranker, rank_users
 from models.serving.recommender import Recommender
@@ -49,7 +49,7 @@ def ranked_recommendations(
             )
             progress.update(len(users[s : s + batch]))
     table = pa.concat_tables(parts)
-    out = paths.artifacts / "recommendations" / "ranked_recommendations.parquet"
+    out = Layout(paths.artifacts).recommendations / "ranked_recommendations.parquet"
     with atomic_file(out) as tmp:
         pq.write_table(table, tmp)
     figures = {

@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.versions import WAREHOUSE_POOL, code_version
 from assets.reporting import figures_metadata, md_table
-from models.artifacts import write_json_atomic
+from models.artifacts import Layout, write_json_atomic
 from models.ranking.data import load_ranking_set
 from models.ranking.evaluation import compare_orders, nan_to_none
 from models.ranking.ranker import LoadedRanker, ranker_manifest
@@ -30,7 +30,7 @@ def ranking_evaluation(
     ranker's weighted score: NDCG@10 / HR@10 of the held-out pair, per-action AUC, and the share
     of candidates with a negative action that ranking pushes out of the top 10, written to the
     latest ranker's evaluation.json (what the check and promoted_ranker read)."""
-    root = paths.artifacts / "ranking"
+    root = Layout(paths.artifacts).ranking
     manifest = ranker_manifest(paths.artifacts)
     version = manifest.get("latest")
     if not version:

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from assets.serving.config import RecommendationConfig
 from assets.reporting import figures_metadata
 from assets.versions import WAREHOUSE_POOL, code_version
-from models.artifacts import atomic_file
+from models.artifacts import Layout, atomic_file
 from models.progress import Progress
 from models.serving.recommender import Recommender
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -52,7 +52,7 @@ def batch_recommendations(
         )
         progress.update(len(rows))
     table = pa.concat_tables(parts)
-    out = paths.artifacts / "recommendations" / "batch_recommendations.parquet"
+    out = Layout(paths.artifacts).recommendations / "batch_recommendations.parquet"
     with atomic_file(out) as tmp:
         pq.write_table(table, tmp)
     figures = {

@@ -5,6 +5,7 @@ from dagster_duckdb import DuckDBResource
 from assets.serving.config import IndexConfig
 from assets.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
+from models.artifacts import Layout
 from models.retrieval.inference import sample_users
 from models.serving.recommender import Recommender
 from models.index.embeddings import read_embeddings
@@ -27,7 +28,7 @@ def item_index_recall_at_10(
         sample = sample_users(con, config.recall_sample)
         rec = Recommender(con, paths.artifacts, users=sample)  # loads only what these users need
     xq = rec.core.user_vectors(np.arange(len(rec.user_ids)))  # the rule's vectors of the sampled users
-    row_ids, _, xb = read_embeddings(paths.artifacts / "embeddings", items=False)
+    row_ids, _, xb = read_embeddings(Layout(paths.artifacts).embeddings, items=False)
     k = min(10, len(xb))
     _, I = rec.index.search(xq, k)
     _, I0 = exact_search(xb, row_ids, xq, k)

@@ -4,6 +4,7 @@ from dagster_duckdb import DuckDBResource
 from assets.serving.config import EmbeddingConfig
 from assets.reporting import figures_metadata
 from assets.versions import WAREHOUSE_POOL, code_version
+from models.artifacts import Layout
 from models.index.embeddings import refresh_embeddings
 from models.retrieval.champion import load_champion
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -32,13 +33,13 @@ def item_embeddings(
         cur = load_champion(con, paths.artifacts)
         stats = refresh_embeddings(
             con,
-            paths.artifacts / "embeddings",
+            Layout(paths.artifacts).embeddings,
             cur.model,
             cur.version,
             cur.fingerprint,
             full=config.full,
             log=context.log.info,
         )
-    figures = {**stats, "model_version": cur.version, "path": str(paths.artifacts / "embeddings")}
+    figures = {**stats, "model_version": cur.version, "path": str(Layout(paths.artifacts).embeddings)}
     mlflow.log(context, "item_embeddings", {k: v for k, v in figures.items() if isinstance(v, (int, float))})
     return dg.MaterializeResult(metadata=figures_metadata(figures))

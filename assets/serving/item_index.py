@@ -5,6 +5,7 @@ from assets._config import to_library
 from assets.serving.config import IndexConfig
 from assets.reporting import figures_metadata
 from assets.versions import WAREHOUSE_POOL, code_version
+from models.artifacts import Layout
 from models.index.embeddings import refresh_index
 from models.index.item_index import IndexSpec
 from models.index.settings import IndexRefresh
@@ -41,8 +42,8 @@ def item_index(
             return user_vectors_of(con, model, sample_users(con, config.tune_sample, salt="tune"))
 
     idx, stats = refresh_index(
-        paths.artifacts / "index",
-        paths.artifacts / "embeddings",
+        Layout(paths.artifacts).index,
+        Layout(paths.artifacts).embeddings,
         to_library(config, IndexSpec),
         rebuild_share=config.rebuild_share,
         full=config.full,

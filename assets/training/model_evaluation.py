@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata, md_table
 from assets.versions import WAREHOUSE_POOL, code_version
-from models.artifacts import write_json_atomic
+from models.artifacts import Layout, write_json_atomic
 from models.retrieval.checkpoint import load_checkpoint, read_manifest
 from models.retrieval.data import load_from_warehouse
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
@@ -31,7 +31,7 @@ def model_evaluation(
 ) -> dg.MaterializeResult:
     """HR/Recall@K, NDCG@K, MRR and catalog coverage over all items, seen items excluded, for
     the latest checkpoint and for popularity, on valid and test."""
-    root = paths.artifacts / "models"
+    root = Layout(paths.artifacts).models
     version = read_manifest(root).get("latest")
     if not version:
         raise dg.Failure("no checkpoint to evaluate: materialize two_tower_model first")

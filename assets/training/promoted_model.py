@@ -8,6 +8,7 @@ import dagster as dg
 from assets.reporting import figures_metadata
 from assets.versions import code_version
 from assets.training.checks import latest_evaluation, promotion_passes
+from models.artifacts import Layout
 from models.retrieval.checkpoint import load_checkpoint, update_manifest
 from models.retrieval.pyfunc import read_logged
 from orchestration.resources import CHAMPION, MlflowTracker, TowerflowPaths
@@ -28,7 +29,7 @@ def promoted_model(
 
     Runs only after the blocking check `beats_popularity_on_valid_ndcg`; materialized on its
     own, it applies the same rule (the check's function) before promoting anything."""
-    root = paths.artifacts / "models"
+    root = Layout(paths.artifacts).models
     evaluation = latest_evaluation(paths)
     version = evaluation["version"]
     if not promotion_passes(evaluation):

@@ -10,7 +10,7 @@ from assets._config import fields_for, to_library
 from assets.training.config import TrainingConfig
 from assets.reporting import figures_metadata, md_table
 from assets.training._torchrun import train_on_workers
-from models.artifacts import write_json_atomic
+from models.artifacts import Layout, write_json_atomic
 from assets.versions import WAREHOUSE_POOL, code_version
 from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
 from models.retrieval.datasets import warehouse_datasets
@@ -53,7 +53,7 @@ def two_tower_model(
     spec; the warehouse and the artifacts folder must be on a volume the pod mounts at the same
     paths, and a failed pod surfaces through the client's own error (its log, not rank files).
     """
-    root = paths.artifacts / "models"
+    root = Layout(paths.artifacts).models
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         tower = tower_config_for(WarehouseShape.read(con), **fields_for(config, TowerConfig))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.artifacts import Layout
 from models.retrieval.checkpoint import champion_version, load_checkpoint
 from models.retrieval.towers import TwoTower
 
@@ -29,7 +30,7 @@ class Champion:
 
 def load_champion(con, artifacts_root: Path) -> Champion:
     """The promoted checkpoint, checked against the vocabularies in the warehouse `con` opens."""
-    root = Path(artifacts_root) / "models"
+    root = Layout(artifacts_root).models
     version = champion_version(artifacts_root)
     if not version:
         raise NoChampion(

@@ -42,6 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.artifacts import SERVED
 from models.serving.config import ServeConfig
 from models.serving.snapshot import RequestError, Snapshot, SnapshotError, identity, load_snapshot
 
@@ -377,7 +378,7 @@ class Reloader(threading.Thread):
     def _stamp(self) -> tuple:
         a = self.service.artifacts
         out = []
-        for sub in ("models", "index", "embeddings", "user_histories", "ranking"):
+        for sub in SERVED:
             try:
                 st = os.stat(a / sub / "manifest.json")
                 out.append((st.st_mtime_ns, st.st_size, st.st_ino))
