@@ -4,9 +4,10 @@ the code and SQL it runs, and the warehouse pool every step that opens the DuckD
 Neither exists outside Dagster, so they live here, not in models/. This module is the one in
 assets/ that does not import Dagster: it computes values that the asset decorators hand to it.
 
-A code version is never a hand-written list of modules (such a list goes stale: the ranked
-recommendations once missed the ranking data module and the recommender, so editing them did
-not mark the asset stale). It is derived from the asset's own module:
+A code version is never a hand-written list of modules: such a list goes stale silently (a
+module the asset reaches only through another, like the recommender behind the ranked
+recommendations, is left out, and editing it leaves the asset fresh). It is derived from the
+asset's own module:
 
 - the module's source, and the source of every module of this project (`assets.*`, `models.*`)
   it imports, transitively; `ast` reads the imports, those inside functions included, and a
