@@ -108,7 +108,7 @@ def main() -> None:
         (out / "spec.json").write_text(json.dumps(spec))
         t = time.perf_counter()
         proc = subprocess.run(
-            torchrun_command(w, spec_path=out / "spec.json"),
+            torchrun_command(w, "models.retrieval.rank", spec_path=out / "spec.json"),
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -1,4 +1,5 @@
-"""Atomic writes and manifests: the one implementation every artifact writer uses.
+"""Atomic writes, manifests and the artifact layout: the one implementation every artifact
+writer uses, and the one place that names the folders under artifacts/ (`Layout`).
 
 A reader never sees half a file or half a folder: content goes to a hidden temp path in the
 same folder, is fsynced, and is renamed into place (a folder's parent is fsynced too). A
@@ -14,10 +15,25 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 MANIFEST = "manifest.json"
+
+# The folders under TOWERFLOW_HOME/artifacts/, one per artifact; what is inside each belongs to
+# the module that writes it (named beside each).
+ARTIFACTS = "artifacts"
+MODELS = "models"  # two-tower checkpoints; manifest "current" = the champion (retrieval/checkpoint.py)
+EMBEDDINGS = "embeddings"  # the item_embeddings table (index/embeddings.py)
+INDEX = "index"  # FAISS main + delta segments, tombstones (index/item_index.py)
+USER_HISTORIES = "user_histories"  # histories + popularity for serving (serving/histories.py)
+RECOMMENDATIONS = "recommendations"  # batch and ranked top-k Parquet files (their assets)
+RANKING = "ranking"  # ranker checkpoints; manifest "current" = the promoted ranker (ranking/training.py)
+SEMANTIC_IDS = "semantic_ids"  # tokenizers + item codes (generative/store.py)
+GENERATIVE = "generative"  # generative retriever checkpoints (generative/training.py)
+# what the HTTP service serves from, and so watches for a reload and checks for consistency
+SERVED = (MODELS, INDEX, EMBEDDINGS, USER_HISTORIES, RANKING)
 
 
 def fsync_dir(path: Path) -> None:
@@ -108,3 +124,45 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 def file_sha256(path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Each artifact's folder under an artifacts root: `Layout(root).index`."""
+
+    root: Path  # the artifacts folder, TOWERFLOW_HOME/artifacts
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def models(self) -> Path:
+        return self.root / MODELS
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / EMBEDDINGS
+
+    @property
+    def index(self) -> Path:
+        return self.root / INDEX
+
+    @property
+    def user_histories(self) -> Path:
+        return self.root / USER_HISTORIES
+
+    @property
+    def recommendations(self) -> Path:
+        return self.root / RECOMMENDATIONS
+
+    @property
+    def ranking(self) -> Path:
+        return self.root / RANKING
+
+    @property
+    def semantic_ids(self) -> Path:
+        return self.root / SEMANTIC_IDS
+
+    @property
+    def generative(self) -> Path:
+        return self.root / GENERATIVE

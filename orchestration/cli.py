@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from models.artifacts import ARTIFACTS, Layout
 from models.ranking import DEFAULT_CANDIDATES
 from models.serving.config import ServeConfig
 from orchestration.resources import towerflow_home
@@ -154,7 +155,7 @@ def _champion_status() -> None:
     from orchestration.resources import CHAMPION, GENERATIVE_MODEL, RANKER_MODEL, build_resources
 
     tracker = build_resources()["mlflow"]
-    art = towerflow_home() / "artifacts"
+    art = towerflow_home() / ARTIFACTS
     families = (  # registered model, its promote asset, its valid / test NDCG@10 tags, its local mirror
         (tracker.registered_model, "promoted_model", "model", lambda: champion_version(art)),
         (RANKER_MODEL, "promoted_ranker", "ranked", lambda: ranker_manifest(art).get("current")),
@@ -162,7 +163,7 @@ def _champion_status() -> None:
             GENERATIVE_MODEL,
             "promoted_generative",
             "generative",
-            lambda: promoted_generative_version(art / "generative"),
+            lambda: promoted_generative_version(Layout(art).generative),
         ),
     )
     rows, missing = [], []
@@ -215,7 +216,7 @@ def _recommender(users: list[str], threads: int | None = 1, recent_items=()):
 
     con = _connect()
     try:
-        return Recommender(con, towerflow_home() / "artifacts", threads=threads, users=users, recent_items=recent_items)
+        return Recommender(con, towerflow_home() / ARTIFACTS, threads=threads, users=users, recent_items=recent_items)
     except (ServingError, ValueError) as e:  # VocabularyMismatch is a ValueError
         _fail(str(e))
     finally:
@@ -229,7 +230,7 @@ def _generative(users: list[str], threads: int | None = 1):
 
     con = _connect()
     try:
-        return GenerativeRecommender(con, towerflow_home() / "artifacts", users=users, threads=threads)
+        return GenerativeRecommender(con, towerflow_home() / ARTIFACTS, users=users, threads=threads)
     except ServingError as e:
         _fail(str(e))
     finally:
@@ -331,7 +332,7 @@ def _recommend_ranked(rec, ids: list[str], k: int, candidates: int, fmt: str) ->
     """Print ranked recommendations; False (after a one-line notice) when no ranker is promoted."""
     from models.ranking.ranker import load_ranker, rank_users
 
-    ranker = load_ranker(towerflow_home() / "artifacts")
+    ranker = load_ranker(towerflow_home() / ARTIFACTS)
     if ranker is None:
         click.echo("towerflow: no promoted ranker (materialize the ranking group): retrieval order instead", err=True)
         return False
@@ -410,7 +411,7 @@ def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, acc
     from models.serving.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    artifacts = towerflow_home() / "artifacts"
+    artifacts = towerflow_home() / ARTIFACTS
     config = ServeConfig(
         max_id_length=CleaningRules().max_id_length,
         max_batch=max_batch,

@@ -21,6 +21,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
+from models.artifacts import ARTIFACTS
+
 # No phoning home from a tool that runs on private data (shared/STACK.md).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -69,7 +71,7 @@ class TowerflowPaths(dg.ConfigurableResource):
 
     @property
     def artifacts(self) -> Path:
-        return self.root / "artifacts"
+        return self.root / ARTIFACTS
 
 
 class MlflowTracker(dg.ConfigurableResource):

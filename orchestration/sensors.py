@@ -3,11 +3,15 @@
 - `new_items_sensor`: a new or changed file in landing/items/ requests
   `incremental_item_embedding_job` (ingest and clean the catalog, embed only new or changed
   items with the current checkpoint, upsert them into the index; no retraining). The cursor
-  holds every file's (size, mtime), and the run key is derived from the new files, so the
-  same file never triggers twice.
+  holds every file's (size, sha256, mtime), and the run key is derived from the new files, so
+  the same file never triggers twice.
 - `new_events_sensor`: a new or changed file in landing/events/ records an observation of
   `landing_events` with a new data version, which marks `raw_events` (and, once re-ingested,
   everything downstream) stale; the retrain schedule picks it up.
+
+"New or changed" is the ingest ledger's rule (models/ingest/changes.py): other bytes, not
+another mtime, so a touched file triggers nothing; size and mtime only spare re-hashing an
+unchanged file on every tick.
 """
 
 import hashlib
@@ -15,16 +19,36 @@ import json
 
 import dagster as dg
 
-from assets.ingest.sources import fingerprint, landing_files
+from models.ingest.changes import FileState, changed, fingerprint, scan
 from models.retrieval.checkpoint import champion_version
 from orchestration.jobs import incremental_item_embedding_job
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
-def _new_files(context, folder) -> tuple[dict, dict]:
-    seen = json.loads(context.cursor) if context.cursor else {}
-    files = landing_files(folder)
-    return files, {k: v for k, v in files.items() if seen.get(k) != v}
+def _known(cursor: str | None) -> dict[str, FileState]:
+    # a cursor from before the sha256 rule ("size:mtime_ns" per file) is read as empty: its
+    # files count as new once, as the fingerprint format changed with it
+    return {k: FileState(*v) for k, v in (json.loads(cursor) if cursor else {}).items() if isinstance(v, list)}
+
+
+def _cursor(files: dict[str, FileState]) -> str:
+    return json.dumps({k: [v.size, v.sha256, v.mtime_ns] for k, v in files.items()}, sort_keys=True)
+
+
+def _new_files(context, folder) -> tuple[dict, dict, dict]:
+    """(the cursor's files, the folder's files, the new or changed ones)."""
+    known = _known(context.cursor)
+    files = scan(folder, known)
+    return known, files, changed(files, known)
+
+
+def _nothing_new(known: dict, files: dict, message: str):
+    """A skip; files touched since the cursor (same bytes, another mtime) get their new mtime
+    recorded, so they are not hashed again on every tick."""
+    touched = {k: v for k, v in files.items() if known.get(k) != v}
+    if not touched:
+        return dg.SkipReason(message)
+    return dg.SensorResult(skip_reason=message, cursor=_cursor({**known, **touched}))
 
 
 def _observation(asset: str, files: dict) -> dg.AssetObservation:
@@ -40,20 +64,20 @@ def _observation(asset: str, files: dict) -> dg.AssetObservation:
     description="New or changed catalog files in landing/items/ -> embed and index only those items.",
 )
 def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
-    files, new = _new_files(context, paths.landing / "items")
+    known, files, new = _new_files(context, paths.landing / "items")
     if not new:
-        return dg.SkipReason(f"no new files in landing/items/ ({len(files)} seen)")
+        return _nothing_new(known, files, f"no new files in landing/items/ ({len(files)} seen)")
     if not champion_version(paths.artifacts):
         # cursor not advanced: these files trigger once a model is promoted
         return dg.SkipReason(f"{len(new)} new item file(s), but no promoted model yet: run the whole graph first")
-    run_key = hashlib.sha256(json.dumps(new, sort_keys=True).encode()).hexdigest()[:16]
+    run_key = hashlib.sha256(_cursor(new).encode()).hexdigest()[:16]
     context.log.info(f"new item files: {sorted(new)}")
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(run_key=f"items-{run_key}", tags={"towerflow/new_item_files": ",".join(sorted(new))[:200]})
         ],
         asset_events=[_observation("landing_items", files)],
-        cursor=json.dumps(files, sort_keys=True),
+        cursor=_cursor(files),
     )
 
 
@@ -63,13 +87,11 @@ def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths)
     description="New or changed event files in landing/events/ -> mark raw_events stale (no run).",
 )
 def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
-    files, new = _new_files(context, paths.landing / "events")
+    known, files, new = _new_files(context, paths.landing / "events")
     if not new:
-        return dg.SkipReason(f"no new files in landing/events/ ({len(files)} seen)")
+        return _nothing_new(known, files, f"no new files in landing/events/ ({len(files)} seen)")
     context.log.info(f"new event files: {sorted(new)}")
-    return dg.SensorResult(
-        asset_events=[_observation("landing_events", files)], cursor=json.dumps(files, sort_keys=True)
-    )
+    return dg.SensorResult(asset_events=[_observation("landing_events", files)], cursor=_cursor(files))
 
 
 @dg.sensor(

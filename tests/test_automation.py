@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import dagster as dg
@@ -37,6 +38,14 @@ def test_new_items_sensor_waits_for_a_promoted_model_without_losing_the_file(tmp
     (tmp_path / "landing" / "items" / "a.csv").write_text("item_id,title\ni1,One\ni2,Two\n")
     again = _tick(new_items_sensor, defs, result.cursor)
     assert len(again.run_requests) == 1 and again.run_requests[0].run_key != result.run_requests[0].run_key
+    # a touched file (same bytes, another mtime) is not new: the ingest ledger's rule; its new
+    # mtime goes into the cursor so the next tick does not hash it again
+    path = tmp_path / "landing" / "items" / "a.csv"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    touched = _tick(new_items_sensor, defs, again.cursor)
+    assert not touched.run_requests and "no new files" in touched.skip_reason.skip_message
+    assert touched.cursor != again.cursor
+    assert isinstance(_tick(new_items_sensor, defs, touched.cursor), dg.SkipReason)
 
 
 def test_new_event_files_mark_raw_events_stale(tmp_path):

@@ -76,7 +76,7 @@ def _torchrun(workers: int, out: Path, db: Path, fingerprint: str, tower: TowerC
     }
     (out / "spec.json").write_text(json.dumps(spec))
     proc = subprocess.run(
-        torchrun_command(workers, spec_path=out / "spec.json"),
+        torchrun_command(workers, "models.retrieval.rank", spec_path=out / "spec.json"),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -4,9 +4,11 @@ file-level error while the other files still load. Real DuckDB file, tiny hand-w
 from __future__ import annotations
 
 import gzip
+import os
 
 import pytest
 
+from models.ingest.changes import changed, fingerprint, scan
 from tests.conftest import HEADER, accounted, clean_events, ingest_events, ingest_items, reasons, write
 
 GOOD = "e1,u1,i1,click,2024-01-01T00:00:00Z,\n"
@@ -240,6 +242,25 @@ def test_same_file_is_not_read_twice_and_a_changed_file_replaces_its_rows(con, l
         ("events/a.csv", 2),
         ("events/b.csv", 1),
     ]
+
+
+def test_the_ledger_and_the_sensors_share_one_rule_for_a_changed_file(con, landing):
+    # the rule (models/ingest/changes.py): other bytes make a file new, another mtime does not
+    path = write(landing, "events/a.csv", HEADER + GOOD)
+    assert ingest_events(con, landing)["events/a.csv"].status == "loaded"
+    known = scan(landing / "events")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: same bytes
+    touched = scan(landing / "events", known)
+    assert touched["a.csv"].mtime_ns != known["a.csv"].mtime_ns
+    assert changed(touched, known) == {} and fingerprint(touched) == fingerprint(known)
+    assert ingest_events(con, landing)["events/a.csv"].status == "skipped"
+    # same size, other bytes: new to both
+    path.write_text(HEADER + GOOD.replace("u1", "u9"))
+    rewritten = scan(landing / "events", touched)
+    assert rewritten["a.csv"].size == known["a.csv"].size
+    assert set(changed(rewritten, known)) == {"a.csv"} and fingerprint(rewritten) != fingerprint(known)
+    assert ingest_events(con, landing)["events/a.csv"].status == "loaded"
 
 
 @pytest.mark.parametrize("n_bad", [1, 3])

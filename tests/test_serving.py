@@ -23,6 +23,7 @@ from models.warehouse import default_warehouse_params
 from models.artifacts import read_manifest, write_manifest
 from models.index.embeddings import refresh_embeddings, refresh_index
 from models.index.item_index import IndexSpec
+from models.retrieval.champion import NoChampion, load_champion
 from models.retrieval.checkpoint import save_checkpoint, update_manifest
 from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
 from models.retrieval.training import TrainConfig, config_dict, train
@@ -146,6 +147,18 @@ def known_user(home: Path) -> str:
         return con.execute(
             "SELECT user_id FROM interaction_splits GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
         ).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_the_champion_is_the_manifest_current_and_its_absence_names_the_promoting_asset(home, tmp_path):
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        champion = load_champion(con, home / "artifacts")
+        assert champion.version == read_manifest(home / "artifacts" / "models")["current"]
+        assert champion.fingerprint == champion.meta["vocabulary_fingerprint"]
+        with pytest.raises(NoChampion, match="the promoted_model asset sets it"):
+            load_champion(con, tmp_path / "artifacts")
     finally:
         con.close()
 

@@ -10,14 +10,13 @@ from dagster_duckdb import DuckDBResource
 
 from assets._config import to_library
 from assets.clean.config import CleaningConfig
-import models.clean.cleaning as cleaning
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_events as run_cleaning
 from models.clean.rules import CleaningRules, params_to_json
 from orchestration.resources import MlflowTracker
 
-VERSION = code_version(__file__, cleaning, sql=cleaning.EVENT_STEPS)
+VERSION = code_version(__name__)
 RULES_KEY = "cleaning_params"
 
 

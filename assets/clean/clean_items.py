@@ -5,9 +5,8 @@ from dagster_duckdb import DuckDBResource
 
 from assets._config import to_library
 from assets.clean.config import CleaningConfig
-import models.clean.cleaning as cleaning
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_items as run_cleaning
 from models.clean.rules import CleaningRules
 from orchestration.resources import MlflowTracker
@@ -19,7 +18,7 @@ from orchestration.resources import MlflowTracker
     owners=["team:recsys"],
     tags={"layer": "silver"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, cleaning, sql=cleaning.ITEM_STEPS),
+    code_version=code_version(__name__),
 )
 def clean_items(
     context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource, mlflow: MlflowTracker

@@ -9,9 +9,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import check_result, md_table
+from models.artifacts import Layout
 from models.generative.store import checkpoint_codes, code_problems
 from models.generative.training import latest_generative
-from models.versions import WAREHOUSE_POOL
+from assets.versions import WAREHOUSE_POOL
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -26,8 +27,8 @@ def generative_passes(evaluation: dict) -> bool:
 
 def latest_generative_evaluation(paths: TowerflowPaths) -> dict:
     """evaluation.json of the latest generative checkpoint, as generative_evaluation wrote it."""
-    version = latest_generative(paths.artifacts / "generative")
-    path = paths.artifacts / "generative" / str(version) / "evaluation.json"
+    version = latest_generative(Layout(paths.artifacts).generative)
+    path = Layout(paths.artifacts).generative / str(version) / "evaluation.json"
     if not version or not path.exists():
         raise dg.Failure(f"generative checkpoint {version} has no evaluation: materialize generative_evaluation first")
     return json.loads(path.read_text())
@@ -65,7 +66,7 @@ def every_item_has_a_unique_semantic_id(context, duckdb: DuckDBResource, mlflow:
     "mode from the tokenizer it trained) give every catalog item a code no other item shares.",
 )
 def generative_codes_are_unique(context, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker):
-    root = paths.artifacts / "generative"
+    root = Layout(paths.artifacts).generative
     version = latest_generative(root)
     if not version:
         raise dg.Failure("no generative checkpoint: materialize generative_retriever first")

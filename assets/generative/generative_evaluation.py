@@ -9,14 +9,10 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-import models.generative.training as gen_training
-import models.generative.beam as gen_beam
-import models.generative.semantic_ids as gen_semantic_ids
-import models.generative.seq2seq as gen_seq2seq
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.generative.config import GenerativeEvaluationConfig
 from assets.reporting import figures_metadata, md_table
-from models.artifacts import write_json_atomic
+from models.artifacts import Layout, write_json_atomic
 from models.generative.beam import PrefixTrie
 from models.generative.store import pair_codes
 from models.generative.semantic_ids import codes_by_position
@@ -34,7 +30,7 @@ KS = (10, 20)
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_training, gen_beam, gen_seq2seq, gen_semantic_ids),
+    code_version=code_version(__name__),
 )
 def generative_evaluation(
     context: dg.AssetExecutionContext,
@@ -48,7 +44,7 @@ def generative_evaluation(
     milliseconds per user; the two-tower champion's and popularity's figures on the same users
     come from model_evaluation's evaluation.json. The codes are the checkpoint's pair
     (models.generative.store.pair_codes), as serving reads them."""
-    root = paths.artifacts / "generative"
+    root = Layout(paths.artifacts).generative
     version = latest_generative(root)
     if not version:
         raise dg.Failure("no generative checkpoint: materialize generative_retriever first")
@@ -69,7 +65,7 @@ def generative_evaluation(
             model, trie, torch.as_tensor(table), sample, beam=beam, ks=KS, log=context.log.info
         )
     champion = champion_version(paths.artifacts)
-    two_tower = json.loads((paths.artifacts / "models" / champion / "evaluation.json").read_text())
+    two_tower = json.loads((Layout(paths.artifacts).models / champion / "evaluation.json").read_text())
     metrics = {
         "generative": gen,
         "two_tower": {s: two_tower["model"][s] for s in ("valid", "test")},

@@ -5,18 +5,13 @@ the tokenizer it trained); it writes no table of another asset (models/generativ
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.generative.semantic_ids as gen_semantic_ids
-import models.generative.seq2seq as gen_seq2seq
-import models.generative.training as gen_training
-import models.generative.beam as gen_beam
-import models.generative.store as gen_store
-import models.generative.etegrec as gen_etegrec
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets._config import to_library
 from assets.generative.config import GenerativeConfig
 from models.generative.seq2seq import Seq2SeqConfig
 from models.generative.training import GenTrainConfig
 from assets.reporting import figures_metadata, md_table
+from models.artifacts import Layout
 from models.generative.etegrec import JointTokenizer
 from models.generative.store import joint_training_inputs, new_tokenizer_version, read_codes, write_pair
 from models.generative.semantic_ids import codes_by_position
@@ -38,7 +33,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_seq2seq, gen_training, gen_beam, gen_store, gen_etegrec, gen_semantic_ids),
+    code_version=code_version(__name__),
 )
 def generative_retriever(
     context: dg.AssetExecutionContext,
@@ -58,7 +53,7 @@ def generative_retriever(
     codes from it are saved in the checkpoint, audited by this asset's blocking check
     `generative_codes_are_unique`. Evaluation and serving read them; once promoted, the next
     item_semantic_ids refresh adopts that tokenizer, so new items get codes from it."""
-    root = paths.artifacts / "semantic_ids"
+    root = Layout(paths.artifacts).semantic_ids
     sid, manifest = read_codes(root)
     joint = None
     with duckdb.get_connection() as con:
@@ -72,7 +67,7 @@ def generative_retriever(
     tcfg = to_library(config, GenTrainConfig)
     if tcfg.mode == "etegrec":
         try:
-            tok, manifest, item_ids, xb = joint_training_inputs(root, paths.artifacts / "embeddings")
+            tok, manifest, item_ids, xb = joint_training_inputs(root, Layout(paths.artifacts).embeddings)
             joint = JointTokenizer(tok, item_ids, xb, data.catalog)
         except (FileNotFoundError, ValueError) as e:
             raise dg.Failure(f"etegrec mode: {e}") from e
@@ -104,7 +99,7 @@ def generative_retriever(
             trained_codes = result.semantic_ids
             context.log.info(f"etegrec: tokenizer {tokenizer} (from {manifest['tokenizer']}) saved with the checkpoint")
         path = save_generative(
-            paths.artifacts / "generative",
+            Layout(paths.artifacts).generative,
             result.model,
             {
                 "train": train_config_dict(tcfg),

@@ -3,11 +3,10 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.generative.semantic_ids as gen_semantic_ids
-import models.generative.store as gen_store
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets._config import to_library
 from assets.generative.config import SemanticIdConfig
+from models.artifacts import Layout
 from models.generative.semantic_ids import TokenizerConfig
 from assets.reporting import figures_metadata, md_table
 from models.generative.store import refresh_semantic_ids, write_warehouse
@@ -21,7 +20,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, gen_semantic_ids, gen_store, sql=("item_semantic_ids",)),
+    code_version=code_version(__name__),
 )
 def item_semantic_ids(
     context: dg.AssetExecutionContext,
@@ -39,12 +38,12 @@ def item_semantic_ids(
     both: once an ETEGRec retriever is promoted, the incremental refresh adopts the tokenizer it
     trained (and its codes), so new items get codes from the tokenizer the served retriever
     learned (models/generative/store.py)."""
-    root = paths.artifacts / "semantic_ids"
-    generative = paths.artifacts / "generative"
+    root = Layout(paths.artifacts).semantic_ids
+    generative = Layout(paths.artifacts).generative
     promoted = promoted_generative_version(generative)
     sid, manifest = refresh_semantic_ids(
         root,
-        paths.artifacts / "embeddings",
+        Layout(paths.artifacts).embeddings,
         to_library(config, TokenizerConfig),
         retrain=config.retrain,
         promoted=generative / promoted if promoted else None,

@@ -7,12 +7,11 @@ ETEGRec pair's tokenizer) read offline."""
 
 import dagster as dg
 
-import assets.generative.checks as checks
-import models.generative.store as gen_store
 from assets.generative.checks import generative_passes, latest_generative_evaluation
 from assets.reporting import figures_metadata
 from models import artifacts
-from models.versions import code_version
+from assets.versions import code_version
+from models.artifacts import Layout
 from orchestration.resources import CHAMPION, GENERATIVE_MODEL, MlflowTracker, TowerflowPaths
 
 
@@ -21,7 +20,7 @@ from orchestration.resources import CHAMPION, GENERATIVE_MODEL, MlflowTracker, T
     kinds={"mlflow"},
     owners=["team:recsys"],
     tags={"layer": "model"},
-    code_version=code_version(__file__, checks, gen_store),
+    code_version=code_version(__name__),
 )
 def promoted_generative(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
@@ -39,7 +38,7 @@ def promoted_generative(
             f"generative checkpoint {version} did not pass the promotion rule (valid HR@10 "
             f"{valid['hr@10']:.4f} <= chance {valid['chance_hr@10']:.4f}): nothing promoted, the champion stays"
         )
-    root = paths.artifacts / "generative"
+    root = Layout(paths.artifacts).generative
     figures = {
         f"{who}.{split}.{k.replace('@', '_at_')}": round(evaluation[who][split][k], 6)
         for who in ("generative", "popularity")

@@ -1,10 +1,8 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import assets.ingest._ingest as _ingest
 from assets.ingest._ingest import ingest
-from models.versions import WAREHOUSE_POOL, code_version
-import models.ingest.landing as landing
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.ingest.landing import ITEMS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -15,7 +13,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "bronze"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, _ingest, landing, sql=("ingested_files", "raw_events", "raw_items")),
+    code_version=code_version(__name__),
 )
 def raw_items(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker

@@ -1,31 +1,17 @@
 """The landing folders as observable source assets: their data version is a fingerprint of the
-files there (path, size, mtime), so a new or changed file makes the raw table built from them
-stale in Dagster. The sensors in orchestration/sensors.py record the observations."""
-
-import hashlib
-from pathlib import Path
+files there (path, size, sha256: models/ingest/changes.py), so a new or changed file makes the
+raw table built from them stale in Dagster. The sensors in orchestration/sensors.py record the
+observations."""
 
 import dagster as dg
 
-from models.ingest.landing import EVENTS, ITEMS, discover
+from models.ingest.changes import fingerprint, scan
+from models.ingest.landing import EVENTS, ITEMS
 from orchestration.resources import TowerflowPaths
 
 
-def landing_files(folder: Path) -> dict[str, str]:
-    """{path relative to folder: "size:mtime_ns"} for every landed file."""
-    out = {}
-    for p in discover(folder):
-        st = p.stat()
-        out[p.relative_to(folder).as_posix()] = f"{st.st_size}:{st.st_mtime_ns}"
-    return out
-
-
-def fingerprint(files: dict[str, str]) -> str:
-    return hashlib.sha256("\n".join(f"{k}\t{v}" for k, v in sorted(files.items())).encode()).hexdigest()[:24]
-
-
 def _observe(paths: TowerflowPaths, kind) -> dict:
-    files = landing_files(paths.landing / kind.name)
+    files = scan(paths.landing / kind.name)
     return {"data_version": dg.DataVersion(fingerprint(files)), "metadata": {"files": len(files)}}
 
 

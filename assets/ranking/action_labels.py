@@ -1,8 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.ranking.labels as rk_labels
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from models.ranking.labels import build_action_labels, describe, resolve_actions
@@ -15,7 +14,7 @@ from orchestration.resources import MlflowTracker
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, rk_labels, sql=("action_labels", "action_vocabulary")),
+    code_version=code_version(__name__),
 )
 def action_labels(
     context: dg.AssetExecutionContext, config: RankingConfig, duckdb: DuckDBResource, mlflow: MlflowTracker

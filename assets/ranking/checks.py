@@ -7,6 +7,7 @@ import json
 import dagster as dg
 
 from assets.reporting import check_result
+from models.artifacts import Layout
 from models.ranking.ranker import ranker_manifest
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -21,7 +22,7 @@ def ranking_passes(evaluation: dict) -> bool:
 def latest_ranker_evaluation(paths: TowerflowPaths) -> dict:
     """evaluation.json of the latest ranker, as ranking_evaluation wrote it."""
     version = ranker_manifest(paths.artifacts).get("latest")
-    path = paths.artifacts / "ranking" / str(version) / "evaluation.json"
+    path = Layout(paths.artifacts).ranking / str(version) / "evaluation.json"
     if not version or not path.exists():
         raise dg.Failure(f"ranker {version} has no evaluation: materialize ranking_evaluation first")
     return json.loads(path.read_text())

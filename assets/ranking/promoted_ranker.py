@@ -6,12 +6,11 @@ mirror that ranked_recommendations, the CLI and the HTTP service read offline
 
 import dagster as dg
 
-import assets.ranking.checks as checks
 from assets.ranking.checks import latest_ranker_evaluation, ranking_passes
 from assets.reporting import figures_metadata
-from models.artifacts import write_manifest
+from models.artifacts import Layout, write_manifest
 from models.ranking.ranker import ranker_manifest
-from models.versions import code_version
+from assets.versions import code_version
 from orchestration.resources import CHAMPION, RANKER_MODEL, MlflowTracker, TowerflowPaths
 
 
@@ -20,7 +19,7 @@ from orchestration.resources import CHAMPION, RANKER_MODEL, MlflowTracker, Tower
     kinds={"mlflow"},
     owners=["team:recsys"],
     tags={"layer": "ranking"},
-    code_version=code_version(__file__, checks),
+    code_version=code_version(__name__),
 )
 def promoted_ranker(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
@@ -39,7 +38,7 @@ def promoted_ranker(
             f"{valid['ranked']['ndcg@10']:.4f} <= retrieval order {valid['retrieval']['ndcg@10']:.4f}): "
             "nothing promoted, the champion ranker stays"
         )
-    root = paths.artifacts / "ranking"
+    root = Layout(paths.artifacts).ranking
     figures = {
         f"{split}.{order}.ndcg_at_10": round(evaluation[split][order]["ndcg@10"], 6)
         for split in ("valid", "test")

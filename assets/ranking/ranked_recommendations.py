@@ -1,18 +1,11 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.ranking.ranker as rk_ranker
-import models.ranking.model as rk_model
-import models.retrieval.histories as histories
-import models.retrieval.inference as inference
-import models.serving.recommender as recommender
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
-import assets.serving._recommendations as _recommendations
-import models.parquet_writer as parquet_writer
-from assets.serving._current import load_recommender
 from assets.serving._recommendations import write_recommendations
 from models.ranking.ranker import load_ranker, rank_users
+from models.serving.recommender import Recommender
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -22,17 +15,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(
-        __file__,
-        rk_ranker,
-        rk_model,
-        inference,
-        histories,
-        recommender,
-        _recommendations,
-        parquet_writer,
-        sql=("user_histories",),
-    ),
+    code_version=code_version(__name__),
 )
 def ranked_recommendations(
     context: dg.AssetExecutionContext,
@@ -47,9 +30,9 @@ def ranked_recommendations(
     ranker = load_ranker(paths.artifacts)
     if ranker is None:
         raise dg.Failure("no promoted ranker: promoted_ranker promotes one only after it beats retrieval order")
-    rec = load_recommender(duckdb, paths)
-    users = rec.user_ids.tolist()
     with duckdb.get_connection() as con:
+        rec = Recommender(con, paths.artifacts)
+        users = rec.user_ids.tolist()
         return write_recommendations(
             context,
             paths,

@@ -1,12 +1,11 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.ranking.data as rk_data
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
-from assets.serving._current import current_model
 from models.ranking.data import build_ranking_candidates
+from models.retrieval.champion import load_champion
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -16,7 +15,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, rk_data, sql=("ranking_candidates",)),
+    code_version=code_version(__name__),
 )
 def ranking_candidates(
     context: dg.AssetExecutionContext,
@@ -30,7 +29,7 @@ def ranking_candidates(
     actions the user took on them in the split's window; train rows add the window's exposures
     retrieval missed. Train rows use only train-period history and labels."""
     with duckdb.get_connection() as con:
-        champion = current_model(con, paths)
+        champion = load_champion(con, paths.artifacts)
         out = build_ranking_candidates(
             con, champion.model, n_candidates=config.n_candidates, label_share=config.label_share, log=context.log.info
         )

@@ -6,13 +6,9 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-import models.ranking.data as rk_data
-import models.ranking.evaluation as rk_evaluation
-import models.ranking.ranker as rk_ranker
-import models.ranking.model as rk_model
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets.reporting import figures_metadata, md_table
-from models.artifacts import write_json_atomic
+from models.artifacts import Layout, write_json_atomic
 from models.ranking.data import load_ranking_set
 from models.ranking.evaluation import compare_orders, nan_to_none
 from models.ranking.ranker import LoadedRanker, ranker_manifest
@@ -25,7 +21,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, rk_data, rk_evaluation, rk_ranker, rk_model),
+    code_version=code_version(__name__),
 )
 def ranking_evaluation(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker
@@ -34,7 +30,7 @@ def ranking_evaluation(
     ranker's weighted score: NDCG@10 / HR@10 of the held-out pair, per-action AUC, and the share
     of candidates with a negative action that ranking pushes out of the top 10, written to the
     latest ranker's evaluation.json (what the check and promoted_ranker read)."""
-    root = paths.artifacts / "ranking"
+    root = Layout(paths.artifacts).ranking
     manifest = ranker_manifest(paths.artifacts)
     version = manifest.get("latest")
     if not version:

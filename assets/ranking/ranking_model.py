@@ -2,15 +2,11 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-import models.ranking.data as rk_data
-import models.ranking.labels as rk_labels
-import models.ranking.model as rk_model
-import models.ranking.training as rk_training
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from assets._config import fields_for, to_library
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
-from models.artifacts import read_manifest, write_manifest
+from models.artifacts import Layout, read_manifest, write_manifest
 from models.ranking.data import load_ranking_set
 from models.ranking.labels import read_vocabulary
 from models.ranking.model import RankerConfig, ranker_config_for
@@ -26,7 +22,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "ranking"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, rk_data, rk_labels, rk_model, rk_training),
+    code_version=code_version(__name__),
 )
 def ranking_model(
     context: dg.AssetExecutionContext,
@@ -51,7 +47,7 @@ def ranking_model(
     context.log.info(f"training the ranker on {len(train_set):,} users' candidates, {len(vocab)} actions")
     with mlflow.child_run(context, "ranking_model", tags={"dagster_asset": "ranking_model"}) as run:
         result = train_ranker(train_set, valid_set, cfg, tcfg, weights, log=context.log.info)
-        root = paths.artifacts / "ranking"
+        root = Layout(paths.artifacts).ranking
         path = save_ranker(
             root,
             result.model,

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from assets.reporting import figures_metadata
+from models.artifacts import Layout
 from models.parquet_writer import write_batches
 from models.progress import Progress
 
@@ -27,7 +28,7 @@ def write_recommendations(
     item_id, score...; written to artifacts/recommendations/<asset>.parquet. `figures` (k, the
     versions used) join the common ones: users, rows, distinct items recommended, path."""
     name = context.asset_key.to_user_string()
-    out = paths.artifacts / "recommendations" / f"{name}.parquet"
+    out = Layout(paths.artifacts).recommendations / f"{name}.parquet"
     table = write_batches(out, users, batch, answer, Progress(name, users, "users", context.log.info))
     figures = {
         "users": users,

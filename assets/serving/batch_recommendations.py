@@ -4,15 +4,9 @@ import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import RecommendationConfig
-import assets.serving._current as _current
-import assets.serving._recommendations as _recommendations
-import models.parquet_writer as parquet_writer
-import models.retrieval.histories as histories
-import models.retrieval.inference as inference
-import models.serving.recommender as recommender
-from assets.serving._current import load_recommender
 from assets.serving._recommendations import write_recommendations
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
+from models.serving.recommender import Recommender
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -22,16 +16,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(
-        __file__,
-        _current,
-        recommender,
-        inference,
-        histories,
-        _recommendations,
-        parquet_writer,
-        sql=("user_histories",),
-    ),
+    code_version=code_version(__name__),
 )
 def batch_recommendations(
     context: dg.AssetExecutionContext,
@@ -42,7 +27,8 @@ def batch_recommendations(
 ) -> dg.MaterializeResult:
     """Top-K items per known user from the index, items the user already interacted with excluded:
     Parquet of user_id, rank, item_id, score."""
-    rec = load_recommender(duckdb, paths)
+    with duckdb.get_connection() as con:
+        rec = Recommender(con, paths.artifacts)
     users = rec.user_ids
 
     def answer(s: int, e: int) -> pa.Table:

@@ -3,10 +3,11 @@ import numpy as np
 from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import IndexConfig
-from models.versions import WAREHOUSE_POOL
+from assets.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
-from assets.serving._current import load_recommender
+from models.artifacts import Layout
 from models.retrieval.inference import sample_users
+from models.serving.recommender import Recommender
 from models.index.embeddings import read_embeddings
 from models.index.item_index import exact_search, recall_at_k
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -25,9 +26,9 @@ def item_index_recall_at_10(
 ):
     with duckdb.get_connection() as con:  # a fixed pseudo-random sample of known users, not the tuning's
         sample = sample_users(con, config.recall_sample)
-    rec = load_recommender(duckdb, paths, users=sample)  # loads only what these users need
+        rec = Recommender(con, paths.artifacts, users=sample)  # loads only what these users need
     xq = rec.core.user_vectors(np.arange(len(rec.user_ids)))  # the rule's vectors of the sampled users
-    row_ids, _, xb = read_embeddings(paths.artifacts / "embeddings", items=False)
+    row_ids, _, xb = read_embeddings(Layout(paths.artifacts).embeddings, items=False)
     k = min(10, len(xb))
     _, I = rec.index.search(xq, k)
     _, I0 = exact_search(xb, row_ids, xq, k)

@@ -3,12 +3,10 @@ from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import EmbeddingConfig
 from assets.reporting import figures_metadata
-import assets.serving._current as _current
-import models.index.embeddings as embeddings
-import models.retrieval.data as retrieval_data
-from assets.serving._current import current_model
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
+from models.artifacts import Layout
 from models.index.embeddings import refresh_embeddings
+from models.retrieval.champion import load_champion
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -18,7 +16,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, _current, embeddings, retrieval_data),
+    code_version=code_version(__name__),
 )
 def item_embeddings(
     context: dg.AssetExecutionContext,
@@ -32,16 +30,16 @@ def item_embeddings(
     embedded by content alone (id part zero, the path id dropout trains). Under an unchanged
     model only new or changed items (by content hash) are embedded."""
     with duckdb.get_connection() as con:
-        cur = current_model(con, paths)
+        cur = load_champion(con, paths.artifacts)
         stats = refresh_embeddings(
             con,
-            paths.artifacts / "embeddings",
+            Layout(paths.artifacts).embeddings,
             cur.model,
             cur.version,
             cur.fingerprint,
             full=config.full,
             log=context.log.info,
         )
-    figures = {**stats, "model_version": cur.version, "path": str(paths.artifacts / "embeddings")}
+    figures = {**stats, "model_version": cur.version, "path": str(Layout(paths.artifacts).embeddings)}
     mlflow.log(context, "item_embeddings", {k: v for k, v in figures.items() if isinstance(v, (int, float))})
     return dg.MaterializeResult(metadata=figures_metadata(figures))

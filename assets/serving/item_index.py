@@ -3,15 +3,14 @@ from dagster_duckdb import DuckDBResource
 
 from assets._config import to_library
 from assets.serving.config import IndexConfig
-import models.index.embeddings as embeddings
-import assets.serving._current as _current
-import models.index.item_index as item_index_lib
 from assets.reporting import figures_metadata
-from models.versions import WAREHOUSE_POOL, code_version
-from assets.serving._current import sample_user_vectors
+from assets.versions import WAREHOUSE_POOL, code_version
+from models.artifacts import Layout
 from models.index.embeddings import refresh_index
 from models.index.item_index import IndexSpec
 from models.index.settings import IndexRefresh
+from models.retrieval.champion import load_champion
+from models.retrieval.inference import sample_users, user_vectors_of
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -22,7 +21,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, embeddings, item_index_lib, _current),
+    code_version=code_version(__name__),
 )
 def item_index(
     context: dg.AssetExecutionContext,
@@ -37,12 +36,14 @@ def item_index(
     tombstones pass rebuild_share. Each ANN build tunes its search setting on real user vectors
     (recorded in the manifest, served with). Folders are published atomically by manifest.json."""
 
-    def tune_queries():  # only called by a full ANN build
-        return sample_user_vectors(duckdb, paths, config.tune_sample, salt="tune")
+    def tune_queries():  # only called by a full ANN build: (n, d) champion vectors of real users
+        with duckdb.get_connection() as con:
+            model = load_champion(con, paths.artifacts).model
+            return user_vectors_of(con, model, sample_users(con, config.tune_sample, salt="tune"))
 
     idx, stats = refresh_index(
-        paths.artifacts / "index",
-        paths.artifacts / "embeddings",
+        Layout(paths.artifacts).index,
+        Layout(paths.artifacts).embeddings,
         to_library(config, IndexSpec),
         rebuild_share=config.rebuild_share,
         full=config.full,

@@ -1,10 +1,10 @@
 import dagster as dg
 
-import models.retrieval.histories as histories
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata
+from models.artifacts import Layout
 from models.retrieval.histories import write_user_histories
 from models.sql import sql_text
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -16,7 +16,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "serving"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, histories, sql=("user_histories", "item_popularity")),
+    code_version=code_version(__name__),
 )
 def user_histories(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker
@@ -25,7 +25,7 @@ def user_histories(
     warehouse: every known user's items, oldest first (the user tower's history and the items to
     exclude), and the most popular items (the fallback), as Parquet published by manifest."""
     with duckdb.get_connection() as con:
-        manifest = write_user_histories(con, paths.artifacts / "user_histories")
+        manifest = write_user_histories(con, Layout(paths.artifacts).user_histories)
     figures = {k: manifest[k] for k in ("users", "pairs", "popular", "folder")}
     mlflow.log(context, "user_histories", {k: v for k, v in figures.items() if isinstance(v, int)})
     return dg.MaterializeResult(

@@ -4,9 +4,8 @@ from dagster_duckdb import DuckDBResource
 from assets._config import to_library
 from assets.splits.config import SplitConfig
 from models.splits.rules import SplitRules
-import models.splits.build as build
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from models.versions import WAREHOUSE_POOL, code_version
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.splits.build import build_splits
 from orchestration.resources import MlflowTracker
 
@@ -17,7 +16,7 @@ from orchestration.resources import MlflowTracker
     owners=["team:recsys"],
     tags={"layer": "gold"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, build, sql=("interaction_splits",)),
+    code_version=code_version(__name__),
 )
 def interaction_splits(
     context: dg.AssetExecutionContext, config: SplitConfig, duckdb: DuckDBResource, mlflow: MlflowTracker

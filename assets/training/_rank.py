@@ -1,49 +1,27 @@
-"""What each torchrun rank runs (`python -m assets.training._rank`): read the RunSpec (a file, or
-the Dagster Pipes extras the two_tower_model asset sends), train with
-`models.retrieval.distributed.run`, and report through Pipes from rank 0. The training itself
-lives in models/ (no Dagster); only the Pipes side lives here."""
+"""What each torchrun rank runs when the two_tower_model asset launches training
+(`python -m assets.training._rank`): `models.retrieval.rank.rank_main` with rank 0's channel
+to Dagster Pipes (the spec comes in the Pipes extras, log lines and the result go back as Pipes
+messages). The training and the rank's run live in models/ (no Dagster); only the Pipes side
+lives here. Outside a Pipes launch (a --spec file) it runs as the library entry point does."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from contextlib import nullcontext
-from pathlib import Path
 
-import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from models.retrieval.distributed import BACKEND, RunSpec, _rank_env, _read_spec, _Reporter, run
+from models.retrieval.rank import rank_main
+
+
+def _pipes_channel():
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    return open_dagster_pipes() if PipesEnvVarParamsLoader().is_dagster_pipes_process() else nullcontext(None)
 
 
 @record  # a failing rank's traceback goes into torchrun's error summary
 def main(argv: list[str] | None = None) -> None:
-    started = time.perf_counter()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", help="RunSpec JSON file (default: the Dagster Pipes extras)")
-    args = parser.parse_args(argv)
-    rank, _ = _rank_env()
-    channel = nullcontext(None)
-    if rank == 0:
-        from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
-
-        if PipesEnvVarParamsLoader().is_dagster_pipes_process():
-            channel = open_dagster_pipes()  # rank 0 alone: one writer on the message channel
-    with channel as pipes:  # on an exception, Dagster gets it structured when the channel closes
-        report = _Reporter(pipes)
-        dist.init_process_group(BACKEND)
-        try:
-            box = [_read_spec(args.spec, pipes) if rank == 0 else None]
-            dist.broadcast_object_list(box, src=0)
-            spec = RunSpec.from_dict(box[0])
-            summary = run(spec, report, started)
-        finally:
-            dist.destroy_process_group()
-        if summary is not None:
-            report.message({"result": summary})
-            if spec.summary_path:
-                Path(spec.summary_path).write_text(json.dumps(summary, indent=2, default=str))
+    rank_main(argv, channel=_pipes_channel)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+import assets.training._rank as rank_entry
 from models.retrieval.distributed import SPEC_EXTRA, rank_logs, threads_per_rank, torchrun_command
 
 
@@ -37,7 +38,7 @@ def train_on_workers(
         )
     spec = {**spec, "threads": threads}
     with tempfile.TemporaryDirectory(prefix="towerflow-torchrun-") as log_dir:
-        command = torchrun_command(workers, log_dir=log_dir)
+        command = torchrun_command(workers, rank_entry.__name__, log_dir=log_dir)
         context.log.info(f"launching {workers} ranks x {threads} thread(s): {' '.join(command)}")
         try:
             invocation = client.run(

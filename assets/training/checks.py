@@ -3,6 +3,7 @@ import json
 import dagster as dg
 
 from assets.reporting import check_result
+from models.artifacts import Layout
 from models.retrieval.checkpoint import read_manifest
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -15,7 +16,7 @@ def promotion_passes(evaluation: dict) -> bool:
 
 def latest_evaluation(paths: TowerflowPaths) -> dict:
     """evaluation.json of the latest checkpoint, as model_evaluation wrote it."""
-    root = paths.artifacts / "models"
+    root = Layout(paths.artifacts).models
     version = read_manifest(root).get("latest")
     path = root / str(version) / "evaluation.json"
     if not version or not path.exists():

@@ -7,12 +7,9 @@ import json
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-import models.retrieval.checkpoint as checkpoint
-import models.retrieval.data as retrieval_data
-import models.retrieval.evaluation as evaluation
 from assets.reporting import figures_metadata, md_table
-from models.versions import WAREHOUSE_POOL, code_version
-from models.artifacts import write_json_atomic
+from assets.versions import WAREHOUSE_POOL, code_version
+from models.artifacts import Layout, write_json_atomic
 from models.retrieval.checkpoint import load_checkpoint, read_manifest
 from models.retrieval.data import load_from_warehouse
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
@@ -27,14 +24,14 @@ KS = (10, 20, 50)
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(__file__, evaluation, retrieval_data, checkpoint),
+    code_version=code_version(__name__),
 )
 def model_evaluation(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, duckdb: DuckDBResource, mlflow: MlflowTracker
 ) -> dg.MaterializeResult:
     """HR/Recall@K, NDCG@K, MRR and catalog coverage over all items, seen items excluded, for
     the latest checkpoint and for popularity, on valid and test."""
-    root = paths.artifacts / "models"
+    root = Layout(paths.artifacts).models
     version = read_manifest(root).get("latest")
     if not version:
         raise dg.Failure("no checkpoint to evaluate: materialize two_tower_model first")

@@ -5,11 +5,10 @@ mirror everything that serves reads offline (models.retrieval.checkpoint.champio
 
 import dagster as dg
 
-import assets.training.checks as checks
-import models.retrieval.pyfunc as pyfunc
 from assets.reporting import figures_metadata
-from models.versions import code_version
+from assets.versions import code_version
 from assets.training.checks import latest_evaluation, promotion_passes
+from models.artifacts import Layout
 from models.retrieval.checkpoint import load_checkpoint, update_manifest
 from models.retrieval.pyfunc import read_logged
 from orchestration.resources import CHAMPION, MlflowTracker, TowerflowPaths
@@ -20,7 +19,7 @@ from orchestration.resources import CHAMPION, MlflowTracker, TowerflowPaths
     kinds={"mlflow"},
     owners=["team:recsys"],
     tags={"layer": "model"},
-    code_version=code_version(__file__, checks, pyfunc),
+    code_version=code_version(__name__),
 )
 def promoted_model(
     context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
@@ -30,7 +29,7 @@ def promoted_model(
 
     Runs only after the blocking check `beats_popularity_on_valid_ndcg`; materialized on its
     own, it applies the same rule (the check's function) before promoting anything."""
-    root = paths.artifacts / "models"
+    root = Layout(paths.artifacts).models
     evaluation = latest_evaluation(paths)
     version = evaluation["version"]
     if not promotion_passes(evaluation):

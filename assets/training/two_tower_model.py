@@ -9,19 +9,9 @@ from dagster_duckdb import DuckDBResource
 from assets._config import fields_for, to_library
 from assets.training.config import TrainingConfig
 from assets.reporting import figures_metadata, md_table
-import assets.training._rank as _rank
-import assets.training._torchrun as _torchrun
-import models.retrieval.checkpoint as checkpoint
-import models.retrieval.data as retrieval_data
-import models.retrieval.distributed as distributed
-import models.retrieval.losses as losses
-import models.retrieval.towers as towers
-import models.retrieval.training as training
-import models.retrieval.pyfunc as pyfunc
-import models.retrieval.datasets as datasets
 from assets.training._torchrun import train_on_workers
-from models.artifacts import write_json_atomic
-from models.versions import WAREHOUSE_POOL, code_version
+from models.artifacts import Layout, write_json_atomic
+from assets.versions import WAREHOUSE_POOL, code_version
 from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
 from models.retrieval.datasets import warehouse_datasets
 from models.retrieval.pyfunc import log_pyfunc, write_bundle
@@ -38,9 +28,7 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "model"},
     pool=WAREHOUSE_POOL,
-    code_version=code_version(
-        __file__, _torchrun, _rank, training, towers, losses, retrieval_data, distributed, checkpoint, pyfunc, datasets
-    ),
+    code_version=code_version(__name__),
 )
 def two_tower_model(
     context: dg.AssetExecutionContext,
@@ -65,7 +53,7 @@ def two_tower_model(
     spec; the warehouse and the artifacts folder must be on a volume the pod mounts at the same
     paths, and a failed pod surfaces through the client's own error (its log, not rank files).
     """
-    root = paths.artifacts / "models"
+    root = Layout(paths.artifacts).models
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         tower = tower_config_for(WarehouseShape.read(con), **fields_for(config, TowerConfig))

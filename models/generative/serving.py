@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.artifacts import Layout
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
 from models.generative.store import pair_codes
 from models.generative.training import load_generative, promoted_generative_version
@@ -30,16 +31,16 @@ class GenerativeRecommender:
         if threads is not None:
             torch.set_num_threads(threads)
         artifacts = Path(artifacts)
-        version = promoted_generative_version(artifacts / "generative")
+        version = promoted_generative_version(Layout(artifacts).generative)
         if not version:
             raise ServingError(
                 "no promoted generative retriever yet: materialize the generative group "
                 "(dagster asset materialize --select 'group:generative')"
             )
-        self.model, self.meta = load_generative(artifacts / "generative" / version)
+        self.model, self.meta = load_generative(Layout(artifacts).generative / version)
         self.version = version
         try:
-            sid, _ = pair_codes(artifacts, artifacts / "generative" / version, self.meta)
+            sid, _ = pair_codes(artifacts, Layout(artifacts).generative / version, self.meta)
         except FileNotFoundError as e:
             raise ServingError(str(e)) from e
         self.item_ids = sid.item_ids

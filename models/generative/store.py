@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from models.artifacts import atomic_file, atomic_folder, file_sha256, read_manifest, write_manifest
+from models.artifacts import Layout, atomic_file, atomic_folder, file_sha256, read_manifest, write_manifest
 from models.generative.semantic_ids import CODE_COLUMNS, SemanticIds, TokenizerConfig, build_tokenizer
 from models.sql import query, run_sql, sql_text
 
@@ -162,7 +162,7 @@ def pair_codes(artifacts_root: Path, folder: Path, meta: dict) -> tuple[Semantic
     (an ETEGRec pair before the new-items path adopted its tokenizer; a pair whose tokenizer was
     refit since)."""
     try:
-        sid, manifest = read_codes(Path(artifacts_root) / "semantic_ids")
+        sid, manifest = read_codes(Layout(artifacts_root).semantic_ids)
     except FileNotFoundError:
         manifest = None
     if manifest is not None and manifest["tokenizer"] == meta["tokenizer"]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import json
 import zlib
@@ -36,6 +35,7 @@ from typing import Callable, Iterator
 import duckdb
 import pyarrow as pa
 
+from models.ingest.changes import FileState, discover, file_state, same_content
 from models.sql import run_sql
 
 # Lines longer than this are not parsed; they are quarantined with their first bytes kept.
@@ -96,18 +96,6 @@ def file_format(path: Path) -> str | None:
     return SUPPORTED.get(suffixes[-1]) if suffixes else None
 
 
-def discover(folder: Path) -> list[Path]:
-    """Every regular, non-hidden file below `folder`, sorted for a stable ingest order."""
-    if not folder.exists():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-
-
-def file_digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
 
@@ -136,8 +124,9 @@ def ingest_folder(
 ) -> list[FileResult]:
     """Load every new or changed file of `landing/<kind>/` into `kind.table`.
 
-    A file already ingested with the same path, size and sha256 is skipped. A file whose
-    content changed replaces the rows it loaded before (its old record is marked superseded).
+    A file already ingested with the same path, size and sha256 is skipped (the one rule of
+    models/ingest/changes.py). A file whose content changed replaces the rows it loaded before
+    (its old record is marked superseded).
     """
     ensure_tables(con)
     con.execute(f"DELETE FROM {kind.table} WHERE file_id NOT IN (SELECT file_id FROM ingested_files)")
@@ -145,13 +134,13 @@ def ingest_folder(
     results = []
     for path in discover(folder):
         rel = path.relative_to(landing).as_posix()
-        size = path.stat().st_size
-        digest = file_digest(path)
+        state = file_state(path)
+        size, digest = state.size, state.sha256
         seen = con.execute(
             "SELECT file_id, size, sha256 FROM ingested_files WHERE kind = $k AND path = $p AND status <> 'superseded'",
             {"k": kind.name, "p": rel},
         ).fetchall()
-        if any(s == size and h == digest for _, s, h in seen):
+        if any(same_content(state, FileState(s, h)) for _, s, h in seen):
             results.append(FileResult(rel, "skipped", message="already ingested (same size and sha256)"))
             continue
         # No explicit transaction: a reader error inside one would abort it. Rows of a file

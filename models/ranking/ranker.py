@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from models import artifacts as _artifacts
+from models.artifacts import Layout
 from models.ranking.data import hashed, load_histories
 from models.ranking.labels import mask_to_multihot
 from models.ranking.model import Ranker, RankerConfig, score_candidates, weighted_score
@@ -43,7 +44,7 @@ from models.retrieval.data import hash_buckets
 
 
 def ranker_manifest(artifacts_root: Path) -> dict:
-    return _artifacts.read_manifest(Path(artifacts_root) / "ranking") or {
+    return _artifacts.read_manifest(Layout(artifacts_root).ranking) or {
         "current": None,
         "latest": None,
         "versions": [],
@@ -167,7 +168,7 @@ class LoadedRanker:
 def load_ranker(artifacts_root: Path) -> LoadedRanker | None:
     """The promoted ranker, or None when promoted_ranker has promoted none."""
     version = ranker_manifest(artifacts_root).get("current")
-    return LoadedRanker(Path(artifacts_root) / "ranking" / version) if version else None
+    return LoadedRanker(Layout(artifacts_root).ranking / version) if version else None
 
 
 def rank_users(con, retriever, ranker: LoadedRanker, user_ids: list[str], n_candidates: int, k: int) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from models import artifacts
-from models.artifacts import atomic_folder
+from models.artifacts import Layout, atomic_folder
 from models.retrieval.towers import TowerConfig, TwoTower
 
 
@@ -73,7 +73,7 @@ def champion_version(artifacts_root: Path) -> str | None:
     """The version everything that serves follows (the champion), or None before the first
     promotion. The one place that answers "which two-tower checkpoint serves?": the models
     manifest's "current", which promotion writes as the local mirror of the registry alias."""
-    return read_manifest(Path(artifacts_root) / "models").get("current")
+    return read_manifest(Layout(artifacts_root).models).get("current")
 
 
 def update_manifest(root: Path, **changes) -> dict:

@@ -1,9 +1,10 @@
 """Data-parallel training of the towers on several processes: PyTorch DDP under torchrun.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 -m assets.training._rank --spec spec.json
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m models.retrieval.rank --spec spec.json
 
-The two_tower_model asset launches this through Dagster Pipes when `workers` > 1 (the spec then
-comes in the Pipes extras); `torchrun_command` builds the command line for it and for tests.
+The two_tower_model asset launches this through Dagster Pipes when `workers` > 1, with its own
+entry point (assets/training/_rank.py: the spec then comes in the Pipes extras);
+`torchrun_command` builds the command line for the entry point its caller names.
 Every rank runs `training.train` itself with `parallel=DataParallel()`: one training loop.
 
 One step is one global batch of `batch_size` rows, as in one process:
@@ -87,22 +88,19 @@ class RunSpec:
         return cls(**d)
 
 
-# what each rank runs: the entry point that reads the spec (a file or the Dagster Pipes extras)
-# and calls `run`; it lives with the assets so that this library never imports Dagster (Pipes)
-ENTRY_POINT = "assets.training._rank"
-
-
 def torchrun_command(
-    workers: int, *, spec_path: str | Path | None = None, log_dir: str | Path | None = None
+    workers: int, entry_point: str, *, spec_path: str | Path | None = None, log_dir: str | Path | None = None
 ) -> list[str]:
-    """The torchrun command line, with this interpreter (so the virtualenv's torch is used).
-    With log_dir, every rank's stdout/stderr is also written under it (`rank_logs`)."""
+    """The torchrun command line, with this interpreter (so the virtualenv's torch is used);
+    every rank runs `python -m <entry_point>`: `models.retrieval.rank` reads a spec file, the
+    asset passes its Pipes-aware entry point. With log_dir, every rank's stdout/stderr is also
+    written under it (`rank_logs`)."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(workers)]
     if log_dir is not None:
         cmd += ["--log-dir", str(log_dir), "--tee", "3"]
-    cmd += ["-m", ENTRY_POINT]
+    cmd += ["-m", entry_point]
     if spec_path is not None:
         cmd += ["--spec", str(spec_path)]
     return cmd
@@ -344,7 +342,7 @@ def _rank_env() -> tuple[int, int]:
         raise SystemExit(
             "distributed training runs under torchrun: "
             "python -m torch.distributed.run --standalone --nproc-per-node N "
-            "-m assets.training._rank --spec SPEC.json"
+            "-m models.retrieval.rank --spec SPEC.json"
         ) from None
 
 

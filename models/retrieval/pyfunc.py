@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.artifacts import USER_HISTORIES  # the bundle carries that artifact under its own name
+
 BUNDLE_FILES = (
     "checkpoint/config.json",
     "checkpoint/model.pt",
@@ -64,7 +66,7 @@ def write_bundle(con, model, checkpoint: Path, out: Path, log=None) -> Path:
     )
     pd.DataFrame({"item_id": catalog.item_ids.astype(str)}).to_parquet(out / "items.parquet")
     np.save(out / "item_vectors.npy", embed_items(model, catalog, log=log))
-    write_user_histories(con, out / "user_histories", keep=0)
+    write_user_histories(con, out / USER_HISTORIES, keep=0)
     return out
 
 
@@ -83,7 +85,7 @@ class TwoTowerModel:
         items = pd.read_parquet(bundle / "items.parquet")["item_id"].to_numpy(object)
         self.catalog = Catalog(items, **cat)
         index = ExactIndex(np.load(bundle / "item_vectors.npy"), items)
-        self.core = Retriever(self.model, self.catalog, index, UserHistories.read(bundle / "user_histories"))
+        self.core = Retriever(self.model, self.catalog, index, UserHistories.read(bundle / USER_HISTORIES))
 
     def recommend(self, user_ids: list[str], recent: list[list[str] | None] | None = None, k: int = 10) -> pd.DataFrame:
         from models.retrieval.inference import answer_rows

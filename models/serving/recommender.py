@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.artifacts import Layout
 from models.retrieval.inference import Retriever, ServingError, answer_rows
 
 __all__ = ["Recommender", "ServingError"]
@@ -38,9 +39,9 @@ class Recommender:
             torch.set_num_threads(threads)
             faiss.omp_set_num_threads(threads)
         version = champion_version(artifacts)
-        if not version or not (artifacts / "index" / "manifest.json").exists():
+        if not version or not (Layout(artifacts).index / "manifest.json").exists():
             raise ServingError("no promoted model and index yet: run `make demo` (or materialize the graph)")
-        index = ItemIndex.load(artifacts / "index")
+        index = ItemIndex.load(Layout(artifacts).index)
         built_from = index.manifest.get("model_version")
         if built_from != version:
             raise ServingError(
@@ -53,7 +54,7 @@ class Recommender:
                 "the index was built under another vocabulary than the warehouse's: "
                 "materialize the graph (training included) again"
             )
-        model, _, _ = load_checkpoint(artifacts / "models" / version, expected_fingerprint=fingerprint)
+        model, _, _ = load_checkpoint(Layout(artifacts).models / version, expected_fingerprint=fingerprint)
         t = model.cfg
         histories = UserHistories.from_warehouse(con, users)
         # serving a few users needs the features of their items only, not the whole catalog

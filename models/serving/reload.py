@@ -16,13 +16,12 @@ import threading
 import time
 from pathlib import Path
 
+from models.artifacts import SERVED
 from models.serving.config import ServeConfig
 from models.serving.service import Service
 from models.serving.snapshot import SnapshotError, identity, load_snapshot
 
 log = logging.getLogger("towerflow.serve")
-
-WATCHED = ("models", "index", "embeddings", "user_histories", "ranking")  # artifact folders with a manifest
 
 
 class Reloader(threading.Thread):
@@ -89,7 +88,7 @@ class Reloader(threading.Thread):
 
     def _stamp(self) -> tuple:
         out = []
-        for sub in WATCHED:
+        for sub in SERVED:
             try:
                 st = os.stat(self.artifacts / sub / "manifest.json")
                 out.append((st.st_mtime_ns, st.st_size, st.st_ino))

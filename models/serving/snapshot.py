@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.artifacts import file_sha256, read_manifest
+from models.artifacts import Layout, file_sha256, read_manifest
 from models.index.embeddings import read_catalog
 from models.index.item_index import ItemIndex
 from models.retrieval.checkpoint import champion_version, load_checkpoint
@@ -55,13 +55,13 @@ class RequestError(ValueError):
 
 def manifests(artifacts: Path) -> dict:
     """The manifests a snapshot is built from (None where one is missing)."""
-    artifacts = Path(artifacts)
+    layout = Layout(artifacts)
     return {
-        "models": read_manifest(artifacts / "models"),
-        "index": read_manifest(artifacts / "index"),
-        "embeddings": read_manifest(artifacts / "embeddings"),
-        "user_histories": read_manifest(artifacts / "user_histories"),
-        "ranking": read_manifest(artifacts / "ranking"),
+        "models": read_manifest(layout.models),
+        "index": read_manifest(layout.index),
+        "embeddings": read_manifest(layout.embeddings),
+        "user_histories": read_manifest(layout.user_histories),
+        "ranking": read_manifest(layout.ranking),
     }
 
 
@@ -126,6 +126,7 @@ class Snapshot:
 def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook=None) -> Snapshot:
     """A consistent snapshot of the served artifacts, reusing what `previous` already holds."""
     artifacts = Path(artifacts)
+    layout = Layout(artifacts)
     found = manifests(artifacts)
     ident = identity(artifacts, found)
     version = ident["model"]
@@ -137,21 +138,21 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
         ("user_histories", "user_histories"),
     ):
         if found[name] is None:
-            raise SnapshotError(f"no {what} in {artifacts / name}: materialize {what}")
+            raise SnapshotError(f"no {what} in {getattr(layout, name)}: materialize {what}")
     index_m, emb_m = found["index"], found["embeddings"]
     if index_m.get("model_version") != version:
         raise SnapshotError(
-            f"{artifacts / 'index' / 'manifest.json'}: built from model {index_m.get('model_version')}, "
+            f"{layout.index / 'manifest.json'}: built from model {index_m.get('model_version')}, "
             f"but the champion is {version} (item_index not rebuilt yet)"
         )
     if emb_m.get("model_version") != version:
         raise SnapshotError(
-            f"{artifacts / 'embeddings' / 'manifest.json'}: embedded with model "
+            f"{layout.embeddings / 'manifest.json'}: embedded with model "
             f"{emb_m.get('model_version')}, but the champion is {version}"
         )
     if index_m.get("embeddings_sha256") != emb_m.get("sha256"):
         raise SnapshotError(
-            f"{artifacts / 'index' / 'manifest.json'}: built over another item_embeddings table than "
+            f"{layout.index / 'manifest.json'}: built over another item_embeddings table than "
             "the published one (an update is half-way: item_index follows item_embeddings)"
         )
     same = previous is not None
@@ -159,19 +160,19 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
         model, fingerprint = previous.model, previous.fingerprint
     else:
         try:
-            model, meta, _ = load_checkpoint(artifacts / "models" / version)
+            model, meta, _ = load_checkpoint(layout.models / version)
         except (OSError, RuntimeError, KeyError, ValueError) as e:
-            raise SnapshotError(f"{artifacts / 'models' / version}: cannot load the checkpoint ({e})") from e
+            raise SnapshotError(f"{layout.models / version}: cannot load the checkpoint ({e})") from e
         fingerprint = meta["vocabulary_fingerprint"]
     if index_m.get("vocabulary_fingerprint") != fingerprint:
         raise SnapshotError(
-            f"{artifacts / 'index' / 'manifest.json'}: built under another vocabulary than the checkpoint {version}'s"
+            f"{layout.index / 'manifest.json'}: built under another vocabulary than the checkpoint {version}'s"
         )
     # item features: reuse when the table is the same; verify the parts not verified before
     parts_checked = previous.embeddings_parts if same else frozenset()
     for p in emb_m["parts"]:
         if p["file"] not in parts_checked:
-            path = artifacts / "embeddings" / "items" / p["file"]
+            path = layout.embeddings / "items" / p["file"]
             try:
                 got = file_sha256(path)
             except OSError as e:
@@ -185,14 +186,12 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
         if same and previous.ident["embeddings"] == ident["embeddings"]:
             catalog = previous.catalog
         else:
-            catalog, _ = read_catalog(artifacts / "embeddings")
-        index = ItemIndex.load(
-            artifacts / "index", manifest=index_m, verify=True, reuse=previous.index if same else None
-        )
+            catalog, _ = read_catalog(layout.embeddings)
+        index = ItemIndex.load(layout.index, manifest=index_m, verify=True, reuse=previous.index if same else None)
         histories = (
             previous.histories
             if same and previous.ident["user_histories"] == ident["user_histories"]
-            else UserHistories.read(artifacts / "user_histories", found["user_histories"])
+            else UserHistories.read(layout.user_histories, found["user_histories"])
         )
     except (OSError, ValueError, KeyError) as e:
         raise SnapshotError(str(e)) from e
