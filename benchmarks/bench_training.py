@@ -156,8 +156,8 @@ def prepare(workdir: Path, params: dict) -> Path:
     generate(folder / "landing", **params, log=lambda m: None)
     con = duckdb.connect(str(folder / "warehouse.duckdb"))
     try:
-        from models.warehouse import default_warehouse_params
-        from models.warehouse import build_warehouse
+        from models.splits.warehouse import default_warehouse_params
+        from models.splits.warehouse import build_warehouse
 
         build_warehouse(con, folder / "landing", **default_warehouse_params())
         data = load_from_warehouse(

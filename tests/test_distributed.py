@@ -13,7 +13,7 @@ import duckdb
 import pytest
 import torch
 
-from models.warehouse import default_warehouse_params
+from models.splits.warehouse import default_warehouse_params
 from models.retrieval.checkpoint import load_checkpoint
 from models.retrieval.data import WarehouseShape, load_from_warehouse
 from models.retrieval.distributed import torchrun_command
@@ -21,7 +21,7 @@ from models.retrieval.evaluation import evaluate_model
 from models.retrieval.towers import TowerConfig
 from models.retrieval.training import TrainConfig, train
 from models.sources.synthetic import generate
-from models.warehouse import build_warehouse
+from models.splits.warehouse import build_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = dict(epochs=3, batch_size=128, lr=5e-3, patience=3, extra_negatives=32, seed=0)

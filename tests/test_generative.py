@@ -123,13 +123,13 @@ def test_beam_search_never_emits_a_non_item():
 def planted(tmp_path_factory):
     import duckdb
 
-    from models.warehouse import default_warehouse_params
+    from models.splits.warehouse import default_warehouse_params
     from models.retrieval.data import load_from_warehouse
     from models.retrieval.evaluation import item_vectors
     from models.retrieval.towers import TowerConfig
     from models.retrieval.training import TrainConfig, train
     from models.sources.synthetic import generate
-    from models.warehouse import build_warehouse
+    from models.splits.warehouse import build_warehouse
 
     root = tmp_path_factory.mktemp("generative")
     generate(root / "landing", n_users=300, n_items=200, n_events=24_000, n_clusters=6, seed=5, log=lambda m: None)

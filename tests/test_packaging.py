@@ -25,8 +25,8 @@ PROBE = textwrap.dedent("""
     from orchestration.definitions import build_definitions
     from orchestration.instance import instance_settings
     from models.sources.synthetic import generate
-    from models.warehouse import build_warehouse
-    from models.warehouse import default_warehouse_params
+    from models.splits.warehouse import build_warehouse
+    from models.splits.warehouse import default_warehouse_params
     import duckdb
 
     home = Path(sys.argv[1])

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from models.clean.rules import CleaningRules
-from models.warehouse import default_warehouse_params
+from models.splits.warehouse import default_warehouse_params
 from models.artifacts import read_manifest, write_manifest
 from models.index.embeddings import refresh_embeddings, refresh_index
 from models.index.item_index import IndexSpec
@@ -29,7 +29,7 @@ from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_con
 from models.retrieval.training import TrainConfig, config_dict, train
 from models.retrieval.histories import write_user_histories
 from models.sources.synthetic import generate
-from models.warehouse import build_warehouse
+from models.splits.warehouse import build_warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 

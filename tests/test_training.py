@@ -18,8 +18,8 @@ from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from models.sources.synthetic import generate
 from models.retrieval.towers import TowerConfig
 from models.retrieval.training import TrainConfig, TrainingDiverged, config_dict, train
-from models.warehouse import default_warehouse_params
-from models.warehouse import build_warehouse
+from models.splits.warehouse import default_warehouse_params
+from models.splits.warehouse import build_warehouse
 
 
 @pytest.fixture(scope="module")

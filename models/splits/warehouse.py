@@ -1,5 +1,7 @@
 """The whole data half without Dagster, for tests and benchmarks: landing files -> raw, clean,
-split and vocabulary tables, running exactly the steps the assets run."""
+split and vocabulary tables, running exactly the steps the assets run. It lives beside the last
+step it runs: the data half is a chain (ingest -> clean -> splits), and the root of models/ holds
+only helpers that every stage may import."""
 
 from __future__ import annotations
 
