@@ -23,7 +23,7 @@ import yaml
 
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL
+from orchestration.versions import WAREHOUSE_POOL
 
 # Seconds of slack between a run's recorded start and its process's creation time (clock
 # granularity): a process created later than that is another process that reused the pid.

@@ -1,4 +1,4 @@
-"""Code versions are derived from what an asset's module imports (assets/versions.py): editing
+"""Code versions are derived from what an asset's module imports (orchestration/versions.py): editing
 any module it reaches, or a SQL file that code names, changes the version; editing anything
 else does not. Run over real files: a small package written to a temp dir, and a copy of this
 repository's assets/, models/ and sql/."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from assets.versions import ROOT, CodeGraph, code_version
+from orchestration.versions import ROOT, CodeGraph, code_version
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.versions import WAREHOUSE_POOL
+from orchestration.versions import WAREHOUSE_POOL
 from models.sources.synthetic import generate
 from orchestration.instance import ensure_warehouse_pool, find_dead_runs, instance_settings
 

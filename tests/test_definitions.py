@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 EXPECTED_GROUPS = {

@@ -22,9 +22,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A module of assets/ that computes values only Dagster reads, without calling Dagster itself.
-DAGSTER_VALUES_ONLY = {"assets.versions"}  # code versions and the pool name
-
 
 def _module(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -73,13 +70,9 @@ def test_models_never_import_dagster_assets_or_orchestration():
 
 def test_every_module_in_assets_imports_dagster():
     lacking = {
-        m
-        for m, p in _modules("assets").items()
-        if p.name != "__init__.py" and m not in DAGSTER_VALUES_ONLY and not any(map(_is_dagster, _imports(p)))
+        m for m, p in _modules("assets").items() if p.name != "__init__.py" and not any(map(_is_dagster, _imports(p)))
     }
     assert not lacking, sorted(lacking)
-    for m in DAGSTER_VALUES_ONLY:  # the exception stays a leaf of assets/
-        assert not any(_top(i) == "assets" for i in _imports(_modules("assets")[m])), m
 
 
 @pytest.mark.parametrize("package", ["models", "assets", "orchestration"])

@@ -4,7 +4,7 @@ from dagster_duckdb import DuckDBResource
 from assets.clean.clean_interactions import RULES_KEY
 from assets.clean.config import GxConfig
 from models.clean.rules import params_from_json
-from assets.versions import WAREHOUSE_POOL
+from orchestration.versions import WAREHOUSE_POOL
 from assets.reporting import check_result, expectations_check
 from models.sql import sql_text
 from orchestration.resources import MlflowTracker

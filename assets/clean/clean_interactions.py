@@ -11,7 +11,7 @@ from dagster_duckdb import DuckDBResource
 from assets._config import to_library
 from assets.clean.config import CleaningConfig
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_events as run_cleaning
 from models.clean.rules import CleaningRules, params_to_json
 from orchestration.resources import MlflowTracker

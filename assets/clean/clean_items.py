@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 from assets._config import to_library
 from assets.clean.config import CleaningConfig
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_items as run_cleaning
 from models.clean.rules import CleaningRules
 from orchestration.resources import MlflowTracker

@@ -12,7 +12,7 @@ from assets.reporting import check_result, md_table
 from models.artifacts import Layout
 from models.generative.store import checkpoint_codes, code_problems
 from models.generative.training import latest_generative
-from assets.versions import WAREHOUSE_POOL
+from orchestration.versions import WAREHOUSE_POOL
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from assets.generative.config import GenerativeEvaluationConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import Layout, write_json_atomic

@@ -5,7 +5,7 @@ the tokenizer it trained); it writes no table of another asset (models/generativ
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from assets._config import to_library
 from assets.generative.config import GenerativeConfig
 from models.generative.seq2seq import Seq2SeqConfig

@@ -10,7 +10,7 @@ import dagster as dg
 from assets.generative.checks import generative_passes, latest_generative_evaluation
 from assets.reporting import figures_metadata
 from models import artifacts
-from assets.versions import code_version
+from orchestration.versions import code_version
 from models.artifacts import Layout
 from orchestration.resources import CHAMPION, GENERATIVE_MODEL, MlflowTracker, TowerflowPaths
 

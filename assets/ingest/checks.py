@@ -1,7 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL
+from orchestration.versions import WAREHOUSE_POOL
 from assets.reporting import audit_check, check_result, md_table
 from orchestration.resources import MlflowTracker
 

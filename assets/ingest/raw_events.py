@@ -2,7 +2,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.ingest._ingest import ingest
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.ingest.landing import EVENTS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 

@@ -10,7 +10,7 @@ from assets.ranking.checks import latest_ranker_evaluation, ranking_passes
 from assets.reporting import figures_metadata
 from models.artifacts import Layout, write_manifest
 from models.ranking.ranker import ranker_manifest
-from assets.versions import code_version
+from orchestration.versions import code_version
 from orchestration.resources import CHAMPION, RANKER_MODEL, MlflowTracker, TowerflowPaths
 
 

@@ -1,7 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
 from assets.serving._recommendations import write_recommendations
 from models.ranking.ranker import load_ranker, rank_users

@@ -1,7 +1,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from models.ranking.data import build_ranking_candidates

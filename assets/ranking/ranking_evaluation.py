@@ -6,7 +6,7 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import Layout, write_json_atomic
 from models.ranking.data import load_ranking_set

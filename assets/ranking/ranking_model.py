@@ -2,7 +2,7 @@ import dagster as dg
 import torch
 from dagster_duckdb import DuckDBResource
 
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from assets._config import fields_for, to_library
 from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table

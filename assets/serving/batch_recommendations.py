@@ -5,7 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import RecommendationConfig
 from assets.serving._recommendations import write_recommendations
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.serving.recommender import Recommender
 from orchestration.resources import MlflowTracker, TowerflowPaths
 

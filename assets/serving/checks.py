@@ -3,7 +3,7 @@ import numpy as np
 from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import IndexConfig
-from assets.versions import WAREHOUSE_POOL
+from orchestration.versions import WAREHOUSE_POOL
 from assets.reporting import check_result
 from models.artifacts import Layout
 from models.retrieval.inference import sample_users

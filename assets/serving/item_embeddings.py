@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import EmbeddingConfig
 from assets.reporting import figures_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import Layout
 from models.index.embeddings import refresh_embeddings
 from models.retrieval.champion import load_champion

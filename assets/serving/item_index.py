@@ -4,7 +4,7 @@ from dagster_duckdb import DuckDBResource
 from assets._config import to_library
 from assets.serving.config import IndexConfig
 from assets.reporting import figures_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import Layout
 from models.index.embeddings import refresh_index
 from models.index.item_index import IndexSpec

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata

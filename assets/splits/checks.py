@@ -2,7 +2,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.clean.config import GxConfig
-from assets.versions import WAREHOUSE_POOL
+from orchestration.versions import WAREHOUSE_POOL
 from assets.reporting import audit_check, expectations_check
 from orchestration.resources import MlflowTracker
 

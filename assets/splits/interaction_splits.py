@@ -5,7 +5,7 @@ from assets._config import to_library
 from assets.splits.config import SplitConfig
 from models.splits.rules import SplitRules
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.splits.build import build_splits
 from orchestration.resources import MlflowTracker
 

@@ -5,7 +5,7 @@ from assets._config import to_library
 from assets.splits.config import VocabularyConfig
 from models.splits.rules import VocabularyRules
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.splits.build import build_vocabularies
 from orchestration.resources import MlflowTracker
 

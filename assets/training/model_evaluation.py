@@ -8,7 +8,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.reporting import figures_metadata, md_table
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import Layout, write_json_atomic
 from models.retrieval.checkpoint import load_checkpoint, read_manifest
 from models.retrieval.data import load_from_warehouse

@@ -6,7 +6,7 @@ mirror everything that serves reads offline (models.retrieval.checkpoint.champio
 import dagster as dg
 
 from assets.reporting import figures_metadata
-from assets.versions import code_version
+from orchestration.versions import code_version
 from assets.training.checks import latest_evaluation, promotion_passes
 from models.artifacts import Layout
 from models.retrieval.checkpoint import load_checkpoint, update_manifest

@@ -11,7 +11,7 @@ from assets.training.config import TrainingConfig
 from assets.reporting import figures_metadata, md_table
 from assets.training._torchrun import train_on_workers
 from models.artifacts import Layout, write_json_atomic
-from assets.versions import WAREHOUSE_POOL, code_version
+from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
 from models.retrieval.datasets import warehouse_datasets
 from models.retrieval.pyfunc import log_pyfunc, write_bundle

@@ -1,8 +1,9 @@
 """What the Dagster UI needs to tell stale from fresh: a code version per asset, derived from
 the code and SQL it runs, and the warehouse pool every step that opens the DuckDB file joins.
 
-Neither exists outside Dagster, so they live here, not in models/. This module is the one in
-assets/ that does not import Dagster: it computes values that the asset decorators hand to it.
+Neither exists outside Dagster, so they live with the code location, not in models/; and since
+this module computes values (it calls no Dagster API), it is not in assets/ either, which holds
+only asset definitions. Every asset decorator hands these values to Dagster.
 
 A code version is never a hand-written list of modules: such a list goes stale silently (a
 module the asset reaches only through another, like the recommender behind the ranked
