@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from orchestration.resources import CHAMPION
+
 
 def md_table(rows: list[tuple], header: tuple[str, ...], limit: int = 50) -> str:
     """A Markdown table of at most `limit` rows (the rest summarised), for metadata."""
@@ -37,6 +39,32 @@ def log_figures(context, mlflow, asset: str, figures: dict, params: dict | None 
     numeric = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, str)}
     run_id = mlflow.log(context, asset, numeric, params=params)
     context.log.info(f"{asset}: logged {len(numeric)} figures to MLflow run {run_id}")
+
+
+def promotion_result(
+    context, mlflow, registered_model: str, number, created: bool, version_key: str, version: str, figures: dict
+) -> dg.MaterializeResult:
+    """How every promote asset ends once the registry's alias moved: one log line, the registered
+    version to MLflow, and the metadata the UI shows (`figures` after the registry's own fields)."""
+    context.log.info(
+        f"{registered_model} version {number} ({version}) is now @{CHAMPION}"
+        + ("" if created else " (already registered)")
+    )
+    asset = context.asset_key.to_user_string()
+    mlflow.log(context, asset, {"registered_version": number}, params={version_key: version})
+    return dg.MaterializeResult(
+        metadata=figures_metadata(
+            {
+                "registered_model": registered_model,
+                "registered_version": number,
+                "alias": CHAMPION,
+                version_key: version,
+                "champion_uri": f"models:/{registered_model}@{CHAMPION}",
+                "new_version": created,
+                **figures,
+            }
+        )
+    )
 
 
 def check_result(

@@ -8,11 +8,11 @@ ETEGRec pair's tokenizer) read offline."""
 import dagster as dg
 
 from assets.generative.checks import generative_passes, latest_generative_evaluation
-from assets.reporting import figures_metadata
+from assets.reporting import promotion_result
 from models import artifacts
 from orchestration.versions import code_version
 from models.artifacts import Layout
-from orchestration.resources import CHAMPION, GENERATIVE_MODEL, MlflowTracker, TowerflowPaths
+from orchestration.resources import GENERATIVE_MODEL, MlflowTracker, TowerflowPaths
 
 
 @dg.asset(
@@ -53,23 +53,17 @@ def promoted_generative(
         registered_model=GENERATIVE_MODEL,
     )
     artifacts.write_manifest(root, {**(artifacts.read_manifest(root) or {}), "current": version})
-    context.log.info(
-        f"{GENERATIVE_MODEL} version {number} ({version}) is now @{CHAMPION}"
-        + ("" if created else " (already registered)")
-    )
-    mlflow.log(context, "promoted_generative", {"registered_version": number}, params={"checkpoint": version})
-    return dg.MaterializeResult(
-        metadata=figures_metadata(
-            {
-                "registered_model": GENERATIVE_MODEL,
-                "registered_version": number,
-                "alias": CHAMPION,
-                "checkpoint": version,
-                "tokenizer": evaluation["tokenizer"],
-                "champion_uri": f"models:/{GENERATIVE_MODEL}@{CHAMPION}",
-                "new_version": created,
-                "valid_hr@10": valid["hr@10"],
-                "valid_chance_hr@10": valid["chance_hr@10"],
-            }
-        )
+    return promotion_result(
+        context,
+        mlflow,
+        GENERATIVE_MODEL,
+        number,
+        created,
+        "checkpoint",
+        version,
+        {
+            "tokenizer": evaluation["tokenizer"],
+            "valid_hr@10": valid["hr@10"],
+            "valid_chance_hr@10": valid["chance_hr@10"],
+        },
     )

@@ -7,11 +7,11 @@ mirror that ranked_recommendations, the CLI and the HTTP service read offline
 import dagster as dg
 
 from assets.ranking.checks import latest_ranker_evaluation, ranking_passes
-from assets.reporting import figures_metadata
+from assets.reporting import promotion_result
 from models.artifacts import Layout, write_manifest
 from models.ranking.ranker import ranker_manifest
 from orchestration.versions import code_version
-from orchestration.resources import CHAMPION, RANKER_MODEL, MlflowTracker, TowerflowPaths
+from orchestration.resources import RANKER_MODEL, MlflowTracker, TowerflowPaths
 
 
 @dg.asset(
@@ -52,21 +52,13 @@ def promoted_ranker(
         registered_model=RANKER_MODEL,
     )
     write_manifest(root, {**ranker_manifest(paths.artifacts), "current": version})
-    context.log.info(
-        f"{RANKER_MODEL} version {number} ({version}) is now @{CHAMPION}" + ("" if created else " (already registered)")
-    )
-    mlflow.log(context, "promoted_ranker", {"registered_version": number}, params={"ranker": version})
-    return dg.MaterializeResult(
-        metadata=figures_metadata(
-            {
-                "registered_model": RANKER_MODEL,
-                "registered_version": number,
-                "alias": CHAMPION,
-                "ranker": version,
-                "champion_uri": f"models:/{RANKER_MODEL}@{CHAMPION}",
-                "new_version": created,
-                "valid_ndcg@10_ranked": valid["ranked"]["ndcg@10"],
-                "valid_ndcg@10_retrieval": valid["retrieval"]["ndcg@10"],
-            }
-        )
+    return promotion_result(
+        context,
+        mlflow,
+        RANKER_MODEL,
+        number,
+        created,
+        "ranker",
+        version,
+        {"valid_ndcg@10_ranked": valid["ranked"]["ndcg@10"], "valid_ndcg@10_retrieval": valid["retrieval"]["ndcg@10"]},
     )

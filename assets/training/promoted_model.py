@@ -5,13 +5,13 @@ mirror everything that serves reads offline (models.retrieval.checkpoint.champio
 
 import dagster as dg
 
-from assets.reporting import figures_metadata
+from assets.reporting import promotion_result
 from orchestration.versions import code_version
 from assets.training.checks import latest_evaluation, promotion_passes
 from models.artifacts import Layout
 from models.retrieval.checkpoint import load_checkpoint, update_manifest
 from models.retrieval.pyfunc import read_logged
-from orchestration.resources import CHAMPION, MlflowTracker, TowerflowPaths
+from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
 @dg.asset(
@@ -57,24 +57,13 @@ def promoted_model(
     }
     number, created = mlflow.promote(version, tags, model_uri=logged["model_uri"])
     update_manifest(root, current=version)
-    context.log.info(
-        f"{mlflow.registered_model} version {number} ({version}) is now @{CHAMPION}"
-        + ("" if created else " (already registered)")
-    )
-    mlflow.log(context, "promoted_model", {"registered_version": number}, params={"checkpoint": version})
-    return dg.MaterializeResult(
-        metadata={
-            **figures_metadata(
-                {
-                    "registered_model": mlflow.registered_model,
-                    "registered_version": number,
-                    "alias": CHAMPION,
-                    "checkpoint": version,
-                    "model_uri": logged["model_uri"],
-                    "champion_uri": f"models:/{mlflow.registered_model}@{CHAMPION}",
-                    "new_version": created,
-                    "valid_ndcg@10": evaluation["model"]["valid"]["ndcg@10"],
-                }
-            ),
-        }
+    return promotion_result(
+        context,
+        mlflow,
+        mlflow.registered_model,
+        number,
+        created,
+        "checkpoint",
+        version,
+        {"model_uri": logged["model_uri"], "valid_ndcg@10": evaluation["model"]["valid"]["ndcg@10"]},
     )
