@@ -13,6 +13,7 @@ towerflow serve [--host 127.0.0.1 --port 8000 --max-batch 64 --max-wait-ms 0 --r
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -90,9 +91,11 @@ def _connect():
 
     db = towerflow_home() / "warehouse.duckdb"
     if not db.exists():
+        home = os.environ.get("TOWERFLOW_HOME")
+        where = f"TOWERFLOW_HOME={home}" if home else "TOWERFLOW_HOME is not set, so the default ./.towerflow"
         _fail(
-            f"no warehouse at {db}: run `make demo` or "
-            "`dagster asset materialize -m orchestration.definitions --select '*'` first"
+            f"no warehouse at {db} ({where}): set TOWERFLOW_HOME to the home a run built, or run `make demo` "
+            "or `dagster asset materialize -m orchestration.definitions --select '*'` first"
         )
     try:
         return duckdb.connect(str(db), read_only=True)
@@ -194,7 +197,7 @@ def _champion_status() -> None:
 
 
 @main.command(help="Show quarantined event rows with file, line, reason and raw text.")
-@click.option("--reason", default=None, help="Only this reason code.")
+@click.option("--reason", default=None, help="Only this reason code (an unknown one lists those in the warehouse).")
 @click.option("-n", "limit", default=20, show_default=True)
 def quarantine(reason: str | None, limit: int) -> None:
     con = _connect()
@@ -206,6 +209,10 @@ def quarantine(reason: str | None, limit: int) -> None:
            FROM quarantined_events WHERE $r IS NULL OR reason = $r ORDER BY source_file, line LIMIT $n""",
         {"r": reason, "n": limit},
     ).fetchall()
+    if reason is not None and not rows:
+        found = con.execute("SELECT reason, count(*) FROM quarantined_events GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+        listed = ", ".join(f"{r} ({n:,})" for r, n in found) or "none: nothing is quarantined"
+        _fail(f"no quarantined row has --reason {reason!r}; the reasons in this warehouse: {listed}")
     click.echo(_table(rows, ("file", "line", "reason", "raw")))
 
 
@@ -255,7 +262,12 @@ def _emit(rows: list[tuple], header: tuple[str, ...], fmt: str) -> None:
 FORMATS = click.Choice(["table", "csv", "json"])
 
 
-@main.command(help="Top-k items for users from the promoted model and its index; seen items excluded.")
+@main.command(
+    help="Top-k items for users from the promoted model and its index; seen items excluded. Every "
+    "format has the columns user_id, rank, item_id, score, score_kind, fallback: score_kind says what "
+    "score is (cosine: two-tower; log_probability: generative; ranker_weighted: --rank; "
+    "positive_users: the popularity fallback of an unknown user, a count of users, not a similarity)."
+)
 @click.option("--user", "users", multiple=True, help="A user id (repeatable).")
 @click.option(
     "--users-file",
@@ -320,16 +332,36 @@ def recommend(users, users_file, sample, recent, k, fmt, rank, candidates, retri
     if rank and _recommend_ranked(rec, ids, k, candidates, fmt):
         return
     rows = rec.recommend(ids, k, recent_items=list(recent)) if recent else rec.recommend(ids, k)
+    _warn_fallback(rows)
+    kind = "log_probability" if retriever == "generative" else "cosine"
+    _emit([(*r[:4], score_kind(r[4], kind), r[4]) for r in rows], RECOMMEND_HEADER, fmt)
+
+
+# What `score` is on each row, said in every format next to `fallback`: the two-tower's inner
+# product of unit user and item vectors (cosine), the generative retriever's log-probability of
+# the item's codes, the ranker's weighted action score, or, for the popularity fallback, how many
+# users have a positive pair with the item (sql/item_popularity.sql): a count, not a similarity.
+RECOMMEND_HEADER = ("user_id", "rank", "item_id", "score", "score_kind", "fallback")
+POPULARITY_SCORE = "positive_users"
+
+
+def score_kind(fallback: bool, kind: str) -> str:
+    return POPULARITY_SCORE if fallback else kind
+
+
+def _warn_fallback(rows) -> None:
     for u in dict.fromkeys(r[0] for r in rows if r[4]):
-        click.echo(f"towerflow: unknown user {u!r}: popular items instead (fallback)", err=True)
-    header = (
-        ("user_id", "rank", "item_id", "score") if fmt == "csv" else ("user_id", "rank", "item_id", "score", "fallback")
-    )
-    _emit([r[:4] if fmt == "csv" else r for r in rows], header, fmt)
+        click.echo(
+            f"towerflow: unknown user {u!r}: popular items instead (fallback; score = {POPULARITY_SCORE}, "
+            "users with a positive pair)",
+            err=True,
+        )
 
 
 def _recommend_ranked(rec, ids: list[str], k: int, candidates: int, fmt: str) -> bool:
-    """Print ranked recommendations; False (after a one-line notice) when no ranker is promoted."""
+    """Print ranked recommendations; False (after a one-line notice) when no ranker is promoted.
+    A user the histories do not know has nothing to rank: popular items, flagged, as plain
+    `recommend` gives them (the same rule), in the same table."""
     from models.ranking.ranker import load_ranker, rank_users
 
     ranker = load_ranker(towerflow_home() / ARTIFACTS)
@@ -341,13 +373,30 @@ def _recommend_ranked(rec, ids: list[str], k: int, candidates: int, fmt: str) ->
         df = rank_users(con, rec, ranker, ids, candidates, k)
     finally:
         con.close()
-    for u in ids:
-        if u not in set(df["user_id"]):
-            click.echo(
-                f"towerflow: unknown user {u!r}: nothing to rank (try without --rank for popular items)", err=True
-            )
     df = df.astype({c: "float64" for c in df.columns if df[c].dtype.kind == "f"})
-    _emit(list(df.itertuples(index=False, name=None)), tuple(df.columns), fmt)
+    extra = [c for c in df.columns if c not in RECOMMEND_HEADER]  # retrieval_score, p_<action>...
+    by_user: dict = {}
+    for r in df.itertuples(index=False):
+        row = r._asdict()
+        by_user.setdefault(row["user_id"], []).append(
+            (
+                row["user_id"],
+                row["rank"],
+                row["item_id"],
+                row["score"],
+                "ranker_weighted",
+                False,
+                *(row[c] for c in extra),
+            )
+        )
+    unknown = [u for u in dict.fromkeys(ids) if u not in by_user]
+    if unknown:
+        fallback = rec.recommend(unknown, k)
+        _warn_fallback(fallback)
+        for r in fallback:
+            by_user.setdefault(r[0], []).append((*r[:4], score_kind(r[4], "cosine"), r[4], *(None for _ in extra)))
+    rows = [row for u in dict.fromkeys(ids) for row in by_user.get(u, [])]
+    _emit(rows, (*RECOMMEND_HEADER, *extra), fmt)
     return True
 
 
@@ -403,7 +452,6 @@ def similar(item, k, fmt) -> None:
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, access_log) -> None:
     import logging
-    import os
 
     import uvicorn
 

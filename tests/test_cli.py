@@ -26,7 +26,13 @@ def test_bad_arguments_get_one_line_errors(tmp_path, monkeypatch):
     out = CliRunner().invoke(main, ["generate", "--dirty-share", "1.5"])
     assert out.exit_code == 2 and "--dirty-share" in out.output and "Traceback" not in out.output
     out = CliRunner().invoke(main, ["status"])
-    assert out.exit_code == 2 and "no warehouse" in out.output
+    # names the variable that chose the home, so a user in another shell knows what to set
+    assert out.exit_code == 2 and "no warehouse" in out.output and f"TOWERFLOW_HOME={tmp_path}" in out.output
+    monkeypatch.delenv("TOWERFLOW_HOME")
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(main, ["recommend", "--user", "u1"])
+    assert out.exit_code == 2 and "TOWERFLOW_HOME is not set" in out.output and ".towerflow" in out.output
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
     (tmp_path / "empty").mkdir()
     out = CliRunner().invoke(main, ["import-movielens", str(tmp_path / "empty")])
     assert out.exit_code == 2 and "ratings" in out.output and "Traceback" not in out.output
