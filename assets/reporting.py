@@ -7,6 +7,12 @@ import dagster as dg
 from orchestration.resources import CHAMPION
 
 
+# A challenger that does not beat what serves today is a normal outcome, not a broken run: the
+# promotion checks fail as warnings and the promote assets promote nothing (`not_promoted`). Checks
+# on data and serving artifacts (row accounting, leakage, index recall) stay ERROR and block.
+PROMOTION_GATE = dg.AssetCheckSeverity.WARN
+
+
 def md_table(rows: list[tuple], header: tuple[str, ...], limit: int = 50) -> str:
     """A Markdown table of at most `limit` rows (the rest summarised), for metadata."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -51,7 +57,7 @@ def promotion_result(
         + ("" if created else " (already registered)")
     )
     asset = context.asset_key.to_user_string()
-    mlflow.log(context, asset, {"registered_version": number}, params={version_key: version})
+    mlflow.log(context, asset, {"registered_version": number, "promoted": 1.0}, params={version_key: version})
     return dg.MaterializeResult(
         metadata=figures_metadata(
             {
@@ -60,10 +66,41 @@ def promotion_result(
                 "alias": CHAMPION,
                 version_key: version,
                 "champion_uri": f"models:/{registered_model}@{CHAMPION}",
+                "promoted": True,
                 "new_version": created,
                 **figures,
             }
         )
+    )
+
+
+def not_promoted(context, mlflow, registered_model: str, version_key: str, version: str, rule: str, figures: dict):
+    """How every promote asset ends when its challenger lost to what serves: a normal outcome,
+    not a failure. One warning line, `promoted = 0` to MLflow, and an observation on the promote
+    asset that the UI shows (the challenger, the rule it missed, the champion that stays); the
+    asset yields no materialization, so the steps below it are skipped and everything that serves
+    keeps serving the current champion (or, with none yet, the family stays unserved)."""
+    champion = mlflow.champion(registered_model=registered_model)
+    stays = champion.tags.get("checkpoint") if champion is not None else None
+    context.log.warning(
+        f"{registered_model}: {version_key} {version} NOT promoted ({rule}); "
+        + (f"version {champion.version} ({stays}) stays @{CHAMPION}" if champion else f"no @{CHAMPION} yet")
+    )
+    asset = context.asset_key.to_user_string()
+    mlflow.log(context, asset, {"promoted": 0.0}, params={f"challenger_{version_key}": version})
+    return dg.AssetObservation(
+        asset_key=context.asset_key,
+        metadata=figures_metadata(
+            {
+                "promoted": False,
+                "registered_model": registered_model,
+                f"challenger_{version_key}": version,
+                "rule_not_met": rule,
+                "champion_version": int(champion.version) if champion else None,
+                f"champion_{version_key}": stays or f"none: no {registered_model}@{CHAMPION} yet",
+                **figures,
+            }
+        ),
     )
 
 

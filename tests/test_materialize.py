@@ -428,6 +428,9 @@ def test_cli_status_and_quarantine(first_run, home, monkeypatch):
     assert out.exit_code == 0, out.output
     body = out.output.strip().splitlines()[2:]
     assert len(body) == 2 and all("unknown_event_type" in line and "events/" in line for line in body)
+    # a reason no row has is an error that lists the ones there are, not an empty table
+    out = CliRunner().invoke(main, ["quarantine", "--reason", "bogus"])
+    assert out.exit_code == 2 and "'bogus'" in out.output and "unknown_event_type (" in out.output
 
 
 def test_dagster_cli_materializes_everything_with_only_towerflow_home_set(tmp_path):
@@ -482,9 +485,14 @@ def test_cli_recommend_and_similar(first_run, home, monkeypatch):
     out = runner.invoke(main, ["recommend", "--user", user, "--user", "nobody-here", "-k", "5", "--format", "csv"])
     assert out.exit_code == 0, out.output
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    assert list(rows[0]) == ["user_id", "rank", "item_id", "score"] and len(rows) == 10
+    assert list(rows[0]) == ["user_id", "rank", "item_id", "score", "score_kind", "fallback"] and len(rows) == 10
     assert not {r["item_id"] for r in rows if r["user_id"] == user} & seen
     assert "fallback" in out.stderr
+    # every row says what its score is: a cosine for the known user, a count for the fallback
+    assert {(r["user_id"], r["score_kind"], r["fallback"]) for r in rows} == {
+        (user, "cosine", "False"),
+        ("nobody-here", "positive_users", "True"),
+    }
     out = runner.invoke(main, ["recommend", "--sample", "2", "-k", "3", "--format", "json"])
     assert out.exit_code == 0 and len(json.loads(out.output)) == 6
     out = runner.invoke(main, ["similar", "--item", item, "-k", "3", "--format", "json"])
@@ -863,12 +871,23 @@ def test_cli_recommend_rank_and_its_fallback(first_run, home, monkeypatch):
     (user,) = con.execute("SELECT user_id FROM interaction_splits ORDER BY user_id LIMIT 1").fetchall()[0]
     con.close()
     out = CliRunner().invoke(
-        main, ["recommend", "--rank", "--user", user, "-k", "5", "--candidates", "50", "--format", "csv"]
+        main,
+        ["recommend", "--rank", "--user", user, "--user", "nobody-here", "-k", "5", "--candidates", "50"]
+        + ["--format", "csv"],
     )
     assert out.exit_code == 0, out.output
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    assert len(rows) == 5 and "p_not_interested" in rows[0] and "retrieval_score" in rows[0]
-    assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
+    ranked = [r for r in rows if r["user_id"] == user]
+    assert len(ranked) == 5 and "p_not_interested" in rows[0] and "retrieval_score" in rows[0]
+    assert [float(r["score"]) for r in ranked] == sorted((float(r["score"]) for r in ranked), reverse=True)
+    assert {(r["score_kind"], r["fallback"]) for r in ranked} == {("ranker_weighted", "False")}
+    # an unknown user has nothing to rank: popular items, flagged, as plain `recommend` gives them
+    fallback = [r for r in rows if r["user_id"] == "nobody-here"]
+    plain = CliRunner().invoke(main, ["recommend", "--user", "nobody-here", "-k", "5", "--format", "csv"])
+    expected = [(r["item_id"], r["score"]) for r in csv.DictReader(io.StringIO(plain.stdout))]
+    assert [(r["item_id"], r["score"]) for r in fallback] == expected and len(expected) == 5
+    assert {(r["score_kind"], r["fallback"], r["p_click"]) for r in fallback} == {("positive_users", "True", "")}
+    assert "unknown user 'nobody-here'" in out.stderr
     manifest = home / "artifacts" / "ranking" / "manifest.json"
     saved = manifest.read_text()
     try:  # no promoted ranker: retrieval order, said in one line
@@ -878,7 +897,68 @@ def test_cli_recommend_rank_and_its_fallback(first_run, home, monkeypatch):
         manifest.write_text(saved)
     assert out.exit_code == 0, out.output
     assert "no promoted ranker" in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert list(csv.DictReader(io.StringIO(out.stdout)))[0].keys() == {"user_id", "rank", "item_id", "score"}
+    assert list(csv.DictReader(io.StringIO(out.stdout)))[0].keys() == {
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "score_kind",
+        "fallback",
+    }
+
+
+def test_a_ranker_that_loses_is_not_promoted_and_the_run_succeeds(first_run, home, tmp_path):
+    """A challenger that does not beat what serves is a normal outcome: the check warns, the
+    promote asset says so and promotes nothing, the step below it is skipped, the run succeeds
+    and the champion ranker (registry alias, local mirror, batch output) stays as it was."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from models.ranking.ranker import ranker_manifest
+    from orchestration.definitions import build_definitions
+
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    os.environ["TOWERFLOW_HOME"] = str(copy)
+    before = ranker_manifest(copy / "artifacts")
+    assert before["current"]  # the first run promoted one
+    ranked_file = copy / "artifacts" / "recommendations" / "ranked_recommendations.parquet"
+    ranked_before = ranked_file.read_bytes()
+    client = MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("towerflow-ranker", "champion")
+    # forced to lose by its config: a learning rate of 0 leaves the ranker as initialised (random)
+    run = (
+        build_definitions(copy)
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(
+            asset_selection=[
+                dg.AssetKey(a)
+                for a in ("ranking_model", "ranking_evaluation", "promoted_ranker", "ranked_recommendations")
+            ],
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+            run_config={"ops": {"ranking_model": {"config": {**TINY_RANKER, "lr": 0.0}}}},
+        )
+    )
+    assert run.success
+    (check,) = [e for e in run.get_asset_check_evaluations() if e.check_name == "ranking_beats_retrieval_on_valid_ndcg"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert {m.asset_key.to_user_string() for m in run.get_asset_materialization_events()} == {
+        "ranking_model",
+        "ranking_evaluation",
+    }
+    skipped = {e.step_key for e in run.all_events if e.event_type_value == "STEP_SKIPPED"}
+    assert skipped == {"ranked_recommendations"}
+    (seen,) = [e.event_specific_data.asset_observation for e in run.all_events if e.is_asset_observation]
+    meta = {k: v.value for k, v in seen.metadata.items()}
+    after = ranker_manifest(copy / "artifacts")
+    assert meta["promoted"] is False and meta["challenger_ranker"] == after["latest"] != before["current"]
+    assert meta["champion_ranker"] == before["current"] and "retrieval order" in meta["rule_not_met"]
+    # what serves is what served: the local mirror, the registry alias, the batch output
+    assert after["current"] == before["current"]
+    assert client.get_model_version_by_alias("towerflow-ranker", "champion").version == champion.version
+    assert ranked_file.read_bytes() == ranked_before
 
 
 def json_current(text: str) -> str:

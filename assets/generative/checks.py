@@ -8,7 +8,7 @@ import json
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.reporting import check_result, md_table
+from assets.reporting import PROMOTION_GATE, check_result, md_table
 from models.artifacts import Layout
 from models.generative.store import checkpoint_codes, code_problems
 from models.generative.training import latest_generative
@@ -84,7 +84,8 @@ def generative_codes_are_unique(context, paths: TowerflowPaths, duckdb: DuckDBRe
     asset="generative_evaluation",
     blocking=True,
     description="The evaluated generative retriever hits more held-out items on valid (HR@10) than "
-    "10 random unseen catalog items would; gates promoted_generative and so what serves.",
+    "10 random unseen catalog items would. A warning when it does not: promoted_generative then "
+    "promotes nothing and the champion (if any) keeps serving.",
 )
 def generative_beats_chance_on_valid_hr(context, paths: TowerflowPaths, mlflow: MlflowTracker):
     m = latest_generative_evaluation(paths)
@@ -100,4 +101,5 @@ def generative_beats_chance_on_valid_hr(context, paths: TowerflowPaths, mlflow: 
             "valid_hr@10_popularity": m["popularity"]["valid"]["hr@10"],
             "checkpoint": m["generative_version"],
         },
+        severity=PROMOTION_GATE,
     )

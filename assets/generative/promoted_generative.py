@@ -3,12 +3,14 @@ checkpoint folder (weights, the codes it was trained with, in ETEGRec mode its t
 a version of `towerflow-generative` in the MLflow Model Registry and the alias `champion` moves to
 it; then artifacts/generative/manifest.json "current" is written, the local mirror that serving
 (`towerflow recommend --retriever generative`) and the new-items path (item_semantic_ids adopts an
-ETEGRec pair's tokenizer) read offline."""
+ETEGRec pair's tokenizer) read offline. A checkpoint that does not beat chance is not promoted: the
+asset records an observation saying so (assets.reporting.not_promoted), materializes nothing, and the
+run goes on; the champion, if any, keeps serving."""
 
 import dagster as dg
 
 from assets.generative.checks import generative_passes, latest_generative_evaluation
-from assets.reporting import promotion_result
+from assets.reporting import not_promoted, promotion_result
 from models import artifacts
 from orchestration.versions import code_version
 from models.artifacts import Layout
@@ -21,23 +23,28 @@ from orchestration.resources import GENERATIVE_MODEL, MlflowTracker, TowerflowPa
     owners=["team:recsys"],
     tags={"layer": "model"},
     code_version=code_version(__name__),
+    output_required=False,
 )
-def promoted_generative(
-    context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
-) -> dg.MaterializeResult:
+def promoted_generative(context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker):
     """The champion generative retriever: a registered model version (tagged with the Dagster
     run, its tokenizer and the evaluation figures) that the alias `champion` points at.
 
-    Runs only after the blocking check `generative_beats_chance_on_valid_hr`; materialized on its
-    own, it applies the same rule (the check's function) before promoting anything."""
+    Runs after the check `generative_beats_chance_on_valid_hr` (a warning when it fails) and
+    applies the same rule (the check's function) before promoting anything."""
     evaluation = latest_generative_evaluation(paths)
     version = evaluation["generative_version"]
     valid = evaluation["generative"]["valid"]
     if not generative_passes(evaluation):
-        raise dg.Failure(
-            f"generative checkpoint {version} did not pass the promotion rule (valid HR@10 "
-            f"{valid['hr@10']:.4f} <= chance {valid['chance_hr@10']:.4f}): nothing promoted, the champion stays"
+        yield not_promoted(
+            context,
+            mlflow,
+            GENERATIVE_MODEL,
+            "checkpoint",
+            version,
+            f"valid HR@10 {valid['hr@10']:.4f} <= chance {valid['chance_hr@10']:.4f}",
+            {"valid_hr@10": valid["hr@10"], "valid_chance_hr@10": valid["chance_hr@10"]},
         )
+        return
     root = Layout(paths.artifacts).generative
     figures = {
         f"{who}.{split}.{k.replace('@', '_at_')}": round(evaluation[who][split][k], 6)
@@ -53,7 +60,7 @@ def promoted_generative(
         registered_model=GENERATIVE_MODEL,
     )
     artifacts.write_manifest(root, {**(artifacts.read_manifest(root) or {}), "current": version})
-    return promotion_result(
+    yield promotion_result(
         context,
         mlflow,
         GENERATIVE_MODEL,

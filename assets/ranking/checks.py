@@ -1,12 +1,13 @@
-"""The ranker's promotion rule and its blocking check. ranking_evaluation measures, this check
+"""The ranker's promotion rule and its check. ranking_evaluation measures, this check
 decides, promoted_ranker promotes (the two-tower's pattern: model_evaluation,
-beats_popularity_on_valid_ndcg, promoted_model)."""
+beats_popularity_on_valid_ndcg, promoted_model). A challenger that loses is a normal outcome: the
+check fails as a warning (PROMOTION_GATE), the run succeeds, and the champion keeps serving."""
 
 import json
 
 import dagster as dg
 
-from assets.reporting import check_result
+from assets.reporting import PROMOTION_GATE, check_result
 from models.artifacts import Layout
 from models.ranking.ranker import ranker_manifest
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -32,8 +33,9 @@ def latest_ranker_evaluation(paths: TowerflowPaths) -> dict:
     asset="ranking_evaluation",
     blocking=True,
     description="The ranker's weighted score orders the retrieved candidates better than the "
-    "retrieval score does, on valid NDCG@10 over the same lists; gates promoted_ranker and so "
-    "ranked_recommendations and every `rank` request.",
+    "retrieval score does, on valid NDCG@10 over the same lists. A warning when it does not: "
+    "promoted_ranker then promotes nothing, ranked_recommendations is skipped and the champion "
+    "ranker (if any) keeps serving `rank` requests.",
 )
 def ranking_beats_retrieval_on_valid_ndcg(context, paths: TowerflowPaths, mlflow: MlflowTracker):
     m = latest_ranker_evaluation(paths)
@@ -49,4 +51,5 @@ def ranking_beats_retrieval_on_valid_ndcg(context, paths: TowerflowPaths, mlflow
             "ratio": ranked / retrieval if retrieval else float("inf"),
             "ranker": m["version"],
         },
+        severity=PROMOTION_GATE,
     )

@@ -2,7 +2,7 @@ import json
 
 import dagster as dg
 
-from assets.reporting import check_result
+from assets.reporting import PROMOTION_GATE, check_result
 from models.artifacts import Layout
 from models.retrieval.checkpoint import read_manifest
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -28,8 +28,8 @@ def latest_evaluation(paths: TowerflowPaths) -> dict:
     asset="model_evaluation",
     blocking=True,
     description="The evaluated checkpoint beats popularity on validation NDCG@10 "
-    "(full ranking, seen items excluded); gates promoted_model and so "
-    "everything that serves.",
+    "(full ranking, seen items excluded). A warning when it does not: promoted_model then "
+    "promotes nothing, the steps below it are skipped and the champion keeps serving.",
 )
 def beats_popularity_on_valid_ndcg(context, paths: TowerflowPaths, mlflow: MlflowTracker):
     m = latest_evaluation(paths)
@@ -45,4 +45,5 @@ def beats_popularity_on_valid_ndcg(context, paths: TowerflowPaths, mlflow: Mlflo
             "ratio_to_popularity": model / pop if pop else float("inf"),
             "checkpoint": m["version"],
         },
+        severity=PROMOTION_GATE,
     )

@@ -1,11 +1,16 @@
 """promoted_model: after model_evaluation's blocking check passed, the evaluated checkpoint's
 logged model becomes a version of `towerflow-two-tower` in the MLflow Model Registry and the
 alias `champion` moves to it. The models manifest's "current" is written last, as the local
-mirror everything that serves reads offline (models.retrieval.checkpoint.champion_version)."""
+mirror everything that serves reads offline (models.retrieval.checkpoint.champion_version).
+
+A checkpoint that does not beat popularity is not promoted: a normal outcome for a retrain, not a
+failed run. The asset records an observation saying so (assets.reporting.not_promoted) and
+materializes nothing, so the serving, ranking and generative steps below it are skipped and
+everything that serves keeps serving the current champion."""
 
 import dagster as dg
 
-from assets.reporting import promotion_result
+from assets.reporting import not_promoted, promotion_result
 from orchestration.versions import code_version
 from assets.training.checks import latest_evaluation, promotion_passes
 from models.artifacts import Layout
@@ -20,23 +25,29 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
     owners=["team:recsys"],
     tags={"layer": "model"},
     code_version=code_version(__name__),
+    output_required=False,
 )
-def promoted_model(
-    context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker
-) -> dg.MaterializeResult:
+def promoted_model(context: dg.AssetExecutionContext, paths: TowerflowPaths, mlflow: MlflowTracker):
     """The champion: a registered model version (tagged with the Dagster run, the data and
     vocabulary fingerprints and the evaluation figures) that the alias `champion` points at.
 
-    Runs only after the blocking check `beats_popularity_on_valid_ndcg`; materialized on its
-    own, it applies the same rule (the check's function) before promoting anything."""
+    Runs after the check `beats_popularity_on_valid_ndcg` (a warning when it fails) and applies
+    the same rule (the check's function) before promoting anything."""
     root = Layout(paths.artifacts).models
     evaluation = latest_evaluation(paths)
     version = evaluation["version"]
     if not promotion_passes(evaluation):
-        raise dg.Failure(
-            f"checkpoint {version} did not pass the promotion rule "
-            "(beats popularity on valid NDCG@10): nothing promoted, the champion stays"
+        model, pop = evaluation["model"]["valid"]["ndcg@10"], evaluation["popularity"]["valid"]["ndcg@10"]
+        yield not_promoted(
+            context,
+            mlflow,
+            mlflow.registered_model,
+            "checkpoint",
+            version,
+            f"valid NDCG@10 {model:.4f} <= popularity {pop:.4f}",
+            {"valid_ndcg@10": model, "valid_ndcg@10_popularity": pop},
         )
+        return
     logged = read_logged(root / version)
     if logged is None:
         raise dg.Failure(
@@ -57,7 +68,7 @@ def promoted_model(
     }
     number, created = mlflow.promote(version, tags, model_uri=logged["model_uri"])
     update_manifest(root, current=version)
-    return promotion_result(
+    yield promotion_result(
         context,
         mlflow,
         mlflow.registered_model,
