@@ -317,7 +317,7 @@ def test_the_champion_answers_from_a_fresh_process(first_run, home):
     assert [r["rank"] for r in by_user[user]] == [1, 2, 3, 4, 5]
     assert not set(r["item_id"] for r in by_user[user]) & set(seen)  # seen items excluded
     assert not any(r["fallback"] for r in by_user[user])
-    # a session: an unknown user with recent items gets a user-tower answer, not popularity
+    # a session: an unknown user with recent items gets the items nearest to them, not popularity
     session = by_user["nobody"]
     assert len(session) == 5 and not any(r["fallback"] for r in session)
     assert not set(r["item_id"] for r in session) & set(recent)
@@ -927,7 +927,8 @@ def test_a_ranker_that_loses_is_not_promoted_and_the_run_succeeds(first_run, hom
     ranked_before = ranked_file.read_bytes()
     client = MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("towerflow-ranker", "champion")
-    # forced to lose by its config: a learning rate of 0 leaves the ranker as initialised (random)
+    # forced to lose by its config: with a learning rate of 0 the ranker stays where it starts, exactly
+    # at the retrieval order (its direct path from the retrieval score), which does not beat itself
     run = (
         build_definitions(copy)
         .resolve_implicit_global_asset_job_def()
