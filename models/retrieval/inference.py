@@ -15,10 +15,10 @@ and sql/item_popularity.sql, from the warehouse or from the published artifact),
 - **Session** (unknown or no user id, recent items the index holds): the items nearest to the
   mean of the recent items' indexed vectors (unit length), the item space `similar` searches:
   a session of similar items gets items like them. Not the user tower: on the demo's planted
-  world (models/sources/synthetic.py: 16 taste clusters), three items of one cluster through
-  the user tower (its id part padding) gave 44% of the top 10 in their cluster and 44% from
-  the 10 most popular items (i0729 first for i0007's neighbours); the item-space mean gave
-  100% and 0%. The cause is the model, not the session path: a trained user's id instead of
+  world (models/sources/synthetic.py: 16 taste clusters), 31 sessions of three items of one
+  cluster through the user tower (its id part padding) got on average 44% of their top 10 in
+  that cluster and 44% from the 10 most popular items (i0729 first for i0007's neighbours);
+  the item-space mean got 100% and 0%. The cause is the model, not the session path: a trained user's id instead of
   the padding did worse (20-24%), the mean trained user id the same (43%), plain means instead
   of the learned recency weights the same (42%). Trained on whole histories, the tower maps a
   short, id-less history to "what users go on to like", which leans to popular items.
