@@ -150,6 +150,17 @@ def test_jobs_select_exactly_their_assets(defs):
     assert defs.resolve_job_def("all_assets_job").executor_def.name == "in_process"
 
 
+def test_any_asset_with_its_upstream_can_be_selected(defs):
+    """`dagster asset materialize --select '*ASSET'` builds a job for every asset: no multi-asset
+    refuses to be subset (clean_events once raised DagsterInvalidSubsetError for '*vocabularies')."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        selection = dg.AssetSelection.from_string(f"*{_name(key)}")
+        job = dg.define_asset_job(f"upstream_of_{_name(key)}", selection=selection)
+        resolved = job.resolve(asset_graph=graph)
+        assert key in resolved.asset_layer.executable_asset_keys, _name(key)
+
+
 def test_sensors_and_schedule_target_the_right_jobs(defs):
     assert {s.name for s in defs.sensors} == {"new_items_sensor", "new_events_sensor", "dead_run_sweep"}
     items = defs.resolve_sensor_def("new_items_sensor")

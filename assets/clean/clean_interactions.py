@@ -3,6 +3,11 @@
 They come from one step because both read the same typed rows (sql/typed_events.sql) and the
 same duplicate / conflict resolution (sql/event_conflicts.sql); every raw row lands in exactly
 one of them or is counted as an exact duplicate.
+
+The step can be subset (`--select '*vocabularies'` selects clean_interactions alone): the one
+pass still writes both tables, since splitting it would resolve duplicates twice, and it records
+a materialization for each selected asset only; the log says when the other table was rewritten
+outside the selection.
 """
 
 import dagster as dg
@@ -42,6 +47,7 @@ RULES_KEY = "cleaning_params"
         ),
     ],
     pool=WAREHOUSE_POOL,
+    can_subset=True,
 )
 def clean_events(
     context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource, mlflow: MlflowTracker
@@ -88,26 +94,31 @@ def clean_events(
         params={"positive_types": ",".join(rules.positive_types()), "min_positive_rating": rules.min_positive_rating},
     )
     reason_md = md_table(by_reason, ("reason", "rows"))
-    yield dg.MaterializeResult(
-        asset_key="clean_interactions",
-        metadata=figures_metadata(
-            figures,
-            sql={k: v for k, v in sql.items() if k != "quarantined_events"},
-            tables={"quarantine_by_reason": reason_md},
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    for name in sorted({"clean_interactions", "quarantined_events"} - selected):
+        context.log.info(f"{name}: rewritten by the same pass, not selected, so no materialization is recorded")
+    if "clean_interactions" in selected:
+        yield dg.MaterializeResult(
+            asset_key="clean_interactions",
+            metadata=figures_metadata(
+                figures,
+                sql={k: v for k, v in sql.items() if k != "quarantined_events"},
+                tables={"quarantine_by_reason": reason_md},
+            )
+            | tables["clean_interactions"]
+            # the rules this table was cleaned by: its expectation check validates against them
+            | {RULES_KEY: dg.MetadataValue.json(params_to_json(params))},
         )
-        | tables["clean_interactions"]
-        # the rules this table was cleaned by: its expectation check validates against them
-        | {RULES_KEY: dg.MetadataValue.json(params_to_json(params))},
-    )
-    yield dg.MaterializeResult(
-        asset_key="quarantined_events",
-        metadata=figures_metadata(
-            {"quarantined_rows": quarantined, **reasons},
-            sql={"quarantined_events": sql["quarantined_events"]},
-            tables={
-                "quarantine_by_reason": reason_md,
-                "examples": md_table(examples, ("reason", "file", "line", "raw")),
-            },
+    if "quarantined_events" in selected:
+        yield dg.MaterializeResult(
+            asset_key="quarantined_events",
+            metadata=figures_metadata(
+                {"quarantined_rows": quarantined, **reasons},
+                sql={"quarantined_events": sql["quarantined_events"]},
+                tables={
+                    "quarantine_by_reason": reason_md,
+                    "examples": md_table(examples, ("reason", "file", "line", "raw")),
+                },
+            )
+            | tables["quarantined_events"],
         )
-        | tables["quarantined_events"],
-    )
