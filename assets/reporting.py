@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.resources import CHAMPION
+from orchestration.versions import content_digest
 
 
 # A challenger that does not beat what serves today is a normal outcome, not a broken run: the
@@ -21,6 +22,20 @@ def md_table(rows: list[tuple], header: tuple[str, ...], limit: int = 50) -> str
     if len(rows) > limit:
         lines.append(f"| … {len(rows) - limit} more | " + " | " * (len(header) - 1))
     return "\n".join(lines)
+
+
+def content_version(context, *content) -> dg.DataVersion:
+    """An asset's data version from what it holds (digests of its rows or files) and the code
+    that wrote it, instead of Dagster's default (a new version per run): a run that changes
+    nothing keeps the version, so nothing downstream turns stale ("Upstream data") for it."""
+    code = context.assets_def.code_versions_by_key.get(context.asset_key) or ""
+    return dg.DataVersion(content_digest(code, *content))
+
+
+def table_digest(con, table: str) -> str:
+    """A digest of a warehouse table's rows (order-free: a sum of row hashes, and the count)."""
+    n, total = con.table(table).aggregate("count(*), sum(hash(*columns(*))::HUGEINT)").fetchall()[0]
+    return f"{n}:{total}"
 
 
 def figures_metadata(figures: dict, sql: dict[str, str] | None = None, tables: dict[str, str] | None = None) -> dict:

@@ -9,6 +9,13 @@
   `landing_events` with a new data version, which marks `raw_events` (and, once re-ingested,
   everything downstream) stale; the retrain schedule picks it up.
 
+A sensor never calls new what the ingest already read: a file counts as new only when neither
+its cursor nor the ledger (the file states `raw_events` / `raw_items` publish on their latest
+materialization, `ingested_files` in their metadata) holds its content. So on a fresh home
+after `make demo` the sensors' first ticks launch nothing and observe nothing, and a file a
+manual run ingested between two ticks is not reported after the fact. The ledger is read from
+the Dagster instance, not the warehouse: a sensor never opens the DuckDB file a run may hold.
+
 "New or changed" is the ingest ledger's rule (models/ingest/changes.py): other bytes, not
 another mtime, so a touched file triggers nothing; size and mtime only spare re-hashing an
 unchanged file on every tick.
@@ -19,7 +26,8 @@ import json
 
 import dagster as dg
 
-from models.ingest.changes import FileState, changed, fingerprint, scan
+from models.ingest.changes import FileState, changed, dump_states, fingerprint, load_states, same_content, scan
+from models.ingest.landing import EVENTS, ITEMS, LandingKind
 from models.retrieval.checkpoint import champion_version
 from orchestration.jobs import incremental_item_embedding_job
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -28,18 +36,30 @@ from orchestration.resources import MlflowTracker, TowerflowPaths
 def _known(cursor: str | None) -> dict[str, FileState]:
     # a cursor from before the sha256 rule ("size:mtime_ns" per file) is read as empty: its
     # files count as new once, as the fingerprint format changed with it
-    return {k: FileState(*v) for k, v in (json.loads(cursor) if cursor else {}).items() if isinstance(v, list)}
+    return load_states(json.loads(cursor) if cursor else None)
 
 
 def _cursor(files: dict[str, FileState]) -> str:
-    return json.dumps({k: [v.size, v.sha256, v.mtime_ns] for k, v in files.items()}, sort_keys=True)
+    return json.dumps(dump_states(files), sort_keys=True)
 
 
-def _new_files(context, folder) -> tuple[dict, dict, dict]:
-    """(the cursor's files, the folder's files, the new or changed ones)."""
+def ingested(instance: dg.DagsterInstance, kind: LandingKind) -> dict[str, FileState]:
+    """The ledger as the raw table's latest materialization published it (empty if none)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(kind.table))
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    return load_states(meta["ingested_files"].value if "ingested_files" in meta else None)
+
+
+def _new_files(context, paths: TowerflowPaths, kind: LandingKind) -> tuple[dict, dict, dict]:
+    """(the cursor's files, the folder's files, the new or changed ones: in neither the cursor
+    nor the ledger)."""
     known = _known(context.cursor)
-    files = scan(folder, known)
-    return known, files, changed(files, known)
+    files = scan(paths.landing / kind.name, known)
+    new = changed(files, known)
+    if new:
+        ledger = ingested(context.instance, kind)
+        new = {k: v for k, v in new.items() if not same_content(v, ledger.get(k))}
+    return known, files, new
 
 
 def _nothing_new(known: dict, files: dict, message: str):
@@ -64,7 +84,7 @@ def _observation(asset: str, files: dict) -> dg.AssetObservation:
     description="New or changed catalog files in landing/items/ -> embed and index only those items.",
 )
 def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
-    known, files, new = _new_files(context, paths.landing / "items")
+    known, files, new = _new_files(context, paths, ITEMS)
     if not new:
         return _nothing_new(known, files, f"no new files in landing/items/ ({len(files)} seen)")
     if not champion_version(paths.artifacts):
@@ -87,7 +107,7 @@ def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths)
     description="New or changed event files in landing/events/ -> mark raw_events stale (no run).",
 )
 def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
-    known, files, new = _new_files(context, paths.landing / "events")
+    known, files, new = _new_files(context, paths, EVENTS)
     if not new:
         return _nothing_new(known, files, f"no new files in landing/events/ ({len(files)} seen)")
     context.log.info(f"new event files: {sorted(new)}")

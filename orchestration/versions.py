@@ -136,3 +136,9 @@ _GRAPH = CodeGraph(ROOT)
 def code_version(module: str) -> str:
     """The code version of the asset defined in `module` (pass `__name__`)."""
     return _GRAPH.version(module)
+
+
+def content_digest(*parts) -> str:
+    """A short digest of `parts` (their text): an asset's data version from what it holds and
+    the code version that wrote it (assets/reporting.py `content_version`)."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]

@@ -23,29 +23,30 @@ def _tick(sensor, defs, cursor=None, instance=None):
 
 def test_new_items_sensor_waits_for_a_promoted_model_without_losing_the_file(tmp_path):
     defs = build_definitions(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()  # nothing ingested: every landed file is new
     (tmp_path / "landing" / "items").mkdir(parents=True)
-    assert "no new files" in _tick(new_items_sensor, defs).skip_message
+    assert "no new files" in _tick(new_items_sensor, defs, instance=instance).skip_message
     (tmp_path / "landing" / "items" / "a.csv").write_text("item_id,title\ni1,One\n")
-    skipped = _tick(new_items_sensor, defs)
+    skipped = _tick(new_items_sensor, defs, instance=instance)
     assert isinstance(skipped, dg.SkipReason) and "no promoted model" in skipped.skip_message
     # once a model is promoted the same file triggers exactly one run, then never again
     (tmp_path / "artifacts" / "models").mkdir(parents=True)
     (tmp_path / "artifacts" / "models" / "manifest.json").write_text('{"current": "v1", "latest": "v1"}')
-    result = _tick(new_items_sensor, defs)
+    result = _tick(new_items_sensor, defs, instance=instance)
     assert len(result.run_requests) == 1 and new_items_sensor.job_name == "incremental_item_embedding_job"
-    assert isinstance(_tick(new_items_sensor, defs, result.cursor), dg.SkipReason)
+    assert isinstance(_tick(new_items_sensor, defs, result.cursor, instance), dg.SkipReason)
     # a changed file is new again, under another run key
     (tmp_path / "landing" / "items" / "a.csv").write_text("item_id,title\ni1,One\ni2,Two\n")
-    again = _tick(new_items_sensor, defs, result.cursor)
+    again = _tick(new_items_sensor, defs, result.cursor, instance)
     assert len(again.run_requests) == 1 and again.run_requests[0].run_key != result.run_requests[0].run_key
     # a touched file (same bytes, another mtime) is not new: the ingest ledger's rule; its new
     # mtime goes into the cursor so the next tick does not hash it again
     path = tmp_path / "landing" / "items" / "a.csv"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    touched = _tick(new_items_sensor, defs, again.cursor)
+    touched = _tick(new_items_sensor, defs, again.cursor, instance)
     assert not touched.run_requests and "no new files" in touched.skip_reason.skip_message
     assert touched.cursor != again.cursor
-    assert isinstance(_tick(new_items_sensor, defs, touched.cursor), dg.SkipReason)
+    assert isinstance(_tick(new_items_sensor, defs, touched.cursor, instance), dg.SkipReason)
 
 
 def test_new_event_files_mark_raw_events_stale(tmp_path):
@@ -79,6 +80,51 @@ def test_new_event_files_mark_raw_events_stale(tmp_path):
         for event in second.asset_events:
             instance.report_runless_asset_event(event)
         assert stale()
+
+
+def test_sensors_start_from_what_the_ledger_already_ingested(tmp_path):
+    """A fresh home after a whole-graph run: the sensors' first ticks (no cursor yet) find the
+    landed files in the ledger that raw_events / raw_items published, so they launch nothing and
+    observe nothing; a file that lands afterwards is new, alone. An ingest that reads nothing new
+    keeps its data version, so nothing downstream turns stale for it."""
+    import assets.ingest.raw_events as raw_events_module
+    import assets.ingest.raw_items as raw_items_module
+
+    defs = build_definitions(tmp_path)
+    (tmp_path / "landing" / "events").mkdir(parents=True)
+    (tmp_path / "landing" / "items").mkdir(parents=True)
+    (tmp_path / "landing" / "events" / "a.csv").write_text(EVENTS)
+    (tmp_path / "landing" / "items" / "a.csv").write_text("item_id,title\ni1,One\n")
+    (tmp_path / "artifacts" / "models").mkdir(parents=True)  # a promoted model: the sensor could launch
+    (tmp_path / "artifacts" / "models" / "manifest.json").write_text('{"current": "v1", "latest": "v1"}')
+    raw = [raw_events_module.raw_events, raw_items_module.raw_items]
+    with dg.instance_for_test() as instance, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+
+        def versions() -> dict:
+            return {
+                k: instance.get_latest_materialization_event(dg.AssetKey(k)).asset_materialization.tags[
+                    "dagster/data_version"
+                ]
+                for k in ("raw_events", "raw_items")
+            }
+
+        assert dg.materialize(raw, resources=defs.resources, instance=instance).success
+        first = versions()
+        for sensor in (new_items_sensor, new_events_sensor):
+            result = _tick(sensor, defs, instance=instance)
+            assert not result.run_requests and not result.asset_events, sensor.name
+            assert "no new files" in result.skip_reason.skip_message
+        # the same files ingested again (all skipped): the same data versions
+        assert dg.materialize(raw, resources=defs.resources, instance=instance).success
+        assert versions() == first
+        cursor = _tick(new_items_sensor, defs, instance=instance).cursor
+        (tmp_path / "landing" / "items" / "b.csv").write_text("item_id,title\ni2,Two\n")
+        result = _tick(new_items_sensor, defs, cursor, instance)
+        assert len(result.run_requests) == 1
+        assert result.run_requests[0].tags["towerflow/new_item_files"] == "b.csv"
+        assert dg.materialize(raw, resources=defs.resources, instance=instance).success
+        assert versions()["raw_items"] != first["raw_items"] and versions()["raw_events"] == first["raw_events"]
 
 
 def test_retrain_schedule_runs_the_whole_graph_on_a_configurable_cron(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets._config import to_library
 from assets.clean.config import CleaningConfig
-from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
+from assets.reporting import content_version, figures_metadata, log_figures, md_table, table_metadata, table_digest
 from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.clean.cleaning import clean_items as run_cleaning
 from models.clean.rules import CleaningRules
@@ -36,6 +36,7 @@ def clean_items(
             "SELECT reason, count(*) AS n FROM quarantined_items GROUP BY reason ORDER BY n DESC, reason"
         ).fetchall()
         table = table_metadata(con, "clean_items")
+        digest = table_digest(con, "clean_items")
     quarantined = sum(n for _, n in by_reason)
     figures = {
         "raw_rows": raw,
@@ -49,5 +50,6 @@ def clean_items(
         metadata=figures_metadata(
             figures, sql=sql, tables={"quarantine_by_reason": md_table(by_reason, ("reason", "rows"))}
         )
-        | table
+        | table,
+        data_version=content_version(context, digest),
     )

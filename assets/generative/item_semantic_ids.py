@@ -8,7 +8,7 @@ from assets._config import to_library
 from assets.generative.config import SemanticIdConfig
 from models.artifacts import Layout
 from models.generative.semantic_ids import TokenizerConfig
-from assets.reporting import figures_metadata, md_table
+from assets.reporting import content_version, figures_metadata, md_table
 from models.generative.store import refresh_semantic_ids, write_warehouse
 from models.generative.training import promoted_generative_version
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -79,5 +79,7 @@ def item_semantic_ids(
                 "codebook_utilisation": md_table(levels, ("level", "share of codes used")),
                 "code_length_distribution": md_table(lengths, ("shortest unique prefix", "share of items")),
             },
-        )
+        ),
+        # the codes' digest and the tokenizer: a refresh that encoded no item keeps the version
+        data_version=content_version(context, manifest["tokenizer"], manifest["codes_sha256"]),
     )

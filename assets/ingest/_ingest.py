@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from models.ingest.landing import LandingKind, ingest_folder
-from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
+from models.ingest.changes import dump_states, fingerprint
+from models.ingest.landing import LandingKind, ingest_folder, ingested
+from assets.reporting import content_version, figures_metadata, log_figures, md_table, table_metadata
 from models.sql import sql_text
 
 
@@ -20,6 +21,7 @@ def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeR
             {"k": kind.name},
         ).fetchall()
         table = table_metadata(con, kind.table)
+        ledger = ingested(con, kind)
     new = [r for r in results if r.status != "skipped"]
     warnings = [r for r in new if r.status in ("rejected", "partial", "empty")]
     figures = {
@@ -48,6 +50,14 @@ def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeR
         tables["problem_files_table"] = md_table(problems, ("file", "status", "message"))
     for r in warnings:
         context.log.warning(r.message)
+    # The ledger's live files: what the sensors compare a landing folder with (never calling new
+    # what was read), and the table's data version (the same files give the same rows, so a run
+    # that read nothing new leaves everything downstream fresh).
     return dg.MaterializeResult(
-        metadata={**figures_metadata(figures, sql={kind.table: sql_text(kind.table)}, tables=tables), **table}
+        metadata={
+            **figures_metadata(figures, sql={kind.table: sql_text(kind.table)}, tables=tables),
+            **table,
+            "ingested_files": dg.MetadataValue.json(dump_states(ledger)),
+        },
+        data_version=content_version(context, fingerprint(ledger)),
     )

@@ -2,9 +2,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets.serving.config import EmbeddingConfig
-from assets.reporting import figures_metadata
+from assets.reporting import content_version, figures_metadata
 from orchestration.versions import WAREHOUSE_POOL, code_version
-from models.artifacts import Layout
+from models.artifacts import Layout, read_manifest
 from models.index.embeddings import refresh_embeddings
 from models.retrieval.champion import load_champion
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -42,4 +42,8 @@ def item_embeddings(
         )
     figures = {**stats, "model_version": cur.version, "path": str(Layout(paths.artifacts).embeddings)}
     mlflow.log(context, "item_embeddings", {k: v for k, v in figures.items() if isinstance(v, (int, float))})
-    return dg.MaterializeResult(metadata=figures_metadata(figures))
+    # the table's own digest: an incremental run that embedded nothing keeps the version
+    table_sha256 = read_manifest(Layout(paths.artifacts).embeddings)["sha256"]
+    return dg.MaterializeResult(
+        metadata=figures_metadata(figures), data_version=content_version(context, cur.version, table_sha256)
+    )

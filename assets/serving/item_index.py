@@ -3,7 +3,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets._config import to_library
 from assets.serving.config import IndexConfig
-from assets.reporting import figures_metadata
+from assets.reporting import content_version, figures_metadata
 from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import Layout
 from models.index.embeddings import refresh_index
@@ -68,4 +68,10 @@ def item_index(
         {k: v for k, v in figures.items() if isinstance(v, (int, float))},
         params={"index_type": idx.kind, "search": figures["search"]},
     )
-    return dg.MaterializeResult(metadata=figures_metadata(figures))
+    m = idx.manifest  # its segments' digests: an upsert of nothing keeps the version
+    return dg.MaterializeResult(
+        metadata=figures_metadata(figures),
+        data_version=content_version(
+            context, m["main_sha256"], m["delta_sha256"], m.get("stale"), m["embeddings_sha256"], figures["search"]
+        ),
+    )

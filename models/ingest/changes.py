@@ -14,6 +14,9 @@ not new; a file whose bytes differ is, whatever its mtime says.
   file changed. A rewrite that keeps both the size and the nanosecond mtime (a copy that
   preserves times onto a same-sized file) is not seen by a sensor; the ingest, which always
   hashes, still loads it on its next run.
+- The ledger's live records of a folder (`landing.ingested`) are published on each raw table's
+  materialization in the same `dump_states` form as a sensor's cursor, so a sensor with no
+  cursor yet starts from what was already ingested instead of calling every file new.
 - `fingerprint` is the data version of a landing folder (the observable source assets): it
   follows content, so a touched file does not make `raw_events` stale.
 
@@ -69,6 +72,16 @@ def scan(folder: Path, known: dict[str, FileState] | None = None) -> dict[str, F
 def changed(files: dict[str, FileState], known: dict[str, FileState]) -> dict[str, FileState]:
     """The files of `files` that are new or changed against `known` (the rule above)."""
     return {k: v for k, v in files.items() if not same_content(v, known.get(k))}
+
+
+def dump_states(files: dict[str, FileState]) -> dict[str, list]:
+    """{path: [size, sha256, mtime_ns]}: a sensor cursor and the ledger in metadata, one form."""
+    return {k: [v.size, v.sha256, v.mtime_ns] for k, v in sorted(files.items())}
+
+
+def load_states(data: dict | None) -> dict[str, FileState]:
+    """The inverse of `dump_states`; entries of another form (an older cursor) are left out."""
+    return {k: FileState(*v) for k, v in (data or {}).items() if isinstance(v, list)}
 
 
 def fingerprint(files: dict[str, FileState]) -> str:

@@ -119,6 +119,19 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     run_sql(con, "raw_items")
 
 
+def ingested(con: duckdb.DuckDBPyConnection, kind: LandingKind) -> dict[str, FileState]:
+    """The ledger's live record of every file of `landing/<kind>/` it has read (loaded, partial,
+    rejected or empty: each is skipped while its bytes stay the same), keyed like `scan`: by
+    path under the kind's folder."""
+    ensure_tables(con)
+    rows = con.execute(
+        "SELECT path, size, sha256 FROM ingested_files WHERE kind = $k AND status <> 'superseded' ORDER BY path",
+        {"k": kind.name},
+    ).fetchall()
+    prefix = f"{kind.name}/"
+    return {p.removeprefix(prefix): FileState(size, sha) for p, size, sha in rows}
+
+
 def ingest_folder(
     con: duckdb.DuckDBPyConnection, landing: Path, kind: LandingKind, log: Callable[[str], None] = print
 ) -> list[FileResult]:
