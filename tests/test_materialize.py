@@ -36,7 +36,7 @@ def home(tmp_path_factory) -> Path:
     return home
 
 
-def _run(home: Path):
+def _run(home: Path, instance: dg.DagsterInstance | None = None):
     os.environ["TOWERFLOW_HOME"] = str(home)
     from orchestration.definitions import build_definitions
 
@@ -61,13 +61,26 @@ def _run(home: Path):
         }
     }
     return defs.resolve_job_def("all_assets_job").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config
+        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config
     )
+
+
+def _dagster_home(home: Path) -> Path:
+    """The home's DAGSTER_HOME, as `make demo` lays it out: our dagster.yaml linked in."""
+    dagster_home = home / "dagster"
+    if not dagster_home.exists():
+        dagster_home.mkdir()
+        (dagster_home / "dagster.yaml").symlink_to(
+            Path(__file__).resolve().parents[1] / "orchestration" / "dagster.yaml"
+        )
+    return dagster_home
 
 
 @pytest.fixture(scope="module")
 def first_run(home):
-    return _run(home)
+    # recorded in a persistent instance, as `make demo` records it, so the daemon can read it
+    with dg.DagsterInstance.from_config(str(_dagster_home(home))) as instance:
+        return _run(home, instance)
 
 
 def test_whole_graph_materializes_and_checks_pass(first_run, home):
@@ -122,6 +135,82 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     }
 
 
+def test_a_fresh_home_looks_fresh_and_the_daemon_launches_nothing(first_run, home):
+    """`make dev` right after `make demo`: the real daemon ticks the sensors on the demo's home.
+    They find every landed file in the ledger (the demo ingested them), so no run is launched and
+    no landing observation recorded, and no asset is stale: what the UI shows as Unsynced."""
+    import time
+
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+    from dagster._time import get_current_datetime
+
+    from orchestration.definitions import build_definitions
+
+    assert first_run.success
+    dagster_home = _dagster_home(home)
+    env = {
+        **os.environ,
+        "TOWERFLOW_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+
+        def finished_ticks() -> dict:
+            out = {}
+            for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+                ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=10)
+                out[state.name] = [t for t in ticks if t.status != TickStatus.STARTED]
+            return out
+
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "orchestration.definitions"],
+            env=env,
+            cwd=home,
+            start_new_session=True,
+            stdout=open(home / "daemon.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                ticks = finished_ticks()
+                if all(ticks.get(s) for s in ("new_items_sensor", "new_events_sensor")):
+                    break
+                assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
+                time.sleep(1)
+            else:
+                pytest.fail("the daemon ticked no sensor in 240 s:\n" + (home / "daemon.log").read_text()[-3000:])
+        finally:
+            os.killpg(daemon.pid, signal.SIGKILL)  # the daemon and its code server
+            daemon.wait(timeout=30)
+        for sensor in ("new_items_sensor", "new_events_sensor"):
+            for tick in ticks[sensor]:
+                assert tick.status == TickStatus.SKIPPED and not tick.run_ids, (sensor, tick.status, tick.error)
+                assert tick.skip_reason.startswith("no new files"), tick.skip_reason
+        assert [r.run_id for r in instance.get_runs()] == [first_run.run_id]
+        for source in ("landing_events", "landing_items"):
+            assert not instance.fetch_observations(dg.AssetKey(source), limit=1).records
+        graph = build_definitions(home).resolve_asset_graph()
+        view = AssetGraphView(
+            temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+            instance=instance,
+            asset_graph=graph,
+        )
+        resolver = CachingStaleStatusResolver(instance, graph, view)
+        stale = {
+            key.to_user_string(): [
+                f"{c.key.asset_key.to_user_string()} {c.reason}" for c in resolver.get_stale_causes(key)
+            ]
+            for key in graph.materializable_asset_keys
+            if resolver.get_status(key) != StaleStatus.FRESH
+        }
+        assert stale == {}
+
+
 def test_warehouse_tables_carry_row_count_schema_and_name_for_the_ui(first_run, home):
     meta = {
         e.asset_key.to_user_string(): e.materialization.metadata for e in first_run.get_asset_materialization_events()
@@ -145,6 +234,15 @@ def test_warehouse_tables_carry_row_count_schema_and_name_for_the_ui(first_run, 
     finally:
         con.close()
     assert "dagster/row_count" not in meta["item_index"]  # not a warehouse table
+    # a column's description is the note on its line in sql/<table>.sql
+    notes = {c.name: c.description for c in meta["raw_events"]["dagster/column_schema"].value.columns}
+    assert notes["source_file"] == "relative to landing/" and notes["user_id"] is None
+    # figures show four significant digits; an epoch count shows as a whole number
+    training = meta["two_tower_model"]
+    assert training["best_epoch"].value in (1, 2) and isinstance(training["best_epoch"].value, int)
+    ndcg = training["valid_ndcg@10"].value
+    assert ndcg == float(f"{ndcg:.4g}")
+    assert "![training curves](http://127.0.0.1:5000/get-artifact?path=curves.png" in training["curves"].value
 
 
 def test_every_raw_row_is_accounted_and_the_dirty_rows_are_quarantined(first_run, home):
@@ -209,10 +307,12 @@ def test_mlflow_has_one_run_tagged_with_the_dagster_run_and_the_same_figures(fir
     assert len(runs) == 1
     metrics = runs[0].data.metrics
     meta = first_run.asset_materializations_for_node("clean_events")[0].metadata
-    assert metrics["clean_interactions.clean_rows"] == meta["clean_rows"].value
-    assert metrics["check.event_row_accounting.passed"] == 1.0
-    assert metrics["vocabularies.item_id_size"] > 0
-    assert any(k.startswith("clean_interactions.quarantined.") for k in metrics)
+    assert metrics["clean_interactions/clean_rows"] == meta["clean_rows"].value
+    assert metrics["check/event_row_accounting/passed"] == 1.0
+    assert metrics["vocabularies/item_id_size"] > 0
+    # every figure under its asset's (or check's) section
+    assert all("/" in k for k in metrics) and len({k.split("/")[0] for k in metrics}) < 30
+    assert any(k.startswith("clean_interactions/quarantined.") for k in metrics)
 
 
 def test_mlflow_runs_are_honest_and_the_training_is_a_child_run(first_run, home):
@@ -239,8 +339,15 @@ def test_mlflow_runs_are_honest_and_the_training_is_a_child_run(first_run, home)
     training = by_asset["two_tower_model"]
     assert training.info.run_name.startswith("two_tower_model mean · ")
     assert training.data.params["tower.encoder"] == "mean" and "train.batch_size" in training.data.params
-    history = client.get_metric_history(training.info.run_id, "valid_ndcg_10")
+    history = client.get_metric_history(training.info.run_id, "curve/valid_ndcg_10")
     assert [m.step for m in history] == [0, 1]  # one point per check: once per epoch here (epochs=2)
+    # the run's plain figure, the logged model's and the registered checkpoint's are the best check's
+    best = max(history, key=lambda m: m.value)
+    assert training.data.metrics["valid_ndcg_10"] == best.value
+    checkpoint = json.loads(
+        (home / "artifacts" / "models" / training.data.params["checkpoint"] / "config.json").read_text()
+    )
+    assert checkpoint["metrics"]["valid_ndcg@10"] == pytest.approx(best.value, abs=1e-5)
     assert any(k.startswith("system/cpu_utilization") for k in training.data.metrics)
     inputs = {d.dataset.name: d for d in training.inputs.dataset_inputs}
     assert set(inputs) == {
@@ -253,6 +360,10 @@ def test_mlflow_runs_are_honest_and_the_training_is_a_child_run(first_run, home)
     assert len({d.dataset.digest for d in inputs.values()}) == 4
     logged = client.search_logged_models([exp.experiment_id])
     assert [m.source_run_id for m in logged] == [training.info.run_id]
+    assert logged[0].name == "two_tower_mean" and "mean user encoder" in logged[0].tags["mlflow.note.content"]
+    on_model = {m.key: m for m in logged[0].metrics}
+    assert on_model["valid_ndcg_10"].value == best.value and on_model["valid_ndcg_10"].step == best.step
+    assert on_model["valid_ndcg_10"].dataset_name == "interaction_splits[valid]"
 
 
 def test_promotion_registers_the_champion_and_serving_follows_it(first_run, home):
@@ -269,6 +380,10 @@ def test_promotion_registers_the_champion_and_serving_follows_it(first_run, home
     assert float(champion.tags["model.valid.ndcg_at_10"]) > float(champion.tags["popularity.valid.ndcg_at_10"])
     meta = first_run.asset_materializations_for_node("promoted_model")[0].metadata
     assert meta["registered_version"].value == int(champion.version)
+    # the version says what data it learned from and which check it passed, with the figures
+    valid = float(champion.tags["model.valid.ndcg_at_10"])
+    assert "interaction_splits" in champion.description and "beats_popularity_on_valid_ndcg" in champion.description
+    assert f"valid NDCG@10 {valid:.4f}" in champion.description
 
 
 def _champion_answers(home: Path, users: list[dict], k: int = 5) -> list[dict]:
@@ -699,8 +814,10 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
     defs = build_definitions(home)
     paths = defs.resources["paths"]
 
+    instance = dg.DagsterInstance.from_config(str(_dagster_home(home)))  # where the graph's run is recorded
+
     def tick(cursor):
-        with dg.build_sensor_context(cursor=cursor, resources={"paths": paths}) as context:
+        with dg.build_sensor_context(cursor=cursor, resources={"paths": paths}, instance=instance) as context:
             return new_items_sensor(context)
 
     art = home / "artifacts"
@@ -712,9 +829,9 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
         (r[0], r[1:]) for r in con.execute("SELECT item_id, c1, c2, c3, c4 FROM item_semantic_ids").fetchall()
     )
     con.close()
-    # the sensor's first look sees the catalog the graph already ingested ...
+    # the sensor's first look finds the catalog in the ledger the graph's run published: nothing new ...
     first = tick(None)
-    assert len(first.run_requests) == 1
+    assert not first.run_requests and "no new files" in first.skip_reason.skip_message
     cursor = first.cursor
     assert isinstance(tick(cursor), dg.SkipReason)
     # ... then a file with three new items and a new version of an existing one lands
@@ -783,9 +900,9 @@ def test_new_item_file_is_embedded_and_indexed_by_the_sensor_without_retraining(
         0
     ].data.metrics
     assert (
-        metrics["item_embeddings.embedded"] == 4
-        and metrics["item_index.added"] == 4
-        and "item_index.seconds" in metrics
+        metrics["item_embeddings/embedded"] == 4
+        and metrics["item_index/added"] == 4
+        and "item_index/seconds" in metrics
     )
     # served right away: the CLI finds the new item and its neighbours
     out = CliRunner().invoke(main, ["similar", "--item", "new-a", "-k", "3", "--format", "json"])
