@@ -178,10 +178,21 @@ def test_the_makefile_demo_config_is_a_valid_run_config():
     from orchestration.definitions import defs
 
     make = (REPO / "Makefile").read_text()
-    parts = {k: re.search(rf"^{k} := (.*)$", make, re.M).group(1) for k in ("RANKING_DEMO", "GENERATIVE_DEMO")}
+    parts = {
+        k: re.search(rf"^{k} := (.*)$", make, re.M).group(1) for k in ("RANKING_DEMO", "GENERATIVE_DEMO", "LOGS_DEMO")
+    }
     for workers in (None, 2):  # `make demo` and `make demo WORKERS=2`
         extra = f', "two_tower_model": {{"config": {{"workers": {workers}}}}}' if workers else ""
-        run_config = json.loads('{"ops": {' + parts["RANKING_DEMO"] + ", " + parts["GENERATIVE_DEMO"] + extra + "}}")
+        run_config = json.loads(
+            "{"
+            + parts["LOGS_DEMO"]
+            + ', "ops": {'
+            + parts["RANKING_DEMO"]
+            + ", "
+            + parts["GENERATIVE_DEMO"]
+            + extra
+            + "}}"
+        )
         job = defs.resolve_job_def("all_assets_job")
         dg.validate_run_config(job, run_config)  # raises DagsterInvalidConfigError on a stale field
     with pytest.raises(dg.DagsterInvalidConfigError):

@@ -336,7 +336,7 @@ def train(
     for epoch in range(cfg.epochs):
         model.train()
         perm = rows_all[torch.randperm(n_rows, generator=gen)]
-        progress = Progress(f"epoch {epoch}", steps_per_epoch, "steps", log)
+        progress = Progress(f"epoch {epoch + 1}", steps_per_epoch, "steps", log)  # from 1, as the summaries
         for s in range(0, n_rows, cfg.batch_size):
             rows = perm[s : s + cfg.batch_size]
             if len(rows) < 2:
@@ -344,7 +344,7 @@ def train(
             loss = step(rows)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch}, step {result.steps}: "
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {result.steps}: "
                     "lower the learning rate or raise the temperature; nothing was saved"
                 )
             optimizer_step(model, opts, loss, cfg.clip_norm)
