@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dagster as dg
 
 from orchestration.resources import CHAMPION
@@ -38,15 +40,27 @@ def table_digest(con, table: str) -> str:
     return f"{n}:{total}"
 
 
+def shown(v: float) -> float:
+    """A figure as the UI shows it: four significant digits, the integer part never cut
+    (0.17979787649498838 -> 0.1798, 1234.567 -> 1235.0, 3e-05 stays). MLflow keeps every digit."""
+    if not math.isfinite(v) or v == 0:
+        return v
+    return round(v, max(0, 3 - math.floor(math.log10(abs(v)))))
+
+
 def figures_metadata(figures: dict, sql: dict[str, str] | None = None, tables: dict[str, str] | None = None) -> dict:
+    """Figures as typed Dagster metadata: floats shown to four significant digits, a whole float
+    (an epoch count such as 2.0) as an integer."""
     meta: dict = {}
     for k, v in figures.items():
         if isinstance(v, bool):
             meta[k] = dg.MetadataValue.bool(v)
         elif isinstance(v, int):
             meta[k] = dg.MetadataValue.int(v)
+        elif isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+            meta[k] = dg.MetadataValue.int(int(v))
         elif isinstance(v, float):
-            meta[k] = dg.MetadataValue.float(v)
+            meta[k] = dg.MetadataValue.float(shown(v))
         elif v is not None:
             meta[k] = dg.MetadataValue.text(str(v))
     for name, text in (tables or {}).items():
@@ -131,7 +145,7 @@ def check_result(
 ) -> dg.AssetCheckResult:
     mlflow.log(
         context,
-        f"check.{check}",
+        f"check/{check}",
         {"passed": float(passed), **{k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}},
     )
     return dg.AssetCheckResult(
@@ -214,11 +228,18 @@ def expectations_check(
 
 def table_metadata(con, table: str) -> dict:
     """`dagster/row_count`, `dagster/column_schema` and `dagster/table_name` of a warehouse table,
-    the keys the Dagster UI reads for its row-count and schema panels."""
+    the keys the Dagster UI reads for its row-count and schema panels; a column's description is
+    the note its line carries in sql/<table>.sql (models/sql.py `column_notes`)."""
+    from models.sql import column_notes
+
     rel = con.table(table)  # the relational API: no SQL text built from the name
     rows = rel.aggregate("count(*)").fetchall()[0][0]
     database, schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
-    columns = [dg.TableColumn(name=name, type=str(dtype)) for name, dtype in zip(rel.columns, rel.dtypes)]
+    notes = column_notes(table)
+    columns = [
+        dg.TableColumn(name=name, type=str(dtype), description=notes.get(name))
+        for name, dtype in zip(rel.columns, rel.dtypes)
+    ]
     return {
         "dagster/row_count": dg.MetadataValue.int(int(rows)),
         "dagster/column_schema": dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),

@@ -194,6 +194,10 @@ def _champion_status() -> None:
         )
     for line in missing:
         click.echo(("" if rows else "\n") + line)
+    url = tracker.runs_url()
+    if url:
+        store = f" --backend-store-uri {tracker.tracking_uri}" if tracker.tracking_uri.startswith("sqlite") else ""
+        click.echo(f"\nMLflow runs: {url}  (after `mlflow ui{store}`)")
 
 
 @main.command(help="Show quarantined event rows with file, line, reason and raw text.")

@@ -34,6 +34,7 @@ REGISTERED_MODEL = "towerflow-two-tower"
 RANKER_MODEL = "towerflow-ranker"
 GENERATIVE_MODEL = "towerflow-generative"
 CHAMPION = "champion"  # the registry alias everything that serves follows, in every family
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 REGISTERED_MODEL_DESCRIPTION = (
     "towerflow's two-tower retriever as a pyfunc: user ids (and optional recent item ids) in, top-k items "
     "out. promoted_model registers one version per checkpoint that passed the blocking evaluation check and "
@@ -176,12 +177,14 @@ class MlflowTracker(dg.ConfigurableResource):
         artifacts: list[Path] | None = None,
         step: int = 0,
     ) -> str:
-        """Log `asset.name` metrics (and params/artifacts) to this Dagster run's MLflow run."""
+        """Log `asset/name` metrics (and params/artifacts) to this Dagster run's MLflow run. The
+        asset's name and a slash lead every key, so the run's few hundred figures fall into one
+        section per asset in MLflow's charts and sort by asset in its tables."""
         run_id, _ = self._parent_for(context)
         TrackedRun(self._client(), run_id, self.tracking_uri).log(
-            {f"{asset}.{k}": v for k, v in (metrics or {}).items()},
+            {f"{asset}/{k}": v for k, v in (metrics or {}).items()},
             step=step,
-            params={f"{asset}.{k}": v for k, v in (params or {}).items()},
+            params={f"{asset}/{k}": v for k, v in (params or {}).items()},
             artifacts=artifacts,
             artifact_path=asset,
         )
@@ -239,6 +242,7 @@ class MlflowTracker(dg.ConfigurableResource):
         context=None,
         registered_model: str | None = None,
         alias: str = CHAMPION,
+        description: str | None = None,
     ) -> tuple[int, bool]:
         """The one registration path of every model family: register a checkpoint as a version of
         `registered_model` (default: the two-tower's) and move `alias` to it. One version per
@@ -246,7 +250,8 @@ class MlflowTracker(dg.ConfigurableResource):
         is a logged MLflow model (`model_uri`: the two-tower's pyfunc) or, for a family without
         one, the checkpoint `folder`, uploaded as artifacts of this Dagster run's MLflow run
         (`context`) under `<registered_model>/<checkpoint>`; `models:/<name>@champion` then
-        downloads that folder. Returns (version, created)."""
+        downloads that folder. `description` is the version's own (what data, which check it
+        passed). Returns (version, created)."""
         from mlflow.exceptions import MlflowException
 
         if (model_uri is None) == (folder is None):
@@ -277,8 +282,17 @@ class MlflowTracker(dg.ConfigurableResource):
             client.log_artifacts(run_id, str(folder), artifact_path=path)
             version = client.create_model_version(name, source=f"runs:/{run_id}/{path}", run_id=run_id, tags=tags)
             created = True
+        if description and version.description != description:
+            client.update_model_version(name, version.version, description=description)
         client.set_registered_model_alias(name, alias, version.version)
         return int(version.version), created
+
+    def runs_url(self, ui: str = MLFLOW_UI) -> str | None:
+        """The experiment's runs view in `mlflow ui` (None before the first run). The plain
+        experiment link opens a fresh browser on MLflow's GenAI overview, whatever the
+        experiment's kind; this one opens on the runs table."""
+        exp = self._client().get_experiment_by_name(self.experiment)
+        return f"{ui}/#/experiments/{exp.experiment_id}/runs" if exp else None
 
     def champion(self, alias: str = CHAMPION, registered_model: str | None = None):
         """The model version the alias points at (default: the two-tower's), or None."""
@@ -303,11 +317,18 @@ class TrackedRun:
         params: dict | None = None,
         artifacts: list[Path] | None = None,
         artifact_path: str | None = None,
+        model_id: str | None = None,
+        dataset=None,
     ) -> None:
+        """`model_id` (a logged model of this run) and `dataset` (an mlflow Dataset the figures
+        were measured on) attach the metrics to that model, which then lists the dataset."""
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
-        ms = [Metric(_metric_key(k), float(v), now, step) for k, v in (metrics or {}).items() if v is not None]
+        on = {"model_id": model_id}
+        if dataset is not None:
+            on.update(dataset_name=dataset.name, dataset_digest=dataset.digest)
+        ms = [Metric(_metric_key(k), float(v), now, step, **on) for k, v in (metrics or {}).items() if v is not None]
         ps = [Param(_metric_key(k), str(v)[:6000]) for k, v in (params or {}).items()]
         if ps:
             existing = self.client.get_run(self.run_id).data.params

@@ -19,6 +19,21 @@ from models.retrieval.pyfunc import read_logged
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
+def version_description(version: str, meta: dict, evaluation: dict) -> str:
+    """What the registry's version page says: what data, which model, which check it passed."""
+    model, pop = evaluation["model"], evaluation["popularity"]
+    m = meta.get("metrics", {})
+    return (
+        f"Two-tower retriever ({meta['config']['tower']['encoder']} user encoder), checkpoint {version}: "
+        f"the weights of epoch {m.get('best_epoch', '?'):g} of {m.get('epochs_run', '?'):g}, best validation "
+        f"NDCG@10 (stopped by {m.get('stopped_by', '?')}). Trained on the train split of interaction_splits "
+        f"(vocabulary {meta['vocabulary_fingerprint'][:12]}); evaluated by full ranking over the catalog. "
+        f"Passed the blocking check beats_popularity_on_valid_ndcg: valid NDCG@10 {model['valid']['ndcg@10']:.4f} "
+        f"vs popularity {pop['valid']['ndcg@10']:.4f}; test NDCG@10 {model['test']['ndcg@10']:.4f} "
+        f"vs {pop['test']['ndcg@10']:.4f}."
+    )
+
+
 @dg.asset(
     deps=["model_evaluation"],
     kinds={"mlflow"},
@@ -66,7 +81,9 @@ def promoted_model(context: dg.AssetExecutionContext, paths: TowerflowPaths, mlf
         "training_run_id": logged["run_id"],
         **figures,
     }
-    number, created = mlflow.promote(version, tags, model_uri=logged["model_uri"])
+    number, created = mlflow.promote(
+        version, tags, model_uri=logged["model_uri"], description=version_description(version, meta, evaluation)
+    )
     update_manifest(root, current=version)
     yield promotion_result(
         context,

@@ -21,6 +21,7 @@ is exact (Flat: up to 100k items); the FAISS index and `towerflow serve` are the
 from __future__ import annotations
 
 import json
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,7 +167,13 @@ def using_tracking_uri(uri: str):
 
 
 def log_pyfunc(
-    tracking_uri: str, run_id: str, bundle: Path, example_user: str, example_recent: list[str], name: str = "model"
+    tracking_uri: str,
+    run_id: str,
+    bundle: Path,
+    example_user: str,
+    example_recent: list[str],
+    name: str = "model",
+    step: int = 0,
 ) -> dict:
     """Log the bundle as a pyfunc model of run `run_id` (its Models tab shows it); returns
     {"model_uri", "model_id", "run_id"}. The `models` package travels as code."""
@@ -179,16 +186,25 @@ def log_pyfunc(
     sig, example = signature_and_example(example_user, example_recent)
     reqs = [f"{p}=={md.version(p)}" for p in ("mlflow", "numpy", "pandas", "polars", "pyarrow")]
     reqs.append(f"torch=={torch.__version__.split('+')[0]}")
-    with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=TwoTowerPyfunc(),
-            artifacts={"bundle": str(bundle)},
-            signature=sig,
-            input_example=(example, {"k": 10}),
-            code_paths=[str(Path(models.__file__).parent)],
-            pip_requirements=reqs,
-        )
+    # MLflow warns that a Python object is pickled (cloudpickle) rather than logged as code; this
+    # class is ours, shipped with `models` as code_paths, so the warning says nothing to the user
+    quiet = logging.getLogger("mlflow.pyfunc")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=TwoTowerPyfunc(),
+                artifacts={"bundle": str(bundle)},
+                signature=sig,
+                input_example=(example, {"k": 10}),
+                code_paths=[str(Path(models.__file__).parent)],
+                pip_requirements=reqs,
+                step=step,  # MLflow links the run's metrics of this step to the model
+            )
+    finally:
+        quiet.setLevel(level)
     return {"model_uri": info.model_uri, "model_id": info.model_id, "run_id": run_id}
 
 
