@@ -28,7 +28,7 @@ def version_description(version: str, meta: dict, evaluation: dict) -> str:
         f"the weights of epoch {m.get('best_epoch', '?'):g} of {m.get('epochs_run', '?'):g}, best validation "
         f"NDCG@10 (stopped by {m.get('stopped_by', '?')}). Trained on the train split of interaction_splits "
         f"(vocabulary {meta['vocabulary_fingerprint'][:12]}); evaluated by full ranking over the catalog. "
-        f"Passed the blocking check beats_popularity_on_valid_ndcg: valid NDCG@10 {model['valid']['ndcg@10']:.4f} "
+        f"Passed the promotion check beats_popularity_on_valid_ndcg: valid NDCG@10 {model['valid']['ndcg@10']:.4f} "
         f"vs popularity {pop['valid']['ndcg@10']:.4f}; test NDCG@10 {model['test']['ndcg@10']:.4f} "
         f"vs {pop['test']['ndcg@10']:.4f}."
     )
