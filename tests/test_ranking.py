@@ -31,6 +31,8 @@ def _untrained(cfg: RankerConfig) -> Ranker:
     """A random ranker whose heads are not zero (a fresh one starts as the retriever's order)."""
     model = Ranker(cfg).eval()
     torch.nn.init.normal_(model.heads.weight, std=0.5)
+    if model.feature_head is not None:
+        torch.nn.init.normal_(model.feature_head[-1].weight, std=0.5)
     return model
 
 
@@ -44,6 +46,8 @@ def _inputs(cfg: RankerConfig, cand_ids: list[str], seed: int = 0):
     uh = torch.as_tensor(hash_buckets(np.array(["u1"], dtype=object), cfg.n_hashes, cfg.user_buckets))
     cands = np.array([cand_ids], dtype=object)
     scores = torch.as_tensor([[int(c[1:]) / 1000 for c in cand_ids]], dtype=torch.float32)
+    # features of a candidate depend on its id only (as popularity or age would)
+    feats = torch.as_tensor([[[np.sin(int(c[1:]) * (f + 1)) for f in range(cfg.n_features)] for c in cand_ids]])
     return (
         uh,
         hashed(hist, cfg.n_hashes, cfg.item_buckets, valid),
@@ -51,6 +55,7 @@ def _inputs(cfg: RankerConfig, cand_ids: list[str], seed: int = 0):
         torch.as_tensor(valid),
         hashed(cands, cfg.n_hashes, cfg.item_buckets, np.ones(cands.shape, dtype=bool)),
         scores,
+        feats.float().reshape(1, len(cand_ids), cfg.n_features),
     )
 
 
@@ -234,6 +239,7 @@ def test_ranker_learns_planted_actions_and_beats_retrieval_order():
         candidates_per_pass=8,
         item_buckets=257,
         user_buckets=1031,
+        n_features=0,  # the planted signal is in history x candidate only
     )
     weights = torch.tensor([1.0, 2.0, -10.0])  # click, like, not_interested
     train, valid, test = planted(400, 24, cfg, 0), planted(150, 24, cfg, 1), planted(150, 24, cfg, 2)
@@ -273,7 +279,13 @@ def test_the_service_api_ranks_from_a_saved_checkpoint_like_the_batch_path(tmp_p
 
     assert load_ranker(tmp_path) is None  # nothing promoted yet
     cfg = RankerConfig(
-        n_actions=2, history_len=4, candidates_per_pass=8, item_buckets=97, user_buckets=97, action_signs=(1.0, -1.0)
+        n_actions=2,
+        history_len=4,
+        candidates_per_pass=8,
+        item_buckets=97,
+        user_buckets=97,
+        action_signs=(1.0, -1.0),
+        n_features=0,
     )
     model = _untrained(cfg)
     vocab = [
@@ -309,7 +321,10 @@ def _api_inputs(ranker, items, masks, cands):
     hm = np.array([[0] * (H - len(items)) + masks])
     uh = torch.as_tensor(hash_buckets(np.array(["u1"], dtype=object), c.n_hashes, c.user_buckets))
     return uh, History(
-        hashed(hi, c.n_hashes, c.item_buckets, hv), torch.as_tensor(mask_to_multihot(hm, 2)), torch.as_tensor(hv)
+        hashed(hi, c.n_hashes, c.item_buckets, hv),
+        torch.as_tensor(mask_to_multihot(hm, len(ranker.actions))),
+        torch.as_tensor(hv),
+        hi,
     )
 
 
@@ -319,7 +334,9 @@ def _evaluated_ranker(root, ranked: float, retrieval: float) -> str:
     from models.artifacts import read_manifest, write_json_atomic, write_manifest
     from models.ranking.training import save_ranker
 
-    cfg = RankerConfig(n_actions=1, history_len=4, candidates_per_pass=8, item_buckets=97, user_buckets=97)
+    cfg = RankerConfig(
+        n_actions=1, history_len=4, candidates_per_pass=8, item_buckets=97, user_buckets=97, n_features=0
+    )
     path = save_ranker(root, _untrained(cfg), {"actions": [{"name": "click", "weight": 1.0, "definition": "click"}]})
     manifest = read_manifest(root) or {"current": None, "latest": None, "versions": []}
     write_manifest(root, {**manifest, "latest": path.name, "versions": [*manifest["versions"], path.name]})
@@ -368,3 +385,155 @@ def test_promoted_ranker_registers_only_a_ranker_that_beats_retrieval_order(tmp_
     assert (manifest["latest"], manifest["current"]) == (bad, good)
     assert client.get_model_version_by_alias("towerflow-ranker", "champion").version == champion.version
     assert len(client.search_model_versions("name = 'towerflow-ranker'")) == 1
+
+
+def test_listwise_loss_scores_each_positive_against_the_users_negatives():
+    from models.ranking.training import listwise_loss
+
+    logits = torch.tensor([[[2.0], [0.0], [0.0], [9.0]]])  # one user, 4 candidates, one action
+    pos = torch.tensor([[[True], [False], [False], [False]]])
+    valid = torch.tensor([[True, True, True, False]])  # the 4th is padding: never a negative
+    # -log(e^2 / (e^2 + e^0 + e^0))
+    assert listwise_loss(logits, pos, valid).item() == pytest.approx(-np.log(np.exp(2) / (np.exp(2) + 2)), rel=1e-6)
+    # the positive scored higher -> lower loss; scored below the negatives -> higher than log(3)
+    assert listwise_loss(logits + torch.tensor([[[1.0], [0], [0], [0]]]), pos, valid) < listwise_loss(
+        logits, pos, valid
+    )
+    assert listwise_loss(-logits, pos, valid).item() > np.log(3)
+    # two positives: each against the negatives only (not against the other positive), averaged
+    pos2 = torch.tensor([[[True], [True], [False], [False]]])
+    expect = (np.log1p(np.exp(0 - 2)) + np.log1p(np.exp(0 - 0))) / 2
+    assert listwise_loss(logits, pos2, valid).item() == pytest.approx(expect, rel=1e-6)
+    # a (user, action) with no negative or no positive adds nothing
+    assert listwise_loss(logits, torch.zeros_like(pos), valid).item() == 0.0
+    everything = torch.tensor([[[True], [True], [True], [False]]])
+    assert listwise_loss(logits, everything, valid).item() == 0.0
+
+
+def _feature_warehouse(con, late_events: bool):
+    """Items a (2 positives before t, 1 in the label window), b (1 long before t), c (none
+    before t). late_events adds more events at and after t: they must not change any feature."""
+    con.execute("CREATE TABLE clean_items (item_id VARCHAR, categories VARCHAR[], year INTEGER)")
+    con.execute(
+        "INSERT INTO clean_items VALUES ('a', ['drama'], 1995), ('b', ['comedy'], NULL), ('c', ['drama', 'war'], 2000)"
+    )
+    con.execute("CREATE TABLE clean_interactions (user_id VARCHAR, item_id VARCHAR, ts TIMESTAMP, is_positive BOOLEAN)")
+    rows = [
+        ("u1", "a", "2000-01-01 00:00:00", True),  # 370 days before t: in the all-time count only
+        ("u2", "a", "2000-12-20 00:00:00", True),  # 15 days before t: all three windows
+        ("u3", "a", "2000-12-30 00:00:00", False),  # not positive: never counted
+        ("u1", "b", "1999-01-05 00:00:00", True),
+        ("u2", "a", "2001-01-04 00:00:00", True),  # at t: the label window, not a feature
+    ]
+    if late_events:
+        rows += [("u9", i, f"2001-01-{d:02d} 00:00:00", True) for i in "abc" for d in (4, 5, 9)]
+    con.executemany("INSERT INTO clean_interactions VALUES (?, ?, ?, ?)", rows)
+    # the train period's pairs (co-occurrences): u1 took a and b, u2 a and c, u3 a, b and c
+    con.execute("CREATE TABLE interaction_splits (user_id VARCHAR, item_id VARCHAR, split VARCHAR)")
+    con.execute(
+        "INSERT INTO interaction_splits VALUES ('u1', 'a', 'train'), ('u1', 'b', 'train'), ('u2', 'a', 'train'), "
+        "('u2', 'c', 'train'), ('u3', 'a', 'train'), ('u3', 'b', 'train'), ('u3', 'c', 'train'), ('u2', 'b', 'test')"
+    )
+
+
+def test_candidate_features_from_duckdb_count_only_events_before_the_cut(tmp_path):
+    from models.ranking.features import FEATURES, ItemTimeline, features_for
+
+    t = np.array([int(pd.Timestamp("2001-01-04").timestamp())])  # the cut: the held-out event's time
+    out = []
+    for late in (False, True):
+        con = duckdb.connect(str(tmp_path / f"w{late}.duckdb"))
+        _feature_warehouse(con, late)
+        tl = ItemTimeline.from_warehouse(con)
+        cands = np.array([["a", "b", "c"]], dtype=object)
+        hist = np.array([["", "b", "a"]], dtype=object)
+        f = features_for(
+            tl,
+            t,
+            np.array(["u1"], dtype=object),
+            cands,
+            np.ones((1, 3), dtype=bool),
+            np.array([[0.9, 0.5, 0.7]]),
+            hist,
+            np.array([[False, True, True]]),
+            np.array([float(t[0] - 7200)]),  # the user's last event two hours before t
+        )
+        out.append(f)
+        con.close()
+    f = dict(zip(FEATURES, out[0][0].T))
+    assert np.allclose(f["log_pop"], np.log1p([2, 1, 0]))  # a: 2 positives before t (not the one at t)
+    assert np.allclose(f["log_pop_365d"], np.log1p([1, 0, 0]))  # a's first one is 370 days old
+    assert np.allclose(f["log_pop_30d"], np.log1p([1, 0, 0]))
+    assert np.allclose(f["log_age_days"][:2], np.log1p([369, 730])) and f["log_age_days"][2] == 0.0  # c: none yet
+    assert np.allclose(f["log_retrieval_rank"], np.log([1, 3, 2]))
+    assert np.allclose(f["log_user_gap_hours"], np.log1p(2.0))
+    # history a (drama) + b (comedy): a shares with a, b with b, c (drama, war) with a
+    assert np.allclose(f["category_affinity"], [0.5, 0.5, 0.5])
+    assert np.allclose(f["year_distance"], [0.0, 0.0, 0.5])  # the history's mean year is a's 1995; b has none
+    # co-occurrence among the other users (u2, u3; u1's own pairs taken out; u2's test pair never
+    # counts): users per item a 3, b 2, c 2. Latest item a: cos(a, b) = 1 (u3) / sqrt(3 * 2),
+    # cos(a, c) = 2 (u2, u3) / sqrt(3 * 2); cos(a, a) = 2 / 3 (the other users who took a)
+    assert np.allclose(f["cooc_last1"], np.log1p([2 / 3, 1 / np.sqrt(6), 2 / np.sqrt(6)]), atol=1e-6)
+    # latest 5 = a and b: + cos(b, a) = 1 / sqrt(6), cos(b, b) = 1 / 2, cos(b, c) = 1 / 2
+    expect5 = [2 / 3 + 1 / np.sqrt(6), 1 / np.sqrt(6) + 1 / 2, 2 / np.sqrt(6) + 1 / 2]
+    assert np.allclose(f["cooc_last5"], np.log1p(expect5), atol=1e-6) and np.allclose(f["cooc_last32"], f["cooc_last5"])
+    # events at and after the cut (the label window and later) change nothing
+    assert np.array_equal(out[0], out[1])
+
+
+def test_a_served_ranker_reads_the_features_offline_evaluation_computes_at_the_snapshot_time(tmp_path):
+    from models.artifacts import write_manifest
+    from models.ranking.features import ItemTimeline, features_for
+    from models.ranking.ranker import load_ranker
+    from models.ranking.training import save_ranker
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _feature_warehouse(con, late_events=True)
+    tl = ItemTimeline.from_warehouse(con)
+    cfg = RankerConfig(n_actions=1, history_len=4, candidates_per_pass=8, item_buckets=97, user_buckets=97)
+    model = _untrained(cfg)
+    vocab = [{"name": "click", "weight": 1.0, "definition": "click"}]
+    with pytest.raises(ValueError, match="item snapshot"):
+        save_ranker(tmp_path / "ranking", model, {"actions": vocab})
+    path = save_ranker(tmp_path / "ranking", model, {"actions": vocab}, snapshot=tl.snapshot())
+    write_manifest(tmp_path / "ranking", {"current": path.name, "latest": path.name, "versions": [path.name]})
+    ranker = load_ranker(tmp_path)
+    cands, scores = ["c", "a", "b"], [0.9, 0.5, 0.1]
+    res = ranker.rank("u1", ["b"], [["click"]], cands, scores, last_event_t=tl.t_end - 3600)
+    # offline: the timeline's counts just after its last event, the same history
+    t = np.array([tl.t_end + 1])
+    f = features_for(
+        tl,
+        t,
+        np.array(["u1"], dtype=object),
+        np.array([cands], dtype=object),
+        np.ones((1, 3), dtype=bool),
+        np.array([scores]),
+        np.array([["", "", "", "b"]], dtype=object),
+        np.array([[False, False, False, True]]),
+        np.array([float(tl.t_end - 3600)]),
+    )
+    uh, hist = _api_inputs(ranker, ["b"], [1], cands)
+    _, offline = ranker.score(
+        uh,
+        hist,
+        np.array([cands], dtype=object),
+        np.ones((1, 3), dtype=bool),
+        np.array([scores]),
+        features=torch.as_tensor(f),
+    )
+    assert np.allclose(sorted(offline[0].numpy(), reverse=True), res.score, atol=1e-6)
+    # ... and they are read: features as of another time (before every event) move the scores
+    t0 = np.array([tl.t0])
+    early = f.copy()
+    early[..., 2:6] = early[..., 10:] = 0.0  # no popularity, no age, no co-occurrence
+    _, other = ranker.score(
+        uh,
+        hist,
+        np.array([cands], dtype=object),
+        np.ones((1, 3), dtype=bool),
+        np.array([scores]),
+        features=torch.as_tensor(early),
+    )
+    assert t0[0] < t[0] and not torch.allclose(other, offline)
+    con.close()

@@ -23,6 +23,7 @@ RankingConfig: type[dg.Config] = config_from(
         user_buckets="2x the users of action_labels (ranker_config_for)",
         dropout="a model-size choice the product keeps fixed",
         use_retrieval_score="the retriever's score is always a candidate input",
+        n_features="the feature set is models/ranking/features.py's FEATURES",
         action_signs="the sign of each action's weight (ranker_config_for)",
     ),
     without(

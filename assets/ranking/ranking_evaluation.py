@@ -41,8 +41,13 @@ def ranking_evaluation(
     with duckdb.get_connection() as con:
         for split in ("valid", "test"):
             rs = load_ranking_set(con, split, ranker.cfg)
-            probs, score = ranker.score(
-                rs.user_hash, rs.history, rs.item_ids, rs.cand_valid.numpy(), rs.retrieval_score.numpy()
+            probs, score = ranker.score(  # features as of each user's cut, never the snapshot's later counts
+                rs.user_hash,
+                rs.history,
+                rs.item_ids,
+                rs.cand_valid.numpy(),
+                rs.retrieval_score.numpy(),
+                features=rs.features,
             )
             metrics[split] = compare_orders(probs, score, rs, ranker.actions, negative)
     metrics = nan_to_none(metrics)

@@ -8,6 +8,7 @@ from assets.ranking.config import RankingConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import Layout, read_manifest, write_manifest
 from models.ranking.data import load_ranking_set
+from models.ranking.features import ItemTimeline
 from models.ranking.labels import read_vocabulary
 from models.ranking.model import RankerConfig, ranker_config_for
 from models.ranking.training import RankerTrainConfig, save_ranker, train_config_dict, train_ranker
@@ -31,9 +32,12 @@ def ranking_model(
     duckdb: DuckDBResource,
     mlflow: MlflowTracker,
 ) -> dg.MaterializeResult:
-    """The candidate-isolation transformer (models/ranking/model.py): per-action BCE on the train
-    rows' candidates, early-stopped on the valid NDCG@10 of the weighted score; a state-dict
-    checkpoint under artifacts/ranking/<version>/ with its config, actions and weights."""
+    """The candidate-isolation transformer (models/ranking/model.py) over the candidates and
+    their features (models/ranking/features.py): per-action BCE + a listwise loss over each
+    user's retrieved list, early-stopped on the valid NDCG@10 of the weighted score with action
+    weights chosen on valid; a state-dict checkpoint under artifacts/ranking/<version>/ with its
+    config, actions, the chosen weights (what the weighted score serves with) and the item
+    snapshot its features are served from."""
     with duckdb.get_connection() as con:
         vocab = read_vocabulary(con)
         n_items, n_users = con.execute(
@@ -41,18 +45,21 @@ def ranking_model(
         ).fetchall()[0]
         cfg = ranker_config_for([a["weight"] for a in vocab], n_items, n_users, **fields_for(config, RankerConfig))
         tcfg = to_library(config, RankerTrainConfig)
-        train_set = load_ranking_set(con, "train", cfg)
-        valid_set = load_ranking_set(con, "valid", cfg)
+        timeline = ItemTimeline.from_warehouse(con)
+        train_set = load_ranking_set(con, "train", cfg, timeline=timeline)
+        valid_set = load_ranking_set(con, "valid", cfg, timeline=timeline)
     weights = torch.tensor([a["weight"] for a in vocab], dtype=torch.float32)
     context.log.info(f"training the ranker on {len(train_set):,} users' candidates, {len(vocab)} actions")
     with mlflow.child_run(context, "ranking_model", tags={"dagster_asset": "ranking_model"}) as run:
         result = train_ranker(train_set, valid_set, cfg, tcfg, weights, log=context.log.info)
         root = Layout(paths.artifacts).ranking
+        chosen = [{**a, "weight": w} for a, w in zip(vocab, result.weights)]
         path = save_ranker(
             root,
             result.model,
             {
-                "actions": vocab,
+                "actions": chosen,  # the weighted score's weights, chosen on valid
+                "vocabulary_weights": {a["name"]: a["weight"] for a in vocab},
                 "negative_offset": config.negative_offset,
                 "train": train_config_dict(tcfg),
                 "history": result.history,
@@ -61,6 +68,7 @@ def ranking_model(
                 "best_valid": result.best_valid,
                 "retriever_version": champion_version(paths.artifacts),
             },
+            snapshot=timeline.snapshot(),
         )
         png = training_curves(result.history, path / "curves.png")
         manifest = read_manifest(root) or {"current": None, "latest": None, "versions": []}
@@ -73,7 +81,7 @@ def ranking_model(
             params={
                 **{f"ranker.{k}": v for k, v in cfg.to_dict().items()},
                 **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
-                "actions": ",".join(f"{a['name']}:{a['weight']}" for a in vocab),
+                "actions": ",".join(f"{a['name']}:{a['weight']}" for a in chosen),
                 "checkpoint": path.name,
             },
             artifacts=[path / "config.json", png],
@@ -86,6 +94,7 @@ def ranking_model(
             "valid_users": len(valid_set),
             "best_valid_ndcg@10": result.best_valid["ndcg@10"],
             "best_valid_hr@10": result.best_valid["hr@10"],
+            **{f"weight_{a['name']}": a["weight"] for a in chosen},
         }
         mlflow.log(
             context,
@@ -94,7 +103,7 @@ def ranking_model(
             params={
                 **{f"ranker.{k}": v for k, v in cfg.to_dict().items()},
                 **{f"train.{k}": v for k, v in train_config_dict(tcfg).items()},
-                "actions": ",".join(f"{a['name']}:{a['weight']}" for a in vocab),
+                "actions": ",".join(f"{a['name']}:{a['weight']}" for a in chosen),
                 "checkpoint": path.name,
             },
             artifacts=[path / "config.json", path / "ranker.pt", png],

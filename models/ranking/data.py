@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from models.progress import Progress
+from models.ranking.features import ItemTimeline, features_for
 from models.ranking.labels import mask_to_multihot
 from models.retrieval.data import build_eval_set, hash_buckets, load_catalog
 from models.retrieval.evaluation import item_vectors, user_vectors
@@ -188,8 +189,8 @@ def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: 
 
 # the latest H exposures with an action before each cut (NULL cut: all of them, for serving)
 HISTORY_SQL = """
-SELECT user_id, split, item_id, action_mask, pos FROM (
-    SELECT g.user_id, g.split, l.item_id, l.action_mask,
+SELECT user_id, split, item_id, action_mask, epoch(ts)::DOUBLE AS t, pos FROM (
+    SELECT g.user_id, g.split, l.item_id, l.action_mask, l.ts,
            row_number() OVER (PARTITION BY g.user_id, g.split ORDER BY l.ts DESC, l.item_id DESC) - 1 AS pos
     FROM history_groups g
     JOIN action_labels l ON l.user_id = g.user_id AND (g.cut_ts IS NULL OR l.ts < g.cut_ts)
@@ -199,11 +200,14 @@ WHERE pos < $h"""
 
 @dataclass
 class History:
-    """Left-padded histories, latest last: hashed items, multi-hot actions, validity."""
+    """Left-padded histories, latest last: hashed items, multi-hot actions, validity; the item
+    ids and the latest event's time feed the candidate features (models/ranking/features.py)."""
 
     item_hash: torch.Tensor  # (G, H, n_hashes)
     actions: torch.Tensor  # (G, H, A)
     valid: torch.Tensor  # (G, H) bool
+    item_ids: np.ndarray | None = None  # (G, H) object, "" = padding
+    last_t: np.ndarray | None = None  # (G,) seconds of the latest history event, NaN = none
 
 
 def load_histories(
@@ -227,10 +231,15 @@ def load_histories(
     valid = np.zeros((G, H), dtype=bool)
     col = H - 1 - h["pos"].to_numpy(dtype=np.int64)
     items[row, col], masks[row, col], valid[row, col] = h["item_id"].to_numpy(object), h["action_mask"].to_numpy(), True
+    last_t = np.full(G, np.nan)
+    latest = h["pos"].to_numpy() == 0
+    last_t[row[latest]] = h["t"].to_numpy(float)[latest]
     return History(
         hashed(items, n_hashes, item_buckets, valid),
         torch.as_tensor(mask_to_multihot(masks, n_actions)),
         torch.as_tensor(valid),
+        items,
+        last_t,
     )
 
 
@@ -258,6 +267,7 @@ class RankingSet:
     is_target: torch.Tensor  # (G, C) bool
     retrieved: torch.Tensor  # (G, C) bool
     retrieval_score: torch.Tensor  # (G, C) float, -inf where not retrieved
+    features: torch.Tensor | None = None  # (G, C, F) candidate features (models/ranking/features.py)
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -271,7 +281,13 @@ class RankingSet:
         return RankingSet(
             self.user_ids[r.numpy()],
             self.user_hash[r],
-            History(h.item_hash[r], h.actions[r], h.valid[r]),
+            History(
+                h.item_hash[r],
+                h.actions[r],
+                h.valid[r],
+                None if h.item_ids is None else h.item_ids[r.numpy()],
+                None if h.last_t is None else h.last_t[r.numpy()],
+            ),
             self.item_ids[r.numpy()],
             self.cand_hash[r],
             self.cand_valid[r],
@@ -279,11 +295,14 @@ class RankingSet:
             self.is_target[r],
             self.retrieved[r],
             self.retrieval_score[r],
+            None if self.features is None else self.features[r],
         )
 
 
-def load_ranking_set(con, split: str, cfg, users=None) -> RankingSet:
-    """The ranking_candidates rows of `split` as tensors for a RankerConfig `cfg`."""
+def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | None = None) -> RankingSet:
+    """The ranking_candidates rows of `split` as tensors for a RankerConfig `cfg`, with the
+    candidate features as of each user's cut when cfg.n_features (`timeline`: the item events,
+    read from the warehouse when not given)."""
     df = con.execute(
         "SELECT user_id, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts "
         "FROM ranking_candidates WHERE split = $s ORDER BY user_id, retrieved DESC, retrieval_rank, "
@@ -315,6 +334,12 @@ def load_ranking_set(con, split: str, cfg, users=None) -> RankingSet:
         con, groups, history_len=cfg.history_len, n_actions=A, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets
     )
     users = np.asarray(user_ids, dtype=object)
+    features = None
+    if getattr(cfg, "n_features", 0):
+        timeline = timeline or ItemTimeline.from_warehouse(con)
+        t = (groups["cut_ts"].astype("datetime64[us]").astype("int64") // 10**6).to_numpy(np.int64)
+        f = features_for(timeline, t, users, item_ids, valid, score, hist.item_ids, hist.valid.numpy(), hist.last_t)
+        features = torch.as_tensor(f)
     return RankingSet(
         users,
         torch.as_tensor(hash_buckets(users, cfg.n_hashes, cfg.user_buckets)),
@@ -326,4 +351,5 @@ def load_ranking_set(con, split: str, cfg, users=None) -> RankingSet:
         torch.as_tensor(target),
         torch.as_tensor(retrieved),
         torch.as_tensor(score),
+        features,
     )

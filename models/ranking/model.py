@@ -11,7 +11,10 @@ One sequence per (user, block of candidates):
 - candidate tokens: the hashed item id (no action: it has not happened) + a projection of the
   retriever's score for it (``use_retrieval_score``; Phoenix does not have this input, but our
   ranker learns from far fewer users than the retriever and starts from its order this way;
-  still a per-candidate input, so isolation holds).
+  still a per-candidate input, so isolation holds) + a projection of the candidate's features
+  (``n_features``, models/ranking/features.py: popularity and its trend, age, time since the
+  user's last event, content against the history, retrieval score and rank), standardised by
+  the train set's mean and deviation (buffers saved with the weights).
 
 The attention mask (``isolation_mask``, built once per shape and cached) is Phoenix's
 ``make_recsys_attn_mask``: causal over user + history; each candidate attends to user +
@@ -23,7 +26,9 @@ implies: the context never sees a candidate, so its keys and values are computed
 tested against the masked forward). Candidates are padded to a multiple of
 ``candidates_per_pass`` with an empty item, so one candidate's numbers are computed by the same
 kernels whatever its neighbours are (tested bit for bit). The final candidate states ->
-LayerNorm -> one logit per action.
+LayerNorm -> one logit per action, plus two direct paths that start at zero or at the
+retriever's order: ``skip * retrieval score`` and a small MLP over the features (its output
+layer zero-initialised), so an untrained ranker orders exactly as the retriever does.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.ranking.features import N_FEATURES
 from models.retrieval.towers import HashedIdEmbedding
 from models.settings import setting
 
@@ -56,6 +62,7 @@ class RankerConfig:
     )
     dropout: float = 0.1
     use_retrieval_score: bool = True  # the retriever's score as a candidate input and a direct path
+    n_features: int = N_FEATURES  # candidate features (models/ranking/features.py); 0 = none
     action_signs: tuple[float, ...] | None = None  # +1 / -1 per action (its weight's sign): how the
     # direct path starts, so an untrained ranker orders candidates exactly as the retriever does
 
@@ -153,6 +160,31 @@ class Ranker(nn.Module):
         nn.init.zeros_(self.heads.weight)
         signs = torch.tensor(cfg.action_signs if cfg.action_signs else [0.0] * cfg.n_actions, dtype=torch.float32)
         self.skip = nn.Parameter(5.0 * signs) if cfg.use_retrieval_score else None
+        F_ = cfg.n_features
+        self.feature_proj = nn.Linear(F_, D) if F_ else None
+        self.feature_head = (
+            nn.Sequential(nn.Linear(F_, cfg.ffn), nn.GELU(), nn.Linear(cfg.ffn, cfg.n_actions)) if F_ else None
+        )
+        if F_:
+            nn.init.zeros_(self.feature_head[-1].weight)
+            nn.init.zeros_(self.feature_head[-1].bias)
+        # the train set's feature mean and deviation (set_feature_scale), saved with the weights
+        self.register_buffer("feature_mean", torch.zeros(F_))
+        self.register_buffer("feature_std", torch.ones(F_))
+
+    @torch.no_grad()
+    def set_feature_scale(self, features: torch.Tensor, valid: torch.Tensor) -> None:
+        """Standardise features by their mean / deviation over valid slots: features (G, C, F), valid (G, C)."""
+        x = features[valid]  # (n, F)
+        if len(x):
+            self.feature_mean.copy_(x.mean(0))
+            self.feature_std.copy_(x.std(0, unbiased=False).clamp(min=1e-3))
+
+    def _features(self, cand_feat) -> torch.Tensor:
+        if cand_feat is None:
+            raise ValueError(f"this ranker reads {self.cfg.n_features} candidate features: pass cand_feat")
+        assert cand_feat.shape[-1] == self.cfg.n_features, cand_feat.shape
+        return (cand_feat.float() - self.feature_mean) / self.feature_std  # (B, C, F)
 
     def context_tokens(self, user_hash, hist_hash, hist_actions, hist_valid) -> torch.Tensor:
         B, H, _ = hist_hash.shape
@@ -163,20 +195,24 @@ class Ranker(nn.Module):
         h = h * hist_valid[..., None]  # (B, H, D): padding rows zeroed (and masked below)
         return torch.cat([u, h], dim=1)  # (B, 1 + H, D)
 
-    def _logits(self, c: torch.Tensor, cand_score) -> torch.Tensor:
+    def _logits(self, c: torch.Tensor, cand_score, cand_feat=None) -> torch.Tensor:
         out = self.heads(self.norm(c))  # (B, C, A)
         if self.skip is not None:
             sc = torch.where(torch.isfinite(cand_score), cand_score, 0.0).to(out.dtype)  # (B, C)
             out = out + sc[..., None] * self.skip  # (B, C, 1) * (A,) -> (B, C, A)
+        if self.feature_head is not None:
+            out = out + self.feature_head(self._features(cand_feat))  # (B, C, F) -> (B, C, A)
         return out
 
-    def candidate_tokens(self, cand_hash, cand_score) -> torch.Tensor:
+    def candidate_tokens(self, cand_hash, cand_score, cand_feat=None) -> torch.Tensor:
         c = self.item(cand_hash) + self.segment[2]  # (B, C, D)
         if self.score_proj is not None:
             if cand_score is None:
                 raise ValueError("this ranker reads the retriever's score of each candidate: pass cand_score")
             sc = torch.where(torch.isfinite(cand_score), cand_score, 0.0).to(c.dtype)  # padding: 0
             c = c + self.score_proj(sc[..., None])  # (B, C, 1) -> (B, C, D)
+        if self.feature_proj is not None:
+            c = c + self.feature_proj(self._features(cand_feat))  # (B, C, F) -> (B, C, D)
         return c
 
     def forward(
@@ -187,16 +223,18 @@ class Ranker(nn.Module):
         hist_valid: torch.Tensor,
         cand_hash: torch.Tensor,
         cand_score: torch.Tensor | None = None,
+        cand_feat: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One sequence per row through the isolation mask (training): user_hash (B, n_hashes);
         hist_hash (B, H, n_hashes); hist_actions (B, H, A) multi-hot; hist_valid (B, H) bool;
-        cand_hash (B, C, n_hashes); cand_score (B, C) retrieval scores -> (B, C, A) logits."""
+        cand_hash (B, C, n_hashes); cand_score (B, C) retrieval scores; cand_feat (B, C, F)
+        features -> (B, C, A) logits."""
         B, H, _ = hist_hash.shape
         C = cand_hash.shape[1]
         x = torch.cat(
             [
                 self.context_tokens(user_hash, hist_hash, hist_actions, hist_valid),
-                self.candidate_tokens(cand_hash, cand_score),
+                self.candidate_tokens(cand_hash, cand_score, cand_feat),
             ],
             dim=1,
         )  # (B, 1 + H + C, D)
@@ -206,7 +244,7 @@ class Ranker(nn.Module):
         mask = isolation_mask(1 + H, C)[None, None] & keys[:, None, None, :]  # (B, 1, T, T)
         for block in self.blocks:
             x = block(x, mask)
-        return self._logits(x[:, 1 + H :], cand_score)  # (B, C, A)
+        return self._logits(x[:, 1 + H :], cand_score, cand_feat)  # (B, C, A)
 
     def encode_context(self, user_hash, hist_hash, hist_actions, hist_valid) -> tuple[list, torch.Tensor]:
         """Per layer, the context's keys and values (it never attends to a candidate, so they do
@@ -221,13 +259,15 @@ class Ranker(nn.Module):
             kv.append((k, v))
         return kv, valid
 
-    def score_with_context(self, kv: list, valid: torch.Tensor, cand_hash, cand_score=None) -> torch.Tensor:
+    def score_with_context(
+        self, kv: list, valid: torch.Tensor, cand_hash, cand_score=None, cand_feat=None
+    ) -> torch.Tensor:
         """(B, C, A) logits of candidates against encode_context's output: the same numbers as
         forward (isolation mask rows), without recomputing the context per block of candidates."""
-        c = self.candidate_tokens(cand_hash, cand_score)  # (B, C, D)
+        c = self.candidate_tokens(cand_hash, cand_score, cand_feat)  # (B, C, D)
         for block, (k, v) in zip(self.blocks, kv):
             c = block.candidates(c, k, v, valid)
-        return self._logits(c, cand_score)
+        return self._logits(c, cand_score, cand_feat)
 
 
 def weighted_score(probs: torch.Tensor, weights: torch.Tensor, offset: float = 1e-3) -> torch.Tensor:
@@ -250,6 +290,7 @@ def score_candidates(
     hist_valid: torch.Tensor,
     cand_hash: torch.Tensor,
     cand_score: torch.Tensor | None = None,
+    cand_feat: torch.Tensor | None = None,
     max_sequences: int = 2048,
 ) -> torch.Tensor:
     """(G, C, A) action probabilities for C candidates of each of G users, eval mode. Each
@@ -263,11 +304,20 @@ def score_candidates(
     cand_hash = torch.cat([cand_hash, torch.zeros(G, nb * P - C, nh, dtype=cand_hash.dtype)], dim=1)  # (G, nb * P, nh)
     if cand_score is not None:
         cand_score = torch.cat([cand_score.float(), torch.zeros(G, nb * P - C)], dim=1)  # (G, nb * P)
+    if cand_feat is not None:
+        pad = torch.zeros(G, nb * P - C, cand_feat.shape[-1])
+        cand_feat = torch.cat([cand_feat.float(), pad], dim=1)  # (G, nb * P, F)
     out = []
     users = max(1, max_sequences // nb)
     for s in range(0, G, users):
         e = min(G, s + users)
         kv, valid = model.encode_context(user_hash[s:e], hist_hash[s:e], hist_actions[s:e], hist_valid[s:e])
-        logits = model.score_with_context(kv, valid, cand_hash[s:e], None if cand_score is None else cand_score[s:e])
+        logits = model.score_with_context(
+            kv,
+            valid,
+            cand_hash[s:e],
+            None if cand_score is None else cand_score[s:e],
+            None if cand_feat is None else cand_feat[s:e],
+        )
         out.append(torch.sigmoid(logits))  # (b, nb * P, A)
     return torch.cat(out)[:, :C]

@@ -13,6 +13,12 @@
 
 A candidate's numbers depend only on the user, the history and itself (candidate isolation),
 never on the other candidates passed in. History beyond cfg.history_len keeps the latest.
+
+Candidate features (models/ranking/features.py) come from the checkpoint's item snapshot
+(item_features.npz: every item's popularity, trend, first event and content as of the last
+event the ranker's data held), taken at that time: a served ranker never opens the warehouse.
+`rank(..., last_event_t=...)` gives the user's latest event time (epoch seconds) when known;
+without it the gap feature reads 0 (the user just acted, true of a session's recent items).
 Scoring is pure torch on the calling thread; set torch.set_num_threads(1) for one request at
 a time (200 candidates: see benchmarks/bench_ranking.py for the latency).
 
@@ -37,7 +43,8 @@ import torch
 
 from models import artifacts as _artifacts
 from models.artifacts import Layout
-from models.ranking.data import hashed, load_histories
+from models.ranking.data import History, hashed, load_histories
+from models.ranking.features import FEATURE_FILE, ItemSnapshot, features_for
 from models.ranking.labels import mask_to_multihot
 from models.ranking.model import Ranker, RankerConfig, score_candidates, weighted_score
 from models.retrieval.data import hash_buckets
@@ -72,6 +79,31 @@ class LoadedRanker:
         self.weights = torch.tensor([a["weight"] for a in self.meta["actions"]], dtype=torch.float32)
         self.offset = float(self.meta.get("negative_offset", 1e-3))
         self._item_hashes: dict[str, np.ndarray] = {}  # item id -> its buckets: hashing is most of a request
+        self.snapshot = ItemSnapshot.load(path / FEATURE_FILE) if self.cfg.n_features else None
+
+    def features(
+        self, user_ids, cand_ids: np.ndarray, cand_valid: np.ndarray, retrieval_scores, history
+    ) -> torch.Tensor | None:
+        """(G, C, F) candidate features from the item snapshot, at the snapshot's time."""
+        if self.snapshot is None:
+            return None
+        G = len(cand_ids)
+        last_t = history.last_t if history.last_t is not None else np.full(G, np.nan)
+        hist_ids = history.item_ids if history.item_ids is not None else np.full(history.valid.shape, "", dtype=object)
+        valid = np.asarray(cand_valid, dtype=bool)
+        return torch.as_tensor(
+            features_for(
+                self.snapshot,
+                np.full(G, self.snapshot.t, dtype=np.int64),
+                np.asarray(user_ids, dtype=object),
+                cand_ids,
+                valid,
+                np.where(valid, np.asarray(retrieval_scores, dtype=np.float64), -np.inf),
+                hist_ids,
+                history.valid.numpy(),
+                last_t,
+            )
+        )
 
     def item_hashes(self, ids) -> torch.Tensor:
         """(n,) item ids -> (n, n_hashes) buckets, remembered (up to 1M ids) across requests."""
@@ -104,11 +136,24 @@ class LoadedRanker:
         cand_valid: np.ndarray,
         retrieval_scores,
         cand_hash: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        user_ids=None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(G, C) candidate ids and retrieval scores -> ((G, C, A) probabilities, (G, C) weighted scores)."""
+        """(G, C) candidate ids and retrieval scores -> ((G, C, A) probabilities, (G, C) weighted
+        scores). `features` (G, C, F): computed by the caller (offline, as of each user's cut);
+        by default from the item snapshot (serving; `user_ids` (G,) take each user's own pairs out
+        of the co-occurrences, as offline)."""
         c = self.cfg
         if cand_hash is None:
             cand_hash = hashed(cand_ids, c.n_hashes, c.item_buckets, cand_valid)
+        if features is None and c.n_features:
+            features = self.features(
+                np.full(len(cand_ids), "", dtype=object) if user_ids is None else user_ids,
+                cand_ids,
+                cand_valid,
+                retrieval_scores,
+                history,
+            )
         probs = score_candidates(
             self.model,
             user_hash,
@@ -117,10 +162,13 @@ class LoadedRanker:
             history.valid,
             cand_hash,
             torch.as_tensor(np.asarray(retrieval_scores, dtype=np.float32)),
+            features,
         )
         return probs, weighted_score(probs, self.weights, self.offset)
 
-    def rank(self, user_id: str, history_items, history_actions, candidate_ids, retrieval_scores) -> RankResult:
+    def rank(
+        self, user_id: str, history_items, history_actions, candidate_ids, retrieval_scores, last_event_t=None
+    ) -> RankResult:
         c = self.cfg
         if len(retrieval_scores) != len(candidate_ids):
             raise ValueError(
@@ -138,12 +186,17 @@ class LoadedRanker:
         hh = torch.zeros(1, H, c.n_hashes, dtype=torch.long)
         hm = np.zeros((1, H), dtype=np.int64)
         hv = np.zeros((1, H), dtype=bool)
+        hi = np.full((1, H), "", dtype=object)
         if items:
             hh[0, H - len(items) :] = self.item_hashes(items)
-            hm[0, H - len(items) :], hv[0, H - len(items) :] = masks, True
-        from models.ranking.data import History
-
-        history = History(hh, torch.as_tensor(mask_to_multihot(hm, len(self.actions))), torch.as_tensor(hv))
+            hm[0, H - len(items) :], hv[0, H - len(items) :], hi[0, H - len(items) :] = masks, True, items
+        history = History(
+            hh,
+            torch.as_tensor(mask_to_multihot(hm, len(self.actions))),
+            torch.as_tensor(hv),
+            hi,
+            np.array([np.nan if last_event_t is None else float(last_event_t)]),
+        )
         cands = np.asarray([list(candidate_ids)], dtype=object)
         uh = torch.as_tensor(hash_buckets(np.asarray([user_id], dtype=object), c.n_hashes, c.user_buckets))
         rs = np.asarray(retrieval_scores, dtype=np.float32)
@@ -154,6 +207,7 @@ class LoadedRanker:
             np.ones(cands.shape, dtype=bool),
             rs[None, :],
             self.item_hashes(list(candidate_ids))[None],
+            user_ids=np.array([user_id], dtype=object),
         )
         order = np.lexsort((-rs, -score[0].numpy()))  # ties: retrieval order
         return RankResult(
@@ -192,7 +246,9 @@ def rank_users(con, retriever, ranker: LoadedRanker, user_ids: list[str], n_cand
         item_buckets=c.item_buckets,
     )
     uh = torch.as_tensor(hash_buckets(np.asarray(known, dtype=object), c.n_hashes, c.user_buckets))
-    probs, score = ranker.score(uh, history, cand, valid, np.where(valid, D, 0.0))
+    probs, score = ranker.score(
+        uh, history, cand, valid, np.where(valid, D, 0.0), user_ids=np.asarray(known, dtype=object)
+    )
     s = torch.where(torch.as_tensor(valid), score, torch.tensor(-torch.inf)).numpy()
     kk = min(k, cand.shape[1])
     order = np.argsort(-s, axis=1, kind="stable")[:, :kk]  # ties keep the retrieval order

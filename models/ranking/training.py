@@ -1,13 +1,21 @@
-"""Training the ranker: per-action binary cross-entropy on candidate blocks, early stopping on
-the valid NDCG@10 of the weighted score, seeded; checkpoints as state dicts.
+"""Training the ranker: per-action binary cross-entropy plus a listwise loss over each user's
+retrieved candidates, early stopping on the valid NDCG@10 of the weighted score with action
+weights chosen on valid, seeded; checkpoints as state dicts.
 
-Each step takes `batch_size` users of the train split and draws cfg.candidates_per_pass of each
-user's candidates: candidates with an action in the label window first (at most half the
-block), then retrieved-but-not-engaged ones and exposures without an action at random.
+Each step takes `batch_size` users of the train split with their whole candidate list (the
+retrieved ones and the label-window exposures retrieval missed). BCE runs over every candidate
+(each head is P(action), Phoenix's reading); the listwise term (``listwise_loss``) scores, per
+action, each candidate with the action against the user's retrieved candidates without it (a
+softmax over the list, the objective of leave-last-out NDCG, where one held-out item competes
+with the rest of the list). After each epoch the action weights of the weighted score are
+picked on the valid sample from a grid of multiples of the vocabulary's weights (signs kept),
+for the figure the blocking check measures (valid NDCG@10); the best epoch's weights and
+weights are kept, and the chosen weights are the ones the checkpoint serves with.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -21,6 +29,7 @@ import torch.nn.functional as F
 from models.artifacts import atomic_folder
 from models.progress import Progress
 from models.ranking.evaluation import order_metrics
+from models.ranking.features import FEATURE_FILE, ItemSnapshot
 from models.ranking.model import Ranker, RankerConfig, score_candidates, weighted_score
 from models.settings import setting
 
@@ -30,9 +39,8 @@ class RankerTrainConfig:
     epochs: int = setting(
         8, "Upper bound; early stopping on the valid NDCG@10 of the weighted score usually ends sooner."
     )
-    batch_size: int = setting(32, "Users per step, each with one block of candidates_per_pass candidates.")
-    min_steps: int = 20  # steps per epoch at least: on small data an epoch passes over the users
-    # several times, each pass drawing other candidates of theirs (a block holds 32 of ~200)
+    batch_size: int = setting(32, "Users per step, each with the whole candidate list.")
+    min_steps: int = 20  # steps per epoch at least: on small data an epoch passes over the users more than once
     lr: float = setting(3e-3, "AdamW learning rate.")
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
@@ -45,6 +53,27 @@ class RankerTrainConfig:
     seed: int = setting(0, "Seeds sampling and initialisation.")
     max_minutes: float = setting(0.0, "Training budget (0 = none).")
     max_steps: int | None = None  # tests, smoke runs
+    listwise: float = setting(
+        1.0,
+        "Weight of the listwise loss (softmax over each user's retrieved candidates) next to "
+        "per-action BCE; 0 = pointwise BCE only.",
+        ge=0,
+    )
+    listwise_positives: str = setting(
+        "next",
+        "Positives of the listwise loss: next (the label window's first item, what valid/test "
+        "hold out: the objective the blocking check measures) or window (every candidate with "
+        "the action in the window).",
+    )
+    choose_weights: bool = setting(
+        True,
+        "Pick the weighted score's action weights on valid NDCG@10 (multiples 0, 1, 2 of each "
+        "vocabulary weight); False keeps the vocabulary's weights.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.listwise_positives not in ("window", "next"):
+            raise ValueError(f"listwise_positives must be window or next, got {self.listwise_positives!r}")
 
 
 @dataclass
@@ -54,30 +83,31 @@ class RankerTrainResult:
     best_valid: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     stopped_by: str = "epochs"
+    weights: list[float] = field(default_factory=list)  # the weighted score's action weights (chosen on valid)
 
 
-def sample_block(rs, rows: torch.Tensor, P: int, gen: torch.Generator) -> torch.Tensor:
-    """(b, P) candidate slots for `rows`: labelled first (at most P // 2), the rest at random."""
-    valid = rs.cand_valid[rows]  # (b, C)
-    labelled = (rs.labels[rows].sum(-1) > 0) & valid  # (b, C)
-    n_lab = labelled.sum(1, keepdim=True).clamp(min=1)  # (b, 1)
-    keep_lab = torch.rand(valid.shape, generator=gen) < (P // 2) / n_lab  # cap labelled at ~P/2 on average
-    key = torch.rand(valid.shape, generator=gen) + 2.0 * (labelled & keep_lab) - 4.0 * ~valid
-    C = valid.shape[1]
-    if C < P:  # fewer candidates than slots: every one, the rest padding (index C = a padding column)
-        return torch.cat([torch.argsort(key, dim=1, descending=True), torch.full((len(rows), P - C), C)], dim=1)
-    return torch.topk(key, P, dim=1).indices
+WEIGHT_MULTIPLES = (0.0, 1.0, 2.0)  # the grid choose_weights searches, per action
 
 
-def _gather(x: torch.Tensor, idx: torch.Tensor, fill) -> torch.Tensor:
-    """x (b, C, ...) gathered at idx (b, P); idx == C gives `fill`."""
-    pad = torch.full((x.shape[0], 1, *x.shape[2:]), fill, dtype=x.dtype)
-    xp = torch.cat([x, pad], dim=1)
-    return xp[torch.arange(len(idx))[:, None], idx]
+def listwise_loss(logits: torch.Tensor, positives: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per (user, action): each positive candidate against the user's valid candidates without
+    the action, -log softmax over {itself} + those negatives, averaged over the positives; then
+    averaged over (user, action) pairs with at least one positive and one negative.
+    logits (B, C, A), positives (B, C, A) bool, valid (B, C) bool -> a scalar."""
+    assert logits.shape == positives.shape and valid.shape == logits.shape[:2], (logits.shape, valid.shape)
+    pos = positives & valid[..., None]  # (B, C, A)
+    neg = ~positives & valid[..., None]
+    neg_lse = torch.logsumexp(logits.masked_fill(~neg, -torch.inf), dim=1)  # (B, A)
+    # -log(e^l / (e^l + e^neg_lse)) = softplus(neg_lse - l)
+    per = torch.where(pos, F.softplus(neg_lse[:, None, :] - logits), 0.0)  # (B, C, A)
+    n_pos = pos.sum(1)  # (B, A)
+    has = (n_pos > 0) & neg.any(1)  # (B, A)
+    per_pair = per.sum(1) / n_pos.clamp(min=1)  # (B, A)
+    return torch.where(has, per_pair, 0.0).sum() / has.sum().clamp(min=1)
 
 
-def valid_ndcg(model: Ranker, vs, weights: torch.Tensor) -> dict:
-    probs = score_candidates(
+def valid_probs(model: Ranker, vs) -> torch.Tensor:
+    return score_candidates(
         model,
         vs.user_hash,
         vs.history.item_hash,
@@ -85,8 +115,45 @@ def valid_ndcg(model: Ranker, vs, weights: torch.Tensor) -> dict:
         vs.history.valid,
         vs.cand_hash,
         vs.retrieval_score,
+        vs.features,
     )
-    return order_metrics(weighted_score(probs, weights), vs.is_target, vs.cand_valid & vs.retrieved)
+
+
+def choose_weights(probs: torch.Tensor, vs, base: torch.Tensor, search: bool = True) -> tuple[torch.Tensor, dict]:
+    """The action weights (multiples WEIGHT_MULTIPLES of `base`, signs kept, not all zero) whose
+    weighted score gives the best NDCG@10 over vs's retrieved lists; ties keep the earliest in
+    grid order, which starts at `base` itself. probs (G, C, A) -> (weights (A,), metrics)."""
+    valid = vs.cand_valid & vs.retrieved
+    grid = [base]
+    if search:
+        grid += [
+            base * torch.tensor(m, dtype=base.dtype)
+            for m in itertools.product(WEIGHT_MULTIPLES, repeat=len(base))
+            if any(m) and any(x != 1.0 for x in m)
+        ]
+    best_w, best = base, None
+    for w in grid:
+        m = order_metrics(weighted_score(probs, w), vs.is_target, valid)
+        if best is None or m["ndcg@10"] > best["ndcg@10"]:
+            best_w, best = w, m
+    return best_w, best
+
+
+def _batch(rs, rows: torch.Tensor) -> dict:
+    """The whole candidate lists of `rows`, cut to the longest one among them."""
+    C = int(rs.cand_valid[rows].sum(1).max())
+    h = rs.history
+    return {
+        "user_hash": rs.user_hash[rows],
+        "hist": (h.item_hash[rows], h.actions[rows], h.valid[rows]),
+        "cand": rs.cand_hash[rows, :C],
+        "score": torch.where(torch.isfinite(rs.retrieval_score[rows, :C]), rs.retrieval_score[rows, :C], 0.0),
+        "feat": None if rs.features is None else rs.features[rows, :C],
+        "labels": rs.labels[rows, :C],
+        "valid": rs.cand_valid[rows, :C],
+        "retrieved": rs.cand_valid[rows, :C] & rs.retrieved[rows, :C],
+        "target": rs.is_target[rows, :C],
+    }
 
 
 def train_ranker(
@@ -97,12 +164,13 @@ def train_ranker(
     valid_set = valid_set.sample(tcfg.valid_users, tcfg.seed)
     model = Ranker(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    P = cfg.candidates_per_pass
     G = len(train_set)
     steps_per_epoch = max(tcfg.min_steps, math.ceil(G / tcfg.batch_size))
     # epoch 0: the untrained ranker, which orders as the retriever does; training must beat it
-    start = valid_ndcg(model, valid_set, weights)
-    best, best_epoch, bad, best_valid = start["ndcg@10"], 0, 0, start
+    if train_set.features is not None:
+        model.set_feature_scale(train_set.features, train_set.cand_valid)
+    start_w, start = choose_weights(valid_probs(model, valid_set), valid_set, weights, search=False)
+    best, best_epoch, bad, best_valid, best_weights = start["ndcg@10"], 0, 0, start, start_w
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     history = [
         {
@@ -124,16 +192,17 @@ def train_ranker(
         total, n, e0 = 0.0, 0, time.perf_counter()
         for step in range(steps_per_epoch):
             rows = order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]
-            idx = sample_block(train_set, rows, P, gen)  # (b, P)
-            cand = _gather(train_set.cand_hash[rows], idx, 0)  # (b, P, n_hashes)
-            labels = _gather(train_set.labels[rows], idx, 0.0)  # (b, P, A)
-            ok = _gather(train_set.cand_valid[rows], idx, False)  # (b, P)
-            rscore = _gather(train_set.retrieval_score[rows], idx, 0.0)  # (b, P)
-            h = train_set.history
-            logits = model(train_set.user_hash[rows], h.item_hash[rows], h.actions[rows], h.valid[rows], cand, rscore)
+            b = _batch(train_set, rows)
+            logits = model(b["user_hash"], *b["hist"], b["cand"], b["score"], b["feat"])  # (b, C, A)
+            ok = b["valid"]
             loss = (
-                F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1) * ok
+                F.binary_cross_entropy_with_logits(logits, b["labels"], reduction="none").mean(-1) * ok
             ).sum() / ok.sum().clamp(min=1)
+            if tcfg.listwise:
+                positives = b["labels"] > 0  # (b, C, A)
+                if tcfg.listwise_positives == "next":
+                    positives = positives & b["target"][..., None]
+                loss = loss + tcfg.listwise * listwise_loss(logits, positives, b["retrieved"])
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"ranker loss is {loss.item()} at epoch {epoch}, step {steps}: lower the learning rate"
@@ -148,7 +217,7 @@ def train_ranker(
                 stopped_by = "max_steps"
                 break
         train_seconds = time.perf_counter() - e0
-        metrics = valid_ndcg(model, valid_set, weights)
+        chosen, metrics = choose_weights(valid_probs(model, valid_set), valid_set, weights, tcfg.choose_weights)
         history.append(
             {
                 "epoch": epoch,
@@ -166,7 +235,7 @@ def train_ranker(
         if metrics["ndcg@10"] > best:
             best, best_epoch, bad = metrics["ndcg@10"], epoch, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            best_valid = metrics
+            best_valid, best_weights = metrics, chosen
         else:
             bad += 1
         if stopped_by == "max_steps":
@@ -179,14 +248,21 @@ def train_ranker(
             break
     model.load_state_dict(best_state)
     model.eval()
-    return RankerTrainResult(model, best_epoch, best_valid, history, stopped_by)
+    return RankerTrainResult(model, best_epoch, best_valid, history, stopped_by, best_weights.tolist())
 
 
-def save_ranker(root: Path, model: Ranker, meta: dict, version: str | None = None) -> Path:
-    """artifacts/ranking/<version>/ranker.pt (state dict) + config.json, written atomically."""
+def save_ranker(
+    root: Path, model: Ranker, meta: dict, version: str | None = None, snapshot: ItemSnapshot | None = None
+) -> Path:
+    """artifacts/ranking/<version>/ranker.pt (state dict) + config.json (+ the item snapshot the
+    features are served from, item_features.npz, for a ranker with features), written atomically."""
+    if model.cfg.n_features and snapshot is None:
+        raise ValueError("this ranker reads candidate features: pass the item snapshot it serves with")
     version = version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     with atomic_folder(root, version) as tmp:
         torch.save({"model": model.state_dict()}, tmp / "ranker.pt")
+        if snapshot is not None:
+            snapshot.save(tmp / FEATURE_FILE)
         meta = {
             "version": version,
             "ranker": model.cfg.to_dict(),
