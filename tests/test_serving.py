@@ -450,6 +450,7 @@ def test_rank_true_runs_the_promoted_ranker_once_one_is_promoted(home, server):
     import torch
 
     from models.artifacts import write_manifest
+    from models.ranking.features import ItemTimeline
     from models.ranking.model import Ranker, RankerConfig
     from models.ranking.training import save_ranker
 
@@ -467,7 +468,10 @@ def test_rank_true_runs_the_promoted_ranker_once_one_is_promoted(home, server):
         {"name": "not_interested", "weight": -5.0, "definition": "not_interested"},
     ]
     root = home / "artifacts" / "ranking"
-    path = save_ranker(root, model, {"actions": vocab})
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    snapshot = ItemTimeline.from_warehouse(con).snapshot()  # the features the service reads
+    con.close()
+    path = save_ranker(root, model, {"actions": vocab}, snapshot=snapshot)
     try:
         write_manifest(root, {"current": path.name, "latest": path.name, "versions": [path.name]})
         deadline = time.time() + 60
