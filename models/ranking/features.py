@@ -262,9 +262,7 @@ class CoOccurrence:
         )
         return cls(pd.Index(z["cooc_users"].astype(object)), X, z["cooc_inv_sqrt"])
 
-    def scores(
-        self, user_ids, hist_pos: np.ndarray, hist_valid: np.ndarray, cand_pos: np.ndarray, chunk: int = 256
-    ) -> np.ndarray:
+    def scores(self, user_ids, hist_pos: np.ndarray, hist_valid: np.ndarray, cand_pos: np.ndarray) -> np.ndarray:
         """(G, C, len(COOC_LAST)): per user and candidate, log1p of sum over the latest k history
         items h of cos(h, c) = users(h and c) / sqrt(users(h) users(c)), the user's own pairs
         taken out. hist_pos / cand_pos: item positions (G, H) / (G, C), -1 = none."""
@@ -274,6 +272,7 @@ class CoOccurrence:
         out = np.zeros((G, C, len(COOC_LAST)), dtype=np.float32)
         urow = self.users.get_indexer(pd.Series(np.asarray(user_ids, dtype=object), dtype=object))
         XT = self.X.T.tocsr()
+        chunk = max(1, min(256, (1 << 24) // max(N, 1)))  # users per dense (chunk, N) block: <= 64 MB
         for s in range(0, G, chunk):
             e = min(G, s + chunk)
             g = np.arange(s, e)
