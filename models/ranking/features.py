@@ -232,6 +232,9 @@ class CoOccurrence:
     X: sp.csr_matrix  # (U, N) 0/1
     inv_sqrt: np.ndarray  # (N,) 1 / sqrt(users per item), 0 for none
 
+    def __post_init__(self) -> None:
+        self.XT = self.X.T.tocsr()  # (N, U): built once, not per request
+
     @classmethod
     def build(cls, items: pd.Index, user_ids: np.ndarray, item_ids: np.ndarray) -> "CoOccurrence":
         users = pd.Index(sorted(set(user_ids)))
@@ -271,7 +274,7 @@ class CoOccurrence:
         N = self.X.shape[1]
         out = np.zeros((G, C, len(COOC_LAST)), dtype=np.float32)
         urow = self.users.get_indexer(pd.Series(np.asarray(user_ids, dtype=object), dtype=object))
-        XT = self.X.T.tocsr()
+        XT = self.XT
         chunk = max(1, min(256, (1 << 24) // max(N, 1)))  # users per dense (chunk, N) block: <= 64 MB
         for s in range(0, G, chunk):
             e = min(G, s + chunk)
