@@ -96,10 +96,20 @@ class ItemContent:
         year = pd.to_numeric(items["year"], errors="coerce").to_numpy(float)
         return cls(pd.Index(items["item_id"].astype(object)), year, m)
 
+    def __post_init__(self) -> None:
+        # id -> position as a dict: a served request looks up ~230 ids, where an index lookup costs more
+        self._pos = {k: i for i, k in enumerate(self.index)}
+
+    def positions(self, ids) -> np.ndarray:
+        """ids (...,) -> positions in the content (-1 unknown), same shape."""
+        flat = np.asarray(ids, dtype=object).ravel()
+        get = self._pos.get
+        return np.fromiter((get(k, -1) for k in flat), dtype=np.int64, count=len(flat)).reshape(np.shape(ids))
+
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ids (...,) -> positions (-1 unknown), years (NaN unknown), categories (..., K)."""
         flat = np.asarray(ids, dtype=object).ravel()
-        pos = self.index.get_indexer(pd.Series(flat, dtype=object))
+        pos = self.positions(flat)
         year = np.where(pos >= 0, self.year[pos], np.nan)
         cats = np.where((pos >= 0)[:, None], self.categories[pos], False)
         shape = np.shape(ids)
@@ -234,6 +244,7 @@ class CoOccurrence:
 
     def __post_init__(self) -> None:
         self.XT = self.X.T.tocsr()  # (N, U): built once, not per request
+        self._row = {u: i for i, u in enumerate(self.users)}
 
     @classmethod
     def build(cls, items: pd.Index, user_ids: np.ndarray, item_ids: np.ndarray) -> "CoOccurrence":
@@ -273,7 +284,7 @@ class CoOccurrence:
         C = cand_pos.shape[1]
         N = self.X.shape[1]
         out = np.zeros((G, C, len(COOC_LAST)), dtype=np.float32)
-        urow = self.users.get_indexer(pd.Series(np.asarray(user_ids, dtype=object), dtype=object))
+        urow = np.fromiter((self._row.get(u, -1) for u in np.asarray(user_ids, dtype=object)), np.int64, G)
         XT = self.XT
         chunk = max(1, min(256, (1 << 24) // max(N, 1)))  # users per dense (chunk, N) block: <= 64 MB
         for s in range(0, G, chunk):
@@ -368,9 +379,7 @@ def features_for(
     counts = source.counts(cand_ids, t) if isinstance(source, ItemTimeline) else source.counts(cand_ids)
     if source.cooc is None:
         raise ValueError("the item features hold no co-occurrences: build them with ItemTimeline.from_warehouse")
-    pos = lambda ids: source.content.index.get_indexer(
-        pd.Series(np.asarray(ids, dtype=object).ravel(), dtype=object)
-    ).reshape(np.shape(ids))  # noqa: E731
+    pos = source.content.positions
     hv = np.asarray(hist_valid, dtype=bool)
     cooc = source.cooc.scores(user_ids, np.where(hv, pos(hist_ids), -1), hv, np.where(cand_valid, pos(cand_ids), -1))
     return candidate_features(counts, t, retrieval_score, cand_valid, hist_ids, hv, last_t, source.content, cooc)
