@@ -9,8 +9,9 @@ action, each candidate with the action against the user's retrieved candidates w
 softmax over the list, the objective of leave-last-out NDCG, where one held-out item competes
 with the rest of the list). After each epoch the action weights of the weighted score are
 picked on the valid sample from a grid of multiples of the vocabulary's weights (signs kept),
-for the figure the blocking check measures (valid NDCG@10); the best epoch's weights and
-weights are kept, and the chosen weights are the ones the checkpoint serves with.
+for the figure the promotion check ranking_beats_retrieval_on_valid_ndcg measures (valid
+NDCG@10); the best epoch's model and action weights are kept, and the chosen action weights are
+the ones the checkpoint serves with.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class RankerTrainConfig:
     listwise_positives: str = setting(
         "next",
         "Positives of the listwise loss: next (the label window's first item, what valid/test "
-        "hold out: the objective the blocking check measures) or window (every candidate with "
+        "hold out: the objective the promotion check measures) or window (every candidate with "
         "the action in the window).",
     )
     choose_weights: bool = setting(
