@@ -380,7 +380,7 @@ def test_promoted_ranker_registers_only_a_ranker_that_beats_retrieval_order(tmp_
     # a ranker that does not beat retrieval order is never promoted: the champion stays
     bad = _evaluated_ranker(root, ranked=0.10, retrieval=0.20)
     result = dg.materialize([promoted_ranker], resources=resources, raise_on_error=False)
-    assert not result.success
+    assert result.success  # losing to what serves is a recorded outcome, not a failed run
     manifest = ranker_manifest(tmp_path / "artifacts")
     assert (manifest["latest"], manifest["current"]) == (bad, good)
     assert client.get_model_version_by_alias("towerflow-ranker", "champion").version == champion.version
