@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.retrieval.losses import bpr, info_nce
+from models.retrieval.losses import bpr, full_softmax, info_nce
 
 
 def _ce(logits: list[float], target: int) -> float:
@@ -68,6 +68,14 @@ def test_shared_extra_negatives_mask_the_rows_own_positive():
     own = info_nce(U, V, torch.tensor([10, 11]), temperature=1.0, v_extra=v_extra, extra_ids=torch.tensor([10]))
     # for row 0 the extra column is its own item (masked); for row 1 it is a real negative (logit 0)
     assert own.item() == pytest.approx((_ce([1, 0], 0) + _ce([0, 1, 0], 1)) / 2, rel=1e-6)
+
+
+def test_full_softmax_scores_each_row_against_every_catalog_item():
+    # three catalog items e0, e1 and (e0 + e1) / |.|; row 0 targets item 0, row 1 targets item 2
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    loss = full_softmax(U, items, torch.tensor([0, 2]), temperature=0.5)
+    expected = (_ce([2.0, 0.0, 1.2], 0) + _ce([0.0, 2.0, 1.6], 2)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_bpr_value():

@@ -17,7 +17,15 @@ from models.retrieval.data import load_from_warehouse
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from models.sources.synthetic import generate
 from models.retrieval.towers import TowerConfig
-from models.retrieval.training import TrainConfig, TrainingDiverged, config_dict, train
+from models.retrieval.towers import TwoTower
+from models.retrieval.training import (
+    TrainConfig,
+    TrainingDiverged,
+    config_dict,
+    full_catalog,
+    train,
+    train_step,
+)
 from models.splits.warehouse import default_warehouse_params
 from models.splits.warehouse import build_warehouse
 
@@ -48,16 +56,32 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "encoder,recency", [("mean", False), ("mean", True), ("attention", True), ("transformer", False)]
+    "encoder,recency,full_catalog_items",
+    # 300 items: the default threshold trains over the whole catalog; 0 forces sampled negatives
+    [
+        ("mean", False, 50_000),
+        ("mean", True, 50_000),
+        ("mean", True, 0),
+        ("attention", True, 50_000),
+        ("transformer", False, 50_000),
+        ("transformer", False, 0),
+    ],
 )
-def test_loss_falls_and_the_model_beats_popularity(data, encoder, recency):
+def test_loss_falls_and_the_model_beats_popularity(data, encoder, recency, full_catalog_items):
     d, tower, _ = data
     tower = TowerConfig(**{**tower.to_dict(), "encoder": encoder, "recency": recency})
     res = train(
         d.catalog,
         d.train,
         tower,
-        TrainConfig(epochs=4, batch_size=256, lr=5e-3, patience=4, extra_negatives=32),
+        TrainConfig(
+            epochs=4,
+            batch_size=256,
+            lr=5e-3,
+            patience=4,
+            extra_negatives=32,
+            full_catalog_items=full_catalog_items,
+        ),
         valid=d.valid,
         log=lambda m: None,
     )
@@ -87,6 +111,57 @@ def test_recency_weights_can_put_all_weight_on_the_latest_item():
     captured.clear()
     tower(torch.ones(2, 2, dtype=torch.long), items, mask)
     assert torch.allclose(captured["pooled"], torch.stack([items[0].mean(0), items[1, 1:].mean(0)]))
+
+
+def test_one_rule_picks_the_full_catalog_up_to_its_threshold():
+    assert full_catalog(TrainConfig(full_catalog_items=300), 300)
+    assert not full_catalog(TrainConfig(full_catalog_items=299), 300)
+    assert not full_catalog(TrainConfig(full_catalog_items=0), 1)  # 0: always sampled
+    assert not full_catalog(TrainConfig(loss="bpr"), 300)
+
+
+def test_full_catalog_step_is_the_cross_entropy_over_every_item(data):
+    """train_step's loss on the full-catalog path is the softmax over all items, computed here
+    from the towers directly (dropout and id dropout off, so both sides see the same vectors)."""
+    d, tower, _ = data
+    tower = TowerConfig(**{**tower.to_dict(), "id_dropout": 0.0, "dropout": 0.0})
+    cfg = TrainConfig(content_alignment=0.0, temperature=0.1)
+    model = TwoTower(tower)
+    rows = torch.arange(64)
+    log_q = torch.zeros(len(d.catalog))
+    loss = train_step(model, d.catalog, d.train, rows, cfg, log_q, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        u = model.users(d.catalog, d.train.user_hash[d.train.user[rows]], d.train.history[rows])  # (64, D)
+        v = model.item(d.catalog.features(torch.arange(len(d.catalog))))  # (N, D)
+        expected = torch.nn.functional.cross_entropy(u @ v.T / 0.1, d.train.target[rows])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_transformer_states_are_causal_and_ignore_padding():
+    """Every position is a training target, so position j's state must see items <= j only, and
+    never what sits in a padded slot."""
+    from models.retrieval.towers import UserTower
+
+    torch.manual_seed(0)
+    tower = UserTower(
+        TowerConfig(hidden=8, dim=8, history_len=5, encoder="transformer", layers=2, dropout=0.0, user_buckets=11)
+    ).eval()
+    uh = torch.ones(1, 2, dtype=torch.long)
+    items = torch.randn(1, 5, 8)
+    mask = torch.tensor([[False, True, True, True, True]])  # left-padded: one empty slot
+    with torch.no_grad():
+        base = tower(uh, items, mask, all_positions=True)  # (1, 5, D)
+        later = items.clone()
+        later[0, 3] = torch.randn(8)  # change the 4th slot: slots 1..2 must not move, 3..4 must
+        moved = tower(uh, later, mask, all_positions=True)
+        padded = items.clone()
+        padded[0, 0] = torch.randn(8) * 10  # garbage in the padded slot: nothing moves
+        same = tower(uh, padded, mask, all_positions=True)
+        last = tower(uh, items, mask)  # (1, D): the inference path reads the last state
+    assert torch.allclose(base[0, 1:3], moved[0, 1:3], atol=1e-6)
+    assert not torch.allclose(base[0, 3:], moved[0, 3:], atol=1e-4)
+    assert torch.allclose(base[0, 1:], same[0, 1:], atol=1e-6)
+    assert torch.allclose(base[0, -1], last[0], atol=1e-6)
 
 
 def test_training_is_seeded(data):

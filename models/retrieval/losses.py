@@ -11,6 +11,12 @@ InfoNCE / sampled softmax with temperature, as in "Sampling-Bias-Corrected Neura
 - optional extra negatives shared across the batch (uniform over the catalog) and per-row
   hard negatives (the user's own negative feedback, as X's Phoenix uses), padding-masked.
 
+Full-catalog cross-entropy (`full_softmax`): when the catalog is small enough to embed every item
+each step, the exact softmax over all items replaces the sampled one (no sampling, so no logQ and
+no accidental hits). This is the loss that took SASRec on MovieLens-1M from NDCG@10 0.134 (one
+negative, BCE) to 0.182 (Klenitskiy & Vasilev, "Turning Dross Into Gold Loss: is BERT4Rec really
+better than SASRec?", RecSys 2023).
+
 BPR (Rendle et al., 2009) is kept as a comparison option.
 """
 
@@ -78,6 +84,18 @@ def info_nce(
     # log-softmax numerator is the positive's entry; the correction also shifts the positive's
     # logit, which is the estimator of Yi et al.
     return F.cross_entropy(all_logits, target)
+
+
+def full_softmax(u: torch.Tensor, v_items: torch.Tensor, target: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """Mean cross-entropy of each row's target against every catalog item.
+
+    u: (B, D) user vectors; v_items: (N, D) every catalog item's vector; target: (B,) catalog
+    positions. Every other item is a negative, the user's other positives included (as SASRec's
+    cross-entropy does)."""
+    B, D = u.shape
+    assert v_items.shape[1] == D and target.shape == (B,), (u.shape, v_items.shape, target.shape)
+    logits = u @ v_items.T / temperature  # (B, N)
+    return F.cross_entropy(logits, target)
 
 
 def bpr(u: torch.Tensor, v_pos: torch.Tensor, v_neg: torch.Tensor) -> torch.Tensor:

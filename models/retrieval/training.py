@@ -17,7 +17,7 @@ from models.progress import Progress
 from models.settings import setting
 from models.retrieval.data import Catalog, EvalSet, TrainSet
 from models.retrieval.evaluation import evaluate_model
-from models.retrieval.losses import bpr, info_nce
+from models.retrieval.losses import bpr, full_softmax, info_nce
 from models.retrieval.towers import TowerConfig, TwoTower
 
 LOSSES = ("infonce", "bpr")
@@ -29,7 +29,19 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    loss: str = setting("infonce", "infonce (sampled softmax) or bpr (comparison).")
+    loss: str = setting(
+        "infonce",
+        "infonce (softmax: over the whole catalog up to full_catalog_items, sampled beyond) or bpr (comparison).",
+    )
+    full_catalog_items: int = setting(
+        50_000,
+        "infonce: catalogs up to this many items train with cross-entropy over every item (each "
+        "step embeds the whole catalog; every item is a negative; no sampling, so no logQ); larger "
+        "ones use in-batch + extra uniform + hard negatives with logQ. 0 = always sampled. "
+        "MovieLens (9k items): full beats sampled (README); at 1M items one step would embed 1M "
+        "items (benchmarks/bench_retriever_sweep.py).",
+        ge=0,
+    )
     temperature: float = setting(0.05, "Softmax temperature over cosine scores.")
     logq_correction: bool = setting(
         True, "Correct in-batch negatives for popularity (subtract log q_j: popular items are not over-penalised)."
@@ -85,6 +97,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+
+
+def full_catalog(cfg: TrainConfig, n_items: int) -> bool:
+    """The one rule: infonce over the whole catalog when it has at most `full_catalog_items`
+    items, sampled negatives with logQ beyond."""
+    return cfg.loss == "infonce" and n_items <= cfg.full_catalog_items
 
 
 @dataclass
@@ -165,9 +183,11 @@ def train_step(
     gen: torch.Generator,
     share: Callable | None = None,
 ) -> torch.Tensor:
-    """Loss for one batch of train rows (indices into `train`). `share` (data parallel, see
-    models.retrieval.distributed) maps this rank's positives (v_pos, pos) to the whole global
-    batch's and the offset of this rank's rows in it, so in-batch negatives span every rank."""
+    """Loss for one batch of train rows (indices into `train`): softmax over the whole catalog
+    when `full_catalog` says so, else over in-batch + extra + hard negatives with logQ. `share`
+    (data parallel, see models.retrieval.distributed) maps this rank's positives (v_pos, pos) to
+    the whole global batch's and the offset of this rank's rows in it, so in-batch negatives
+    span every rank."""
     tc = model.cfg
     user = train.user[rows]
     uh = train.user_hash[user]  # (B, n_hashes)
@@ -181,7 +201,7 @@ def train_step(
         pos = nxt[valid]  # (P,)
         hard_ids = train.hard[user[:, None].expand_as(hist)[valid]] if cfg.hard_negatives else None  # (P, H)
         cap = cfg.max_positions
-        if len(pos) > cap:  # bound the (P, P) logits
+        if len(pos) > cap:  # bound the (P, P) or (P, N) logits
             keep = torch.randperm(len(pos), generator=gen)[:cap]
             u, pos = u[keep], pos[keep]
             hard_ids = hard_ids[keep] if hard_ids is not None else None
@@ -191,7 +211,11 @@ def train_step(
         pos = train.target[rows]
         hard_ids = train.hard[user] if cfg.hard_negatives else None
     feats, local_pos = catalog.features(pos), pos
-    v_pos = model.item(feats)  # (P, D)
+    if full_catalog(cfg, len(catalog)):
+        v_items = model.item(catalog.features(torch.arange(len(catalog))))  # (N, D): one id-dropout draw for all
+        v_pos = v_items[pos]  # (P, D)
+    else:
+        v_pos = model.item(feats)  # (P, D)
 
     def align(v_all: torch.Tensor, all_ids: torch.Tensor, offset: int) -> torch.Tensor | float:
         """The weighted content-alignment loss of this process's positives against the batch's."""
@@ -204,6 +228,15 @@ def train_step(
     if cfg.loss == "bpr":
         neg = torch.randint(0, len(catalog), pos.shape, generator=gen)
         return bpr(u, v_pos, model.item(catalog.features(neg))) + align(v_pos, pos, 0)
+    if full_catalog(cfg, len(catalog)):
+        # every item is a negative, the hard ones included; under data parallel each rank scores
+        # its own rows against the whole catalog, and only the content alignment (and this rank's
+        # weight) spans the global batch, as in one process
+        loss = full_softmax(u, v_items, pos, temperature=cfg.temperature)
+        offset = 0
+        if share is not None:
+            v_pos, pos, offset = share(v_pos, pos)  # (C, D), (C,)
+        return loss + align(v_pos, pos, offset)
     extra = {}
     if cfg.extra_negatives:
         ids = torch.randint(0, len(catalog), (cfg.extra_negatives,), generator=gen)
