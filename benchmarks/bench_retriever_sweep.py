@@ -45,27 +45,29 @@ from models.retrieval.towers import TowerConfig  # noqa: E402
 from models.retrieval.training import TrainConfig, full_catalog, train  # noqa: E402
 
 SAMPLED = dict(full_catalog_items=0)  # in-batch + 512 uniform + hard negatives, logQ
+FULL = dict(full_catalog_items=100_000)  # cross-entropy over the whole catalog (MovieLens: 9,066 items)
 TRANSFORMER = dict(encoder="transformer", layers=2, batch_size=64, window_stride=10)
 
 # name -> overrides of the product defaults (TowerConfig and TrainConfig fields by name)
 CONFIGS = {
     # the loss, mean encoder
     "mean-sampled": dict(**SAMPLED),
-    "mean-full": dict(),
-    "mean-full-t0.1": dict(temperature=0.1),
-    "mean-full-t0.02": dict(temperature=0.02),
-    "mean-full-lr1e-3": dict(lr=1e-3),
-    "mean-full-h50": dict(history_len=50),
-    "mean-full-nocontent": dict(use_content=False),
-    "mean-full-drop0.3": dict(dropout=0.3),
+    "mean-full": dict(**FULL),
+    "mean-full-b1024": dict(**FULL, batch_size=1024),
+    "mean-full-t0.1": dict(**FULL, temperature=0.1),
+    "mean-full-t0.02": dict(**FULL, temperature=0.02),
+    "mean-full-lr1e-3": dict(**FULL, lr=1e-3),
+    "mean-full-h50": dict(**FULL, history_len=50),
+    "mean-full-nocontent": dict(**FULL, use_content=False),
+    "mean-full-drop0.3": dict(**FULL, dropout=0.3),
     # encoders
-    "attention-full": dict(encoder="attention"),
+    "attention-full": dict(**FULL, encoder="attention"),
     "transformer-sampled": dict(**TRANSFORMER, **SAMPLED, history_len=50, dropout=0.2),
-    "transformer-full-h50": dict(**TRANSFORMER, history_len=50, dropout=0.2),
-    "transformer-full-h50-d0.1": dict(**TRANSFORMER, history_len=50),
-    "transformer-full-h200": dict(**{**TRANSFORMER, "window_stride": 50}, history_len=200, dropout=0.2),
-    "transformer-full-h50-t0.1": dict(**TRANSFORMER, history_len=50, dropout=0.2, temperature=0.1),
-    "transformer-full-h50-lr1e-3": dict(**TRANSFORMER, history_len=50, dropout=0.2, lr=1e-3),
+    "transformer-full-h50": dict(**TRANSFORMER, **FULL, history_len=50, dropout=0.2),
+    "transformer-full-h50-d0.1": dict(**TRANSFORMER, **FULL, history_len=50),
+    "transformer-full-h200": dict(**{**TRANSFORMER, "window_stride": 50}, **FULL, history_len=200, dropout=0.2),
+    "transformer-full-h50-t0.1": dict(**TRANSFORMER, **FULL, history_len=50, dropout=0.2, temperature=0.1),
+    "transformer-full-h50-lr1e-3": dict(**TRANSFORMER, **FULL, history_len=50, dropout=0.2, lr=1e-3),
 }
 
 

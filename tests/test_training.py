@@ -125,7 +125,7 @@ def test_full_catalog_step_is_the_cross_entropy_over_every_item(data):
     from the towers directly (dropout and id dropout off, so both sides see the same vectors)."""
     d, tower, _ = data
     tower = TowerConfig(**{**tower.to_dict(), "id_dropout": 0.0, "dropout": 0.0})
-    cfg = TrainConfig(content_alignment=0.0, temperature=0.1)
+    cfg = TrainConfig(content_alignment=0.0, temperature=0.1, full_catalog_items=len(d.catalog))
     model = TwoTower(tower)
     rows = torch.arange(64)
     log_q = torch.zeros(len(d.catalog))

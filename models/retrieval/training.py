@@ -34,12 +34,13 @@ class TrainConfig:
         "infonce (softmax: over the whole catalog up to full_catalog_items, sampled beyond) or bpr (comparison).",
     )
     full_catalog_items: int = setting(
-        50_000,
+        0,
         "infonce: catalogs up to this many items train with cross-entropy over every item (each "
-        "step embeds the whole catalog; every item is a negative; no sampling, so no logQ); larger "
-        "ones use in-batch + extra uniform + hard negatives with logQ. 0 = always sampled. "
-        "MovieLens (9k items): full beats sampled (README); at 1M items one step would embed 1M "
-        "items (benchmarks/bench_retriever_sweep.py).",
+        "step embeds the whole catalog, every item a negative, no sampling and so no logQ); larger "
+        "ones use in-batch + extra uniform + hard negatives with logQ. 0 = always sampled, the "
+        "default until the full loss is shown better: on MovieLens (9k items, mean encoder, seed 0) "
+        "it learned slower for 4 epochs, then matched sampled's best valid NDCG@10 (0.082 against "
+        "0.080, one seed) at 2.3x the step cost; 10x at 50k items (README).",
         ge=0,
     )
     temperature: float = setting(0.05, "Softmax temperature over cosine scores.")
