@@ -107,13 +107,15 @@ def test_one_rank_through_the_data_parallel_hooks_reproduces_train_exactly(wareh
 
 
 @pytest.mark.slow
-def test_two_ranks_take_the_steps_one_process_takes(warehouse, tmp_path):
+@pytest.mark.parametrize("full_catalog_items", [0, 100_000])
+def test_two_ranks_take_the_steps_one_process_takes(warehouse, tmp_path, full_catalog_items):
     """Without randomness inside a step (no dropout, no sampled negatives), 3 steps of a
     128-row global batch on 2 ranks of 64 rows (each row still scores all 128 in-batch
-    negatives) land where 3 steps in one process do, up to float summation order."""
+    negatives, or with full_catalog_items every catalog item, the content alignment still the
+    whole batch) land where 3 steps in one process do, up to float summation order."""
     db, fingerprint, tower, d = warehouse
     tower = TowerConfig(**{**tower.to_dict(), "dropout": 0.0, "id_dropout": 0.0})
-    cfg = {**TRAIN, "extra_negatives": 0, "max_steps": 3, "epochs": 1}
+    cfg = {**TRAIN, "extra_negatives": 0, "max_steps": 3, "epochs": 1, "full_catalog_items": full_catalog_items}
     out = _torchrun(2, tmp_path / "two", db, fingerprint, tower, cfg)
     alone = train(d.catalog, d.train, tower, TrainConfig(**cfg), valid=d.valid, log=lambda m: None)
     model, _, _ = load_checkpoint(Path(out["checkpoint"]), expected_fingerprint=fingerprint)
