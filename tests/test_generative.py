@@ -372,8 +372,9 @@ def test_promoted_generative_registers_only_a_retriever_that_beats_chance(tmp_pa
         )
     # the registered version is the whole pair: weights and the codes it was trained with
     assert {"config.json", "model.pt", "codes.parquet", "evaluation.json"} <= {p.name for p in Path(local).iterdir()}
-    # a retriever at or below chance is never promoted: the champion and what serves stay
+    # a retriever at or below chance is never promoted, and the run still succeeds (a challenger
+    # that loses is a normal outcome): the champion and what serves stay
     bad = _evaluated_generative(root, hr=0.05, chance=0.07)
-    assert not dg.materialize([promoted_generative], resources=resources, raise_on_error=False).success
+    assert dg.materialize([promoted_generative], resources=resources).success
     assert (latest_generative(root), promoted_generative_version(root)) == (bad, good)
     assert client.get_model_version_by_alias("towerflow-generative", "champion").version == champion.version
