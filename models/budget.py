@@ -10,8 +10,9 @@ The rule, for the two-tower (models/retrieval/training.py) and the ranker
 
 The examples budget grows with the data: `max_examples` examples, but never fewer than
 `min_epochs` passes over the training rows and never more than `epochs` passes. Small data
-(the demo's 35k rows, MovieLens' 99k) is capped by `epochs` and ends by early stopping; at 10M
-events (2.6M rows) 10M examples are 3.8 passes; at 100M events `min_epochs` gives 3.
+(the demo's 32k rows, MovieLens' 99k) is capped by `epochs`, and early stopping usually ends it
+sooner (MovieLens at the defaults: epoch 8); at 10M events (2.6M rows) 10M examples are 3.8
+passes; at 100M events `min_epochs` gives 3.
 
 Why no wall-clock budget by default: a budget in seconds makes the model depend on what else the
 machine runs. Four 2-thread torch jobs on 2 cores made one MovieLens two-tower epoch take 453 s
