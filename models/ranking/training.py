@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from models.artifacts import atomic_folder
+from models.budget import WallClock
 from models.progress import Progress
 from models.ranking.evaluation import order_metrics
 from models.ranking.features import FEATURE_FILE, ItemSnapshot
@@ -38,7 +39,10 @@ from models.settings import setting
 @dataclass
 class RankerTrainConfig:
     epochs: int = setting(
-        8, "Upper bound; early stopping on the valid NDCG@10 of the weighted score usually ends sooner."
+        8,
+        "The work budget (models/budget.py): epochs of max(min_steps, train users / batch_size) "
+        "steps; early stopping on the valid NDCG@10 of the weighted score usually ends sooner.",
+        ge=1,
     )
     batch_size: int = setting(32, "Users per step, each with the whole candidate list.")
     min_steps: int = 20  # steps per epoch at least: on small data an epoch passes over the users more than once
@@ -52,7 +56,12 @@ class RankerTrainConfig:
         "ranking_evaluation scores every one.",
     )
     seed: int = setting(0, "Seeds sampling and initialisation.")
-    max_minutes: float = setting(0.0, "Training budget (0 = none).")
+    max_minutes: float = setting(
+        0.0,
+        "Wall-clock training budget, only when asked (0 = none, the default), checked after each "
+        "epoch: the model then depends on the machine's load (models/budget.py).",
+        ge=0.0,
+    )
     max_steps: int | None = None  # tests, smoke runs
     listwise: float = setting(
         1.0,
@@ -184,7 +193,7 @@ def train_ranker(
     ]
     if log:
         log(f"ranker before training (retrieval order): valid NDCG@10 {start['ndcg@10']:.4f}")
-    t0, steps, stopped_by = time.perf_counter(), 0, "epochs"
+    clock, steps, stopped_by = WallClock(tcfg.max_minutes), 0, "epochs"
     for epoch in range(1, tcfg.epochs + 1):
         model.train()
         passes = math.ceil(steps_per_epoch * tcfg.batch_size / G)
@@ -244,7 +253,7 @@ def train_ranker(
         if bad >= tcfg.patience:
             stopped_by = "patience"
             break
-        if tcfg.max_minutes and time.perf_counter() - t0 > 60 * tcfg.max_minutes:
+        if clock.spent():
             stopped_by = "max_minutes"
             break
     model.load_state_dict(best_state)

@@ -24,7 +24,8 @@ One step is one global batch of `batch_size` rows, as in one process:
   (2M x 32 = 256 MB at 1M items, x3 with SparseAdam's moments), so replication is cheaper.
 - Validation is sharded: each rank ranks every W-th validation user and the sums are
   all-reduced, then broadcast from rank 0, so every rank holds the same figures and takes the
-  same early-stopping decision (nothing to broadcast, no idle ranks). The time budget runs on
+  same early-stopping decision (nothing to broadcast, no idle ranks). The work budget counts
+  global-batch examples, the same on every rank; a wall-clock budget (only when asked) runs on
   rank 0's clock, broadcast. Rank 0 alone reports to Dagster (Pipes: log lines, a custom
   message per validation check and one with the result) and writes the checkpoint.
 
@@ -205,7 +206,7 @@ def _eval_rows(ev: EvalSet, rows: np.ndarray) -> EvalSet:
 class DataParallel:
     """What `training.train(..., parallel=DataParallel())` calls on one rank of an initialised
     process group: the step on this rank's share of each global batch (through DDP), validation
-    sharded over the ranks, and agreement on the time budget. Every rank takes every decision
+    sharded over the ranks, and agreement on a wall-clock budget when one is asked for. Every rank takes every decision
     (early stopping, best epoch, stopping on time) from the same numbers, so all stay in step."""
 
     def __init__(self):

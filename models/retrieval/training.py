@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.budget import WallClock, examples_budget
 from models.progress import Progress
 from models.settings import setting
 from models.retrieval.data import Catalog, EvalSet, TrainSet
@@ -55,11 +56,21 @@ class TrainConfig:
     )
     hard_negatives: bool = setting(True, "The user's negative feedback as hard negatives.")
     batch_size: int = setting(256, "Training rows per step.")
-    epochs: int = setting(30, "Upper bound; early stopping on valid NDCG@10 usually ends sooner.")
+    epochs: int = setting(
+        30,
+        "Passes over the training rows at most (the work budget's ceiling, models/budget.py); early "
+        "stopping on valid NDCG@10 usually ends sooner.",
+        ge=1,
+    )
     lr: float = setting(3e-3, "AdamW / SparseAdam learning rate.")
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
-    patience: int = setting(3, "Epochs without a better valid NDCG@10 before stopping.")
+    patience: int = setting(
+        3,
+        "Validation checks in a row without a better valid NDCG@10 before stopping: epochs on "
+        "data smaller than valid_every, patience x valid_every examples on larger data.",
+        ge=1,
+    )
     max_positions: int = 4096  # transformer: positions per step in the (P, P) softmax
     window_stride: int = setting(
         10,
@@ -75,15 +86,29 @@ class TrainConfig:
     )
     valid_every: int = setting(
         1_000_000,
-        "Training examples between validation checks (0 = "
-        "once per epoch); patience counts checks. Small data validates once per epoch; at "
-        "10M events an epoch is 2.6M examples (~6 min on 2 cores), too coarse to stop on.",
+        "Training examples between validation checks (0 = once per epoch); patience counts "
+        "checks. Data smaller than this validates once per epoch; at 10M events an epoch is 2.6M "
+        "examples, too coarse to stop on, and the 10M-example budget holds 10 checks.",
+        ge=0,
+    )
+    max_examples: int = setting(
+        10_000_000,
+        "Work budget in training examples, raised to min_epochs passes and lowered to epochs "
+        "passes over the training rows (models/budget.py; 0 = epochs passes): small data ends by "
+        "early stopping, 10M events (2.6M rows) get 3.8 passes.",
+        ge=0,
+    )
+    min_epochs: float = setting(
+        3.0,
+        "Passes the work budget always allows, however large the data: the budget grows with it.",
+        ge=0.0,
     )
     max_minutes: float = setting(
-        10.0,
-        "Training time budget (0 = none): training stops there "
-        "and keeps the best weights, so a scheduled retrain ends in bounded time. The "
-        "demo trains in seconds; 10M events / 1M items reach it (benchmarks/bench_scale.py).",
+        0.0,
+        "Wall-clock training budget, only when asked (0 = none, the default): it keeps the best "
+        "weights so far, but the model then depends on the machine's load (a busy machine "
+        "stopped MovieLens at epoch 2 of 8; models/budget.py). The work budget bounds a run.",
+        ge=0.0,
     )
     max_steps: int | None = None  # stop early (tests, smoke runs)
     content_alignment: float = setting(
@@ -116,7 +141,7 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     examples: int = 0
-    stopped_by: str = ""  # early_stopping | max_epochs | time_budget | max_steps
+    stopped_by: str = ""  # early_stopping | max_epochs | max_examples | time_budget | max_steps
     epochs: float = 0.0  # passes over the training rows (fractional when stopped inside an epoch)
 
 
@@ -299,7 +324,7 @@ def train(
         raise ValueError("no training rows: the train split is empty")
     log_q = _log_q(train_set, len(catalog), cfg.batch_size, cfg.extra_negatives)
     # data parallel: this rank's share of each global batch, validation sharded over the ranks and
-    # the time budget on rank 0's clock, so that every rank takes the same decisions
+    # a wall-clock budget (when asked) on rank 0's clock, so that every rank takes the same decisions
     if parallel is not None:
         step, evaluate, agree = (
             parallel.wrap(model, catalog, train_set, cfg, log_q, gen),
@@ -317,9 +342,16 @@ def train(
         log(f"early stopping on validation NDCG@10 over {len(valid):,} users x {len(catalog):,} items")
     n_rows = len(rows_all)
     every = cfg.valid_every or n_rows  # examples between validations (and early-stopping checks)
+    budget = examples_budget(n_rows, epochs=cfg.epochs, max_examples=cfg.max_examples, min_epochs=cfg.min_epochs)
+    budget_rule = "max_epochs" if budget == cfg.epochs * n_rows else "max_examples"
+    log(
+        f"work budget: {budget:,} examples ({budget / n_rows:.3g} passes over {n_rows:,} rows; {budget_rule})"
+        + (f", and {cfg.max_minutes:g} minutes of wall clock" if cfg.max_minutes else "")
+    )
     result = TrainResult(model, best_epoch=-1)
     best_score, best_state, bad_checks = -math.inf, None, 0
     t0 = time.perf_counter()
+    clock = WallClock(cfg.max_minutes)
     period = {"losses": [], "examples": 0, "t": time.perf_counter()}
 
     def check(epoch_float: float) -> bool:
@@ -368,7 +400,7 @@ def train(
 
     steps_per_epoch = math.ceil(n_rows / cfg.batch_size)
     stop = False
-    for epoch in range(cfg.epochs):
+    for epoch in range(math.ceil(budget / n_rows)):
         model.train()
         perm = rows_all[torch.randperm(n_rows, generator=gen)]
         progress = Progress(f"epoch {epoch + 1}", steps_per_epoch, "steps", log)  # from 1, as the summaries
@@ -390,10 +422,12 @@ def train(
             progress.update()
             if cfg.max_steps and result.steps >= cfg.max_steps:
                 result.stopped_by = "max_steps"
-            elif cfg.max_minutes and agree(time.perf_counter() - t0 >= 60 * cfg.max_minutes):
+            elif result.examples >= budget:  # the same count on every rank: nothing to agree on
+                result.stopped_by = budget_rule
+            elif cfg.max_minutes and agree(clock.spent()):
                 result.stopped_by = "time_budget"
                 log(
-                    f"time budget of {cfg.max_minutes:g} minutes reached at epoch {epoch + (s + len(rows)) / n_rows:.2f}"
+                    f"wall-clock budget of {cfg.max_minutes:g} minutes reached at epoch {epoch + (s + len(rows)) / n_rows:.2f}"
                 )
             if result.stopped_by:
                 stop = True
