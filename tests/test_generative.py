@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
+from models.generative.beam import PrefixTrie, beam_search, generate_unseen, top_k_unseen
 from models.generative.semantic_ids import (
     TokenizerConfig,
     assign_collision_tokens,
@@ -117,6 +117,32 @@ def test_beam_search_never_emits_a_non_item():
         assert sc[:n] == sorted(sc[:n], reverse=True) and np.isclose(np.logaddexp.reduce(sc[:n]), 0, atol=1e-4)
     top = top_k_unseen(items, [np.array(row[:3]) for row in items.tolist()], 5)
     assert not any(set(t) & set(row[:3]) for t, row in zip(top.tolist(), items.tolist()))
+
+
+def test_generation_widens_the_beam_until_k_unseen_items_remain():
+    rng = np.random.default_rng(3)
+    K, n = 16, 60
+    flat = rng.choice(K**4, n, replace=False)
+    codes = np.stack([flat // K**3, flat // K**2 % K, flat // K % K, flat % K], 1)
+    trie = PrefixTrie(codes, K)
+    torch.manual_seed(0)
+    model = GenerativeRetriever(
+        Seq2SeqConfig(codebook_size=K, history_len=4, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32)
+    )
+    hist = torch.as_tensor(codes[rng.integers(0, n, (3, 4))])
+    first, _ = beam_search(model, trie, hist, beam=8)
+    seen = [
+        first[0].numpy(),  # user 0 has seen every item of its width-8 beam: k=5 needs a wider one
+        first[1, :3].numpy(),  # user 1: 5 of its 8 remain, no widening
+        np.setdiff1d(np.arange(n), [7, 11]),  # user 2 has seen all but 2 catalog items
+    ]
+    assert len(top_k_unseen(first, seen, 5)[0][top_k_unseen(first, seen, 5)[0] >= 0]) == 0  # the old rule: none
+    top, scores = generate_unseen(model, trie, hist, seen, k=5, beam=8)
+    for u in (0, 1):
+        assert (top[u] >= 0).all() and len(set(top[u])) == 5 and not set(top[u]) & set(seen[u].tolist())
+        assert (np.diff(scores[u]) <= 1e-6).all()  # best first
+    assert top[1].tolist() == top_k_unseen(first, seen, 5)[1].tolist()  # the first beam sufficed: same items
+    assert sorted(top[2][top[2] >= 0].tolist()) == [7, 11] and (top[2][2:] == -1).all()
 
 
 @pytest.fixture(scope="module")
