@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from models.generative.semantic_ids import (
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.generative.training import (
     GenTrainConfig,
+    examples_budget,
     evaluate_generative,
     load_generative,
     save_generative,
@@ -182,6 +184,35 @@ def planted(tmp_path_factory):
         log=lambda m: None,
     )
     return d, item_vectors(res.model, d.catalog).numpy()
+
+
+def test_the_work_budget_grows_with_the_data_between_its_bounds():
+    # 2,500 rows of 1,000 rows: 2.5 passes; raised to min_epochs passes, lowered to epochs passes
+    assert examples_budget(1_000, epochs=30, max_examples=2_500, min_epochs=1) == 2_500
+    assert examples_budget(1_000, epochs=30, max_examples=500, min_epochs=1) == 1_000
+    assert examples_budget(1_000, epochs=2, max_examples=2_500, min_epochs=1) == 2_000
+    assert examples_budget(1_000, epochs=30, max_examples=0, min_epochs=1) == 30_000  # 0: epochs passes
+    with pytest.raises(ValueError, match="rows"):
+        examples_budget(0, epochs=3, max_examples=10, min_epochs=1)
+
+
+def test_training_stops_at_the_work_budget_inside_an_epoch(planted):
+    d, xb = planted
+    tok, _ = fit_tokenizer(xb, TokenizerConfig(kind="rkmeans", codebook_size=16, seed=0))
+    sid = tokenize(tok, d.catalog.item_ids, xb)
+    table = codes_by_position(d.catalog, sid.item_ids, sid.codes)
+    cfg = Seq2SeqConfig(
+        codebook_size=16, history_len=8, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32
+    )
+    rows = int((d.train.from_end < 2).sum())  # each user's last 2 train positives
+    tcfg = GenTrainConfig(epochs=10, batch_size=64, recent_per_user=2, max_examples=rows + rows // 2)
+    res = train_generative(table, d.train, cfg, tcfg, log=lambda m: None)
+    # 1.5 passes: a whole epoch, then the second one stops once its batches reach the budget
+    assert res.stopped_by == "max_examples" and len(res.history) == 2
+    assert res.steps == -(-rows // 64) + -(-(rows // 2) // 64)
+    # a budget below min_epochs passes is raised to it: one whole epoch
+    res = train_generative(table, d.train, cfg, dataclasses.replace(tcfg, max_examples=10), log=lambda m: None)
+    assert len(res.history) == 1 and res.steps == -(-rows // 64)
 
 
 def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(planted, tmp_path):
