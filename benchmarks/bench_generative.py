@@ -4,10 +4,11 @@ leave-last-out, full catalog, seen items excluded), seeds averaged.
 
 Rows, all on the same split and users:
 - popularity (train counts);
-- towerflow two-tower (mean encoder, the quality benchmark's settings), whose item vectors the
-  tokenizers read;
+- towerflow two-tower with the product's defaults (TowerConfig, TrainConfig; no wall-clock
+  budget), whose item vectors the tokenizers read;
 - residual k-means + seq2seq, RQ-VAE + seq2seq (TIGER-style): 3 x 256 codes + the collision
-  token, the encoder-decoder trained with teacher forcing, early-stopped on valid NDCG@10,
+  token, the encoder-decoder with the product's defaults (Seq2SeqConfig, GenTrainConfig: every
+  train row, the work budget, early stopping on valid NDCG@10 of every validation user),
   trie-constrained beam search (beam 20) over the whole catalog, seen items removed from the
   beam (a target outside it is a miss);
 - ETEGRec-style: the same RQ-VAE (same seed, so the same starting codes) trained in alternation
@@ -19,6 +20,7 @@ Rows, all on the same split and users:
   need other pandas/numpy versions than towerflow's; that Python needs `rectools[torch]`).
 
     python benchmarks/bench_generative.py [--seeds 0,1,2] [--peer-python PATH] [--threads 1]
+        [--variants rkmeans,rqvae,etegrec] [--set history_len=50 ...] [--profile]
 
 With --workdir, each seed's two-tower (item vectors and metrics) is kept there and reused by later
 runs on the same workdir (delete two_tower_seed*.npz to retrain).
