@@ -4,10 +4,11 @@ leave-last-out, full catalog, seen items excluded), seeds averaged.
 
 Rows, all on the same split and users:
 - popularity (train counts);
-- towerflow two-tower (mean encoder, the quality benchmark's settings), whose item vectors the
-  tokenizers read;
+- towerflow two-tower with the product's defaults (TowerConfig, TrainConfig; no wall-clock
+  budget), whose item vectors the tokenizers read;
 - residual k-means + seq2seq, RQ-VAE + seq2seq (TIGER-style): 3 x 256 codes + the collision
-  token, the encoder-decoder trained with teacher forcing, early-stopped on valid NDCG@10,
+  token, the encoder-decoder with the product's defaults (Seq2SeqConfig, GenTrainConfig: every
+  train row, the work budget, early stopping on valid NDCG@10 of every validation user),
   trie-constrained beam search (beam 20) over the whole catalog, seen items removed from the
   beam (a target outside it is a miss);
 - ETEGRec-style: the same RQ-VAE (same seed, so the same starting codes) trained in alternation
@@ -19,6 +20,7 @@ Rows, all on the same split and users:
   need other pandas/numpy versions than towerflow's; that Python needs `rectools[torch]`).
 
     python benchmarks/bench_generative.py [--seeds 0,1,2] [--peer-python PATH] [--threads 1]
+        [--variants rkmeans,rqvae,etegrec] [--set history_len=50 ...] [--profile]
 
 With --workdir, each seed's two-tower (item vectors and metrics) is kept there and reused by later
 runs on the same workdir (delete two_tower_seed*.npz to retrain).
@@ -46,7 +48,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.bench_quality_movielens import SETTINGS, _stat, build_data, tower_config  # noqa: E402
+from benchmarks.bench_quality_movielens import _stat, build_data  # noqa: E402
 from models.generative.beam import PrefixTrie  # noqa: E402
 from models.generative.etegrec import JointTokenizer  # noqa: E402
 from models.generative.semantic_ids import TokenizerConfig, codes_by_position, fit_tokenizer, tokenize  # noqa: E402
@@ -57,13 +59,26 @@ from models.generative.training import (  # noqa: E402
     train_generative,
 )
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity, item_vectors  # noqa: E402
+from models.retrieval.data import tower_config_for  # noqa: E402
+from models.retrieval.towers import TowerConfig  # noqa: E402
 from models.retrieval.training import TrainConfig, train  # noqa: E402
 
-HISTORY = 20
-# the retriever on one CPU thread: 64 wide, 2+2 layers, each user's last 32 train positives per
-# epoch, at most 8 epochs (an epoch of all 99k rows took ~2.5 minutes on the shared 2-core machine)
-RETRIEVER = dict(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn=256, dropout=0.1, item_tokens="sum")
-TRAINING = dict(batch_size=256, epochs=8, lr=3e-3, patience=2, beam=20, valid_users=0, recent_per_user=32)
+# the product's defaults (Seq2SeqConfig, GenTrainConfig, TokenizerConfig), every validation user;
+# --set changes one field for an ablation (e.g. --set history_len=50 --set dropout=0.1)
+HISTORY = Seq2SeqConfig().history_len
+
+
+def overrides(pairs: list[str]) -> tuple[dict, dict]:
+    """["field=value", ...] -> (Seq2SeqConfig fields, GenTrainConfig fields), values parsed as JSON."""
+    model, train_ = {}, {}
+    names = {f.name for f in dataclasses.fields(Seq2SeqConfig)}
+    tnames = {f.name for f in dataclasses.fields(GenTrainConfig)}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in names | tnames:
+            raise SystemExit(f"--set {pair}: {key!r} is no field of Seq2SeqConfig or GenTrainConfig")
+        (model if key in names else train_)[key] = json.loads(value)
+    return model, train_
 
 
 def cached_two_tower(data, seed: int, workdir: Path) -> tuple[np.ndarray, dict, dict, float]:
@@ -82,12 +97,12 @@ def cached_two_tower(data, seed: int, workdir: Path) -> tuple[np.ndarray, dict, 
 
 
 def two_tower(data, seed: int):
-    kw = SETTINGS["mean"]
-    cfg = TrainConfig(
-        epochs=60, patience=5, batch_size=kw["batch"], lr=kw["lr"], extra_negatives=kw["extra"], seed=seed
-    )
+    """The product's two-tower: TowerConfig / TrainConfig defaults (sized for the warehouse), with
+    the wall-clock budget off so that a loaded machine does not change the figure."""
+    cfg = TrainConfig(seed=seed, max_minutes=0)
     t0 = time.perf_counter()
-    res = train(data.catalog, data.train, tower_config(data, "mean", **kw), cfg, valid=data.valid, log=lambda m: None)
+    tower = tower_config_for(data.shape, history_len=data.train.history.shape[1])
+    res = train(data.catalog, data.train, tower, cfg, valid=data.valid, log=lambda m: None)
     secs = time.perf_counter() - t0
     return (
         res.model,
@@ -97,17 +112,24 @@ def two_tower(data, seed: int):
     )
 
 
-def generative(data, xb: np.ndarray, variant: str, seed: int, log) -> tuple[dict, dict, dict, float]:
+def generative(
+    data, xb: np.ndarray, variant: str, seed: int, log, model_kw: dict, train_kw: dict
+) -> tuple[dict, dict, dict, float]:
     joint = variant == "etegrec"
-    tok_cfg = TokenizerConfig(kind="rqvae" if joint else variant, codebook_size=256, seed=seed, epochs=200)
+    tok_cfg = TokenizerConfig(kind="rqvae" if joint else variant, seed=seed)
     tok, _ = fit_tokenizer(xb, tok_cfg)
     sid = tokenize(tok, data.catalog.item_ids, xb)
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
-    cfg = Seq2SeqConfig(codebook_size=256, history_len=HISTORY, **RETRIEVER)
-    train_cfg = GenTrainConfig(seed=seed, **TRAINING)
-    if joint:  # as many retriever epochs as the other rows, plus the tokenizer epochs between them
-        epochs = train_cfg.epochs * train_cfg.cycle // (train_cfg.cycle - 1)
-        train_cfg = dataclasses.replace(train_cfg, mode="etegrec", epochs=epochs)
+    cfg = Seq2SeqConfig(codebook_size=tok_cfg.codebook_size, **{"history_len": HISTORY, **model_kw})
+    train_cfg = GenTrainConfig(seed=seed, **{"valid_users": 0, **train_kw})
+    if joint:  # as many retriever epochs and rows as the other rows, plus the tokenizer epochs between them
+        more = train_cfg.cycle / (train_cfg.cycle - 1)
+        train_cfg = dataclasses.replace(
+            train_cfg,
+            mode="etegrec",
+            epochs=round(train_cfg.epochs * more),
+            max_examples=round(train_cfg.max_examples * more),
+        )
     t0 = time.perf_counter()
     res = train_generative(
         None if joint else table,
@@ -121,17 +143,75 @@ def generative(data, xb: np.ndarray, variant: str, seed: int, log) -> tuple[dict
     secs = time.perf_counter() - t0
     if joint:
         sid, table = res.semantic_ids, res.table
-    trie, codes = PrefixTrie(table[:-1], 256), torch.as_tensor(table)
-    valid = evaluate_generative(res.model, trie, codes, data.valid, beam=TRAINING["beam"])
-    test = evaluate_generative(res.model, trie, codes, data.test, beam=TRAINING["beam"])
+    trie, codes = PrefixTrie(table[:-1], tok_cfg.codebook_size), torch.as_tensor(table)
+    valid = evaluate_generative(res.model, trie, codes, data.valid, beam=train_cfg.beam)
+    test = evaluate_generative(res.model, trie, codes, data.test, beam=train_cfg.beam)
     info = {k: sid.stats[k] for k in ("collision_rate", "max_items_per_prefix", "utilisation_c1")}
     info.update(
         epochs=len(res.history),
         best_epoch=res.best_epoch,
+        stopped_by=res.stopped_by,
+        steps=res.steps,
+        cpu_seconds=res.cpu_seconds,
         curve=[round(r["valid_ndcg@10"], 4) for r in res.history if "valid_ndcg@10" in r],
         recoded=[round(r["recoded"], 2) for r in res.history if "recoded" in r],
     )
     return valid, test, info, secs
+
+
+PROFILE = {  # where an epoch's CPU goes: the old TIGER-sized default, dropout, width, history
+    "TIGER-sized (128, 4+4, FFN 512, dropout 0.1)": dict(
+        d_model=128, encoder_layers=4, decoder_layers=4, ffn=512, dropout=0.1
+    ),
+    "the same, dropout 0": dict(d_model=128, encoder_layers=4, decoder_layers=4, ffn=512, dropout=0.0),
+    "defaults, dropout 0.1": dict(dropout=0.1),
+    "defaults": dict(),
+    "defaults, history 50, dropout 0.1": dict(history_len=50, dropout=0.1),
+    "defaults, history 50": dict(history_len=50),
+}
+
+
+def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
+    """CPU seconds per training step (batch of the default size, median of `steps` after one
+    warm-up) and per decoded validation user, by configuration, on MovieLens' rows with random
+    unique codes (the cost does not depend on the codes). CPU time, not wall time: a loaded
+    machine inflates it far less."""
+    from models.generative.semantic_ids import assign_collision_tokens
+    from models.generative.seq2seq import GenerativeRetriever
+    from models.generative.training import _hist_codes
+
+    batch, by_history = GenTrainConfig().batch_size, {}
+    print(f"{'configuration':<46} {'CPU ms/step':>11} {'CPU min/epoch':>13} {'decode CPU ms/user':>18}")
+    for name, kw in PROFILE.items():
+        cfg = Seq2SeqConfig(**kw)
+        L = cfg.history_len
+        if L not in by_history:
+            by_history[L] = build_data(workdir, L)
+        data = by_history[L]
+        rng = np.random.default_rng(0)
+        prefix = rng.integers(0, cfg.codebook_size, (len(data.catalog), 3))
+        codes = np.concatenate([prefix, assign_collision_tokens(prefix, cfg.codebook_size)[:, None]], 1)
+        table = torch.as_tensor(np.concatenate([codes, np.full((1, 4), -1)]))
+        torch.manual_seed(0)
+        model = GenerativeRetriever(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        perm, cpu = torch.randperm(len(data.train)), []
+        for s in range(steps + 1):
+            rows = perm[s * batch : (s + 1) * batch]
+            c0 = time.process_time()
+            target = table[data.train.target[rows]]  # (B, 4)
+            logits = model(_hist_codes(table, data.train.history[rows]), target)  # (B, 4, K)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            cpu.append(time.process_time() - c0)
+        step = float(np.median(cpu[1:]))
+        c0 = time.process_time()
+        evaluate_generative(model, PrefixTrie(codes, cfg.codebook_size), table, data.valid.sample(users, 0), beam=20)
+        decode = (time.process_time() - c0) / users
+        epoch = step * len(data.train) / batch / 60
+        print(f"{name:<46} {1000 * step:>11.0f} {epoch:>13.1f} {1000 * decode:>18.1f}", flush=True)
 
 
 def _ranks(reco: pd.DataFrame, ev) -> dict:
@@ -211,15 +291,24 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--no-two-tower", action="store_true", help="skip the two-tower (and so every generative row): peers only"
     )
+    ap.add_argument("--set", action="append", default=[], help="field=value of Seq2SeqConfig / GenTrainConfig")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="only the CPU cost of a training step by configuration")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    model_kw, train_kw = overrides(args.set)
+    global HISTORY
+    HISTORY = model_kw.pop("history_len", HISTORY)
     torch.set_num_threads(args.threads)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="towerflow-generative-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        profile(workdir)
+        return 0
     log = print if args.verbose else (lambda m: None)
     t0 = time.perf_counter()
     data = build_data(workdir, HISTORY)
+    tt_data = data if TowerConfig().history_len == HISTORY else build_data(workdir, TowerConfig().history_len)
     import duckdb
 
     con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
@@ -237,12 +326,12 @@ def main(argv=None) -> int:
     rows.append(("popularity", [pv["ndcg@10"]], [pt["hr@10"]], [pt["ndcg@10"]], [], "train counts"))
     tt, vectors = [], {}
     for s in seeds if not args.no_two_tower else []:
-        vectors[s], v, t, secs = cached_two_tower(data, s, workdir)
+        vectors[s], v, t, secs = cached_two_tower(tt_data, s, workdir)
         tt.append((v, t, secs))
     if tt:
         rows.append(
             (
-                "two-tower (mean)",
+                "two-tower (defaults)",
                 [v["ndcg@10"] for v, _, _ in tt],
                 [t["hr@10"] for _, t, _ in tt],
                 [t["ndcg@10"] for _, t, _ in tt],
@@ -253,7 +342,17 @@ def main(argv=None) -> int:
         _done(rows[-1])
     names = {"rkmeans": "residual k-means + s2s", "rqvae": "RQ-VAE + s2s (TIGER)", "etegrec": "ETEGRec-style s2s"}
     for kind in [v for v in args.variants.split(",") if v and tt]:
-        runs = [generative(data, vectors[s], kind, s, log) for s in seeds]
+        runs = []
+        for s in seeds:
+            runs.append(generative(data, vectors[s], kind, s, log, model_kw, train_kw))
+            v, t, i, secs = runs[-1]
+            print(
+                f"# {names[kind]} seed {s}: valid NDCG@10 {v['ndcg@10']:.4f}, test NDCG@10 {t['ndcg@10']:.4f}, "
+                f"test HR@10 {t['hr@10']:.4f}; {i['epochs']} epochs (best {i['best_epoch']}, {i['stopped_by']}), "
+                f"{i['steps']} steps, {secs:.0f} s wall, {i['cpu_seconds']:.0f} CPU s "
+                f"({i['steps'] / i['cpu_seconds']:.2f} steps per CPU s); valid curve {i['curve']}",
+                flush=True,
+            )
         info = runs[0][2]
         rows.append(
             (

@@ -107,7 +107,7 @@ def test_every_field_is_a_library_field_with_its_default_and_reason(name):
 def test_an_empty_config_builds_the_library_defaults(name):
     # what an asset builds from an empty Dagster config is what the library builds by default,
     # except a field another source of the same config owns (TrainingRun.item_buckets: 0 = sized
-    # from the warehouse; GenerativeRun.max_minutes: the graph's budget)
+    # from the warehouse)
     config = CONFIGS[name]()
     for src in type(config).__sources__:
         fixed = FIXED.get(src.cls, {})

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
+from models.generative.beam import PrefixTrie, beam_search, generate_unseen, top_k_unseen
 from models.generative.semantic_ids import (
     TokenizerConfig,
     assign_collision_tokens,
@@ -22,6 +23,7 @@ from models.generative.semantic_ids import (
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.generative.training import (
     GenTrainConfig,
+    examples_budget,
     evaluate_generative,
     load_generative,
     save_generative,
@@ -119,6 +121,32 @@ def test_beam_search_never_emits_a_non_item():
     assert not any(set(t) & set(row[:3]) for t, row in zip(top.tolist(), items.tolist()))
 
 
+def test_generation_widens_the_beam_until_k_unseen_items_remain():
+    rng = np.random.default_rng(3)
+    K, n = 16, 60
+    flat = rng.choice(K**4, n, replace=False)
+    codes = np.stack([flat // K**3, flat // K**2 % K, flat // K % K, flat % K], 1)
+    trie = PrefixTrie(codes, K)
+    torch.manual_seed(0)
+    model = GenerativeRetriever(
+        Seq2SeqConfig(codebook_size=K, history_len=4, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32)
+    )
+    hist = torch.as_tensor(codes[rng.integers(0, n, (3, 4))])
+    first, _ = beam_search(model, trie, hist, beam=8)
+    seen = [
+        first[0].numpy(),  # user 0 has seen every item of its width-8 beam: k=5 needs a wider one
+        first[1, :3].numpy(),  # user 1: 5 of its 8 remain, no widening
+        np.setdiff1d(np.arange(n), [7, 11]),  # user 2 has seen all but 2 catalog items
+    ]
+    assert len(top_k_unseen(first, seen, 5)[0][top_k_unseen(first, seen, 5)[0] >= 0]) == 0  # the old rule: none
+    top, scores = generate_unseen(model, trie, hist, seen, k=5, beam=8)
+    for u in (0, 1):
+        assert (top[u] >= 0).all() and len(set(top[u])) == 5 and not set(top[u]) & set(seen[u].tolist())
+        assert (np.diff(scores[u]) <= 1e-6).all()  # best first
+    assert top[1].tolist() == top_k_unseen(first, seen, 5)[1].tolist()  # the first beam sufficed: same items
+    assert sorted(top[2][top[2] >= 0].tolist()) == [7, 11] and (top[2][2:] == -1).all()
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     import duckdb
@@ -156,6 +184,35 @@ def planted(tmp_path_factory):
         log=lambda m: None,
     )
     return d, item_vectors(res.model, d.catalog).numpy()
+
+
+def test_the_work_budget_grows_with_the_data_between_its_bounds():
+    # 2,500 rows of 1,000 rows: 2.5 passes; raised to min_epochs passes, lowered to epochs passes
+    assert examples_budget(1_000, epochs=30, max_examples=2_500, min_epochs=1) == 2_500
+    assert examples_budget(1_000, epochs=30, max_examples=500, min_epochs=1) == 1_000
+    assert examples_budget(1_000, epochs=2, max_examples=2_500, min_epochs=1) == 2_000
+    assert examples_budget(1_000, epochs=30, max_examples=0, min_epochs=1) == 30_000  # 0: epochs passes
+    with pytest.raises(ValueError, match="rows"):
+        examples_budget(0, epochs=3, max_examples=10, min_epochs=1)
+
+
+def test_training_stops_at_the_work_budget_inside_an_epoch(planted):
+    d, xb = planted
+    tok, _ = fit_tokenizer(xb, TokenizerConfig(kind="rkmeans", codebook_size=16, seed=0))
+    sid = tokenize(tok, d.catalog.item_ids, xb)
+    table = codes_by_position(d.catalog, sid.item_ids, sid.codes)
+    cfg = Seq2SeqConfig(
+        codebook_size=16, history_len=8, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32
+    )
+    rows = int((d.train.from_end < 2).sum())  # each user's last 2 train positives
+    tcfg = GenTrainConfig(epochs=10, batch_size=64, recent_per_user=2, max_examples=rows + rows // 2)
+    res = train_generative(table, d.train, cfg, tcfg, log=lambda m: None)
+    # 1.5 passes: a whole epoch, then the second one stops once its batches reach the budget
+    assert res.stopped_by == "max_examples" and len(res.history) == 2
+    assert res.steps == -(-rows // 64) + -(-(rows // 2) // 64)
+    # a budget below min_epochs passes is raised to it: one whole epoch
+    res = train_generative(table, d.train, cfg, dataclasses.replace(tcfg, max_examples=10), log=lambda m: None)
+    assert len(res.history) == 1 and res.steps == -(-rows // 64)
 
 
 def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(planted, tmp_path):

@@ -111,9 +111,50 @@ def _beam_batch(model, trie, hist, beam):
 
 def top_k_unseen(items: torch.Tensor, seen: list[np.ndarray], k: int) -> np.ndarray:
     """(B, beam) generated rows, each user's seen rows -> (B, k) the first k unseen, -1 padded."""
+    return _first_unseen(items, None, seen, k)[0]
+
+
+def _first_unseen(items: torch.Tensor, scores: torch.Tensor | None, seen: list[np.ndarray], k: int):
+    """(B, beam) rows (and their scores) -> (B, k) the first k unseen rows, -1 padded, and
+    their scores, -inf padded (None without scores)."""
     items = items.numpy()
     out = np.full((len(items), k), -1, dtype=np.int64)
+    out_scores = None if scores is None else np.full((len(items), k), -np.inf, dtype=np.float32)
     for u in range(len(items)):
-        row = items[u][(items[u] >= 0) & ~np.isin(items[u], seen[u])][:k]
-        out[u, : len(row)] = row
-    return out
+        keep = np.flatnonzero((items[u] >= 0) & ~np.isin(items[u], seen[u]))[:k]
+        out[u, : len(keep)] = items[u][keep]
+        if scores is not None:
+            out_scores[u, : len(keep)] = scores[u].numpy()[keep]
+    return out, out_scores
+
+
+def generate_unseen(
+    model: GenerativeRetriever,
+    trie: PrefixTrie,
+    hist: torch.Tensor,
+    seen: list[np.ndarray],
+    k: int,
+    beam: int,
+    batch: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, L, 4) histories, each user's seen rows -> (B, k) the k best generated items the user
+    has not seen and (B, k) their log-probabilities, best first: what serving returns.
+
+    A beam of width w holds w items, some of them seen; a user whose beam held fewer than k
+    unseen ones is decoded again with the beam doubled, up to the whole catalog (a beam as wide
+    as the catalog holds every item), so a row is short only where the catalog has fewer than k
+    items the user has not seen."""
+    assert hist.ndim == 3 and len(hist) == len(seen), (hist.shape, len(seen))
+    B, n = len(hist), len(trie)
+    rows = np.full((B, k), -1, dtype=np.int64)
+    scores = np.full((B, k), -np.inf, dtype=np.float32)
+    # the most a user can get: k, or the catalog items the user has not seen
+    reachable = np.array([min(k, n - len(np.unique(s[(s >= 0) & (s < n)]))) for s in seen])
+    todo, width = np.arange(B), min(max(beam, k), max(n, 1))
+    while len(todo):
+        items, sc = beam_search(model, trie, hist[torch.as_tensor(todo)], width, batch)
+        top, top_scores = _first_unseen(items, sc, [seen[u] for u in todo], k)
+        done = ((top >= 0).sum(1) >= reachable[todo]) | (width >= n)
+        rows[todo[done]], scores[todo[done]] = top[done], top_scores[done]
+        todo, width = todo[~done], min(2 * width, n)
+    return rows, scores

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from models.artifacts import Layout
-from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
+from models.generative.beam import PrefixTrie, generate_unseen
 from models.generative.store import pair_codes
 from models.generative.training import load_generative, promoted_generative_version
 from models.retrieval.histories import UserHistories
@@ -70,22 +70,20 @@ class GenerativeRecommender:
         return self.codes[torch.where(h < 0, torch.full_like(h, len(self.codes) - 1), h)]
 
     def recommend(self, user_ids: list[str], k: int = 10) -> list[tuple[str, int, str, float, bool]]:
-        """(user_id, rank, item_id, log-probability, fallback) rows; the beam is at least 2k wide so
-        that k items remain once seen ones are removed."""
+        """(user_id, rank, item_id, log-probability, fallback) rows: k per user, the beam widened
+        for a user whose seen items filled it (models.generative.beam.generate_unseen), fewer
+        only where the catalog has fewer than k items the user has not seen."""
         if k < 1:
             raise ServingError(f"-k must be at least 1, got {k}")
         out = []
         known = [u for u in user_ids if self.histories.row(u) >= 0]
         if known:
-            beam = max(self.beam, 2 * k)
-            items, scores = beam_search(self.model, self.trie, self.histories_of(known), beam)
-            top = top_k_unseen(items, [self._rows(u) for u in known], k)
-            score_of = [dict(zip(items[b].tolist(), scores[b].tolist())) for b in range(len(known))]
+            top, scores = generate_unseen(
+                self.model, self.trie, self.histories_of(known), [self._rows(u) for u in known], k, self.beam
+            )
             for b, u in enumerate(known):
                 out += [
-                    (u, r + 1, self.item_ids[i], float(score_of[b][int(i)]), False)
-                    for r, i in enumerate(top[b])
-                    if i >= 0
+                    (u, r + 1, self.item_ids[i], float(scores[b, r]), False) for r, i in enumerate(top[b]) if i >= 0
                 ]
         pop_items, pop_scores = top_popular(*self._popular, [], k)
         for u in user_ids:

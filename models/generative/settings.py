@@ -1,10 +1,12 @@
 """How the graph runs the generative stage, beyond the tokenizer (TokenizerConfig), the
-retriever (Seq2SeqConfig) and its training (GenTrainConfig): when to train a new tokenizer, the
-time budget of a scheduled training, and how the evaluation samples. The defaults live here
+retriever (Seq2SeqConfig) and its training (GenTrainConfig, which holds the work budget): when to
+train a new tokenizer and how the evaluation samples. The defaults live here
 once; the Dagster configs (assets/generative/config.py) are derived from them.
 
-Product defaults follow TIGER (3 x 256 codes, 200 RQ-VAE epochs, d_model 128, 4+4 layers, FFN
-512, beam 20); `make demo` passes a smaller run (Makefile GENERATIVE_DEMO)."""
+Product defaults: TIGER's tokenizer (3 x 256 codes, 200 RQ-VAE epochs) and beam 20, a retriever
+sized for the graph's budget (d_model 64, 2+2 layers, FFN 256, no dropout, history 20) trained
+under a work budget (GenTrainConfig.max_examples) with early stopping; `make demo` passes a
+smaller run (Makefile GENERATIVE_DEMO)."""
 
 from __future__ import annotations
 
@@ -22,12 +24,6 @@ class SemanticIdRun:
         "trained tokenizer: codes stay stable for the trained retriever). Changing the tokenizer "
         "fields takes effect with a new two-tower model or with retrain.",
     )
-
-
-@dataclass
-class GenerativeRun:
-    # the graph bounds a training that the library (GenTrainConfig: 0 = none) leaves unbounded
-    max_minutes: float = setting(10.0, "Training time budget (0 = none); the best weights so far are kept.")
 
 
 @dataclass
