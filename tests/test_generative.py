@@ -23,7 +23,6 @@ from models.generative.semantic_ids import (
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.generative.training import (
     GenTrainConfig,
-    examples_budget,
     evaluate_generative,
     load_generative,
     save_generative,
@@ -184,16 +183,6 @@ def planted(tmp_path_factory):
         log=lambda m: None,
     )
     return d, item_vectors(res.model, d.catalog).numpy()
-
-
-def test_the_work_budget_grows_with_the_data_between_its_bounds():
-    # 2,500 rows of 1,000 rows: 2.5 passes; raised to min_epochs passes, lowered to epochs passes
-    assert examples_budget(1_000, epochs=30, max_examples=2_500, min_epochs=1) == 2_500
-    assert examples_budget(1_000, epochs=30, max_examples=500, min_epochs=1) == 1_000
-    assert examples_budget(1_000, epochs=2, max_examples=2_500, min_epochs=1) == 2_000
-    assert examples_budget(1_000, epochs=30, max_examples=0, min_epochs=1) == 30_000  # 0: epochs passes
-    with pytest.raises(ValueError, match="rows"):
-        examples_budget(0, epochs=3, max_examples=10, min_epochs=1)
 
 
 def test_training_stops_at_the_work_budget_inside_an_epoch(planted):

@@ -37,6 +37,7 @@ import torch
 
 from models import artifacts
 from models.artifacts import atomic_folder
+from models.budget import WallClock, examples_budget
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
 from models.generative.etegrec import JointTokenizer, Projections, alignment_losses, distinct_rows
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
@@ -125,15 +126,6 @@ class GenTrainResult:
     tokenizer: torch.nn.Module | None = None
     semantic_ids: object | None = None
     table: np.ndarray | None = None
-
-
-def examples_budget(rows: int, *, epochs: int, max_examples: int, min_epochs: float) -> int:
-    """Training rows a run may take: `max_examples`, raised to `min_epochs` passes over `rows`
-    and lowered to `epochs` passes (0 = no `max_examples`: `epochs` passes)."""
-    if rows < 1:
-        raise ValueError(f"rows must be at least 1, got {rows}")
-    most = epochs * rows
-    return most if not max_examples else min(most, max(max_examples, math.ceil(min_epochs * rows)))
 
 
 def _hist_codes(table: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -247,6 +239,7 @@ def train_generative(
     result = GenTrainResult(model)
     best, best_state, bad = -math.inf, None, 0
     t0, c0 = time.perf_counter(), time.process_time()
+    clock = WallClock(cfg.max_minutes)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     budget = examples_budget(n, epochs=cfg.epochs, max_examples=cfg.max_examples, min_epochs=cfg.min_epochs)
     budget_rule = "max_epochs" if budget == cfg.epochs * n else "max_examples"
@@ -300,7 +293,7 @@ def train_generative(
                 result.stopped_by = "max_steps"
             elif examples >= budget:  # counted in rows, the same on any machine
                 result.stopped_by = budget_rule
-            elif cfg.max_minutes and time.perf_counter() - t0 >= 60 * cfg.max_minutes:
+            elif clock.spent():
                 result.stopped_by = "time_budget"
             if result.stopped_by:
                 break
