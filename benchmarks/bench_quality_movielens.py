@@ -424,7 +424,14 @@ def two_tower_row(
         valid = make_split("valid", proto.valid.fit, proto.valid.targets, data, tower)
         test = make_split("test", proto.test.fit, proto.test.targets, data, tower)
     t0 = time.perf_counter()
-    res = train(data.catalog, train_set, tower, cfg, valid=valid.ev, log=lambda m: None)
+    res = train(
+        data.catalog,
+        train_set,
+        tower,
+        cfg,
+        valid=valid.ev,
+        log=lambda m: print(f"#   {proto.name} two-tower: {m}", flush=True),
+    )
     seconds = time.perf_counter() - t0
     items = item_vectors(res.model, data.catalog)
     out = []
@@ -500,6 +507,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="warehouse (built when absent) and the peer cache")
     ap.add_argument("--threads", type=int, default=1, help="torch / BLAS / implicit threads (1 on a shared machine)")
     ap.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON, help="a Python with rectools[torch] (`make peers`)")
+    ap.add_argument(
+        "--cached-only", action="store_true", help="fit nothing: the table of what the cache holds (its seeds per row)"
+    )
     ap.add_argument("--bootstrap", type=int, default=1000, help="resamples of the user set for the 95%% intervals")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -544,6 +554,8 @@ def main(argv=None) -> int:
                     trial fits valid only; seconds add up the fits, valid + test)."""
                     hit = cache.get(p.name, row, params, seed) or {"info": {"seconds": 0.0}}
                     missing = [sp for sp in splits if sp not in hit]
+                    if missing and args.cached_only:
+                        return None
                     for sp in missing:
                         s0 = time.perf_counter()
                         hit[sp] = fn(getattr(p, sp), data, params, seed)
@@ -557,8 +569,13 @@ def main(argv=None) -> int:
                     return hit
 
                 trials = [(params, run(params, seeds[0], ("valid",))) for params in grid]
+                if any(t is None for _, t in trials):
+                    print(f"# {p.name} {name}: its tuning is not all in the cache (--cached-only): left out")
+                    continue
                 best, _ = max(trials, key=lambda t: t[1]["valid"]["ndcg@10"].mean())
-                runs = [run(best, s) for s in ([seeds[0]] if deterministic else seeds)]
+                runs = [r for s in ([seeds[0]] if deterministic else seeds) if (r := run(best, s)) is not None]
+                if not runs:
+                    continue
                 note = ", ".join(f"{k}={v}" for k, v in best.items()) + (
                     f" (of {len(grid)} on valid)" if len(grid) > 1 else ""
                 )
@@ -569,6 +586,8 @@ def main(argv=None) -> int:
                 runs = []
                 for s in seeds:
                     hit = cache.get(p.name, row, SASREC, s)
+                    if hit is None and args.cached_only:
+                        continue
                     if hit is None:
                         v, t, info = sasrec(p, data, SASREC, s, args.peer_python, args.threads)
                         hit = {"valid": v, "test": t, "info": info}
@@ -578,6 +597,8 @@ def main(argv=None) -> int:
                         f"# {p.name} SASRec seed {s}: test NDCG@10 {hit['test']['ndcg@10'].mean():.4f}, best epoch {hit['info'].get('best_epoch')}",
                         flush=True,
                     )
+                if not runs:
+                    continue
                 epochs = [r["info"].get("best_epoch") for r in runs]
                 results.append(
                     (
@@ -596,6 +617,8 @@ def main(argv=None) -> int:
                     # cached only under the exact configs and the committed models/ code that trained it
                     params = {"tower": tower_s.to_dict(), "train": dataclasses.asdict(cfg_s), "models": version}
                     hit = cache.get(p.name, row, params, s) if version else None
+                    if hit is None and args.cached_only:
+                        continue
                     if hit is None:
                         v, t, info = two_tower_row(con, p, data_by_tower, tower_s, cfg_s)
                         hit = {"valid": v, "test": t, "info": info}
@@ -607,6 +630,8 @@ def main(argv=None) -> int:
                         f"# {p.name} {row} seed {s}: test NDCG@10 {t['ndcg@10'].mean():.4f}, {info['stopped_by']} at epoch {info['best_epoch']}, {info['seconds']:.0f} s",
                         flush=True,
                     )
+                if not runs:
+                    continue
                 enc_name = enc or TowerConfig().encoder
                 results.append(
                     (
@@ -627,7 +652,8 @@ def main(argv=None) -> int:
                     for r in results[-1][3]
                 ]
             )
-            results[-1] = (*results[-1][:4], f"{results[-1][4]}; {secs:.0f} s/seed")
+            n = len(results[-1][3])
+            results[-1] = (*results[-1][:4], f"{results[-1][4]}; {n} seed{'s' * (n > 1)}, {secs:.0f} s/seed")
             print(f"# {p.name} {results[-1][1]} done ({time.perf_counter() - r0:.0f} s this run)", flush=True)
     con.close()
     print()
