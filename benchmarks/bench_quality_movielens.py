@@ -577,7 +577,7 @@ def main(argv=None) -> int:
                 if not runs:
                     continue
                 note = ", ".join(f"{k}={v}" for k, v in best.items()) + (
-                    f" (of {len(grid)} on valid)" if len(grid) > 1 else ""
+                    f" (of {len(grid)} on valid)" if len(grid) > 1 else "counts of the fitted pairs"
                 )
                 results.append((p.name, name, True, runs, note))
             elif row == "sasrec":
