@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore:Function `asset_materialize_command` is superseded,ignore:Parameter `include_sources` of function `AssetSelection.all`
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo lint test test-fast dev serve bench clean-home
+.PHONY: install demo lint test test-fast dev serve bench peers clean-home
 
 # torch first, pinned to the CPU wheel on disk, so the project's torch range is already met
 # and pip never pulls a multi-GB CUDA build.
@@ -82,6 +82,15 @@ serve: install
 bench: install
 	$(PIP) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_cleaning.py
+
+# The benchmarks' SASRec peer (rectools[torch]) in its own venv outside the repo: rectools 0.19
+# pins pandas 2 / numpy 1, which towerflow's venv cannot hold. torch first (the CPU wheel), and a
+# pyarrow that still reads numpy 1 (the Parquet files the benchmarks exchange with it).
+PEERS ?= /work/peers/rectools
+peers:
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PEERS)/bin/python -m pip install --quiet --disable-pip-version-check 'rectools[torch]' 'pyarrow<21'
 
 clean-home:
 	rm -rf $(TOWERFLOW_HOME)

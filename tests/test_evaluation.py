@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.retrieval.evaluation import popularity_metrics, rank_metrics
+from models.retrieval.evaluation import grouped_metrics, per_user_metrics, popularity_metrics, rank_metrics
 
 
 def test_metrics_worked_by_hand():
@@ -62,3 +62,49 @@ def test_popularity_by_one_sort_equals_scoring_every_item(ties):
         if k.startswith("coverage") and ties:
             continue  # which of several tied items fill the top K is arbitrary in torch.topk
         assert fast[k] == pytest.approx(v), k
+
+
+def test_per_user_vectors_are_the_worked_ranks():
+    # the worked example above: user 0's target ranks 2, user 1's ranks 5
+    scores = torch.tensor([[0.9, 0.1, 0.7, 0.2, 0.8], [0.1, 0.5, 0.3, 0.1, 0.9]])
+    m, per = rank_metrics(
+        lambda s, e: scores[s:e].clone(),
+        5,
+        torch.tensor([2, 0]),
+        np.array([0]),
+        np.array([0]),
+        ks=(2, 5),
+        per_user=True,
+    )
+    np.testing.assert_allclose(per["hr@2"], [1.0, 0.0])
+    np.testing.assert_allclose(per["ndcg@5"], [1 / math.log2(3), 1 / math.log2(6)])
+    np.testing.assert_allclose(per["mrr"], [1 / 2, 1 / 5])
+    np.testing.assert_array_equal(per["rank"], [2, 5])
+    assert all(m[k] == pytest.approx(v.mean()) for k, v in per.items() if k != "rank")
+    # the one-sort popularity path gives the same vectors as scoring every item
+    counts = np.array([5.0, 1.0, 3.0, 2.0, 4.0])
+    pop = torch.as_tensor(counts, dtype=torch.float32)
+    args = (torch.tensor([2, 0]), np.array([0]), np.array([4]))
+    _, brute = rank_metrics(lambda s, e: pop.expand(e - s, -1).clone(), 5, *args, ks=(2, 5), per_user=True)
+    _, fast = popularity_metrics(counts, args[0].numpy(), *args[1:], ks=(2, 5), per_user=True)
+    for k in brute:
+        np.testing.assert_allclose(fast[k], brute[k], err_msg=k)
+
+
+def test_grouped_metrics_several_targets_by_hand():
+    # user 0 has targets at list positions 1 and 3 (K=2: one hit of min(2, 2) possible);
+    # user 1 one target at position 2; user 2 three targets, none in the top 2.
+    ranks = np.array([1, 3, 2, 5, 6, 7])
+    row_user = np.array([0, 0, 1, 2, 2, 2])
+    m = grouped_metrics(ranks, row_user, 3, ks=(2,))
+    np.testing.assert_allclose(m["hr@2"], [1, 1, 0])
+    np.testing.assert_allclose(m["recall@2"], [0.5, 1.0, 0.0])
+    ideal2 = 1 + 1 / math.log2(3)
+    np.testing.assert_allclose(m["ndcg@2"], [1 / ideal2, 1 / math.log2(3), 0.0])
+    # one target per user: the single-target vectors
+    r = np.array([1, 4, 12, 2])
+    one = grouped_metrics(r, np.arange(4), 4, ks=(10,))
+    single = per_user_metrics(r, ks=(10,))
+    for k in ("hr@10", "ndcg@10"):
+        np.testing.assert_allclose(one[k], single[k])
+    np.testing.assert_allclose(one["recall@10"], single["hr@10"])

@@ -11,7 +11,7 @@ from assets.reporting import figures_metadata, md_table
 from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import Layout, write_json_atomic
 from models.retrieval.checkpoint import load_checkpoint, read_manifest
-from models.retrieval.data import load_from_warehouse
+from models.retrieval.data import load_for_tower
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -38,14 +38,7 @@ def model_evaluation(
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         model, meta, _ = load_checkpoint(root / version, expected_fingerprint=fingerprint)
-        t = model.cfg
-        data = load_from_warehouse(
-            con,
-            history_len=t.history_len,
-            n_hashes=t.n_hashes,
-            item_buckets=t.item_buckets,
-            user_buckets=t.user_buckets,
-        )
+        data = load_for_tower(con, model.cfg)
     metrics = {"model": {}, "popularity": {}}
     for ev in (data.valid, data.test):
         metrics["model"][ev.name] = evaluate_model(model, data.catalog, ev, KS, log=context.log.info)

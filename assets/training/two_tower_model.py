@@ -15,7 +15,7 @@ from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
 from models.retrieval.datasets import warehouse_datasets
 from models.retrieval.pyfunc import log_pyfunc, write_bundle
-from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+from models.retrieval.data import WarehouseShape, load_for_tower, tower_config_for
 from models.retrieval.plots import training_curves
 from models.retrieval.towers import TowerConfig
 from models.retrieval.training import TrainConfig, config_dict, summary_metrics, train
@@ -59,17 +59,7 @@ def two_tower_model(
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         tower = tower_config_for(WarehouseShape.read(con), **fields_for(config, TowerConfig))
         inputs = warehouse_datasets(con, duckdb.database)
-        data = (
-            load_from_warehouse(
-                con,
-                history_len=tower.history_len,
-                n_hashes=tower.n_hashes,
-                item_buckets=tower.item_buckets,
-                user_buckets=tower.user_buckets,
-            )
-            if config.workers == 1
-            else None
-        )
+        data = load_for_tower(con, tower) if config.workers == 1 else None
     # closed: with several workers every rank opens the warehouse read-only, which DuckDB
     # refuses while any process holds it open for writing
     tcfg = to_library(config, TrainConfig)

@@ -394,6 +394,18 @@ def load_from_warehouse(
     return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab)
 
 
+def load_for_tower(con, tower) -> Datasets:
+    """load_from_warehouse with the history length and id tables a TowerConfig was sized for:
+    what the two-tower asset, its evaluation, the DDP ranks and the quality benchmark train on."""
+    return load_from_warehouse(
+        con,
+        history_len=tower.history_len,
+        n_hashes=tower.n_hashes,
+        item_buckets=tower.item_buckets,
+        user_buckets=tower.user_buckets,
+    )
+
+
 # pairs of the users named in the `wanted_users` frame (DuckDB reads it from the caller's scope)
 _SOME_USERS = "SELECT user_id, item_id, ts FROM interaction_splits WHERE user_id IN (SELECT user_id FROM wanted_users)"
 

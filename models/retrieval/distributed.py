@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from models.retrieval.checkpoint import load_checkpoint, save_checkpoint
-from models.retrieval.data import Catalog, Datasets, EvalSet, TrainSet, load_from_warehouse
+from models.retrieval.data import Catalog, Datasets, EvalSet, TrainSet, load_for_tower
 from models.retrieval.evaluation import evaluate_model
 from models.retrieval.towers import TowerConfig, TwoTower
 from models.retrieval.training import TrainConfig, config_dict, summary_metrics, train, train_step
@@ -308,13 +308,7 @@ def load_data(spec: RunSpec, tower: TowerConfig) -> Datasets:
             "so no process may hold it open for writing while training runs"
         ) from e
     try:
-        return load_from_warehouse(
-            con,
-            history_len=tower.history_len,
-            n_hashes=tower.n_hashes,
-            item_buckets=tower.item_buckets,
-            user_buckets=tower.user_buckets,
-        )
+        return load_for_tower(con, tower)
     finally:
         con.close()
 

@@ -24,15 +24,52 @@ from models.retrieval.data import Catalog, EvalSet, TrainSet
 MAX_SCORE_BYTES = 256 * 2**20
 
 
-def _metrics(ranks: np.ndarray, ks, top: np.ndarray | None, n_items: int) -> dict[str, float]:
-    out = {"users": float(len(ranks)), "mrr": float(np.mean(1.0 / ranks))}
+def per_user_metrics(ranks: np.ndarray, ks=(10, 20, 50)) -> dict[str, np.ndarray]:
+    """Each user's reciprocal rank, HR@K and NDCG@K from the target's rank (1 = first): the
+    vectors whose means are the reported metrics, kept for confidence intervals over users."""
+    ranks = np.asarray(ranks, dtype=np.float64)  # (E,)
+    out = {"mrr": 1.0 / ranks}
     for k in ks:
         hit = ranks <= k
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)))
-        if top is not None:
-            out[f"coverage@{k}"] = float(len(np.unique(top[:, :k])) / n_items)
+        out[f"hr@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)
     return out
+
+
+def grouped_metrics(ranks: np.ndarray, row_user: np.ndarray, n_users: int, ks=(10, 20, 50)) -> dict[str, np.ndarray]:
+    """Per-user HR@K, Recall@K and NDCG@K when a user has several targets, one row each.
+
+    ranks: (R,) each target's position in the user's one ranked list (rank_metrics ranks a row's
+    target against every unseen item, the user's other targets included, so this is the list
+    position); row_user: (R,) the row's user in 0..n_users-1. Recall@K = hits / min(K, targets),
+    NDCG@K = DCG / the ideal DCG of min(K, targets) hits. With one target per user they are
+    per_user_metrics' HR@K and NDCG@K.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)  # (R,)
+    row_user = np.asarray(row_user)
+    n_targets = np.bincount(row_user, minlength=n_users)  # (U,)
+    if (n_targets == 0).any():
+        raise ValueError(f"{int((n_targets == 0).sum())} users have no target row")
+    out = {}
+    for k in ks:
+        hit = ranks <= k
+        hits = np.bincount(row_user, weights=hit, minlength=n_users)
+        dcg = np.bincount(row_user, weights=np.where(hit, 1.0 / np.log2(ranks + 1), 0.0), minlength=n_users)
+        ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))  # (k,) IDCG of 1..k hits
+        best = np.minimum(n_targets, k)
+        out[f"hr@{k}"] = (hits > 0).astype(np.float64)
+        out[f"recall@{k}"] = hits / best
+        out[f"ndcg@{k}"] = dcg / ideal[best - 1]
+    return out
+
+
+def _metrics(ranks: np.ndarray, ks, top: np.ndarray | None, n_items: int, per_user: bool = False):
+    vectors = per_user_metrics(ranks, ks)
+    out = {"users": float(len(ranks)), **{name: float(v.mean()) for name, v in vectors.items()}}
+    if top is not None:
+        for k in ks:
+            out[f"coverage@{k}"] = float(len(np.unique(top[:, :k])) / n_items)
+    return (out, {**vectors, "rank": np.asarray(ranks)}) if per_user else out
 
 
 def _sorted_seen(E: int, seen_rows: np.ndarray, seen_items: np.ndarray):
@@ -53,9 +90,11 @@ def rank_metrics(
     max_score_bytes: int = MAX_SCORE_BYTES,
     log: Callable[[str], None] | None = None,
     what: str = "evaluation",
+    per_user: bool = False,
 ) -> dict[str, float]:
     """score_rows(start, end) -> (end - start, n_items) scores for users start..end, a tensor
-    the caller does not keep (it is masked in place)."""
+    the caller does not keep (it is masked in place). per_user=True returns (metrics, vectors):
+    `per_user_metrics` of every user plus the target's "rank", in row order."""
     E = len(targets)
     if E == 0:
         raise ValueError("no evaluation users: nothing to rank")
@@ -83,11 +122,17 @@ def rank_metrics(
             scores.scatter_(1, t[:, None], target_score)
             top[s:e] = torch.topk(scores, kmax, dim=1).indices.numpy()
         progress.update(e - s)
-    return _metrics(ranks, ks, top, n_items)
+    return _metrics(ranks, ks, top, n_items, per_user)
 
 
 def popularity_metrics(
-    counts: np.ndarray, targets: np.ndarray, seen_rows: np.ndarray, seen_items: np.ndarray, ks=(10, 20, 50)
+    counts: np.ndarray,
+    targets: np.ndarray,
+    seen_rows: np.ndarray,
+    seen_items: np.ndarray,
+    ks=(10, 20, 50),
+    *,
+    per_user: bool = False,
 ) -> dict[str, float]:
     """rank_metrics for the scorer that gives every user `counts`, from one sort: the target's
     rank is 1 + the items scoring >= it, minus itself, minus the seen ones among them; a
@@ -118,7 +163,7 @@ def popularity_metrics(
             top[u] = np.concatenate([order[~mask], order[mask]])[:kmax]
         else:
             top[u] = order[:kmax]
-    return _metrics(ranks, ks, top, N)
+    return _metrics(ranks, ks, top, N, per_user)
 
 
 @torch.no_grad()
@@ -154,7 +199,9 @@ def evaluate_model(
     *,
     coverage: bool = True,
     log: Callable[[str], None] | None = None,
+    per_user: bool = False,
 ) -> dict[str, float]:
+    """Full-ranking metrics of a two-tower on an EvalSet (per_user: as in rank_metrics)."""
     items = item_vectors(model, catalog, log=log)
     users = user_vectors(model, catalog, ev.user_hash, ev.history)
     return rank_metrics(
@@ -167,9 +214,12 @@ def evaluate_model(
         coverage=coverage,
         log=log,
         what=f"{ev.name} ranking",
+        per_user=per_user,
     )
 
 
-def evaluate_popularity(train: TrainSet, ev: EvalSet, ks=(10, 20, 50)) -> dict[str, float]:
+def evaluate_popularity(train: TrainSet, ev: EvalSet, ks=(10, 20, 50), *, per_user: bool = False) -> dict[str, float]:
     """The baseline every model must beat: train positives per item, same exclusions."""
-    return popularity_metrics(train.item_counts.numpy(), ev.target.numpy(), ev.seen_rows, ev.seen_items, ks)
+    return popularity_metrics(
+        train.item_counts.numpy(), ev.target.numpy(), ev.seen_rows, ev.seen_items, ks, per_user=per_user
+    )
