@@ -91,14 +91,6 @@ from models.retrieval.training import TrainConfig, train  # noqa: E402
 
 DEFAULT_PEER_PYTHON = "/work/peers/rectools/bin/python"
 
-# Per-encoder settings picked on valid NDCG@10 in short runs (the issue notes): used by
-# bench_generative.py's two-tower; this benchmark measures the product's defaults instead.
-SETTINGS = {
-    "mean": dict(history=20, batch=256, lr=2e-3, extra=512, recency=True),
-    "attention": dict(history=20, batch=256, lr=2e-3, extra=512, recency=True),
-    "transformer": dict(history=50, batch=64, lr=3e-3, extra=512, dropout=0.2, stride=10, patience=4, epochs=20),
-}
-
 EASE_GRID = [dict(lam=lam) for lam in (30.0, 100.0, 300.0, 1000.0, 3000.0)]
 ALS_GRID = [
     dict(factors=f, regularization=r, iterations=15, alpha=a)
@@ -159,22 +151,6 @@ def _warehouse(workdir: Path):
         build_warehouse(con, landing, **default_warehouse_params())
         return con
     return duckdb.connect(str(db), read_only=True)  # several runs may share a workdir
-
-
-def tower_config(data: Datasets, encoder: str, **kw) -> TowerConfig:
-    """A TowerConfig with SETTINGS-style keywords (bench_generative.py's tuned two-tower)."""
-    return tower_config_for(
-        data.shape,
-        dim=kw.get("dim", 64),
-        hidden=kw.get("hidden", 64),
-        history_len=data.train.history.shape[1],
-        encoder=encoder,
-        id_dropout=kw.get("id_dropout", 0.1),
-        dropout=kw.get("dropout", 0.1),
-        layers=kw.get("layers", 2),
-        heads=kw.get("heads", 2),
-        recency=kw.get("recency", False),
-    )
 
 
 # ---------------------------------------------------------------- protocols
