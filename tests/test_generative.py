@@ -412,6 +412,8 @@ def test_promoted_generative_registers_only_a_retriever_that_beats_chance(tmp_pa
     client = MlflowClient(tracking_uri=resources["mlflow"].tracking_uri)
     champion = client.get_model_version_by_alias("towerflow-generative", "champion")
     assert champion.tags["checkpoint"] == good and champion.tags["tokenizer"] == "t1"
+    # the version says what it is and which check it passed, with its figures
+    assert "generative_beats_chance_on_valid_hr: valid HR@10 0.1200 vs chance 0.0700" in champion.description
     with using_tracking_uri(resources["mlflow"].tracking_uri):
         local = mlflow.artifacts.download_artifacts(
             "models:/towerflow-generative@champion", dst_path=str(tmp_path / "d")

@@ -372,6 +372,9 @@ def test_promoted_ranker_registers_only_a_ranker_that_beats_retrieval_order(tmp_
     champion = client.get_model_version_by_alias("towerflow-ranker", "champion")
     assert champion.tags["checkpoint"] == good == ranker_manifest(tmp_path / "artifacts")["current"]
     assert float(champion.tags["valid.ranked.ndcg_at_10"]) == 0.3
+    assert "ranking_beats_retrieval_on_valid_ndcg: valid NDCG@10 ranked 0.3000 vs retrieval order 0.2000" in (
+        champion.description
+    )
     assert load_ranker(tmp_path / "artifacts").version == good  # serving follows the promotion
     # the registered version downloads as the checkpoint folder
     with using_tracking_uri(resources["mlflow"].tracking_uri):  # the registry follows the tracking URI

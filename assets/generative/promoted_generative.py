@@ -58,6 +58,13 @@ def promoted_generative(context: dg.AssetExecutionContext, paths: TowerflowPaths
         folder=root / version,
         context=context,
         registered_model=GENERATIVE_MODEL,
+        description=(
+            f"Semantic-ID generative retriever {version} with tokenizer {evaluation['tokenizer']} (the "
+            f"codes it was trained with are part of this version), beam search over the codes. Passed "
+            f"the promotion check generative_beats_chance_on_valid_hr: valid HR@10 {valid['hr@10']:.4f} vs "
+            f"chance {valid['chance_hr@10']:.4f}; valid / test NDCG@10 {valid['ndcg@10']:.4f} / "
+            f"{evaluation['generative']['test']['ndcg@10']:.4f}."
+        ),
     )
     artifacts.write_manifest(root, {**(artifacts.read_manifest(root) or {}), "current": version})
     yield promotion_result(

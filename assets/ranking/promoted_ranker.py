@@ -58,6 +58,13 @@ def promoted_ranker(context: dg.AssetExecutionContext, paths: TowerflowPaths, ml
         folder=root / version,
         context=context,
         registered_model=RANKER_MODEL,
+        description=(
+            f"Phoenix-style ranker {version} over the champion retriever's candidates, scored by the "
+            f"weighted action score. Passed the promotion check ranking_beats_retrieval_on_valid_ndcg: "
+            f"valid NDCG@10 ranked {valid['ranked']['ndcg@10']:.4f} vs retrieval order "
+            f"{valid['retrieval']['ndcg@10']:.4f}; test {evaluation['test']['ranked']['ndcg@10']:.4f} vs "
+            f"{evaluation['test']['retrieval']['ndcg@10']:.4f}."
+        ),
     )
     write_manifest(root, {**ranker_manifest(paths.artifacts), "current": version})
     yield promotion_result(
