@@ -364,6 +364,15 @@ def test_mlflow_runs_are_honest_and_the_training_is_a_child_run(first_run, home)
     on_model = {m.key: m for m in logged[0].metrics}
     assert on_model["valid_ndcg_10"].value == best.value and on_model["valid_ndcg_10"].step == best.step
     assert on_model["valid_ndcg_10"].dataset_name == "interaction_splits[valid]"
+    # the ranker's and the generative retriever's runs too: curves per epoch, plain figures of the
+    # kept (best) epoch
+    for asset in ("ranking_model", "generative_retriever"):
+        run = by_asset[asset]
+        curve = client.get_metric_history(run.info.run_id, "curve/valid_ndcg_10")
+        assert curve, asset
+        kept = run.data.metrics["best_epoch"]
+        assert run.data.metrics["valid_ndcg_10"] == pytest.approx(max(m.value for m in curve), abs=1e-9), asset
+        assert any(m.step == kept and m.value == run.data.metrics["valid_ndcg_10"] for m in curve), asset
 
 
 def test_promotion_registers_the_champion_and_serving_follows_it(first_run, home):

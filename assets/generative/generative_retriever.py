@@ -78,9 +78,10 @@ def generative_retriever(
     )
 
     with mlflow.child_run(context, "generative_retriever", tags={"dagster_asset": "generative_retriever"}) as run:
-
-        def log_check(epoch: int, row: dict) -> None:
-            run.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)  # the training's own run
+        # the per-check figures are curves ("curve/" in the run's charts); the run's plain figures
+        # are the checkpoint's own (its best check), logged once after training
+        def log_check(epoch: int, row: dict) -> None:  # step = the row's epoch, counted from 1
+            run.log({f"curve/{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
         result = train_generative(
             table, data.train, model_cfg, tcfg, valid=data.valid, log=context.log.info, on_check=log_check, joint=joint
@@ -113,6 +114,7 @@ def generative_retriever(
             files=lambda folder: write_pair(folder, trained_codes, result.tokenizer, tokenizer_meta),
         )
         png = training_curves(result.history, path / "curves.png")
+        run.log({**result.best_valid, "best_epoch": result.best_epoch}, step=result.best_epoch)
         run.log(
             params={
                 "checkpoint": path.name,

@@ -75,8 +75,17 @@ def ranking_model(
         manifest["versions"].append(path.name)
         manifest["latest"] = path.name
         write_manifest(root, manifest)
-        for row in result.history:  # the training's own run: one point per epoch, params, weights, curves
-            run.log({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        # the training's own run: the per-epoch figures are curves ("curve/" in its charts); its
+        # plain figures are the kept epoch's (best on valid), as the registered version's are
+        for row in result.history:
+            run.log({f"curve/{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        run.log(
+            {
+                **{f"valid_{k}": v for k, v in result.best_valid.items() if isinstance(v, (int, float))},
+                "best_epoch": result.best_epoch,
+            },
+            step=result.best_epoch,
+        )
         run.log(
             params={
                 **{f"ranker.{k}": v for k, v in cfg.to_dict().items()},
