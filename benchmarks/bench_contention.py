@@ -66,19 +66,13 @@ def child(mode: str, db: Path, epochs: int, threads: int, out: Path | None) -> N
     import duckdb
     import torch
 
-    from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+    from models.retrieval.data import WarehouseShape, load_for_tower, tower_config_for
     from models.retrieval.training import TrainConfig, train
 
     torch.set_num_threads(1 if mode == "one-thread" else threads)
     con = duckdb.connect(str(db), read_only=True)
     tower = tower_config_for(WarehouseShape.read(con))
-    data = load_from_warehouse(
-        con,
-        history_len=tower.history_len,
-        n_hashes=tower.n_hashes,
-        item_buckets=tower.item_buckets,
-        user_buckets=tower.user_buckets,
-    )
+    data = load_for_tower(con, tower)
     con.close()
     res = train(
         data.catalog,

@@ -49,7 +49,7 @@ def setup(work: Path, args) -> None:
 
     from models.splits.warehouse import build_warehouse, default_warehouse_params
     from models.retrieval.checkpoint import save_checkpoint, update_manifest
-    from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+    from models.retrieval.data import WarehouseShape, load_for_tower, tower_config_for
     from models.sources.synthetic import generate
     from models.retrieval.training import TrainConfig, config_dict, train
 
@@ -74,13 +74,7 @@ def setup(work: Path, args) -> None:
     fingerprint = build_warehouse(con, work / "landing", **default_warehouse_params())
     _log(f"warehouse built in {time.perf_counter() - t0:.0f} s")
     tower = tower_config_for(WarehouseShape.read(con), encoder="mean")  # the graph's towers, mean encoder
-    data = load_from_warehouse(
-        con,
-        history_len=tower.history_len,
-        n_hashes=tower.n_hashes,
-        item_buckets=tower.item_buckets,
-        user_buckets=tower.user_buckets,
-    )
+    data = load_for_tower(con, tower)
     tcfg = TrainConfig(epochs=args.epochs)  # the graph's training, fewer epochs
     result = train(data.catalog, data.train, tower, tcfg, valid=None, log=_log)
     root = work / "artifacts" / "models"

@@ -83,7 +83,7 @@ def build(workdir: Path, dataset: str, movielens_csv: Path | None, movielens_war
 def train_retriever(con, cache: Path | None = None):
     """The champion as the graph trains it: the library's default towers and training, seed 0
     (read back from `cache` when a previous run of the same workdir saved it)."""
-    from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+    from models.retrieval.data import WarehouseShape, load_for_tower, tower_config_for
     from models.retrieval.towers import TwoTower
     from models.retrieval.training import TrainConfig, train
 
@@ -94,13 +94,7 @@ def train_retriever(con, cache: Path | None = None):
         return model.eval()
 
     tower = tower_config_for(WarehouseShape.read(con))
-    data = load_from_warehouse(
-        con,
-        history_len=tower.history_len,
-        n_hashes=tower.n_hashes,
-        item_buckets=tower.item_buckets,
-        user_buckets=tower.user_buckets,
-    )
+    data = load_for_tower(con, tower)
     model = train(data.catalog, data.train, tower, TrainConfig(), valid=data.valid, log=lambda m: None).model
     if cache is not None:
         torch.save({"cfg": model.cfg, "state": model.state_dict()}, cache)

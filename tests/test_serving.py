@@ -25,7 +25,7 @@ from models.index.embeddings import refresh_embeddings, refresh_index
 from models.index.item_index import IndexSpec
 from models.retrieval.champion import NoChampion, load_champion
 from models.retrieval.checkpoint import save_checkpoint, update_manifest
-from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+from models.retrieval.data import WarehouseShape, load_for_tower, tower_config_for
 from models.retrieval.training import TrainConfig, config_dict, train
 from models.retrieval.histories import write_user_histories
 from models.sources.synthetic import generate
@@ -79,13 +79,7 @@ def home(tmp_path_factory) -> Path:
     con = duckdb.connect(str(home / "warehouse.duckdb"))
     fingerprint = build_warehouse(con, home / "landing", **default_warehouse_params())
     tower = tower_config_for(WarehouseShape.read(con))  # the graph's default towers
-    data = load_from_warehouse(
-        con,
-        history_len=tower.history_len,
-        n_hashes=tower.n_hashes,
-        item_buckets=tower.item_buckets,
-        user_buckets=tower.user_buckets,
-    )
+    data = load_for_tower(con, tower)
     tcfg = TrainConfig(epochs=2, batch_size=128, seed=0)
     result = train(data.catalog, data.train, tower, tcfg, valid=None, log=lambda m: None)
     models = home / "artifacts" / "models"
