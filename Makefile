@@ -86,7 +86,7 @@ bench: install
 # The benchmarks' SASRec peer (rectools[torch]) in its own venv outside the repo: rectools 0.19
 # pins pandas 2 / numpy 1, which towerflow's venv cannot hold. torch first (the CPU wheel), and a
 # pyarrow that still reads numpy 1 (the Parquet files the benchmarks exchange with it).
-PEERS ?= /work/peers/rectools
+PEERS ?= $(CURDIR)/.peers/rectools
 peers:
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0

@@ -6,7 +6,7 @@ practitioner would pick, on the same split, the same users and the same metric c
 
     python benchmarks/bench_quality_movielens.py --threads 1 --seeds 0,1,2 \\
         [--rows popularity,ease,als,bpr,sasrec,two-tower] [--protocols loo,timecut] \\
-        [--workdir DIR] [--peer-python /work/peers/rectools/bin/python]
+        [--workdir DIR] [--peer-python .peers/rectools/bin/python]
 
 Rows:
 - popularity: positives per item in the fitted pairs;
@@ -20,7 +20,7 @@ Rows:
   ml-latest-small the median user has ~70 positives, and 200 costs 4x per epoch on one shared
   core). Like the two-tower it trains on train and ranks test with the best check's model reading
   train + valid, without a refit (--no-refit of benchmarks/_sasrec_peer.py). It runs in its own
-  Python (--peer-python; `make peers` builds /work/peers/rectools: rectools pins pandas 2 /
+  Python (--peer-python; `make peers` builds .peers/rectools: rectools pins pandas 2 /
   numpy 1, which towerflow's environment cannot hold);
 - two-tower: the product's defaults, as the two_tower_model asset builds them
   (`tower_config_for(shape)`, `TrainConfig()`, `load_for_tower`), with its wall-clock budget off
@@ -89,7 +89,7 @@ from models.retrieval.evaluation import grouped_metrics, item_vectors, rank_metr
 from models.retrieval.towers import TowerConfig  # noqa: E402
 from models.retrieval.training import TrainConfig, train  # noqa: E402
 
-DEFAULT_PEER_PYTHON = "/work/peers/rectools/bin/python"
+DEFAULT_PEER_PYTHON = str(ROOT / ".peers" / "rectools" / "bin" / "python")  # what `make peers` builds
 
 EASE_GRID = [dict(lam=lam) for lam in (30.0, 100.0, 300.0, 1000.0, 3000.0)]
 ALS_GRID = [
