@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +46,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.bench_quality_movielens import _stat, build_data  # noqa: E402
+from benchmarks.bench_quality_movielens import _stat, build_data, run_sasrec_peer  # noqa: E402
 from models.generative.beam import PrefixTrie  # noqa: E402
 from models.generative.etegrec import JointTokenizer  # noqa: E402
 from models.generative.semantic_ids import TokenizerConfig, codes_by_position, fit_tokenizer, tokenize  # noqa: E402
@@ -237,27 +235,7 @@ def sasrec(data, pairs: pd.DataFrame, seed: int, python: str, threads: int, epoc
         pairs[pairs.split == "valid"][["user_id", "item_id", "ts"]].to_parquet(d / "valid.parquet")
         for ev in (data.valid, data.test):
             pd.DataFrame({"user_id": ev.user_keys}).to_parquet(d / f"users_{ev.name}.parquet")
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
-        proc = subprocess.run(
-            [
-                python,
-                str(ROOT / "benchmarks" / "_sasrec_peer.py"),
-                str(d),
-                "--seed",
-                str(seed),
-                "--threads",
-                str(threads),
-                "--epochs",
-                str(epochs),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode:
-            raise RuntimeError(
-                f"the SASRec peer failed (is rectools[torch] installed for {python}?):\n{proc.stderr[-3000:]}"
-            )
+        run_sasrec_peer(python, d, threads, [f"--seed={seed}", f"--epochs={epochs}"])
         out = []
         for ev in (data.valid, data.test):
             reco = pd.read_parquet(d / f"reco_{ev.name}.parquet")

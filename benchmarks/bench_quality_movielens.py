@@ -304,6 +304,18 @@ def implicit_peer(kind: str, threads: int):
     return fit
 
 
+def run_sasrec_peer(python: str, folder: Path, threads: int, flags: list[str]) -> None:
+    """Run benchmarks/_sasrec_peer.py on `folder` in `python` (rectools' own venv: it imports
+    nothing from towerflow, so PYTHONPATH is cleared); its progress lines pass through."""
+    cmd = [python, str(ROOT / "benchmarks" / "_sasrec_peer.py"), str(folder), f"--threads={threads}", *flags]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
+    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise RuntimeError(
+            f"the SASRec peer failed (is rectools[torch] installed for {python}? `make peers`):\n{proc.stderr[-3000:]}"
+        )
+
+
 def sasrec(
     proto: Protocol, data: Datasets, params: dict, seed: int, python: str, threads: int
 ) -> tuple[dict, dict, dict]:
@@ -320,21 +332,7 @@ def sasrec(
         flags = [
             f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in params.items() if v is not False
         ]
-        cmd = [
-            python,
-            str(ROOT / "benchmarks" / "_sasrec_peer.py"),
-            str(d),
-            f"--seed={seed}",
-            f"--threads={threads}",
-            "--k=0",
-            *flags,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
-        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)  # its progress lines pass through
-        if proc.returncode:
-            raise RuntimeError(
-                f"the SASRec peer failed (is rectools[torch] installed for {python}? `make peers`):\n{proc.stderr[-3000:]}"
-            )
+        run_sasrec_peer(python, d, threads, [f"--seed={seed}", "--k=0", *flags])
         out = []
         for s in (proto.valid, proto.test):
             reco = pd.read_parquet(d / f"reco_{s.name}.parquet")
