@@ -96,18 +96,25 @@ def test_trie_allows_only_real_prefixes():
         PrefixTrie(np.array([[0, 0, 0, 0], [0, 0, 0, 0]]), 4)
 
 
-def test_beam_search_never_emits_a_non_item():
-    rng = np.random.default_rng(2)
-    K, n = 16, 25
-    # 25 random codes out of 16^4: almost every random path is not an item
+def _random_catalog(seed: int, n: int, users: int, history_len: int, K: int = 16):
+    """n random 4-level codes out of K^4 (almost every random path is not an item), their trie,
+    an untrained seeded retriever and `users` random histories of catalog items."""
+    rng = np.random.default_rng(seed)
     flat = rng.choice(K**4, n, replace=False)
     codes = np.stack([flat // K**3, flat // K**2 % K, flat // K % K, flat % K], 1)
-    trie = PrefixTrie(codes, K)
     torch.manual_seed(0)
     model = GenerativeRetriever(
-        Seq2SeqConfig(codebook_size=K, history_len=5, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32)
+        Seq2SeqConfig(
+            codebook_size=K, history_len=history_len, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32
+        )
     )
-    hist = torch.as_tensor(codes[rng.integers(0, n, (7, 5))])
+    hist = torch.as_tensor(codes[rng.integers(0, n, (users, history_len))])
+    return codes, PrefixTrie(codes, K), model, hist
+
+
+def test_beam_search_never_emits_a_non_item():
+    n = 25
+    codes, trie, model, hist = _random_catalog(2, n, users=7, history_len=5)
     hist[0, :3] = -1  # left padding
     items, scores = beam_search(model, trie, hist, beam=40, batch=3)
     assert items.shape == (7, 40)
@@ -121,16 +128,8 @@ def test_beam_search_never_emits_a_non_item():
 
 
 def test_generation_widens_the_beam_until_k_unseen_items_remain():
-    rng = np.random.default_rng(3)
-    K, n = 16, 60
-    flat = rng.choice(K**4, n, replace=False)
-    codes = np.stack([flat // K**3, flat // K**2 % K, flat // K % K, flat % K], 1)
-    trie = PrefixTrie(codes, K)
-    torch.manual_seed(0)
-    model = GenerativeRetriever(
-        Seq2SeqConfig(codebook_size=K, history_len=4, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32)
-    )
-    hist = torch.as_tensor(codes[rng.integers(0, n, (3, 4))])
+    n = 60
+    codes, trie, model, hist = _random_catalog(3, n, users=3, history_len=4)
     first, _ = beam_search(model, trie, hist, beam=8)
     seen = [
         first[0].numpy(),  # user 0 has seen every item of its width-8 beam: k=5 needs a wider one
