@@ -32,6 +32,7 @@ EXPECTED = {
     "SplitConfig",
     "VocabularyConfig",
     "TrainingConfig",
+    "ModelEvaluationConfig",
     "IndexConfig",
     "EmbeddingConfig",
     "RecommendationConfig",

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.retrieval.evaluation import grouped_metrics, per_user_metrics, popularity_metrics, rank_metrics
+from models.retrieval.evaluation import (
+    bootstrap_interval,
+    grouped_metrics,
+    paired_difference,
+    per_user_metrics,
+    popularity_metrics,
+    rank_metrics,
+)
 
 
 def test_metrics_worked_by_hand():
@@ -108,3 +115,21 @@ def test_grouped_metrics_several_targets_by_hand():
     for k in ("hr@10", "ndcg@10"):
         np.testing.assert_allclose(one[k], single[k])
     np.testing.assert_allclose(one["recall@10"], single["hr@10"])
+
+
+def test_intervals_cover_the_mean_and_a_paired_difference_tells_a_real_gain_from_noise():
+    rng = np.random.default_rng(0)
+    base = (rng.random(2_000) < 0.1).astype(float)  # HR-like per-user figures around 0.1
+    lo, hi = bootstrap_interval(base, resamples=500)
+    assert lo < base.mean() < hi and hi - lo < 0.04
+    # the same users, relabelled: no difference, so zero lies inside the interval
+    same = paired_difference(base, base[rng.permutation(len(base))], resamples=500)
+    assert same["difference_lo"] < 0 < same["difference_hi"]
+    # a scorer that also hits 300 of the users the other missed is better on every resample
+    better = base.copy()
+    better[np.flatnonzero(base == 0)[:300]] = 1.0
+    gain = paired_difference(better, base, resamples=500)
+    assert gain["difference"] == pytest.approx(300 / 2_000)
+    assert gain["difference_lo"] > 0.1 and gain["ratio_lo"] > 1.5
+    with pytest.raises(ValueError, match="same non-empty user set"):
+        paired_difference(base, base[:10])

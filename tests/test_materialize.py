@@ -135,6 +135,29 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     }
 
 
+def test_model_evaluation_gives_intervals_and_its_check_shows_them(first_run, home):
+    """Every figure comes with its 95% interval over users, the model-minus-popularity difference
+    with its paired interval (small data: every user is ranked, below EvaluationRun.eval_users)."""
+    from models.retrieval.settings import EvaluationRun
+
+    meta = first_run.asset_materializations_for_node("model_evaluation")[0].metadata
+    ev = meta["evaluation"].value
+    for split in ("valid", "test"):
+        for who in ("model", "popularity"):
+            m = ev[who][split]
+            assert m["users"] == m["users_total"] <= EvaluationRun().eval_users
+            for name in ("ndcg@10", "hr@10"):
+                lo, hi = m[f"{name}_ci"]
+                assert lo <= m[name] <= hi and lo < hi
+        c = ev["comparison"][split]
+        assert c["difference_lo"] <= c["difference"] <= c["difference_hi"]
+        assert c["difference"] == pytest.approx(ev["model"][split]["ndcg@10"] - ev["popularity"][split]["ndcg@10"])
+    evaluations = {e.check_name: e for e in first_run.get_asset_check_evaluations()}
+    shown = evaluations["beats_popularity_on_valid_ndcg"].metadata
+    assert shown["difference_95_lo"].value == pytest.approx(ev["comparison"]["valid"]["difference_lo"], abs=1e-5)
+    assert shown["significant"].value == (ev["comparison"]["valid"]["difference_lo"] > 0)
+
+
 def test_a_fresh_home_looks_fresh_and_the_daemon_launches_nothing(first_run, home):
     """`make dev` right after `make demo`: the real daemon ticks the sensors on the demo's home.
     They find every landed file in the ledger (the demo ingested them), so no run is launched and

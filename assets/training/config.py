@@ -6,7 +6,7 @@ the library: `tower_config_for(shape, **fields_for(config, TowerConfig))` and
 import dagster as dg
 
 from assets._config import config_from, without
-from models.retrieval.settings import TrainingRun
+from models.retrieval.settings import EvaluationRun, TrainingRun
 from models.retrieval.towers import TowerConfig
 from models.retrieval.training import TrainConfig
 
@@ -34,4 +34,11 @@ TrainingConfig: type[dg.Config] = config_from(
         max_steps="tests and smoke runs",
     ),
     TrainingRun,
+)
+
+ModelEvaluationConfig: type[dg.Config] = config_from(
+    "ModelEvaluationConfig",
+    EvaluationRun,
+    doc="How many users model_evaluation ranks (a seeded sample at scale; every one on small data) "
+    "and how the 95% intervals the promotion check compares are drawn.",
 )

@@ -53,13 +53,15 @@ def promoted_model(context: dg.AssetExecutionContext, paths: TowerflowPaths, mlf
     version = evaluation["version"]
     if not promotion_passes(evaluation):
         model, pop = evaluation["model"]["valid"]["ndcg@10"], evaluation["popularity"]["valid"]["ndcg@10"]
+        diff = evaluation["comparison"]["valid"]
         yield not_promoted(
             context,
             mlflow,
             mlflow.registered_model,
             "checkpoint",
             version,
-            f"valid NDCG@10 {model:.4f} <= popularity {pop:.4f}",
+            f"valid NDCG@10 {model:.4f} <= popularity {pop:.4f} (95% interval of the difference "
+            f"[{diff['difference_lo']:.4f}, {diff['difference_hi']:.4f}])",
             {"valid_ndcg@10": model, "valid_ndcg@10_popularity": pop},
         )
         return

@@ -9,6 +9,13 @@ Memory stays bounded at any catalog size: users are scored in chunks of at most
 `max_score_bytes` of float32 scores (256 MiB: 64 users at 1M items), never a (1,024 x N) block.
 Popularity scores every user alike, so its ranks come from one sorted copy of the counts
 (the same ranks as scoring, without an (E x N) pass).
+
+Figures come with 95% intervals over users (`bootstrap_interval`), and a comparison of two
+scorers on the same users is a paired interval of their difference (`paired_difference`): the
+promotion check compares intervals, not points. Ranking is full (every item) but need not cover
+every user: `EvalSet.sample` draws the seeded user sample `model_evaluation` ranks
+(`EvaluationRun.eval_users`), since at 1M items one user costs one (1 x N) score row whatever
+the kernel: the matrix product is most of its time.
 """
 
 from __future__ import annotations
@@ -34,6 +41,37 @@ def per_user_metrics(ranks: np.ndarray, ks=(10, 20, 50)) -> dict[str, np.ndarray
         out[f"hr@{k}"] = hit.astype(np.float64)
         out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)
     return out
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of mean(values) over `resamples` resamples of the users (values:
+    one figure per user, e.g. per_user_metrics' "ndcg@10")."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        raise ValueError("no users to resample")
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    lo, hi = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """mean(a) - mean(b) for two scorers on the same users, with its paired 95% interval (the
+    same resampled users for both) and the ratio mean(a) / mean(b) with its interval."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"paired figures need the same non-empty user set: {a.shape} vs {b.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
+    ma, mb = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    diff = np.percentile(ma - mb, [2.5, 97.5])
+    ratio = np.percentile(ma / np.maximum(mb, 1e-12), [2.5, 97.5])
+    return {
+        "difference": float(a.mean() - b.mean()),
+        "difference_lo": float(diff[0]),
+        "difference_hi": float(diff[1]),
+        "ratio": float(a.mean() / b.mean()) if b.mean() > 0 else float("inf"),
+        "ratio_lo": float(ratio[0]),
+        "ratio_hi": float(ratio[1]),
+    }
 
 
 def grouped_metrics(ranks: np.ndarray, row_user: np.ndarray, n_users: int, ks=(10, 20, 50)) -> dict[str, np.ndarray]:
