@@ -16,7 +16,7 @@ import torch
 from models.splits.warehouse import default_warehouse_params
 from models.retrieval.checkpoint import load_checkpoint
 from models.retrieval.data import WarehouseShape, load_from_warehouse
-from models.retrieval.distributed import torchrun_command
+from models.retrieval.distributed import free_port, torchrun_command
 from models.retrieval.evaluation import evaluate_model
 from models.retrieval.towers import TowerConfig
 from models.retrieval.training import TrainConfig, train
@@ -62,8 +62,11 @@ def warehouse(tmp_path_factory):
     return db, fingerprint, tower, data
 
 
-def _torchrun(workers: int, out: Path, db: Path, fingerprint: str, tower: TowerConfig, train_cfg: dict) -> dict:
-    """Train through torchrun from a spec file; rank 0's result summary."""
+def _torchrun(
+    workers: int, out: Path, db: Path, fingerprint: str, tower: TowerConfig, train_cfg: dict, nodes: int = 1
+) -> dict:
+    """Train through torchrun from a spec file (`nodes` agents meeting on 127.0.0.1, started
+    together); rank 0's result summary."""
     out.mkdir(parents=True)
     spec = {
         "database": str(db),
@@ -75,15 +78,23 @@ def _torchrun(workers: int, out: Path, db: Path, fingerprint: str, tower: TowerC
         "threads": 1,
     }
     (out / "spec.json").write_text(json.dumps(spec))
-    proc = subprocess.run(
-        torchrun_command(workers, "models.retrieval.rank", spec_path=out / "spec.json"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    master = f"127.0.0.1:{free_port()}"
+    agents = [
+        subprocess.Popen(
+            torchrun_command(
+                workers, "models.retrieval.rank", spec_path=out / "spec.json", nodes=nodes, node_rank=n, master=master
+            ),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for n in range(nodes)
+    ]
+    for proc in agents:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-3000:]
     return json.loads((out / "summary.json").read_text())
 
 
@@ -124,6 +135,29 @@ def test_two_ranks_take_the_steps_one_process_takes(warehouse, tmp_path, full_ca
     assert worst < 1e-4, worst  # measured 2e-6 (mean encoder), 8e-5 for the transformer
     assert out["history"][0]["loss"] == pytest.approx(alone.history[0]["loss"], abs=1e-5)
     assert out["ranks_identical"] and out["workers"] == 2
+
+
+@pytest.mark.slow
+def test_two_nodes_meeting_on_loopback_train_the_weights_two_local_ranks_train(warehouse, tmp_path):
+    """The multi-node path (two torchrun agents, one rank each, a rendezvous on 127.0.0.1) is the
+    same computation as two ranks under one agent: the same global ranks, batches and all-reduces."""
+    db, fingerprint, tower, _ = warehouse
+    cfg = {**TRAIN, "epochs": 2}
+    local = _torchrun(2, tmp_path / "local", db, fingerprint, tower, cfg)
+    nodes = _torchrun(2, tmp_path / "nodes", db, fingerprint, tower, cfg, nodes=2)
+    a = load_checkpoint(Path(local["checkpoint"]), expected_fingerprint=fingerprint)[0].state_dict()
+    b = load_checkpoint(Path(nodes["checkpoint"]), expected_fingerprint=fingerprint)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["valid_ndcg@10"] for r in local["history"]] == [r["valid_ndcg@10"] for r in nodes["history"]]
+    assert nodes["ranks_identical"] and nodes["workers"] == 2
+
+
+def test_a_node_split_that_does_not_divide_the_workers_is_refused():
+    with pytest.raises(ValueError, match="cannot be split evenly over 2 nodes"):
+        torchrun_command(3, "models.retrieval.rank", nodes=2)
+    cmd = torchrun_command(4, "models.retrieval.rank", nodes=2, node_rank=1, master="10.0.0.5:29400")
+    assert cmd[cmd.index("--nproc-per-node") + 1] == "2" and cmd[cmd.index("--node-rank") + 1] == "1"
+    assert cmd[cmd.index("--master-addr") + 1] == "10.0.0.5" and "--standalone" not in cmd
 
 
 @pytest.mark.slow
@@ -206,6 +240,24 @@ def test_dagster_materializes_two_tower_model_on_two_workers(home):
     assert sorted(m.step for m in per_check) == [0, 1]
     # rank 0's log lines reached the run's event log through Pipes
     assert any("on 2 ranks" in e.user_message for e in instance.all_logs(run.run_id))
+
+
+@pytest.mark.slow
+def test_dagster_trains_over_two_nodes_on_loopback_to_the_two_workers_weights(home):
+    """Node 0 through Pipes, node 1 a second torchrun agent, a rendezvous on 127.0.0.1: the
+    checkpoint is the one two ranks under one agent train."""
+    if not (home / "warehouse.duckdb").exists():
+        assert _materialize(home, UPSTREAM, {})[0].success
+    training = {"workers": 2, "epochs": 1, "encoder": "mean", "batch_size": 128}
+    weights = {}
+    for nodes in (1, 2):
+        run, _ = _materialize(home, ["two_tower_model"], {**training, "nodes": nodes})
+        assert run.success
+        meta = run.asset_materializations_for_node("two_tower_model")[0].metadata
+        assert meta["nodes"].value == nodes and meta["ranks_identical"].value is True
+        path = home / "artifacts" / "models" / meta["version"].value
+        weights[nodes] = load_checkpoint(path, expected_fingerprint=None)[0].state_dict()
+    assert all(torch.equal(weights[1][k], weights[2][k]) for k in weights[1])
 
 
 @pytest.mark.slow

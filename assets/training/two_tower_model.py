@@ -54,6 +54,8 @@ def two_tower_model(
     # extras={"spec": spec}, base_pod_spec={...cpu requests, volumes...})`: the same module and
     # spec; the warehouse and the artifacts folder must be on a volume the pod mounts at the same
     # paths, and a failed pod surfaces through the client's own error (its log, not rank files).
+    if config.workers % config.nodes:
+        raise dg.Failure(f"workers ({config.workers}) must split evenly over nodes ({config.nodes})")
     root = Layout(paths.artifacts).models
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
@@ -126,12 +128,13 @@ def two_tower_model(
                 "fingerprint": fingerprint,
                 "resume_from": str(resume_from) if resume_from else None,
             }
-            out = train_on_workers(context, pipes_subprocess_client, config.workers, spec)
+            out = train_on_workers(context, pipes_subprocess_client, config.workers, spec, nodes=config.nodes)
             path, final, history = Path(out["checkpoint"]), out["metrics"], out["history"]
             for row in history:  # the same per-check MLflow figures as one worker logs live
                 log_check(row["check"], row)
             parallel = {
-                k: out[k] for k in ("workers", "backend", "threads_per_rank", "ranks_identical", "startup_seconds")
+                k: out[k]
+                for k in ("workers", "nodes", "backend", "threads_per_rank", "ranks_identical", "startup_seconds")
             }
             if not out["ranks_identical"]:
                 context.log.warning(f"the ranks' weights differed after training: {out['differing_parameters']}")

@@ -1,6 +1,9 @@
 """Data-parallel training of the towers on several processes: PyTorch DDP under torchrun.
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 -m models.retrieval.rank --spec spec.json
+    # or two nodes of one rank each, meeting at node 0 (on a cluster: node 0's address):
+    python -m torch.distributed.run --nnodes 2 --node-rank {0,1} --nproc-per-node 1 \
+        --master-addr 127.0.0.1 --master-port 29500 -m models.retrieval.rank --spec spec.json
 
 The two_tower_model asset launches this through Dagster Pipes when `workers` > 1, with its own
 entry point (assets/training/_rank.py: the spec then comes in the Pipes extras);
@@ -90,21 +93,52 @@ class RunSpec:
 
 
 def torchrun_command(
-    workers: int, entry_point: str, *, spec_path: str | Path | None = None, log_dir: str | Path | None = None
+    workers: int,
+    entry_point: str,
+    *,
+    spec_path: str | Path | None = None,
+    log_dir: str | Path | None = None,
+    nodes: int = 1,
+    node_rank: int = 0,
+    master: str = "127.0.0.1:29500",
 ) -> list[str]:
     """The torchrun command line, with this interpreter (so the virtualenv's torch is used);
     every rank runs `python -m <entry_point>`: `models.retrieval.rank` reads a spec file, the
     asset passes its Pipes-aware entry point. With log_dir, every rank's stdout/stderr is also
-    written under it (`rank_logs`)."""
+    written under it (`rank_logs`).
+
+    `workers` counts every rank. One node is `--standalone`. With `nodes` > 1 this is node
+    `node_rank`'s agent of `workers / nodes` ranks, meeting the others at `master` (host:port,
+    torchrun's static rendezvous: node 0 holds global ranks 0.., so rank 0, the one that reports
+    and writes the checkpoint, is on node 0). Every node runs the same command but its rank."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(workers)]
+    if nodes < 1 or workers % nodes:
+        raise ValueError(f"{workers} workers cannot be split evenly over {nodes} nodes")
+    if not 0 <= node_rank < nodes:
+        raise ValueError(f"node_rank {node_rank} is not one of the {nodes} nodes")
+    cmd = [sys.executable, "-m", "torch.distributed.run"]
+    if nodes == 1:
+        cmd += ["--standalone", "--nproc-per-node", str(workers)]
+    else:
+        host, _, port = master.rpartition(":")
+        cmd += ["--nnodes", str(nodes), "--node-rank", str(node_rank), "--nproc-per-node", str(workers // nodes)]
+        cmd += ["--master-addr", host, "--master-port", port]
     if log_dir is not None:
         cmd += ["--log-dir", str(log_dir), "--tee", "3"]
     cmd += ["-m", entry_point]
     if spec_path is not None:
         cmd += ["--spec", str(spec_path)]
     return cmd
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (for a rendezvous on this machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def rank_logs(log_dir: str | Path, tail_chars: int = 3000) -> dict[str, str]:

@@ -26,6 +26,14 @@ class TrainingRun:
         "batch_size 256 and 2 workers win from about 4,096 (README, bench_distributed).",
         ge=1,
     )
+    nodes: int = setting(
+        1,
+        "torchrun agents the workers are split over (workers / nodes ranks each), meeting at a "
+        "rendezvous on 127.0.0.1: the multi-node path run on one machine, where it trains to the "
+        "same weights as one node (a test); on a cluster each node is a pod running the same "
+        "command (models.retrieval.distributed.torchrun_command).",
+        ge=1,
+    )
 
 
 @dataclass
