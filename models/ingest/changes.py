@@ -44,11 +44,17 @@ def same_content(a: FileState, b: FileState | None) -> bool:
     return b is not None and (a.size, a.sha256) == (b.size, b.sha256)
 
 
+IN_PROGRESS = ".part"  # a file still being appended to (the service's event log): not landed yet
+
+
 def discover(folder: Path) -> list[Path]:
-    """Every regular, non-hidden file below `folder`, sorted for a stable ingest order."""
+    """Every regular, non-hidden file below `folder` but those still being written (`*.part`,
+    renamed when whole), sorted for a stable ingest order."""
     if not folder.exists():
         return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and not p.name.endswith(IN_PROGRESS)
+    )
 
 
 def file_state(path: Path, known: FileState | None = None) -> FileState:
