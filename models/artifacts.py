@@ -32,8 +32,19 @@ RECOMMENDATIONS = "recommendations"  # batch and ranked top-k Parquet files (the
 RANKING = "ranking"  # ranker checkpoints; manifest "current" = the promoted ranker (ranking/training.py)
 SEMANTIC_IDS = "semantic_ids"  # tokenizers + item codes (generative/store.py)
 GENERATIVE = "generative"  # generative retriever checkpoints (generative/training.py)
+# the challenger's own item_embeddings and index (built for the models manifest's "challenger"
+# by models/serving/arms.py), laid out below this folder as the champion's are below the root
+CHALLENGER = "challenger"
 # what the HTTP service serves from, and so watches for a reload and checks for consistency
-SERVED = (MODELS, INDEX, EMBEDDINGS, USER_HISTORIES, RANKING)
+SERVED = (
+    MODELS,
+    INDEX,
+    EMBEDDINGS,
+    USER_HISTORIES,
+    RANKING,
+    f"{CHALLENGER}/{INDEX}",
+    f"{CHALLENGER}/{EMBEDDINGS}",
+)
 
 
 def fsync_dir(path: Path) -> None:
@@ -166,3 +177,8 @@ class Layout:
     @property
     def generative(self) -> Path:
         return self.root / GENERATIVE
+
+    @property
+    def challenger(self) -> Layout:
+        """The challenger's folders: `Layout(root).challenger.index` is its item index."""
+        return Layout(self.root / CHALLENGER)

@@ -9,6 +9,8 @@ towerflow recommend [--user ID ...] [--users-file PATH] [--recent ITEM ...] [-k 
                     [--retriever two-tower|generative]
 towerflow similar --item ID [-k 10] [--format table|csv|json]
 towerflow serve [--host 127.0.0.1 --port 8000 --max-batch 64 --max-wait-ms 0 --reload-seconds 1]
+                [--challenger-share 0.1 --ab-mode split|shadow] [--no-event-log]
+towerflow promote --alias challenger VERSION | --retire
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import click
 
 from models.artifacts import ARTIFACTS, Layout
 from models.ranking import DEFAULT_CANDIDATES
-from models.serving.config import ServeConfig
+from models.serving.config import AB_MODES, ServeConfig
 from orchestration.resources import towerflow_home
 
 
@@ -453,8 +455,31 @@ def similar(item, k, fmt) -> None:
     type=click.FloatRange(0.05, 3600),
     help="How often the artifact manifests are checked for a new model or index.",
 )
+@click.option(
+    "--challenger-share",
+    default=ServeConfig.challenger_share,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of users (stable hash of the user id) the challenger answers in split mode.",
+)
+@click.option(
+    "--ab-mode",
+    type=click.Choice(AB_MODES),
+    default=ServeConfig.ab_mode,
+    show_default=True,
+    help="split: the share gets the challenger's answer; shadow: everyone gets the champion's, the "
+    "challenger's answer to every request is logged under $TOWERFLOW_HOME/shadow/.",
+)
+@click.option(
+    "--event-log/--no-event-log",
+    default=True,
+    show_default=True,
+    help="Append impressions and POST /feedback to $TOWERFLOW_HOME/landing/events/ (the ingest reads them).",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
-def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, access_log) -> None:
+def serve(
+    host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, challenger_share, ab_mode, event_log, access_log
+) -> None:
     import logging
 
     import uvicorn
@@ -471,9 +496,14 @@ def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, acc
         worker_thread=worker_thread,
         reload_seconds=reload_seconds,
         token=os.environ.get("TOWERFLOW_API_TOKEN") or None,
+        challenger_share=challenger_share,
+        ab_mode=ab_mode,
+        events_folder=towerflow_home() / "landing" / "events" if event_log else None,
+        shadow_folder=towerflow_home() / "shadow" if event_log else None,
     )
     click.echo(
-        f"towerflow serve: artifacts {artifacts}, http://{host}:{port} (auth {'on' if config.token else 'off'})",
+        f"towerflow serve: artifacts {artifacts}, http://{host}:{port} (auth {'on' if config.token else 'off'}, "
+        f"challenger {ab_mode} {challenger_share:g}, event log {config.events_folder or 'off'})",
         err=True,
     )
     uvicorn.run(
@@ -483,6 +513,72 @@ def serve(host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, acc
         access_log=access_log,
         log_level="info",
         timeout_graceful_shutdown=5,
+    )
+
+
+@main.command(
+    help="Serve a checkpoint as the challenger beside the champion: move the registry alias "
+    "`challenger` to it (registering it first if needed), build its item embeddings and index "
+    "under artifacts/challenger/ from the warehouse, then mirror it in the models manifest, which "
+    "a running `towerflow serve` picks up. --retire stops serving the challenger."
+)
+@click.argument("version", required=False)
+@click.option(
+    "--alias",
+    type=click.Choice(["challenger"]),
+    default="challenger",
+    show_default=True,
+    help="The alias to move (the champion moves by the promotion assets only).",
+)
+@click.option("--retire", is_flag=True, help="Stop serving the challenger and remove its registry alias.")
+def promote(version, alias, retire) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from models.retrieval.checkpoint import champion_version, load_checkpoint, read_manifest
+    from models.retrieval.pyfunc import read_logged
+    from models.serving.arms import publish_challenger, retire_challenger
+    from orchestration.resources import build_resources
+
+    art = towerflow_home() / ARTIFACTS
+    tracker = build_resources()["mlflow"]
+    if retire:
+        if version:
+            _fail("--retire takes no VERSION")
+        was = retire_challenger(art)
+        try:
+            tracker._client().delete_registered_model_alias(tracker.registered_model, alias)
+        except MlflowException:
+            pass  # no alias to remove: the local mirror was the only trace
+        click.echo(f"towerflow: retired challenger {was or '(none was served)'}")
+        return
+    if not version:
+        _fail("name a checkpoint VERSION (a folder of artifacts/models/) or pass --retire")
+    models = Layout(art).models
+    if version not in read_manifest(models)["versions"] or not (models / version).is_dir():
+        known = ", ".join(read_manifest(models)["versions"][-5:]) or "none"
+        _fail(f"no checkpoint {version!r} in {models}; the latest: {known}")
+    if version == champion_version(art):
+        _fail(f"{version} is the champion already: a challenger is another checkpoint")
+    logged = read_logged(models / version)
+    if logged is None:
+        _fail(f"checkpoint {version} has no logged MLflow model (mlflow.json): it cannot be registered")
+    _, meta, _ = load_checkpoint(models / version)
+    number, _ = tracker.promote(
+        version,
+        {"vocabulary_fingerprint": meta["vocabulary_fingerprint"], "training_run_id": logged["run_id"]},
+        model_uri=logged["model_uri"],
+        alias=alias,
+    )
+    con = _connect()
+    try:
+        built = publish_challenger(con, art, version, log=lambda m: click.echo(m, err=True))
+    except ValueError as e:  # VocabularyMismatch: trained under another vocabulary than the warehouse's
+        _fail(str(e))
+    finally:
+        con.close()
+    click.echo(
+        f"towerflow: models:/{tracker.registered_model}@{alias} is version {number} (checkpoint {version}); "
+        f"its index holds {built['items']:,} items: a running service serves it now"
     )
 
 

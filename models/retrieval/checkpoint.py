@@ -76,6 +76,14 @@ def champion_version(artifacts_root: Path) -> str | None:
     return read_manifest(Layout(artifacts_root).models).get("current")
 
 
+def challenger_version(artifacts_root: Path) -> str | None:
+    """The version served beside the champion to a share of users (A/B), or None: the models
+    manifest's "challenger", the local mirror of the registry alias `challenger`, written by
+    `towerflow promote --alias challenger` once the challenger's embeddings and index are built
+    (models/serving/arms.py)."""
+    return read_manifest(Layout(artifacts_root).models).get("challenger")
+
+
 def update_manifest(root: Path, **changes) -> dict:
     manifest = read_manifest(root)
     version = changes.get("latest")

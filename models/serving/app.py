@@ -2,6 +2,8 @@
 
     POST /recommend  {"user_id", "k": 10, "exclude": [], "recent_items": [], "rank": false}
     POST /similar    {"item_id", "k": 10}
+    POST /feedback   {"request_id", "item_id", "action", "timestamp"?}: what the user did with an
+                     item of a /recommend answer (click, like, not_interested, ...)
     GET  /healthz    the process is up (never needs the token)
     GET  /readyz     a consistent snapshot (model + index + features + histories) is loaded
     GET  /metrics    Prometheus text: requests by path and status, latency histograms, batch
@@ -14,7 +16,9 @@ This module only wires the parts together, one concern each:
   request counts and latency;
 - models/serving/batching.py: micro-batching (one user-tower forward and one FAISS search per
   batch);
-- models/serving/service.py: the snapshot being served and the batched answers;
+- models/serving/service.py: the snapshots being served (champion, challenger) and the batched answers;
+- models/serving/arms.py: which arm answers a user (split or shadow), publishing a challenger;
+- models/serving/feedback.py, eventlog.py: impressions and feedback as landing events, fsynced;
 - models/serving/reload.py: live reload by manifest, atomic swap, refusal of inconsistent sets;
 - models/serving/metrics.py: Prometheus metrics through prometheus_client, a registry per app;
 - models/serving/ranker.py: the promoted ranker `rank: true` runs.
@@ -22,11 +26,17 @@ This module only wires the parts together, one concern each:
 Every 4xx is JSON {"error", "field"}: malformed JSON (400), unknown fields, wrong types, k
 outside 1..1000, ids longer than the id limit, more than 1,000 recent or excluded items (422),
 bodies over 1 MB (413), an unknown item in /similar (404), `rank: true` while no ranker is
-promoted (409), a missing or wrong token (401).
+promoted (409), a missing or wrong token (401), feedback on a request id the service does not
+remember (404, "request_id") or on an item that answer did not hold (422, "item_id"), an action
+the cleaning does not know (422, "action"), feedback while no event log is configured (409).
+
+Every /recommend answer names its `arm`, `model_version` and `request_id`; /similar answers
+come from the champion.
 """
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -39,6 +49,7 @@ from models.serving.middleware import Gate
 from models.serving.ranker import promoted_ranker
 from models.serving.reload import Reloader
 from models.serving.requests import invalid_request, request_models
+from models.serving.feedback import feedback_line, now_ms
 from models.serving.service import Service
 from models.serving.snapshot import RequestError
 
@@ -47,12 +58,13 @@ log = logging.getLogger("towerflow.serve")
 
 def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker) -> FastAPI:
     """The ASGI app over the artifacts folder; loads its first snapshot when it starts."""
-    service = Service()
+    service = Service(config)
     batcher = MicroBatcher(service.answer, config.max_batch, config.max_wait_ms, config.threads, config.worker_thread)
     reloader = Reloader(service, artifacts, config, ranker_hook)
-    RecommendRequest, SimilarRequest = request_models(config.max_id_length)
+    RecommendRequest, SimilarRequest, FeedbackRequest = request_models(config.max_id_length, config.feedback_actions)
 
     async def lifespan(app):
+        service.start()  # hands over the event-log files a killed process left
         batcher.start()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, reloader.reload)  # the first load; /healthz answers meanwhile
@@ -60,6 +72,7 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
         yield
         reloader.stopped.set()
         await batcher.stop()
+        service.close()  # the open log files become .jsonl for the ingest
 
     app = FastAPI(title="towerflow", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
@@ -77,7 +90,8 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
     def _reply(result):
         if isinstance(result, RequestError):
             return JSONResponse({"error": str(result), "field": result.field}, status_code=result.status)
-        return JSONResponse(result)
+        arm = {"x-towerflow-arm": result["arm"], "x-towerflow-model-version": str(result["model_version"])}
+        return JSONResponse(result, headers=arm)
 
     async def _submit(kind: str, request: dict):
         try:
@@ -99,7 +113,43 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
         req = body.model_dump()
         if body.rank:  # the ranker re-orders a wider candidate set; k is cut after ranking
             req.update(k=max(body.k, config.rank_candidates), rank_k=body.k)
-        return await _submit("recommend", req)
+        t0 = time.perf_counter()
+        response = await _submit("recommend", req)
+        arm, version = response.headers.get("x-towerflow-arm"), response.headers.get("x-towerflow-model-version")
+        if arm is not None:
+            service.metrics.arm_answered(arm, version, time.perf_counter() - t0)
+        return response
+
+    @app.post("/feedback")
+    async def feedback(request: Request):
+        try:
+            body = FeedbackRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            return invalid_request(e)
+        if service.events is None:
+            return JSONResponse(
+                {"error": "this service logs no events (no landing folder configured)", "field": "request_id"},
+                status_code=409,
+            )
+        served = service.exposures.get(body.request_id)
+        if served is None:
+            return JSONResponse(
+                {
+                    "error": f"unknown request_id {body.request_id!r}: not one of the last "
+                    f"{config.remembered_requests:,} /recommend answers for a user",
+                    "field": "request_id",
+                },
+                status_code=404,
+            )
+        if body.item_id not in served.positions:
+            return JSONResponse(
+                {"error": f"item {body.item_id!r} was not in the answer to {body.request_id}", "field": "item_id"},
+                status_code=422,
+            )
+        line = feedback_line(body.request_id, served, body.item_id, body.action, body.timestamp or now_ms())
+        await asyncio.get_running_loop().run_in_executor(None, service.events.append, [line])  # fsync off the loop
+        service.metrics.logged(body.action, 1)
+        return {"event_id": line["event_id"], "arm": served.arm, "model_version": served.model_version}
 
     @app.post("/similar")
     async def similar(request: Request):
@@ -118,12 +168,22 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
         snap = service.snapshot
         if snap is None:
             return JSONResponse({"status": "not ready", "reason": service.not_ready}, status_code=503)
+        challenger = service.challenger
         return {
             "status": "ready",
             "model_version": snap.version,
             "index": snap.index_info,
             "known_users": len(snap.histories),
             "loaded_at": snap.loaded_at,
+            "challenger": None
+            if challenger is None
+            else {
+                "model_version": challenger.version,
+                "index": challenger.index_info,
+                "mode": config.ab_mode,
+                "share": config.challenger_share,
+                "loaded_at": challenger.loaded_at,
+            },
         }
 
     @app.get("/metrics")

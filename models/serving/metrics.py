@@ -12,8 +12,16 @@ Each app owns a `CollectorRegistry` (not the library's global one), so two apps 
     towerflow_index_items                          gauge: live items in the served index
     towerflow_model_info{model_version, index_build, index_delta, search}   gauge, value 1
     towerflow_known_users                          gauge: users the served histories know
+    towerflow_arm_info{arm, model_version, mode, share}   gauge, value 1, per arm being served
+    towerflow_arm_requests_total{arm, model_version, mode}  counter: answers by arm ("served";
+                                                   "shadow" for the challenger's logged answers)
+    towerflow_arm_request_seconds{arm}             histogram: /recommend latency by the arm that answered
+    towerflow_challenger_reloads_total{outcome}    counter: challenger loads, "loaded" or "refused"
+    towerflow_events_logged_total{event_type}      counter: lines appended to the event logs
+                                                   (impression, shadow, and each feedback action)
+    towerflow_shadow_failures_total                counter: batches the shadow challenger failed on
 
-The last four are read from the snapshot being served at scrape time (`SnapshotCollector`), so
+The snapshot gauges are read from the snapshot being served at scrape time (`SnapshotCollector`), so
 they cannot disagree with it; the last three are absent while nothing is served. Counters also
 expose prometheus_client's `<name>_created` samples (when the series started) and every value is
 written as a float (`1.0`), as every Python exporter does.
@@ -32,14 +40,19 @@ from models.serving.snapshot import Snapshot
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-PATHS = ("/recommend", "/similar", "/healthz", "/readyz", "/metrics")  # others count as "other"
+PATHS = ("/recommend", "/similar", "/feedback", "/healthz", "/readyz", "/metrics")  # others count as "other"
 
 
 class SnapshotCollector(Collector):
     """What the served snapshot is, read at scrape time from `current()` (None: not ready)."""
 
-    def __init__(self, current: Callable[[], Snapshot | None]):
-        self.current = current
+    def __init__(
+        self,
+        current: Callable[[], Snapshot | None],
+        challenger: Callable[[], Snapshot | None] = lambda: None,
+        config=None,
+    ):
+        self.current, self.challenger, self.config = current, challenger, config
 
     def collect(self):
         snap = self.current()
@@ -58,13 +71,28 @@ class SnapshotCollector(Collector):
         model.add_metric([str(snap.version), str(info["build"]), str(info["delta"]), str(info["search"])], 1)
         yield model
         yield GaugeMetricFamily("towerflow_known_users", "Users the served histories know.", value=len(snap.histories))
+        arms = GaugeMetricFamily(
+            "towerflow_arm_info",
+            "The arms being served: model version, A/B mode, challenger share (value 1).",
+            labels=["arm", "model_version", "mode", "share"],
+        )
+        mode, share = (self.config.ab_mode, self.config.challenger_share) if self.config else ("split", 0.0)
+        for s in (snap, self.challenger()):
+            if s is not None:
+                arms.add_metric([s.arm, str(s.version), mode, f"{share:g}"], 1)
+        yield arms
 
 
 class ServiceMetrics:
     """The service's counters and histograms in a registry of their own (thread-safe: the
     middleware, the batcher and the reload thread all record into it)."""
 
-    def __init__(self, current: Callable[[], Snapshot | None]):
+    def __init__(
+        self,
+        current: Callable[[], Snapshot | None],
+        challenger: Callable[[], Snapshot | None] = lambda: None,
+        config=None,
+    ):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -86,7 +114,29 @@ class ServiceMetrics:
         self.last_reload = Gauge(
             "towerflow_last_reload_timestamp_seconds", "When the serving snapshot was swapped in.", registry=r
         )
-        r.register(SnapshotCollector(current))
+        self.arm_requests = Counter(
+            "towerflow_arm_requests",
+            "Answers by arm and model version (mode served, or shadow: logged, not returned).",
+            ["arm", "model_version", "mode"],
+            registry=r,
+        )
+        self.arm_latency = Histogram(
+            "towerflow_arm_request_seconds",
+            "/recommend latency by the arm that answered.",
+            ["arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.challenger_reloads = Counter(
+            "towerflow_challenger_reloads", "Challenger loads by outcome (loaded, refused).", ["outcome"], registry=r
+        )
+        self.events_logged = Counter(
+            "towerflow_events_logged", "Lines appended to the event logs by event type.", ["event_type"], registry=r
+        )
+        self.shadow_failures = Counter(
+            "towerflow_shadow_failures", "Batches the shadow challenger failed on (logged).", registry=r
+        )
+        r.register(SnapshotCollector(current, challenger, config))
 
     def request(self, path: str, status: int, seconds: float) -> None:
         path = path if path in PATHS else "other"  # bounded label values, whatever clients ask for
@@ -99,6 +149,19 @@ class ServiceMetrics:
 
     def refused(self) -> None:
         self.reloads.labels("refused").inc()
+
+    def arm_answers(self, arm: str, version: str, mode: str, n: int = 1) -> None:
+        self.arm_requests.labels(arm, version, mode).inc(n)
+
+    def arm_answered(self, arm: str, version: str, seconds: float) -> None:
+        self.arm_answers(arm, version, "served")
+        self.arm_latency.labels(arm).observe(seconds)
+
+    def logged(self, event_type: str, n: int) -> None:
+        self.events_logged.labels(event_type).inc(n)
+
+    def shadow_failed(self) -> None:
+        self.shadow_failures.inc()
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """(body, content type) in the format the scraper's Accept header asks for: Prometheus

@@ -9,7 +9,7 @@ at fault in {"error", "field"} and list every error under "errors".
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,8 +18,12 @@ MAX_LIST = 1000  # recent_items / exclude entries
 MAX_K = 1000
 
 
-def request_models(max_id_length: int):
-    """(RecommendRequest, SimilarRequest) with ids of at most `max_id_length` characters."""
+REQUEST_ID_LENGTH = 64  # the service's request ids are 32 hex characters; longer is never one
+
+
+def request_models(max_id_length: int, actions: tuple[str, ...] = ()):
+    """(RecommendRequest, SimilarRequest, FeedbackRequest) with ids of at most `max_id_length`
+    characters; a feedback's action is one of `actions`."""
     Id = Annotated[str, Field(min_length=1, max_length=max_id_length)]
 
     class RecommendRequest(BaseModel):
@@ -35,7 +39,14 @@ def request_models(max_id_length: int):
         item_id: Id
         k: int = Field(default=10, ge=1, le=MAX_K)
 
-    return RecommendRequest, SimilarRequest
+    class FeedbackRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        request_id: str = Field(min_length=1, max_length=REQUEST_ID_LENGTH)
+        item_id: Id
+        action: Literal[actions] if actions else str  # type: ignore[valid-type]
+        timestamp: int | None = Field(default=None, ge=0)  # epoch ms; None = when it is received
+
+    return RecommendRequest, SimilarRequest, FeedbackRequest
 
 
 def _field(loc) -> str:

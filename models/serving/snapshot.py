@@ -35,7 +35,7 @@ import torch
 from models.artifacts import Layout, file_sha256, read_manifest
 from models.index.embeddings import read_catalog
 from models.index.item_index import ItemIndex
-from models.retrieval.checkpoint import champion_version, load_checkpoint
+from models.retrieval.checkpoint import challenger_version, champion_version, load_checkpoint
 from models.retrieval.data import Catalog
 from models.retrieval.histories import UserHistories
 from models.retrieval.inference import Retriever
@@ -53,24 +53,37 @@ class RequestError(ValueError):
         self.field, self.status = field, status
 
 
-def manifests(artifacts: Path) -> dict:
-    """The manifests a snapshot is built from (None where one is missing)."""
-    layout = Layout(artifacts)
+CHAMPION, CHALLENGER = "champion", "challenger"  # the arms (registry aliases of the same names)
+
+
+def arm_version(artifacts: Path, arm: str = CHAMPION) -> str | None:
+    """The checkpoint an arm serves: the models manifest's mirror of its registry alias."""
+    return champion_version(artifacts) if arm == CHAMPION else challenger_version(artifacts)
+
+
+def arm_layout(artifacts: Path, arm: str = CHAMPION) -> Layout:
+    """Where an arm's item_embeddings and index live (the challenger's below `challenger/`)."""
+    return Layout(artifacts) if arm == CHAMPION else Layout(artifacts).challenger
+
+
+def manifests(artifacts: Path, arm: str = CHAMPION) -> dict:
+    """The manifests an arm's snapshot is built from (None where one is missing)."""
+    layout, own = Layout(artifacts), arm_layout(artifacts, arm)
     return {
         "models": read_manifest(layout.models),
-        "index": read_manifest(layout.index),
-        "embeddings": read_manifest(layout.embeddings),
+        "index": read_manifest(own.index),
+        "embeddings": read_manifest(own.embeddings),
         "user_histories": read_manifest(layout.user_histories),
         "ranking": read_manifest(layout.ranking),
     }
 
 
-def identity(artifacts: Path, found: dict | None = None) -> dict:
+def identity(artifacts: Path, found: dict | None = None, arm: str = CHAMPION) -> dict:
     """What a snapshot of the current artifacts would be made of: equal identities, same snapshot."""
-    m = found or manifests(artifacts)
+    m = found or manifests(artifacts, arm)
     index, emb, hist = m["index"] or {}, m["embeddings"] or {}, m["user_histories"] or {}
     return {
-        "model": champion_version(artifacts),
+        "model": arm_version(artifacts, arm),
         "index_build": index.get("build"),
         "index_delta": index.get("delta"),
         "embeddings": emb.get("sha256"),
@@ -81,7 +94,7 @@ def identity(artifacts: Path, found: dict | None = None) -> dict:
 
 @dataclass(frozen=True)
 class Snapshot:
-    version: str  # champion model version
+    version: str  # the arm's model version
     model: torch.nn.Module
     fingerprint: str  # vocabulary fingerprint of the checkpoint
     catalog: Catalog  # item features in item_embeddings order
@@ -92,6 +105,7 @@ class Snapshot:
     embeddings_parts: frozenset  # part files whose sha256 was checked
     ranker: object = None  # the promoted ranking stage, None while none is promoted
     loaded_at: float = field(default_factory=time.time)
+    arm: str = CHAMPION  # which arm this snapshot answers for
 
     @property
     def index_info(self) -> dict:
@@ -123,32 +137,48 @@ class Snapshot:
         ]
 
 
-def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook=None) -> Snapshot:
-    """A consistent snapshot of the served artifacts, reusing what `previous` already holds."""
+def load_snapshot(
+    artifacts: Path,
+    previous: Snapshot | None = None,
+    ranker_hook=None,
+    arm: str = CHAMPION,
+    champion: Snapshot | None = None,
+) -> Snapshot:
+    """A consistent snapshot of an arm's artifacts, reusing what `previous` already holds.
+
+    The challenger (`arm="challenger"`) is checked as the champion is, against its own
+    embeddings and index (`challenger/`), and against the `champion` it is served beside: the
+    same vocabulary (the user histories and the feedback both arms' answers produce are keyed
+    by it), so a challenger from another vocabulary is refused."""
     artifacts = Path(artifacts)
-    layout = Layout(artifacts)
-    found = manifests(artifacts)
-    ident = identity(artifacts, found)
+    layout = arm_layout(artifacts, arm)
+    found = manifests(artifacts, arm)
+    ident = identity(artifacts, found, arm)
     version = ident["model"]
     if not version:
-        raise SnapshotError("no promoted model yet: run `make demo` (or materialize the graph)")
-    for name, what in (
-        ("index", "item_index"),
-        ("embeddings", "item_embeddings"),
-        ("user_histories", "user_histories"),
+        raise SnapshotError(
+            "no promoted model yet: run `make demo` (or materialize the graph)"
+            if arm == CHAMPION
+            else "no challenger: `towerflow promote --alias challenger VERSION` names one"
+        )
+    for name, what, where in (
+        ("index", "item_index", layout.index),
+        ("embeddings", "item_embeddings", layout.embeddings),
+        ("user_histories", "user_histories", Layout(artifacts).user_histories),
     ):
         if found[name] is None:
-            raise SnapshotError(f"no {what} in {getattr(layout, name)}: materialize {what}")
+            fix = f"materialize {what}" if arm == CHAMPION else "towerflow promote --alias challenger builds it"
+            raise SnapshotError(f"no {what} in {where}: {fix}")
     index_m, emb_m = found["index"], found["embeddings"]
     if index_m.get("model_version") != version:
         raise SnapshotError(
             f"{layout.index / 'manifest.json'}: built from model {index_m.get('model_version')}, "
-            f"but the champion is {version} (item_index not rebuilt yet)"
+            f"but the {arm} is {version} (item_index not rebuilt yet)"
         )
     if emb_m.get("model_version") != version:
         raise SnapshotError(
             f"{layout.embeddings / 'manifest.json'}: embedded with model "
-            f"{emb_m.get('model_version')}, but the champion is {version}"
+            f"{emb_m.get('model_version')}, but the {arm} is {version}"
         )
     if index_m.get("embeddings_sha256") != emb_m.get("sha256"):
         raise SnapshotError(
@@ -159,11 +189,17 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
     if same and previous.version == version:
         model, fingerprint = previous.model, previous.fingerprint
     else:
+        folder = Layout(artifacts).models / version
         try:
-            model, meta, _ = load_checkpoint(layout.models / version)
+            model, meta, _ = load_checkpoint(folder)
         except (OSError, RuntimeError, KeyError, ValueError) as e:
-            raise SnapshotError(f"{layout.models / version}: cannot load the checkpoint ({e})") from e
+            raise SnapshotError(f"{folder}: cannot load the checkpoint ({e})") from e
         fingerprint = meta["vocabulary_fingerprint"]
+    if champion is not None and fingerprint != champion.fingerprint:
+        raise SnapshotError(
+            f"the {arm} {version} was trained under vocabulary {fingerprint[:12]}, the champion "
+            f"{champion.version} under {champion.fingerprint[:12]}: arms must share one vocabulary"
+        )
     if index_m.get("vocabulary_fingerprint") != fingerprint:
         raise SnapshotError(
             f"{layout.index / 'manifest.json'}: built under another vocabulary than the checkpoint {version}'s"
@@ -191,7 +227,7 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
         histories = (
             previous.histories
             if same and previous.ident["user_histories"] == ident["user_histories"]
-            else UserHistories.read(layout.user_histories, found["user_histories"])
+            else UserHistories.read(Layout(artifacts).user_histories, found["user_histories"])
         )
     except (OSError, ValueError, KeyError) as e:
         raise SnapshotError(str(e)) from e
@@ -218,4 +254,5 @@ def load_snapshot(artifacts: Path, previous: Snapshot | None = None, ranker_hook
         ident=ident,
         embeddings_parts=frozenset(p["file"] for p in emb_m["parts"]),
         ranker=ranker_hook(artifacts) if ranker_hook else None,
+        arm=arm,
     )
