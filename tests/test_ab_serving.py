@@ -276,10 +276,22 @@ def test_impressions_survive_a_kill_and_reach_clean_interactions(ab_home, tmp_pa
     from assets.ingest.raw_events import raw_events
     from orchestration.resources import build_resources
 
+    from orchestration.definitions import build_definitions
+    from orchestration.sensors import new_events_sensor
+
     home = tmp_path / "home"
     shutil.copytree(ab_home, home, ignore=shutil.ignore_patterns("serve-*.log", "shadow"))
     for p in (home / "landing" / "events").glob("served-*"):
         p.unlink()  # only this test's lines
+    defs, instance = build_definitions(home), dg.DagsterInstance.ephemeral()
+
+    def tick(cursor):
+        with dg.build_sensor_context(
+            cursor=cursor, resources={"paths": defs.resources["paths"]}, instance=instance
+        ) as ctx:
+            return new_events_sensor(ctx)
+
+    cursor = tick(None).cursor  # the generated files
     proc, port, _ = start_server(home, "--challenger-share", "0.5")
     c = Client(port)
     served = {}
@@ -290,13 +302,16 @@ def test_impressions_survive_a_kill_and_reach_clean_interactions(ab_home, tmp_pa
     assert c.call("POST", "/feedback", {"request_id": rid, "item_id": served[rid][2][0], "action": "click"})[0] == 200
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=20)
-    events = home / "landing" / "events"
-    assert not discover(events) or all("served" not in p.name for p in discover(events))  # still a .part
+    assert isinstance(tick(cursor), dg.SkipReason)  # a .part is not a landed file
     proc, _, log = start_server(home, "--challenger-share", "0.5")  # hands the dead process's file over
     stop(proc)  # and its own (empty: never opened) on shutdown
     assert "handed over" in log.read_text()
+    seen = tick(cursor)
+    assert [a.asset_key.path for a in seen.asset_events] == [["landing_events"]]
+    assert [f for f in json.loads(seen.cursor) if f not in json.loads(cursor)] == [
+        p.name for p in (home / "landing" / "events").glob("served-*.jsonl")
+    ]
 
-    instance = dg.DagsterInstance.ephemeral()
     assert dg.materialize([raw_events, clean_events], resources=build_resources(home), instance=instance).success
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         rows = con.execute(
@@ -316,3 +331,47 @@ def test_impressions_survive_a_kill_and_reach_clean_interactions(ab_home, tmp_pa
     expected.add((f"{rid}:{served[rid][2][0]}:click", served[rid][0], served[rid][2][0], "click", True))
     assert set(rows) == expected
     assert {a for (a,) in extra} == {served[rid][1]}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*An input example was not provided")
+def test_promote_alias_challenger_registers_builds_and_mirrors_then_retire_undoes_it(ab_home, tmp_path, monkeypatch):
+    """`towerflow promote --alias challenger VERSION`: the registry alias moves to the
+    checkpoint's version (registered from its logged model), its embeddings and index are
+    built under challenger/, the manifest mirrors it; `--retire` undoes the alias and mirror."""
+    from click.testing import CliRunner
+
+    from models.artifacts import write_json_atomic
+    from models.retrieval.checkpoint import load_checkpoint
+    from models.retrieval.pyfunc import log_pyfunc, write_bundle
+    from orchestration.cli import main
+    from orchestration.resources import build_resources
+
+    home = tmp_path / "home"
+    shutil.copytree(ab_home, home, ignore=shutil.ignore_patterns("serve-*.log", "shadow", "challenger"))
+    models = Layout(home / "artifacts").models
+    version = read_manifest(models)["challenger"]
+    update_manifest(models, challenger=None)
+    tracker = build_resources(home)["mlflow"]
+    client = tracker._client()
+    run = client.create_run(tracker._experiment_id(client))
+    model, _, _ = load_checkpoint(models / version)
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        bundle = write_bundle(con, model, models / version, tmp_path / "bundle")
+    write_json_atomic(
+        models / version / "mlflow.json", log_pyfunc(tracker.tracking_uri, run.info.run_id, bundle, "u", [])
+    )
+    monkeypatch.setenv("TOWERFLOW_HOME", str(home))
+
+    out = CliRunner().invoke(main, ["promote", "--alias", "challenger", version])
+    assert out.exit_code == 0, out.output
+    assert tracker.champion(alias="challenger").tags["checkpoint"] == version
+    assert read_manifest(models)["challenger"] == version
+    assert read_manifest(Layout(home / "artifacts").challenger.index)["model_version"] == version
+    champion = read_manifest(models)["current"]
+    refused = CliRunner().invoke(main, ["promote", "--alias", "challenger", champion])
+    assert refused.exit_code == 2 and "is the champion already" in refused.output
+
+    out = CliRunner().invoke(main, ["promote", "--retire"])
+    assert out.exit_code == 0 and version in out.output, out.output
+    assert tracker.champion(alias="challenger") is None and read_manifest(models)["challenger"] is None
