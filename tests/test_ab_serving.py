@@ -196,6 +196,8 @@ def test_shadow_returns_the_champions_answer_and_logs_the_challengers(ab_home):
         assert m[key] == 10
     finally:
         stop(proc)
+    # a clean shutdown hands the open file over whole
+    assert not list((ab_home / "shadow").glob("*.part")) and list((ab_home / "shadow").glob("shadow-*.jsonl"))
 
 
 def test_a_challenger_from_another_vocabulary_or_index_is_refused(ab_home, tmp_path):
@@ -263,6 +265,16 @@ def test_the_event_log_rotates_whole_files_and_hands_over_what_a_killed_process_
     orphan.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a"')
     assert EventLog(tmp_path, "served", 1 << 20, 60).recover() == [orphan.with_suffix("")]
     assert orphan.with_suffix("").read_bytes() == b'{"a": 1}\n{"a": 2}\n'
+
+    # an idle log still hands its lines over once its first line is `rotate_seconds` old
+    aging = EventLog(tmp_path / "aging", "served", rotate_bytes=1 << 20, rotate_seconds=0.2)
+    aging.start()
+    aging.append([line])
+    deadline = time.time() + 10
+    while not discover(tmp_path / "aging") and time.time() < deadline:
+        time.sleep(0.05)
+    assert [p.suffix for p in discover(tmp_path / "aging")] == [".jsonl"]
+    aging.close()
 
 
 @pytest.mark.slow

@@ -146,7 +146,9 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
                 {"error": f"item {body.item_id!r} was not in the answer to {body.request_id}", "field": "item_id"},
                 status_code=422,
             )
-        line = feedback_line(body.request_id, served, body.item_id, body.action, body.timestamp or now_ms())
+        line = feedback_line(
+            body.request_id, served, body.item_id, body.action, now_ms() if body.timestamp is None else body.timestamp
+        )
         await asyncio.get_running_loop().run_in_executor(None, service.events.append, [line])  # fsync off the loop
         service.metrics.logged(body.action, 1)
         return {"event_id": line["event_id"], "arm": served.arm, "model_version": served.model_version}
