@@ -50,7 +50,7 @@ from models.serving.ranker import promoted_ranker
 from models.serving.reload import Reloader
 from models.serving.requests import invalid_request, request_models
 from models.serving.feedback import feedback_line, now_ms
-from models.serving.service import Service
+from models.serving.service import DURABLE, Service
 from models.serving.snapshot import RequestError
 
 log = logging.getLogger("towerflow.serve")
@@ -95,7 +95,14 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
 
     async def _submit(kind: str, request: dict):
         try:
-            return _reply(await batcher.submit(kind, request))
+            result = await batcher.submit(kind, request)
+            durable = result.pop(DURABLE, None) if isinstance(result, dict) else None
+            if durable is not None:  # the impressions of this answer are on disk before it is sent
+                try:
+                    await asyncio.wrap_future(durable)
+                except OSError:  # logged by the writer; the user still gets the answer
+                    service.metrics.log_failed("impression")
+            return _reply(result)
         except Exception:  # noqa: BLE001 - a bug answers a JSON 500 without a traceback; logged here
             log.exception("towerflow serve: %s failed", kind)
             return JSONResponse({"error": "internal error (logged by the service)", "field": ""}, status_code=500)
@@ -146,10 +153,13 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
                 {"error": f"item {body.item_id!r} was not in the answer to {body.request_id}", "field": "item_id"},
                 status_code=422,
             )
-        line = feedback_line(
-            body.request_id, served, body.item_id, body.action, now_ms() if body.timestamp is None else body.timestamp
-        )
-        await asyncio.get_running_loop().run_in_executor(None, service.events.append, [line])  # fsync off the loop
+        timestamp = now_ms() if body.timestamp is None else body.timestamp
+        line = feedback_line(body.request_id, served, body.item_id, body.action, timestamp)
+        try:
+            await asyncio.wrap_future(service.events.submit([line]))  # on disk before the 200
+        except OSError as e:
+            service.metrics.log_failed("feedback")
+            return JSONResponse({"error": f"could not log the feedback ({e}); retry", "field": ""}, status_code=503)
         service.metrics.logged(body.action, 1)
         return {"event_id": line["event_id"], "arm": served.arm, "model_version": served.model_version}
 

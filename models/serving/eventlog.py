@@ -2,12 +2,13 @@
 
 Lines are JSON objects in the landing contract (user_id, item_id, event_type, timestamp in epoch
 ms, event_id, extra keys kept by the ingest as `extra`), appended to
-`<folder>/<prefix>-<UTC yyyymmddTHHMMSS>-<pid>.jsonl.part`: each `append` writes whole lines,
-flushes and fsyncs before it returns, so a line a client was answered about survives a crash
-of the process (and of the machine, as far as fsync reaches). The file is renamed to `.jsonl`
-(and the folder fsynced) when it passes `rotate_bytes`, when its first line is `rotate_seconds`
-old (a background thread checks every second, so an idle service still hands its last lines
-over), and on `close()`. The ingest and the sensors skip `*.part` names
+`<folder>/<prefix>-<UTC yyyymmddTHHMMSS>-<pid>.jsonl.part` by one writer thread: lines are
+written whole, flushed and fsynced before the Future `submit` returned completes, and the
+service answers only then, so a line a client was answered about survives a crash of the
+process (and of the machine, as far as fsync reaches). The file is renamed to `.jsonl` (and
+the folder fsynced) when it passes `rotate_bytes`, when its first line is `rotate_seconds` old
+(the writer checks every second, so an idle service still hands its last lines over), and on
+`close()`. The ingest and the sensors skip `*.part` names
 (models/ingest/changes.py), so they only ever read whole files.
 
 A process killed before its rotation leaves a `.part`; `recover()` (run when a log opens)
@@ -20,8 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,33 +45,41 @@ def _alive(pid: int) -> bool:
 
 
 class EventLog:
-    """Append-only JSON Lines in `folder`, rotated by size or age; thread-safe."""
+    """Append-only JSON Lines in `folder`, rotated by size or age, written by one thread.
+
+    `submit(lines)` queues whole lines and returns a Future that completes once they are
+    written, flushed and fsynced (group commit: the writer takes everything queued, writes it
+    and fsyncs once, so lines of concurrent batches share one fsync and the event loop never
+    waits on the disk itself). `append(lines)` submits and waits."""
 
     def __init__(self, folder: Path, prefix: str, rotate_bytes: int, rotate_seconds: float):
         self.folder, self.prefix = Path(folder), prefix
         self.rotate_bytes, self.rotate_seconds = rotate_bytes, rotate_seconds
-        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._fh = None
         self._path: Path | None = None
         self._opened = 0.0
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lines = 0  # lines appended by this process
         self.files = 0  # files handed over (renamed to .jsonl)
+        self.fsyncs = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Hand over what dead processes left, then rotate by age in the background."""
+        """Hand over what dead processes left, then start the writer."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.recover()
-        self._thread = threading.Thread(target=self._age_loop, name=f"towerflow-{self.prefix}-log", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"towerflow-{self.prefix}-log", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            self._rotate()
+        """Write what is queued, hand the open file over, stop the writer."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._rotate()
 
     def recover(self) -> list[Path]:
         """Rename the `.part` files of `prefix` whose process is gone to `.jsonl`; returns them."""
@@ -95,27 +106,71 @@ class EventLog:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, lines: list[dict]) -> None:
-        """Write `lines` whole, flush and fsync them before returning; rotate if due."""
+    def submit(self, lines: list[dict]) -> Future:
+        """Queue `lines`; the Future completes (None, or the OSError) once they are on disk."""
+        done: Future = Future()
         if not lines:
-            return
+            done.set_result(None)
+            return done
+        if self._thread is None:
+            done.set_exception(RuntimeError(f"the {self.prefix} log is not started"))
+            return done
         data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
-        with self._lock:
+        self._queue.put((data, len(lines), done))
+        return done
+
+    def append(self, lines: list[dict]) -> None:
+        """Write `lines` whole, flushed and fsynced, before returning."""
+        self.submit(lines).result()
+
+    def _run(self) -> None:
+        tick = min(1.0, self.rotate_seconds)
+        while True:
+            try:
+                first = self._queue.get(timeout=tick)
+            except queue.Empty:
+                first = ()
+            batch = [] if first in ((), None) else [first]
+            stop = first is None
+            while not stop:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+            if batch:
+                self._write(batch)
+            if self._fh is not None and time.time() - self._opened >= self.rotate_seconds:
+                try:
+                    self._rotate()
+                except OSError:  # a full disk or a removed folder: logged, retried on the next tick
+                    log.exception("towerflow serve: could not rotate the %s log", self.prefix)
+            if stop:
+                return
+
+    def _write(self, batch: list) -> None:
+        try:
             if self._fh is None:
                 self._open()
-            self._fh.write(data)
+            self._fh.write(b"".join(data for data, _, _ in batch))
             self._fh.flush()
             os.fsync(self._fh.fileno())
-            self.lines += len(lines)
-            if self._fh.tell() >= self.rotate_bytes:
-                self._rotate()
-
-    def rotate_if_due(self) -> bool:
-        with self._lock:
-            if self._fh is not None and time.time() - self._opened >= self.rotate_seconds:
-                self._rotate()
-                return True
-        return False
+        except OSError as e:
+            log.exception(
+                "towerflow serve: could not write %d lines to the %s log", sum(n for _, n, _ in batch), self.prefix
+            )
+            for _, _, done in batch:
+                done.set_exception(e)
+            return
+        self.fsyncs += 1
+        self.lines += sum(n for _, n, _ in batch)
+        for _, _, done in batch:
+            done.set_result(None)
+        if self._fh.tell() >= self.rotate_bytes:
+            self._rotate()
 
     def _open(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -136,13 +191,6 @@ class EventLog:
         os.replace(self._path, self._path.with_name(self._path.name[: -len(PART)]))
         fsync_dir(self.folder)
         self.files += 1
-
-    def _age_loop(self) -> None:
-        while not self._stop.wait(min(1.0, self.rotate_seconds)):
-            try:
-                self.rotate_if_due()
-            except OSError:  # a full disk or a removed folder: logged, retried on the next tick
-                log.exception("towerflow serve: could not rotate the %s log", self.prefix)
 
 
 def _cut_torn_line(path: Path) -> None:

@@ -20,6 +20,8 @@ Each app owns a `CollectorRegistry` (not the library's global one), so two apps 
     towerflow_events_logged_total{event_type}      counter: lines appended to the event logs
                                                    (impression, shadow, and each feedback action)
     towerflow_shadow_failures_total                counter: batches the shadow challenger failed on
+    towerflow_event_log_failures_total{what}       counter: impressions answered, or feedback refused
+                                                   (503), because the event log could not write them
 
 The snapshot gauges are read from the snapshot being served at scrape time (`SnapshotCollector`), so
 they cannot disagree with it; the last three are absent while nothing is served. Counters also
@@ -136,6 +138,12 @@ class ServiceMetrics:
         self.shadow_failures = Counter(
             "towerflow_shadow_failures", "Batches the shadow challenger failed on (logged).", registry=r
         )
+        self.event_log_failures = Counter(
+            "towerflow_event_log_failures",
+            "Writes the event log failed: impressions (answered anyway) or feedback (503).",
+            ["what"],
+            registry=r,
+        )
         r.register(SnapshotCollector(current, challenger, config))
 
     def request(self, path: str, status: int, seconds: float) -> None:
@@ -159,6 +167,9 @@ class ServiceMetrics:
 
     def logged(self, event_type: str, n: int) -> None:
         self.events_logged.labels(event_type).inc(n)
+
+    def log_failed(self, what: str) -> None:
+        self.event_log_failures.labels(what).inc()
 
     def shadow_failed(self) -> None:
         self.shadow_failures.inc()

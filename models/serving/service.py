@@ -9,7 +9,8 @@ Every answer names its `arm` and `model_version`. In `split` mode a user whom `a
 the challenger (models/serving/arms.py) is answered by it; in `shadow` mode the champion answers
 everyone and the challenger answers the same requests too, its answer written to the shadow log
 only. The items a user was shown become `impression` events (models/serving/feedback.py),
-appended and fsynced to the event log before the batch's responses are sent.
+queued to the event log's writer; each answer carries the Future of their fsync (`DURABLE`),
+which the app awaits before it sends the response.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from models.serving.metrics import ServiceMetrics
 from models.serving.snapshot import CHALLENGER, CHAMPION, RequestError, Snapshot
 
 log = logging.getLogger("towerflow.serve")
+
+# the key of an answer that carries the Future of its impressions' fsync (models/serving/eventlog.py):
+# the app waits for it, removes it and only then sends the response
+DURABLE = "_durable"
 
 
 class Service:
@@ -73,7 +78,7 @@ class Service:
             if mine:
                 for n, r in zip(mine, self._answer(s, [jobs[n] for n in mine])):
                     out[n] = r
-        now, lines, recommended = now_ms(), [], []
+        now, lines, recommended, exposed = now_ms(), [], [], []
         for n, (kind, req) in enumerate(jobs):
             if isinstance(out[n], RequestError):
                 continue
@@ -86,10 +91,13 @@ class Service:
                     served = Served(req["user_id"], which[n], s.version, _positions(out[n]), now)
                     self.exposures.add(rid, served)
                     lines += impression_lines(rid, served)
+                    exposed.append(n)
             out[n] = {**out[n], **meta}
         if self.events is not None and lines:
-            self.events.append(lines)  # whole and fsynced before any of these responses is sent
+            durable = self.events.submit(lines)  # the app sends these responses once it completes
             self.metrics.logged("impression", len(lines))
+            for n in exposed:
+                out[n][DURABLE] = durable
         if challenger is not None and self.config.ab_mode == "shadow" and recommended:
             self._shadow(challenger, [jobs[n] for n in recommended], [out[n]["request_id"] for n in recommended], now)
         return out
@@ -121,7 +129,7 @@ class Service:
                 lines += impression_lines(rid, served, event_type="shadow")
         self.metrics.arm_answers(CHALLENGER, challenger.version, "shadow", len(jobs))
         if self.shadow is not None and lines:
-            self.shadow.append(lines)
+            self.shadow.submit(lines)  # not waited for: a shadow answer is nobody's response
             self.metrics.logged("shadow", len(lines))
 
     @staticmethod
