@@ -532,8 +532,6 @@ def serve(
 )
 @click.option("--retire", is_flag=True, help="Stop serving the challenger and remove its registry alias.")
 def promote(version, alias, retire) -> None:
-    from mlflow.exceptions import MlflowException
-
     from models.retrieval.checkpoint import champion_version, load_checkpoint, read_manifest
     from models.retrieval.pyfunc import read_logged
     from models.serving.arms import publish_challenger, retire_challenger
@@ -545,10 +543,7 @@ def promote(version, alias, retire) -> None:
         if version:
             _fail("--retire takes no VERSION")
         was = retire_challenger(art)
-        try:
-            tracker._client().delete_registered_model_alias(tracker.registered_model, alias)
-        except MlflowException:
-            pass  # no alias to remove: the local mirror was the only trace
+        tracker.drop_alias(alias)  # False when only the local mirror named one
         click.echo(f"towerflow: retired challenger {was or '(none was served)'}")
         return
     if not version:

@@ -294,6 +294,16 @@ class MlflowTracker(dg.ConfigurableResource):
         exp = self._client().get_experiment_by_name(self.experiment)
         return f"{ui}/#/experiments/{exp.experiment_id}/runs" if exp else None
 
+    def drop_alias(self, alias: str, registered_model: str | None = None) -> bool:
+        """Remove `alias` (default model: the two-tower's); False when it pointed nowhere."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client().delete_registered_model_alias(registered_model or self.registered_model, alias)
+        except MlflowException:
+            return False
+        return True
+
     def champion(self, alias: str = CHAMPION, registered_model: str | None = None):
         """The model version the alias points at (default: the two-tower's), or None."""
         from mlflow.exceptions import MlflowException
