@@ -12,6 +12,9 @@ and sql/item_popularity.sql, from the warehouse or from the published artifact),
 
 - **Known user** (in the histories): the user tower over the hashed user id and the last
   `history_len` of the user's items (oldest first) followed by the request's recent items.
+  Without recent items that vector changes only when the model, the catalog's features or the
+  histories do, so a `Retriever` computes it once per user (`UserVectorCache`; all at once with
+  `warm_user_vectors`) and a request then costs the search alone.
 - **Session** (unknown or no user id, recent items the index holds): the items nearest to the
   mean of the recent items' indexed vectors (unit length), the item space `similar` searches:
   a session of similar items gets items like them. Not the user tower: on the demo's planted
@@ -123,7 +126,9 @@ class HistoryEncoder:
     """User vectors by the rule: a known user's hashed id and last items, then recent items (no
     index needed: also what tunes an index on real user vectors before it serves)."""
 
-    def __init__(self, model, catalog: Catalog, histories: UserHistories, *, pair_pos=None, user_hash=None):
+    def __init__(
+        self, model, catalog: Catalog, histories: UserHistories, *, pair_pos=None, user_hash=None, user_cache=None
+    ):
         model.eval()
         self.model, self.catalog, self.histories = model, catalog, histories
         cfg = model.cfg
@@ -131,6 +136,12 @@ class HistoryEncoder:
         self.user_hash = (  # (U, n_hashes): hashing is vectorised, but once per load, not per request
             hash_buckets(histories.user_ids, cfg.n_hashes, cfg.user_buckets) if user_hash is None else user_hash
         )
+        # known users' vectors from their histories alone: a function of (model, catalog features,
+        # histories) only, all fixed for this object's life, so each is computed once (filled on
+        # first use, or all at once by `warm_user_vectors`) and a reload that changes any of the
+        # three builds a new encoder with an empty cache. `user_cache` shares a previous encoder's
+        # over the same three (the HTTP service's delta-free reload).
+        self.user_cache = UserVectorCache(len(histories), cfg.dim) if user_cache is None else user_cache
 
     def user_row(self, user_id) -> int:
         """The user's row in the histories, -1 for an unknown user (or None)."""
@@ -172,13 +183,40 @@ class HistoryEncoder:
             np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.model.cfg.dim), np.float32)
         )
 
-    def user_vectors(self, rows) -> np.ndarray:
-        """(B, d) vectors of known users (by row) from their histories alone."""
+    def tower_user_vectors(self, rows) -> np.ndarray:
+        """(B, d) vectors of known users (by row) from their histories alone, through the tower."""
         rows = np.asarray(rows, np.int64)
         if not len(rows):
             return np.zeros((0, self.model.cfg.dim), np.float32)
         empty = np.zeros(0, np.int64)
         return self.vectors(np.stack([self.hashed(r) for r in rows]), np.stack([self.history(r, empty) for r in rows]))
+
+    def user_vectors(self, rows) -> np.ndarray:
+        """(B, d) vectors of known users (by row) from their histories alone: the tower's, each
+        computed once per encoder (`user_cache`) and read from the cache afterwards."""
+        rows = np.asarray(rows, np.int64)
+        cache = self.user_cache
+        missing = np.unique(rows[~cache.filled[rows]])
+        for s in range(0, len(missing), USER_BATCH):
+            part = missing[s : s + USER_BATCH]
+            cache.vectors[part] = self.tower_user_vectors(part)
+            cache.filled[part] = True
+        return cache.vectors[rows]
+
+    def warm_user_vectors(self) -> int:
+        """Compute every known user's vector now (batches of USER_BATCH): afterwards no request
+        from a known user without recent items runs the tower. Returns how many were computed."""
+        missing = np.flatnonzero(~self.user_cache.filled)
+        self.user_vectors(missing)
+        return len(missing)
+
+
+class UserVectorCache:
+    """(U, d) float32 user vectors by histories row, and which rows are filled."""
+
+    def __init__(self, n_users: int, dim: int):
+        self.vectors = np.zeros((n_users, dim), np.float32)
+        self.filled = np.zeros(n_users, bool)
 
 
 @dataclass
@@ -198,8 +236,18 @@ class Retriever(HistoryEncoder):
     scores, rows; -1 where fewer); `pair_pos` / `user_hash` may be passed in when a previous
     load computed them for the same catalog / histories (the HTTP service's reload)."""
 
-    def __init__(self, model, catalog: Catalog, index, histories: UserHistories, *, pair_pos=None, user_hash=None):
-        super().__init__(model, catalog, histories, pair_pos=pair_pos, user_hash=user_hash)
+    def __init__(
+        self,
+        model,
+        catalog: Catalog,
+        index,
+        histories: UserHistories,
+        *,
+        pair_pos=None,
+        user_hash=None,
+        user_cache=None,
+    ):
+        super().__init__(model, catalog, histories, pair_pos=pair_pos, user_hash=user_hash, user_cache=user_cache)
         self.index = index
         self.row_of_pos = index.rows_of(catalog.item_ids)  # (N,) catalog position -> index row (-1: none)
         pop = index.rows_of(histories.popular_items)
@@ -209,7 +257,13 @@ class Retriever(HistoryEncoder):
     def with_index(self, index) -> "Retriever":
         """The same users and catalog over another index (a benchmark's exact vs ANN comparison)."""
         return Retriever(
-            self.model, self.catalog, index, self.histories, pair_pos=self.pair_pos, user_hash=self.user_hash
+            self.model,
+            self.catalog,
+            index,
+            self.histories,
+            pair_pos=self.pair_pos,
+            user_hash=self.user_hash,
+            user_cache=self.user_cache,
         )
 
     @property
@@ -241,6 +295,8 @@ class Retriever(HistoryEncoder):
         out: list[dict] = []
         vec_of, hashes, hists, drops = [], [], [], []
         tower: list[int] = []  # positions in vec_of answered by the user tower
+        cached: list[int] = []  # positions in vec_of of known users without recent items (user_cache)
+        cached_rows: list[int] = []
         direct: dict[int, np.ndarray] = {}  # position in vec_of -> a session's item-space vector
         for n, r in enumerate(requests):
             row = self.user_row(r.get("user_id"))
@@ -270,6 +326,9 @@ class Retriever(HistoryEncoder):
             session_rows = session_rows[session_rows >= 0]
             if len(session_rows):
                 direct[len(vec_of)] = self.session_vector(session_rows)
+            elif not len(recent_pos):  # a known user's vector from the history alone: computed once
+                cached.append(len(vec_of))
+                cached_rows.append(row)
             else:
                 tower.append(len(vec_of))
                 hashes.append(self.hashed(row))
@@ -280,6 +339,8 @@ class Retriever(HistoryEncoder):
             xq = np.zeros((len(vec_of), self.model.cfg.dim), np.float32)  # (B, d)
             if tower:
                 xq[tower] = self.vectors(np.stack(hashes), np.stack(hists))
+            if cached:
+                xq[cached] = self.user_vectors(cached_rows)
             for b, v in direct.items():
                 xq[b] = v
             D, I = search_excluding_seen(self.index, xq, drops, [requests[n]["k"] for n in vec_of])

@@ -239,7 +239,12 @@ def load_snapshot(
     user_hash = (
         previous.core.user_hash if same and previous.model is model and previous.histories is histories else None
     )
-    core = Retriever(model, catalog, index, histories, pair_pos=pair_pos, user_hash=user_hash)
+    user_cache = (  # known users' vectors depend on these three alone: any other reload starts empty
+        previous.core.user_cache
+        if same and previous.model is model and previous.catalog is catalog and previous.histories is histories
+        else None
+    )
+    core = Retriever(model, catalog, index, histories, pair_pos=pair_pos, user_hash=user_hash, user_cache=user_cache)
     if (core.row_of_pos < 0).any():
         missing = catalog.item_ids[np.flatnonzero(core.row_of_pos < 0)[0]]
         raise SnapshotError(f"item {missing!r} of item_embeddings is not in the index")
