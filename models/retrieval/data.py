@@ -92,7 +92,9 @@ class Catalog:
     trained: np.ndarray | None = None  # (N,) bool: the id was trained (False: embedded by content alone)
 
     def __post_init__(self) -> None:
-        self._index = pd.Index(self.item_ids)
+        # object dtype, not pandas' default string dtype: looking object keys up in a string index
+        # converts the whole index on every call (250 ms at 1M items, a session request's cost)
+        self._index = pd.Index(self.item_ids, dtype=object)
 
     def __len__(self) -> int:
         return len(self.item_ids)

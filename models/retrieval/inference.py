@@ -93,7 +93,7 @@ class ExactIndex:
     def __init__(self, vectors: np.ndarray, item_ids):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.item_ids = np.asarray(item_ids, dtype=object)
-        self._index = pd.Index(self.item_ids)
+        self._index = pd.Index(self.item_ids, dtype=object)  # object keys: see Catalog
 
     def __len__(self) -> int:
         return len(self.item_ids)
