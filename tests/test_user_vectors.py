@@ -57,7 +57,8 @@ def home(tmp_path_factory) -> Path:
 def test_the_cached_vector_is_the_towers_and_a_request_reads_it(home):
     core = load_snapshot(home / "artifacts").core
     rows = np.arange(len(core.histories))
-    assert not core.user_cache.filled.any()
+    assert core.user_cache.filled.all()  # computed when the snapshot loads
+    core.user_cache.filled[:] = False
     assert core.warm_user_vectors() == len(rows) and core.user_cache.filled.all()
     np.testing.assert_allclose(core.user_vectors(rows), core.tower_user_vectors(rows), atol=1e-6)
     user = str(core.user_ids[3])
