@@ -1,30 +1,42 @@
-"""The online service under load at 1M items: `towerflow serve` against an async HTTP client
-(httpx), beside the in-process call, plus the index autotune.
+"""The online service under load at 1M items, per kind of request: `towerflow serve` against
+a load client in its own process, beside the in-process call, plus the index autotune.
 
     python benchmarks/bench_serving.py [--source-home /work/scale/run1/home] [--work DIR]
-        [--rates 50,200,500] [--seconds 30] [--client-python PY]
+        [--levels "known:50,200,500;session:200;rank:200"] [--seconds 30] [--rank-candidates 100]
+        [--clients httpx,raw] [--client-python PY] [--skip autotune,inprocess,load,reload]
 
 Setup (cached in --work, never written into --source-home): the source home's warehouse is
 copied (the reload step adds items to it) and its champion checkpoint linked; then the
 library calls the assets make build item_embeddings (with item features), item_index (a full
-IVF build that tunes its nprobe on 1,000 real user vectors) and user_histories.
+IVF build that tunes its nprobe on 1,000 real user vectors) and user_histories, and a ranker of
+the product's default size (seeded, untrained: a request costs the same whatever its weights)
+is promoted for `rank: true`.
+
+Kinds of request (`request_bodies`): `known` (a random known user, k 10), `session` (no user
+id, three random items as recent_items: the item-space mean) and `rank` (a random known user,
+`rank: true`: the ranker orders --rank-candidates retrieved items, the service's
+--rank-candidates).
 
 Figures, all in one run:
 1. Index autotune: the setting the build chose, its recall@10 against exact search on 2,000
    other users (the recall check's sample), and single-query search time against exact
    IndexFlatIP over the same vectors (one thread); the former default nprobe 32 beside it.
-2. In process: `Snapshot.recommend` for one request at a time (user tower + search + seen
-   filtering), p50 / p99: the floor under the HTTP figures.
-3. HTTP, open loop: requests for random known users sent at a fixed rate (50, 200, 500 /s)
-   for --seconds each whatever the answers, latency counted from each request's scheduled send
-   time (no coordinated omission): p50 / p99 / errors; then closed loop with 64 concurrent
-   clients for the saturation throughput.
+2. In process: `Service.answer` for one request at a time per kind (what the HTTP handler
+   awaits, without HTTP and JSON), p50 / p99, and `known (tower)`: a known user whose vector
+   is not cached (the user tower runs, the cost before the cache); the floor under the HTTP
+   figures.
+3. HTTP, open loop: requests of each kind sent at a fixed rate for --seconds each whatever the
+   answers, latency counted from each request's scheduled send time (no coordinated omission):
+   p50 / p99 / errors, with the server's and the client's CPU per request; then closed loop
+   with --concurrency (32) clients of known users for the saturation throughput.
 4. Reload during load: at 200 requests/s, 1,000 new items go through the sensor's library path
    (ingest + clean the item file, embed only new items, upsert the index) into the artifacts
    the service watches; errors, p99 and seconds until the service answers with the new delta.
 
-Goals (reported, not asserted): p99 < 5 ms at 50 req/s and < 10 ms at 500 req/s on 2 cores,
-zero errors during the reload; recall@10 >= 0.95 at >= 50x exact search throughput.
+Goals (issue 22, reported, not asserted): on 2 cores, p99 < 5 ms at 500 requests/s for known
+users, < 10 ms at 200/s for sessions and for `rank: true` over 100 candidates, saturation >=
+3,000 requests/s for known users; zero errors during the reload; recall@10 >= 0.95 at >= 50x
+exact search throughput.
 
 The client runs in its own process (`client` subcommand) with --client-python, which needs
 httpx and numpy only (pyproject's `bench` extra). Each level runs with two clients: httpx (the
@@ -137,7 +149,25 @@ def _client(kind: str, url: str, size: int):
     )
 
 
-async def _open_loop(url: str, users: list[str], rate: float, seconds: float, seed: int, kind: str = "httpx") -> dict:
+REQUEST_KINDS = ("known", "session", "rank")
+
+
+def request_bodies(request: str, users: list[str], items: list[str], n: int, seed: int) -> list[dict]:
+    """n seeded /recommend bodies of one kind: `known` (a random known user, k 10), `session`
+    (no user id, three random indexed items as `recent_items`: the item-space mean) or `rank` (a
+    random known user, `rank: true`: the service retrieves its rank candidates and the ranker
+    orders them)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if request == "session":
+        picks = rng.integers(0, len(items), (n, 3))
+        return [{"k": 10, "recent_items": [items[j] for j in row]} for row in picks]
+    extra = {"rank": True} if request == "rank" else {}
+    return [{"user_id": users[j], "k": 10, **extra} for j in rng.integers(0, len(users), n)]
+
+
+async def _open_loop(url: str, bodies: list[dict], rate: float, seconds: float, kind: str = "httpx") -> dict:
     """Send `rate` requests a second for `seconds`, each at its scheduled time whatever the
     answers (a dispatcher starts each request when it is due: thousands of sleeping tasks and a
     deep httpx pool queue cost the client more CPU than the server spends)."""
@@ -146,16 +176,14 @@ async def _open_loop(url: str, users: list[str], rate: float, seconds: float, se
     import httpx
     import numpy as np
 
-    rng = np.random.default_rng(seed)
     n = int(rate * seconds)
-    picks = rng.integers(0, len(users), n)
     lat, errors, statuses, deltas = [], [], {}, {}
     async with _client(kind, url, 64) as client:
         loop = asyncio.get_running_loop()
 
         async def one(i: int, due: float) -> None:
             try:
-                r = await client.post("/recommend", json={"user_id": users[picks[i]], "k": 10})
+                r = await client.post("/recommend", json=bodies[i % len(bodies)])
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                 if r.status_code != 200:
                     errors.append(f"{r.status_code} {r.text[:200]}")
@@ -197,14 +225,13 @@ async def _open_loop(url: str, users: list[str], rate: float, seconds: float, se
     }
 
 
-async def _closed_loop(
-    url: str, users: list[str], concurrency: int, seconds: float, seed: int, kind: str = "httpx"
-) -> dict:
+async def _closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, kind: str = "httpx") -> dict:
     import asyncio
+    import itertools
 
     import numpy as np
 
-    rng = np.random.default_rng(seed)
+    order = itertools.cycle(bodies)
     lat, errors = [], 0
     async with _client(kind, url, concurrency) as client:
         end = time.perf_counter() + seconds
@@ -213,7 +240,7 @@ async def _closed_loop(
             nonlocal errors
             while time.perf_counter() < end:
                 t = time.perf_counter()
-                r = await client.post("/recommend", json={"user_id": users[rng.integers(len(users))], "k": 10})
+                r = await client.post("/recommend", json=next(order))
                 errors += r.status_code != 200
                 lat.append(time.perf_counter() - t)
 
@@ -237,17 +264,21 @@ def client_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--users-file", type=Path, required=True)
+    ap.add_argument("--items-file", type=Path, required=True)
+    ap.add_argument("--request", default="known", choices=REQUEST_KINDS)
     ap.add_argument("--rate", type=float, default=0)
     ap.add_argument("--concurrency", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--client", default="httpx", choices=["httpx", "raw"])
     a = ap.parse_args(argv)
-    users = a.users_file.read_text().split()
+    users, items = a.users_file.read_text().split(), a.items_file.read_text().split()
+    n = int(a.rate * a.seconds) if a.rate else 100_000
+    bodies = request_bodies(a.request, users, items, n, a.seed)
     if a.rate:
-        out = asyncio.run(_open_loop(a.url, users, a.rate, a.seconds, a.seed, a.client))
+        out = asyncio.run(_open_loop(a.url, bodies, a.rate, a.seconds, a.client))
     else:
-        out = asyncio.run(_closed_loop(a.url, users, a.concurrency, a.seconds, a.seed, a.client))
+        out = asyncio.run(_closed_loop(a.url, bodies, a.concurrency, a.seconds, a.client))
     print(json.dumps(out))
     return 0
 
@@ -299,9 +330,36 @@ def setup(source: Path, work: Path) -> None:
     )
     _log(f"item_index: {stats}")
     write_user_histories(con, art / "user_histories")
+    promote_untrained_ranker(con, art)
     con.close()
     _log(f"setup done in {time.perf_counter() - t0:.0f} s")
     done.write_text(json.dumps(key))
+
+
+def promote_untrained_ranker(con, art: Path) -> None:
+    """A ranker of the product's default size (ranker_config_for over the home's action
+    vocabulary, the item snapshot its features are served from), seeded and untrained, promoted
+    for `rank: true`: what a request costs does not depend on the weights, and training one at
+    1M items (ranking_candidates over every user) is not what this benchmark measures."""
+    import torch
+
+    from models.artifacts import write_manifest
+    from models.ranking.features import ItemTimeline
+    from models.ranking.labels import describe, resolve_actions
+    from models.ranking.model import Ranker, ranker_config_for
+    from models.ranking.training import save_ranker
+
+    actions = resolve_actions(con)
+    vocab = [{"name": a.name, "weight": a.weight, "definition": describe(a)} for a in actions]
+    n_items, n_users = con.execute(
+        "SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM interaction_splits"
+    ).fetchall()[0]
+    torch.manual_seed(0)
+    model = Ranker(ranker_config_for([a.weight for a in actions], n_items, n_users)).eval()
+    root = art / "ranking"
+    path = save_ranker(root, model, {"actions": vocab}, snapshot=ItemTimeline.from_warehouse(con).snapshot())
+    write_manifest(root, {"current": path.name, "latest": path.name, "versions": [path.name]})
+    _log(f"ranking: untrained default-size ranker {path.name} promoted for rank: true")
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -357,36 +415,61 @@ def autotune_figures(work: Path, threads: int) -> dict:
     return out
 
 
-def in_process_figures(work: Path, users: list[str], n: int = 2000) -> dict:
+def in_process_figures(work: Path, users: list[str], items: list[str], rank_candidates: int, n: int = 1000) -> dict:
+    """Per kind of request, one request per call of `Service.answer` (the batch entry the HTTP
+    handler awaits, ranking included; no HTTP, no JSON): p50 / p99 ms. `known (tower)` is a
+    known user whose vector is not cached yet (the user tower runs): the cost before the cache."""
     import faiss
     import numpy as np
     import torch
 
+    from models.serving.ranker import promoted_ranker
+    from models.serving.service import Service
     from models.serving.snapshot import load_snapshot
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     t0 = time.perf_counter()
-    snap = load_snapshot(work / "artifacts")
+    snap = load_snapshot(work / "artifacts", ranker_hook=promoted_ranker)
     load_s = time.perf_counter() - t0
-    rng = np.random.default_rng(1)
-    lat = []
-    for u in rng.choice(users, n):
-        t = time.perf_counter()
-        snap.recommend([{"user_id": u, "k": 10}])
-        lat.append(time.perf_counter() - t)
-    ms = np.array(lat[100:]) * 1000  # the first calls warm caches
-    batch = [{"user_id": u, "k": 10} for u in rng.choice(users, 64)]
+    snap.core.user_cache.filled[:] = False  # load_snapshot computed them: time it again here
+    t0 = time.perf_counter()
+    warmed = snap.core.warm_user_vectors()
+    warm_s = time.perf_counter() - t0
+    service = Service()
+    service.snapshot = snap
+    out = {"load_s": load_s, "warm_s": warm_s, "warmed": warmed, "kinds": {}}
+
+    def timed(jobs, before=None) -> dict:
+        lat = []
+        for job in jobs:
+            if before:
+                before()
+            t = time.perf_counter()
+            service.answer([job])
+            lat.append(time.perf_counter() - t)
+        ms = np.array(lat[len(lat) // 10 :]) * 1000  # the first calls warm caches
+        return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
+
+    def forget_users():
+        snap.core.user_cache.filled[:] = False
+
+    for request in REQUEST_KINDS:
+        bodies = request_bodies(request, users, items, n, seed=1)
+        if request == "rank":
+            if snap.ranker is None:
+                continue
+            bodies = [{**b, "k": max(10, rank_candidates), "rank_k": 10} for b in bodies]  # what app.py sends
+        out["kinds"][request] = timed([("recommend", b) for b in bodies])
+        if request == "known":
+            out["kinds"]["known (tower)"] = timed([("recommend", b) for b in bodies[: n // 2]], before=forget_users)
+            snap.core.warm_user_vectors()
+    batch = [("recommend", b) for b in request_bodies("known", users, items, 64, seed=2)]
     t = time.perf_counter()
     for _ in range(20):
-        snap.recommend(batch)
-    per_req_64 = (time.perf_counter() - t) / (20 * 64) * 1000
-    return {
-        "load_s": load_s,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "batch64_ms_per_request": per_req_64,
-    }
+        service.answer(batch)
+    out["batch64_ms_per_request"] = (time.perf_counter() - t) / (20 * 64) * 1000
+    return out
 
 
 def add_items(work: Path, n: int = 1000) -> float:
@@ -427,11 +510,22 @@ def add_items(work: Path, n: int = 1000) -> float:
     return time.perf_counter() - t0
 
 
-def start_server(work: Path, port: int, max_wait_ms: float, log_path: Path) -> subprocess.Popen:
+def start_server(work: Path, port: int, max_wait_ms: float, log_path: Path, rank_candidates: int) -> subprocess.Popen:
     env = {**os.environ, "TOWERFLOW_HOME": str(work), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("TOWERFLOW_API_TOKEN", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port), "--max-wait-ms", str(max_wait_ms)],
+        [
+            sys.executable,
+            "-m",
+            "orchestration.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--max-wait-ms",
+            str(max_wait_ms),
+            "--rank-candidates",
+            str(rank_candidates),
+        ],
         env=env,
         cwd=ROOT,
         stdout=open(log_path, "w"),
@@ -467,6 +561,7 @@ def run_client(
     concurrency: int = 0,
     seed: int = 0,
     kind: str = "httpx",
+    request: str = "known",
 ) -> subprocess.Popen:
     return subprocess.Popen(
         [
@@ -477,6 +572,10 @@ def run_client(
             url,
             "--users-file",
             str(users_file),
+            "--items-file",
+            str(users_file.with_name("items.txt")),
+            "--request",
+            request,
             "--rate",
             str(rate),
             "--concurrency",
@@ -500,10 +599,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source-home", type=Path, default=Path("/work/scale/run1/home"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/towerflow-bench-serving"))
-    ap.add_argument("--rates", default="50,200,500")
+    ap.add_argument(
+        "--levels",
+        default="known:50,200,500;session:200;rank:200",
+        help="open-loop levels, kind:rate[,rate]; ... (kinds: known, session, rank)",
+    )
+    ap.add_argument("--rank-candidates", type=int, default=100, help="the service's --rank-candidates")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--reload-rate", type=float, default=200)
-    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=1, help="FAISS threads for the exact baseline")
     ap.add_argument("--port", type=int, default=8791)
@@ -523,9 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     setup(args.source_home, args.work)
     con = duckdb.connect(str(args.work / "warehouse.duckdb"), read_only=True)
     users = [r[0] for r in con.execute("SELECT DISTINCT user_id FROM interaction_splits").fetchall()]
-    con.close()
+    items = [r[0] for r in con.execute("SELECT item_id FROM clean_items ORDER BY item_id").fetchall()]
     users_file = args.work / "users.txt"
     users_file.write_text("\n".join(users))
+    users_file.with_name("items.txt").write_text("\n".join(items))
+    con.close()
     print(
         f"bench_serving: {args.source_home} ({len(users):,} known users), load {os.getloadavg()[0]:.1f} "
         f"on {os.cpu_count()} cores at start"
@@ -543,50 +649,64 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['setting']:<12} {r['recall']:>24.4f} {r['ms']:>9.3f} {a['exact_ms']:>15.2f} {r['speedup']:>8.0f}x"
             )
 
+    levels = [
+        (request, float(rate))
+        for part in args.levels.split(";")
+        for request, rates in [part.split(":")]
+        for rate in rates.split(",")
+    ]
+    inproc: dict = {}
     if "inprocess" not in skip:
-        p = in_process_figures(args.work, users)
+        p = in_process_figures(args.work, users, items, args.rank_candidates)
+        inproc = p["kinds"]
         print(
-            f"\n2. in process (Snapshot.recommend, one request per call): load {p['load_s']:.1f} s, "
-            f"p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms; batches of 64: "
-            f"{p['batch64_ms_per_request']:.3f} ms per request",
-            flush=True,
+            f"\n2. in process (Service.answer, one request per call, no HTTP): load {p['load_s']:.1f} s, "
+            f"{p['warmed']:,} known users' vectors computed in {p['warm_s']:.1f} s; batches of 64 known users: "
+            f"{p['batch64_ms_per_request']:.3f} ms per request"
         )
+        print(f"{'request':<14} {'p50 ms':>7} {'p99 ms':>7}")
+        for request, r in inproc.items():
+            print(f"{request:<14} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f}", flush=True)
 
     url = f"http://127.0.0.1:{args.port}"
     log_path = args.work / "serve.log"
     t0 = time.perf_counter()
-    server = start_server(args.work, args.port, args.max_wait_ms, log_path)
+    server = start_server(args.work, args.port, args.max_wait_ms, log_path, args.rank_candidates)
     print(f"\nserver ready in {time.perf_counter() - t0:.1f} s (max wait {args.max_wait_ms} ms)", flush=True)
     clients_before = sum(os.times()[2:4])
     try:
         if "load" not in skip:
             print(f"\n3. HTTP open loop, {args.seconds:.0f} s per level (latency from the scheduled send time)")
             print(
-                f"{'client':>6} {'offered/s':>9} {'achieved/s':>10} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-                f"{'errors':>6} {'in-process p99':>14} {'server CPU ms/req':>17} {'client CPU ms/req':>17}"
+                f"{'request':<8} {'client':>6} {'offered/s':>9} {'achieved/s':>10} {'requests':>8} {'p50 ms':>7} "
+                f"{'p99 ms':>7} {'max ms':>7} {'errors':>6} {'in-process p99':>14} {'server CPU ms/req':>17} "
+                f"{'client CPU ms/req':>17}"
             )
-            for kind, rate in [(k, float(r)) for k in args.clients.split(",") for r in args.rates.split(",")]:
+            for kind, (request, rate) in [(k, lv) for k in args.clients.split(",") for lv in levels]:
                 s0 = cpu_seconds(server.pid)
-                proc = run_client(args.client_python, url, users_file, args.seconds, rate=rate, kind=kind)
+                proc = run_client(
+                    args.client_python, url, users_file, args.seconds, rate=rate, kind=kind, request=request
+                )
                 out = proc.communicate()[0]
                 client_cpu = sum(os.times()[2:4])  # children's user + system: the client processes so far
                 r = json.loads(out)
                 server_ms = (cpu_seconds(server.pid) - s0) / max(1, r["n"]) * 1000
                 client_ms = (client_cpu - clients_before) / max(1, r["n"]) * 1000
                 clients_before = client_cpu
-                inproc = f"{p['p99_ms']:.2f}" if "inprocess" not in skip else "-"
+                ip = f"{inproc[request]['p99_ms']:.2f}" if request in inproc else "-"
                 print(
-                    f"{kind:>6} {rate:>9.0f} {r['achieved']:>10.1f} {r['n']:>8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-                    f"{r['max_ms']:>7.1f} {r['errors']:>6} {inproc:>14} {server_ms:>17.2f} {client_ms:>17.2f}"
-                    + (f"  {r['first_errors']}" if r["errors"] else ""),
+                    f"{request:<8} {kind:>6} {rate:>9.0f} {r['achieved']:>10.1f} {r['n']:>8} {r['p50_ms']:>7.2f} "
+                    f"{r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>6} {ip:>14} {server_ms:>17.2f} "
+                    f"{client_ms:>17.2f}" + (f"  {r['first_errors']}" if r["errors"] else ""),
                     flush=True,
                 )
             for kind in args.clients.split(","):
                 proc = run_client(args.client_python, url, users_file, 10, concurrency=args.concurrency, kind=kind)
                 r = json.loads(proc.communicate()[0])
                 print(
-                    f"saturation ({kind}, closed loop, {args.concurrency} concurrent, 10 s): {r['throughput']:.0f} "
-                    f"requests/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}",
+                    f"saturation (known users, {kind}, closed loop, {args.concurrency} concurrent, 10 s): "
+                    f"{r['throughput']:.0f} requests/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                    f"errors {r['errors']}",
                     flush=True,
                 )
         if "reload" not in skip:

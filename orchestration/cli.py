@@ -476,9 +476,26 @@ def similar(item, k, fmt) -> None:
     show_default=True,
     help="Append impressions and POST /feedback to $TOWERFLOW_HOME/landing/events/ (the ingest reads them).",
 )
+@click.option(
+    "--rank-candidates",
+    default=ServeConfig.rank_candidates,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Retrieved candidates the promoted ranker orders when a request asks rank: true.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
-    host, port, max_batch, max_wait_ms, worker_thread, reload_seconds, challenger_share, ab_mode, event_log, access_log
+    host,
+    port,
+    max_batch,
+    max_wait_ms,
+    worker_thread,
+    reload_seconds,
+    challenger_share,
+    ab_mode,
+    event_log,
+    rank_candidates,
+    access_log,
 ) -> None:
     import logging
 
@@ -495,6 +512,7 @@ def serve(
         max_wait_ms=max_wait_ms,
         worker_thread=worker_thread,
         reload_seconds=reload_seconds,
+        rank_candidates=rank_candidates,
         token=os.environ.get("TOWERFLOW_API_TOKEN") or None,
         challenger_share=challenger_share,
         ab_mode=ab_mode,
