@@ -35,6 +35,7 @@ GENERATIVE = "generative"  # generative retriever checkpoints (generative/traini
 # the challenger's own item_embeddings and index (built for the models manifest's "challenger"
 # by models/serving/arms.py), laid out below this folder as the champion's are below the root
 CHALLENGER = "challenger"
+ABTEST = "abtest"  # the latest A/B test report and its plot (the ab_test_report asset)
 # what the HTTP service serves from, and so watches for a reload and checks for consistency
 SERVED = (
     MODELS,
@@ -182,3 +183,7 @@ class Layout:
     def challenger(self) -> Layout:
         """The challenger's folders: `Layout(root).challenger.index` is its item index."""
         return Layout(self.root / CHALLENGER)
+
+    @property
+    def abtest(self) -> Path:
+        return self.root / ABTEST

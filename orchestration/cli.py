@@ -11,6 +11,7 @@ towerflow similar --item ID [-k 10] [--format table|csv|json]
 towerflow serve [--host 127.0.0.1 --port 8000 --max-batch 64 --max-wait-ms 0 --reload-seconds 1]
                 [--challenger-share 0.1 --ab-mode split|shadow] [--no-event-log]
 towerflow promote --alias challenger VERSION | --retire
+towerflow simulate-traffic [--requests 5000 --share 0.5 --challenger oracle|popularity|out-of-taste|champion]
 """
 
 from __future__ import annotations
@@ -593,6 +594,87 @@ def promote(version, alias, retire) -> None:
         f"towerflow: models:/{tracker.registered_model}@{alias} is version {number} (checkpoint {version}); "
         f"its index holds {built['items']:,} items: a running service serves it now"
     )
+
+
+def _traffic_option(name: str, **kwargs):
+    """A --flag whose default and help are TrafficSettings' (models/abtest/settings.py)."""
+    import dataclasses
+
+    from models.abtest.settings import TrafficSettings
+    from models.settings import default_of
+
+    f = {f.name: f for f in dataclasses.fields(TrafficSettings)}[name]
+    return click.option(
+        f"--{name.replace('_', '-')}", name, default=default_of(f), show_default=True, help=f.metadata["doc"], **kwargs
+    )
+
+
+@main.command(
+    "simulate-traffic",
+    help="Simulate A/B traffic on the synthetic world: users bucketed between the champion (the real "
+    "retriever) and the version at @challenger, whose answers come from a planted recommender of known "
+    "quality (--challenger); clicks drawn from the world's ground truth with a position bias. Writes "
+    "impressions and feedback into $TOWERFLOW_HOME/landing/events/ as the HTTP service logs them; then "
+    "materialize ab_test_report and promoted_model.",
+)
+@_traffic_option("requests")
+@_traffic_option("share")
+@_traffic_option("k")
+@_traffic_option("position_bias")
+@_traffic_option("seed")
+@_traffic_option("salt")
+@click.option(
+    "--challenger",
+    type=click.Choice(["oracle", "popularity", "out-of-taste", "champion"]),
+    default="oracle",
+    show_default=True,
+    help="What the challenger arm shows: the world's best (oracle), popular items, popular items outside the "
+    "user's taste, or the champion itself (an A/A test: the report should find no difference).",
+)
+def simulate_traffic(requests, share, k, position_bias, seed, salt, challenger) -> None:
+    from models.abtest.settings import TrafficSettings
+    from models.abtest.simulate import CHALLENGER_ARM, CHAMPION_ARM, Arm, planted_arm, retriever_arm
+    from models.abtest.simulate import simulate_traffic as simulate
+    from models.sources.synthetic import world_of
+    from orchestration.resources import CHALLENGER, build_resources
+
+    landing = towerflow_home() / "landing"
+    try:
+        world, user_ids, item_ids = world_of(landing)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    tracker = build_resources()["mlflow"]
+    versions = {CHAMPION_ARM: tracker.champion(), CHALLENGER_ARM: tracker.champion(alias=CHALLENGER)}
+    for arm, v in versions.items():
+        if v is None:
+            _fail(
+                f"no version of {tracker.registered_model} at @{arm}: "
+                + (
+                    "materialize the graph first (`make demo`)"
+                    if arm == CHAMPION_ARM
+                    else "put a checkpoint there first (`towerflow promote --alias challenger CHECKPOINT`)"
+                )
+            )
+    con = _connect()
+    try:
+        champion = retriever_arm(con, towerflow_home() / ARTIFACTS)
+        shown = champion if challenger == "champion" else planted_arm(challenger, world, user_ids, item_ids)
+        label = {arm: v.tags.get("checkpoint") or str(v.version) for arm, v in versions.items()}
+        settings = TrafficSettings(
+            requests=requests, share=share, k=k, position_bias=position_bias, seed=seed, salt=salt
+        )
+        simulate(
+            landing / "events",
+            world,
+            user_ids,
+            item_ids,
+            Arm(CHAMPION_ARM, label[CHAMPION_ARM], champion),
+            Arm(CHALLENGER_ARM, label[CHALLENGER_ARM], shown),
+            settings,
+            log=lambda m: click.echo(m, err=True),
+        )
+    finally:
+        con.close()
 
 
 if __name__ == "__main__":

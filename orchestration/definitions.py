@@ -8,6 +8,7 @@ import assets.clean
 import assets.ingest
 import assets.splits
 import assets.training
+import assets.abtest
 import assets.serving
 import assets.ranking
 import assets.generative
@@ -21,6 +22,7 @@ GROUPS = {
     "clean": assets.clean,
     "splits": assets.splits,
     "training": assets.training,
+    "abtest": assets.abtest,
     "serving": assets.serving,
     "ranking": assets.ranking,
     "generative": assets.generative,

@@ -34,6 +34,7 @@ REGISTERED_MODEL = "towerflow-two-tower"
 RANKER_MODEL = "towerflow-ranker"
 GENERATIVE_MODEL = "towerflow-generative"
 CHAMPION = "champion"  # the registry alias everything that serves follows, in every family
+CHALLENGER = "challenger"  # the two-tower version under online A/B test against the champion
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 REGISTERED_MODEL_DESCRIPTION = (
     "towerflow's two-tower retriever as a pyfunc: user ids (and optional recent item ids) in, top-k items "
@@ -286,6 +287,29 @@ class MlflowTracker(dg.ConfigurableResource):
             client.update_model_version(name, version.version, description=description)
         client.set_registered_model_alias(name, alias, version.version)
         return int(version.version), created
+
+    def version_of(self, checkpoint: str, registered_model: str | None = None):
+        """The registered version of a checkpoint (its `checkpoint` tag), or None."""
+        name = registered_model or self.registered_model
+        found = [
+            v
+            for v in self._client().search_model_versions(f"name = '{name}'")
+            if v.tags.get("checkpoint") == checkpoint
+        ]
+        return found[0] if found else None
+
+    def move_alias(self, alias: str, version: int | None, registered_model: str | None = None) -> None:
+        """Point `alias` at `version`, or delete the alias (`version` None)."""
+        name, client = registered_model or self.registered_model, self._client()
+        if version is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, str(version))
+
+    def tag_version(self, version: int, tags: dict, registered_model: str | None = None) -> None:
+        client = self._client()
+        for k, v in tags.items():
+            client.set_model_version_tag(registered_model or self.registered_model, str(version), k, str(v))
 
     def runs_url(self, ui: str = MLFLOW_UI) -> str | None:
         """The experiment's runs view in `mlflow ui` (None before the first run). The plain

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 # what the run decides, not the user: a library dataclass that has no default for it
 FIXED = {RankerConfig: {"n_actions": 3}}
 EXPECTED = {
+    "ABTestConfig",
     "CleaningConfig",
     "GxConfig",
     "SplitConfig",

@@ -21,6 +21,7 @@ RANK = {
     "ranking": 5,
     "generative": 6,
     "serving": 7,
+    "abtest": 8,  # decides between served versions from what serving logged
 }
 
 

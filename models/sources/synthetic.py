@@ -409,6 +409,19 @@ def _items_table(w: World, item_ids: pa.Array) -> tuple[pa.Table, int]:
 # ---------------------------------------------------------------------------- events
 
 
+def taste(w: World, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Whether each (user, item) pair (world indices) is in the user's taste: the item's cluster
+    is the user's main or secondary one. The ground truth every event type is drawn from."""
+    ic = w.item_cluster[item]
+    return (ic == w.user_main[user]) | (ic == w.user_secondary[user])
+
+
+def event_type_probabilities(w: World, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """(n, len(EVENT_TYPES)) the probability of each event type when `user` meets `item`: the
+    same table the logs are drawn from, by whether the item is in the user's taste."""
+    return _TYPE_P[taste(w, user, item).astype(np.int64)]
+
+
 def _sample_events(w: World, rng: np.random.Generator, n: int, t_lo: int, t_hi: int) -> dict:
     """n clean events with epoch-ms times in [t_lo, t_hi), sorted by time."""
     c = w.config
@@ -424,8 +437,7 @@ def _sample_events(w: World, rng: np.random.Generator, n: int, t_lo: int, t_hi: 
     rnd = rng.random(n) < c.random_share
     item[rnd] = w.popular.sample(rng, np.zeros(int(rnd.sum()), np.int64), t_s[rnd])
 
-    ic = w.item_cluster[item]
-    in_taste = (ic == w.user_main[user]) | (ic == w.user_secondary[user])
+    in_taste = taste(w, user, item)
     cum = np.cumsum(_TYPE_P, axis=1)[:, :-1]  # upper bounds of the first five types
     r = rng.random(n)
     etype = np.where(in_taste, np.searchsorted(cum[1], r, side="right"), np.searchsorted(cum[0], r, side="right"))
@@ -724,3 +736,16 @@ def generate(
         f"{summary['dirty_rows_total']:,} dirty, {time.perf_counter() - started:.1f} s"
     )
     return summary
+
+
+def world_of(landing: Path) -> tuple[World, list[str], list[str]]:
+    """The hidden world behind a landing folder that `generate` wrote (read from its
+    generated.json), with the user and item ids in index order."""
+    path = Path(landing) / "generated.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: the simulated traffic needs the synthetic world's ground truth "
+            "(run `towerflow generate` first; real data has no such truth)"
+        )
+    cfg = SyntheticConfig(**json.loads(path.read_text())["config"])
+    return latent_world(cfg), _ids("u", cfg.n_users).to_pylist(), _ids("i", cfg.n_items).to_pylist()
