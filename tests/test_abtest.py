@@ -294,6 +294,19 @@ def test_a_worse_challenger_is_retired_and_a_better_one_becomes_the_champion(tmp
     assert report["decision"] == WINS and d["lo"] > 0.01, d
     assert (report["champion_version"], report["challenger_version"]) == (int(first.version), better)
     assert _checks(run)["challenger_wins_ab_test"].passed
+    # the report as the UI and MLflow show it: figures, the picture, the decision
+    shown = _metadata(run, "ab_test_report")
+    assert shown["decision"] == WINS and shown["difference.ctr_standardised.lo"] > 0
+    assert Path(shown["plot_file"]).stat().st_size > 0 and "path=ab_test_report/ab_test.png" in shown["plot"]
+    (logged,) = client.search_runs(
+        [client.get_experiment_by_name("towerflow").experiment_id], f"tags.dagster_run_id = '{run.run_id}'"
+    )
+    assert logged.data.params["ab_test_report/decision"] == WINS
+    assert logged.data.metrics["ab_test_report/difference.ctr_standardised.lo"] == pytest.approx(d["lo"])
+    assert {a.path for a in client.list_artifacts(logged.info.run_id, "ab_test_report")} >= {
+        "ab_test_report/ab_test.png",
+        "ab_test_report/report.json",
+    }
     promoted = _metadata(run, "promoted_model")
     assert promoted["registered_version"] == better and promoted["promoted_by"] == "online A/B test"
     champion = client.get_model_version_by_alias(name, "champion")

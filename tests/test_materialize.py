@@ -118,6 +118,7 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
         "two_tower_model",
         "model_evaluation",
         "promoted_model",
+        "ab_test_report",  # "no challenger": measured nothing, both its checks pass
         "item_embeddings",
         "item_index",
         "batch_recommendations",
