@@ -298,13 +298,9 @@ class MlflowTracker(dg.ConfigurableResource):
         ]
         return found[0] if found else None
 
-    def move_alias(self, alias: str, version: int | None, registered_model: str | None = None) -> None:
-        """Point `alias` at `version`, or delete the alias (`version` None)."""
-        name, client = registered_model or self.registered_model, self._client()
-        if version is None:
-            client.delete_registered_model_alias(name, alias)
-        else:
-            client.set_registered_model_alias(name, alias, str(version))
+    def move_alias(self, alias: str, version: int, registered_model: str | None = None) -> None:
+        """Point `alias` at an already registered `version` (`drop_alias` removes one)."""
+        self._client().set_registered_model_alias(registered_model or self.registered_model, alias, str(version))
 
     def tag_version(self, version: int, tags: dict, registered_model: str | None = None) -> None:
         client = self._client()

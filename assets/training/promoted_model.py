@@ -27,6 +27,7 @@ from assets.training.checks import latest_evaluation, promotion_passes
 from models.artifacts import Layout
 from models.retrieval.checkpoint import load_checkpoint, update_manifest
 from models.retrieval.pyfunc import read_logged
+from models.serving.arms import retire_challenger
 from orchestration.resources import CHALLENGER, CHAMPION, MlflowTracker, TowerflowPaths
 
 
@@ -158,13 +159,14 @@ def challenger_promoted(context, mlflow: MlflowTracker, root, why: str, report: 
         "dagster_run_id": context.run.run_id,
     }
     mlflow.move_alias(CHAMPION, int(challenger.version))
-    mlflow.move_alias(CHALLENGER, None)
+    mlflow.drop_alias(CHALLENGER)
     mlflow.tag_version(
         int(challenger.version), {"ab_test": "won", "ab_test_against": old.version if old else "", **decided}
     )
     if old is not None:
         mlflow.tag_version(int(old.version), {"ab_test": "lost", "ab_test_against": challenger.version, **decided})
-    update_manifest(root, current=checkpoint, challenger=None)  # "challenger": the served challenger's mirror
+    update_manifest(root, current=checkpoint)
+    retire_challenger(root.parent)  # served as the champion from now on, no longer as the challenger
     return promotion_result(
         context,
         mlflow,
@@ -188,8 +190,8 @@ def challenger_retired(context, mlflow: MlflowTracker, root, why: str, report: d
     the champion stays."""
     challenger, champion = mlflow.champion(alias=CHALLENGER), mlflow.champion()
     d = report["difference"][report["metric"]]
-    mlflow.move_alias(CHALLENGER, None)
-    update_manifest(root, challenger=None)
+    mlflow.drop_alias(CHALLENGER)
+    retire_challenger(root.parent)  # the service stops serving it at its next poll
     mlflow.tag_version(
         int(challenger.version),
         {

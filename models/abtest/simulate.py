@@ -4,7 +4,8 @@ with a position bias, everything written to `landing/events/` exactly as the HTT
 it (the impression / feedback contract, README "A/B tests"):
 
 - a request is one user drawn by activity (the world's own activity weights);
-- the user's arm comes from `bucket` (per-user, salted hash): a user always sees one arm;
+- the user's arm comes from the service's own rule (`models.serving.arms.arm_of`: a salted hash
+  of the user id, salt = the challenger's version): a user always sees one arm;
 - position p is examined with probability p ** -position_bias (Joachims et al. 2017's power
   law); an examined item gets feedback drawn from the world's event-type table for that user and
   item (`synthetic.event_type_probabilities`): `like` (which implies a click, so it logs both),
@@ -20,7 +21,6 @@ arm must win.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -34,9 +34,11 @@ import numpy as np
 
 from models.abtest.settings import TrafficSettings
 from models.artifacts import AtomicWriter
+from models.serving.arms import arm_of
+from models.serving.snapshot import CHALLENGER as CHALLENGER_ARM
+from models.serving.snapshot import CHAMPION as CHAMPION_ARM
 from models.sources.synthetic import EVENT_TYPES, World, event_type_probabilities
 
-CHAMPION_ARM, CHALLENGER_ARM = "champion", "challenger"
 ROTATE_BYTES = 8 << 20  # the service's rotation size: a file never grows past it
 PLANTED = ("oracle", "popularity", "out-of-taste")
 _CLICK, _LIKE, _NOT_INTERESTED = (EVENT_TYPES.index(t) for t in ("click", "like", "not_interested"))
@@ -49,14 +51,6 @@ class Arm:
     name: str  # champion | challenger
     model_version: str  # the registry version its impressions are logged with
     recommend: Recommend
-
-
-def bucket(user_id: str, share: float, salt: str) -> str:
-    """The arm of a user: a salted SHA-256 of the user id mapped to [0, 1), the challenger's
-    below `share`. Deterministic and per user, so a user never switches arms within one
-    experiment (one salt), and the hash spreads users evenly whatever their ids look like."""
-    digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()
-    return CHALLENGER_ARM if int.from_bytes(digest[:8], "big") / 2**64 < share else CHAMPION_ARM
 
 
 def examination(k: int, position_bias: float) -> np.ndarray:
@@ -118,10 +112,10 @@ def simulate_traffic(
     users = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), len(user_ids) - 1)  # (n,)
     arms = {CHAMPION_ARM: champion, CHALLENGER_ARM: challenger}
     salt = s.salt or challenger.model_version
-    arm_of = {u: bucket(user_ids[u], s.share, salt) for u in np.unique(users).tolist()}
+    assigned = {u: arm_of(user_ids[u], s.share, salt) for u in np.unique(users).tolist()}
     shown: dict[int, list[str]] = {}
     for name, arm in arms.items():
-        mine = sorted(u for u, a in arm_of.items() if a == name)
+        mine = sorted(u for u, a in assigned.items() if a == name)
         got = arm.recommend([user_ids[u] for u in mine], s.k)
         shown.update({u: got.get(user_ids[u], [])[: s.k] for u in mine})
     item_index = {item: i for i, item in enumerate(item_ids)}
@@ -134,7 +128,7 @@ def simulate_traffic(
     }
     for r in range(n):
         u = int(users[r])
-        name = arm_of[u]
+        name = assigned[u]
         arm, st = arms[name], stats[name]
         items = shown[u]
         st["users"].add(u)

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.abtest.settings import ABTestSettings
-from models.abtest.simulate import CHALLENGER_ARM, CHAMPION_ARM
+from models.serving.snapshot import CHALLENGER as CHALLENGER_ARM
+from models.serving.snapshot import CHAMPION as CHAMPION_ARM
 
 WINS, LOSES, INCONCLUSIVE, NO_CHALLENGER = "challenger_wins", "challenger_loses", "inconclusive", "no_challenger"
 ARMS = (CHAMPION_ARM, CHALLENGER_ARM)
