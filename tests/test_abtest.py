@@ -257,6 +257,14 @@ def test_a_worse_challenger_is_retired_and_a_better_one_becomes_the_champion(tmp
 
     # a planted worse challenger (popular items outside the user's taste) loses and is retired
     worse, worse_checkpoint = _challenger(home, seed=1)
+    # at @challenger with no traffic yet: inconclusive, the champion stays, and the retrain rule
+    # waits for the test (the newer checkpoint is not promoted behind its back)
+    run = _materialize(home, ("ab_test_report", "promoted_model"))
+    assert run.success, _failures(run)
+    assert _metadata(run, "ab_test_report")["decision"] == INCONCLUSIVE
+    assert not _checks(run)["challenger_wins_ab_test"].passed
+    assert not _metadata(run, "promoted_model")
+    assert client.get_model_version_by_alias(name, "champion").version == first.version
     traffic = _traffic(home, "out-of-taste", seed=1)
     run = _materialize(home, DECIDE)
     assert run.success, _failures(run)  # losing is a normal outcome: a warning, not a failed run
