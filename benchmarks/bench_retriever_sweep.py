@@ -68,6 +68,10 @@ CONFIGS = {
     "transformer-full-h200": dict(**{**TRANSFORMER, "window_stride": 50}, **FULL, history_len=200, dropout=0.2),
     "transformer-full-h50-t0.1": dict(**TRANSFORMER, **FULL, history_len=50, dropout=0.2, temperature=0.1),
     "transformer-full-h50-lr1e-3": dict(**TRANSFORMER, **FULL, history_len=50, dropout=0.2, lr=1e-3),
+    # the anchors' recipe (Klenitskiy & Vasilev 2023): cross-entropy over the catalog, every
+    # position a target, dropout 0.1, early stopping with more patience than the default's 3
+    "transformer-ce": dict(**TRANSFORMER, **FULL, history_len=50, patience=5, epochs=50),
+    "mean-full-p5": dict(**FULL, patience=5, epochs=50),
 }
 
 
