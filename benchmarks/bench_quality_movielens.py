@@ -88,7 +88,14 @@ from models.retrieval.data import (  # noqa: E402
     load_for_tower,
     tower_config_for,
 )
-from models.retrieval.evaluation import grouped_metrics, item_vectors, rank_metrics, user_vectors  # noqa: E402
+from models.retrieval.evaluation import (  # noqa: E402
+    bootstrap_interval,
+    grouped_metrics,
+    item_vectors,
+    paired_difference,
+    rank_metrics,
+    user_vectors,
+)
 from models.retrieval.towers import TowerConfig  # noqa: E402
 from models.retrieval.training import TrainConfig, train  # noqa: E402
 
@@ -432,18 +439,6 @@ def two_tower_row(
 # ---------------------------------------------------------------- statistics, table
 
 
-def bootstrap(vec: np.ndarray, ref: np.ndarray | None, n: int, seed: int = 0) -> tuple[tuple, tuple | None]:
-    """95% intervals of mean(vec) and of mean(vec) / mean(ref) over resamples of the users."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(vec), size=(n, len(vec)))  # (n, users)
-    means = vec[idx].mean(axis=1)
-    ci = tuple(np.percentile(means, [2.5, 97.5]))
-    if ref is None:
-        return ci, None
-    ratio = means / np.maximum(ref[idx].mean(axis=1), 1e-12)
-    return ci, tuple(np.percentile(ratio, [2.5, 97.5]))
-
-
 def _stat(values: list[float]) -> str:
     v = np.array(values)
     return f"{v.mean():.4f} ± {(v.max() - v.min()) / 2:.4f}" if len(v) > 1 else f"{v.mean():.4f}"
@@ -658,9 +653,10 @@ def main(argv=None) -> int:
         )
         for _, name, _, runs, note in res:
             ref = seed_mean[best_peer] if best_peer else None
-            ci, rci = bootstrap(seed_mean[name], ref, args.bootstrap)
-            ratio = seed_mean[name].mean() / ref.mean() if ref is not None else float("nan")
-            rtxt = f"{ratio:.2f} [{rci[0]:.2f}-{rci[1]:.2f}]" if rci else "-"
+            # the product's interval rules (models.retrieval.evaluation), as model_evaluation draws them
+            ci = bootstrap_interval(seed_mean[name], args.bootstrap)
+            paired = paired_difference(seed_mean[name], ref, args.bootstrap) if ref is not None else None
+            rtxt = f"{paired['ratio']:.2f} [{paired['ratio_lo']:.2f}-{paired['ratio_hi']:.2f}]" if paired else "-"
             col = lambda split, m, runs=runs: _stat([r[split][m].mean() for r in runs])  # noqa: E731
             print(
                 f"{name:<30} {col('valid', 'ndcg@10'):>16} {col('test', 'hr@10'):>16} {col('test', 'recall@10'):>16} "

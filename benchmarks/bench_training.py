@@ -119,9 +119,11 @@ def code_fingerprint() -> str:
             "ingest/landing.py",
             "clean/cleaning.py",
             "splits/build.py",
+            "splits/rules.py",
+            "splits/warehouse.py",
+            "clean/rules.py",
         )
     ]
-    files += [ROOT / "assets" / "config.py"]
     files += sorted((ROOT / "sql").glob("*.sql"))
     h = hashlib.sha256()
     for f in files:
