@@ -79,7 +79,7 @@ def test_new_event_files_mark_raw_events_stale(tmp_path):
         assert isinstance(_tick(new_events_sensor, defs, first.cursor, instance), dg.SkipReason)
         (tmp_path / "landing" / "events" / "b.csv").write_text(EVENTS.replace("u1", "u2"))
         second = _tick(new_events_sensor, defs, first.cursor, instance)
-        assert not second.run_requests  # it marks, the schedule retrains
+        assert not second.run_requests  # it marks; the on_cron condition retrains
         for event in second.asset_events:
             instance.report_runless_asset_event(event)
         assert stale()

@@ -125,7 +125,7 @@ def test_a_killed_materialization_does_not_stop_the_next_automated_retrain(tmp_p
         info = instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
         assert dead_id not in info.active_run_ids and info.slot_count == 1
 
-        def scheduled_run_got_the_warehouse():
+        def automated_retrain_got_the_warehouse():
             automated = {"dagster/sensor_name": SENSOR_NAME, "dagster/from_automation_condition": "true"}
             runs = instance.get_runs(filters=dg.RunsFilter(tags=automated))
             for run in runs:
@@ -135,7 +135,10 @@ def test_a_killed_materialization_does_not_stop_the_next_automated_retrain(tmp_p
             return None
 
         run = _wait(
-            "the next automated retrain to start and take the warehouse", scheduled_run_got_the_warehouse, 150, poll=1.0
+            "the next automated retrain to start and take the warehouse",
+            automated_retrain_got_the_warehouse,
+            150,
+            poll=1.0,
         )  # up to a minute to the cron tick, then a run worker's start-up
         assert run.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS)
         # one run for the whole graph, as the retrain was: the roots are due at the tick, everything

@@ -1,6 +1,7 @@
 """The code location loads and shows exactly what DESIGN.md promises: asset keys and groups, the
-lineage, the checks and which of them block, what each job selects, what the sensors and the
-schedule target, the resources every step asks for, the warehouse pool and code versions.
+lineage, the checks and which of them block, what each job selects, what the sensors (the
+automation sensor among them: the retrain is declared on the assets) target, the resources every
+step asks for, the warehouse pool and code versions.
 Each assertion compares against the whole expected set, so a renamed asset, a lost dep, a check
 that stops blocking or a job that selects one asset too many fails here."""
 
