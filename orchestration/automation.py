@@ -10,11 +10,12 @@
   not one did (what the former `retrain_schedule` did; it is gone, so the cron is declared once).
 - **The serving assets** (`item_embeddings`, `item_index`, `batch_recommendations`,
   `user_histories`) are also `AutomationCondition.eager()`: when a parent updates outside a run
-  that already covered them (a `training_job` that promoted a new champion, a `data_job` with new
-  splits), the next evaluation requests them, so what users read follows a promotion without
-  waiting for the next retrain. A parent updated by a run that also targeted them does not count
-  (`any_deps_updated` excludes runs that executed the root), so the retrain is never followed by
-  a second serving run.
+  that covered them (a `training_job` that promoted a new champion, a `data_job` with new splits,
+  the new-items job's index for `batch_recommendations`), the next evaluation requests them, so
+  what users read follows a promotion without waiting for the next retrain. A run that covered
+  them does not trigger a second one: a parent's update from a run that selected the asset is
+  ignored (`any_deps_updated`), and in a run that records no selection (a job launched whole)
+  the asset is in progress until its own materialization, which resets the trigger.
 - **Freshness** on what users read (`item_index`, `batch_recommendations`): a time-window policy
   derived from the same cron, warn after the longest gap between two retrain ticks plus
   `RETRAIN_GRACE`, fail after two such gaps (a retrain missed, refused or failed).

@@ -176,7 +176,8 @@ def test_the_cron_tick_requests_the_whole_graph_at_once_and_serving_follows_a_pr
     """The conditions as the automation sensor evaluates them, on a real instance: nothing before
     the tick; at the tick every asset (one run); a retrain that built everything between two
     evaluations is not followed by a serving run; a promotion outside the retrain (training_job)
-    re-serves exactly what reads the model; new splits refresh the histories."""
+    re-serves exactly what reads the model; new splits refresh the histories; the new-items job's
+    index update refreshes the batch recommendations."""
     defs = build_definitions(tmp_path)
     graph = defs.resolve_asset_graph()
     keys = graph.materializable_asset_keys
@@ -207,3 +208,6 @@ def test_the_cron_tick_requests_the_whole_graph_at_once_and_serving_follows_a_pr
         assert evaluate(t + timedelta(minutes=15)) == set()  # requested once
         built("interaction_splits")
         assert evaluate(t + timedelta(minutes=16)) == {"user_histories"}
+        # the new-items job (its own run covers embeddings and index): the recommendations follow the index
+        built("raw_items", "clean_items", "item_embeddings", "item_index", "item_semantic_ids")
+        assert evaluate(t + timedelta(minutes=17)) == {"batch_recommendations"}
