@@ -7,8 +7,8 @@ export TOWERFLOW_HOME ?= $(CURDIR)/.towerflow
 export DAGSTER_HOME ?= $(TOWERFLOW_HOME)/dagster
 export MLFLOW_DISABLE_TELEMETRY := true
 # Two notices Dagster's own CLI prints on every `dagster asset materialize --select '*'` (the
-# command is superseded by `dg launch`, which is a separate install; `*` selects through a beta
-# parameter): not about this project, so not shown before the demo's own lines.
+# command is superseded by `dg launch --assets '*'`, which works here too; `*` selects through a
+# beta parameter): not about this project, so not shown before the demo's own lines.
 export PYTHONWARNINGS := ignore:Function `asset_materialize_command` is superseded,ignore:Parameter `include_sources` of function `AssetSelection.all`
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 

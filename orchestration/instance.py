@@ -4,9 +4,9 @@ under any DAGSTER_HOME, with or without our dagster.yaml:
 - the `warehouse` pool has a limit (one step on the DuckDB file at a time, across all runs);
 - a run whose process is gone (kill -9, OOM kill, reboot) does not stay STARTED holding the run
   queue and its pool slot: it is marked FAILED and its slots are freed, so the daemon's sensors and
-  schedule go on. Dagster's own run monitoring cannot see this with the default run launcher (it
-  has no run-worker health check) nor for runs started by `dagster asset materialize`, which no
-  launcher knows about.
+  the automated retrain go on. Dagster's own run monitoring cannot see this with the default run
+  launcher (it has no run-worker health check) nor for runs started by `dagster asset
+  materialize`, which no launcher knows about.
 
 The daemon applies both on every tick of the `dead_run_sweep` sensor (orchestration/sensors.py);
 every run sets the pool limit when it starts, through the warehouse resource (WarehouseResource).

@@ -1,6 +1,7 @@
 import dagster as dg
 
-# Everything, in dependency order: what `make demo` and the retrain schedule run.
+# Everything, in dependency order: what `make demo` runs (the retrain is the same selection, requested
+# by the assets' automation conditions: orchestration/automation.py).
 all_assets_job = dg.define_asset_job(
     "all_assets_job",
     selection=dg.AssetSelection.all(),

@@ -7,7 +7,8 @@
   the same file never triggers twice.
 - `new_events_sensor`: a new or changed file in landing/events/ records an observation of
   `landing_events` with a new data version, which marks `raw_events` (and, once re-ingested,
-  everything downstream) stale; the retrain schedule picks it up.
+  everything downstream) stale; the retrain (the assets' `on_cron` condition,
+  orchestration/automation.py) picks it up.
 
 A sensor never calls new what the ingest already read: a file counts as new only when neither
 its cursor nor the ledger (the file states `raw_events` / `raw_items` publish on their latest
@@ -118,7 +119,7 @@ def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Housekeeping, no runs: marks FAILED the runs whose process is gone (kill -9, "
-    "reboot) and frees their warehouse pool slot, so the queue and the schedule go on; "
+    "reboot) and frees their warehouse pool slot, so the queue and the automated retrain go on; "
     "gives the warehouse pool its limit on an instance that has none.",
 )
 def dead_run_sweep(context: dg.SensorEvaluationContext, mlflow: MlflowTracker):

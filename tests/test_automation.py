@@ -1,13 +1,16 @@
-"""Sensors and the schedule: new landing files are seen once, new events make raw data stale."""
+"""Sensors and the automation conditions: new landing files are seen once, new events make raw data
+stale, the retrain runs the whole graph on its cron and the serving assets follow a promotion."""
 
 from __future__ import annotations
 
 import os
 import warnings
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
 
+from orchestration.automation import RETRAIN_GRACE, SENSOR_NAME, longest_gap
 from orchestration.definitions import build_definitions
 from orchestration.sensors import new_events_sensor, new_items_sensor
 
@@ -76,7 +79,7 @@ def test_new_event_files_mark_raw_events_stale(tmp_path):
         assert isinstance(_tick(new_events_sensor, defs, first.cursor, instance), dg.SkipReason)
         (tmp_path / "landing" / "events" / "b.csv").write_text(EVENTS.replace("u1", "u2"))
         second = _tick(new_events_sensor, defs, first.cursor, instance)
-        assert not second.run_requests  # it marks, the schedule retrains
+        assert not second.run_requests  # it marks; the on_cron condition retrains
         for event in second.asset_events:
             instance.report_runless_asset_event(event)
         assert stale()
@@ -127,12 +130,84 @@ def test_sensors_start_from_what_the_ledger_already_ingested(tmp_path):
         assert versions()["raw_items"] != first["raw_items"] and versions()["raw_events"] == first["raw_events"]
 
 
-def test_retrain_schedule_runs_the_whole_graph_on_a_configurable_cron(tmp_path, monkeypatch):
+def _labels(defs) -> dict[str, str]:
+    graph = defs.resolve_asset_graph()
+    return {k.to_user_string(): graph.get(k).automation_condition.get_label() for k in graph.materializable_asset_keys}
+
+
+def test_the_retrain_is_declared_on_every_asset_on_a_configurable_cron(tmp_path, monkeypatch):
     defs = build_definitions(tmp_path)
-    schedule = defs.resolve_schedule_def("retrain_schedule")
-    assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "all_assets_job"
+    assert not list(defs.schedules or [])  # the cron is declared once, on the assets
+    labels = _labels(defs)
+    serving = {"item_embeddings", "item_index", "batch_recommendations", "user_histories"}
+    assert {k for k, v in labels.items() if v == "on_cron(0 3 * * *) or eager"} == serving
+    assert {v for k, v in labels.items() if k not in serving} == {"on_cron(0 3 * * *, UTC)"}
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING  # on with the daemon, as the schedule was
     monkeypatch.setenv("TOWERFLOW_RETRAIN_CRON", "30 1 * * 0")
-    assert build_definitions(tmp_path).resolve_schedule_def("retrain_schedule").cron_schedule == "30 1 * * 0"
+    assert set(_labels(build_definitions(tmp_path)).values()) == {
+        "on_cron(30 1 * * 0, UTC)",
+        "on_cron(30 1 * * 0) or eager",
+    }
     monkeypatch.setenv("TOWERFLOW_RETRAIN_CRON", "every day")
     with pytest.raises(ValueError, match="TOWERFLOW_RETRAIN_CRON"):
         build_definitions(tmp_path)
+
+
+def test_what_users_read_has_a_freshness_policy_from_the_retrain_cron(tmp_path, monkeypatch):
+    def policies(defs) -> dict:
+        graph = defs.resolve_asset_graph()
+        return {k.to_user_string(): graph.get(k).freshness_policy for k in graph.materializable_asset_keys}
+
+    fresh = {k: p for k, p in policies(build_definitions(tmp_path)).items() if p is not None}
+    assert set(fresh) == {"item_index", "batch_recommendations"}
+    # daily retrain: warn a retrain period (+ the run's grace) after the last build, fail after two
+    day = timedelta(days=1)
+    windows = {(p.warn_window.to_timedelta(), p.fail_window.to_timedelta()) for p in fresh.values()}
+    assert windows == {(day + RETRAIN_GRACE, 2 * day + RETRAIN_GRACE)}
+    monkeypatch.setenv("TOWERFLOW_RETRAIN_CRON", "0 3 * * 1-5")  # weekdays: the weekend is the longest wait
+    policy = policies(build_definitions(tmp_path))["item_index"]
+    assert policy.warn_window.to_timedelta() == timedelta(days=3) + RETRAIN_GRACE
+    assert longest_gap("*/10 * * * *") == timedelta(minutes=10)
+
+
+def test_the_cron_tick_requests_the_whole_graph_at_once_and_serving_follows_a_promotion(tmp_path):
+    """The conditions as the automation sensor evaluates them, on a real instance: nothing before
+    the tick; at the tick every asset (one run); a retrain that built everything between two
+    evaluations is not followed by a serving run; a promotion outside the retrain (training_job)
+    re-serves exactly what reads the model; new splits refresh the histories; the new-items job's
+    index update refreshes the batch recommendations."""
+    defs = build_definitions(tmp_path)
+    graph = defs.resolve_asset_graph()
+    keys = graph.materializable_asset_keys
+    t = datetime(2026, 12, 7, 2, 50, tzinfo=timezone.utc)  # ten minutes before the 03:00 UTC tick
+
+    with dg.instance_for_test() as instance, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cursor = None
+
+        def evaluate(at: datetime) -> set[str]:
+            nonlocal cursor
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at, cursor=cursor)
+            cursor = result.cursor
+            return {k.to_user_string() for k in keys if result.get_num_requested(k)}
+
+        def built(*names: str) -> None:
+            for name in names:
+                instance.report_runless_asset_event(dg.AssetMaterialization(name))
+
+        assert evaluate(t) == set()
+        assert evaluate(t + timedelta(minutes=5)) == set()
+        assert evaluate(t + timedelta(minutes=11)) == {k.to_user_string() for k in keys}  # the tick
+        built(*(k.to_user_string() for k in keys))  # the retrain's run, within one evaluation interval
+        assert evaluate(t + timedelta(minutes=12)) == set()
+        assert evaluate(t + timedelta(minutes=13)) == set()
+        built("promoted_model")  # e.g. a training_job run promoted a new champion
+        assert evaluate(t + timedelta(minutes=14)) == {"item_embeddings", "item_index", "batch_recommendations"}
+        assert evaluate(t + timedelta(minutes=15)) == set()  # requested once
+        built("interaction_splits")
+        assert evaluate(t + timedelta(minutes=16)) == {"user_histories"}
+        # the new-items job (its own run covers embeddings and index): the recommendations follow the index
+        built("raw_items", "clean_items", "item_embeddings", "item_index", "item_semantic_ids")
+        assert evaluate(t + timedelta(minutes=17)) == {"batch_recommendations"}

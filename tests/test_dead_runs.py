@@ -1,7 +1,8 @@
 """A dead run never holds the warehouse: the pool gets its limit on any instance, and after a
 `dagster asset materialize` is killed (kill -9) mid-graph the daemon marks it failed, frees its
-pool slot, and the next scheduled retrain starts on its own (real daemon, real CLI, real
-sqlite instance in a temp DAGSTER_HOME)."""
+pool slot, and the next retrain (the assets' `on_cron` automation condition, evaluated by the
+daemon's automation sensor) starts on its own (real daemon, real CLI, real sqlite instance in a
+temp DAGSTER_HOME)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from orchestration.automation import SENSOR_NAME
+from orchestration.definitions import build_definitions
 from orchestration.versions import WAREHOUSE_POOL
 from models.sources.synthetic import generate
 from orchestration.instance import ensure_warehouse_pool, find_dead_runs, instance_settings
@@ -74,7 +77,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_path, monkeypatch):
+def test_a_killed_materialization_does_not_stop_the_next_automated_retrain(tmp_path, monkeypatch):
     home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").symlink_to(REPO / "orchestration" / "dagster.yaml")  # one run at a time
@@ -112,7 +115,7 @@ def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_p
         dead_id = held[0].run_id
         assert instance.get_run_by_id(dead_id).status == dg.DagsterRunStatus.STARTED  # what used to stay forever
 
-        # the daemon's sweep fails it and frees the slot; the per-minute schedule's run then leaves the
+        # the daemon's sweep fails it and frees the slot; the per-minute retrain's run then leaves the
         # queue and gets the warehouse (its first pooled step starts, which needs the free slot)
         _wait(
             "the dead run to be marked failed",
@@ -122,8 +125,9 @@ def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_p
         info = instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
         assert dead_id not in info.active_run_ids and info.slot_count == 1
 
-        def scheduled_run_got_the_warehouse():
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/schedule_name": "retrain_schedule"}))
+        def automated_retrain_got_the_warehouse():
+            automated = {"dagster/sensor_name": SENSOR_NAME, "dagster/from_automation_condition": "true"}
+            runs = instance.get_runs(filters=dg.RunsFilter(tags=automated))
             for run in runs:
                 steps = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
                 if any(e.step_key == "raw_events" for e in steps):
@@ -131,9 +135,15 @@ def test_a_killed_materialization_does_not_stop_the_next_scheduled_retrain(tmp_p
             return None
 
         run = _wait(
-            "the next scheduled retrain to start and take the warehouse", scheduled_run_got_the_warehouse, 150, poll=1.0
+            "the next automated retrain to start and take the warehouse",
+            automated_retrain_got_the_warehouse,
+            150,
+            poll=1.0,
         )  # up to a minute to the cron tick, then a run worker's start-up
         assert run.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS)
+        # one run for the whole graph, as the retrain was: the roots are due at the tick, everything
+        # below them because its parents are requested on the same tick
+        assert run.asset_selection == build_definitions(home).resolve_asset_graph().materializable_asset_keys
         failure = instance.all_logs(dead_id, of_type=dg.DagsterEventType.RUN_FAILURE)
         assert "dead_run_sweep" in failure[-1].message and "is gone" in failure[-1].message
         # and its MLflow run, which the killed process never closed, is KILLED rather than RUNNING forever

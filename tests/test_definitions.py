@@ -1,6 +1,7 @@
 """The code location loads and shows exactly what DESIGN.md promises: asset keys and groups, the
-lineage, the checks and which of them block, what each job selects, what the sensors and the
-schedule target, the resources every step asks for, the warehouse pool and code versions.
+lineage, the checks and which of them block, what each job selects, what the sensors (the
+automation sensor among them: the retrain is declared on the assets) target, the resources every
+step asks for, the warehouse pool and code versions.
 Each assertion compares against the whole expected set, so a renamed asset, a lost dep, a check
 that stops blocking or a job that selects one asset too many fails here."""
 
@@ -166,15 +167,22 @@ def test_any_asset_with_its_upstream_can_be_selected(defs):
         assert key in resolved.asset_layer.executable_asset_keys, _name(key)
 
 
-def test_sensors_and_schedule_target_the_right_jobs(defs):
-    assert {s.name for s in defs.sensors} == {"new_items_sensor", "new_events_sensor", "dead_run_sweep"}
+def test_sensors_and_automation_target_the_right_jobs(defs):
+    assert {s.name for s in defs.sensors} == {
+        "automation_sensor",
+        "new_items_sensor",
+        "new_events_sensor",
+        "dead_run_sweep",
+    }
     items = defs.resolve_sensor_def("new_items_sensor")
     assert items.job_name == "incremental_item_embedding_job"
     assert items.default_status == dg.DefaultSensorStatus.RUNNING
     events = defs.resolve_sensor_def("new_events_sensor")
-    assert not events.has_jobs  # it records observations (stale raw data); the schedule retrains
-    schedule = defs.resolve_schedule_def("retrain_schedule")
-    assert schedule.job_name == "all_assets_job" and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert not events.has_jobs  # it records observations (stale raw data); the automation conditions retrain
+    automation = defs.resolve_sensor_def("automation_sensor")
+    assert automation.asset_selection == dg.AssetSelection.all()
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+    assert not list(defs.schedules or [])
 
 
 def test_resources_point_at_the_home_and_cover_every_step(defs, tmp_path):

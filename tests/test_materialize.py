@@ -162,7 +162,9 @@ def test_model_evaluation_gives_intervals_and_its_check_shows_them(first_run, ho
 def test_a_fresh_home_looks_fresh_and_the_daemon_launches_nothing(first_run, home):
     """`make dev` right after `make demo`: the real daemon ticks the sensors on the demo's home.
     They find every landed file in the ledger (the demo ingested them), so no run is launched and
-    no landing observation recorded, and no asset is stale: what the UI shows as Unsynced."""
+    no landing observation recorded, and no asset is stale: what the UI shows as Unsynced. The
+    automation sensor's first evaluation requests nothing either: the eager serving assets are
+    not re-run for the demo's own materializations, and the cron has not ticked."""
     import time
 
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
@@ -202,7 +204,7 @@ def test_a_fresh_home_looks_fresh_and_the_daemon_launches_nothing(first_run, hom
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
                 ticks = finished_ticks()
-                if all(ticks.get(s) for s in ("new_items_sensor", "new_events_sensor")):
+                if all(ticks.get(s) for s in ("automation_sensor", "new_items_sensor", "new_events_sensor")):
                     break
                 assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
                 time.sleep(1)

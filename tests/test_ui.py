@@ -89,8 +89,7 @@ def test_webserver_shows_groups_lineage_and_checks(tmp_path):
         assert sensors["new_items_sensor"]["targets"][0]["pipelineName"] == "incremental_item_embedding_job"
         assert {s["sensorState"]["status"] for s in sensors.values()} == {"RUNNING"}  # on with the daemon
         assert "new_events_sensor" in sensors
-        assert schedules["retrain_schedule"]["cronSchedule"] == "0 3 * * *"
-        assert schedules["retrain_schedule"]["pipelineName"] == "all_assets_job"
+        assert "automation_sensor" in sensors and schedules == {}  # the retrain is the assets' on_cron
     finally:
         proc.terminate()
         proc.wait(timeout=30)

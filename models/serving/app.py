@@ -8,6 +8,7 @@
     GET  /readyz     a consistent snapshot (model + index + features + histories) is loaded
     GET  /metrics    Prometheus text: requests by path and status, latency histograms, batch
                      sizes, index size, model version, reloads and the last reload time
+    GET  /openapi.json  the OpenAPI schema of the above, request bodies included
 
 This module only wires the parts together, one concern each:
 
@@ -48,7 +49,7 @@ from models.serving.config import ServeConfig
 from models.serving.middleware import Gate
 from models.serving.ranker import promoted_ranker
 from models.serving.reload import Reloader
-from models.serving.requests import invalid_request, request_models
+from models.serving.requests import invalid_request, openapi_body, request_models
 from models.serving.feedback import feedback_line, now_ms
 from models.serving.service import DURABLE, Service
 from models.serving.snapshot import RequestError
@@ -74,7 +75,7 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
         await batcher.stop()
         service.close()  # the open log files become .jsonl for the ingest
 
-    app = FastAPI(title="towerflow", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="towerflow", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
 
     @app.exception_handler(404)
@@ -107,7 +108,7 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
             log.exception("towerflow serve: %s failed", kind)
             return JSONResponse({"error": "internal error (logged by the service)", "field": ""}, status_code=500)
 
-    @app.post("/recommend")
+    @app.post("/recommend", openapi_extra=openapi_body(RecommendRequest))
     async def recommend(request: Request):
         try:
             body = RecommendRequest.model_validate_json(await request.body())
@@ -127,7 +128,7 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
             service.metrics.arm_answered(arm, version, time.perf_counter() - t0)
         return response
 
-    @app.post("/feedback")
+    @app.post("/feedback", openapi_extra=openapi_body(FeedbackRequest))
     async def feedback(request: Request):
         try:
             body = FeedbackRequest.model_validate_json(await request.body())
@@ -163,7 +164,7 @@ def create_app(artifacts: Path, config: ServeConfig, ranker_hook=promoted_ranker
         service.metrics.logged(body.action, 1)
         return {"event_id": line["event_id"], "arm": served.arm, "model_version": served.model_version}
 
-    @app.post("/similar")
+    @app.post("/similar", openapi_extra=openapi_body(SimilarRequest))
     async def similar(request: Request):
         try:
             body = SimilarRequest.model_validate_json(await request.body())

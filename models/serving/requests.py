@@ -4,7 +4,8 @@ Bodies are strict pydantic models (no type coercion, no unknown fields, ids boun
 cleaning's id limit, at most `MAX_LIST` recent or excluded items, k in 1..`MAX_K`), parsed as
 JSON whatever the content type (`curl -d` sends a form type) by pydantic-core directly. A body
 that is not JSON answers 400, JSON that is not a valid request 422; both name the first field
-at fault in {"error", "field"} and list every error under "errors".
+at fault in {"error", "field"} and list every error under "errors". `openapi_body` publishes each
+body's schema in /openapi.json, which the tests fuzz (tests/test_fuzz.py).
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def request_models(max_id_length: int, actions: tuple[str, ...] = ()):
         timestamp: int | None = Field(default=None, ge=0)  # epoch ms; None = when it is received
 
     return RecommendRequest, SimilarRequest, FeedbackRequest
+
+
+def openapi_body(model: type[BaseModel]) -> dict:
+    """A route's `openapi_extra`: the JSON body it parses by hand (so that a bad one gets our 400/422,
+    not FastAPI's) described in the service's OpenAPI schema, /openapi.json."""
+    schema = {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}
+    return {"requestBody": schema}
 
 
 def _field(loc) -> str:
