@@ -34,6 +34,6 @@ RankingConfig: type[dg.Config] = config_from(
         max_steps="tests and smoke runs",
     ),
     doc="The ranking stage (assets/ranking/): action labels, candidates, the ranker and its use. "
-    "`make demo` runs it smaller (Makefile RANKING_DEMO: 100 candidates, one train cut per user, 4 "
-    "epochs, 500 validation users) to stay near its time budget; these defaults are the product's.",
+    "`make demo` runs it smaller (Makefile RANKING_DEMO: 100 candidates, 4 epochs, 500 validation "
+    "users) to stay near its time budget; these defaults are the product's.",
 )

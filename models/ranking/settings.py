@@ -3,9 +3,8 @@
 retriever hands it, where the label window opens, how many ranked items are kept. The defaults
 live here once; the Dagster config (assets/ranking/config.py) is derived from them.
 
-`make demo` runs the stage smaller (Makefile RANKING_DEMO: 100 candidates, one train cut per
-user, 4 epochs, 500 validation users) to stay near its time budget; these defaults are the
-product's."""
+`make demo` runs the stage smaller (Makefile RANKING_DEMO: 100 candidates, 4 epochs, 500
+validation users) to stay near its time budget; these defaults are the product's."""
 
 from __future__ import annotations
 
