@@ -2,9 +2,9 @@
 -- test, with the feedback they received. Impressions and feedback are landing events whose extra
 -- columns (request_id, arm, model_version, position) stay in raw_events (joined on source_file,
 -- line); feedback meets its impression on (request_id, item_id). A version matches by its registry
--- number or its checkpoint name, as the service may log either. The experiment starts at the
--- challenger's first logged impression: the champion's impressions from before (an earlier
--- experiment's, bucketed by another salt) are left out.
+-- number or its checkpoint name, as the service may log either. Every line names its experiment
+-- (the challenger version under test, on both arms' lines): an earlier experiment's champion
+-- traffic, bucketed by another salt, is left out by that name, whatever its timestamps.
 WITH logged AS (
     SELECT c.user_id,
            c.item_id,
@@ -13,22 +13,18 @@ WITH logged AS (
            json_extract_string(r.extra, '$.request_id') AS request_id,
            json_extract_string(r.extra, '$.arm') AS arm,
            json_extract_string(r.extra, '$.model_version') AS model_version,
-           TRY_CAST(json_extract_string(r.extra, '$.position') AS INTEGER) AS position
+           TRY_CAST(json_extract_string(r.extra, '$.position') AS INTEGER) AS position,
+           json_extract_string(r.extra, '$.experiment') AS experiment
     FROM clean_interactions c
     JOIN raw_events r ON r.source_file = c.source_file AND r.line = c.line
     WHERE json_extract_string(r.extra, '$.request_id') IS NOT NULL
-),
-started AS (
-    SELECT min(ts) AS ts
-    FROM logged
-    WHERE event_type = 'impression' AND arm = 'challenger' AND list_contains($challenger_versions, model_version)
+      AND list_contains($challenger_versions, json_extract_string(r.extra, '$.experiment'))
 ),
 impressions AS (
     SELECT user_id, item_id, request_id, arm, position
     FROM logged
     WHERE event_type = 'impression'
       AND position BETWEEN 1 AND $positions
-      AND ts >= (SELECT ts FROM started)
       AND ((arm = 'champion' AND list_contains($champion_versions, model_version))
         OR (arm = 'challenger' AND list_contains($challenger_versions, model_version)))
 ),

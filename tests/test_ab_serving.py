@@ -153,6 +153,9 @@ def test_feedback_lands_beside_its_impressions_before_the_response_returns(split
     assert status == 200 and fb["event_id"] == f"{rid}:{items[1]}:click" and fb["arm"] == rec["arm"]
     (click,) = [e for e in read_lines(events, "served-*.jsonl*") if e["event_id"] == fb["event_id"]]
     assert (click["user_id"], click["event_type"], click["position"]) == (user, "click", 2)
+    # both arms' lines name the experiment, the challenger under test, so a report never selects by time
+    under_test = c.call("GET", "/readyz")[1]["challenger"]["model_version"]
+    assert {e["experiment"] for e in shown} == {click["experiment"]} == {under_test}
 
     # refusals name the field: an id never issued, an item not shown, an action the cleaning does not know
     assert (

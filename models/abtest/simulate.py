@@ -35,6 +35,7 @@ import numpy as np
 from models.abtest.settings import TrafficSettings
 from models.artifacts import AtomicWriter
 from models.serving.arms import arm_of
+from models.serving.feedback import Served, feedback_line, impression_lines
 from models.serving.snapshot import CHALLENGER as CHALLENGER_ARM
 from models.serving.snapshot import CHAMPION as CHAMPION_ARM
 from models.sources.synthetic import EVENT_TYPES, World, event_type_probabilities
@@ -101,9 +102,9 @@ def simulate_traffic(
     the files written. Request ids are `<run_id>-<n>`: a fresh `run_id` per run (default a random
     one) keeps event ids unique across runs, while the draws depend on `settings.seed` only.
     Requests are 1 ms apart from `start_ms` (default: now, as the service stamps them), feedback
-    1 to 30 s after its impression; a later run's traffic comes after an earlier one's, which is
-    how the report tells one experiment from the next (it starts at the challenger's first
-    impression)."""
+    1 to 30 s after its impression. Every line names its experiment (the challenger's version),
+    as the service's do: the report selects an experiment's traffic by that name, so runs that
+    overlap in time never mix."""
     s = settings or TrafficSettings()
     run_id = run_id or uuid.uuid4().hex[:12]
     rng = np.random.default_rng([s.seed, 7])
@@ -121,6 +122,7 @@ def simulate_traffic(
     item_index = {item: i for i, item in enumerate(item_ids)}
     exam = examination(s.k, s.position_bias)  # (k,)
     start = int(time.time() * 1000) if start_ms is None else start_ms
+    salt_version = challenger.model_version  # every line names the experiment: the challenger under test
     lines: list[tuple[int, str]] = []
     stats = {
         a: {"users": set(), "requests": 0, "impressions": 0, "clicks": 0, "likes": 0, "expected_clicks": 0.0}
@@ -146,17 +148,22 @@ def simulate_traffic(
         dismissed = seen & (draw >= p_click) & (draw < p_click + p[:, _NOT_INTERESTED])
         rid = f"{run_id}-{r}"
         t = start + r
-        base = {"request_id": rid, "arm": name, "model_version": arm.model_version}
-        for pos, item in enumerate(items, start=1):
-            lines.append((t, _line(f"{rid}:{pos}", user_ids[u], item, "impression", t, base, pos)))
+        # the service's own lines (models.serving.feedback): one contract for served and simulated traffic
+        served = Served(
+            user_ids[u],
+            name,
+            arm.model_version,
+            {item: pos for pos, item in enumerate(items, start=1)},
+            t,
+            salt_version,
+        )
+        lines += [(t, json.dumps(line)) for line in impression_lines(rid, served)]
         feedback = rng.integers(1_000, 30_000, m)  # (m,) ms after the impression
         for j in range(m):
             for action, happened in (("click", clicked[j]), ("like", liked[j]), ("not_interested", dismissed[j])):
                 if happened:
                     ft = t + int(feedback[j]) + (action == "like")
-                    lines.append(
-                        (ft, _line(f"{rid}:{items[j]}:{action}", user_ids[u], items[j], action, ft, base, j + 1))
-                    )
+                    lines.append((ft, json.dumps(feedback_line(rid, served, items[j], action, ft))))
         st["impressions"] += m
         st["clicks"] += int(clicked.sum())
         st["likes"] += int(liked.sum())
@@ -190,20 +197,6 @@ def simulate_traffic(
         )
     log(f"simulate-traffic: wrote {len(lines):,} events to {', '.join(summary['files'])}")
     return summary
-
-
-def _line(event_id: str, user: str, item: str, event_type: str, t: int, base: dict, position: int) -> str:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "user_id": user,
-            "item_id": item,
-            "event_type": event_type,
-            "timestamp": t,
-            **base,
-            "position": position,
-        }
-    )
 
 
 def _write(folder: Path, lines: list[str]) -> list[Path]:

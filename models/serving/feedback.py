@@ -33,6 +33,7 @@ class Served:
     model_version: str
     positions: dict  # item id -> 1-based position in the answer
     timestamp: int  # epoch ms of the answer
+    experiment: str | None = None  # the challenger version under test when answered (both arms), else None
 
 
 class Exposures:
@@ -79,6 +80,7 @@ def impression_lines(request_id: str, served: Served, event_type: str = "impress
             "arm": served.arm,
             "model_version": served.model_version,
             "position": position,
+            **_experiment(served),
         }
         for item, position in served.positions.items()
     ]
@@ -95,4 +97,11 @@ def feedback_line(request_id: str, served: Served, item_id: str, action: str, ti
         "arm": served.arm,
         "model_version": served.model_version,
         "position": served.positions[item_id],
+        **_experiment(served),
     }
+
+
+def _experiment(served: Served) -> dict:
+    """`experiment`: the challenger version under test, on both arms' lines, so an A/B report
+    selects one experiment's traffic by name, never by time (the champion outlives experiments)."""
+    return {} if served.experiment is None else {"experiment": served.experiment}

@@ -88,7 +88,8 @@ class Service:
                 meta["request_id"] = rid = uuid.uuid4().hex
                 recommended.append(n)
                 if req.get("user_id") is not None:  # the landing contract needs a user
-                    served = Served(req["user_id"], which[n], s.version, _positions(out[n]), now)
+                    experiment = challenger.version if challenger is not None else None
+                    served = Served(req["user_id"], which[n], s.version, _positions(out[n]), now, experiment)
                     self.exposures.add(rid, served)
                     lines += impression_lines(rid, served)
                     exposed.append(n)
@@ -125,7 +126,9 @@ class Service:
         lines = []
         for (_, req), rid, res in zip(jobs, request_ids, answers):
             if isinstance(res, dict) and req.get("user_id") is not None:
-                served = Served(req["user_id"], CHALLENGER, challenger.version, _positions(res), now)
+                served = Served(
+                    req["user_id"], CHALLENGER, challenger.version, _positions(res), now, challenger.version
+                )
                 lines += impression_lines(rid, served, event_type="shadow")
         self.metrics.arm_answers(CHALLENGER, challenger.version, "shadow", len(jobs))
         if self.shadow is not None and lines:
