@@ -28,7 +28,7 @@ from models.serving.arms import arm_of, publish_challenger
 from models.serving.eventlog import EventLog
 from models.sources.synthetic import generate
 from models.splits.warehouse import build_warehouse, default_warehouse_params
-from tests.test_serving import ROOT, Client, free_port, scrape
+from tests.test_serving import Client, scrape, start_serve, stop
 
 
 @pytest.fixture(scope="module")
@@ -61,33 +61,8 @@ def ab_home(tmp_path_factory) -> Path:
 
 
 def start_server(home: Path, *args: str) -> tuple[subprocess.Popen, int, Path]:
-    port, log = free_port(), home / f"serve-{time.time_ns()}.log"
-    env = {**os.environ, "TOWERFLOW_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("TOWERFLOW_API_TOKEN", None)
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port), "--reload-seconds", "0.2", *args],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    deadline = time.time() + 90
-    while True:
-        try:
-            status, ready = Client(port).call("GET", "/readyz")
-            if status == 200 and ready["challenger"] is not None:
-                return proc, port, log
-        except OSError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        assert time.time() < deadline, log.read_text()
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(timeout=20)
+    """`towerflow serve` with its challenger loaded."""
+    return start_serve(home, *args, ready=lambda body: body["challenger"] is not None)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
@@ -28,7 +25,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from models.serving.middleware import MAX_BODY
-from tests.test_serving import ROOT, Client, free_port, home  # noqa: F401 (home: the trained home fixture)
+from tests.test_serving import Client, home, start_serve, stop  # noqa: F401 (home: the trained home fixture)
 
 TOKEN = "fuzz-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -54,36 +51,9 @@ def json_4xx_names_the_field(ctx, response, case):
 @pytest.fixture(scope="module")
 def served(home):  # noqa: F811 (the fixture imported above)
     """`towerflow serve` with a token, in a subprocess; yields its port."""
-    port = free_port()
-    log = home / "serve-fuzz.log"
-    env = {
-        **os.environ,
-        "TOWERFLOW_HOME": str(home),
-        "TOWERFLOW_API_TOKEN": TOKEN,
-        "PYTHONPATH": str(ROOT),
-        "OMP_NUM_THREADS": "1",
-    }
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    deadline = time.time() + 90
-    while True:
-        try:
-            if Client(port, TOKEN).call("GET", "/readyz")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        assert time.time() < deadline, log.read_text()
-        time.sleep(0.2)
+    proc, port, log = start_serve(home, token=TOKEN, log_name="serve-fuzz")
     yield port
-    proc.terminate()
-    proc.wait(timeout=20)
+    stop(proc)
     assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
 
 

@@ -93,16 +93,18 @@ def home(tmp_path_factory) -> Path:
     return home
 
 
-@pytest.fixture(scope="module")
-def server(home):
-    """`towerflow serve` in a subprocess; yields its port and its log file."""
-    port = free_port()
-    log = home / "serve.log"
+def start_serve(home: Path, *args: str, token: str | None = None, ready=lambda body: True, log_name: str = "serve"):
+    """`towerflow serve` on a free port of 127.0.0.1 in a subprocess over `home` (with `token` as
+    TOWERFLOW_API_TOKEN, or none), once /readyz answers 200 and `ready(its body)` holds:
+    (process, port, log file). Every test that serves starts it here."""
+    port, log = free_port(), home / f"{log_name}-{time.time_ns()}.log"
     env = {**os.environ, "TOWERFLOW_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("TOWERFLOW_API_TOKEN", None)
+    if token is not None:
+        env["TOWERFLOW_API_TOKEN"] = token
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port), "--reload-seconds", "0.2"],
+            [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port), "--reload-seconds", "0.2", *args],
             env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -111,16 +113,27 @@ def server(home):
     deadline = time.time() + 90
     while True:
         try:
-            if Client(port).call("GET", "/readyz")[0] == 200:
-                break
+            status, body = Client(port, token).call("GET", "/readyz")
+            if status == 200 and ready(body):
+                return proc, port, log
         except OSError:
             pass
         assert proc.poll() is None, log.read_text()
         assert time.time() < deadline, log.read_text()
         time.sleep(0.2)
-    yield port, log
+
+
+def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    """`towerflow serve` in a subprocess; yields its port and its log file."""
+    proc, port, log = start_serve(home)
+    yield port, log
+    stop(proc)
 
 
 def scrape(text: str) -> dict:
