@@ -510,7 +510,9 @@ def add_items(work: Path, n: int = 1000) -> float:
     return time.perf_counter() - t0
 
 
-def start_server(work: Path, port: int, max_wait_ms: float, log_path: Path, rank_candidates: int) -> subprocess.Popen:
+def start_server(
+    work: Path, port: int, max_wait_ms: float, log_path: Path, rank_candidates: int, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
     env = {**os.environ, "TOWERFLOW_HOME": str(work), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("TOWERFLOW_API_TOKEN", None)
     proc = subprocess.Popen(
@@ -525,6 +527,7 @@ def start_server(work: Path, port: int, max_wait_ms: float, log_path: Path, rank
             str(max_wait_ms),
             "--rank-candidates",
             str(rank_candidates),
+            *extra,
         ],
         env=env,
         cwd=ROOT,
@@ -619,6 +622,11 @@ def main(argv: list[str] | None = None) -> int:
         "issue's) and raw (asyncio streams, ~10x less client CPU on a shared 2-core machine)",
     )
     ap.add_argument("--skip", default="", help="comma list of steps to skip: autotune,inprocess,load,reload")
+    ap.add_argument(
+        "--serve-args",
+        default="",
+        help="more `towerflow serve` options, space separated (e.g. --no-event-log: without the impression log's fsync)",
+    )
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
 
@@ -671,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{args.port}"
     log_path = args.work / "serve.log"
     t0 = time.perf_counter()
-    server = start_server(args.work, args.port, args.max_wait_ms, log_path, args.rank_candidates)
+    server = start_server(
+        args.work, args.port, args.max_wait_ms, log_path, args.rank_candidates, tuple(args.serve_args.split())
+    )
     print(f"\nserver ready in {time.perf_counter() - t0:.1f} s (max wait {args.max_wait_ms} ms)", flush=True)
     clients_before = sum(os.times()[2:4])
     try:
