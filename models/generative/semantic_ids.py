@@ -28,6 +28,7 @@ from torch import nn
 
 from models.progress import Progress
 from models.settings import setting
+from models.retrieval.data import id_index
 
 KINDS = ("rqvae", "rkmeans")
 CODE_COLUMNS = ("c1", "c2", "c3", "c4")
@@ -383,7 +384,7 @@ def tokenize(tokenizer: nn.Module, item_ids, xb: np.ndarray, *, existing: Semant
     is_new = np.ones(len(item_ids), bool)
     prior = None
     if existing is not None and len(existing.item_ids):
-        pos = pd.Index(existing.item_ids).get_indexer(pd.Series(item_ids, dtype=object))
+        pos = id_index(existing.item_ids).get_indexer(pd.Series(item_ids, dtype=object))
         is_new = pos < 0
         codes[~is_new] = existing.codes[pos[~is_new]]
         prior = existing.codes[pos[~is_new]]
@@ -407,7 +408,7 @@ def duplicate_codes(codes: np.ndarray) -> int:
 def codes_by_position(catalog, item_ids, codes: np.ndarray) -> np.ndarray:
     """(N + 1, 4) codes of each catalog position (the last row, -1s, is padding), from the
     semantic-ID table (item_ids, codes). Raises when a catalog item has no code."""
-    pos = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(pd.Series(catalog.item_ids, dtype=object))
+    pos = id_index(item_ids).get_indexer(pd.Series(catalog.item_ids, dtype=object))
     if (pos < 0).any():
         missing = catalog.item_ids[pos < 0]
         raise ValueError(

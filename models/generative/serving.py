@@ -24,6 +24,7 @@ from models.generative.store import pair_codes
 from models.generative.training import load_generative, promoted_generative_version
 from models.retrieval.histories import UserHistories
 from models.retrieval.inference import ServingError, top_popular
+from models.retrieval.data import id_index
 
 
 class GenerativeRecommender:
@@ -47,7 +48,7 @@ class GenerativeRecommender:
         self.trie = PrefixTrie(sid.codes, self.model.cfg.codebook_size)
         self.codes = torch.as_tensor(np.concatenate([sid.codes, np.full((1, 4), -1, np.int64)]))  # last row: padding
         self.beam = int(self.meta["train"]["beam"])
-        index = pd.Index(self.item_ids)
+        index = id_index(self.item_ids)
         self.histories = UserHistories.from_warehouse(con, users)
         self._pair_rows = self.histories.positions_by(lambda ids: index.get_indexer(pd.Series(ids, dtype=object)))
         has_code = index.get_indexer(pd.Series(self.histories.popular_items, dtype=object)) >= 0

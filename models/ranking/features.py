@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from models.retrieval.data import id_index
 import scipy.sparse as sp
 
 FEATURES = (
@@ -94,7 +95,7 @@ class ItemContent:
         for r, cs in enumerate(cats):
             m[r, [col[c] for c in cs]] = True
         year = pd.to_numeric(items["year"], errors="coerce").to_numpy(float)
-        return cls(pd.Index(items["item_id"].astype(object)), year, m)
+        return cls(id_index(items["item_id"]), year, m)
 
     def __post_init__(self) -> None:
         # id -> position as a dict: a served request looks up ~230 ids, where an index lookup costs more
@@ -228,7 +229,7 @@ class ItemSnapshot:
     @classmethod
     def load(cls, path: Path) -> "ItemSnapshot":
         z = np.load(path, allow_pickle=False)
-        content = ItemContent(pd.Index(z["item_ids"].astype(object)), z["year"], z["categories"])
+        content = ItemContent(id_index(z["item_ids"]), z["year"], z["categories"])
         cooc = CoOccurrence.from_arrays(z) if "cooc_users" in z else None
         return cls(content, z["total"], tuple(z["windows"]), z["first_t"], int(z["t"][0]), cooc)
 
@@ -274,7 +275,7 @@ class CoOccurrence:
         X = sp.csr_matrix(
             (np.ones(len(indices), np.float32), indices, z["cooc_indptr"]), shape=(len(z["cooc_users"]), n_items)
         )
-        return cls(pd.Index(z["cooc_users"].astype(object)), X, z["cooc_inv_sqrt"])
+        return cls(id_index(z["cooc_users"]), X, z["cooc_inv_sqrt"])
 
     def scores(self, user_ids, hist_pos: np.ndarray, hist_valid: np.ndarray, cand_pos: np.ndarray) -> np.ndarray:
         """(G, C, len(COOC_LAST)): per user and candidate, log1p of sum over the latest k history

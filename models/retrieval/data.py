@@ -81,6 +81,13 @@ def _encode_bags(bags: pl.Series, vocab: Vocabulary, width: int) -> np.ndarray:
     return out
 
 
+def id_index(ids) -> pd.Index:
+    """An index to look ids up in (`get_indexer`), with object keys: pandas' default string dtype
+    would convert the whole index on every lookup of object keys (250 ms at 1M items, what a
+    session request cost). The one rule for every id lookup table."""
+    return pd.Index(np.asarray(ids, dtype=object), dtype=object)
+
+
 @dataclass
 class Catalog:
     item_ids: np.ndarray  # (N,) object
@@ -92,9 +99,7 @@ class Catalog:
     trained: np.ndarray | None = None  # (N,) bool: the id was trained (False: embedded by content alone)
 
     def __post_init__(self) -> None:
-        # object dtype, not pandas' default string dtype: looking object keys up in a string index
-        # converts the whole index on every call (250 ms at 1M items, a session request's cost)
-        self._index = pd.Index(self.item_ids, dtype=object)
+        self._index = id_index(self.item_ids)
 
     def __len__(self) -> int:
         return len(self.item_ids)

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.retrieval.data import Catalog, hash_buckets
+from models.retrieval.data import Catalog, hash_buckets, id_index
 from models.retrieval.evaluation import item_vectors
 from models.retrieval.histories import UserHistories
 
@@ -93,7 +93,7 @@ class ExactIndex:
     def __init__(self, vectors: np.ndarray, item_ids):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.item_ids = np.asarray(item_ids, dtype=object)
-        self._index = pd.Index(self.item_ids, dtype=object)  # object keys: see Catalog
+        self._index = id_index(self.item_ids)
 
     def __len__(self) -> int:
         return len(self.item_ids)
