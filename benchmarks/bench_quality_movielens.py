@@ -5,7 +5,7 @@ practitioner would pick, on the same split, the same users and the same metric c
 (models.retrieval.evaluation.rank_metrics).
 
     python benchmarks/bench_quality_movielens.py --threads 1 --seeds 0,1,2 \\
-        [--rows popularity,ease,als,bpr,sasrec,two-tower] [--protocols loo,timecut] \\
+        [--rows popularity,ease,als,bpr,sasrec,two-tower] [--protocols loo,last5,timecut] \\
         [--workdir DIR] [--peer-python .peers/rectools/bin/python]
 
 Rows:
@@ -34,6 +34,11 @@ history, without retraining.
 
 Protocols:
 - loo: the warehouse's per-user leave-last-out split (the pipeline's own), one target per user;
+- last5 (--last-k): each user's last 5 pairs are test targets and the 5 before them valid, for the
+  users with at least 15 pairs (the others' pairs only train): five targets per user, so less noise
+  than loo's one. Metrics as in timecut below. The peers refit on everything before test; the
+  two-tower trains on what precedes valid and reads the valid pairs as history at test, without
+  retraining (as in loo, but 5 pairs a user: a movie first rated in a valid window has no trained id);
 - timecut: a global time cut with several targets per user. Every pair dated at or after the
   --cut quantile of all pair times (0.9) is a test target for the users with a pair before it;
   valid is the same construction between the --valid-cut (0.8) and --cut quantiles. Recall@10
@@ -218,7 +223,9 @@ def make_split(name: str, fit: pd.DataFrame, targets: pd.DataFrame, data: Datase
     return Split(name, fit[["user_id", "item_id", "ts"]], targets[["user_id", "item_id", "ts"]], ev, row_user, users)
 
 
-def protocols(con, data: Datasets, tower: TowerConfig, cut: float, valid_cut: float) -> dict[str, Protocol]:
+def protocols(
+    con, data: Datasets, tower: TowerConfig, cut: float, valid_cut: float, last_k: int = 5
+) -> dict[str, Protocol]:
     pairs = con.execute(
         "SELECT user_id, item_id, ts, split FROM interaction_splits WHERE split IN ('train', 'valid', 'test')"
     ).df()
@@ -246,7 +253,23 @@ def protocols(con, data: Datasets, tower: TowerConfig, cut: float, valid_cut: fl
         f"{known.sum():,} of {len(after):,} pairs after it, of {after.user_id[known].nunique()} of "
         f"{after.user_id.nunique()} users, have a history before it (the others are cold users, left out)",
     )
-    return {"loo": loo, "timecut": timecut}
+    # per-user last k: less noise than one target per user, every user with enough history
+    ordered = pairs.sort_values(["user_id", "ts", "item_id"], kind="stable")
+    n = ordered.groupby("user_id").item_id.transform("size").to_numpy()
+    back = n - 1 - ordered.groupby("user_id").cumcount().to_numpy()  # 0 = the user's last pair
+    enough = n >= 3 * last_k  # at least k train pairs before valid's k and test's k
+    is_test, is_valid = enough & (back < last_k), enough & (back >= last_k) & (back < 2 * last_k)
+    fit = ordered[~is_test & ~is_valid]
+    lastk = Protocol(
+        f"last{last_k}",
+        make_split("valid", fit, ordered[is_valid], data, tower),
+        make_split("test", ordered[~is_test], ordered[is_test], data, tower),
+        fit,
+        f"per-user last {last_k}: each user's last {last_k} pairs are test targets, the {last_k} before them "
+        f"valid, for the {ordered.user_id[enough].nunique()} of {ordered.user_id.nunique()} users with at least "
+        f"{3 * last_k} pairs (the others' pairs only train)",
+    )
+    return {"loo": loo, "timecut": timecut, lastk.name: lastk}
 
 
 def evaluate_scores(split: Split, n_items: int, score_users) -> dict[str, np.ndarray]:
@@ -415,6 +438,11 @@ def two_tower_row(
             "SELECT user_id, item_id, ts FROM clean_interactions WHERE is_negative AND ts < ?",
             [proto.train_pairs.ts.max()],
         ).df()
+        # the user's negative feedback up to their own first held-out pair (the global cut's users
+        # all have theirs after it); users with nothing held out keep all of theirs
+        held = pd.concat([proto.valid.targets, proto.test.targets]).groupby("user_id").ts.min()
+        until = negatives.user_id.map(held)
+        negatives = negatives[until.isna() | (negatives.ts < until)]
         train_set = build_train_set(
             proto.train_pairs,
             negatives,
@@ -494,9 +522,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rows", default="popularity,ease,als,bpr,sasrec,two-tower")
-    ap.add_argument("--protocols", default="loo,timecut")
+    ap.add_argument("--protocols", default="loo,last5,timecut")
     ap.add_argument("--cut", type=float, default=0.9, help="timecut: test targets from this quantile of pair times")
     ap.add_argument("--valid-cut", type=float, default=0.8, help="timecut: valid targets from this quantile")
+    ap.add_argument("--last-k", type=int, default=5, help="lastK: each user's last K pairs are test targets")
     ap.add_argument("--workdir", type=Path, default=None, help="warehouse (built when absent) and the peer cache")
     ap.add_argument("--threads", type=int, default=1, help="torch / BLAS / implicit threads (1 on a shared machine)")
     ap.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON, help="a Python with rectools[torch] (`make peers`)")
@@ -519,7 +548,7 @@ def main(argv=None) -> int:
     tower = tower_config_for(shape)
     data = load_for_tower(con, tower)
     protos = {
-        k: v for k, v in protocols(con, data, tower, args.cut, args.valid_cut).items() if k in args.protocols.split(",")
+        k: v for k, v in protocols(con, data, tower, args.cut, args.valid_cut, args.last_k).items() if k in args.protocols.split(",")
     }
     for p in protos.values():
         print(
