@@ -1,19 +1,16 @@
 -- grain: one row per raw_events row that is neither clean nor an exact duplicate, with the
 -- reason code, the location (file, line) and the raw text of its fields for debugging.
-CREATE OR REPLACE TABLE quarantined_events AS
-WITH failed AS (
-    SELECT pos, reason FROM typed_events WHERE reason IS NOT NULL
-    UNION ALL
-    -- every copy of a losing version of a conflicting event_id
-    SELECT t.pos, 'conflicting_event_id'
-    FROM typed_events t
-    JOIN event_conflicts l
-      ON t.event_id = l.event_id AND t.user_id = l.user_id AND t.item_id = l.item_id
-     AND t.event_type = l.event_type AND t.ts = l.ts AND t.value IS NOT DISTINCT FROM l.value
-    WHERE t.reason IS NULL
+-- Appended file by file (quarantined_events_batch.sql).
+CREATE TABLE IF NOT EXISTS quarantined_events (
+    source_file    VARCHAR NOT NULL,  -- relative to landing/
+    line           BIGINT NOT NULL,   -- physical line (CSV header = 1) or Parquet row + 1
+    reason         VARCHAR NOT NULL,  -- the first rule the row breaks (sql/typed_events.sql)
+    event_id       VARCHAR,
+    user_id        VARCHAR,
+    item_id        VARCHAR,
+    event_type     VARCHAR,
+    timestamp_raw  VARCHAR,           -- the timestamp's text as landed
+    value_raw      VARCHAR,
+    raw_line       VARCHAR,           -- the line's text when it could not be parsed
+    extra          VARCHAR            -- JSON object of non-contract columns
 )
-SELECT r.source_file, r.line, q.reason, r.event_id, r.user_id, r.item_id, r.event_type,
-       r."timestamp" AS timestamp_raw, r.value AS value_raw, r.raw_line, r.extra
-FROM failed q
-JOIN raw_events r ON r.file_id = q.pos // 10000000000 AND r.line = q.pos % 10000000000
-ORDER BY r.source_file, r.line

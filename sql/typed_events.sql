@@ -1,8 +1,9 @@
--- grain: one row per raw_events row (temp relation). Trims and types every contract column and
--- names the first rule the row breaks in `reason` (NULL = clean). Rules, in order:
+-- grain: one row per raw_events row of the files being cleaned (event_batch; temp relation).
+-- Trims and types every contract column and names the first rule the row breaks in `reason`
+-- (NULL = clean). Rules, in order:
 --   parse errors from ingest, missing / oversized / control-character ids, missing or unknown
 --   event type, missing / unparseable / implausible timestamp, non-numeric or out-of-range value.
--- Only what cleaning needs is kept (typed columns, position, reason); quarantined_events.sql
+-- Only what cleaning needs is kept (typed columns, position, reason); quarantined_events_batch.sql
 -- fetches the raw text of the few failing rows back from raw_events.
 -- Timestamps: ISO-8601 (an offset is honoured, none means UTC) or epoch seconds / milliseconds
 -- (a number >= 1e11 is read as milliseconds: 1e11 s would be the year 5138).
@@ -18,6 +19,7 @@ WITH trimmed AS (
            -- position of the row in ingest order: file first, then line
            file_id::BIGINT * 10000000000 + line AS pos
     FROM raw_events
+    WHERE file_id IN (SELECT file_id FROM event_batch)
 ),
 parsed AS (
     SELECT *,

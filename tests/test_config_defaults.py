@@ -29,6 +29,7 @@ FIXED = {RankerConfig: {"n_actions": 3}}
 EXPECTED = {
     "ABTestConfig",
     "CleaningConfig",
+    "EventCleaningConfig",
     "GxConfig",
     "SplitConfig",
     "VocabularyConfig",

@@ -84,6 +84,7 @@ EXPECTED_CHECKS = {
     ("raw_events", "raw_file_lines_accounted"): True,
     ("raw_items", "raw_item_file_lines_accounted"): True,  # so the incremental item job audits its files
     ("clean_interactions", "event_row_accounting"): True,
+    ("clean_interactions", "event_file_accounting"): True,
     ("clean_items", "item_row_accounting"): True,
     ("clean_interactions", "clean_interactions_expectations"): False,
     ("interaction_splits", "split_no_time_leakage"): True,

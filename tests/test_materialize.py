@@ -88,6 +88,7 @@ def test_whole_graph_materializes_and_checks_pass(first_run, home):
     evaluations = {e.check_name: e for e in first_run.get_asset_check_evaluations()}
     assert set(evaluations) >= {
         "event_row_accounting",
+        "event_file_accounting",
         "item_row_accounting",
         "raw_file_lines_accounted",
         "raw_item_file_lines_accounted",

@@ -5,7 +5,7 @@ from assets.clean.clean_interactions import RULES_KEY
 from assets.clean.config import GxConfig
 from models.clean.rules import params_from_json
 from orchestration.versions import WAREHOUSE_POOL
-from assets.reporting import check_result, expectations_check
+from assets.reporting import audit_check, check_result, expectations_check
 from models.sql import sql_text
 from orchestration.resources import MlflowTracker
 
@@ -28,6 +28,25 @@ def _accounting(context, duckdb, mlflow, audit: str, check: str, key: str):
 )
 def event_row_accounting(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
     return _accounting(context, duckdb, mlflow, "audit_event_accounting", "event_row_accounting", "clean_interactions")
+
+
+@dg.asset_check(
+    asset="clean_interactions",
+    pool=WAREHOUSE_POOL,
+    blocking=True,
+    description="Per landing file: raw rows = clean (kept from it) + duplicates + quarantined, and the "
+    "cleaning ledger (cleaned_event_files) matches the tables; every live file has been cleaned.",
+)
+def event_file_accounting(context, duckdb: DuckDBResource, mlflow: MlflowTracker):
+    return audit_check(
+        context,
+        duckdb,
+        mlflow,
+        "audit_event_files",
+        "event_file_accounting",
+        "files",
+        ("file", "raw", "ledger raw", "clean", "ledger clean", "ledger dups", "quarantined", "ledger quarantined"),
+    )
 
 
 @dg.asset_check(
@@ -57,7 +76,9 @@ def applied_rules(context) -> dict:
     asset="clean_interactions",
     pool=WAREHOUSE_POOL,
     description="Great Expectations, by the rules the table was cleaned with: non-null ids and "
-    "timestamps, timestamps in range, known event types, unique event ids, ratings in range. "
+    "timestamps, timestamps in range, known event types, unique event ids, ratings in range, on "
+    "the rows the latest cleaning pass added (the new files' rows; the whole table after a full "
+    "pass: sql/clean_interactions_latest.sql). "
     "Not blocking (the graph goes on; row accounting is the data gate), but a failure is an ERROR: "
     "it means clean rows break the rules that cleaned them, wrong data rather than a lost challenger.",
 )
@@ -72,7 +93,8 @@ def clean_interactions_expectations(context, config: GxConfig, duckdb: DuckDBRes
         config,
         "clean_interactions_expectations",
         "SELECT event_id, user_id, item_id, event_type, ts, "
-        "CASE WHEN list_contains($rating_types, event_type) THEN value END AS rating FROM clean_interactions",
+        "CASE WHEN list_contains($rating_types, event_type) THEN value END AS rating "
+        f"FROM ({sql_text('clean_interactions_latest')})",
         [
             gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="item_id"),

@@ -4,6 +4,12 @@ They come from one step because both read the same typed rows (sql/typed_events.
 same duplicate / conflict resolution (sql/event_conflicts.sql); every raw row lands in exactly
 one of them or is counted as an exact duplicate.
 
+A pass cleans only the event files not cleaned yet, against what is already clean, with the
+same result as cleaning every file again (models/clean/cleaning.py says when it does re-clean
+everything, and `full_refresh` asks for it). The materialization shows the mode, why, and what
+became of each file's rows (`cleaned_files_table`); `cleaned_event_files` in the warehouse holds
+that for every file.
+
 The step can be subset (`--select '*vocabularies'` selects clean_interactions alone): the one
 pass still writes both tables, since splitting it would resolve duplicates twice, and it records
 a materialization for each selected asset only; the log says when the other table was rewritten
@@ -14,10 +20,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._config import to_library
-from assets.clean.config import CleaningConfig
+from assets.clean.config import EventCleaningConfig
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from orchestration.versions import WAREHOUSE_POOL, code_version
-from models.clean.cleaning import clean_events as run_cleaning
+from models.clean.cleaning import EventCleaningRun, clean_events as run_cleaning
 from models.clean.rules import CleaningRules, params_to_json
 from orchestration.resources import MlflowTracker
 
@@ -50,12 +56,13 @@ RULES_KEY = "cleaning_params"
     can_subset=True,
 )
 def clean_events(
-    context: dg.AssetExecutionContext, config: CleaningConfig, duckdb: DuckDBResource, mlflow: MlflowTracker
+    context: dg.AssetExecutionContext, config: EventCleaningConfig, duckdb: DuckDBResource, mlflow: MlflowTracker
 ):
     rules = to_library(config, CleaningRules)
     params = rules.sql_params()
     with duckdb.get_connection() as con:
-        sql = run_cleaning(con, params)
+        cleaning = run_cleaning(con, params, full=to_library(config, EventCleaningRun).full_refresh)
+        sql = cleaning.sql
         raw, clean, dups, pos, neg, users, items = con.execute(
             """SELECT (SELECT count(*) FROM raw_events), count(*), coalesce(sum(duplicate_count), 0),
                       count(*) FILTER (WHERE is_positive), count(*) FILTER (WHERE is_negative),
@@ -81,9 +88,21 @@ def clean_events(
         "users": users,
         "items": items,
         "quarantine_share": quarantined / raw if raw else 0.0,
+        "files_cleaned": len(cleaning.files),
+        "new_raw_rows": cleaning.raw_rows,
+    }
+    files_md = md_table(
+        [(f.path, f.raw_rows, f.clean_rows, f.duplicate_rows, f.quarantined_rows) for f in cleaning.files],
+        ("file", "raw", "clean", "duplicates", "quarantined"),
+    )
+    pass_meta = {
+        "cleaning_mode": dg.MetadataValue.text(cleaning.mode),
+        "cleaning_why": dg.MetadataValue.text(cleaning.why),
+        "cleaning_batch": dg.MetadataValue.int(cleaning.batch),
     }
     reasons = {f"quarantined.{r}": n for r, n in by_reason}
     context.log.info(
+        f"cleaned {cleaning.raw_rows:,} raw rows of {len(cleaning.files)} file(s) ({cleaning.mode}: {cleaning.why}); "
         f"clean_interactions: {clean:,} clean, {dups:,} duplicates, {quarantined:,} quarantined of {raw:,} raw rows"
     )
     log_figures(
@@ -102,9 +121,10 @@ def clean_events(
             asset_key="clean_interactions",
             metadata=figures_metadata(
                 figures,
-                sql={k: v for k, v in sql.items() if k != "quarantined_events"},
-                tables={"quarantine_by_reason": reason_md},
+                sql={k: v for k, v in sql.items() if not k.startswith("quarantined_events")},
+                tables={"quarantine_by_reason": reason_md, "cleaned_files_table": files_md},
             )
+            | pass_meta
             | tables["clean_interactions"]
             # the rules this table was cleaned by: its expectation check validates against them
             | {RULES_KEY: dg.MetadataValue.json(params_to_json(params))},
@@ -114,11 +134,13 @@ def clean_events(
             asset_key="quarantined_events",
             metadata=figures_metadata(
                 {"quarantined_rows": quarantined, **reasons},
-                sql={"quarantined_events": sql["quarantined_events"]},
+                sql={k: v for k, v in sql.items() if k.startswith("quarantined_events")},
                 tables={
                     "quarantine_by_reason": reason_md,
                     "examples": md_table(examples, ("reason", "file", "line", "raw")),
+                    "cleaned_files_table": files_md,
                 },
             )
+            | pass_meta
             | tables["quarantined_events"],
         )
