@@ -1,4 +1,4 @@
-"""Training: tensorised batches, AdamW (+ SparseAdam for the id tables), clipping, early stopping
+"""Training: tensorised batches, AdamW (+ SparseAdam for the id tables, models.retrieval.optim), clipping, early stopping
 on validation NDCG@10, seeded. A non-finite loss raises `TrainingDiverged`; nothing is kept."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from models.settings import setting
 from models.retrieval.data import Catalog, EvalSet, TrainSet
 from models.retrieval.evaluation import evaluate_model
 from models.retrieval.losses import bpr, full_softmax, info_nce
+from models.retrieval.optim import RowSparseAdam
 from models.retrieval.towers import TowerConfig, TwoTower
 
 LOSSES = ("infonce", "bpr")
@@ -155,7 +156,7 @@ def _log_q(train: TrainSet, n_items: int, batch: int, extra: int) -> torch.Tenso
 def make_optimizers(model: TwoTower, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     opts = [torch.optim.AdamW(model.dense_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)]
     if model.sparse_parameters():
-        opts.append(torch.optim.SparseAdam(model.sparse_parameters(), lr=cfg.lr))
+        opts.append(RowSparseAdam(model.sparse_parameters(), lr=cfg.lr))
     return opts
 
 
