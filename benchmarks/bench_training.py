@@ -28,6 +28,16 @@ includes its end-of-epoch copy of the best weights). The reference is capped at
 --max-examples and its examples/s is extrapolated from that partial epoch (it has no
 per-epoch fixed cost worth mentioning, so the rate is representative).
 
+`--baseline REV` adds a third side: the trainer of git revision REV (exported under
+--workdir; this script's child runs with REV's `models` first on sys.path), so a change to the
+trainer is measured against the loop it replaces in the same run. `--trainer-defaults` trains
+the trainer sides with the product's TrainConfig (512 shared uniform negatives, the users' hard
+negatives, content alignment) instead of in-batch negatives alone, and `--sides` picks the sides
+(e.g. towerflow,baseline without the tutorial reference); `--train-examples N` caps the trainer
+sides at N examples (whole steps), as --max-examples caps the reference. Each side also reports
+CPU seconds (its process's user + system time): on a shared machine the wall clock counts the
+time other processes held the cores, the CPU time does not.
+
 Prints one table. Goal (reported, not asserted): towerflow >= 10x the reference's examples/s.
 Absolute figures depend on what else the machine runs; the two sides of a ratio run
 back to back (order alternating between repeats), so ratios are the figures to compare.
@@ -52,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make `models` / `assets` importable for the children
     sys.path.insert(0, str(ROOT))
 
-SIDES = ("towerflow", "reference")
+SIDES = ("towerflow", "reference", "baseline")
 TARGET_RATIO = 10.0
 HISTORY_LEN = 20  # TowerConfig default; both sides read the last 20 positives
 N_HASHES = 2
@@ -212,24 +222,42 @@ def load(tensors: Path, dim: int):
     return blob["catalog"], blob["train"], tower
 
 
-def train_config(batch_size: int, seed: int):
+def train_config(batch_size: int, seed: int, defaults: bool = False, max_steps: int | None = None):
+    """The trainer sides' config: in-batch negatives alone (what the reference's loss has), or
+    with `defaults` the product's TrainConfig at this batch size; one epoch at most."""
     from models.retrieval.training import TrainConfig
 
+    if defaults:
+        return TrainConfig(epochs=1, batch_size=batch_size, seed=seed, max_steps=max_steps)
     return TrainConfig(
-        epochs=1, batch_size=batch_size, extra_negatives=0, hard_negatives=False, logq_correction=True, seed=seed
+        epochs=1,
+        batch_size=batch_size,
+        extra_negatives=0,
+        hard_negatives=False,
+        logq_correction=True,
+        seed=seed,
+        max_steps=max_steps,
     )
 
 
 def run_towerflow(catalog, train_set, tower, cfg) -> dict:
     from models.retrieval.training import train
 
-    result = train(catalog, train_set, tower, cfg, valid=None, log=lambda m: None)
+    started: list[float] = []  # CPU clock at train's first log line (the work budget), as its loop starts
+
+    def log(message: str) -> None:
+        if not started:
+            started.append(time.process_time())
+
+    result = train(catalog, train_set, tower, cfg, valid=None, log=log)
     return {
         "examples": result.examples,
         "seconds": result.seconds,
+        "cpu_seconds": time.process_time() - started[0],  # the loop, as `seconds`: no model construction
         "steps": result.steps,
         "loss": result.history[0]["loss"],
         "loop_seconds": result.history[0]["train_seconds"],
+        "epoch_examples": len(train_set),
     }
 
 
@@ -299,6 +327,7 @@ def run_reference(catalog, train_set, tower, cfg, negatives: int, max_examples: 
     )
     model.train()
     examples, steps, losses, data_seconds = 0, 0, [], 0.0
+    cpu = time.process_time()
     t0 = time.perf_counter()
     waited = t0
     for batch in loader:
@@ -325,6 +354,7 @@ def run_reference(catalog, train_set, tower, cfg, negatives: int, max_examples: 
     return {
         "examples": examples,
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu,
         "steps": steps,
         "loss": sum(losses) / len(losses),
         "data_seconds": data_seconds,
@@ -334,17 +364,22 @@ def run_reference(catalog, train_set, tower, cfg, negatives: int, max_examples: 
 
 
 def child(side: str, tensors: Path, args) -> None:
+    if args.code_root:  # the baseline: another revision's `models` (this script's own code runs it)
+        sys.path.insert(0, str(args.code_root))
+        for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
+            del sys.modules[name]
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     catalog, train_set, tower = load(tensors, args.dim)
     loaded_mib = _rss_mib()
-    cfg = train_config(args.batch_size, args.seed)
+    steps = -(-args.train_examples // args.batch_size) if args.train_examples else None
+    cfg = train_config(args.batch_size, args.seed, args.trainer_defaults, steps)
     out = (
-        run_towerflow(catalog, train_set, tower, cfg)
-        if side == "towerflow"
-        else run_reference(catalog, train_set, tower, cfg, args.negatives, args.max_examples)
+        run_reference(catalog, train_set, tower, cfg, args.negatives, args.max_examples)
+        if side == "reference"
+        else run_towerflow(catalog, train_set, tower, cfg)
     )
     out.update(
         side=side,
@@ -354,6 +389,20 @@ def child(side: str, tensors: Path, args) -> None:
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )  # Linux: KiB
     print(json.dumps(out))
+
+
+def export_revision(rev: str, workdir: Path) -> Path:
+    """workdir/baseline-<commit>: the files of git revision `rev` (git archive), made once."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    folder = workdir / f"baseline-{commit[:12]}"
+    if not (folder / "models").is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def measure(side: str, tensors: Path, args) -> dict:
@@ -377,7 +426,13 @@ def measure(side: str, tensors: Path, args) -> dict:
         str(args.threads),
         "--max-examples",
         str(args.max_examples),
+        "--train-examples",
+        str(args.train_examples),
     ]
+    if args.trainer_defaults:
+        cmd.append("--trainer-defaults")
+    if side == "baseline":
+        cmd += ["--code-root", str(args.baseline_root)]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -387,9 +442,11 @@ def measure(side: str, tensors: Path, args) -> dict:
         )
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["examples_per_s"] = out["examples"] / out["seconds"]
+    out["examples_per_cpu_s"] = out["examples"] / out["cpu_seconds"]
     _log(
         f"{side} on {tensors.parent.name}: {out['examples']:,} examples in {out['seconds']:.1f} s "
-        f"({out['examples_per_s']:,.0f}/s), {time.perf_counter() - started:.1f} s with start-up"
+        f"({out['examples_per_s']:,.0f}/s; {out['cpu_seconds']:.1f} CPU s, {out['examples_per_cpu_s']:,.0f}/CPU s), "
+        f"{time.perf_counter() - started:.1f} s with start-up"
     )
     return out
 
@@ -401,6 +458,7 @@ def summarise(runs: list[dict]) -> dict:
     """Median examples/s over repeats; the largest peak RSS."""
     first = dict(runs[0])
     first["examples_per_s"] = statistics.median(r["examples_per_s"] for r in runs)
+    first["examples_per_cpu_s"] = statistics.median(r["examples_per_cpu_s"] for r in runs)
     first["seconds"] = statistics.median(r["seconds"] for r in runs)
     first["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
     first["loaded_rss_mib"] = max(r["loaded_rss_mib"] for r in runs)
@@ -409,23 +467,33 @@ def summarise(runs: list[dict]) -> dict:
     return first
 
 
-def print_table(args, rows: list[tuple[dict, int, dict, dict, list[float]]]) -> None:
-    tf0 = rows[0][2]
-    print(
-        f"# one epoch, mean encoder, B={args.batch_size}, D={args.dim}, L={HISTORY_LEN}, in-batch InfoNCE "
-        f"(logQ); reference adds K={args.negatives} Python-sampled negatives per row; "
-        f"torch threads={tf0['threads']}, repeats={args.repeats} (median)"
+def print_table(args, rows: list[tuple[dict, int, dict[str, dict], dict[str, list[float]]]]) -> None:
+    first = next(iter(rows[0][2].values()))
+    trainer = (
+        "the product's TrainConfig (512 uniform + hard negatives, content alignment)"
+        if args.trainer_defaults
+        else "in-batch InfoNCE (logQ)"
     )
-    print("# absolute figures are noisy (a shared machine); the ratio compares runs made back to back")
+    print(
+        f"# one epoch, mean encoder, B={args.batch_size}, D={args.dim}, L={HISTORY_LEN}; trainer sides: {trainer}; "
+        f"reference: in-batch InfoNCE + K={args.negatives} Python-sampled negatives per row; "
+        f"baseline: the trainer at {args.baseline or '-'}; torch threads={first['threads']}, "
+        f"repeats={args.repeats} (median)"
+    )
+    print(
+        "# absolute figures are noisy (a shared machine); the ratios compare runs made back to back; "
+        "ex/CPU s counts only the side's own CPU time"
+    )
     head = (
         f"{'items':>10}  {'users':>7}  {'train ex':>9}  {'side':<10}  {'timed ex':>9}  {'seconds':>8}"
-        f"  {'ex/s':>9}  {'peak RSS MiB':>12}  {'loaded RSS':>10}  note"
+        f"  {'ex/s':>9}  {'ex/CPU s':>9}  {'peak RSS MiB':>12}  {'loaded RSS':>10}  note"
     )
     print(head)
-    for scen, n_train, tf, ref, ratios in rows:
-        for out in (tf, ref):
-            if out["side"] == "towerflow":
-                note = f"full epoch, {out['steps']} steps, loss {out['loss']:.3f}"
+    for scen, n_train, outs, ratios in rows:
+        for out in outs.values():
+            if out["side"] != "reference":
+                capped = out["examples"] < n_train
+                note = f"{'capped' if capped else 'full epoch'}, {out['steps']} steps, loss {out['loss']:.3f}"
             else:
                 capped = out["examples"] < out["epoch_examples"]
                 note = (
@@ -435,13 +503,12 @@ def print_table(args, rows: list[tuple[dict, int, dict, dict, list[float]]]) -> 
             print(
                 f"{scen['n_items']:>10,}  {scen['n_users']:>7,}  {n_train:>9,}  {out['side']:<10}"
                 f"  {out['examples']:>9,}  {out['seconds']:>8.1f}  {out['examples_per_s']:>9,.0f}"
-                f"  {out['peak_rss_mib']:>12,.0f}  {out['loaded_rss_mib']:>10,.0f}  {note}"
+                f"  {out['examples_per_cpu_s']:>9,.0f}  {out['peak_rss_mib']:>12,.0f}  {out['loaded_rss_mib']:>10,.0f}  {note}"
             )
-        spread = f" (per repeat {', '.join(f'{r:.1f}' for r in ratios)})" if len(ratios) > 1 else ""
-        print(
-            f"{'':>10}  ratio towerflow/reference ex/s: {statistics.median(ratios):.1f}x "
-            f"(goal >= {TARGET_RATIO:g}x){spread}"
-        )
+        for name, rs in ratios.items():
+            spread = f" (per repeat {', '.join(f'{r:.2f}' for r in rs)})" if len(rs) > 1 else ""
+            goal = f" (goal >= {TARGET_RATIO:g}x)" if name.endswith("/reference ex/s") else ""
+            print(f"{'':>10}  ratio {name}: {statistics.median(rs):.2f}x{goal}{spread}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,7 +538,29 @@ def main(argv: list[str] | None = None) -> int:
         "CPU-heavy work, intra-op threads that outnumber the free cores make a step's time erratic",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="git revision whose trainer runs as the 'baseline' side (exported under --workdir)",
+    )
+    ap.add_argument(
+        "--sides",
+        default=None,
+        help="comma-separated sides to run (default: towerflow,reference, and baseline with --baseline)",
+    )
+    ap.add_argument(
+        "--trainer-defaults",
+        action="store_true",
+        help="trainer sides use the product's TrainConfig (uniform + hard negatives, content alignment)",
+    )
+    ap.add_argument(
+        "--train-examples",
+        type=int,
+        default=0,
+        help="cap on the trainer sides' examples (whole batches; 0 = a full epoch)",
+    )
     ap.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    ap.add_argument("--code-root", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--tensors", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--prepare", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -485,25 +574,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.repeats < 1 or args.batch_size < 2 or args.max_examples < 0 or args.negatives < 0:
         ap.error("--repeats >= 1, --batch-size >= 2, --max-examples >= 0 and --negatives >= 0 are required")
+    sides = (
+        tuple(args.sides.split(","))
+        if args.sides
+        else ("towerflow", "reference") + (("baseline",) if args.baseline else ())
+    )
+    if not set(sides) <= set(SIDES) or ("baseline" in sides) != bool(args.baseline):
+        ap.error(f"--sides takes {', '.join(SIDES)}; baseline goes with --baseline REV (and only with it)")
 
     own_workdir = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="towerflow-bench-")) if own_workdir else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.baseline:
+        args.baseline_root = export_revision(args.baseline, workdir)
     started = time.perf_counter()
     rows = []
+    pairs = [(a, b) for a, b in (("towerflow", "reference"), ("towerflow", "baseline")) if a in sides and b in sides]
     try:
         for scen in scenarios(args.quick):
             tensors = ensure_prepared(workdir, scen)
-            runs: dict[str, list[dict]] = {s: [] for s in SIDES}
-            ratios = []
+            runs: dict[str, list[dict]] = {s: [] for s in sides}
+            ratios: dict[str, list[float]] = {}
             for r in range(args.repeats):
-                order = SIDES if r % 2 == 0 else SIDES[::-1]  # alternate, so drift in load cancels
-                pair = {side: measure(side, tensors, args) for side in order}
-                for side in SIDES:
-                    runs[side].append(pair[side])
-                ratios.append(pair["towerflow"]["examples_per_s"] / pair["reference"]["examples_per_s"])
-            tf, ref = summarise(runs["towerflow"]), summarise(runs["reference"])
-            rows.append((scen, ref["epoch_examples"], tf, ref, ratios))
+                order = sides if r % 2 == 0 else sides[::-1]  # alternate, so drift in load cancels
+                got = {side: measure(side, tensors, args) for side in order}
+                for side in sides:
+                    runs[side].append(got[side])
+                for a, b in pairs:
+                    for unit in ("ex/s", "ex/CPU s"):
+                        key = "examples_per_s" if unit == "ex/s" else "examples_per_cpu_s"
+                        ratios.setdefault(f"{a}/{b} {unit}", []).append(got[a][key] / got[b][key])
+            outs = {side: summarise(runs[side]) for side in sides}
+            rows.append((scen, next(iter(outs.values()))["epoch_examples"], outs, ratios))
     finally:
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)

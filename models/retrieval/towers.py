@@ -109,12 +109,17 @@ class ItemTower(nn.Module):
         self.norm = nn.LayerNorm(h)
         self.mlp = nn.Sequential(nn.Linear(h, 2 * h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(2 * h, cfg.dim))
 
-    def represent(self, feats: dict[str, torch.Tensor], id_dropout: bool = False, with_id: bool = True) -> torch.Tensor:
+    def represent(
+        self, feats: dict[str, torch.Tensor], id_dropout: bool = False, with_id: bool | torch.Tensor = True
+    ) -> torch.Tensor:
         """Item features -> (..., hidden) representation (shared with the user tower's history).
 
         The id part is zero for an item without a trained id (all-zero `id_hash`), with
-        `with_id=False` (the content-only vector) and, in training, for the id-dropout share."""
+        `with_id=False` (the content-only vector; a (...,) bool tensor says it per item) and, in
+        training, for the id-dropout share."""
         has_id = (feats["id_hash"] > 0).any(-1, keepdim=True)  # (..., 1): False = never trained
+        if isinstance(with_id, torch.Tensor):
+            with_id = with_id.unsqueeze(-1)  # (..., 1)
         idp = self.ids(feats["id_hash"]) * (has_id & with_id)  # (..., h)
         if id_dropout and self.training and self.cfg.id_dropout > 0:
             keep = torch.rand(idp.shape[:-1], device=idp.device) >= self.cfg.id_dropout
@@ -132,9 +137,11 @@ class ItemTower(nn.Module):
         out = F.embedding_bag(flat, table.weight, mode="mean", padding_idx=0)  # (M, h)
         return out.view(*idx.shape[:-1], -1)
 
-    def forward(self, feats: dict[str, torch.Tensor], with_id: bool = True) -> torch.Tensor:
-        """(..., feature dims) -> (..., dim), unit length; `with_id=False`: by content alone."""
-        return F.normalize(self.mlp(self.represent(feats, id_dropout=with_id, with_id=with_id)), dim=-1)
+    def forward(self, feats: dict[str, torch.Tensor], with_id: bool | torch.Tensor = True) -> torch.Tensor:
+        """(..., feature dims) -> (..., dim), unit length; `with_id=False`: by content alone (a
+        (...,) bool tensor: per item, so one pass can hold both kinds of vector)."""
+        id_dropout = with_id if isinstance(with_id, bool) else True  # content-only rows have no id part to drop
+        return F.normalize(self.mlp(self.represent(feats, id_dropout=id_dropout, with_id=with_id)), dim=-1)
 
 
 class UserTower(nn.Module):

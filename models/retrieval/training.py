@@ -1,4 +1,4 @@
-"""Training: tensorised batches, AdamW (+ SparseAdam for the id tables), clipping, early stopping
+"""Training: tensorised batches, AdamW (+ SparseAdam for the id tables, models.retrieval.optim), clipping, early stopping
 on validation NDCG@10, seeded. A non-finite loss raises `TrainingDiverged`; nothing is kept."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from models.settings import setting
 from models.retrieval.data import Catalog, EvalSet, TrainSet
 from models.retrieval.evaluation import evaluate_model
 from models.retrieval.losses import bpr, full_softmax, info_nce
+from models.retrieval.optim import RowSparseAdam
 from models.retrieval.towers import TowerConfig, TwoTower
 
 LOSSES = ("infonce", "bpr")
@@ -153,9 +154,9 @@ def _log_q(train: TrainSet, n_items: int, batch: int, extra: int) -> torch.Tenso
 
 
 def make_optimizers(model: TwoTower, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    opts = [torch.optim.AdamW(model.dense_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    opts = [torch.optim.AdamW(model.dense_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)]
     if model.sparse_parameters():
-        opts.append(torch.optim.SparseAdam(model.sparse_parameters(), lr=cfg.lr))
+        opts.append(RowSparseAdam(model.sparse_parameters(), lr=cfg.lr))
     return opts
 
 
@@ -164,7 +165,7 @@ def optimizer_step(model: TwoTower, opts: list[torch.optim.Optimizer], loss: tor
     for o in opts:
         o.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.dense_parameters(), clip_norm)
+    torch.nn.utils.clip_grad_norm_(model.dense_parameters(), clip_norm, foreach=True)
     for o in opts:
         o.step()
 
@@ -177,6 +178,7 @@ def content_alignment_loss(
     all_ids: torch.Tensor,
     offset: int,
     temperature: float,
+    v_content: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sampled softmax from the content-only vector (id part zero) of each batch item with a
     trained id to its own full vector, against the other full vectors of the batch.
@@ -186,18 +188,59 @@ def content_alignment_loss(
     process's rows starting at `offset`. The full vectors are fixed targets (detached), so only
     the content path learns from it. A never-trained item is embedded by content alone; this
     puts it next to the trained item with the same content, not merely in its neighbourhood (a
-    cosine pull toward the full vector moved the cosines but not the neighbours)."""
+    cosine pull toward the full vector moved the cosines but not the neighbours). `v_content`:
+    the (P, D) content-only vectors of all P positives when the step has encoded them already."""
     has_id = (feats["id_hash"] > 0).any(-1)  # (P,)
     if not has_id.any():
         return v_all.new_zeros(())
     rows = torch.nonzero(has_id).flatten()  # (P',)
-    v_content = model.item({k: v[rows] for k, v in feats.items()}, with_id=False)  # (P', D)
+    if v_content is None:
+        v_content = model.item({k: v[rows] for k, v in feats.items()}, with_id=False)  # (P', D)
+    else:
+        v_content = v_content[rows]  # (P', D)
     logits = v_content @ v_all.detach().T / temperature  # (P', C)
     labels = rows + offset  # (P',): each row's own full vector
     # neither padding nor the same item at another batch position is a negative
     drop = (ids[rows, None] == all_ids[None, :]) | (all_ids[None, :] < 0)  # (P', C)
     drop[torch.arange(len(rows), device=rows.device), labels] = False
     return F.cross_entropy(logits.masked_fill(drop, float("-inf")), labels)
+
+
+def _sampled_items(
+    model: TwoTower,
+    catalog: Catalog,
+    pos: torch.Tensor,
+    hard_ids: torch.Tensor | None,
+    cfg: TrainConfig,
+    log_q: torch.Tensor,
+    gen: torch.Generator,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None, dict]:
+    """One item-tower pass over every item a sampled-softmax step encodes: the P positives, the
+    M shared uniform negatives, the real hard negatives and, for the content alignment, the
+    positives again by content alone (id part zero). One pass instead of four: at 1M items the
+    tower's fixed cost per call (some 20 small ops forward and back) outweighed its arithmetic.
+
+    Only the real hard-negative slots are encoded: info_nce masks the padding (-1), and most
+    slots are padding (2.7% real at 1M items, where encoding every slot made the B x H hard
+    negatives 70% of the tower's rows). Returns the positives' features (P, ...), v_pos (P, D),
+    the content-only vectors (P, D) or None, and info_nce's negative arguments."""
+    P, M = len(pos), cfg.extra_negatives
+    ids = torch.randint(0, len(catalog), (M,), generator=gen) if M else pos.new_empty(0)  # (M,)
+    real = hard_ids >= 0 if hard_ids is not None else None  # (B, H)
+    hard = hard_ids[real] if real is not None else pos.new_empty(0)  # (R,)
+    A = P if cfg.content_alignment else 0
+    together = torch.cat([pos, ids, hard, pos[:A]])  # (P + M + R + A,)
+    feats = catalog.features(together)
+    with_id = torch.arange(len(together)) < P + M + len(hard)  # the last A rows: content alone
+    v_pos, v_extra, v_hard, v_content = model.item(feats, with_id=with_id).split([P, M, len(hard), A])
+    extra = {}
+    if M:
+        extra = {"v_extra": v_extra, "extra_ids": ids, "extra_log_q": log_q[ids] if cfg.logq_correction else None}
+    if len(hard):
+        # (B, H, D), zero at padding
+        v_hard = v_hard.new_zeros(*hard_ids.shape, v_hard.shape[-1]).index_put((real,), v_hard)
+        extra.update(v_hard=v_hard, hard_ids=hard_ids)
+    return {k: t[:P] for k, t in feats.items()}, v_pos, (v_content if A else None), extra
 
 
 def train_step(
@@ -237,19 +280,23 @@ def train_step(
         u = model.users(catalog, uh, hist)  # (B, D)
         pos = train.target[rows]
         hard_ids = train.hard[user] if cfg.hard_negatives else None
-    feats, local_pos = catalog.features(pos), pos
+    local_pos, v_content, extra = pos, None, {}
     if full_catalog(cfg, len(catalog)):
+        feats = catalog.features(pos)
         v_items = model.item(catalog.features(torch.arange(len(catalog))))  # (N, D): one id-dropout draw for all
         v_pos = v_items[pos]  # (P, D)
-    else:
+    elif cfg.loss == "bpr":
+        feats = catalog.features(pos)
         v_pos = model.item(feats)  # (P, D)
+    else:
+        feats, v_pos, v_content, extra = _sampled_items(model, catalog, pos, hard_ids, cfg, log_q, gen)
 
     def align(v_all: torch.Tensor, all_ids: torch.Tensor, offset: int) -> torch.Tensor | float:
         """The weighted content-alignment loss of this process's positives against the batch's."""
         if not cfg.content_alignment:
             return 0.0
         return cfg.content_alignment * content_alignment_loss(
-            model, feats, local_pos, v_all, all_ids, offset, cfg.temperature
+            model, feats, local_pos, v_all, all_ids, offset, cfg.temperature, v_content
         )
 
     if cfg.loss == "bpr":
@@ -264,16 +311,6 @@ def train_step(
         if share is not None:
             v_pos, pos, offset = share(v_pos, pos)  # (C, D), (C,)
         return loss + align(v_pos, pos, offset)
-    extra = {}
-    if cfg.extra_negatives:
-        ids = torch.randint(0, len(catalog), (cfg.extra_negatives,), generator=gen)
-        extra = {
-            "v_extra": model.item(catalog.features(ids)),
-            "extra_ids": ids,
-            "extra_log_q": log_q[ids] if cfg.logq_correction else None,
-        }
-    if hard_ids is not None and (hard_ids >= 0).any():
-        extra.update(v_hard=model.item(catalog.features(hard_ids)), hard_ids=hard_ids)
     offset = 0
     if share is not None:
         v_pos, pos, offset = share(v_pos, pos)  # (C, D), (C,): padding ids are -1, masked in info_nce
