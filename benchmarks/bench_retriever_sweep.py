@@ -4,7 +4,7 @@ dropout, learning rate, temperature and features make the two-tower's default.
 
     python benchmarks/bench_retriever_sweep.py --workdir DIR --configs NAME[,NAME...] [--seeds 0,1,2]
     python benchmarks/bench_retriever_sweep.py --list
-    python benchmarks/bench_retriever_sweep.py --cost 9066,50000,1000000 [--cost-steps 5]
+    python benchmarks/bench_retriever_sweep.py --cost 9066,50000,1000000 [--cost-steps 5] [--cost-configs default,NAME]
 
 Every configuration is the product default (TowerConfig / TrainConfig) plus the overrides named in
 CONFIGS; the data goes through the real pipeline (benchmarks/bench_quality_movielens.build_data,
@@ -14,7 +14,8 @@ with the user's train + valid history. One torch thread. Prints one table (valid
 NDCG@10 / HR@10, mean ± half-range over seeds, best epoch, epochs run) and appends one JSON line
 per run to --out, so a sweep can be run in pieces and read back with --report.
 
---cost times training steps of the default tower (mean encoder, batch 256) on random catalogs of
+--cost times training steps of the default tower (mean encoder, batch 256; --cost-configs names
+other configurations to time beside it, their loss set by the column) on random catalogs of
 the given sizes, with the loss over the whole catalog and with sampled negatives (in-batch + 512
 uniform + 8 hard, logQ), to show where the full-catalog rule (`full_catalog_items`) stops paying:
 a full-catalog step embeds every item, so its cost grows with the catalog, a sampled one does not.
@@ -50,6 +51,10 @@ TRANSFORMER = dict(encoder="transformer", layers=2, batch_size=64, window_stride
 
 # name -> overrides of the product defaults (TowerConfig and TrainConfig fields by name)
 CONFIGS = {
+    "default": dict(),  # the product defaults, beside every candidate in the same sweep
+    # the default (mean encoder, sampled) with one thing changed
+    "mean-dim128": dict(dim=128, hidden=128),
+    "mean-hidden128": dict(hidden=128),  # the wider towers with the 64-d index
     # the loss, mean encoder
     "mean-sampled": dict(**SAMPLED),
     "mean-full": dict(**FULL),
@@ -123,15 +128,16 @@ def run(workdir: Path, name: str, seed: int, cache: dict) -> dict:
     }
 
 
-def cost(sizes: list[int], steps: int, full_up_to: int) -> None:
-    """Seconds per training step, full-catalog vs sampled, on random catalogs (one thread)."""
+def cost(sizes: list[int], steps: int, full_up_to: int, configs: list[str]) -> None:
+    """Seconds per training step, full-catalog vs sampled, on random catalogs (one thread), for
+    each named configuration (its tower and optimiser overrides; the loss is set by the column)."""
     from models.retrieval.data import Catalog, TrainSet
     from models.retrieval.towers import TwoTower
     from models.retrieval.training import _log_q, make_optimizers, optimizer_step, train_step
 
     users, rows, L, H = 10_000, 50_000, TowerConfig.history_len, 8
     g = torch.Generator().manual_seed(0)
-    print(f"\n{'items':>10} {'loss':>8} {'s/step':>8} {'examples/s':>11}")
+    print(f"\n{'items':>10} {'config':>16} {'loss':>8} {'s/step':>8} {'examples/s':>11}")
     for n in sizes:
         catalog = Catalog(
             np.arange(n).astype(str).astype(object),
@@ -150,12 +156,15 @@ def cost(sizes: list[int], steps: int, full_up_to: int) -> None:
             torch.randint(-1, n, (users, H), generator=g),
             torch.ones(n, dtype=torch.long),
         )
-        tower = TowerConfig(item_buckets=2 * n + 1, user_buckets=2 * users + 1, n_categories=20, n_tokens=5_000)
-        for name, threshold in (("full", n), ("sampled", 0)):
+        for config, (name, threshold) in ((c, lt) for c in configs for lt in (("full", n), ("sampled", 0))):
             if name == "full" and n > full_up_to:
-                print(f"{n:>10,} {name:>8} {'(skipped: above --cost-full-up-to)':>20}")
+                print(f"{n:>10,} {config:>16} {name:>8} {'(skipped: above --cost-full-up-to)':>20}")
                 continue
-            cfg = TrainConfig(full_catalog_items=threshold)
+            tower_kw, train_kw = split({k: v for k, v in CONFIGS[config].items() if k != "full_catalog_items"})
+            tower = TowerConfig(
+                item_buckets=2 * n + 1, user_buckets=2 * users + 1, n_categories=20, n_tokens=5_000, **tower_kw
+            )
+            cfg = TrainConfig(**{**train_kw, "full_catalog_items": threshold})
             model = TwoTower(tower)
             opts = make_optimizers(model, cfg)
             log_q = _log_q(data, n, cfg.batch_size, cfg.extra_negatives)
@@ -166,7 +175,7 @@ def cost(sizes: list[int], steps: int, full_up_to: int) -> None:
                 optimizer_step(model, opts, train_step(model, catalog, data, batch, cfg, log_q, g), cfg.clip_norm)
                 times.append(time.perf_counter() - t0)
             sec = float(np.median(times[1:]))
-            print(f"{n:>10,} {name:>8} {sec:>8.3f} {cfg.batch_size / sec:>11,.0f}", flush=True)
+            print(f"{n:>10,} {config:>16} {name:>8} {sec:>8.3f} {cfg.batch_size / sec:>11,.0f}", flush=True)
     print("(median of the steps after the first; a shared, loaded 2-core machine, one torch thread)")
 
 
@@ -204,10 +213,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cost", default="", help="catalog sizes to time training steps at, comma-separated")
     ap.add_argument("--cost-steps", type=int, default=5)
     ap.add_argument("--cost-full-up-to", type=int, default=1_000_000, help="time full-catalog steps up to this size")
+    ap.add_argument("--cost-configs", default="default", help="configurations to time, comma-separated")
     args = ap.parse_args(argv)
     if args.cost:
         torch.set_num_threads(1)
-        cost([int(n) for n in args.cost.split(",")], args.cost_steps, args.cost_full_up_to)
+        cost(
+            [int(n) for n in args.cost.split(",")], args.cost_steps, args.cost_full_up_to, args.cost_configs.split(",")
+        )
         return 0
     if args.list:
         for name, kw in CONFIGS.items():

@@ -33,8 +33,13 @@ ENCODERS = ("mean", "attention", "transformer")
 
 @dataclass
 class TowerConfig:
-    dim: int = setting(64, "Output vector size of both towers (the index dimension).")
-    hidden: int = setting(64, "Internal width of the towers.")
+    dim: int = setting(
+        64,
+        "Output vector size of both towers (the index dimension). 128 with hidden 128 scored "
+        "MovieLens test NDCG@10 0.070 against 0.062 over 3 seeds, but one seed's pair was level, "
+        "at ~2x the training time and twice the index (README, 'Wider towers').",
+    )
+    hidden: int = setting(64, "Internal width of the towers (see dim).")
     id_dim: int = 32  # per-hash id vector size; n_hashes of them are concatenated
     n_hashes: int = 2  # hash functions per id (Phoenix uses 2): collisions rarely coincide
     item_buckets: int = 20_011  # shared item-id hash table rows (bucket 0 = padding)
