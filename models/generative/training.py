@@ -2,8 +2,9 @@
 
 Training is teacher forcing on the train split's rows (every train positive with the user's
 previous L positives, left-truncated; padding items masked in the encoder), cross-entropy over
-each of the 4 codes, AdamW, gradient clipping, early stopping on validation NDCG@10 from
-constrained beam search, seeded; the best weights are kept. `mode="etegrec"` trains the RQ-VAE
+each of the 4 codes, AdamW at a constant learning rate or one that
+decays over the work budget (`lr_schedule`), gradient clipping, early stopping on validation
+NDCG@10 from constrained beam search, seeded; the best weights are kept. `mode="etegrec"` trains the RQ-VAE
 tokenizer in alternation with the retriever, tied by two alignment losses
 (`models.generative.etegrec`); the best epoch's tokenizer and codes are kept with its weights.
 
@@ -71,6 +72,10 @@ class GenTrainConfig:
     )
     weight_decay: float = 1e-2
     clip_norm: float = 1.0
+    lr_schedule: str = setting(
+        "constant",
+        "constant, or cosine: the learning rate decays to 0 over the work budget (after a warm-up of 1% of its steps).",
+    )
     patience: int = setting(3, "Epochs without a better valid NDCG@10 before stopping.")
     beam: int = setting(
         20,
@@ -103,11 +108,25 @@ class GenTrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.mode == "etegrec" and self.cycle < 2:
             raise ValueError(f"cycle must be at least 2 (one tokenizer epoch, then retriever epochs), got {self.cycle}")
 
 
 MODES = ("tiger", "etegrec")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The learning rate's multiplier at retriever step `step` of `total`: 1 (constant), or a
+    linear warm-up over the first 1% of the steps, then a cosine decay to 0 at `total` (cosine)."""
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    warm = max(1, total // 100)
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
 @dataclass
@@ -245,7 +264,14 @@ def train_generative(
     budget_rule = "max_epochs" if budget == cfg.epochs * n else "max_examples"
     log(f"work budget: {budget:,} training rows ({budget / n:.3g} passes over {n:,}; {budget_rule})")
     examples = 0
-    for epoch in range(math.ceil(budget / n)):
+    epochs_planned = math.ceil(budget / n)
+    rec_steps_total = sum(  # the retriever's steps in the budget (not the tokenizer epochs'): the schedule's length
+        math.ceil(min(n, budget - e * n) / cfg.batch_size)
+        for e in range(epochs_planned)
+        if joint is None or (e + 1) % cfg.cycle
+    )
+    rec_step = 0
+    for epoch in range(epochs_planned):
         tok_epoch = joint is not None and (epoch + 1) % cfg.cycle == 0
         model.train(not tok_epoch)
         for p in rec_params:
@@ -279,6 +305,10 @@ def train_generative(
                     "lower the learning rate; nothing was saved"
                 )
             step_opt, params = (tok_opt, list(tok.parameters())) if tok_epoch else (opt, rec_params)
+            if not tok_epoch:
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, rec_step, rec_steps_total)
+                rec_step += 1
             step_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
@@ -303,6 +333,8 @@ def train_generative(
             **{k: v / batches for k, v in sums.items()},
             "train_seconds": time.perf_counter() - te,
         }
+        if not tok_epoch:
+            row["lr"] = opt.param_groups[0]["lr"]  # at the epoch's last step
         if joint is not None:
             row["tokenizer_epoch"] = float(tok_epoch)
         if tok_epoch:  # new codes for every item; the retriever's next epoch reads them
