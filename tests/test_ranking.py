@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from models.ranking.data import History, RankingSet, hashed, ranking_cuts
+from models.ranking.data import History, RankingSet, hashed, label_window_pairs, ranking_cuts
 from models.ranking.evaluation import compare_orders, order_metrics
 from models.ranking.labels import EVENT_ACTIONS, RATING_ACTIONS, build_action_labels, mask_to_multihot
 from models.ranking.model import Ranker, RankerConfig, isolation_mask, score_candidates, weighted_score
@@ -77,6 +77,37 @@ def test_a_candidates_score_is_bit_identical_alone_among_31_others_and_when_they
     # rounding (BLAS picks kernels by shape), not bit for bit
     many = ["i7", *(f"i{500 + j}" for j in range(199))]
     torch.testing.assert_close(score_candidates(model, *_inputs(cfg, many))[0, 0], alone, rtol=0, atol=1e-6)
+
+
+def test_ablations_cut_their_inputs_out_of_the_score():
+    """use_retrieval_score False: the score and the retrieval-score / rank features no longer move
+    a candidate's logits, the other features still do; user_id False: the user id does not."""
+    from models.ranking.features import FEATURES
+
+    base = RankerConfig(n_actions=2, action_signs=(1.0, -1.0), history_len=8, item_buckets=256, user_buckets=256)
+    torch.manual_seed(0)
+    cands = [f"i{j}" for j in range(5)]
+    ret = [FEATURES.index("retrieval_score"), FEATURES.index("log_retrieval_rank")]
+    pop = FEATURES.index("log_pop")
+
+    def logits(model, inputs, **change):
+        uh, hh, ha, hv, ch, sc, ft = inputs
+        ft = ft.clone()
+        for col, value in change.get("feat", {}).items():
+            ft[..., col] = value
+        return model(change.get("user", uh), hh, ha, hv, ch, change.get("score", sc), ft)
+
+    no_ret = _untrained(RankerConfig(**{**base.to_dict(), "use_retrieval_score": False}))
+    x = _inputs(no_ret.cfg, cands)
+    same = logits(no_ret, x)
+    assert torch.equal(same, logits(no_ret, x, score=x[5] * 3 + 1, feat={ret[0]: 9.0, ret[1]: -9.0}))
+    assert not torch.equal(same, logits(no_ret, x, feat={pop: 9.0}))
+    with_ret = _untrained(base)
+    assert not torch.equal(logits(with_ret, x), logits(with_ret, x, feat={ret[0]: 9.0}))
+    no_user = _untrained(RankerConfig(**{**base.to_dict(), "user_id": False}))
+    other = torch.as_tensor(hash_buckets(np.array(["u2"], dtype=object), base.n_hashes, base.user_buckets))
+    assert torch.equal(logits(no_user, x), logits(no_user, x, user=other))
+    assert not torch.equal(logits(with_ret, x), logits(with_ret, x, user=other))
 
 
 def test_isolation_is_what_keeps_scores_apart_and_scoring_matches_the_masked_forward():
@@ -199,6 +230,25 @@ def test_several_train_cuts_spread_over_the_label_window_one_per_distinct_time()
     assert cuts[cuts.split != "train"]["cut"].eq(0).all() and len(cuts[cuts.split != "train"]) == 2
     with pytest.raises(ValueError):
         ranking_cuts(pairs, label_share=0.4, train_cuts=0)
+
+
+def test_the_train_cut_retriever_leaves_out_every_pair_from_the_first_train_cut_on():
+    t = pd.Timestamp("2024-01-01")
+    days = lambda d: t + pd.Timedelta(days=d)  # noqa: E731
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 7 + ["u2"],
+            "item_id": ["a", "b", "c", "d", "e", "v", "x", "p"],
+            "ts": [days(d) for d in (1, 2, 3, 3, 5, 6, 7, 1)],
+            "split": ["train"] * 5 + ["valid", "test"] + ["train"],
+        }
+    )
+    cuts = ranking_cuts(pairs, label_share=0.4, train_cuts=2)
+    out = label_window_pairs(pairs, cuts)
+    # u1's window is its last 2 train pairs (d at day 3, e): the first cut is at day 3, so c
+    # (the day of d: no cut-0 history holds it) leaves too; valid/test pairs and u2's single
+    # pair (no cut) stay, a, b (before the cut) stay
+    assert pairs["item_id"][out].tolist() == ["c", "d", "e"]
 
 
 def test_order_metrics_count_ties_against_the_target_and_missing_targets_as_misses():

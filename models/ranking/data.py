@@ -86,6 +86,15 @@ def ranking_cuts(pairs: pd.DataFrame, label_share: float, train_cuts: int = 1) -
     return out.reset_index(drop=True)
 
 
+def label_window_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> np.ndarray:
+    """pairs: interaction_splits rows, cuts: ranking_cuts -> a bool mask over pairs of the train
+    pairs at or after their user's first train cut (every train label window's pairs): what a
+    retriever that scores the train cuts must not train on."""
+    first = cuts[cuts.split == "train"].groupby("user_id")["cut_ts"].min()
+    at = pairs["user_id"].map(first)
+    return ((pairs["split"] == "train") & at.notna() & (pairs["ts"] >= at)).to_numpy()
+
+
 def known_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
     """Positive pairs each (user, split, cut) may use: train pairs (train, valid) or train + valid
     pairs (test) dated before the cut; a user_id, split, cut, item_id, ts frame."""
@@ -119,18 +128,38 @@ def retrieve(users: torch.Tensor, items: torch.Tensor, ev, n: int, log=None, chu
 
 
 def build_ranking_candidates(
-    con, retriever, *, n_candidates: int, label_share: float, train_cuts: int = 1, log=None
+    con,
+    retriever,
+    *,
+    n_candidates: int,
+    label_share: float,
+    train_cuts: int = 1,
+    train_retriever=None,
+    log=None,
 ) -> dict:
     """Create the ranking_candidates table (sql/ranking_candidates.sql) from interaction_splits,
-    action_labels and the champion retriever; returns counts and the SQL text."""
+    action_labels and the champion retriever; returns counts and the SQL text.
+
+    `train_retriever` (same towers, default: the champion) retrieves and scores the train cuts
+    instead: one trained without the label-window pairs (`label_window_pairs` out) gives train
+    lists whose targets it never saw, as valid/test targets are to the champion."""
     t = retriever.cfg
     pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
     cuts = ranking_cuts(pairs, label_share, train_cuts)
     known = known_pairs(pairs, cuts)
     catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets)
     items = item_vectors(retriever, catalog, log=log)  # (N, d)
+    train_items = items if train_retriever is None else item_vectors(train_retriever, catalog, log=log)
     parts, train_users = [], {}
     for (split, cut), c in cuts.groupby(["split", "cut"], sort=True):  # one user row per (split, cut)
+        model, xb = (
+            (train_retriever, train_items)
+            if split == "train" and train_retriever is not None
+            else (
+                retriever,
+                items,
+            )
+        )
         ev = build_eval_set(
             split,
             known[(known.split == split) & (known.cut == cut)],
@@ -140,10 +169,10 @@ def build_ranking_candidates(
             n_hashes=t.n_hashes,
             user_buckets=t.user_buckets,
         )
-        users = user_vectors(retriever, catalog, ev.user_hash, ev.history)  # (E, d)
+        users = user_vectors(model, catalog, ev.user_hash, ev.history)  # (E, d)
         if split == "train":
             train_users[cut] = (ev.user_keys, users)
-        pos, val = retrieve(users, items, ev, n_candidates, log=log)
+        pos, val = retrieve(users, xb, ev, n_candidates, log=log)
         rows, ranks = np.nonzero(pos >= 0)
         parts.append(
             pd.DataFrame(
@@ -179,7 +208,7 @@ def build_ranking_candidates(
             u = pd.Index(keys).get_indexer(missed["user_id"].to_numpy()[at])
             i = catalog.index_of(missed["item_id"].iloc[at])
             ok = (u >= 0) & (i >= 0)
-            s[at[ok]] = (vectors[u[ok]] * items[i[ok]]).sum(-1).numpy()
+            s[at[ok]] = (vectors[u[ok]] * train_items[i[ok]]).sum(-1).numpy()
         missed_scores = missed.assign(score=s)  # noqa: F841 (read by DuckDB)
         con.register("missed_scores", missed_scores)
         try:

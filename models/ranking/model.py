@@ -40,9 +40,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.ranking.features import N_FEATURES
+from models.ranking.features import FEATURES, N_FEATURES
 from models.retrieval.towers import HashedIdEmbedding
 from models.settings import setting
+
+
+RETRIEVAL_FEATURES = (FEATURES.index("retrieval_score"), FEATURES.index("log_retrieval_rank"))
 
 
 @dataclass
@@ -62,6 +65,9 @@ class RankerConfig:
     )
     dropout: float = 0.1
     use_retrieval_score: bool = True  # the retriever's score as a candidate input and a direct path
+    # (False also blanks the retrieval score and rank features: the ranker orders without them)
+    user_id: bool = True  # a hashed user-id token (False: the user token is the segment vector alone)
+    candidate_id: bool = True  # a candidate's hashed id in its token (False: features and score alone)
     n_features: int = N_FEATURES  # candidate features (models/ranking/features.py); 0 = none
     action_signs: tuple[float, ...] | None = None  # +1 / -1 per action (its weight's sign): how the
     # direct path starts, so an untrained ranker orders candidates exactly as the retriever does
@@ -184,12 +190,18 @@ class Ranker(nn.Module):
         if cand_feat is None:
             raise ValueError(f"this ranker reads {self.cfg.n_features} candidate features: pass cand_feat")
         assert cand_feat.shape[-1] == self.cfg.n_features, cand_feat.shape
-        return (cand_feat.float() - self.feature_mean) / self.feature_std  # (B, C, F)
+        x = (cand_feat.float() - self.feature_mean) / self.feature_std  # (B, C, F)
+        if not self.cfg.use_retrieval_score:
+            x = x.clone()
+            x[..., list(RETRIEVAL_FEATURES)] = 0.0
+        return x
 
     def context_tokens(self, user_hash, hist_hash, hist_actions, hist_valid) -> torch.Tensor:
         B, H, _ = hist_hash.shape
         assert H == self.cfg.history_len and hist_actions.shape == (B, H, self.cfg.n_actions), hist_actions.shape
-        u = self.user(user_hash)[:, None, :] + self.segment[0]  # (B, 1, D)
+        u = self.segment[0].expand(B, 1, -1)  # (B, 1, D)
+        if self.cfg.user_id:
+            u = u + self.user(user_hash)[:, None, :]
         act = self.action(2.0 * hist_actions - 1.0)  # (B, H, D)
         h = self.history_proj(torch.cat([self.item(hist_hash), act], dim=-1)) + self.position + self.segment[1]
         h = h * hist_valid[..., None]  # (B, H, D): padding rows zeroed (and masked below)
@@ -205,7 +217,10 @@ class Ranker(nn.Module):
         return out
 
     def candidate_tokens(self, cand_hash, cand_score, cand_feat=None) -> torch.Tensor:
-        c = self.item(cand_hash) + self.segment[2]  # (B, C, D)
+        B, C, _ = cand_hash.shape
+        c = self.segment[2].expand(B, C, -1)  # (B, C, D)
+        if self.cfg.candidate_id:
+            c = c + self.item(cand_hash)
         if self.score_proj is not None:
             if cand_score is None:
                 raise ValueError("this ranker reads the retriever's score of each candidate: pass cand_score")
