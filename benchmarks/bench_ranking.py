@@ -196,6 +196,7 @@ ABLATIONS = {
     "ablation: features + listwise, vocabulary weights": ({}, {"choose_weights": False}),
     "ablation: no retrieval score or rank input (the features and ids alone)": ({"use_retrieval_score": False}, {}),
     "ablation: no user id, no candidate id": ({"user_id": False, "candidate_id": False}, {}),
+    "ablation: no candidate id (user id kept)": ({"candidate_id": False}, {}),
 }
 
 
@@ -248,8 +249,8 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
     ).fetchall()[0]
     timeline = ItemTimeline.from_warehouse(con)
     variants = {**VARIANTS, **(ABLATIONS if args.ablations else {})}
-    if args.product_only:
-        variants = {v: variants[v] for v in list(VARIANTS)[-1:]}
+    if args.product_only:  # the product's ranker, and the ablations --only names beside it
+        variants = {v: variants[v] for v in [*list(VARIANTS)[-1:], *(v for v in ABLATIONS if args.only and args.only in v)]}
     sets = {}
     for f in sorted({bool(c.get("n_features", 1)) for c, _ in variants.values()}):
         cfg = ranker_config_for(weights.tolist(), n_items, n_users, **({} if f else {"n_features": 0}))
@@ -382,6 +383,7 @@ def main(argv=None) -> int:
         help="a warehouse.duckdb the graph built from MovieLens (copied, never opened in place)",
     )
     ap.add_argument("--ablations", action="store_true", help="add the ranker without each new part")
+    ap.add_argument("--only", default="", help="with --product-only: also the ablations whose name contains this")
     ap.add_argument(
         "--product-only",
         action="store_true",
