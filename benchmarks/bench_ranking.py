@@ -250,7 +250,8 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
     timeline = ItemTimeline.from_warehouse(con)
     variants = {**VARIANTS, **(ABLATIONS if args.ablations else {})}
     if args.product_only:  # the product's ranker, and the ablations --only names beside it
-        variants = {v: variants[v] for v in [*list(VARIANTS)[-1:], *(v for v in ABLATIONS if args.only and args.only in v)]}
+        named = [v for v in ABLATIONS if args.only and args.only in v]
+        variants = {v: {**VARIANTS, **ABLATIONS}[v] for v in [*list(VARIANTS)[-1:], *named]}
     sets = {}
     for f in sorted({bool(c.get("n_features", 1)) for c, _ in variants.values()}):
         cfg = ranker_config_for(weights.tolist(), n_items, n_users, **({} if f else {"n_features": 0}))
