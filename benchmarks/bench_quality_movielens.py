@@ -548,7 +548,9 @@ def main(argv=None) -> int:
     tower = tower_config_for(shape)
     data = load_for_tower(con, tower)
     protos = {
-        k: v for k, v in protocols(con, data, tower, args.cut, args.valid_cut, args.last_k).items() if k in args.protocols.split(",")
+        k: v
+        for k, v in protocols(con, data, tower, args.cut, args.valid_cut, args.last_k).items()
+        if k in args.protocols.split(",")
     }
     for p in protos.values():
         print(
