@@ -155,11 +155,20 @@ def test_shadow_returns_the_champions_answer_and_logs_the_challengers(ab_home):
             status, body = c.call("POST", "/recommend", {"user_id": user, "k": 5})
             assert status == 200 and (body["arm"], body["model_version"]) == ("champion", manifest["current"])
             answers[body["request_id"]] = [i["item_id"] for i in body["items"]]
-        shadow = read_lines(ab_home / "shadow", "shadow-*.jsonl*")
-        by_request = {}
-        for e in shadow:
-            assert (e["event_type"], e["arm"], e["model_version"]) == ("shadow", "challenger", manifest["challenger"])
-            by_request.setdefault(e["request_id"], []).append(e["item_id"])
+        # the challenger scores after the answer has gone: its lines may trail the last response
+        deadline = time.time() + 30
+        while True:
+            by_request = {}
+            for e in read_lines(ab_home / "shadow", "shadow-*.jsonl*"):
+                assert (e["event_type"], e["arm"], e["model_version"]) == (
+                    "shadow",
+                    "challenger",
+                    manifest["challenger"],
+                )
+                by_request.setdefault(e["request_id"], []).append(e["item_id"])
+            if set(answers) <= set(by_request) or time.time() > deadline:
+                break
+            time.sleep(0.05)
         assert set(answers) <= set(by_request)  # the challenger scored every request
         assert any(by_request[r] != answers[r] for r in answers)  # ...with its own model (another seed)
         impressions = [

@@ -167,10 +167,13 @@ class EventLog:
             return
         self.fsyncs += 1
         self.lines += sum(n for _, n, _ in batch)
+        if self._fh.tell() >= self.rotate_bytes:  # handed over before the writers return (one rename)
+            try:
+                self._rotate()
+            except OSError:  # the lines are safe in the .part file: retried at the next write or tick
+                log.exception("towerflow serve: could not rotate the %s log", self.prefix)
         for _, _, done in batch:
             done.set_result(None)
-        if self._fh.tell() >= self.rotate_bytes:
-            self._rotate()
 
     def _open(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
