@@ -184,7 +184,8 @@ def planted(tmp_path_factory):
     return d, item_vectors(res.model, d.catalog).numpy()
 
 
-def test_training_stops_at_the_work_budget_inside_an_epoch(planted):
+def _tiny_retriever_setup(planted):
+    """The planted data, its 16-code residual k-means table and a tiny seq2seq config."""
     d, xb = planted
     tok, _ = fit_tokenizer(xb, TokenizerConfig(kind="rkmeans", codebook_size=16, seed=0))
     sid = tokenize(tok, d.catalog.item_ids, xb)
@@ -192,6 +193,11 @@ def test_training_stops_at_the_work_budget_inside_an_epoch(planted):
     cfg = Seq2SeqConfig(
         codebook_size=16, history_len=8, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32
     )
+    return d, table, cfg
+
+
+def test_training_stops_at_the_work_budget_inside_an_epoch(planted):
+    d, table, cfg = _tiny_retriever_setup(planted)
     rows = int((d.train.from_end < 2).sum())  # each user's last 2 train positives
     tcfg = GenTrainConfig(epochs=10, batch_size=64, recent_per_user=2, max_examples=rows + rows // 2)
     res = train_generative(table, d.train, cfg, tcfg, log=lambda m: None)
@@ -204,13 +210,7 @@ def test_training_stops_at_the_work_budget_inside_an_epoch(planted):
 
 
 def test_the_cosine_schedule_spans_the_work_budget(planted):
-    d, xb = planted
-    tok, _ = fit_tokenizer(xb, TokenizerConfig(kind="rkmeans", codebook_size=16, seed=0))
-    sid = tokenize(tok, d.catalog.item_ids, xb)
-    table = codes_by_position(d.catalog, sid.item_ids, sid.codes)
-    cfg = Seq2SeqConfig(
-        codebook_size=16, history_len=8, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn=32
-    )
+    d, table, cfg = _tiny_retriever_setup(planted)
     rows = int((d.train.from_end < 2).sum())
     tcfg = GenTrainConfig(epochs=10, batch_size=64, recent_per_user=2, max_examples=2 * rows, lr_schedule="cosine")
     res = train_generative(table, d.train, cfg, tcfg, log=lambda m: None)
