@@ -21,7 +21,7 @@ moves out of the top 10. A sanity peer: a linear listwise score over the same ca
 with the listwise loss but no features, without
 the retrieval score and rank as inputs, and without the user and candidate ids.
 --train-retriever out_of_fold retrieves and scores the train cuts with a two-tower trained
-without the train label windows' pairs (models/ranking/out_of_fold.py; valid/test keep the
+without the train label windows' pairs (benchmarks/ranking_out_of_fold.py; valid/test keep the
 champion's lists). Latency: `LoadedRanker.rank` (the library call the
 service makes) for one user and 200 candidates on one thread, p50 / p99 over --requests calls.
 """
@@ -46,10 +46,11 @@ from models.artifacts import write_manifest  # noqa: E402
 from models.ranking.data import build_ranking_candidates, load_ranking_set  # noqa: E402
 from models.ranking.evaluation import compare_orders, order_metrics  # noqa: E402
 from models.ranking.labels import build_action_labels, read_vocabulary, resolve_actions  # noqa: E402
-from models.ranking.out_of_fold import train_cut_retriever  # noqa: E402
 from models.ranking import DEFAULT_CANDIDATES  # noqa: E402
 from models.ranking.ranker import LoadedRanker  # noqa: E402
 from models.ranking.training import save_ranker, train_ranker  # noqa: E402
+
+from benchmarks.ranking_out_of_fold import train_cut_retriever  # noqa: E402
 
 
 def build(workdir: Path, dataset: str, movielens_csv: Path | None, movielens_warehouse: Path | None = None):
@@ -395,7 +396,7 @@ def main(argv=None) -> int:
         choices=("champion", "out_of_fold"),
         default="champion",
         help="what retrieves and scores the train cuts: the champion (the product) or a two-tower "
-        "trained without the train label windows' pairs (models/ranking/out_of_fold.py)",
+        "trained without the train label windows' pairs (benchmarks/ranking_out_of_fold.py)",
     )
     ap.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     ap.add_argument("--requests", type=int, default=300)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from models.ranking.data import History, RankingSet, hashed, label_window_pairs, ranking_cuts
+from benchmarks.ranking_out_of_fold import label_window_pairs
+from models.ranking.data import History, RankingSet, hashed, ranking_cuts
 from models.ranking.evaluation import compare_orders, order_metrics
 from models.ranking.labels import EVENT_ACTIONS, RATING_ACTIONS, build_action_labels, mask_to_multihot
 from models.ranking.model import Ranker, RankerConfig, isolation_mask, score_candidates, weighted_score
