@@ -19,9 +19,11 @@ scores 0 in every order), per-action AUC, the share of negative-action candidate
 moves out of the top 10. A sanity peer: a linear listwise score over the same candidate features
 (no ids, no history tokens, no transformer). --ablations adds the ranker with features but pointwise BCE only, and
 with the listwise loss but no features, without
-the retrieval score and rank as inputs, and without the user and candidate ids.
+the retrieval score and rank as inputs, without the user id, and with the candidate id (the
+product's ranker reads none since it memorised the train lists; the rows without features keep it,
+or their candidates would be told apart by the retrieval score alone).
 --train-retriever out_of_fold retrieves and scores the train cuts with a two-tower trained
-without the train label windows' pairs (models/ranking/out_of_fold.py; valid/test keep the
+without the train label windows' pairs (benchmarks/ranking_out_of_fold.py; valid/test keep the
 champion's lists). Latency: `LoadedRanker.rank` (the library call the
 service makes) for one user and 200 candidates on one thread, p50 / p99 over --requests calls.
 """
@@ -46,10 +48,11 @@ from models.artifacts import write_manifest  # noqa: E402
 from models.ranking.data import build_ranking_candidates, load_ranking_set  # noqa: E402
 from models.ranking.evaluation import compare_orders, order_metrics  # noqa: E402
 from models.ranking.labels import build_action_labels, read_vocabulary, resolve_actions  # noqa: E402
-from models.ranking.out_of_fold import train_cut_retriever  # noqa: E402
 from models.ranking import DEFAULT_CANDIDATES  # noqa: E402
 from models.ranking.ranker import LoadedRanker  # noqa: E402
 from models.ranking.training import save_ranker, train_ranker  # noqa: E402
+
+from benchmarks.ranking_out_of_fold import train_cut_retriever  # noqa: E402
 
 
 def build(workdir: Path, dataset: str, movielens_csv: Path | None, movielens_warehouse: Path | None = None):
@@ -185,18 +188,18 @@ def _stat(values) -> str:
 # name -> (RankerConfig fields, RankerTrainConfig fields): what differs from the library's defaults
 VARIANTS = {
     "ranker: pointwise BCE, no features, vocabulary weights (the previous ranker)": (
-        {"n_features": 0},
+        {"n_features": 0, "candidate_id": True},
         {"listwise": 0.0, "choose_weights": False},
     ),
     "ranker: features + listwise, weights chosen on valid (the product's defaults)": ({}, {}),
 }
 ABLATIONS = {
     "ablation: features, pointwise BCE only, weights chosen on valid": ({}, {"listwise": 0.0}),
-    "ablation: listwise, no features, weights chosen on valid": ({"n_features": 0}, {}),
+    "ablation: listwise, no features, weights chosen on valid": ({"n_features": 0, "candidate_id": True}, {}),
     "ablation: features + listwise, vocabulary weights": ({}, {"choose_weights": False}),
     "ablation: no retrieval score or rank input (the features and ids alone)": ({"use_retrieval_score": False}, {}),
-    "ablation: no user id, no candidate id": ({"user_id": False, "candidate_id": False}, {}),
-    "ablation: no candidate id (user id kept)": ({"candidate_id": False}, {}),
+    "ablation: no user id (no candidate id either, as the product)": ({"user_id": False}, {}),
+    "ablation: with the candidate id (the previous default)": ({"candidate_id": True}, {}),
 }
 
 
@@ -319,19 +322,20 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
                         test_set.is_target,
                         test_set.cand_valid & test_set.retrieved,
                     ),
+                    order_metrics(valid_set.retrieval_score + best * valid_pop, valid_set.is_target, v),
                 )
             )
     con.close()
     first = next(iter(runs.values()))
     ret_test = np.mean([r["test"]["retrieval"]["ndcg@10"] for r in first])
     ret_valid = np.mean([r["valid"]["retrieval"]["ndcg@10"] for r in first])
-    alpha, pop = pop_rows[0]
+    alpha, pop, pop_valid = pop_rows[0]
     lin_step, lin_valid, lin_test = linear_listwise(*sets[True]) if True in sets else (0, float("nan"), float("nan"))
     lines = [
         f"| {dataset} | retrieval order (champion two-tower) | {first[0]['test']['retrieval']['ndcg@10']:.4f} | "
         f"{first[0]['test']['retrieval']['hr@10']:.4f} | 1.00x | 1.00x |",
         f"| {dataset} | retrieval + popularity prior (alpha {alpha} on valid) | {pop['ndcg@10']:.4f} | "
-        f"{pop['hr@10']:.4f} | {pop['ndcg@10'] / ret_test:.2f}x | |",
+        f"{pop['hr@10']:.4f} | {pop['ndcg@10'] / ret_test:.3f}x | {pop_valid['ndcg@10'] / ret_valid:.3f}x |",
         f"| {dataset} | linear listwise over the features (no transformer; step {lin_step} on valid) | "
         f"{lin_test:.4f} | | {lin_test / ret_test:.3f}x | {lin_valid / ret_valid:.3f}x |",
     ]
@@ -395,7 +399,7 @@ def main(argv=None) -> int:
         choices=("champion", "out_of_fold"),
         default="champion",
         help="what retrieves and scores the train cuts: the champion (the product) or a two-tower "
-        "trained without the train label windows' pairs (models/ranking/out_of_fold.py)",
+        "trained without the train label windows' pairs (benchmarks/ranking_out_of_fold.py)",
     )
     ap.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     ap.add_argument("--requests", type=int, default=300)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from models.ranking.data import History, RankingSet, hashed, label_window_pairs, ranking_cuts
+from benchmarks.ranking_out_of_fold import label_window_pairs
+from models.ranking.data import History, RankingSet, hashed, ranking_cuts
 from models.ranking.evaluation import compare_orders, order_metrics
 from models.ranking.labels import EVENT_ACTIONS, RATING_ACTIONS, build_action_labels, mask_to_multihot
 from models.ranking.model import Ranker, RankerConfig, isolation_mask, score_candidates, weighted_score
@@ -81,7 +82,8 @@ def test_a_candidates_score_is_bit_identical_alone_among_31_others_and_when_they
 
 def test_ablations_cut_their_inputs_out_of_the_score():
     """use_retrieval_score False: the score and the retrieval-score / rank features no longer move
-    a candidate's logits, the other features still do; user_id False: the user id does not."""
+    a candidate's logits, the other features still do; user_id False: the user id does not;
+    candidate_id False: the candidate's id does not."""
     from models.ranking.features import FEATURES
 
     base = RankerConfig(n_actions=2, action_signs=(1.0, -1.0), history_len=8, item_buckets=256, user_buckets=256)
@@ -108,6 +110,11 @@ def test_ablations_cut_their_inputs_out_of_the_score():
     other = torch.as_tensor(hash_buckets(np.array(["u2"], dtype=object), base.n_hashes, base.user_buckets))
     assert torch.equal(logits(no_user, x), logits(no_user, x, user=other))
     assert not torch.equal(logits(with_ret, x), logits(with_ret, x, user=other))
+    # candidate_id False (the default): a candidate's hashed id does not move its logits, its features do
+    renamed = (*x[:4], _inputs(base, [f"i{j + 50}" for j in range(5)])[4], *x[5:])
+    assert not base.candidate_id and torch.equal(logits(with_ret, x), logits(with_ret, renamed))
+    with_id = _untrained(RankerConfig(**{**base.to_dict(), "candidate_id": True}))
+    assert not torch.equal(logits(with_id, x), logits(with_id, renamed))
 
 
 def test_isolation_is_what_keeps_scores_apart_and_scoring_matches_the_masked_forward():
@@ -314,7 +321,8 @@ def test_ranker_learns_planted_actions_and_beats_retrieval_order():
         candidates_per_pass=8,
         item_buckets=257,
         user_buckets=1031,
-        n_features=0,  # the planted signal is in history x candidate only
+        n_features=0,  # the planted signal is in history x candidate id only
+        candidate_id=True,
     )
     weights = torch.tensor([1.0, 2.0, -10.0])  # click, like, not_interested
     train, valid, test = planted(400, 24, cfg, 0), planted(150, 24, cfg, 1), planted(150, 24, cfg, 2)

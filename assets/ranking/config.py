@@ -24,7 +24,7 @@ RankingConfig: type[dg.Config] = config_from(
         dropout="a model-size choice the product keeps fixed",
         use_retrieval_score="the retriever's score and rank are always candidate inputs",
         user_id="an ablation: the product's user token carries the hashed user id",
-        candidate_id="an ablation: the product's candidate token carries the hashed item id",
+        candidate_id="an ablation: the product's candidate token carries no hashed item id (it memorised the train lists)",
         n_features="the feature set is models/ranking/features.py's FEATURES",
         action_signs="the sign of each action's weight (ranker_config_for)",
     ),

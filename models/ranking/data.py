@@ -86,15 +86,6 @@ def ranking_cuts(pairs: pd.DataFrame, label_share: float, train_cuts: int = 1) -
     return out.reset_index(drop=True)
 
 
-def label_window_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> np.ndarray:
-    """pairs: interaction_splits rows, cuts: ranking_cuts -> a bool mask over pairs of the train
-    pairs at or after their user's first train cut (every train label window's pairs): what a
-    retriever that scores the train cuts must not train on."""
-    first = cuts[cuts.split == "train"].groupby("user_id")["cut_ts"].min()
-    at = pairs["user_id"].map(first)
-    return ((pairs["split"] == "train") & at.notna() & (pairs["ts"] >= at)).to_numpy()
-
-
 def known_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
     """Positive pairs each (user, split, cut) may use: train pairs (train, valid) or train + valid
     pairs (test) dated before the cut; a user_id, split, cut, item_id, ts frame."""
@@ -141,8 +132,9 @@ def build_ranking_candidates(
     action_labels and the champion retriever; returns counts and the SQL text.
 
     `train_retriever` (same towers, default: the champion) retrieves and scores the train cuts
-    instead: one trained without the label-window pairs (`label_window_pairs` out) gives train
-    lists whose targets it never saw, as valid/test targets are to the champion."""
+    instead: benchmarks/ranking_out_of_fold.py trains one without the label-window pairs, whose
+    train lists hold targets it never saw, as valid/test targets are to the champion (an
+    experiment the product rejected; README, ranking section)."""
     t = retriever.cfg
     pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
     cuts = ranking_cuts(pairs, label_share, train_cuts)

@@ -67,7 +67,9 @@ class RankerConfig:
     use_retrieval_score: bool = True  # the retriever's score as a candidate input and a direct path
     # (False also blanks the retrieval score and rank features: the ranker orders without them)
     user_id: bool = True  # a hashed user-id token (False: the user token is the segment vector alone)
-    candidate_id: bool = True  # a candidate's hashed id in its token (False: features and score alone)
+    candidate_id: bool = False  # a candidate's hashed id in its token; off by default: the id table
+    # memorised the train lists (MovieLens: without it valid and test rose on every seed; README,
+    # ranking section), so a candidate reads its features and score, the history its items' ids
     n_features: int = N_FEATURES  # candidate features (models/ranking/features.py); 0 = none
     action_signs: tuple[float, ...] | None = None  # +1 / -1 per action (its weight's sign): how the
     # direct path starts, so an untrained ranker orders candidates exactly as the retriever does

@@ -11,17 +11,30 @@ champion scores valid/test (57% of train targets retrieved, NDCG@10 0.061).
 
 It trains on each user's train pairs before their first train cut (ranking_cuts) and the
 negative feedback before it, with the champion's TowerConfig and the library's TrainConfig
-(seed 0). `build_ranking_candidates(..., train_retriever=)` takes it; the benchmark runs it with
-`--train-retriever out_of_fold`. Not the product's: on MovieLens it moved test NDCG@10 within
-chance and lowered valid (README, ranking section), for one more two-tower training per run.
+(seed 0). `build_ranking_candidates(..., train_retriever=)` takes it; benchmarks/bench_ranking.py
+runs it with `--train-retriever out_of_fold`. A rejected experiment, so it lives here and not in
+the library: on MovieLens it moved test NDCG@10 within chance and lowered valid (README, ranking
+section), for one more two-tower training per run.
 """
 
 from __future__ import annotations
 
-from models.ranking.data import label_window_pairs, ranking_cuts
+import numpy as np
+import pandas as pd
+
+from models.ranking.data import ranking_cuts
 from models.retrieval.data import build_eval_set, build_train_set, load_catalog
 
 NEGATIVES_SQL = "SELECT user_id, item_id, ts FROM clean_interactions WHERE is_negative"
+
+
+def label_window_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> np.ndarray:
+    """pairs: interaction_splits rows, cuts: ranking_cuts -> a bool mask over pairs of the train
+    pairs at or after their user's first train cut (every train label window's pairs): what a
+    retriever that scores the train cuts must not train on."""
+    first = cuts[cuts.split == "train"].groupby("user_id")["cut_ts"].min()
+    at = pairs["user_id"].map(first)
+    return ((pairs["split"] == "train") & at.notna() & (pairs["ts"] >= at)).to_numpy()
 
 
 def train_cut_retriever(con, tower, *, label_share: float, train_cuts: int, log=None):
