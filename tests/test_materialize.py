@@ -987,6 +987,10 @@ def test_ranking_group_ranks_retrieved_candidates_with_action_probabilities(firs
     assert first_run.asset_materializations_for_node("promoted_ranker")[0].metadata["ranker"].value in registered
     ranker = load_ranker(home / "artifacts")
     assert ranker.actions == ["click", "like", "share", "liked_rating", "not_interested"]
+    # the demo-sized data fits the default list budget whole: every user gets its lists
+    cand = first_run.asset_materializations_for_node("ranking_candidates")[0].metadata
+    assert cand["users_kept"].value == cand["users_total"].value > 0
+    assert cand["lists_total"].value <= cand["max_lists"].value and "every user" in cand["budget"].value
     recs = pq.read_table(home / "artifacts" / "recommendations" / "ranked_recommendations.parquet").to_pandas()
     assert list(recs.columns) == [
         "user_id",

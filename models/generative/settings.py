@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.retrieval.settings import EvaluationRun
 from models.settings import setting
 
 
@@ -29,9 +30,11 @@ class SemanticIdRun:
 @dataclass
 class GenerativeEvaluationSettings:
     eval_users: int = setting(
-        0,
-        "Decode a seeded sample of this many valid / test users (0 = "
-        "all of them, the same users as model_evaluation; the demo decodes a sample).",
+        EvaluationRun.eval_users,  # model_evaluation's: the same seeded users, so the figures compare
+        "Decode a seeded sample of this many valid / test users (0 = all of them); every user when "
+        "there are fewer (MovieLens; the demo decodes a smaller sample). Beam search costs per user, "
+        "so at 100k users decoding all of them would be the group's longest step.",
+        ge=0,
     )
     beam: int = setting(0, "Beam width (0 = the one the retriever was validated with).")
     seed: int = setting(0, "Seed of the user sample.")
