@@ -584,32 +584,47 @@ def test_cli_status_and_quarantine(first_run, home, monkeypatch):
     assert out.exit_code == 2 and "'bogus'" in out.output and "unknown_event_type (" in out.output
 
 
-def test_dagster_cli_materializes_everything_with_only_towerflow_home_set(tmp_path):
-    generate(tmp_path / "landing", n_users=80, n_items=60, n_events=2000, seed=1, log=lambda m: None)
+def _dagster_cli_materialize(home: Path, select: str, *extra: str) -> subprocess.CompletedProcess:
+    """`dagster asset materialize --select SELECT` as a user types it, with only TOWERFLOW_HOME set."""
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI")}
-    env["TOWERFLOW_HOME"] = str(tmp_path)
+    env["TOWERFLOW_HOME"] = str(home)
     dagster = Path(sys.executable).parent / "dagster"
-    ranker = json.dumps({"ops": {"ranking_model": {"config": TINY_RANKER}}})
-    proc = subprocess.run(
-        [
-            str(dagster),
-            "asset",
-            "materialize",
-            "-m",
-            "orchestration.definitions",
-            "--select",
-            "*",
-            "--config-json",
-            ranker,
-        ],
+    return subprocess.run(
+        [str(dagster), "asset", "materialize", "-m", "orchestration.definitions", "--select", select, *extra],
         cwd=Path(__file__).resolve().parents[1],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_dagster_cli_materializes_everything_with_only_towerflow_home_set(tmp_path):
+    generate(tmp_path / "landing", n_users=80, n_items=60, n_events=2000, seed=1, log=lambda m: None)
+    ranker = json.dumps({"ops": {"ranking_model": {"config": TINY_RANKER}}})
+    proc = _dagster_cli_materialize(tmp_path, "*", "--config-json", ranker)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM vocabularies").fetchall()[0][0] > 0
+
+
+def test_dagster_cli_materializes_a_part_of_the_graph_with_its_upstream(tmp_path):
+    """`--select '*vocabularies'`: the data steps up to the vocabularies, and nothing downstream."""
+    import re
+
+    generate(tmp_path / "landing", n_users=80, n_items=60, n_events=2000, seed=1, log=lambda m: None)
+    proc = _dagster_cli_materialize(tmp_path, "*vocabularies")
+    out = proc.stderr + proc.stdout
+    assert proc.returncode == 0 and "RUN_SUCCESS" in out, proc.stderr[-3000:]
+    assert set(re.findall(r"Materialized value (\w+)", out)) == {
+        "raw_events",
+        "raw_items",
+        "clean_interactions",
+        "clean_items",
+        "interaction_splits",
+        "vocabularies",
+    }
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM vocabularies").fetchall()[0][0] > 0
 
