@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scale.py [--users 100000] [--items 1000000] [--events 10000000]
                                      [--workdir DIR] [--select '*'] [--keep-landing]
-                                     [--config-json JSON]
+                                     [--config-json JSON] [--keep-home]
 
 1. `towerflow generate --users U --items I --events E` into a fresh TOWERFLOW_HOME (with
    --keep-landing, a landing folder generated earlier with the same arguments is reused;
@@ -15,6 +15,10 @@
 3. While it runs, the resident set of the whole process tree is sampled every 0.5 s from /proc.
    Afterwards the run's Dagster event log gives every step's (asset's or check's) start and
    end; each step's peak is the largest tree RSS sampled while it ran.
+
+With --keep-home the home of the previous run stays (no generation): `--keep-home --select
+'model_evaluation*'` measures the steps from a fixed break on, on the data and model already
+there.
 
 Prints one table (step, kind, seconds, peak RSS) and the totals against the goals: the whole
 graph within 15 minutes wall and 8 GiB peak on 2 cores. Nothing here asserts a timing.
@@ -152,6 +156,11 @@ def main() -> None:
         default="",
         help="Run config for `dagster asset materialize` (default: none, the default configs).",
     )
+    ap.add_argument(
+        "--keep-home",
+        action="store_true",
+        help="Keep the previous run's home (no generation): resume a broken run with --select 'STEP*'.",
+    )
     args = ap.parse_args()
     if args.config_json:
         json.loads(args.config_json)  # fail here, not after generating the data
@@ -166,16 +175,20 @@ def main() -> None:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PYTHONUNBUFFERED": "1",
     }
-    shutil.rmtree(home, ignore_errors=True)
-    (home / "dagster").mkdir(parents=True)
-    (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    args.workdir.mkdir(parents=True, exist_ok=True)
-
     gen_seconds, gen_peak = None, None
+    if args.keep_home and not (home / "landing").is_dir():
+        raise SystemExit(f"--keep-home: no previous run's home at {home}")
+    if not args.keep_home:
+        shutil.rmtree(home, ignore_errors=True)
+        (home / "dagster").mkdir(parents=True)
+        (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    args.workdir.mkdir(parents=True, exist_ok=True)
     reuse = (
         args.keep_landing and (cached / "key.json").exists() and json.loads((cached / "key.json").read_text()) == key
     )
-    if reuse:
+    if args.keep_home:
+        _log(f"keeping the previous run's home {home}")
+    elif reuse:
         _log(f"reusing landing files in {cached}")
         shutil.copytree(cached / "landing", home / "landing")
     else:
