@@ -108,7 +108,7 @@ def step_table(dagster_home: Path, sampler: Sampler) -> list[tuple[str, str, flo
 
     instance = dg.DagsterInstance.get()
     run = instance.get_runs(limit=1)[0]
-    starts, ends, status, assets = {}, {}, {}, set()
+    starts, ends, status, assets, checks = {}, {}, {}, set(), set()
     for entry in instance.all_logs(run.run_id):
         ev = entry.dagster_event
         if ev is None or not entry.step_key:
@@ -121,6 +121,8 @@ def step_table(dagster_home: Path, sampler: Sampler) -> list[tuple[str, str, flo
             status[entry.step_key] = kind.removeprefix("STEP_").lower()
         elif kind == "ASSET_MATERIALIZATION":
             assets.add(entry.step_key)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            checks.add(entry.step_key)
     rows = []
     for step, t0 in sorted(starts.items(), key=lambda kv: kv[1]):
         t1 = ends.get(step, time.time())
@@ -128,7 +130,7 @@ def step_table(dagster_home: Path, sampler: Sampler) -> list[tuple[str, str, flo
         rows.append(
             (
                 step,
-                "asset" if step in assets else "check",
+                "asset" if step in assets else "check" if step in checks else "-",  # "-": failed before either
                 t1 - t0,
                 sampler.peak(t0 - sampler.every, t1 + sampler.every),
                 status.get(step, "unfinished"),

@@ -160,6 +160,35 @@ def test_model_evaluation_gives_intervals_and_its_check_shows_them(first_run, ho
     assert shown["significant"].value == (ev["comparison"]["valid"]["difference_lo"] > 0)
 
 
+def test_model_evaluation_on_a_sample_of_users_reports_each_split(first_run, home, tmp_path):
+    """Fewer eval_users than evaluation users (as at 10M events): each split ranks a seeded
+    sample and its figures stay under the split's name (a sample once named its figures
+    'valid (sample of N)' and the step failed after ranking)."""
+    import shutil
+
+    from orchestration.definitions import build_definitions
+
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    os.environ["TOWERFLOW_HOME"] = str(copy)
+    run = (
+        build_definitions(copy)
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(
+            asset_selection=[dg.AssetKey("model_evaluation")],
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+            run_config={"ops": {"model_evaluation": {"config": {"eval_users": 30}}}},
+        )
+    )
+    assert run.success
+    ev = run.asset_materializations_for_node("model_evaluation")[0].metadata["evaluation"].value
+    for split in ("valid", "test"):
+        for who in ("model", "popularity"):
+            assert ev[who][split]["users"] == 30 < ev[who][split]["users_total"]
+        assert ev["comparison"][split]["difference_lo"] <= ev["comparison"][split]["difference_hi"]
+
+
 def test_a_fresh_home_looks_fresh_and_the_daemon_launches_nothing(first_run, home):
     """`make dev` right after `make demo`: the real daemon ticks the sensors on the demo's home.
     They find every landed file in the ledger (the demo ingested them), so no run is launched and
