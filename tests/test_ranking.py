@@ -638,3 +638,19 @@ def test_a_served_ranker_reads_the_features_offline_evaluation_computes_at_the_s
     )
     assert t0[0] < t[0] and not torch.allclose(other, offline)
     con.close()
+
+
+def test_retrieval_in_smaller_blocks_on_a_big_catalog_gives_the_same_lists(monkeypatch):
+    import models.ranking.data as data
+
+    class Seen:  # two seen items per user, excluded from its list
+        def seen_of(self, rows):
+            return [np.array([r % 7, (3 * r) % 50]) for r in rows]
+
+    torch.manual_seed(0)
+    users, items = torch.randn(300, 8), torch.randn(5000, 8)
+    whole = data.retrieve(users, items, Seen(), 20)  # one block of 300 users
+    monkeypatch.setattr(data, "SCORE_BLOCK", 5000 * 7)  # 7 users a block
+    blocks = data.retrieve(users, items, Seen(), 20)
+    assert np.array_equal(whole[0], blocks[0]) and np.array_equal(whole[1], blocks[1])
+    assert not np.isin(whole[0][5], [5 % 7, 15]).any()  # user 5's seen items are not retrieved
