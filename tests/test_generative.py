@@ -57,6 +57,25 @@ def test_rqvae_puts_each_planted_cluster_under_one_first_level_code():
     assert len(set(dominant)) == len(dominant)
 
 
+def test_the_rqvae_budget_counts_item_vectors_and_grows_with_the_catalog():
+    xb, _ = planted_clusters()  # 320 vectors
+    small = dict(kind="rqvae", codebook_size=8, code_dim=8, hidden=(32,), batch_size=64, seed=0)
+    # under the budget every epoch runs (the rule MovieLens and the demo take)
+    _, fit = fit_tokenizer(xb, TokenizerConfig(**small, epochs=3, max_examples=10_000))
+    assert (fit["examples"], fit["epochs_run"], fit["budget_rule"]) == (960, 3, "epochs")
+    # over it the budget stops training inside an epoch: 1,000 vectors are 3.125 passes
+    _, fit = fit_tokenizer(xb, TokenizerConfig(**small, epochs=60, max_examples=1_000))
+    assert (fit["examples"], fit["epochs_run"], fit["budget_rule"]) == (1_000, 3.125, "max_examples")
+    # a budget below min_epochs passes is raised to them: it grows with the catalog
+    _, fit = fit_tokenizer(xb, TokenizerConfig(**small, epochs=60, max_examples=100, min_epochs=2))
+    assert fit["examples"] == 640 and fit["epochs_run"] == 2
+    # a budget of exactly 2 passes trains the same tokenizer as 2 epochs without a budget
+    a, _ = fit_tokenizer(xb, TokenizerConfig(**small, epochs=60, max_examples=640, min_epochs=0))
+    b, _ = fit_tokenizer(xb, TokenizerConfig(**small, epochs=2, max_examples=0))
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
 def test_collision_tokens_number_items_sharing_a_prefix_and_continue_after_existing_codes():
     prefix = np.array([[1, 2, 3], [1, 2, 3], [0, 0, 0], [1, 2, 3]])
     # the first (1,2,3) gets 0, the second 1, the lone (0,0,0) 0, the third (1,2,3) 2

@@ -160,6 +160,35 @@ def test_model_evaluation_gives_intervals_and_its_check_shows_them(first_run, ho
     assert shown["significant"].value == (ev["comparison"]["valid"]["difference_lo"] > 0)
 
 
+def test_model_evaluation_on_a_sample_of_users_reports_each_split(first_run, home, tmp_path):
+    """Fewer eval_users than evaluation users (as at 10M events): each split ranks a seeded
+    sample and its figures stay under the split's name (a sample once named its figures
+    'valid (sample of N)' and the step failed after ranking)."""
+    import shutil
+
+    from orchestration.definitions import build_definitions
+
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    os.environ["TOWERFLOW_HOME"] = str(copy)
+    run = (
+        build_definitions(copy)
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(
+            asset_selection=[dg.AssetKey("model_evaluation")],
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+            run_config={"ops": {"model_evaluation": {"config": {"eval_users": 30}}}},
+        )
+    )
+    assert run.success
+    ev = run.asset_materializations_for_node("model_evaluation")[0].metadata["evaluation"].value
+    for split in ("valid", "test"):
+        for who in ("model", "popularity"):
+            assert ev[who][split]["users"] == 30 < ev[who][split]["users_total"]
+        assert ev["comparison"][split]["difference_lo"] <= ev["comparison"][split]["difference_hi"]
+
+
 def test_a_fresh_home_looks_fresh_and_the_daemon_launches_nothing(first_run, home):
     """`make dev` right after `make demo`: the real daemon ticks the sensors on the demo's home.
     They find every landed file in the ledger (the demo ingested them), so no run is launched and
@@ -584,32 +613,47 @@ def test_cli_status_and_quarantine(first_run, home, monkeypatch):
     assert out.exit_code == 2 and "'bogus'" in out.output and "unknown_event_type (" in out.output
 
 
-def test_dagster_cli_materializes_everything_with_only_towerflow_home_set(tmp_path):
-    generate(tmp_path / "landing", n_users=80, n_items=60, n_events=2000, seed=1, log=lambda m: None)
+def _dagster_cli_materialize(home: Path, select: str, *extra: str) -> subprocess.CompletedProcess:
+    """`dagster asset materialize --select SELECT` as a user types it, with only TOWERFLOW_HOME set."""
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI")}
-    env["TOWERFLOW_HOME"] = str(tmp_path)
+    env["TOWERFLOW_HOME"] = str(home)
     dagster = Path(sys.executable).parent / "dagster"
-    ranker = json.dumps({"ops": {"ranking_model": {"config": TINY_RANKER}}})
-    proc = subprocess.run(
-        [
-            str(dagster),
-            "asset",
-            "materialize",
-            "-m",
-            "orchestration.definitions",
-            "--select",
-            "*",
-            "--config-json",
-            ranker,
-        ],
+    return subprocess.run(
+        [str(dagster), "asset", "materialize", "-m", "orchestration.definitions", "--select", select, *extra],
         cwd=Path(__file__).resolve().parents[1],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_dagster_cli_materializes_everything_with_only_towerflow_home_set(tmp_path):
+    generate(tmp_path / "landing", n_users=80, n_items=60, n_events=2000, seed=1, log=lambda m: None)
+    ranker = json.dumps({"ops": {"ranking_model": {"config": TINY_RANKER}}})
+    proc = _dagster_cli_materialize(tmp_path, "*", "--config-json", ranker)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM vocabularies").fetchall()[0][0] > 0
+
+
+def test_dagster_cli_materializes_a_part_of_the_graph_with_its_upstream(tmp_path):
+    """`--select '*vocabularies'`: the data steps up to the vocabularies, and nothing downstream."""
+    import re
+
+    generate(tmp_path / "landing", n_users=80, n_items=60, n_events=2000, seed=1, log=lambda m: None)
+    proc = _dagster_cli_materialize(tmp_path, "*vocabularies")
+    out = proc.stderr + proc.stdout
+    assert proc.returncode == 0 and "RUN_SUCCESS" in out, proc.stderr[-3000:]
+    assert set(re.findall(r"Materialized value (\w+)", out)) == {
+        "raw_events",
+        "raw_items",
+        "clean_interactions",
+        "clean_items",
+        "interaction_splits",
+        "vocabularies",
+    }
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM vocabularies").fetchall()[0][0] > 0
 
@@ -987,6 +1031,10 @@ def test_ranking_group_ranks_retrieved_candidates_with_action_probabilities(firs
     assert first_run.asset_materializations_for_node("promoted_ranker")[0].metadata["ranker"].value in registered
     ranker = load_ranker(home / "artifacts")
     assert ranker.actions == ["click", "like", "share", "liked_rating", "not_interested"]
+    # the demo-sized data fits the default list budget whole: every user gets its lists
+    cand = first_run.asset_materializations_for_node("ranking_candidates")[0].metadata
+    assert cand["users_kept"].value == cand["users_total"].value > 0
+    assert cand["lists_total"].value <= cand["max_lists"].value and "every user" in cand["budget"].value
     recs = pq.read_table(home / "artifacts" / "recommendations" / "ranked_recommendations.parquet").to_pandas()
     assert list(recs.columns) == [
         "user_id",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmarks.ranking_out_of_fold import label_window_pairs
-from models.ranking.data import History, RankingSet, hashed, ranking_cuts
+from models.ranking.data import History, RankingSet, hashed, ranking_cuts, users_within_lists
 from models.ranking.evaluation import compare_orders, order_metrics
 from models.ranking.labels import EVENT_ACTIONS, RATING_ACTIONS, build_action_labels, mask_to_multihot
 from models.ranking.model import Ranker, RankerConfig, isolation_mask, score_candidates, weighted_score
@@ -237,6 +237,29 @@ def test_several_train_cuts_spread_over_the_label_window_one_per_distinct_time()
     assert cuts[cuts.split != "train"]["cut"].eq(0).all() and len(cuts[cuts.split != "train"]) == 2
     with pytest.raises(ValueError):
         ranking_cuts(pairs, label_share=0.4, train_cuts=0)
+
+
+def test_the_list_budget_keeps_every_user_when_it_fits_and_whole_users_when_it_does_not():
+    # 10 users with 1..10 lists each: 55 lists in all
+    cuts = pd.DataFrame({"user_id": [f"u{u:02d}" for u in range(1, 11) for _ in range(u)]})
+    everyone = [f"u{u:02d}" for u in range(1, 11)]
+    assert users_within_lists(cuts, 0).tolist() == everyone  # 0: no budget
+    assert users_within_lists(cuts, 55).tolist() == everyone  # exactly fits
+    per_user = cuts.groupby("user_id").size()
+    for budget in (54, 20, 10):  # 10: the most one user has, so never empty
+        kept = users_within_lists(cuts, budget, seed=3)
+        assert 0 < per_user[kept].sum() <= budget and len(kept) < 10
+        assert kept.tolist() == sorted(kept) and users_within_lists(cuts, budget, seed=3).tolist() == kept.tolist()
+        # the longest prefix of the seeded order: the next user in that order would not fit
+        order = per_user.index.to_numpy()[np.random.default_rng(3).permutation(10)]
+        assert set(kept) == set(order[: len(kept)])
+        assert per_user[kept].sum() + per_user[order[len(kept)]] > budget
+    # a bigger budget keeps a superset: the sample grows with the budget, never reshuffles
+    assert set(users_within_lists(cuts, 20, seed=3)) <= set(users_within_lists(cuts, 54, seed=3))
+    with pytest.raises(ValueError, match="max_lists"):
+        users_within_lists(cuts, -1)
+    with pytest.raises(ValueError, match="keeps no user"):  # not even one user's lists fit
+        users_within_lists(pd.DataFrame({"user_id": ["a"] * 5 + ["b"] * 5}), 4)
 
 
 def test_the_train_cut_retriever_leaves_out_every_pair_from_the_first_train_cut_on():
@@ -623,3 +646,19 @@ def test_a_served_ranker_reads_the_features_offline_evaluation_computes_at_the_s
     )
     assert t0[0] < t[0] and not torch.allclose(other, offline)
     con.close()
+
+
+def test_retrieval_in_smaller_blocks_on_a_big_catalog_gives_the_same_lists(monkeypatch):
+    import models.ranking.data as data
+
+    class Seen:  # two seen items per user, excluded from its list
+        def seen_of(self, rows):
+            return [np.array([r % 7, (3 * r) % 50]) for r in rows]
+
+    torch.manual_seed(0)
+    users, items = torch.randn(300, 8), torch.randn(5000, 8)
+    whole = data.retrieve(users, items, Seen(), 20)  # one block of 300 users
+    monkeypatch.setattr(data, "SCORE_BLOCK", 5000 * 7)  # 7 users a block
+    blocks = data.retrieve(users, items, Seen(), 20)
+    assert np.array_equal(whole[0], blocks[0]) and np.array_equal(whole[1], blocks[1])
+    assert not np.isin(whole[0][5], [5 % 7, 15]).any()  # user 5's seen items are not retrieved

@@ -27,7 +27,9 @@ def ranking_candidates(
     """Per user and split (train / valid / test; train_cuts lists per user in train), the champion two-tower's top N for the history
     before the split's cut (seen items excluded, retrieval score kept), labelled with the
     actions the user took on them in the split's window; train rows add the window's exposures
-    retrieval missed. Train rows use only train-period history and labels."""
+    retrieval missed. Train rows use only train-period history and labels. Above `max_lists`
+    lists a seeded sample of users keeps all its lists (users_kept < users_total in the metadata,
+    and a `budget` line saying so)."""
     with duckdb.get_connection() as con:
         champion = load_champion(con, paths.artifacts)
         out = build_ranking_candidates(
@@ -36,6 +38,8 @@ def ranking_candidates(
             n_candidates=config.n_candidates,
             label_share=config.label_share,
             train_cuts=config.train_cuts,
+            max_lists=config.max_lists,
+            seed=config.seed,
             log=context.log.info,
         )
     rows = [
@@ -52,6 +56,10 @@ def ranking_candidates(
         "retriever_version": champion.version,
         "n_candidates": config.n_candidates,
         "train_cuts": config.train_cuts,
+        "max_lists": config.max_lists,
+        "lists_total": out["lists_total"],  # before the budget
+        "users_total": out["users_total"],
+        "users_kept": out["users_kept"],  # < users_total: max_lists sampled the users
         **{f"lists_{s}": int(out["lists"].get(s, 0)) for s in ("train", "valid", "test")},
         **{f"rows_{s}": int(out["rows"].get(s, 0)) for s in ("train", "valid", "test")},
         **{f"target_retrieved_{s}": float(out["target_retrieved"].get(s, 0.0)) for s in ("train", "valid", "test")},
@@ -61,6 +69,12 @@ def ranking_candidates(
         "ranking_candidates",
         {k: v for k, v in figures.items() if isinstance(v, (int, float))},
         params={"retriever_version": champion.version},
+    )
+    figures["budget"] = (
+        f"max_lists {config.max_lists:,}: {out['lists_total']:,} lists over {out['users_total']:,} users did "
+        f"not fit; a seeded sample (seed {config.seed}) of {out['users_kept']:,} users keeps all its lists"
+        if out["users_kept"] < out["users_total"]
+        else f"every user ({out['users_total']:,}, {out['lists_total']:,} lists) within max_lists {config.max_lists:,}"
     )
     return dg.MaterializeResult(
         metadata=figures_metadata(

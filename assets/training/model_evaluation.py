@@ -60,8 +60,8 @@ def model_evaluation(
             for name in ("ndcg@10", "hr@10"):
                 figures[f"{name}_ci"] = list(bootstrap_interval(per_user[name], **draw))
             figures["users_total"] = float(len(full))
-            metrics[who][ev.name], vectors[who] = figures, per_user
-        metrics["comparison"][ev.name] = paired_difference(
+            metrics[who][full.name], vectors[who] = figures, per_user  # keyed by split: a sample names itself
+        metrics["comparison"][full.name] = paired_difference(
             vectors["model"]["ndcg@10"], vectors["popularity"]["ndcg@10"], **draw
         )
     metrics["version"] = version

@@ -3,7 +3,7 @@ retriever (Seq2SeqConfig) and its training (GenTrainConfig, which holds the work
 train a new tokenizer and how the evaluation samples. The defaults live here
 once; the Dagster configs (assets/generative/config.py) are derived from them.
 
-Product defaults: TIGER's tokenizer (3 x 256 codes, 200 RQ-VAE epochs) and beam 20, a retriever
+Product defaults: TIGER's tokenizer (3 x 256 codes, at most 200 RQ-VAE epochs under a budget of 2M item vectors) and beam 20, a retriever
 sized for the graph's budget (d_model 64, 2+2 layers, FFN 256, no dropout, history 20) trained
 under a work budget (GenTrainConfig.max_examples) with early stopping; `make demo` passes a
 smaller run (Makefile GENERATIVE_DEMO)."""
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.retrieval.settings import EvaluationRun
 from models.settings import setting
 
 
@@ -29,9 +30,11 @@ class SemanticIdRun:
 @dataclass
 class GenerativeEvaluationSettings:
     eval_users: int = setting(
-        0,
-        "Decode a seeded sample of this many valid / test users (0 = "
-        "all of them, the same users as model_evaluation; the demo decodes a sample).",
+        EvaluationRun.eval_users,  # model_evaluation's: the same seeded users, so the figures compare
+        "Decode a seeded sample of this many valid / test users (0 = all of them); every user when "
+        "there are fewer (MovieLens; the demo decodes a smaller sample). Beam search costs per user, "
+        "so at 100k users decoding all of them would be the group's longest step.",
+        ge=0,
     )
     beam: int = setting(0, "Beam width (0 = the one the retriever was validated with).")
     seed: int = setting(0, "Seed of the user sample.")

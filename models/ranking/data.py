@@ -86,6 +86,26 @@ def ranking_cuts(pairs: pd.DataFrame, label_share: float, train_cuts: int = 1) -
     return out.reset_index(drop=True)
 
 
+def users_within_lists(cuts: pd.DataFrame, max_lists: int, seed: int = 0) -> np.ndarray:
+    """cuts: ranking_cuts rows, one candidate list each -> the users whose lists fit the work
+    budget `max_lists` (0 = no budget), sorted: every user when all lists fit, else the longest
+    prefix of a seeded random order of the users that fits. A kept user keeps all its lists
+    (every train cut, valid and test), so the sample is the same users in every split."""
+    if max_lists < 0:
+        raise ValueError(f"max_lists must be >= 0 (0 = every user), got {max_lists}")
+    per_user = cuts.groupby("user_id").size()  # lists per user, users sorted
+    if not max_lists or per_user.sum() <= max_lists:
+        return per_user.index.to_numpy()
+    order = np.random.default_rng(seed).permutation(len(per_user))
+    fits = np.cumsum(per_user.to_numpy()[order]) <= max_lists
+    if not fits[0]:
+        raise ValueError(
+            f"max_lists {max_lists} keeps no user: the first sampled user has {per_user.iloc[order[0]]} lists "
+            f"(train_cuts + valid + test); raise max_lists or set it to 0 (every user)"
+        )
+    return np.sort(per_user.index.to_numpy()[order[fits]])
+
+
 def known_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
     """Positive pairs each (user, split, cut) may use: train pairs (train, valid) or train + valid
     pairs (test) dated before the cut; a user_id, split, cut, item_id, ts frame."""
@@ -96,12 +116,18 @@ def known_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
     return m.rename(columns={"split_x": "split"})[["user_id", "split", "cut", "item_id", "ts"]]
 
 
+SCORE_BLOCK = 2**26  # scores one retrieval chunk may hold (256 MiB of float32)
+
+
 @torch.no_grad()
 def retrieve(users: torch.Tensor, items: torch.Tensor, ev, n: int, log=None, chunk: int = 1024):
     """The retriever's top n catalog positions per user of `ev` (an EvalSet whose history is the
     time-cut positives; users (E, d) its user vectors, items (N, d) the catalog's), seen items
-    excluded: (E, n) positions and scores (-1 / -inf past the catalog)."""
+    excluded: (E, n) positions and scores (-1 / -inf past the catalog). At most `chunk` users a
+    block, fewer on a big catalog so a (b, N) score block stays within SCORE_BLOCK: 1,024 users
+    x 1M items held 4 GiB and the step peaked at 10.9 GiB; the result does not depend on it."""
     E, N = len(users), len(items)
+    chunk = max(1, min(chunk, SCORE_BLOCK // max(N, 1)))
     k = min(n, N)
     pos = np.full((E, n), -1, dtype=np.int64)
     val = np.full((E, n), -np.inf, dtype=np.float32)
@@ -125,6 +151,8 @@ def build_ranking_candidates(
     n_candidates: int,
     label_share: float,
     train_cuts: int = 1,
+    max_lists: int = 0,
+    seed: int = 0,
     train_retriever=None,
     log=None,
 ) -> dict:
@@ -134,10 +162,24 @@ def build_ranking_candidates(
     `train_retriever` (same towers, default: the champion) retrieves and scores the train cuts
     instead: benchmarks/ranking_out_of_fold.py trains one without the label-window pairs, whose
     train lists hold targets it never saw, as valid/test targets are to the champion (an
-    experiment the product rejected; README, ranking section)."""
+    experiment the product rejected; README, ranking section).
+
+    `max_lists` (0 = none) is the work budget in candidate lists, each a full-catalog retrieval:
+    above it a seeded sample of users keeps all its lists (`users_within_lists`); the returned
+    `users_total` / `users_kept` say whether it cut."""
     t = retriever.cfg
     pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
     cuts = ranking_cuts(pairs, label_share, train_cuts)
+    users_total, lists_total = cuts.user_id.nunique(), len(cuts)
+    kept = users_within_lists(cuts, max_lists, seed)
+    if len(kept) < users_total:
+        pairs = pairs[pairs.user_id.isin(kept)]
+        cuts = cuts[cuts.user_id.isin(kept)].reset_index(drop=True)
+        if log:
+            log(
+                f"ranking_candidates: {lists_total:,} lists over {users_total:,} users exceed max_lists "
+                f"{max_lists:,}: a seeded sample of {len(kept):,} users keeps {len(cuts):,} lists"
+            )
     known = known_pairs(pairs, cuts)
     catalog, _, _ = load_catalog(con, n_hashes=t.n_hashes, item_buckets=t.item_buckets)
     items = item_vectors(retriever, catalog, log=log)  # (N, d)
@@ -222,7 +264,16 @@ def build_ranking_candidates(
             "FROM ranking_candidates WHERE retrieved GROUP BY 1, 2, 3) GROUP BY 1"
         ).fetchall()
     )
-    return {"sql": sql, "rows": counts, "users": users, "lists": lists, "target_retrieved": hits}
+    return {
+        "sql": sql,
+        "rows": counts,
+        "users": users,
+        "lists": lists,
+        "target_retrieved": hits,
+        "users_total": int(users_total),
+        "users_kept": int(len(kept)),
+        "lists_total": int(lists_total),
+    }
 
 
 # the latest H exposures with an action before each cut (NULL cut: all of them, for serving)
