@@ -46,7 +46,8 @@ def _run(home: Path, instance: dg.DagsterInstance | None = None):
         "ops": {
             "two_tower_model": {"config": {"epochs": 2, "encoder": "mean", "batch_size": 128}},
             "ranking_model": {"config": TINY_RANKER},
-            "item_semantic_ids": {"config": {"epochs": 10}},
+            # the RQ-VAE (not the default): the ETEGRec test below trains it further
+            "item_semantic_ids": {"config": {"kind": "rqvae", "epochs": 10}},
             "generative_retriever": {
                 "config": {
                     "d_model": 32,

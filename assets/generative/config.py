@@ -22,7 +22,8 @@ SemanticIdConfig: type[dg.Config] = config_from(
         kmeans_max_points="a k-means memory bound",
     ),
     SemanticIdRun,
-    doc="Product defaults (3 x 256 codes, at most 200 RQ-VAE epochs under a budget of 2M item vectors); `make demo` passes a smaller run "
+    doc="Product defaults (3 x 256 residual k-means codes; kind rqvae for TIGER's RQ-VAE, which ETEGRec "
+    "mode needs, at most 200 epochs under a budget of 2M item vectors); `make demo` passes a smaller run "
     "(Makefile DEMO_CONFIG) so the generative group stays within its share of the demo.",
 )
 GenerativeConfig: type[dg.Config] = config_from(

@@ -8,7 +8,8 @@ Two tokenizers, both encoding any vector later without retraining (so items adde
 catalog after training get codes from the same tokenizer):
 
 - `ResidualKMeans` (no training): k-means on the vectors, then on the residuals, level by level
-  (faiss.Kmeans). The simple baseline.
+  (faiss.Kmeans). The product's default: on MovieLens its codes retrieve level with the
+  RQ-VAE's over seeds (GRID, Ju et al. 2025, found the same) and cost no training.
 - `RQVAE`: an MLP encoder (d -> 512 -> 256 -> 128 -> code_dim), three residual codebooks
   initialised by k-means on the first encodings, an MLP decoder back to d; loss =
   reconstruction MSE + sum over levels of codebook + 0.25 x commitment (straight-through
@@ -38,7 +39,11 @@ CODE_COLUMNS = ("c1", "c2", "c3", "c4")
 
 @dataclass
 class TokenizerConfig:
-    kind: str = setting("rqvae", "rqvae (RQ-VAE, TIGER) or rkmeans (residual k-means, no training: the baseline).")
+    kind: str = setting(
+        "rkmeans",
+        "rkmeans (residual k-means: no training, and on MovieLens level with the RQ-VAE as a retriever's "
+        "codes over seeds, as GRID found) or rqvae (RQ-VAE, TIGER; ETEGRec mode needs it).",
+    )
     levels: int = 3  # quantised levels before the collision token
     codebook_size: int = setting(
         256,

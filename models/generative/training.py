@@ -95,7 +95,8 @@ class GenTrainConfig:
         "tiger",
         "tiger (the tokenizer stays as item_semantic_ids made it) or etegrec (ETEGRec: "
         "the RQ-VAE tokenizer trains in alternation with the retriever under two alignment losses, "
-        "and this asset publishes the moved tokenizer's codes as the current semantic IDs).",
+        "and this asset publishes the moved tokenizer's codes as the current semantic IDs; it needs "
+        "item_semantic_ids kind rqvae).",
     )
     cycle: int = setting(2, "etegrec: the last of every `cycle` epochs trains the tokenizer (ETEGRec: 2-4).")
     sia_weight: float = setting(1e-4, "etegrec: weight of the sequence-item alignment (symmetric KL).")
