@@ -23,7 +23,7 @@ Rows, all on the same split and users:
         [--variants rkmeans,rqvae,etegrec] [--set history_len=50 ...] [--eval-beams 50] [--profile]
 
 With --workdir, each seed's two-tower (item vectors and metrics) is kept there and reused by later
-runs on the same workdir (delete two_tower_seed*.npz to retrain).
+runs on the same workdir while the retriever's code is unchanged (two_tower_seed<S>-<code>.npz).
 
 --eval-beams decodes each trained model again with other beam widths (validation and early
 stopping keep GenTrainConfig.beam). Prints valid NDCG@10, test HR@10 / NDCG@10 (mean ± half-range over seeds), the ratio to the
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import tempfile
@@ -47,7 +48,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.bench_quality_movielens import _stat, build_data, run_sasrec_peer  # noqa: E402
+from benchmarks.bench_quality_movielens import _stat, build_data, models_version, run_sasrec_peer  # noqa: E402
 from models.generative.beam import PrefixTrie  # noqa: E402
 from models.generative.etegrec import JointTokenizer  # noqa: E402
 from models.generative.semantic_ids import TokenizerConfig, codes_by_position, fit_tokenizer, tokenize  # noqa: E402
@@ -82,16 +83,21 @@ def overrides(pairs: list[str]) -> tuple[dict, dict]:
 
 def cached_two_tower(data, seed: int, workdir: Path) -> tuple[np.ndarray, dict, dict, float]:
     """(item vectors, valid metrics, test metrics, training seconds) of the seed's two-tower,
-    from workdir when an earlier run on it left them."""
-    path = workdir / f"two_tower_seed{seed}.npz"
-    if path.exists():
+    from workdir when an earlier run of the same retriever code left them (the file names the
+    git trees of bench_quality_movielens.TWO_TOWER_CODE; with uncommitted changes there, nothing
+    is cached): a seed's vectors from an older trainer would otherwise stand in for today's."""
+    version = models_version()
+    tag = hashlib.sha1(version.encode()).hexdigest()[:12] if version else None
+    path = workdir / f"two_tower_seed{seed}-{tag}.npz"
+    if tag and path.exists():
         f = np.load(path, allow_pickle=False)
         meta = json.loads(str(f["meta"]))
         return f["vectors"], meta["valid"], meta["test"], meta["seconds"]
     model, v, t, secs = two_tower(data, seed)
     vectors = item_vectors(model, data.catalog).numpy()
     meta = {"valid": v, "test": t, "seconds": secs}
-    np.savez(path, vectors=vectors, meta=json.dumps(meta, default=float))
+    if tag:
+        np.savez(path, vectors=vectors, meta=json.dumps(meta, default=float))
     return vectors, v, t, secs
 
 
