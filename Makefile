@@ -36,9 +36,10 @@ $(DAGSTER_HOME)/dagster.yaml:
 WORKERS ?=
 # The ranking and generative groups, smaller than their product defaults (the library dataclasses
 # in models/ranking/ and models/generative/, which the Dagster configs are derived from) for the
-# demo's time budget: 100 candidates, 4 ranker epochs, 500 validation users; a 32-wide 1+1-layer
+# demo's time budget: 100 candidates, 2 ranker epochs (its best on the demo data is the first),
+# 500 validation users; a 32-wide 1+1-layer
 # generative retriever, 2 epochs, 300 users per split decoded.
-RANKING_DEMO := "ranking_candidates": {"config": {"n_candidates": 100}}, "ranked_recommendations": {"config": {"n_candidates": 100}}, "ranking_model": {"config": {"epochs": 4, "valid_users": 500}}
+RANKING_DEMO := "ranking_candidates": {"config": {"n_candidates": 100}}, "ranked_recommendations": {"config": {"n_candidates": 100}}, "ranking_model": {"config": {"epochs": 2, "valid_users": 500}}
 GENERATIVE_DEMO := "generative_retriever": {"config": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn": 64, "history_len": 10, "epochs": 2, "valid_users": 200}}, "generative_evaluation": {"config": {"eval_users": 300}}
 # The console at INFO: the steps' own lines, not Dagster's engine events at DEBUG before them.
 LOGS_DEMO := "loggers": {"console": {"config": {"log_level": "INFO"}}}
