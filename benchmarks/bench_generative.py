@@ -117,14 +117,19 @@ def two_tower(data, seed: int):
     )
 
 
-def generative(
-    data, xb: np.ndarray, variant: str, seed: int, log, model_kw: dict, train_kw: dict, eval_beams=()
-) -> tuple[dict, dict, dict, float]:
+def fit_generative(
+    catalog, train_set, valid, xb: np.ndarray, variant: str, seed: int, log, model_kw: dict, train_kw: dict
+):
+    """The tokenizer `variant` over the item vectors xb and the seq2seq retriever trained on
+    `train_set` (rows of HISTORY items), early-stopped on `valid` (an EvalSet), at the product's
+    defaults but for model_kw / train_kw and every validation user -> (GenTrainResult, trie, (N + 1,
+    4) code table, SemanticIds, GenTrainConfig, training seconds). bench_quality_movielens's
+    generative row calls it too."""
     joint = variant == "etegrec"
     tok_cfg = TokenizerConfig(kind="rqvae" if joint else variant, seed=seed)
     tok, _ = fit_tokenizer(xb, tok_cfg)
-    sid = tokenize(tok, data.catalog.item_ids, xb)
-    table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
+    sid = tokenize(tok, catalog.item_ids, xb)
+    table = codes_by_position(catalog, sid.item_ids, sid.codes)
     cfg = Seq2SeqConfig(codebook_size=tok_cfg.codebook_size, **{"history_len": HISTORY, **model_kw})
     train_cfg = GenTrainConfig(seed=seed, **{"valid_users": 0, **train_kw})
     if joint:  # as many retriever epochs and rows as the other rows, plus the tokenizer epochs between them
@@ -138,17 +143,26 @@ def generative(
     t0 = time.perf_counter()
     res = train_generative(
         None if joint else table,
-        data.train,
+        train_set,
         cfg,
         train_cfg,
-        valid=data.valid,
+        valid=valid,
         log=log,
-        joint=JointTokenizer(tok, data.catalog.item_ids, xb, data.catalog) if joint else None,
+        joint=JointTokenizer(tok, catalog.item_ids, xb, catalog) if joint else None,
     )
     secs = time.perf_counter() - t0
     if joint:
         sid, table = res.semantic_ids, res.table
-    trie, codes = PrefixTrie(table[:-1], tok_cfg.codebook_size), torch.as_tensor(table)
+    trie = PrefixTrie(table[:-1], tok_cfg.codebook_size)
+    return res, trie, torch.as_tensor(table), sid, train_cfg, secs
+
+
+def generative(
+    data, xb: np.ndarray, variant: str, seed: int, log, model_kw: dict, train_kw: dict, eval_beams=()
+) -> tuple[dict, dict, dict, float]:
+    res, trie, codes, sid, train_cfg, secs = fit_generative(
+        data.catalog, data.train, data.valid, xb, variant, seed, log, model_kw, train_kw
+    )
     valid = evaluate_generative(res.model, trie, codes, data.valid, beam=train_cfg.beam)
     test = evaluate_generative(res.model, trie, codes, data.test, beam=train_cfg.beam)
     info = {k: sid.stats[k] for k in ("collision_rate", "max_items_per_prefix", "utilisation_c1")}

@@ -67,7 +67,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +103,12 @@ from models.retrieval.evaluation import (  # noqa: E402
     rank_metrics,
     user_vectors,
 )
+from models.generative.semantic_ids import TokenizerConfig  # noqa: E402
+from models.generative.seq2seq import Seq2SeqConfig  # noqa: E402
+from models.generative.training import GenTrainConfig  # noqa: E402
+from models.ranking.model import RankerConfig  # noqa: E402
+from models.ranking.settings import RankingSettings  # noqa: E402
+from models.ranking.training import RankerTrainConfig  # noqa: E402
 from models.retrieval.towers import TowerConfig  # noqa: E402
 from models.retrieval.training import TrainConfig, train  # noqa: E402
 
@@ -194,6 +202,7 @@ class Protocol:
     test: Split
     train_pairs: pd.DataFrame  # what the two-tower trains on (= valid.fit)
     note: str
+    pairs: pd.DataFrame | None = None  # user_id, item_id, ts, split: every pair labelled as this protocol splits it
 
 
 def make_split(name: str, fit: pd.DataFrame, targets: pd.DataFrame, data: Datasets, tower: TowerConfig) -> Split:
@@ -236,6 +245,7 @@ def protocols(
         make_split("test", pd.concat([train, valid]), test, data, tower),
         train,
         "per-user leave-last-out (the pipeline's split)",
+        pairs,
     )
     t_valid, t_test = pairs.ts.quantile(valid_cut), pairs.ts.quantile(cut)
     before, middle, after = (
@@ -252,6 +262,7 @@ def protocols(
         f"global time cut: test from {t_test:%Y-%m-%d} (q{cut}), valid from {t_valid:%Y-%m-%d} (q{valid_cut}); "
         f"{known.sum():,} of {len(after):,} pairs after it, of {after.user_id[known].nunique()} of "
         f"{after.user_id.nunique()} users, have a history before it (the others are cold users, left out)",
+        pairs.assign(split=np.where(pairs.ts >= t_test, "test", np.where(pairs.ts >= t_valid, "valid", "train"))),
     )
     # per-user last k: less noise than one target per user, every user with enough history
     ordered = pairs.sort_values(["user_id", "ts", "item_id"], kind="stable")
@@ -260,6 +271,7 @@ def protocols(
     enough = n >= 3 * last_k  # at least k train pairs before valid's k and test's k
     is_test, is_valid = enough & (back < last_k), enough & (back >= last_k) & (back < 2 * last_k)
     fit = ordered[~is_test & ~is_valid]
+    labelled = ordered.assign(split=np.where(is_test, "test", np.where(is_valid, "valid", "train")))
     lastk = Protocol(
         f"last{last_k}",
         make_split("valid", fit, ordered[is_valid], data, tower),
@@ -268,6 +280,7 @@ def protocols(
         f"per-user last {last_k}: each user's last {last_k} pairs are test targets, the {last_k} before them "
         f"valid, for the {ordered.user_id[enough].nunique()} of {ordered.user_id.nunique()} users with at least "
         f"{3 * last_k} pairs (the others' pairs only train)",
+        labelled,
     )
     return {"loo": loo, "timecut": timecut, lastk.name: lastk}
 
@@ -409,53 +422,74 @@ TWO_TOWER_CODE = (
 )
 
 
-def models_version() -> str | None:
-    """The git trees of TWO_TOWER_CODE at HEAD when the checkout has no change there (else None:
-    the two-tower rows are then never cached)."""
+# the ranker and generative rows: the two-tower they read, and their own family's code
+RANKER_CODE = (*TWO_TOWER_CODE, "models/ranking", "sql", "benchmarks/bench_ranking.py")
+GENERATIVE_CODE = (*TWO_TOWER_CODE, "models/generative", "benchmarks/bench_generative.py")
+
+
+def models_version(code: tuple[str, ...] = TWO_TOWER_CODE) -> str | None:
+    """The git trees of `code` at HEAD when the checkout has no change there (else None: the
+    rows that depend on it are then never cached)."""
     try:
         run = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=True)  # noqa: E731
-        trees = run("rev-parse", *(f"HEAD:{p}" for p in TWO_TOWER_CODE)).stdout.split()
-        dirty = run("status", "--porcelain", "--", *TWO_TOWER_CODE).stdout.strip()
+        trees = run("rev-parse", *(f"HEAD:{p}" for p in code)).stdout.split()
+        dirty = run("status", "--porcelain", "--", *code).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return None if dirty else ",".join(trees)
 
 
-def two_tower_row(
-    con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, cfg: TrainConfig
-) -> tuple[dict, dict, dict]:
-    """The product's two-tower (library defaults, the asset's entry points) trained on the
-    protocol's train pairs, early-stopped on its valid split."""
+def data_for(con, data_by_tower: dict, tower: TowerConfig) -> Datasets:
+    """The warehouse loaded for `tower` (its history length, hashes and buckets), loaded once."""
     key = (tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets)
     if key not in data_by_tower:
         data_by_tower[key] = load_for_tower(con, tower)
-    data = data_by_tower[key]
+    return data_by_tower[key]
+
+
+def protocol_train_set(con, proto: Protocol, data: Datasets, tower: TowerConfig):
+    """The protocol's train rows for a model reading tower.history_len items: the warehouse's
+    own under loo; else rebuilt from its train pairs and each user's negative feedback up to their
+    first held-out pair. The two-tower and the generative rows train on it."""
     if proto.name == "loo":
-        train_set = data.train
-        valid, test = proto.valid, proto.test
-    else:
-        negatives = con.execute(
-            "SELECT user_id, item_id, ts FROM clean_interactions WHERE is_negative AND ts < ?",
-            [proto.train_pairs.ts.max()],
-        ).df()
-        # the user's negative feedback up to their own first held-out pair (the global cut's users
-        # all have theirs after it); users with nothing held out keep all of theirs
-        held = pd.concat([proto.valid.targets, proto.test.targets]).groupby("user_id").ts.min()
-        until = negatives.user_id.map(held)
-        negatives = negatives[until.isna() | (negatives.ts < until)]
-        train_set = build_train_set(
-            proto.train_pairs,
-            negatives,
-            data.catalog,
-            history_len=tower.history_len,
-            n_hashes=tower.n_hashes,
-            user_buckets=tower.user_buckets,
-        )
-        valid, test = proto.valid, proto.test
-    if tower.history_len != proto.valid.ev.history.shape[1] or tower.n_hashes != proto.valid.ev.user_hash.shape[1]:
-        # the defaults read another history length or hash count than the splits were built for
-        valid = make_split("valid", proto.valid.fit, proto.valid.targets, data, tower)
-        test = make_split("test", proto.test.fit, proto.test.targets, data, tower)
+        return data.train
+    negatives = con.execute(
+        "SELECT user_id, item_id, ts FROM clean_interactions WHERE is_negative AND ts < ?",
+        [proto.train_pairs.ts.max()],
+    ).df()
+    # the user's negative feedback up to their own first held-out pair (the global cut's users
+    # all have theirs after it); users with nothing held out keep all of theirs
+    held = pd.concat([proto.valid.targets, proto.test.targets]).groupby("user_id").ts.min()
+    until = negatives.user_id.map(held)
+    negatives = negatives[until.isna() | (negatives.ts < until)]
+    return build_train_set(
+        proto.train_pairs,
+        negatives,
+        data.catalog,
+        history_len=tower.history_len,
+        n_hashes=tower.n_hashes,
+        user_buckets=tower.user_buckets,
+    )
+
+
+def splits_for(proto: Protocol, data: Datasets, tower: TowerConfig) -> tuple[Split, Split]:
+    """The protocol's valid and test splits with histories of tower.history_len items (the same
+    targets, users and seen items)."""
+    if tower.history_len == proto.valid.ev.history.shape[1] and tower.n_hashes == proto.valid.ev.user_hash.shape[1]:
+        return proto.valid, proto.test
+    return (
+        make_split("valid", proto.valid.fit, proto.valid.targets, data, tower),
+        make_split("test", proto.test.fit, proto.test.targets, data, tower),
+    )
+
+
+def two_tower_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, cfg: TrainConfig):
+    """The product's two-tower (library defaults, the asset's entry points) trained on the
+    protocol's train pairs, early-stopped on its valid split -> (valid vectors, test vectors,
+    info, the trained model)."""
+    data = data_for(con, data_by_tower, tower)
+    train_set = protocol_train_set(con, proto, data, tower)
+    valid, test = splits_for(proto, data, tower)
     t0 = time.perf_counter()
     res = train(
         data.catalog,
@@ -474,7 +508,158 @@ def two_tower_row(
         uv = users[first]
         out.append(evaluate_scores(s, len(data.catalog), lambda u, uv=uv: uv[u] @ items.T))
     info = {"seconds": seconds, "best_epoch": res.best_epoch, "stopped_by": res.stopped_by, "epochs": res.epochs}
-    return out[0], out[1], info
+    return out[0], out[1], info, res.model.eval()
+
+
+def family_params(row: str) -> dict:
+    """The library defaults a ranker or generative row trains with (its cache key, beside the
+    two-tower's and the code's): a changed default retrains it."""
+    if row == "ranker":
+        ranker = {f.name: f.default for f in dataclasses.fields(RankerConfig) if f.default is not dataclasses.MISSING}
+        return {
+            "ranking": dataclasses.asdict(RankingSettings()),
+            "ranker": ranker,
+            "train": dataclasses.asdict(RankerTrainConfig()),
+        }
+    return {
+        "tokenizer": dataclasses.asdict(TokenizerConfig()),
+        "model": dataclasses.asdict(Seq2SeqConfig()),
+        "train": dataclasses.asdict(GenTrainConfig()),
+    }
+
+
+def candidate_scores(split: Split, rs, score, catalog) -> torch.Tensor:
+    """(n_users, N) full-catalog scores of the split's users from a ranking set's retrieved lists
+    (RankingSet rs, one list per user; `score` (G, C) over its slots): a candidate keeps its
+    score, every other item -inf, so a target outside the list ranks below all of them (a miss
+    at 10: full-ranking semantics, as the retrieval rows)."""
+    full = torch.full((len(split.users), len(catalog)), -torch.inf)
+    g, c = np.nonzero((rs.cand_valid & rs.retrieved).numpy())
+    u = pd.Index(split.users).get_indexer(rs.user_ids[g])
+    pos = catalog.index_of(rs.item_ids[g, c])
+    ok = (u >= 0) & (pos >= 0)
+    full[u[ok], pos[ok]] = torch.as_tensor(score, dtype=torch.float32)[g[ok], c[ok]]
+    return full
+
+
+def ranker_row(workdir: Path, proto: Protocol, data: Datasets, retriever, seed: int) -> dict:
+    """The product's ranker (RankingSettings, ranker_config_for, RankerTrainConfig: library
+    defaults) over `retriever`'s candidates, built as the graph builds them (bench_ranking's
+    entry points) in a copy of the warehouse whose interaction_splits carries the protocol's split;
+    valid and test vectors of the ranked order and of the retrieval order over the same lists."""
+    import duckdb
+
+    from benchmarks.bench_ranking import fit_ranker, ranking_candidates, ranking_inputs
+    from models.ranking.data import load_ranking_set
+    from models.ranking.model import ranker_config_for
+
+    config = RankingSettings()
+    with tempfile.TemporaryDirectory(prefix="ranking-", dir=workdir) as tmp:
+        db = Path(tmp) / "warehouse.duckdb"
+        shutil.copy(workdir / "warehouse.duckdb", db)
+        con = duckdb.connect(str(db))
+        if proto.name != "loo":  # the protocol's labels on the warehouse's pairs ((user, item) is unique)
+            con.register("protocol_pairs", proto.pairs[["user_id", "item_id", "split"]])
+            con.execute(
+                "UPDATE interaction_splits s SET split = p.split FROM protocol_pairs p "
+                "WHERE s.user_id = p.user_id AND s.item_id = p.item_id"
+            )
+            con.unregister("protocol_pairs")
+        counts = ranking_candidates(con, retriever, config.n_candidates, config)
+        vocab, weights, n_items, n_users, timeline = ranking_inputs(con)
+        cfg = ranker_config_for(weights.tolist(), n_items, n_users)
+        sets = [load_ranking_set(con, s, cfg, timeline=timeline) for s in ("train", "valid", "test")]
+        con.close()
+        res, _, seconds, scored = fit_ranker(
+            sets, cfg, RankerTrainConfig(seed=seed), weights, vocab, config, timeline, Path(tmp) / "artifacts"
+        )
+    out = {
+        "info": {
+            "seconds": seconds,
+            "best_epoch": res.best_epoch,
+            "weights": [round(w, 3) for w in res.weights],
+            "target_retrieved": counts["target_retrieved"],
+            "lists": counts["lists"],
+        }
+    }
+    N = len(data.catalog)
+    for name, rs, split in (("valid", sets[1], proto.valid), ("test", sets[2], proto.test)):
+        for key, score in ((name, scored[name][1]), (f"{name}_retrieval", rs.retrieval_score)):
+            full = candidate_scores(split, rs, score, data.catalog)
+            out[key] = evaluate_scores(split, N, lambda u, full=full: full[u].clone())
+    return out
+
+
+def _rows(ev: EvalSet, rows: np.ndarray) -> EvalSet:
+    """The EvalSet of `rows` of ev (sorted), with their seen items."""
+    if len(rows) == len(ev):
+        return ev
+    seen = ev.seen_of(rows)
+    return EvalSet(
+        ev.name,
+        ev.user_keys[rows],
+        ev.user_hash[rows],
+        ev.history[rows],
+        ev.target[rows],
+        np.repeat(np.arange(len(rows)), [len(x) for x in seen]),
+        np.concatenate(seen) if seen else np.empty(0, np.int64),
+    )
+
+
+def generative_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, retriever, seed: int) -> dict:
+    """The product's default generative retriever (TokenizerConfig, Seq2SeqConfig, GenTrainConfig;
+    bench_generative.fit_generative) over `retriever`'s item vectors, trained on the protocol's train
+    rows and early-stopped on its valid split; its beam (seen items removed) scored as a full
+    ranking: the beam's items in order, every other item -inf (a target outside it is a miss)."""
+    from benchmarks.bench_generative import fit_generative
+    from models.generative.training import evaluate_generative, generate_unseen
+
+    gtower = dataclasses.replace(tower, history_len=Seq2SeqConfig().history_len)
+    data = data_for(con, data_by_tower, gtower)
+    train_set = protocol_train_set(con, proto, data, gtower)
+    valid, test = splits_for(proto, data, gtower)
+    xb = item_vectors(retriever, data.catalog).numpy()
+    res, trie, codes, sid, train_cfg, seconds = fit_generative(
+        data.catalog,
+        train_set,
+        valid.ev,
+        xb,
+        TokenizerConfig().kind,
+        seed,
+        lambda m: print(f"#   {proto.name} generative: {m}", flush=True),
+        {},
+        {"valid_users": GenTrainConfig().valid_users},  # the product's validation sample
+    )
+    model = res.model.eval()
+    N = len(data.catalog)
+    out = {
+        "info": {
+            "seconds": seconds,
+            "best_epoch": res.best_epoch,
+            "stopped_by": res.stopped_by,
+            "epochs": len(res.history),
+            "steps": res.steps,
+            "collision_rate": sid.stats["collision_rate"],
+            # the library's own figure on the test rows: the full-ranking one must match it
+            "evaluate_generative_test_ndcg@10": evaluate_generative(model, trie, codes, test.ev, beam=train_cfg.beam)[
+                "ndcg@10"
+            ],
+        }
+    }
+    for name, s in (("valid", valid), ("test", test)):
+        first = np.searchsorted(s.row_user, np.arange(len(s.users)))  # a user's rows share one history
+        ev = _rows(s.ev, first)  # one row per user
+        top = np.concatenate(
+            [
+                generate_unseen(model, trie, codes, ev, a, min(len(ev), a + 256), beam=train_cfg.beam)[0]
+                for a in range(0, len(ev), 256)
+            ]
+        )
+        scores = torch.full((len(s.users), N), -torch.inf)
+        r, j = np.nonzero(top >= 0)
+        scores[r, top[r, j]] = -torch.as_tensor(j, dtype=torch.float32)  # best first
+        out[name] = evaluate_scores(s, N, lambda u, scores=scores: scores[u].clone())
+    return out
 
 
 # ---------------------------------------------------------------- statistics, table
@@ -497,16 +682,21 @@ class Cache:
         hit = self.data.get(self.key(*key))
         if hit is None:
             return None
-        return {s: {m: np.array(v) for m, v in hit[s].items()} for s in ("valid", "test") if s in hit} | {
+        return {s: {m: np.array(v) for m, v in hit[s].items()} for s in hit if s != "info"} | {
             "info": dict(hit["info"])
         }
+
+    def model_path(self, *key) -> Path:
+        """Where the model of a cached row is kept (the ranker and generative rows read the seed's
+        two-tower from it)."""
+        return self.path.parent / "models" / f"{hashlib.sha1(self.key(*key).encode()).hexdigest()[:16]}.pt"
 
     def put(self, value: dict, *key) -> None:
         """Merged into the file as it is now, under a lock: several runs may share a workdir."""
         import fcntl
 
         entry = {
-            **{s: {m: v.tolist() for m, v in value[s].items()} for s in ("valid", "test") if s in value},
+            **{s: {m: v.tolist() for m, v in value[s].items()} for s in value if s != "info"},
             "info": value["info"],
         }
         with open(self.path.with_suffix(".lock"), "w") as lock:
@@ -567,6 +757,34 @@ def main(argv=None) -> int:
     }
     results = []  # (protocol, name, is_peer, [per-seed {"valid", "test", "info"}], note)
     data_by_tower = {(tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets): data}
+
+    def two_tower_seed(p: Protocol, s: int, enc: str | None, need_model: bool, peek: bool = False):
+        """(cached or trained row, its cache params, its model when need_model) of the seed's
+        two-tower: cached only under the exact configs and the committed retriever code that
+        trained it; trained again when a row needs its model and the model file is missing.
+        peek: the params only."""
+        tower_s, cfg_s = product_two_tower(shape, s, enc)
+        params = {"tower": tower_s.to_dict(), "train": dataclasses.asdict(cfg_s), "models": version}
+        row = "two-tower" + (f":{enc}" if enc else "")
+        if peek:
+            return None, params, None
+        hit = cache.get(p.name, row, params, s) if version else None
+        path = cache.model_path(p.name, row, params, s) if version else None
+        model = None
+        if need_model and path is not None and path.exists():
+            from benchmarks.bench_ranking import load_retriever
+
+            model = load_retriever(path)
+        if args.cached_only or (hit is not None and (model is not None or not need_model)):
+            return hit, params, model
+        v, t, info, model = two_tower_row(con, p, data_by_tower, tower_s, cfg_s)
+        hit = {"valid": v, "test": t, "info": info}
+        if version:
+            cache.put(hit, p.name, row, params, s)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"cfg": model.cfg, "state": model.state_dict()}, path)
+        return hit, params, model
+
     for p in protos.values():
         for row in rows:
             r0 = time.perf_counter()
@@ -637,17 +855,9 @@ def main(argv=None) -> int:
                 enc = row.partition(":")[2] or None
                 runs = []
                 for s in seeds:
-                    tower_s, cfg_s = product_two_tower(shape, s, enc)
-                    # cached only under the exact configs and the committed models/ code that trained it
-                    params = {"tower": tower_s.to_dict(), "train": dataclasses.asdict(cfg_s), "models": version}
-                    hit = cache.get(p.name, row, params, s) if version else None
-                    if hit is None and args.cached_only:
-                        continue
+                    hit, _, _ = two_tower_seed(p, s, enc, False)
                     if hit is None:
-                        v, t, info = two_tower_row(con, p, data_by_tower, tower_s, cfg_s)
-                        hit = {"valid": v, "test": t, "info": info}
-                        if version:
-                            cache.put(hit, p.name, row, params, s)
+                        continue
                     runs.append(hit)
                     t, info = hit["test"], hit["info"]
                     print(
@@ -666,8 +876,67 @@ def main(argv=None) -> int:
                         f"best epochs {[r['info']['best_epoch'] for r in runs]}",
                     )
                 )
+            elif row in ("ranker", "generative"):
+                code = RANKER_CODE if row == "ranker" else GENERATIVE_CODE
+                version_row = models_version(code)
+                runs = []
+                for s in seeds:
+                    _, tt_params, _ = two_tower_seed(p, s, None, False, peek=True)
+                    params = {"two_tower": tt_params, **family_params(row), "code": version_row}
+                    hit = cache.get(p.name, row, params, s) if version_row else None
+                    if hit is None and not args.cached_only:
+                        tt_hit, _, retriever = two_tower_seed(p, s, None, True)
+                        if row == "ranker":
+                            hit = ranker_row(workdir, p, data, retriever, s)
+                        else:
+                            hit = generative_row(con, p, data_by_tower, tower, retriever, s)
+                        hit["test_two_tower"] = tt_hit["test"]  # the same users' vectors of the two-tower it reads
+                        if version_row:
+                            cache.put(hit, p.name, row, params, s)
+                    if hit is None:
+                        continue
+                    runs.append(hit)
+                    print(
+                        f"# {p.name} {row} seed {s}: test NDCG@10 {hit['test']['ndcg@10'].mean():.4f} "
+                        f"(its two-tower {hit['test_two_tower']['ndcg@10'].mean():.4f}"
+                        + (
+                            f", the retrieval order of its lists {hit['test_retrieval']['ndcg@10'].mean():.4f}"
+                            if "test_retrieval" in hit
+                            else ""
+                        )
+                        + "), "
+                        + ", ".join(f"{k} {v}" for k, v in hit["info"].items()),
+                        flush=True,
+                    )
+                if not runs:
+                    continue
+
+                def vs(key, runs=runs):
+                    """ratio of the row's seed-mean test NDCG@10 to `key`'s over the same users,
+                    with its paired bootstrap interval"""
+                    mine, ref = (np.mean([r[k]["ndcg@10"] for r in runs], axis=0) for k in ("test", key))
+                    d = paired_difference(mine, ref, args.bootstrap)
+                    return f"{ref.mean():.4f}, x {d['ratio']:.3f} [{d['ratio_lo']:.2f}-{d['ratio_hi']:.2f}]"
+
+                tt = vs("test_two_tower")
+                if row == "ranker":
+                    note = (
+                        f"the product ranker over the same seed's two-tower's {RankingSettings().n_candidates} "
+                        f"candidates: their retrieval order {vs('test_retrieval')}; the two-tower row {tt}; "
+                        f"best epochs {[r['info']['best_epoch'] for r in runs]}"
+                    )
+                    name = "ranker over the two-tower"
+                else:
+                    note = (
+                        f"{TokenizerConfig().kind} codes of the same seed's two-tower + seq2seq; "
+                        f"that two-tower {tt}; best epochs {[r['info']['best_epoch'] for r in runs]}"
+                    )
+                    name = "generative (defaults)"
+                results.append((p.name, name, False, runs, note))
             else:
-                raise SystemExit(f"unknown row {row!r}: one of {sorted(peers)} sasrec two-tower two-tower:ENCODER")
+                raise SystemExit(
+                    f"unknown row {row!r}: one of {sorted(peers)} sasrec two-tower two-tower:ENCODER ranker generative"
+                )
             secs = np.mean(
                 [
                     r["info"].get("seconds", 0)
@@ -692,7 +961,7 @@ def main(argv=None) -> int:
             f"## {p.name}: {p.note}; test {len(p.test.users)} users, {len(p.test.targets)} targets; best peer: {best_peer}"
         )
         print(
-            f"{'row':<30} {'valid NDCG@10':>16} {'test HR@10':>16} {'test Recall@10':>16} {'test NDCG@10':>16} "
+            f"{'row':<32} {'valid NDCG@10':>16} {'test HR@10':>16} {'test Recall@10':>16} {'test NDCG@10':>16} "
             f"{'NDCG@10 95% CI':>16} {'x best peer [95%]':>20}  note"
         )
         for _, name, _, runs, note in res:
@@ -703,7 +972,7 @@ def main(argv=None) -> int:
             rtxt = f"{paired['ratio']:.2f} [{paired['ratio_lo']:.2f}-{paired['ratio_hi']:.2f}]" if paired else "-"
             col = lambda split, m, runs=runs: _stat([r[split][m].mean() for r in runs])  # noqa: E731
             print(
-                f"{name:<30} {col('valid', 'ndcg@10'):>16} {col('test', 'hr@10'):>16} {col('test', 'recall@10'):>16} "
+                f"{name:<32} {col('valid', 'ndcg@10'):>16} {col('test', 'hr@10'):>16} {col('test', 'recall@10'):>16} "
                 f"{col('test', 'ndcg@10'):>16} {f'{ci[0]:.4f}-{ci[1]:.4f}':>16} {rtxt:>20}  {note}"
             )
         print()

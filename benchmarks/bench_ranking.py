@@ -186,6 +186,66 @@ def _stat(values) -> str:
 
 
 # name -> (RankerConfig fields, RankerTrainConfig fields): what differs from the library's defaults
+def ranking_candidates(con, retriever, n_candidates: int, config, cut_retriever=None) -> dict:
+    """action_labels, then ranking_candidates, as the graph's two assets build them from the
+    warehouse's interaction_splits (RankingSettings `config`): the counts of
+    build_ranking_candidates. bench_quality_movielens's ranker row calls it too."""
+    actions = resolve_actions(con, config.action_set, config.action_weights)
+    build_action_labels(con, actions)
+    return build_ranking_candidates(
+        con,
+        retriever,
+        n_candidates=n_candidates,
+        label_share=config.label_share,
+        train_cuts=config.train_cuts,
+        train_retriever=cut_retriever,
+    )
+
+
+def ranking_inputs(con):
+    """(action vocabulary, its weights as a tensor, items, users, ItemTimeline) of action_labels,
+    as the ranking_model asset reads them."""
+    from models.ranking.features import ItemTimeline
+
+    vocab = read_vocabulary(con)
+    weights = torch.tensor([a["weight"] for a in vocab], dtype=torch.float32)
+    n_items, n_users = con.execute(
+        "SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM action_labels"
+    ).fetchall()[0]
+    return vocab, weights, n_items, n_users, ItemTimeline.from_warehouse(con)
+
+
+def fit_ranker(sets, cfg, tcfg, weights, vocab, config, timeline, root: Path):
+    """Train a ranker on sets = (train, valid, test) RankingSets, save it under `root` and read it
+    back (the served path), then score valid and test as of each user's cut -> (RankerResult,
+    LoadedRanker, training seconds, {"valid": (probs, score), "test": ...})."""
+    train_set, valid_set, test_set = sets
+    t0 = time.perf_counter()
+    res = train_ranker(train_set, valid_set, cfg, tcfg, weights)
+    train_s = time.perf_counter() - t0
+    chosen = [{**a, "weight": w} for a, w in zip(vocab, res.weights)]
+    path = save_ranker(
+        root,
+        res.model,
+        {"actions": chosen, "negative_offset": config.negative_offset},
+        snapshot=timeline.snapshot() if cfg.n_features else None,
+    )
+    write_manifest(root, {"current": path.name, "latest": path.name, "versions": [path.name]})
+    ranker = LoadedRanker(path)  # the served path: a saved checkpoint read back
+    scored = {
+        name: ranker.score(
+            rs.user_hash,
+            rs.history,
+            rs.item_ids,
+            rs.cand_valid.numpy(),
+            rs.retrieval_score.numpy(),
+            features=rs.features,  # as of each user's cut
+        )
+        for name, rs in (("valid", valid_set), ("test", test_set))
+    }
+    return res, ranker, train_s, scored
+
+
 VARIANTS = {
     "ranker: pointwise BCE, no features, vocabulary weights (the previous ranker)": (
         {"n_features": 0, "candidate_id": True},
@@ -204,7 +264,6 @@ ABLATIONS = {
 
 
 def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[list[str], list[str]]:
-    from models.ranking.features import ItemTimeline
     from models.ranking.model import ranker_config_for
     from models.ranking.settings import RankingSettings
     from models.ranking.training import RankerTrainConfig
@@ -216,8 +275,6 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
     retriever = train_retriever(con, workdir / dataset / "retriever.pt")
     print(f"# {dataset}: retriever ready in {time.perf_counter() - t0:.0f} s", flush=True)
     config = RankingSettings()
-    actions = resolve_actions(con, config.action_set, config.action_weights)
-    build_action_labels(con, actions)
     t0 = time.perf_counter()
     cut_retriever = None
     if args.train_retriever == "out_of_fold":  # cached beside the champion, as it is
@@ -230,27 +287,15 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
             )
             torch.save({"cfg": cut_retriever.cfg, "state": cut_retriever.state_dict()}, cache)
         print(f"# {dataset}: train-cut retriever (label windows out) ready in {time.perf_counter() - t0:.0f} s")
-    out = build_ranking_candidates(
-        con,
-        retriever,
-        n_candidates=args.candidates,
-        label_share=config.label_share,
-        train_cuts=config.train_cuts,
-        train_retriever=cut_retriever,
-    )
+    out = ranking_candidates(con, retriever, args.candidates, config, cut_retriever)
     print(
         f"# {dataset}: candidates in {time.perf_counter() - t0:.0f} s; held-out pair among the "
         f"{args.candidates}: {out['target_retrieved']}; lists (train cuts) per split: {out['lists']}",
         flush=True,
     )
-    vocab = read_vocabulary(con)
-    weights = torch.tensor([a["weight"] for a in vocab], dtype=torch.float32)
+    vocab, weights, n_items, n_users, timeline = ranking_inputs(con)
     names = [a["name"] for a in vocab]
     negative = weights < 0
-    n_items, n_users = con.execute(
-        "SELECT count(DISTINCT item_id), count(DISTINCT user_id) FROM action_labels"
-    ).fetchall()[0]
-    timeline = ItemTimeline.from_warehouse(con)
     variants = {**VARIANTS, **(ABLATIONS if args.ablations else {})}
     if args.product_only:  # the product's ranker, and the ablations --only names beside it
         named = [v for v in ABLATIONS if args.only and args.only in v]
@@ -266,29 +311,13 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
             cfg = ranker_config_for(weights.tolist(), n_items, n_users, **rfields)
             tcfg = RankerTrainConfig(seed=seed, **tfields)
             train_set, valid_set, test_set = sets[bool(cfg.n_features)]
-            t0 = time.perf_counter()
-            res = train_ranker(train_set, valid_set, cfg, tcfg, weights)
-            train_s = time.perf_counter() - t0
             root = workdir / dataset / "artifacts" / "ranking"
-            chosen = [{**a, "weight": w} for a, w in zip(vocab, res.weights)]
-            path = save_ranker(
-                root,
-                res.model,
-                {"actions": chosen, "negative_offset": config.negative_offset},
-                snapshot=timeline.snapshot() if cfg.n_features else None,
+            res, ranker, train_s, scored = fit_ranker(
+                (train_set, valid_set, test_set), cfg, tcfg, weights, vocab, config, timeline, root
             )
-            write_manifest(root, {"current": path.name, "latest": path.name, "versions": [path.name]})
-            ranker = LoadedRanker(path)  # the served path: a saved checkpoint read back
             row = {"train_s": train_s, "best_epoch": res.best_epoch, "weights": res.weights}
             for name, rs in (("valid", valid_set), ("test", test_set)):
-                probs, score = ranker.score(
-                    rs.user_hash,
-                    rs.history,
-                    rs.item_ids,
-                    rs.cand_valid.numpy(),
-                    rs.retrieval_score.numpy(),
-                    features=rs.features,  # as of each user's cut
-                )
+                probs, score = scored[name]
                 row[name] = compare_orders(probs, score, rs, names, negative)
             runs[variant].append(row)
             print(

@@ -164,6 +164,25 @@ def _metrics(ranks: np.ndarray, ks) -> dict[str, float]:
 
 
 @torch.no_grad()
+def generate_unseen(
+    model: GenerativeRetriever,
+    trie: PrefixTrie,
+    table: torch.Tensor,
+    ev: EvalSet,
+    start: int,
+    end: int,
+    *,
+    beam: int = 20,
+    batch: int = 256,
+) -> tuple[np.ndarray, float]:
+    """Rows start..end of `ev` -> ((b, beam) catalog positions the constrained beam search
+    generates, best first, seen items removed, -1 padded; the beam search's seconds)."""
+    t0 = time.perf_counter()
+    items, _ = beam_search(model, trie, _hist_codes(table, ev.history[start:end]), beam, batch=batch)
+    seconds = time.perf_counter() - t0
+    return top_k_unseen(items, ev.seen_of(range(start, end)), beam), seconds
+
+
 def evaluate_generative(
     model: GenerativeRetriever,
     trie: PrefixTrie,
@@ -187,10 +206,8 @@ def evaluate_generative(
     covered: set = set()
     for s in range(0, len(ev), batch):
         e = min(len(ev), s + batch)
-        t0 = time.perf_counter()
-        items, _ = beam_search(model, trie, _hist_codes(table, ev.history[s:e]), beam, batch=batch)
-        decode += time.perf_counter() - t0
-        top = top_k_unseen(items, ev.seen_of(range(s, e)), beam)  # (b, beam)
+        top, seconds = generate_unseen(model, trie, table, ev, s, e, beam=beam, batch=batch)  # (b, beam)
+        decode += seconds
         tgt = ev.target[s:e].numpy()
         hit = top == tgt[:, None]
         found = hit.any(1)
