@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.bench_quality_movielens import build_data  # noqa: E402
-from models.retrieval.data import tower_config_for  # noqa: E402
+from models.retrieval.data import WarehouseShape, tower_config_for  # noqa: E402
 from models.retrieval.evaluation import evaluate_model  # noqa: E402
 from models.retrieval.towers import TowerConfig  # noqa: E402
 from models.retrieval.training import TrainConfig, full_catalog, train  # noqa: E402
@@ -52,7 +52,9 @@ TRANSFORMER = dict(encoder="transformer", layers=2, batch_size=64, window_stride
 # name -> overrides of the product defaults (TowerConfig and TrainConfig fields by name)
 CONFIGS = {
     "default": dict(),  # the product defaults, beside every candidate in the same sweep
-    # the default (mean encoder, sampled) with one thing changed
+    # the default (mean encoder, sampled) with one thing changed; the width follows the catalog
+    # by default (towers.width_for: 128 on MovieLens), these fix it
+    "mean-dim64": dict(dim=64, hidden=64),  # the default before the width rule
     "mean-dim128": dict(dim=128, hidden=128),
     "mean-hidden128": dict(hidden=128),  # the wider towers with the 64-d index
     # the loss, mean encoder
@@ -161,9 +163,7 @@ def cost(sizes: list[int], steps: int, full_up_to: int, configs: list[str]) -> N
                 print(f"{n:>10,} {config:>16} {name:>8} {'(skipped: above --cost-full-up-to)':>20}")
                 continue
             tower_kw, train_kw = split({k: v for k, v in CONFIGS[config].items() if k != "full_catalog_items"})
-            tower = TowerConfig(
-                item_buckets=2 * n + 1, user_buckets=2 * users + 1, n_categories=20, n_tokens=5_000, **tower_kw
-            )
+            tower = tower_config_for(WarehouseShape(n, users, 20, 5_000), **tower_kw)  # sized as the graph sizes it
             cfg = TrainConfig(**{**train_kw, "full_catalog_items": threshold})
             model = TwoTower(tower)
             opts = make_optimizers(model, cfg)

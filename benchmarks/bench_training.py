@@ -212,6 +212,7 @@ def load(tensors: Path, dim: int):
     tower = TowerConfig(
         encoder="mean",
         dim=dim,
+        hidden=64,  # the width the 1M-item catalogs this measures get (models.retrieval.towers.width_for)
         history_len=p["history_len"],
         n_hashes=p["n_hashes"],
         item_buckets=p["item_buckets"],

@@ -13,11 +13,10 @@ from models.retrieval.checkpoint import (
     save_checkpoint,
     update_manifest,
 )
-from models.retrieval.data import load_from_warehouse
+from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from models.sources.synthetic import generate
-from models.retrieval.towers import TowerConfig
-from models.retrieval.towers import TwoTower
+from models.retrieval.towers import WIDE_UP_TO_ITEMS, TowerConfig, TwoTower
 from models.retrieval.training import (
     TrainConfig,
     TrainingDiverged,
@@ -118,6 +117,20 @@ def test_one_rule_picks_the_full_catalog_up_to_its_threshold():
     assert not full_catalog(TrainConfig(full_catalog_items=299), 300)
     assert not full_catalog(TrainConfig(full_catalog_items=0), 1)  # 0: always sampled
     assert not full_catalog(TrainConfig(loss="bpr"), 300)
+
+
+def test_the_towers_width_follows_the_catalog_unless_given():
+    def shape(n_items: int) -> WarehouseShape:
+        return WarehouseShape(n_items=n_items, n_users=100, n_categories=10, n_tokens=10)
+
+    small, large = tower_config_for(shape(WIDE_UP_TO_ITEMS)), tower_config_for(shape(WIDE_UP_TO_ITEMS + 1))
+    assert (small.dim, small.hidden) == (128, 128)
+    assert (large.dim, large.hidden) == (64, 64)
+    given = tower_config_for(shape(9_066), dim=32, hidden=48)
+    assert (given.dim, given.hidden) == (32, 48)
+    # a TowerConfig built by hand with the "by catalog" width cannot build towers of width 0
+    with pytest.raises(ValueError, match="tower_config_for"):
+        TwoTower(TowerConfig())
 
 
 def test_full_catalog_step_is_the_cross_entropy_over_every_item(data):

@@ -462,9 +462,12 @@ class WarehouseShape:
 
 def tower_config_for(shape: WarehouseShape, *, item_buckets: int = 0, user_buckets: int = 0, **fields):
     """A TowerConfig sized for the warehouse: id tables of 2x the items / users (two hashes make
-    a full collision rare; at least 1,024 rows) unless given, vocabulary sizes from the tables."""
-    from models.retrieval.towers import TowerConfig
+    a full collision rare; at least 1,024 rows) unless given, vocabulary sizes from the tables,
+    and the towers' width (dim, hidden) by the catalog's size (`width_for`) where it is 0 or not given."""
+    from models.retrieval.towers import TowerConfig, width_for
 
+    for width in ("dim", "hidden"):
+        fields[width] = fields.get(width) or width_for(shape.n_items)
     return TowerConfig(
         item_buckets=item_buckets or max(1024, 2 * shape.n_items + 1),
         user_buckets=user_buckets or max(1024, 2 * shape.n_users + 1),
