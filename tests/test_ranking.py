@@ -590,6 +590,31 @@ def test_candidate_features_from_duckdb_count_only_events_before_the_cut(tmp_pat
     assert np.array_equal(out[0], out[1])
 
 
+def test_co_occurrences_counted_a_block_of_rows_at_a_time_are_each_rows_own():
+    """CoOccurrence.scores counts a block of rows' distinct history items against their distinct
+    candidates at once; every row must get what it gets alone (a user's train cuts are adjacent
+    rows sharing items, so blocks mix repeated and distinct items, padding, unknown users)."""
+    from models.ranking.features import COOC_BLOCK, CoOccurrence
+
+    rng = np.random.default_rng(3)
+    n_items, n_users = 300, 200
+    items = pd.Index([f"i{i}" for i in range(n_items)], dtype=object)
+    pairs_user = np.array([f"u{u}" for u in rng.integers(0, n_users, 6000)], dtype=object)
+    pairs_item = items.to_numpy()[rng.zipf(1.5, 6000) % n_items]  # a few popular items, a long tail
+    cooc = CoOccurrence.build(items, pairs_user, pairs_item)
+    G, H, C = COOC_BLOCK * 2 + 7, 40, 30  # two full blocks and a short one
+    users = np.array([f"u{u}" for u in np.repeat(rng.integers(0, n_users + 20, G // 4 + 1), 4)[:G]], dtype=object)
+    hist = np.where(rng.random((G, H)) < 0.1, -1, rng.zipf(1.5, (G, H)) % n_items)
+    valid = (hist >= 0) & (rng.random((G, H)) < 0.9)
+    cands = np.where(rng.random((G, C)) < 0.1, -1, rng.zipf(1.5, (G, C)) % n_items)
+    together = cooc.scores(users, hist, valid, cands)
+    alone = np.concatenate(
+        [cooc.scores(users[g : g + 1], hist[g : g + 1], valid[g : g + 1], cands[g : g + 1]) for g in range(G)]
+    )
+    assert (together > 0).mean() > 0.3  # the data co-occurs: the comparison is not of zeros
+    assert np.allclose(together, alone, atol=1e-5)
+
+
 def test_a_served_ranker_reads_the_features_offline_evaluation_computes_at_the_snapshot_time(tmp_path):
     from models.artifacts import write_manifest
     from models.ranking.features import ItemTimeline, features_for

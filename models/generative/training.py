@@ -232,8 +232,13 @@ def train_generative(
     model = GenerativeRetriever(model_cfg)
     sid = None
     if joint is not None:
-        sid, table = joint.encode()
         tok = joint.tokenizer
+        if tok.collision_size != model_cfg.level_sizes[3]:
+            raise ValueError(
+                f"the retriever's collision range ({model_cfg.level_sizes[3]}) is not its tokenizer's "
+                f"({tok.collision_size}): build Seq2SeqConfig with the tokenizer's collision_size"
+            )
+        sid, table = joint.encode()
         proj = Projections(model_cfg.d_model, tok.cfg.code_dim, tok.dim)
         tok_opt = torch.optim.Adam(tok.parameters(), lr=cfg.tokenizer_lr)
         log(
@@ -244,7 +249,7 @@ def train_generative(
     rec_params = [*model.parameters(), *proj.parameters()]
     opt = torch.optim.AdamW(rec_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     codes = torch.as_tensor(table)
-    trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
+    trie = PrefixTrie(table[:-1], model_cfg.level_sizes)
     rows_all = (
         torch.nonzero(train_set.from_end < cfg.recent_per_user).flatten()
         if cfg.recent_per_user
@@ -290,7 +295,7 @@ def train_generative(
             target_pos = train_set.target[rows]  # (B,)
             target = codes[target_pos]  # (B, 4)
             with torch.no_grad() if tok_epoch else nullcontext():
-                logits, seq_state, first_state = model.forward_states(hist, target)  # (B, 4, K), (B, D), (B, D)
+                logits, seq_state, first_state = model.forward_states(hist, target)  # (B, 4, V), (B, D), (B, D)
                 ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             loss, parts = ce, {"loss": ce}
             if joint is not None:
@@ -344,7 +349,7 @@ def train_generative(
             row["recoded"] = float((new_table[:-1] != table[:-1]).any(1).mean())
             row["collision_rate"] = float(sid.stats["collision_rate"])
             table, codes = new_table, torch.as_tensor(new_table)
-            trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
+            trie = PrefixTrie(table[:-1], model_cfg.level_sizes)
         elif valid is not None and len(valid):
             tv = time.perf_counter()
             ev = evaluate_generative(model, trie, codes, valid, beam=cfg.beam, ks=(10,))
