@@ -376,6 +376,10 @@ def test_ranker_learns_planted_actions_and_beats_retrieval_order():
     # epoch 0 is the untrained ranker: the retriever's order, the bar training had to clear
     assert [r["epoch"] for r in result.history] == list(range(len(result.history)))
     assert result.best_epoch > 0 and result.best_valid["ndcg@10"] > result.history[0]["valid_ndcg@10"]
+    # the curve's held-out side: the listwise loss training minimises, on valid, fell too
+    assert result.history[result.best_epoch]["valid_listwise"] < result.history[0]["valid_listwise"], result.history
+    with pytest.raises(ValueError, match="lr_schedule"):
+        RankerTrainConfig(lr_schedule="linear")
 
 
 def test_the_service_api_ranks_from_a_saved_checkpoint_like_the_batch_path(tmp_path):

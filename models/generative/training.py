@@ -38,7 +38,7 @@ import torch
 
 from models import artifacts
 from models.artifacts import atomic_folder
-from models.budget import WallClock, examples_budget
+from models.budget import LR_SCHEDULES, WallClock, examples_budget, lr_factor
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
 from models.generative.etegrec import JointTokenizer, Projections, alignment_losses, distinct_rows
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
@@ -116,20 +116,6 @@ class GenTrainConfig:
 
 
 MODES = ("tiger", "etegrec")
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def lr_factor(schedule: str, step: int, total: int) -> float:
-    """The learning rate's multiplier at retriever step `step` of `total`: 1 (constant), or a
-    linear warm-up over the first 1% of the steps, then a cosine decay to 0 at `total` (cosine)."""
-    if schedule == "constant" or total <= 0:
-        return 1.0
-    warm = max(1, total // 100)
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-
 @dataclass
 class GenTrainResult:
     model: GenerativeRetriever
