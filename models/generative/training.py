@@ -116,6 +116,8 @@ class GenTrainConfig:
 
 
 MODES = ("tiger", "etegrec")
+
+
 @dataclass
 class GenTrainResult:
     model: GenerativeRetriever
