@@ -130,7 +130,9 @@ def fit_generative(
     tok, _ = fit_tokenizer(xb, tok_cfg)
     sid = tokenize(tok, catalog.item_ids, xb)
     table = codes_by_position(catalog, sid.item_ids, sid.codes)
-    cfg = Seq2SeqConfig(codebook_size=tok_cfg.codebook_size, **{"history_len": HISTORY, **model_kw})
+    cfg = Seq2SeqConfig(
+        codebook_size=tok_cfg.codebook_size, collision_size=tok.collision_size, **{"history_len": HISTORY, **model_kw}
+    )
     train_cfg = GenTrainConfig(seed=seed, **{"valid_users": 0, **train_kw})
     if joint:  # as many retriever epochs and rows as the other rows, plus the tokenizer epochs between them
         more = train_cfg.cycle / (train_cfg.cycle - 1)
@@ -153,7 +155,7 @@ def fit_generative(
     secs = time.perf_counter() - t0
     if joint:
         sid, table = res.semantic_ids, res.table
-    trie = PrefixTrie(table[:-1], tok_cfg.codebook_size)
+    trie = PrefixTrie(table[:-1], cfg.level_sizes)
     return res, trie, torch.as_tensor(table), sid, train_cfg, secs
 
 
@@ -217,7 +219,7 @@ def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
         data = by_history[L]
         rng = np.random.default_rng(0)
         prefix = rng.integers(0, cfg.codebook_size, (len(data.catalog), 3))
-        codes = np.concatenate([prefix, assign_collision_tokens(prefix, cfg.codebook_size)[:, None]], 1)
+        codes = np.concatenate([prefix, assign_collision_tokens(prefix, cfg.level_sizes[3])[:, None]], 1)
         table = torch.as_tensor(np.concatenate([codes, np.full((1, 4), -1)]))
         torch.manual_seed(0)
         model = GenerativeRetriever(cfg)
@@ -227,7 +229,7 @@ def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
             rows = perm[s * batch : (s + 1) * batch]
             c0 = time.process_time()
             target = table[data.train.target[rows]]  # (B, 4)
-            logits = model(_hist_codes(table, data.train.history[rows]), target)  # (B, 4, K)
+            logits = model(_hist_codes(table, data.train.history[rows]), target)  # (B, 4, V)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             opt.zero_grad()
             loss.backward()
@@ -235,7 +237,7 @@ def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
             cpu.append(time.process_time() - c0)
         step = float(np.median(cpu[1:]))
         c0 = time.process_time()
-        evaluate_generative(model, PrefixTrie(codes, cfg.codebook_size), table, data.valid.sample(users, 0), beam=20)
+        evaluate_generative(model, PrefixTrie(codes, cfg.level_sizes), table, data.valid.sample(users, 0), beam=20)
         decode = (time.process_time() - c0) / users
         epoch = step * len(data.train) / batch / 60
         print(f"{name:<46} {1000 * step:>11.0f} {epoch:>13.1f} {1000 * decode:>18.1f}", flush=True)

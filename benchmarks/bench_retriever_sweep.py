@@ -56,6 +56,7 @@ CONFIGS = {
     # by default (towers.width_for: 128 on MovieLens), these fix it
     "mean-dim64": dict(dim=64, hidden=64),  # the default before the width rule
     "mean-dim128": dict(dim=128, hidden=128),
+    "mean-dim256": dict(dim=256, hidden=256),
     "mean-hidden128": dict(hidden=128),  # the wider towers with the 64-d index
     # the loss, mean encoder
     "mean-sampled": dict(**SAMPLED),

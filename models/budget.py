@@ -55,3 +55,18 @@ class WallClock:
 
     def spent(self) -> bool:
         return bool(self.max_minutes) and time.perf_counter() - self.t0 >= 60 * self.max_minutes
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The learning rate's multiplier at training step `step` of `total` (the work budget's
+    steps): 1 (constant), or a linear warm-up over the first 1% of the steps, then a cosine
+    decay to 0 at `total` (cosine)."""
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    warm = max(1, total // 100)
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,17 @@ def test_collision_tokens_number_items_sharing_a_prefix_and_continue_after_exist
     existing = np.array([[1, 2, 3, 0], [1, 2, 3, 1], [5, 5, 5, 0]])
     # new items continue each prefix's count: (1,2,3) already holds 0 and 1
     assert assign_collision_tokens(np.array([[1, 2, 3], [4, 4, 4]]), 8, existing).tolist() == [2, 0]
-    with pytest.raises(ValueError, match=r"share the semantic-ID prefix \(1, 2, 3\).*capacity \(2\)"):
+    with pytest.raises(ValueError, match=r"share the semantic-ID prefix \(1, 2, 3\).*range \(2,.*retrain"):
         assign_collision_tokens(prefix, capacity=2)
+
+
+def test_the_collision_range_is_the_codebook_size_until_twice_the_fullest_prefix_outgrows_it():
+    from models.generative.semantic_ids import collision_size_for
+
+    assert collision_size_for(5, 256) == 256 and collision_size_for(128, 256) == 256  # twice 128 fits in 256
+    # 129 items: twice is 258, next power of two 512; the 10M-event run's 492 items in one prefix: 1,024
+    assert collision_size_for(129, 256) == 512 and collision_size_for(492, 256) == 1024
+    assert collision_size_for(20, 8) == 64 and collision_size_for(0, 8) == 8
 
 
 def test_every_code_is_unique_even_when_the_quantiser_collides_and_new_items_keep_old_codes():
@@ -102,15 +112,19 @@ def test_every_code_is_unique_even_when_the_quantiser_collides_and_new_items_kee
 
 
 def test_trie_allows_only_real_prefixes():
-    codes = np.array([[0, 1, 2, 0], [0, 1, 2, 1], [0, 3, 0, 0], [2, 0, 0, 0]])
-    trie = PrefixTrie(codes, codebook_size=4)
+    # 4 codes on levels 1-3, 8 collision tokens: c4 = 5 lies past the codebook, inside its own range
+    codes = np.array([[0, 1, 2, 0], [0, 1, 2, 5], [0, 3, 0, 0], [2, 0, 0, 0]])
+    trie = PrefixTrie(codes, (4, 4, 4, 8))
     assert trie.allowed(0, torch.tensor([0]))[0].nonzero().flatten().tolist() == [0, 2]
     # prefix (0,) has children 1 and 3; (2,) only 0; the non-prefix (1,) none
     m = trie.allowed(1, torch.tensor([0, 2, 1]))
     assert [r.nonzero().flatten().tolist() for r in m] == [[1, 3], [0], []]
     key = (0 * 4 + 1) * 4 + 2  # prefix (0, 1, 2)
-    assert trie.allowed(3, torch.tensor([key]))[0].nonzero().flatten().tolist() == [0, 1]
-    assert trie.item_of(torch.tensor([key * 4 + 1, key * 4 + 3])).tolist() == [1, -1]
+    assert trie.allowed(3, torch.tensor([key])).shape == (1, 8)
+    assert trie.allowed(3, torch.tensor([key]))[0].nonzero().flatten().tolist() == [0, 5]
+    assert trie.item_of(torch.tensor([key * 8 + 5, key * 8 + 3])).tolist() == [1, -1]
+    with pytest.raises(ValueError, match=r"c4 must lie in 0\.\.3"):
+        PrefixTrie(codes, 4)
     with pytest.raises(ValueError, match="not unique"):
         PrefixTrie(np.array([[0, 0, 0, 0], [0, 0, 0, 0]]), 4)
 
@@ -275,6 +289,76 @@ def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(p
     model, meta = load_generative(path)
     again = evaluate_generative(model, trie, torch.as_tensor(table), d.test, beam=20)
     assert again["ndcg@10"] == gen["ndcg@10"] and meta["tokenizer"] == "t"
+
+
+def test_more_items_with_one_vector_than_the_codebook_holds_get_codes_a_retriever_can_generate(planted, tmp_path):
+    """20 items with one identical vector (items never trained, embedded by the same content) share
+    one 3-code prefix whatever the codebooks; with 8 codes per level the collision token is sized
+    from the data (the next power of two at or above 2 x 20 = 64), not capped at 8."""
+    from models.generative.store import load_tokenizer, save_tokenizer
+
+    d, xb = planted
+    xb = xb.copy()
+    twins = np.arange(20)  # catalog positions 0..19 get the vector of position 0
+    xb[twins] = xb[0]
+    cfg = TokenizerConfig(kind="rkmeans", codebook_size=8, seed=0)
+    tok, _ = fit_tokenizer(xb, cfg)
+    assert tok.collision_size == 64
+    sid = tokenize(tok, d.catalog.item_ids, xb)
+    table = codes_by_position(d.catalog, sid.item_ids, sid.codes)
+    # the twins share c1..c3 and are numbered 0..19 (beyond the 8 codes a level has) by c4
+    assert len(np.unique(table[twins, :3], axis=0)) == 1 and sorted(table[twins, 3]) == list(range(20))
+    assert duplicate_codes(sid.codes) == 0 and sid.stats["max_items_per_prefix"] >= 20
+    assert sid.stats["collision_size"] == 64
+    # the range travels with the tokenizer; one saved before it was sized loads with the codebook's 8
+    version = save_tokenizer(tmp_path, tok, {})
+    assert load_tokenizer(tmp_path, version)[0].collision_size == 64
+    config = tmp_path / "tokenizers" / version / "config.json"
+    old = json.loads(config.read_text())
+    del old["collision_size"]
+    config.write_text(json.dumps(old))
+    assert load_tokenizer(tmp_path, version)[0].collision_size == 8
+
+    model_cfg = Seq2SeqConfig(
+        codebook_size=8,
+        collision_size=tok.collision_size,
+        history_len=8,
+        d_model=16,
+        heads=2,
+        encoder_layers=1,
+        decoder_layers=1,
+        ffn=32,
+    )
+    assert model_cfg.level_sizes == (8, 8, 8, 64)
+    res = train_generative(table, d.train, model_cfg, GenTrainConfig(batch_size=64, max_steps=1), log=lambda m: None)
+    assert res.steps == 1 and np.isfinite(res.history[0]["loss"])
+    trie = PrefixTrie(table[:-1], model_cfg.level_sizes)
+    # a beam as wide as the catalog holds every item once: the twins past code 8 included
+    items, scores = beam_search(res.model, trie, torch.as_tensor(table)[d.valid.history[:3]], beam=len(trie))
+    for row, score in zip(items.tolist(), scores):
+        assert sorted(row) == list(range(len(trie))) and torch.isfinite(score).all()
+    # the checkpoint keeps the range: it loads and decodes the same
+    path = save_generative(tmp_path / "generative", res.model, {"train": {"beam": 20}, "tokenizer": version})
+    model, _ = load_generative(path)
+    assert model.cfg.level_sizes == (8, 8, 8, 64)
+    again, _ = beam_search(model, trie, torch.as_tensor(table)[d.valid.history[:3]], beam=len(trie))
+    assert again.tolist() == items.tolist()
+    # a retriever built for the codebook's range alone cannot decode these codes: the trie says why
+    with pytest.raises(ValueError, match=r"c4 must lie in 0\.\.7"):
+        PrefixTrie(table[:-1], 8)
+
+
+def test_a_checkpoint_saved_before_the_collision_range_was_sized_loads_with_the_codebook_range(tmp_path):
+    model = GenerativeRetriever(
+        Seq2SeqConfig(codebook_size=4, history_len=2, d_model=8, heads=1, encoder_layers=1, decoder_layers=1, ffn=8)
+    )
+    path = save_generative(tmp_path, model, {"tokenizer": "t1", "train": {"beam": 4}})
+    meta = json.loads((path / "config.json").read_text())
+    del meta["model"]["collision_size"]  # the config.json of a checkpoint written before it existed
+    (path / "config.json").write_text(json.dumps(meta))
+    loaded, _ = load_generative(path)
+    # 4 levels x 4 codes + PAD, BOS, CLS: the layout every older checkpoint has
+    assert loaded.cfg.level_sizes == (4, 4, 4, 4) and loaded.tokens.num_embeddings == 19
 
 
 def test_a_catalog_item_without_a_code_is_named():

@@ -376,6 +376,10 @@ def test_ranker_learns_planted_actions_and_beats_retrieval_order():
     # epoch 0 is the untrained ranker: the retriever's order, the bar training had to clear
     assert [r["epoch"] for r in result.history] == list(range(len(result.history)))
     assert result.best_epoch > 0 and result.best_valid["ndcg@10"] > result.history[0]["valid_ndcg@10"]
+    # the curve's held-out side: the listwise loss training minimises, on valid, fell too
+    assert result.history[result.best_epoch]["valid_listwise"] < result.history[0]["valid_listwise"], result.history
+    with pytest.raises(ValueError, match="lr_schedule"):
+        RankerTrainConfig(lr_schedule="linear")
 
 
 def test_the_service_api_ranks_from_a_saved_checkpoint_like_the_batch_path(tmp_path):
@@ -588,6 +592,31 @@ def test_candidate_features_from_duckdb_count_only_events_before_the_cut(tmp_pat
     assert np.allclose(f["cooc_last5"], np.log1p(expect5), atol=1e-6) and np.allclose(f["cooc_last32"], f["cooc_last5"])
     # events at and after the cut (the label window and later) change nothing
     assert np.array_equal(out[0], out[1])
+
+
+def test_co_occurrences_counted_a_block_of_rows_at_a_time_are_each_rows_own():
+    """CoOccurrence.scores counts a block of rows' distinct history items against their distinct
+    candidates at once; every row must get what it gets alone (a user's train cuts are adjacent
+    rows sharing items, so blocks mix repeated and distinct items, padding, unknown users)."""
+    from models.ranking.features import COOC_BLOCK, CoOccurrence
+
+    rng = np.random.default_rng(3)
+    n_items, n_users = 300, 200
+    items = pd.Index([f"i{i}" for i in range(n_items)], dtype=object)
+    pairs_user = np.array([f"u{u}" for u in rng.integers(0, n_users, 6000)], dtype=object)
+    pairs_item = items.to_numpy()[rng.zipf(1.5, 6000) % n_items]  # a few popular items, a long tail
+    cooc = CoOccurrence.build(items, pairs_user, pairs_item)
+    G, H, C = COOC_BLOCK * 2 + 7, 40, 30  # two full blocks and a short one
+    users = np.array([f"u{u}" for u in np.repeat(rng.integers(0, n_users + 20, G // 4 + 1), 4)[:G]], dtype=object)
+    hist = np.where(rng.random((G, H)) < 0.1, -1, rng.zipf(1.5, (G, H)) % n_items)
+    valid = (hist >= 0) & (rng.random((G, H)) < 0.9)
+    cands = np.where(rng.random((G, C)) < 0.1, -1, rng.zipf(1.5, (G, C)) % n_items)
+    together = cooc.scores(users, hist, valid, cands)
+    alone = np.concatenate(
+        [cooc.scores(users[g : g + 1], hist[g : g + 1], valid[g : g + 1], cands[g : g + 1]) for g in range(G)]
+    )
+    assert (together > 0).mean() > 0.3  # the data co-occurs: the comparison is not of zeros
+    assert np.allclose(together, alone, atol=1e-5)
 
 
 def test_a_served_ranker_reads_the_features_offline_evaluation_computes_at_the_snapshot_time(tmp_path):

@@ -1,7 +1,7 @@
 """The generative group's Dagster configs, derived from the library's dataclasses: the tokenizer
 (TokenizerConfig), the retriever (Seq2SeqConfig), its training (GenTrainConfig) and how the group
 runs them (models/generative/settings.py). Back to the library: `to_library(config,
-TokenizerConfig)`, `to_library(config, Seq2SeqConfig, codebook_size=...)`,
+TokenizerConfig)`, `to_library(config, Seq2SeqConfig, codebook_size=..., collision_size=...)`,
 `to_library(config, GenTrainConfig)`."""
 
 import dagster as dg
@@ -28,7 +28,11 @@ SemanticIdConfig: type[dg.Config] = config_from(
 )
 GenerativeConfig: type[dg.Config] = config_from(
     "GenerativeConfig",
-    without(Seq2SeqConfig, codebook_size="the tokenizer's, read from item_semantic_ids"),
+    without(
+        Seq2SeqConfig,
+        codebook_size="the tokenizer's, read from item_semantic_ids",
+        collision_size="the tokenizer's, sized from the data, read from item_semantic_ids",
+    ),
     without(
         GenTrainConfig,
         weight_decay="an optimiser constant the product keeps fixed",

@@ -56,7 +56,7 @@ def generative_evaluation(
             con, history_len=model.cfg.history_len, n_hashes=1, item_buckets=2, user_buckets=2, max_hard=0
         )
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
-    trie = PrefixTrie(table[:-1], model.cfg.codebook_size)
+    trie = PrefixTrie(table[:-1], model.cfg.level_sizes)
     beam = config.beam or int(meta["train"]["beam"])
     gen = {}
     for ev in (data.valid, data.test):

@@ -13,7 +13,7 @@ from models.generative.training import GenTrainConfig
 from assets.reporting import figures_metadata, md_table
 from models.artifacts import Layout
 from models.generative.etegrec import JointTokenizer
-from models.generative.store import joint_training_inputs, new_tokenizer_version, read_codes, write_pair
+from models.generative.store import collision_size, joint_training_inputs, new_tokenizer_version, read_codes, write_pair
 from models.generative.semantic_ids import codes_by_position
 from models.generative.training import (
     save_generative,
@@ -63,7 +63,12 @@ def generative_retriever(
             con, history_len=config.history_len, n_hashes=1, item_buckets=2, user_buckets=2, max_hard=0
         )
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
-    model_cfg = to_library(config, Seq2SeqConfig, codebook_size=manifest["tokenizer_config"]["codebook_size"])
+    model_cfg = to_library(
+        config,
+        Seq2SeqConfig,
+        codebook_size=manifest["tokenizer_config"]["codebook_size"],
+        collision_size=collision_size(manifest),
+    )
     tcfg = to_library(config, GenTrainConfig)
     if tcfg.mode == "etegrec":
         try:

@@ -11,6 +11,7 @@ from assets.reporting import figures_metadata, md_table
 from models.artifacts import Layout, write_json_atomic
 from models.ranking.data import load_ranking_set
 from models.ranking.evaluation import compare_orders, nan_to_none
+from models.ranking.features import ItemTimeline
 from models.ranking.ranker import LoadedRanker, ranker_manifest
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
@@ -39,8 +40,12 @@ def ranking_evaluation(
     negative = torch.tensor([w < 0 for w in ranker.weights.tolist()])
     metrics: dict = {"version": version}
     with duckdb.get_connection() as con:
+        # the item events once for both splits (reading them is most of a split's loading at 10M events)
+        timeline = (
+            ItemTimeline.from_warehouse(con, log=context.log.info) if getattr(ranker.cfg, "n_features", 0) else None
+        )
         for split in ("valid", "test"):
-            rs = load_ranking_set(con, split, ranker.cfg)
+            rs = load_ranking_set(con, split, ranker.cfg, timeline=timeline, log=context.log.info)
             probs, score = ranker.score(  # features as of each user's cut, never the snapshot's later counts
                 rs.user_hash,
                 rs.history,

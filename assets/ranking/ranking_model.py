@@ -45,9 +45,9 @@ def ranking_model(
         ).fetchall()[0]
         cfg = ranker_config_for([a["weight"] for a in vocab], n_items, n_users, **fields_for(config, RankerConfig))
         tcfg = to_library(config, RankerTrainConfig)
-        timeline = ItemTimeline.from_warehouse(con)
-        train_set = load_ranking_set(con, "train", cfg, timeline=timeline)
-        valid_set = load_ranking_set(con, "valid", cfg, timeline=timeline)
+        timeline = ItemTimeline.from_warehouse(con, log=context.log.info)
+        train_set = load_ranking_set(con, "train", cfg, timeline=timeline, log=context.log.info)
+        valid_set = load_ranking_set(con, "valid", cfg, timeline=timeline, log=context.log.info)
     weights = torch.tensor([a["weight"] for a in vocab], dtype=torch.float32)
     context.log.info(f"training the ranker on {len(train_set):,} users' candidates, {len(vocab)} actions")
     with mlflow.child_run(context, "ranking_model", tags={"dagster_asset": "ranking_model"}) as run:

@@ -2,12 +2,16 @@
 next, so every finished beam is a catalog item.
 
 The trie is stored level by level in CSR form (no Python per node): for prefixes of length l,
-the sorted integer keys of the prefixes (key = sum code_i * K^(l-1-i)), pointers into the sorted
-child codes. A batch of prefixes gets its (M, K) mask of allowed next codes by one
+the sorted integer keys of the prefixes (mixed radix: key = key * size_i + code_i over the
+levels so far, sizes (K, K, K, C): the collision token has its own range), pointers into the
+sorted child codes. A batch of prefixes gets its (M, size_l) mask of allowed next codes by one
 searchsorted and one scatter.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,13 +20,26 @@ from models.generative.seq2seq import GenerativeRetriever
 
 
 class PrefixTrie:
-    def __init__(self, codes: np.ndarray, codebook_size: int):
-        """codes: (n, 4) int64 unique codes; row i is item i."""
+    def __init__(self, codes: np.ndarray, level_sizes: int | Sequence[int]):
+        """codes: (n, 4) int64 unique codes; row i is item i. level_sizes: codes per level,
+        (K, K, K, C) (the retriever's `cfg.level_sizes`), or one K for every level."""
         codes = np.asarray(codes, dtype=np.int64)
         assert codes.ndim == 2 and codes.shape[1] == 4, codes.shape
-        K = self.K = codebook_size
-        if len(codes) and (codes.min() < 0 or codes.max() >= K):
-            raise ValueError(f"codes must lie in 0..{K - 1}")
+        sizes = (int(level_sizes),) * 4 if isinstance(level_sizes, (int, np.integer)) else tuple(map(int, level_sizes))
+        assert len(sizes) == 4, sizes
+        self.sizes = sizes
+        if math.prod(sizes) >= 2**63:
+            raise ValueError(f"level sizes {sizes}: a 4-code key would overflow int64")
+        for level, size in enumerate(sizes):
+            if len(codes) and (codes[:, level].min() < 0 or codes[:, level].max() >= size):
+                raise ValueError(
+                    f"code c{level + 1} must lie in 0..{size - 1}, got {codes[:, level].min()}..{codes[:, level].max()}"
+                    + (
+                        " (the collision token's range is the tokenizer's: build the retriever from it)"
+                        if level == 3
+                        else ""
+                    )
+                )
         self.parent_keys, self.ptr, self.children = [], [], []
         key = np.zeros(len(codes), np.int64)
         for level in range(4):
@@ -31,7 +48,7 @@ class PrefixTrie:
             self.parent_keys.append(torch.as_tensor(parents))
             self.ptr.append(torch.as_tensor(np.append(start, len(pairs))))
             self.children.append(torch.as_tensor(pairs[:, 1]))
-            key = key * K + codes[:, level]
+            key = key * sizes[level] + codes[:, level]
         order = np.argsort(key)
         self.full_keys = torch.as_tensor(key[order])
         self.item_rows = torch.as_tensor(order)
@@ -42,8 +59,8 @@ class PrefixTrie:
         return len(self.full_keys)
 
     def allowed(self, level: int, keys: torch.Tensor) -> torch.Tensor:
-        """(M,) prefix keys of length `level` -> (M, K) bool: the codes that extend them to a
-        prefix of some item. A key that is no prefix allows nothing."""
+        """(M,) prefix keys of length `level` -> (M, sizes[level]) bool: the codes that extend
+        them to a prefix of some item. A key that is no prefix allows nothing."""
         pk, ptr, ch = self.parent_keys[level], self.ptr[level], self.children[level]
         M = len(keys)
         node = torch.searchsorted(pk, keys).clamp(max=max(len(pk) - 1, 0))
@@ -53,7 +70,7 @@ class PrefixTrie:
         rows = torch.repeat_interleave(torch.arange(M), count)  # (E,)
         first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
         cols = ch[torch.repeat_interleave(start, count) + torch.arange(len(rows)) - first]
-        mask = torch.zeros(M, self.K, dtype=torch.bool)
+        mask = torch.zeros(M, self.sizes[level], dtype=torch.bool)
         mask[rows, cols] = True
         return mask
 
@@ -82,12 +99,14 @@ def beam_search(
 
 
 def _beam_batch(model, trie, hist, beam):
-    B, K = len(hist), trie.K
+    B = len(hist)
+    assert trie.sizes == model.cfg.level_sizes, (trie.sizes, model.cfg.level_sizes)
     memory, mem_mask = model.encode(hist)  # (B, S, D), (B, S)
     prefix = torch.zeros(B, 1, 0, dtype=torch.long)  # (B, nb, t)
     keys = torch.zeros(B, 1, dtype=torch.long)  # (B, nb)
     scores = torch.zeros(B, 1)  # (B, nb)
     for level in range(4):
+        K = trie.sizes[level]  # codes at this level
         nb = prefix.shape[1]
         M = B * nb
         h = model.decode(prefix.reshape(M, level), memory.repeat_interleave(nb, 0), mem_mask.repeat_interleave(nb, 0))[

@@ -3,7 +3,8 @@ retriever trained in alternation and tied by two alignment losses (no Dagster).
 
 - Alternation: of every `cycle` epochs, the last trains the tokenizer (retriever frozen) and the
   others the retriever (tokenizer frozen). After each tokenizer epoch every item is re-encoded
-  (collision tokens renumbered, the trie rebuilt), so the retriever's next epoch reads the new
+  (collision tokens renumbered within the tokenizer's collision range, which the retriever's
+  vocabulary was built for; the trie rebuilt), so the retriever's next epoch reads the new
   codes. ETEGRec puts the tokenizer epoch first in the cycle and keeps the alignment losses off
   for warm-up epochs; putting it last gets the same effect without a warm-up setting: the first
   tokenizer update already sees a trained retriever.

@@ -4,6 +4,16 @@ Three levels of residual quantisation give (c1, c2, c3), each in 0..K-1 (K = 256
 c4 is the collision token, the item's index among the items sharing its (c1, c2, c3) prefix
 (in item-id order), so every item has a unique 4-token code (TIGER, NeurIPS'23).
 
+The collision token's range C is sized from the data, apart from K: TIGER appends "as many
+values as needed", and items the tokenizer cannot tell apart (identical vectors: items never
+trained, embedded by content alone, with identical content) share one prefix however good the
+codebooks are; 492 of them did in a 1M-item catalog, over a 256-value range. `fit_tokenizer`
+sets C = `collision_size_for(largest prefix)`: at least K, else the next power of two at or
+above twice the largest prefix, so new items can keep numbering a prefix before a refit is
+needed. C belongs to the tokenizer (its config.json, the semantic-ID manifest); the retriever's
+vocabulary (`Seq2SeqConfig.collision_size`), the trie and ETEGRec's recoding read it from there.
+A tokenizer saved before C was stored loads with C = K, the range it was used with.
+
 Two tokenizers, both encoding any vector later without retraining (so items added to the
 catalog after training get codes from the same tokenizer):
 
@@ -47,7 +57,8 @@ class TokenizerConfig:
     levels: int = 3  # quantised levels before the collision token
     codebook_size: int = setting(
         256,
-        "Codes per level (3 levels); also how many items one 3-code prefix can hold (the collision token's range).",
+        "Codes per level (3 levels). The collision token's range is sized from the data when the "
+        "tokenizer is fit (collision_size_for), at least this.",
     )
     code_dim: int = setting(32, "rqvae: latent size of the codewords.")
     hidden: tuple[int, ...] = setting((512, 256, 128), "rqvae: encoder MLP widths (decoder mirrored).")
@@ -126,6 +137,7 @@ class ResidualKMeans(nn.Module):
     def __init__(self, cfg: TokenizerConfig, dim: int):
         super().__init__()
         self.cfg, self.dim = cfg, dim
+        self.collision_size = cfg.codebook_size  # C: set from the data by fit_tokenizer
         self.codebooks = nn.Parameter(torch.zeros(cfg.levels, cfg.codebook_size, dim), requires_grad=False)
 
     def fit(self, xb: np.ndarray, log: Callable[[str], None] | None = None) -> dict:
@@ -170,6 +182,7 @@ class RQVAE(nn.Module):
     def __init__(self, cfg: TokenizerConfig, dim: int):
         super().__init__()
         self.cfg, self.dim = cfg, dim
+        self.collision_size = cfg.codebook_size  # C: set from the data by fit_tokenizer
         self.encoder = _mlp([dim, *cfg.hidden, cfg.code_dim])
         self.decoder = _mlp([cfg.code_dim, *reversed(cfg.hidden), dim])
         self.codebooks = nn.Parameter(torch.randn(cfg.levels, cfg.codebook_size, cfg.code_dim) * 0.01)
@@ -325,11 +338,20 @@ def encode_vectors(tokenizer: nn.Module, xb: np.ndarray, batch: int = 65_536) ->
     return np.concatenate(codes).astype(np.int64), np.concatenate(err)
 
 
+def collision_size_for(max_per_prefix: int, codebook_size: int) -> int:
+    """The collision token's range C for a catalog whose fullest 3-code prefix holds
+    `max_per_prefix` items: K when twice that fits in K (the range every catalog had before it
+    was sized, and what a reasonable tokenizer needs), else the next power of two at or above
+    twice it (room for new items in that prefix before a refit)."""
+    need = 2 * max(int(max_per_prefix), 1)
+    return max(int(codebook_size), 1 << (need - 1).bit_length())
+
+
 def assign_collision_tokens(prefix: np.ndarray, capacity: int, existing: np.ndarray | None = None) -> np.ndarray:
     """(n, 3) prefixes in the order the items should be numbered -> (n,) collision tokens: the
     index of each item among the items sharing its prefix, after the `existing` (m, 4) codes
     already taken (new items continue each prefix's count, so old codes never change).
-    Raises when a prefix would hold more than `capacity` items."""
+    Raises when a prefix would hold more than `capacity` (the tokenizer's collision_size) items."""
     n = len(prefix)
     if n == 0:
         return np.empty(0, np.int64)
@@ -349,8 +371,8 @@ def assign_collision_tokens(prefix: np.ndarray, capacity: int, existing: np.ndar
         worst = int(np.argmax(tokens))
         raise ValueError(
             f"{int(tokens.max()) + 1} items share the semantic-ID prefix {tuple(int(v) for v in prefix[worst])}, more than "
-            f"the collision token's capacity ({capacity}): the tokenizer has collapsed; raise "
-            "codebook_size or the RQ-VAE epochs"
+            f"the collision token's range ({capacity}, sized when the tokenizer was fit): refit the tokenizer "
+            "(item_semantic_ids with retrain: true), which sizes the range from the catalog as it is now"
         )
     return tokens
 
@@ -385,7 +407,7 @@ class SemanticIds:
     """The code table: item ids and their (n, 4) codes, plus the tokenizer that made them."""
 
     item_ids: np.ndarray  # (n,) object
-    codes: np.ndarray  # (n, 4) int64: c1, c2, c3 in 0..K-1, c4 the collision token
+    codes: np.ndarray  # (n, 4) int64: c1, c2, c3 in 0..K-1, c4 the collision token in 0..C-1
     stats: dict = field(default_factory=dict)
 
     def frame(self) -> pd.DataFrame:
@@ -395,12 +417,30 @@ class SemanticIds:
 def fit_tokenizer(
     xb: np.ndarray, cfg: TokenizerConfig, log: Callable[[str], None] | None = None
 ) -> tuple[nn.Module, dict]:
+    """A tokenizer fit on the vectors `xb`, its collision range sized from their codes
+    (`collision_size_for` the fullest prefix), and the fit's figures."""
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)  # before the layers exist: their initial weights are part of the seeded run
     tok = build_tokenizer(cfg, xb.shape[1])
     fit = tok.fit(xb, log=log)
     tok.eval()
+    codes, _ = encode_vectors(tok, xb)
+    fullest = max_items_per_prefix(codes)
+    tok.collision_size = collision_size_for(fullest, cfg.codebook_size)
+    if log is not None and tok.collision_size != cfg.codebook_size:
+        log(
+            f"tokenizer: {fullest:,} items share one 3-code prefix; the collision token's range is "
+            f"{tok.collision_size:,} (codebook size {cfg.codebook_size})"
+        )
     return tok, {**fit, "fit_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def max_items_per_prefix(codes: np.ndarray) -> int:
+    """The most items any one (c1, c2, c3) prefix holds in the (n, >=3) codes."""
+    if not len(codes):
+        return 0
+    _, counts = np.unique(np.ascontiguousarray(codes[:, :3]), axis=0, return_counts=True)
+    return int(counts.max())
 
 
 def tokenize(tokenizer: nn.Module, item_ids, xb: np.ndarray, *, existing: SemanticIds | None = None) -> SemanticIds:
@@ -419,10 +459,11 @@ def tokenize(tokenizer: nn.Module, item_ids, xb: np.ndarray, *, existing: Semant
         prior = existing.codes[pos[~is_new]]
     new_codes, err = encode_vectors(tokenizer, xb[is_new])
     codes[is_new, :3] = new_codes
-    codes[is_new, 3] = assign_collision_tokens(new_codes, tokenizer.cfg.codebook_size, prior)
+    codes[is_new, 3] = assign_collision_tokens(new_codes, tokenizer.collision_size, prior)
     _, all_err = encode_vectors(tokenizer, xb) if existing is not None else (None, err)
     stats = {
         **code_stats(codes, all_err, tokenizer.cfg.codebook_size),
+        "collision_size": int(tokenizer.collision_size),
         "encoded": int(is_new.sum()),
         "kept": int((~is_new).sum()),
     }

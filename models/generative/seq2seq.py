@@ -2,9 +2,10 @@
 a user's history as semantic-ID tokens and generates the next item's 4 codes.
 
 Token layout (one shared embedding table, tied to the output layer as in T5): level l's code c is
-token l * K + c (K = codebook size, which is also the collision token's capacity), then PAD, BOS
-(the decoder's start) and CLS (a token every encoder input starts with, so an empty history
-still has something to attend to).
+token l * K + c (K = codebook size; levels 0-2 hold K codes, level 3, the collision token, holds C,
+the tokenizer's collision range, sized from the data: models/generative/semantic_ids.py), then
+PAD, BOS (the decoder's start) and CLS (a token every encoder input starts with, so an empty
+history still has something to attend to): 3K + C + 3 tokens.
 
 Encoder input, `item_tokens`:
 - "flat" (TIGER): every history item contributes its 4 code tokens, plus an item-position and
@@ -29,6 +30,7 @@ ITEM_TOKENS = ("sum", "flat")
 @dataclass
 class Seq2SeqConfig:
     codebook_size: int = 256  # K: codes per level (the tokenizer's)
+    collision_size: int = 0  # C: the collision token's range (the tokenizer's); 0 = K, as saved before it was sized
     history_len: int = setting(
         20,
         "Last positives the encoder reads; every train row runs the encoder over them, so an "
@@ -55,21 +57,29 @@ class Seq2SeqConfig:
             raise ValueError(f"item_tokens must be one of {ITEM_TOKENS}, got {self.item_tokens!r}")
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+        if self.collision_size < 0:
+            raise ValueError(f"collision_size must be >= 0 (0 = codebook_size), got {self.collision_size}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
+    def level_sizes(self) -> tuple[int, int, int, int]:
+        """Codes per level: (K, K, K, C); the trie and beam search take them from here."""
+        K = self.codebook_size
+        return (K, K, K, self.collision_size or K)
+
+    @property
     def pad(self) -> int:
-        return 4 * self.codebook_size
+        return sum(self.level_sizes)
 
     @property
     def bos(self) -> int:
-        return 4 * self.codebook_size + 1
+        return self.pad + 1
 
     @property
     def cls(self) -> int:
-        return 4 * self.codebook_size + 2
+        return self.pad + 2
 
 
 class GenerativeRetriever(nn.Module):
@@ -77,7 +87,7 @@ class GenerativeRetriever(nn.Module):
         super().__init__()
         self.cfg = cfg
         K, D = cfg.codebook_size, cfg.d_model
-        self.tokens = nn.Embedding(4 * K + 3, D, padding_idx=cfg.pad)
+        self.tokens = nn.Embedding(cfg.pad + 3, D, padding_idx=cfg.pad)  # 3K + C codes, PAD, BOS, CLS
         self.item_pos = nn.Embedding(cfg.history_len + 1, D)  # 0 = CLS, 1..L history positions
         self.level = nn.Embedding(4, D)
         self.dec_pos = nn.Embedding(4, D)
@@ -97,7 +107,10 @@ class GenerativeRetriever(nn.Module):
         )
         for emb in (self.tokens, self.item_pos, self.level, self.dec_pos):  # one scale: positions must not drown codes
             nn.init.normal_(emb.weight, std=0.02)
-        self.register_buffer("offsets", torch.arange(4) * K, persistent=False)  # (4,)
+        self.register_buffer("offsets", torch.arange(4) * K, persistent=False)  # (4,) level l starts at l * K
+        sizes = torch.tensor(cfg.level_sizes)
+        # (4, V) True where a level has no such code (V = the widest level): those logits are -inf
+        self.register_buffer("no_code", torch.arange(max(cfg.level_sizes))[None] >= sizes[:, None], persistent=False)
         self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(4), persistent=False)
 
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
@@ -137,24 +150,38 @@ class GenerativeRetriever(nn.Module):
         )
 
     def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
-        """(M, D) states -> (M, K) logits over level `level`'s codes (tied output embedding)."""
-        K = self.cfg.codebook_size
-        return h @ self.tokens.weight[level * K : (level + 1) * K].T
+        """(M, D) states -> (M, K) logits over level `level`'s codes ((M, C) for the collision
+        token; tied output embedding)."""
+        start = level * self.cfg.codebook_size
+        return h @ self.tokens.weight[start : start + self.cfg.level_sizes[level]].T
+
+    def output_weights(self) -> torch.Tensor:
+        """(4, V, D) each level's code embeddings, zero rows past the level's size (V = the widest level)."""
+        V = self.no_code.shape[1]
+        w = self.tokens.weight
+        return torch.stack(
+            [
+                nn.functional.pad(w[start : start + n], (0, 0, 0, V - n))  # (V, D)
+                for start, n in zip(self.offsets.tolist(), self.cfg.level_sizes)
+            ]
+        )
 
     def forward(self, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: (B, L, 4) histories, (B, 4) target codes -> (B, 4, K) logits."""
+        """Teacher forcing: (B, L, 4) histories, (B, 4) target codes -> (B, 4, V) logits (V =
+        the widest level; -inf past a level's own size)."""
         return self.forward_states(hist, target)[0]
 
     def forward_states(
         self, hist: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher forcing with the states ETEGRec's alignment losses read: (B, 4, K) logits,
-        (B, D) the encoder's mean state over the non-padding positions (CLS included), and (B, D)
-        the decoder's first state (the one that predicts c1)."""
+        """Teacher forcing with the states ETEGRec's alignment losses read: (B, 4, V) logits (-inf
+        past a level's size), (B, D) the encoder's mean state over the non-padding positions (CLS
+        included), and (B, D) the decoder's first state (the one that predicts c1)."""
         memory, mask = self.encode(hist)
         h = self.decode(target[:, :3], memory, mask)  # (B, 4, D)
-        K = self.cfg.codebook_size
-        W = self.tokens.weight[: 4 * K].view(4, K, -1)  # (4, K, D)
+        logits = torch.einsum("bld,lvd->blv", h, self.output_weights())  # (B, 4, V)
+        if self.no_code.any():  # C != K: the narrower levels' extra columns are no codes
+            logits = logits.masked_fill(self.no_code, -torch.inf)
         keep = (~mask).unsqueeze(-1).to(memory.dtype)  # (B, S, 1)
         seq = (memory * keep).sum(1) / keep.sum(1)  # (B, D)
-        return torch.einsum("bld,lkd->blk", h, W), seq, h[:, 0]  # (B, 4, K), (B, D), (B, D)
+        return logits, seq, h[:, 0]  # (B, 4, V), (B, D), (B, D)

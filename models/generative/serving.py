@@ -45,7 +45,7 @@ class GenerativeRecommender:
         except FileNotFoundError as e:
             raise ServingError(str(e)) from e
         self.item_ids = sid.item_ids
-        self.trie = PrefixTrie(sid.codes, self.model.cfg.codebook_size)
+        self.trie = PrefixTrie(sid.codes, self.model.cfg.level_sizes)
         self.codes = torch.as_tensor(np.concatenate([sid.codes, np.full((1, 4), -1, np.int64)]))  # last row: padding
         self.beam = int(self.meta["train"]["beam"])
         index = id_index(self.item_ids)

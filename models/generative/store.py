@@ -1,7 +1,7 @@
 """Where semantic IDs live (no Dagster): the tokenizer that made them and the code table.
 
     artifacts/semantic_ids/tokenizers/<version>/tokenizer.pt   state dict (torch.load weights_only=True)
-    artifacts/semantic_ids/tokenizers/<version>/config.json    TokenizerConfig, vector dim, two-tower version
+    artifacts/semantic_ids/tokenizers/<version>/config.json    TokenizerConfig, vector dim, collision range, two-tower version
     artifacts/semantic_ids/codes-<stamp>.parquet                item_id, c1, c2, c3, c4
     artifacts/semantic_ids/manifest.json                        the tokenizer version and codes file in use
 
@@ -46,7 +46,13 @@ def _stamp() -> str:
 
 def _tokenizer_config(tokenizer, version: str, meta: dict) -> str:
     return json.dumps(
-        {"version": version, "tokenizer": tokenizer.cfg.to_dict(), "dim": tokenizer.dim, **meta},
+        {
+            "version": version,
+            "tokenizer": tokenizer.cfg.to_dict(),
+            "dim": tokenizer.dim,
+            "collision_size": tokenizer.collision_size,
+            **meta,
+        },
         indent=2,
         sort_keys=True,
         default=str,
@@ -69,8 +75,10 @@ def load_tokenizer(root: Path, version: str):
 
 def _load_tokenizer(weights: Path, config: Path):
     meta = json.loads(config.read_text())
-    tok = build_tokenizer(TokenizerConfig(**meta["tokenizer"]), meta["dim"])
+    cfg = TokenizerConfig(**meta["tokenizer"])
+    tok = build_tokenizer(cfg, meta["dim"])
     tok.load_state_dict(torch.load(weights, weights_only=True))
+    tok.collision_size = int(meta.get("collision_size", cfg.codebook_size))  # saved before it was sized: K
     tok.eval()
     return tok, meta
 
@@ -111,6 +119,12 @@ def _read_code_file(path: Path, stats: dict) -> SemanticIds:
         else np.empty((0, 4), np.int64)
     )
     return SemanticIds(np.asarray(t["item_id"].to_pylist(), dtype=object), codes, stats)
+
+
+def collision_size(manifest: dict) -> int:
+    """The collision token's range of the tokenizer a semantic-ID manifest names (what the
+    retriever's vocabulary is built for); a manifest written before it was sized: the codebook size."""
+    return int(manifest.get("collision_size", manifest["tokenizer_config"]["codebook_size"]))
 
 
 def read_codes(root: Path) -> tuple[SemanticIds, dict]:
@@ -257,6 +271,7 @@ def refresh_semantic_ids(
         {
             "tokenizer": version,
             "tokenizer_config": tok.cfg.to_dict(),
+            "collision_size": tok.collision_size,
             "two_tower_version": emb["model_version"],
             "embeddings_sha256": emb["sha256"],
         },

@@ -38,7 +38,7 @@ import torch
 
 from models import artifacts
 from models.artifacts import atomic_folder
-from models.budget import WallClock, examples_budget
+from models.budget import LR_SCHEDULES, WallClock, examples_budget, lr_factor
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
 from models.generative.etegrec import JointTokenizer, Projections, alignment_losses, distinct_rows
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
@@ -116,18 +116,6 @@ class GenTrainConfig:
 
 
 MODES = ("tiger", "etegrec")
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def lr_factor(schedule: str, step: int, total: int) -> float:
-    """The learning rate's multiplier at retriever step `step` of `total`: 1 (constant), or a
-    linear warm-up over the first 1% of the steps, then a cosine decay to 0 at `total` (cosine)."""
-    if schedule == "constant" or total <= 0:
-        return 1.0
-    warm = max(1, total // 100)
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
 @dataclass
@@ -249,8 +237,13 @@ def train_generative(
     model = GenerativeRetriever(model_cfg)
     sid = None
     if joint is not None:
-        sid, table = joint.encode()
         tok = joint.tokenizer
+        if tok.collision_size != model_cfg.level_sizes[3]:
+            raise ValueError(
+                f"the retriever's collision range ({model_cfg.level_sizes[3]}) is not its tokenizer's "
+                f"({tok.collision_size}): build Seq2SeqConfig with the tokenizer's collision_size"
+            )
+        sid, table = joint.encode()
         proj = Projections(model_cfg.d_model, tok.cfg.code_dim, tok.dim)
         tok_opt = torch.optim.Adam(tok.parameters(), lr=cfg.tokenizer_lr)
         log(
@@ -261,7 +254,7 @@ def train_generative(
     rec_params = [*model.parameters(), *proj.parameters()]
     opt = torch.optim.AdamW(rec_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     codes = torch.as_tensor(table)
-    trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
+    trie = PrefixTrie(table[:-1], model_cfg.level_sizes)
     rows_all = (
         torch.nonzero(train_set.from_end < cfg.recent_per_user).flatten()
         if cfg.recent_per_user
@@ -307,7 +300,7 @@ def train_generative(
             target_pos = train_set.target[rows]  # (B,)
             target = codes[target_pos]  # (B, 4)
             with torch.no_grad() if tok_epoch else nullcontext():
-                logits, seq_state, first_state = model.forward_states(hist, target)  # (B, 4, K), (B, D), (B, D)
+                logits, seq_state, first_state = model.forward_states(hist, target)  # (B, 4, V), (B, D), (B, D)
                 ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             loss, parts = ce, {"loss": ce}
             if joint is not None:
@@ -361,7 +354,7 @@ def train_generative(
             row["recoded"] = float((new_table[:-1] != table[:-1]).any(1).mean())
             row["collision_rate"] = float(sid.stats["collision_rate"])
             table, codes = new_table, torch.as_tensor(new_table)
-            trie = PrefixTrie(table[:-1], model_cfg.codebook_size)
+            trie = PrefixTrie(table[:-1], model_cfg.level_sizes)
         elif valid is not None and len(valid):
             tv = time.perf_counter()
             ev = evaluate_generative(model, trie, codes, valid, beam=cfg.beam, ks=(10,))

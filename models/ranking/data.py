@@ -18,6 +18,7 @@ So a train row never sees a valid/test event, as history or as a label.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -392,10 +393,11 @@ class RankingSet:
         )
 
 
-def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | None = None) -> RankingSet:
+def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | None = None, log=None) -> RankingSet:
     """The ranking_candidates rows of `split` as tensors for a RankerConfig `cfg`, with the
     candidate features as of each user's cut when cfg.n_features (`timeline`: the item events,
-    read from the warehouse when not given)."""
+    read from the warehouse when not given); `log` gets what it is doing and progress lines."""
+    t0 = time.perf_counter()
     df = con.execute(
         "SELECT user_id, cut, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts "
         "FROM ranking_candidates WHERE split = $s ORDER BY user_id, cut, retrieved DESC, retrieval_rank, "
@@ -431,13 +433,22 @@ def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | 
     hist = load_histories(
         con, groups, history_len=cfg.history_len, n_actions=A, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets
     )
+    if log:
+        log(
+            f"ranking set {split!r}: {G:,} lists x {C} candidates and their histories read in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
     users = np.asarray(user_ids, dtype=object)
     features = None
     if getattr(cfg, "n_features", 0):
-        timeline = timeline or ItemTimeline.from_warehouse(con)
+        timeline = timeline or ItemTimeline.from_warehouse(con, log=log)
         t = (groups["cut_ts"].astype("datetime64[us]").astype("int64") // 10**6).to_numpy(np.int64)
-        f = features_for(timeline, t, users, item_ids, valid, score, hist.item_ids, hist.valid.numpy(), hist.last_t)
+        f = features_for(
+            timeline, t, users, item_ids, valid, score, hist.item_ids, hist.valid.numpy(), hist.last_t, log=log
+        )
         features = torch.as_tensor(f)
+        if log:
+            log(f"ranking set {split!r}: candidate features in {time.perf_counter() - t0:.0f} s since the start")
     return RankingSet(
         users,
         torch.as_tensor(hash_buckets(users, cfg.n_hashes, cfg.user_buckets)),

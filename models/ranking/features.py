@@ -30,11 +30,13 @@ the checkpoint) because the HTTP service never opens the warehouse. One function
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from models.progress import Progress
 from models.retrieval.data import id_index
 import scipy.sparse as sp
 
@@ -54,6 +56,7 @@ FEATURES = (
     "cooc_last32",
 )
 COOC_LAST = (1, 5, 32)  # the history items each cooc_last* feature sums over
+COOC_BLOCK = 64  # rows whose co-occurrences are counted together (CoOccurrence.scores)
 N_FEATURES = len(FEATURES)
 FEATURE_FILE = "item_features.npz"  # the item snapshot beside a ranker checkpoint
 DAY = 86_400
@@ -129,7 +132,8 @@ class ItemTimeline:
     cooc: "CoOccurrence | None" = None
 
     @classmethod
-    def from_warehouse(cls, con) -> "ItemTimeline":
+    def from_warehouse(cls, con, log=None) -> "ItemTimeline":
+        t0 = time.perf_counter()
         ev = con.execute(EVENTS_SQL).df()
         items = con.execute(ITEMS_SQL).df()
         pairs = con.execute(PAIRS_SQL).df()
@@ -140,6 +144,11 @@ class ItemTimeline:
         tl.cooc = CoOccurrence.build(
             content.index, pairs["user_id"].to_numpy(object), pairs["item_id"].to_numpy(object)
         )
+        if log:
+            log(
+                f"item timeline: {len(ev):,} positive events, {len(content.index):,} items, {len(pairs):,} "
+                f"train pairs in {time.perf_counter() - t0:.0f} s"
+            )
         return tl
 
     @classmethod
@@ -277,7 +286,9 @@ class CoOccurrence:
         )
         return cls(id_index(z["cooc_users"]), X, z["cooc_inv_sqrt"])
 
-    def scores(self, user_ids, hist_pos: np.ndarray, hist_valid: np.ndarray, cand_pos: np.ndarray) -> np.ndarray:
+    def scores(
+        self, user_ids, hist_pos: np.ndarray, hist_valid: np.ndarray, cand_pos: np.ndarray, log=None
+    ) -> np.ndarray:
         """(G, C, len(COOC_LAST)): per user and candidate, log1p of sum over the latest k history
         items h of cos(h, c) = users(h and c) / sqrt(users(h) users(c)), the user's own pairs
         taken out. hist_pos / cand_pos: item positions (G, H) / (G, C), -1 = none."""
@@ -286,12 +297,15 @@ class CoOccurrence:
         K = min(max(COOC_LAST), H)  # the history slots any feature reads (the latest)
         out = np.zeros((G, C, len(COOC_LAST)), dtype=np.float32)
         urow = np.fromiter((self._row.get(u, -1) for u in np.asarray(user_ids, dtype=object)), np.int64, G)
-        # per user, one row per history slot h: users(h, c) / sqrt(users(h)) for the candidates c
-        # alone, then each feature sums its latest slots. Only the history items' rows and the
-        # candidates' columns of the item-item product are formed (never X @ H, which reads every
-        # pair, nor a dense (users, N) block): at 1M items that took ~130 ms per served user.
-        for s in range(0, G, 16):
-            e = min(G, s + 16)
+        # per block of rows, the co-occurrence counts of its distinct history items with its distinct
+        # candidates alone (never X @ H, which reads every pair, nor a dense (users, N) block: at 1M
+        # items that took ~130 ms per served user). A user's train cuts are adjacent rows sharing
+        # most of their history and candidates, so a block of 64 rows counts each pair once where
+        # a row at a time counted it once per cut: at 10M events the row-at-a-time products were
+        # most of ranking_model's minutes of loading.
+        progress = Progress("co-occurrence features", G, "lists", log)
+        for s in range(0, G, COOC_BLOCK):
+            e = min(G, s + COOC_BLOCK)
             g, b = np.arange(s, e), e - s
             cp = np.maximum(cand_pos[g], 0)
             cu, at = np.unique(cp, return_inverse=True)  # (Cu,) distinct candidates; (b, C) -> their column
@@ -301,20 +315,22 @@ class CoOccurrence:
             own_c = own_rows[:, cu].toarray() * known[:, None]  # (b, Cu)
             hp = hist_pos[g, H - K :]
             hv = hist_valid[g, H - K :] & (hp >= 0)
-            r, c = np.nonzero(hv)
-            w = np.zeros((b, K), np.float32)
-            w[r, c] = self.inv_sqrt[hp[r, c]]
-            Hm = sp.csr_matrix((w[r, c], (r * K + c, hp[r, c])), shape=(b * K, N))  # a row per (user, slot)
-            V = (Hm @ self.XT).T.tocsr()  # (U, b K): the users of each history item, weighted
-            P = (self.XT[cu] @ V).T.toarray().reshape(b, K, len(cu))  # (b, K, Cu)
+            hu = np.unique(hp[hv])  # (Hu,) distinct history items
+            slot = np.minimum(np.searchsorted(hu, hp), max(len(hu) - 1, 0))  # (b, K) -> their row
+            w = np.where(hv, self.inv_sqrt[np.maximum(hp, 0)], 0.0).astype(np.float32)  # (b, K) 1 / sqrt(users(h))
+            both = (self.XT[hu] @ self.XT[cu].T).toarray()  # (Hu, Cu) users who took both h and c
             # the user's own pairs: in both h's and c's users when the user holds both
             own_keys = np.repeat(np.arange(b), np.diff(own_rows.indptr)) * N + own_rows.indices
             mine = np.isin(np.arange(b)[:, None] * N + np.maximum(hp, 0), own_keys) & hv & known[:, None]
+            rows = np.repeat(np.arange(b), K).reshape(b, K)
             for j, k in enumerate(COOC_LAST):
                 lo = max(0, K - k)
+                Wh = np.zeros((b, max(len(hu), 1)), np.float32)  # (b, Hu) each row's weight on each history item
+                np.add.at(Wh, (rows[:, lo:].ravel(), slot[:, lo:].ravel()), w[:, lo:].ravel())
                 share = (w[:, lo:] * mine[:, lo:]).sum(1)  # (b,) the user's own share of each h's users
-                S = (P[:, lo:, :].sum(1) - own_c * share[:, None]) * self.inv_sqrt[cu][None, :]
+                S = (Wh[:, : len(hu)] @ both - own_c * share[:, None]) * self.inv_sqrt[cu][None, :]  # (b, Cu)
                 out[g, :, j] = np.log1p(np.maximum(np.take_along_axis(S, at, 1), 0.0)) * (cand_pos[g] >= 0)
+            progress.update(b)
         return out
 
 
@@ -388,13 +404,17 @@ def features_for(
     hist_ids: np.ndarray,
     hist_valid: np.ndarray,
     last_t: np.ndarray,
+    log=None,
 ) -> np.ndarray:
     """The (G, C, N_FEATURES) features of G users' candidates: offline from an ItemTimeline as of
-    each user's t (G,), served from an ItemSnapshot as of its own time (t is then the snapshot's)."""
+    each user's t (G,), served from an ItemSnapshot as of its own time (t is then the snapshot's);
+    `log` gets progress lines of the long part (the co-occurrences)."""
     counts = source.counts(cand_ids, t) if isinstance(source, ItemTimeline) else source.counts(cand_ids)
     if source.cooc is None:
         raise ValueError("the item features hold no co-occurrences: build them with ItemTimeline.from_warehouse")
     pos = source.content.positions
     hv = np.asarray(hist_valid, dtype=bool)
-    cooc = source.cooc.scores(user_ids, np.where(hv, pos(hist_ids), -1), hv, np.where(cand_valid, pos(cand_ids), -1))
+    cooc = source.cooc.scores(
+        user_ids, np.where(hv, pos(hist_ids), -1), hv, np.where(cand_valid, pos(cand_ids), -1), log=log
+    )
     return candidate_features(counts, t, retrieval_score, cand_valid, hist_ids, hv, last_t, source.content, cooc)

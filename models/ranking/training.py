@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from models.artifacts import atomic_folder
-from models.budget import WallClock
+from models.budget import LR_SCHEDULES, WallClock, lr_factor
 from models.progress import Progress
 from models.ranking.evaluation import order_metrics
 from models.ranking.features import FEATURE_FILE, ItemSnapshot
@@ -47,6 +47,11 @@ class RankerTrainConfig:
     batch_size: int = setting(32, "Users per step, each with the whole candidate list.")
     min_steps: int = 20  # steps per epoch at least: on small data an epoch passes over the users more than once
     lr: float = setting(3e-3, "AdamW learning rate.")
+    lr_schedule: str = setting(
+        "constant",
+        "constant, or cosine: the learning rate decays to 0 over the work budget (epochs x steps, "
+        "after a warm-up of 1% of its steps; models/budget.py lr_factor).",
+    )
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
     patience: int = setting(3, "Epochs without a better valid NDCG@10.")
@@ -82,6 +87,8 @@ class RankerTrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.listwise_positives not in ("window", "next"):
             raise ValueError(f"listwise_positives must be window or next, got {self.listwise_positives!r}")
 
@@ -127,6 +134,15 @@ def valid_probs(model: Ranker, vs) -> torch.Tensor:
         vs.retrieval_score,
         vs.features,
     )
+
+
+def valid_listwise(probs: torch.Tensor, vs) -> float:
+    """The listwise next-item loss training minimises (``listwise_loss``), on the valid sample:
+    set beside the train loss by epoch it tells under- from over-fitting (the heads' logits
+    read back from the probabilities in float64). probs (G, C, A) -> a float."""
+    logits = torch.logit(probs.double(), eps=1e-12)  # (G, C, A)
+    positives = (vs.labels > 0) & vs.is_target[..., None]  # (G, C, A)
+    return float(listwise_loss(logits, positives, vs.cand_valid & vs.retrieved))
 
 
 def choose_weights(probs: torch.Tensor, vs, base: torch.Tensor, search: bool = True) -> tuple[torch.Tensor, dict]:
@@ -179,13 +195,15 @@ def train_ranker(
     # epoch 0: the untrained ranker, which orders as the retriever does; training must beat it
     if train_set.features is not None:
         model.set_feature_scale(train_set.features, train_set.cand_valid)
-    start_w, start = choose_weights(valid_probs(model, valid_set), valid_set, weights, search=False)
+    probs = valid_probs(model, valid_set)
+    start_w, start = choose_weights(probs, valid_set, weights, search=False)
     best, best_epoch, bad, best_valid, best_weights = start["ndcg@10"], 0, 0, start, start_w
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     history = [
         {
             "epoch": 0,
             "loss": float("nan"),
+            "valid_listwise": valid_listwise(probs, valid_set),
             "valid_ndcg@10": start["ndcg@10"],
             "valid_hr@10": start["hr@10"],
             "train_seconds": 0.0,
@@ -217,6 +235,8 @@ def train_ranker(
                 raise FloatingPointError(
                     f"ranker loss is {loss.item()} at epoch {epoch}, step {steps}: lower the learning rate"
                 )
+            for g in opt.param_groups:
+                g["lr"] = tcfg.lr * lr_factor(tcfg.lr_schedule, steps, tcfg.epochs * steps_per_epoch)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
@@ -227,11 +247,13 @@ def train_ranker(
                 stopped_by = "max_steps"
                 break
         train_seconds = time.perf_counter() - e0
-        chosen, metrics = choose_weights(valid_probs(model, valid_set), valid_set, weights, tcfg.choose_weights)
+        probs = valid_probs(model, valid_set)
+        chosen, metrics = choose_weights(probs, valid_set, weights, tcfg.choose_weights)
         history.append(
             {
                 "epoch": epoch,
                 "loss": total / max(n, 1),
+                "valid_listwise": valid_listwise(probs, valid_set),
                 "valid_ndcg@10": metrics["ndcg@10"],
                 "valid_hr@10": metrics["hr@10"],
                 "train_seconds": train_seconds,
