@@ -613,22 +613,6 @@ def ranker_row(workdir: Path, proto: Protocol, data: Datasets, retriever, seed: 
     return out
 
 
-def _rows(ev: EvalSet, rows: np.ndarray) -> EvalSet:
-    """The EvalSet of `rows` of ev (sorted), with their seen items."""
-    if len(rows) == len(ev):
-        return ev
-    seen = ev.seen_of(rows)
-    return EvalSet(
-        ev.name,
-        ev.user_keys[rows],
-        ev.user_hash[rows],
-        ev.history[rows],
-        ev.target[rows],
-        np.repeat(np.arange(len(rows)), [len(x) for x in seen]),
-        np.concatenate(seen) if seen else np.empty(0, np.int64),
-    )
-
-
 def generative_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, retriever, seed: int) -> dict:
     """The product's default generative retriever (TokenizerConfig, Seq2SeqConfig, GenTrainConfig;
     bench_generative.fit_generative) over `retriever`'s item vectors, trained on the protocol's train
@@ -671,7 +655,7 @@ def generative_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig
     }
     for name, s in (("valid", valid), ("test", test)):
         first = np.searchsorted(s.row_user, np.arange(len(s.users)))  # a user's rows share one history
-        ev = _rows(s.ev, first)  # one row per user
+        ev = s.ev if len(first) == len(s.ev) else s.ev.rows(first)  # one row per user
         top = np.concatenate(
             [
                 generate_unseen(model, trie, codes, ev, a, min(len(ev), a + 256), beam=train_cfg.beam)[0]

@@ -215,6 +215,10 @@ class EvalSet:
         if not n or n >= len(self):
             return self
         rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return self.rows(rows, name=f"{self.name} (sample of {n:,})")
+
+    def rows(self, rows: np.ndarray, name: str | None = None) -> "EvalSet":
+        """The users `rows` (ascending) of this set, with their seen items."""
         counts = self._bounds[rows + 1] - self._bounds[rows]
         take = (
             np.concatenate([np.arange(self._bounds[r], self._bounds[r + 1]) for r in rows])
@@ -222,12 +226,12 @@ class EvalSet:
             else np.empty(0, np.int64)
         )
         return EvalSet(
-            f"{self.name} (sample of {n:,})",
+            name or self.name,
             self.user_keys[rows],
             self.user_hash[rows],
             self.history[rows],
             self.target[rows],
-            np.repeat(np.arange(n), counts),
+            np.repeat(np.arange(len(rows)), counts),
             self.seen_items[take],
         )
 

@@ -219,24 +219,6 @@ class RankLoss(nn.Module):
         return loss * self.weight
 
 
-def _eval_rows(ev: EvalSet, rows: np.ndarray) -> EvalSet:
-    """The users `rows` (ascending) of an evaluation set, with their exclusions."""
-    bounds = np.searchsorted(ev.seen_rows, np.arange(len(ev) + 1))
-    counts = bounds[rows + 1] - bounds[rows]
-    take = (
-        np.concatenate([np.arange(bounds[r], bounds[r + 1]) for r in rows]) if counts.sum() else np.empty(0, np.int64)
-    )
-    return EvalSet(
-        ev.name,
-        ev.user_keys[rows],
-        ev.user_hash[rows],
-        ev.history[rows],
-        ev.target[rows],
-        np.repeat(np.arange(len(rows)), counts),
-        ev.seen_items[take],
-    )
-
-
 class DataParallel:
     """What `training.train(..., parallel=DataParallel())` calls on one rank of an initialised
     process group: the step on this rank's share of each global batch (through DDP), validation
@@ -299,7 +281,7 @@ class DataParallel:
         if coverage:
             raise ValueError("coverage cannot be combined from the ranks' shares of the users")
         keys = ["mrr", *(f"{m}@{k}" for k in ks for m in ("hr", "ndcg"))]
-        mine = _eval_rows(valid, np.arange(self.rank, len(valid), self.world))
+        mine = valid.rows(np.arange(self.rank, len(valid), self.world))
         ev = evaluate_model(model, catalog, mine, ks, coverage=False, log=log) if len(mine) else {"users": 0.0}
         n = ev["users"]
         sums = torch.tensor([n, *(n * ev[k] if n else 0.0 for k in keys)], dtype=torch.float64)
