@@ -78,23 +78,39 @@ def _torchrun(
         "threads": 1,
     }
     (out / "spec.json").write_text(json.dumps(spec))
-    master = f"127.0.0.1:{free_port()}"
-    agents = [
-        subprocess.Popen(
-            torchrun_command(
-                workers, "models.retrieval.rank", spec_path=out / "spec.json", nodes=nodes, node_rank=n, master=master
-            ),
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        for n in range(nodes)
-    ]
-    for proc in agents:
-        _, err = proc.communicate(timeout=180)
-        assert proc.returncode == 0, err[-3000:]
+    for attempt in (1, 2):
+        master = f"127.0.0.1:{free_port()}"
+        agents = [
+            subprocess.Popen(
+                torchrun_command(
+                    workers,
+                    "models.retrieval.rank",
+                    spec_path=out / "spec.json",
+                    nodes=nodes,
+                    node_rank=n,
+                    master=master,
+                ),
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            for n in range(nodes)
+        ]
+        errs = [(proc, proc.communicate(timeout=180)[1]) for proc in agents]
+        failed = [(proc, err) for proc, err in errs if proc.returncode != 0]
+        # Once in many runs a rank died of a native abort (SIGABRT, no Python traceback) inside
+        # gloo on loopback, and its peer then lost the connection: the transport, not the
+        # computation under test. Such a launch is made once more, on a new port; any other
+        # failure, or the same one twice, fails the test with both ends of the agent's log.
+        if failed and attempt == 1 and any("Signal 6 (SIGABRT)" in err for _, err in failed):
+            print(f"torchrun: a rank aborted (SIGABRT) in the transport; relaunching once\n{failed[0][1][-3000:]}")
+            continue
+        if failed:
+            err = failed[0][1]
+            raise AssertionError(err[:3000] + "\n...\n" + err[-3000:])
+        break
     return json.loads((out / "summary.json").read_text())
 
 
