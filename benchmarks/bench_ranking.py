@@ -55,6 +55,7 @@ from models.ranking import DEFAULT_CANDIDATES  # noqa: E402
 from models.ranking.ranker import LoadedRanker  # noqa: E402
 from models.ranking.training import save_ranker, train_ranker  # noqa: E402
 
+from benchmarks.movielens import spread  # noqa: E402
 from benchmarks.ranking_out_of_fold import train_cut_retriever  # noqa: E402
 
 
@@ -179,13 +180,6 @@ def linear_listwise(train_set, valid_set, test_set, steps: int = 200, lr: float 
         if v > best:
             best_step, best, best_w = step, v, w.detach().clone()
     return best_step, best, ndcg("test", test_set, best_w)
-
-
-def _stat(values) -> str:
-    v = np.array([x for x in values if x is not None], dtype=float)
-    if not len(v):
-        return "n/a"
-    return f"{v.mean():.4f} ± {(v.max() - v.min()) / 2:.4f}" if len(v) > 1 else f"{v.mean():.4f}"
 
 
 # name -> (RankerConfig fields, RankerTrainConfig fields): what differs from the library's defaults
@@ -387,15 +381,15 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
         t = [r["test"] for r in rows]
         v = [r["valid"] for r in rows]
         lines.append(
-            f"| {dataset} | {variant} | {_stat([x['ranked']['ndcg@10'] for x in t])} | "
-            f"{_stat([x['ranked']['hr@10'] for x in t])} | "
+            f"| {dataset} | {variant} | {spread([x['ranked']['ndcg@10'] for x in t])} | "
+            f"{spread([x['ranked']['hr@10'] for x in t])} | "
             f"{np.mean([x['ranked']['ndcg@10'] for x in t]) / ret_test:.3f}x | "
             f"{np.mean([x['ranked']['ndcg@10'] for x in v]) / ret_valid:.3f}x |"
         )
     product = runs.get(list(VARIANTS)[-1], first)  # --no-product: the first row's ranker
     t = [r["test"] for r in product]
-    auc = ", ".join(f"{a} {_stat([x['auc'][a] for x in t])}" for a in names)
-    pushed = _stat(
+    auc = ", ".join(f"{a} {spread([x['auc'][a] for x in t])}" for a in names)
+    pushed = spread(
         [
             x["negatives_pushed_out_of_top10"]
             for x in t
@@ -409,7 +403,7 @@ def run_dataset(dataset: str, seeds: list[int], workdir: Path, args) -> tuple[li
         f"{dataset}: negative-action candidates in the retrieval top 10 moved out by ranking: {pushed} "
         f"(counts retrieval/ranked top 10: {[(x['negatives_in_top10_retrieval'], x['negatives_in_top10_ranked']) for x in t]})",
         f"{dataset}: held-out pair among the {args.candidates} candidates (test): {t[0]['retrieval']['target_in_candidates']:.3f}; "
-        f"product ranker training {_stat([r['train_s'] for r in product])} s, best epochs {[r['best_epoch'] for r in product]}",
+        f"product ranker training {spread([r['train_s'] for r in product])} s, best epochs {[r['best_epoch'] for r in product]}",
         f"{dataset}: rank latency, 1 user x {args.candidates} candidates, 1 thread: p50 {lat[0]:.2f} ms, p99 {lat[1]:.2f} ms",
     ]
     return lines, extra

@@ -7,7 +7,7 @@ dropout, learning rate, temperature and features make the two-tower's default.
     python benchmarks/bench_retriever_sweep.py --cost 9066,50000,1000000 [--cost-steps 5] [--cost-configs default,NAME]
 
 Every configuration is the product default (TowerConfig / TrainConfig) plus the overrides named in
-CONFIGS; the data goes through the real pipeline (benchmarks/bench_quality_movielens.build_data,
+CONFIGS; the data goes through the real pipeline (benchmarks/movielens.build_data,
 a copy of its warehouse in --workdir is reused). Each run trains on train, early-stops on valid
 NDCG@10 (every valid user, once per epoch, no time budget: budgets in epochs), and scores test
 with the user's train + valid history. One torch thread. Prints one table (valid and test
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.bench_quality_movielens import build_data  # noqa: E402
+from benchmarks.movielens import build_data, spread  # noqa: E402
 from models.retrieval.data import WarehouseShape, tower_config_for  # noqa: E402
 from models.retrieval.evaluation import evaluate_model  # noqa: E402
 from models.retrieval.towers import TowerConfig  # noqa: E402
@@ -180,11 +180,6 @@ def cost(sizes: list[int], steps: int, full_up_to: int, configs: list[str]) -> N
     print("(median of the steps after the first; a shared, loaded 2-core machine, one torch thread)")
 
 
-def _stat(values: list[float]) -> str:
-    v = np.array(values)
-    return f"{v.mean():.4f} ± {(v.max() - v.min()) / 2:.4f}" if len(v) > 1 else f"{v.mean():.4f}"
-
-
 def report(rows: list[dict]) -> None:
     by: dict[str, list[dict]] = {}
     for r in rows:
@@ -195,8 +190,8 @@ def report(rows: list[dict]) -> None:
     )
     for name, rs in sorted(by.items(), key=lambda kv: -np.mean([r["valid_ndcg@10"] for r in kv[1]])):
         print(
-            f"{name:<30} {len(rs):>5} {_stat([r['valid_ndcg@10'] for r in rs]):>17}"
-            f" {_stat([r['test_ndcg@10'] for r in rs]):>17} {_stat([r['test_hr@10'] for r in rs]):>17}"
+            f"{name:<30} {len(rs):>5} {spread([r['valid_ndcg@10'] for r in rs]):>17}"
+            f" {spread([r['test_ndcg@10'] for r in rs]):>17} {spread([r['test_hr@10'] for r in rs]):>17}"
             f" {np.mean([r['best_epoch'] for r in rs]):>8.1f} {np.mean([r['epochs_run'] for r in rs]):>7.1f}"
             f" {np.mean([r['seconds'] for r in rs]):>6.0f}"
         )
