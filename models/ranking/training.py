@@ -183,8 +183,17 @@ def _batch(rs, rows: torch.Tensor) -> dict:
 
 
 def train_ranker(
-    train_set, valid_set, cfg: RankerConfig, tcfg: RankerTrainConfig, weights: torch.Tensor, log=None
+    train_set,
+    valid_set,
+    cfg: RankerConfig,
+    tcfg: RankerTrainConfig,
+    weights: torch.Tensor,
+    log=None,
+    on_epoch=None,
 ) -> RankerTrainResult:
+    """`on_epoch(epoch, model, valid_probs)`, when given, sees the model after each epoch's
+    validation (epoch 0: before training), in eval mode: benchmarks/ranking_selection.py scores
+    every epoch with it; it must not train the model."""
     torch.manual_seed(tcfg.seed)
     gen = torch.Generator().manual_seed(tcfg.seed)
     valid_set = valid_set.sample(tcfg.valid_users, tcfg.seed)
@@ -196,6 +205,8 @@ def train_ranker(
     if train_set.features is not None:
         model.set_feature_scale(train_set.features, train_set.cand_valid)
     probs = valid_probs(model, valid_set)
+    if on_epoch:
+        on_epoch(0, model, probs)
     start_w, start = choose_weights(probs, valid_set, weights, search=False)
     best, best_epoch, bad, best_valid, best_weights = start["ndcg@10"], 0, 0, start, start_w
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -248,6 +259,8 @@ def train_ranker(
                 break
         train_seconds = time.perf_counter() - e0
         probs = valid_probs(model, valid_set)
+        if on_epoch:
+            on_epoch(epoch, model, probs)
         chosen, metrics = choose_weights(probs, valid_set, weights, tcfg.choose_weights)
         history.append(
             {
