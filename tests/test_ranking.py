@@ -439,6 +439,22 @@ def test_ranker_learns_planted_actions_and_beats_retrieval_order():
     assert result.history[result.best_epoch]["valid_listwise"] < result.history[0]["valid_listwise"], result.history
     with pytest.raises(ValueError, match="lr_schedule"):
         RankerTrainConfig(lr_schedule="linear")
+    # the other early-stopping figure: the same run (patience covers it) keeps the epoch with the
+    # lowest valid listwise loss, a trained one (the assert above: one epoch is below epoch 0's),
+    # with that epoch's NDCG@10 and weights
+    by_loss = train_ranker(
+        train,
+        valid,
+        cfg,
+        RankerTrainConfig(epochs=6, batch_size=32, lr=1e-2, patience=6, seed=0, early_stopping="listwise"),
+        weights,
+    )
+    losses = [r["valid_listwise"] for r in by_loss.history]
+    assert [r["valid_listwise"] for r in result.history] == losses  # the same training
+    assert by_loss.best_epoch == int(np.argmin(losses)) > 0, losses
+    assert by_loss.best_valid["ndcg@10"] == by_loss.history[by_loss.best_epoch]["valid_ndcg@10"]
+    with pytest.raises(ValueError, match="early_stopping"):
+        RankerTrainConfig(early_stopping="auc")
 
 
 def test_the_service_api_ranks_from_a_saved_checkpoint_like_the_batch_path(tmp_path):
