@@ -36,8 +36,8 @@ Rows:
   other catalog item scores -inf, so a user whose held-out item was not retrieved scores 0:
   full-ranking semantics, the same rank_metrics call as every row. Its note gives the ratio
   (paired bootstrap) to the retrieval order of the same lists and to the two-tower row of the same
-  seeds. The two differ a little: a list's history is the pairs dated strictly before the held-out
-  one (ranking_cuts), the two-tower row's every pair in the fitted split, ties included;
+  seeds. A list's history is the two-tower row's (one rule, models/splits/history.py: the pairs
+  before the held-out one in the split's (ts, item_id) order, a batch in its second included);
 - generative: the product's default generative retriever (TokenizerConfig's residual k-means
   codes of the SAME SEED's two-tower item vectors, Seq2SeqConfig, GenTrainConfig:
   bench_generative.fit_generative) trained on the protocol's train rows, early-stopped on its valid

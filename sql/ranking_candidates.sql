@@ -2,8 +2,10 @@
 -- on (cut: 0 for valid / test, 0 .. train_cuts - 1 for the train cuts of a user).
 -- Inputs registered by models/ranking/data.py: ranking_cuts (user_id, split, cut, cut_ts, end_ts,
 -- target_item: what the user's history may see, where the label window ends, the item at the
--- cut) and retrieved (user_id, split, cut, item_id, retrieval_rank, retrieval_score: the champion
--- two-tower's top N for the history before cut_ts, seen items excluded).
+-- cut), ranking_known (user_id, split, cut, item_id: each cut's history, the pairs before its
+-- target by the one rule of models/splits/history.py) and retrieved (user_id, split, cut,
+-- item_id, retrieval_rank, retrieval_score: the champion two-tower's top N for that history,
+-- its items excluded).
 -- Labels: the OR of action_mask over the user's exposures in [cut_ts, end_ts) (action_labels).
 -- train rows also take label-window exposures that retrieval missed (retrieved = false), so the
 -- ranker sees what users actually engaged with (their retrieval_score is filled in afterwards by
@@ -17,11 +19,8 @@ WITH window_labels AS (
       ON l.user_id = c.user_id AND l.ts >= c.cut_ts AND (c.end_ts IS NULL OR l.ts < c.end_ts)
     GROUP BY c.user_id, c.split, c.cut, l.item_id
 ),
-known AS (  -- positive pairs before a train cut: the history, never a candidate
-    SELECT c.user_id, c.cut, s.item_id
-    FROM ranking_cuts c
-    JOIN interaction_splits s ON s.user_id = c.user_id AND s.split = 'train' AND s.ts < c.cut_ts
-    WHERE c.split = 'train'
+known AS (  -- a train cut's history: never a candidate
+    SELECT user_id, cut, item_id FROM ranking_known WHERE split = 'train'
 ),
 missed AS (
     SELECT w.user_id, w.split, w.cut, w.item_id
@@ -43,7 +42,7 @@ pool AS (
 SELECT p.user_id, p.split, p.cut, p.item_id, p.retrieval_rank, p.retrieval_score, p.retrieved,
        coalesce(w.action_mask, 0)::BIGINT AS action_mask,   -- 0: retrieved, never engaged in the window
        p.item_id = c.target_item AS is_target,               -- the split's held-out positive pair
-       c.cut_ts, c.end_ts
+       c.cut_ts, c.end_ts, c.target_item
 FROM pool p
 JOIN ranking_cuts c USING (user_id, split, cut)
 LEFT JOIN window_labels w USING (user_id, split, cut, item_id)

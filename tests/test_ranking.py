@@ -239,6 +239,65 @@ def test_several_train_cuts_spread_over_the_label_window_one_per_distinct_time()
         ranking_cuts(pairs, label_share=0.4, train_cuts=0)
 
 
+def test_a_users_history_is_one_rule_for_the_two_tower_the_candidates_and_the_history_tokens(tmp_path):
+    # u1 rates a, b on two days, then c, d, e, f in one second (a batch, as MovieLens enters
+    # them): leave-last-out orders by (ts, item_id), so f is test, e valid, c and d train. The
+    # history at e is a, b, c, d (c, d come first in that order; e itself never) and at f
+    # a..e, for the two-tower's valid/test sets, the ranker's candidate histories (what its
+    # retrieval reads and excludes) and the ranker's history tokens alike. A rule on time alone
+    # (strictly before the target's second) gave the ranker a, b at both: 4 of u1's 5 items.
+    from models.retrieval.data import load_from_warehouse
+    from models.ranking.data import known_pairs, load_histories
+    from models.splits.history import first_targets, history_pairs
+    from models.splits.warehouse import build_warehouse, default_warehouse_params
+    from tests.conftest import write
+
+    landing = tmp_path / "landing"
+    rows = [("u1", i, f"2024-01-0{d} 10:00:00") for i, d in (("a", 1), ("b", 2))]
+    rows += [("u1", i, "2024-01-03 10:00:00") for i in ("f", "d", "c", "e")]  # one second, any file order
+    rows += [("u2", i, f"2024-01-0{d} 09:00:00") for i, d in (("a", 1), ("c", 2), ("d", 3), ("b", 4))]
+    write(
+        landing,
+        "events/e.csv",
+        "user_id,item_id,event_type,timestamp,value\n" + "".join(f"{u},{i},rating,{t},4\n" for u, i, t in rows),
+    )
+    write(landing, "items/i.csv", "item_id,title,categories\n" + "".join(f"{i},Film {i},Drama\n" for i in "abcdef"))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    build_warehouse(con, landing, **default_warehouse_params())
+    build_action_labels(con, RATING_ACTIONS)
+    pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
+    split_of = dict(zip(pairs.user_id + pairs.item_id, pairs.split))
+    assert [split_of[f"u1{i}"] for i in "abcdef"] == ["train"] * 4 + ["valid", "test"]
+    expected = {("u1", "valid"): ["a", "b", "c", "d"], ("u1", "test"): ["a", "b", "c", "d", "e"]}
+    expected |= {("u2", "valid"): ["a", "c"], ("u2", "test"): ["a", "c", "d"]}  # no ties: b test, d valid
+
+    def by_target(frame):
+        return {k: g.sort_values(["ts", "item_id"]).item_id.tolist() for k, g in frame.groupby(["user_id", "split"])}
+
+    # the rule itself
+    cuts = pd.concat([first_targets(pairs, s) for s in ("valid", "test")], ignore_index=True)
+    assert by_target(history_pairs(pairs, cuts)) == expected
+    # the ranker's candidate lists (valid/test cuts of ranking_cuts)
+    rcuts = ranking_cuts(pairs, label_share=0.5)
+    held = rcuts[rcuts.split != "train"]
+    assert by_target(known_pairs(pairs, held)) == expected
+    # the ranker's history tokens, over the action labels in SQL
+    hist = load_histories(con, held, history_len=8, n_actions=len(RATING_ACTIONS), n_hashes=2, item_buckets=31)
+    tokens = {(u, s): [i for i in row if i] for u, s, row in zip(held.user_id, held.split, hist.item_ids)}
+    assert tokens == expected
+    # the two-tower's valid and test sets: history and the items their ranking excludes
+    ds = load_from_warehouse(con, history_len=8, n_hashes=2, item_buckets=31, user_buckets=31)
+    for ev in (ds.valid, ds.test):
+        for r, u in enumerate(ev.user_keys):
+            want = expected[(u, ev.name)]
+            assert [ds.catalog.item_ids[i] for i in ev.history[r].tolist() if i >= 0] == want
+            assert sorted(ds.catalog.item_ids[i] for i in next(iter(ev.seen_of([r])))) == want
+    # a train cut's history stops before its target: u1's window (the last half of its train
+    # pairs: c, d) opens at c, the first of the batch, so c, d and the rest are never history
+    train = rcuts[rcuts.split == "train"]
+    assert known_pairs(pairs, train[train.user_id == "u1"]).item_id.tolist() == ["a", "b"]
+
+
 def test_the_list_budget_keeps_every_user_when_it_fits_and_whole_users_when_it_does_not():
     # 10 users with 1..10 lists each: 55 lists in all
     cuts = pd.DataFrame({"user_id": [f"u{u:02d}" for u in range(1, 11) for _ in range(u)]})
@@ -380,6 +439,22 @@ def test_ranker_learns_planted_actions_and_beats_retrieval_order():
     assert result.history[result.best_epoch]["valid_listwise"] < result.history[0]["valid_listwise"], result.history
     with pytest.raises(ValueError, match="lr_schedule"):
         RankerTrainConfig(lr_schedule="linear")
+    # the other early-stopping figure: the same run (patience covers it) keeps the epoch with the
+    # lowest valid listwise loss, a trained one (the assert above: one epoch is below epoch 0's),
+    # with that epoch's NDCG@10 and weights
+    by_loss = train_ranker(
+        train,
+        valid,
+        cfg,
+        RankerTrainConfig(epochs=6, batch_size=32, lr=1e-2, patience=6, seed=0, early_stopping="listwise"),
+        weights,
+    )
+    losses = [r["valid_listwise"] for r in by_loss.history]
+    assert [r["valid_listwise"] for r in result.history] == losses  # the same training
+    assert by_loss.best_epoch == int(np.argmin(losses)) > 0, losses
+    assert by_loss.best_valid["ndcg@10"] == by_loss.history[by_loss.best_epoch]["valid_ndcg@10"]
+    with pytest.raises(ValueError, match="early_stopping"):
+        RankerTrainConfig(early_stopping="auc")
 
 
 def test_the_service_api_ranks_from_a_saved_checkpoint_like_the_batch_path(tmp_path):

@@ -13,6 +13,10 @@ Cuts (one per user and split; what the history may see and where the label windo
 - ``valid``: history = the train period; window from the valid pair to the test pair.
 - ``test``: history = train + valid; window from the test pair on.
 
+A cut's history is the pairs before its target in the (ts, item_id) order the splits are
+assigned by: the one rule of models/splits/history.py, which the two-tower's valid/test sets read
+too (a batch of ratings in the target's second is history up to the target, as the split put it).
+
 So a train row never sees a valid/test event, as history or as a label.
 """
 
@@ -30,6 +34,7 @@ from models.ranking.features import ItemTimeline, features_for
 from models.ranking.labels import mask_to_multihot
 from models.retrieval.data import build_eval_set, hash_buckets, load_catalog
 from models.retrieval.evaluation import item_vectors, user_vectors
+from models.splits.history import BEFORE_TARGET_SQL, history_pairs
 from models.sql import run_sql
 
 SPLITS = ("train", "valid", "test")
@@ -108,13 +113,11 @@ def users_within_lists(cuts: pd.DataFrame, max_lists: int, seed: int = 0) -> np.
 
 
 def known_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
-    """Positive pairs each (user, split, cut) may use: train pairs (train, valid) or train + valid
-    pairs (test) dated before the cut; a user_id, split, cut, item_id, ts frame."""
-    p = pairs[pairs.split.isin(("train", "valid"))]
-    m = cuts[["user_id", "split", "cut", "cut_ts"]].merge(p, on="user_id")
-    allowed = (m.split_y == "train") | ((m.split_x == "test") & (m.split_y == "valid"))
-    m = m[allowed & (m.ts < m.cut_ts)]
-    return m.rename(columns={"split_x": "split"})[["user_id", "split", "cut", "item_id", "ts"]]
+    """Positive pairs each (user, split, cut) may use, by the one history rule
+    (models/splits/history.py, as the two-tower's valid/test sets): train pairs (train, valid) or
+    train + valid pairs (test) that come before the cut's target in the (ts, item_id) order, ties
+    in the target's second included; a user_id, split, cut, item_id, ts frame."""
+    return history_pairs(pairs, cuts)
 
 
 SCORE_BLOCK = 2**26  # scores one retrieval chunk may hold (256 MiB of float32)
@@ -228,11 +231,13 @@ def build_ranking_candidates(
     )
     con.register("ranking_cuts", cuts)
     con.register("retrieved", retrieved)
+    con.register("ranking_known", known)
     try:
         sql = run_sql(con, "ranking_candidates")
     finally:
         con.unregister("ranking_cuts")
         con.unregister("retrieved")
+        con.unregister("ranking_known")
     if train_users:  # the exposures retrieval missed get the retriever's score too (as of their cut)
         missed = con.execute(
             "SELECT user_id, cut, item_id FROM ranking_candidates WHERE split = 'train' AND NOT retrieved"
@@ -277,14 +282,15 @@ def build_ranking_candidates(
     }
 
 
-# the latest H exposures with an action before each cut (NULL cut: all of them, for serving)
-HISTORY_SQL = """
+# the latest H exposures with an action before each cut's target, by the one history rule
+# (models/splits/history.py: e the exposure, c the cut); a NULL cut: all of them, for serving
+HISTORY_SQL = f"""
 SELECT user_id, split, cut, item_id, action_mask, epoch(ts)::DOUBLE AS t, pos FROM (
-    SELECT g.user_id, g.split, g.cut, l.item_id, l.action_mask, l.ts,
-           row_number() OVER (PARTITION BY g.user_id, g.split, g.cut ORDER BY l.ts DESC, l.item_id DESC) - 1 AS pos
-    FROM history_groups g
-    JOIN action_labels l ON l.user_id = g.user_id AND (g.cut_ts IS NULL OR l.ts < g.cut_ts)
-    WHERE l.action_mask <> 0)
+    SELECT c.user_id, c.split, c.cut, e.item_id, e.action_mask, e.ts,
+           row_number() OVER (PARTITION BY c.user_id, c.split, c.cut ORDER BY e.ts DESC, e.item_id DESC) - 1 AS pos
+    FROM history_groups c
+    JOIN action_labels e ON e.user_id = c.user_id AND (c.cut_ts IS NULL OR {BEFORE_TARGET_SQL})
+    WHERE e.action_mask <> 0)
 WHERE pos < $h"""
 
 
@@ -303,9 +309,13 @@ class History:
 def load_histories(
     con, groups: pd.DataFrame, *, history_len: int, n_actions: int, n_hashes: int, item_buckets: int
 ) -> History:
-    """groups: user_id, split, cut_ts (NaT = no cut), optional cut (0 when absent), one row per
-    (user_id, split, cut) -> their histories in row order."""
-    g = groups.assign(cut=groups["cut"] if "cut" in groups else 0)[["user_id", "split", "cut", "cut_ts"]]
+    """groups: user_id, split, cut_ts and target_item (the cut's target pair; NaT / None = no cut,
+    every exposure), optional cut (0 when absent), one row per (user_id, split, cut) -> their
+    histories in row order."""
+    g = groups.assign(
+        cut=groups["cut"] if "cut" in groups else 0,
+        target_item=groups["target_item"] if "target_item" in groups else None,
+    )[["user_id", "split", "cut", "cut_ts", "target_item"]]
     g = g.reset_index(drop=True)
     con.register("history_groups", g)
     try:
@@ -399,7 +409,7 @@ def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | 
     read from the warehouse when not given); `log` gets what it is doing and progress lines."""
     t0 = time.perf_counter()
     df = con.execute(
-        "SELECT user_id, cut, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts "
+        "SELECT user_id, cut, item_id, retrieval_score, retrieved, action_mask, is_target, cut_ts, target_item "
         "FROM ranking_candidates WHERE split = $s ORDER BY user_id, cut, retrieved DESC, retrieval_rank, "
         "item_id",
         {"s": split},
@@ -428,7 +438,13 @@ def load_ranking_set(con, split: str, cfg, users=None, timeline: ItemTimeline | 
     retrieved[codes, slot] = df["retrieved"].to_numpy(bool)
     score[codes, slot] = df["retrieval_score"].fillna(-np.inf).to_numpy(np.float32)
     groups = pd.DataFrame(
-        {"user_id": user_ids, "split": split, "cut": heads["cut"].to_numpy(), "cut_ts": heads["cut_ts"].to_numpy()}
+        {
+            "user_id": user_ids,
+            "split": split,
+            "cut": heads["cut"].to_numpy(),
+            "cut_ts": heads["cut_ts"].to_numpy(),
+            "target_item": heads["target_item"].to_numpy(object),
+        }
     )
     hist = load_histories(
         con, groups, history_len=cfg.history_len, n_actions=A, n_hashes=cfg.n_hashes, item_buckets=cfg.item_buckets

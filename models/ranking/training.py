@@ -1,6 +1,7 @@
 """Training the ranker: per-action binary cross-entropy plus a listwise loss over each user's
-retrieved candidates, early stopping on the valid NDCG@10 of the weighted score with action
-weights chosen on valid, seeded; checkpoints as state dicts.
+retrieved candidates, early stopping on the valid NDCG@10 of the weighted score (or the valid
+listwise loss: `early_stopping`) with action weights chosen on valid at the kept epoch, seeded;
+checkpoints as state dicts.
 
 Each step takes `batch_size` users of the train split with their whole candidate list (the
 retrieved ones and the label-window exposures retrieval missed). BCE runs over every candidate
@@ -10,8 +11,10 @@ softmax over the list, the objective of leave-last-out NDCG, where one held-out 
 with the rest of the list). After each epoch the action weights of the weighted score are
 picked on the valid sample from a grid of multiples of the vocabulary's weights (signs kept),
 for the figure the promotion check ranking_beats_retrieval_on_valid_ndcg measures (valid
-NDCG@10); the best epoch's model and action weights are kept, and the chosen action weights are
-the ones the checkpoint serves with.
+NDCG@10); the kept epoch's model and action weights are kept, and the chosen action weights are
+the ones the checkpoint serves with. `early_stopping: listwise` keeps the epoch with the lowest
+valid listwise loss instead (measured on MovieLens by benchmarks/ranking_selection.py: README,
+ranking section; not the default).
 """
 
 from __future__ import annotations
@@ -54,7 +57,14 @@ class RankerTrainConfig:
     )
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
-    patience: int = setting(3, "Epochs without a better valid NDCG@10.")
+    patience: int = setting(3, "Epochs without a better early-stopping figure (early_stopping).")
+    early_stopping: str = setting(
+        "ndcg",
+        "What picks the epoch kept: ndcg (the best valid NDCG@10 of the weighted score, action "
+        "weights chosen on valid) or listwise (the lowest valid listwise loss, a figure over every "
+        "candidate's score that moves less by chance than NDCG@10 over a few hundred users; the "
+        "action weights are then chosen at that epoch).",
+    )
     valid_users: int = setting(
         1000,
         "Early stopping scores a seeded sample of this many valid users (0 = all); "
@@ -89,6 +99,8 @@ class RankerTrainConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.early_stopping not in ("ndcg", "listwise"):
+            raise ValueError(f"early_stopping must be ndcg or listwise, got {self.early_stopping!r}")
         if self.listwise_positives not in ("window", "next"):
             raise ValueError(f"listwise_positives must be window or next, got {self.listwise_positives!r}")
 
@@ -183,8 +195,17 @@ def _batch(rs, rows: torch.Tensor) -> dict:
 
 
 def train_ranker(
-    train_set, valid_set, cfg: RankerConfig, tcfg: RankerTrainConfig, weights: torch.Tensor, log=None
+    train_set,
+    valid_set,
+    cfg: RankerConfig,
+    tcfg: RankerTrainConfig,
+    weights: torch.Tensor,
+    log=None,
+    on_epoch=None,
 ) -> RankerTrainResult:
+    """`on_epoch(epoch, model, valid_probs)`, when given, sees the model after each epoch's
+    validation (epoch 0: before training), in eval mode: benchmarks/ranking_selection.py scores
+    every epoch with it; it must not train the model."""
     torch.manual_seed(tcfg.seed)
     gen = torch.Generator().manual_seed(tcfg.seed)
     valid_set = valid_set.sample(tcfg.valid_users, tcfg.seed)
@@ -196,14 +217,20 @@ def train_ranker(
     if train_set.features is not None:
         model.set_feature_scale(train_set.features, train_set.cand_valid)
     probs = valid_probs(model, valid_set)
+    if on_epoch:
+        on_epoch(0, model, probs)
     start_w, start = choose_weights(probs, valid_set, weights, search=False)
-    best, best_epoch, bad, best_valid, best_weights = start["ndcg@10"], 0, 0, start, start_w
+    start_loss = valid_listwise(probs, valid_set)
+    # the early-stopping figure, higher is better: valid NDCG@10 or minus the valid listwise loss
+    by_loss = tcfg.early_stopping == "listwise"
+    best = -start_loss if by_loss else start["ndcg@10"]
+    best_epoch, bad, best_valid, best_weights = 0, 0, start, start_w
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     history = [
         {
             "epoch": 0,
             "loss": float("nan"),
-            "valid_listwise": valid_listwise(probs, valid_set),
+            "valid_listwise": start_loss,
             "valid_ndcg@10": start["ndcg@10"],
             "valid_hr@10": start["hr@10"],
             "train_seconds": 0.0,
@@ -248,12 +275,15 @@ def train_ranker(
                 break
         train_seconds = time.perf_counter() - e0
         probs = valid_probs(model, valid_set)
+        if on_epoch:
+            on_epoch(epoch, model, probs)
         chosen, metrics = choose_weights(probs, valid_set, weights, tcfg.choose_weights)
+        loss_v = valid_listwise(probs, valid_set)
         history.append(
             {
                 "epoch": epoch,
                 "loss": total / max(n, 1),
-                "valid_listwise": valid_listwise(probs, valid_set),
+                "valid_listwise": loss_v,
                 "valid_ndcg@10": metrics["ndcg@10"],
                 "valid_hr@10": metrics["hr@10"],
                 "train_seconds": train_seconds,
@@ -264,8 +294,9 @@ def train_ranker(
                 f"ranker epoch {epoch}: loss {total / max(n, 1):.4f}, valid NDCG@10 {metrics['ndcg@10']:.4f}, "
                 f"HR@10 {metrics['hr@10']:.4f} ({train_seconds:.1f} s)"
             )
-        if metrics["ndcg@10"] > best:
-            best, best_epoch, bad = metrics["ndcg@10"], epoch, 0
+        figure = -loss_v if by_loss else metrics["ndcg@10"]
+        if figure > best:
+            best, best_epoch, bad = figure, epoch, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
             best_valid, best_weights = metrics, chosen
         else:

@@ -22,6 +22,7 @@ import pandas as pd
 import polars as pl
 import torch
 
+from models.splits.history import first_targets, history_pairs
 from models.splits.vocab import TRAINED_ITEM_IDS_SQL, Vocabulary
 
 YEAR_SUFFIX = re.compile(r"\(([0-9]{4})\)\s*$")
@@ -398,9 +399,12 @@ def load_from_warehouse(
     train = pairs[pairs.split == "train"]
     kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets)
     train_set = build_train_set(train, negatives, catalog, max_hard=max_hard, **kw)
-    valid = build_eval_set("valid", train, pairs[pairs.split == "valid"], catalog, **kw)
+    # each user's history at its first valid / test pair: the one rule (models/splits/history.py)
+    valid = build_eval_set(
+        "valid", history_pairs(pairs, first_targets(pairs, "valid")), pairs[pairs.split == "valid"], catalog, **kw
+    )
     test = build_eval_set(
-        "test", pairs[pairs.split.isin(["train", "valid"])], pairs[pairs.split == "test"], catalog, **kw
+        "test", history_pairs(pairs, first_targets(pairs, "test")), pairs[pairs.split == "test"], catalog, **kw
     )
     return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab)
 

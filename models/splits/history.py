@@ -1,0 +1,73 @@
+"""What a user's history holds when a held-out pair is asked for: one rule, read everywhere.
+
+interaction_splits orders each user's pairs by (ts, item_id) and assigns the splits in that order
+(leave_last_out: the last pair is test, the one before valid; global_time: by time, which the
+order agrees with). A target's history is the user's pairs, from the splits its split may read
+(`SEES`), that come before the target in that order (`BEFORE_TARGET_SQL`). So the target itself
+and whatever follows it are never history, and a batch of events entered in the same second is
+cut the same way by every reader: the pairs the split put before the target are history (and
+excluded from its candidates), the ones after it are not. MovieLens enters ratings in batches:
+127 of its 671 users share their test pair's second with 306 earlier pairs, the valid one among
+them; a rule on time alone ("strictly before the target's second") would drop those from one
+reader's history and not another's.
+
+Readers: the two-tower's valid and test sets (models/retrieval/data.py `load_from_warehouse`),
+the ranker's candidate lists (models/ranking/data.py `known_pairs`: the history its retrieval
+reads and its candidates exclude) and the ranker's history tokens over the action labels
+(models/ranking/data.py `HISTORY_SQL`, the same predicate over exposures).
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+# the splits whose pairs a target of each split may read (a train cut reads the train pairs
+# before it; valid the train period; test train + valid)
+SEES = {"train": ("train",), "valid": ("train",), "test": ("train", "valid")}
+
+# e: an event (user_id, item_id, ts); c: the target it is asked for (user_id, cut_ts = the target
+# pair's ts, target_item = its item): e is history when it comes first in the (ts, item_id) order
+BEFORE_TARGET_SQL = "(e.ts, e.item_id) < (c.cut_ts, c.target_item)"
+
+HISTORY_PAIRS_SQL = f"""
+SELECT c.user_id, c.split, c.cut, e.item_id, e.ts
+FROM cuts c
+JOIN sees s ON s.split = c.split
+JOIN pairs e ON e.user_id = c.user_id AND e.split = s.seen AND {BEFORE_TARGET_SQL}
+ORDER BY c.user_id, c.split, c.cut, e.ts, e.item_id"""
+
+
+def history_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
+    """pairs: interaction_splits rows (user_id, item_id, ts, split); cuts: one row per target
+    (user_id, split, cut_ts, target_item, optional cut: 0 when absent) -> the pairs each target's
+    history holds: user_id, split, cut, item_id, ts, in (user, split, cut, ts, item_id) order."""
+    missing = {"user_id", "split", "cut_ts", "target_item"} - set(cuts.columns)
+    if missing:
+        raise ValueError(f"history_pairs: cuts lack {sorted(missing)} (one row per target: its user, split, ts, item)")
+    c = cuts.assign(cut=cuts["cut"] if "cut" in cuts else 0)[["user_id", "split", "cut", "cut_ts", "target_item"]]
+    p = pairs[["user_id", "item_id", "ts", "split"]]
+    s = pd.DataFrame([(k, v) for k, seen in SEES.items() for v in seen], columns=["split", "seen"])
+    con = duckdb.connect()
+    try:
+        con.register("cuts", c)
+        con.register("pairs", p)
+        con.register("sees", s)
+        return con.execute(HISTORY_PAIRS_SQL).df()
+    finally:
+        con.close()
+
+
+def first_targets(pairs: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Each user's first pair of `split` in the (ts, item_id) order, as a cut (user_id, split,
+    cut_ts, target_item): where the split's history ends for that user."""
+    t = pairs[pairs.split == split].sort_values(["user_id", "ts", "item_id"], kind="stable")
+    t = t.drop_duplicates("user_id", keep="first")
+    return pd.DataFrame(
+        {
+            "user_id": t.user_id.to_numpy(),
+            "split": split,
+            "cut_ts": t.ts.to_numpy(),
+            "target_item": t.item_id.to_numpy(),
+        }
+    )
