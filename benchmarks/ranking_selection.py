@@ -38,8 +38,9 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.bench_quality_movielens import Cache, models_version, product_two_tower  # noqa: E402
+from benchmarks.bench_quality_movielens import Cache, product_two_tower  # noqa: E402
 from benchmarks.bench_ranking import load_retriever, ranking_candidates, ranking_inputs  # noqa: E402
+from benchmarks.movielens import models_version  # noqa: E402
 from models.ranking.data import load_ranking_set  # noqa: E402
 from models.ranking.model import ranker_config_for, score_candidates, weighted_score  # noqa: E402
 from models.ranking.settings import RankingSettings  # noqa: E402
