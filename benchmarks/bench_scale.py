@@ -283,18 +283,18 @@ def main() -> None:
         + ("quiet" if max(load_before[0], load_after[0]) < 1.5 else "LOADED, compare CPU seconds, not wall")
     )
     cpu_total = sampler.samples[-1][2] if sampler.samples else 0.0
-    head = f"{'step':<40} {'kind':<6} {'seconds':>9} {'share':>6} {'CPU s':>8} {'CPU share':>9} {'peak RSS GiB':>13}  status"
+    head = f"{'step':<52} {'kind':<6} {'seconds':>9} {'share':>6} {'CPU s':>8} {'CPU share':>9} {'peak RSS GiB':>13}  status"
     print(head)
     print("-" * len(head))
     for step, kind, s, c, peak, status in rows:
         print(
-            f"{step:<40} {kind:<6} {s:>9.1f} {s / seconds:>6.1%} {c:>8.1f} {c / max(cpu_total, 1e-9):>9.1%} "
+            f"{step:<52} {kind:<6} {s:>9.1f} {s / seconds:>6.1%} {c:>8.1f} {c / max(cpu_total, 1e-9):>9.1%} "
             f"{gib(peak):>13}  {status}"
         )
     peak = sampler.peak()
     print("-" * len(head))
     print(
-        f"{'total (process, start-up included)':<47} {seconds:>9.1f} {'':>6} {cpu_total:>8.1f} {'':>9} {gib(peak):>13}  "
+        f"{'total (process, start-up included)':<59} {seconds:>9.1f} {'':>6} {cpu_total:>8.1f} {'':>9} {gib(peak):>13}  "
         f"{'exit 0' if code == 0 else f'exit {code}'}"
     )
     print(
