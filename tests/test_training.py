@@ -333,3 +333,34 @@ def test_row_sparse_adam_takes_sparse_adams_steps_bit_for_bit():
     assert torch.equal(w_ref, w_row)
     assert s_ref["step"] == s_row["step"] == 6
     assert torch.equal(s_ref["exp_avg"], s_row["exp_avg"]) and torch.equal(s_ref["exp_avg_sq"], s_row["exp_avg_sq"])
+
+
+def test_histories_are_formed_block_by_block_with_the_same_rows():
+    """The gather's (rows, L) temporaries are formed a block of rows at a time: the histories are
+    those of the one-block gather, blocks cutting through a user's run included, and the peak
+    memory beside the output is a block's, not four outputs' (numpy reports to tracemalloc)."""
+    import tracemalloc
+
+    from models.retrieval.data import _histories
+
+    rng = np.random.default_rng(0)
+    codes = np.repeat(np.arange(5_000), rng.integers(1, 80, 5_000))  # users' runs of 1..79 rows
+    items = rng.integers(0, 10_000, len(codes))
+    L = 20
+    whole = _histories(codes, items, L, block_rows=len(codes))
+    for block in (1, 7, 1_000, len(codes) - 1):
+        assert np.array_equal(_histories(codes, items, L, block_rows=block), whole)
+    first = np.r_[True, codes[1:] != codes[:-1]]
+    assert (whole[first] == -1).all() and (whole[~first, -1] == items[np.flatnonzero(~first) - 1]).all()
+
+    def peak_beside_output(block: int) -> int:
+        tracemalloc.start()
+        try:
+            out = _histories(codes, items, L, block_rows=block)
+            return tracemalloc.get_traced_memory()[1] - out.nbytes
+        finally:
+            tracemalloc.stop()
+
+    output = whole.nbytes  # 200k rows x 20 x 8 bytes = 32 MB
+    assert peak_beside_output(len(codes)) > 2 * output  # one block: temporaries of the output's size
+    assert peak_beside_output(1_000) < output / 10  # blocks of 1,000 rows: a small share of it

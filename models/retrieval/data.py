@@ -237,18 +237,25 @@ class EvalSet:
         )
 
 
-def _histories(codes: np.ndarray, items: np.ndarray, L: int) -> np.ndarray:
+def _histories(codes: np.ndarray, items: np.ndarray, L: int, block_rows: int = 1 << 18) -> np.ndarray:
     """For rows sorted by (user, time): the previous L items of the same user, left-padded -1.
 
-    (n,) -> (n, L) by one gather: row k reads rows k-L..k-1, masked where the user differs.
-    """
+    (n,) -> (n, L) by one gather per block of rows: row k reads rows k-L..k-1, masked where the
+    user differs. The (rows, L) temporaries of the gather (sources, their users, the mask, the
+    items) are each as large as the output, so they are formed `block_rows` rows at a time: in
+    one gather the peak was 4.8x the output (measured on 2.65M rows, 10M events' train rows), which
+    at 100M events' ~26.5M rows (an output of 4 GiB) is ~19 GiB, over the 16 GiB goal alone."""
     n = len(items)
+    out = np.empty((n, L), dtype=np.int64)
     back = np.arange(L, 0, -1)  # L..1: column L-1 is the previous row
-    src = np.arange(n)[:, None] - back[None, :]  # (n, L)
-    ok = src >= 0
-    src_c = np.clip(src, 0, None)
-    ok &= codes[src_c] == codes[:, None]
-    return np.where(ok, items[src_c], -1)
+    for a in range(0, n, block_rows):
+        b = min(n, a + block_rows)
+        src = np.arange(a, b)[:, None] - back[None, :]  # (b - a, L)
+        ok = src >= 0
+        np.clip(src, 0, None, out=src)
+        ok &= codes[src] == codes[a:b, None]
+        out[a:b] = np.where(ok, items[src], -1)
+    return out
 
 
 def build_train_set(
