@@ -32,7 +32,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 IMPLS = ("pandas", "duckdb")
 TARGET_RATIO = 5.0
 TARGET_DUCKDB_RSS_MIB = 2048
-DUCKDB_MEMORY_LIMIT = "1536MB"  # the resource default (orchestration/resources.py)
 
 
 def landing_params(n_events: int) -> dict:
@@ -88,9 +87,10 @@ def run_duckdb(landing: Path, db: Path, params: dict) -> tuple[float, dict]:
 
     from models.ingest.landing import EVENTS, ingest_folder
     from models.clean.cleaning import clean_events
+    from orchestration.resources import duckdb_memory_limit
 
     started = time.perf_counter()
-    con = duckdb.connect(str(db), config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+    con = duckdb.connect(str(db), config={"memory_limit": duckdb_memory_limit()})
     ingest_folder(con, landing, EVENTS, log=lambda m: None)
     clean_events(con, params)
     seconds = time.perf_counter() - started

@@ -406,12 +406,38 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
 
 
+DUCKDB_MIN_MEMORY_MIB = 1536  # a laptop's share, and the floor of the rule below
+
+
+def machine_memory_bytes() -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit when lower (a
+    container's)."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def duckdb_memory_limit() -> str:
+    """DuckDB's memory_limit for the warehouse: `TOWERFLOW_DUCKDB_MEMORY` when set, else a quarter
+    of the memory the process may use, at least 1.5 GB. DuckDB spills past it where an operator
+    can; the GROUP BY that finds duplicate events (sql/event_versions.sql) cannot spill all of
+    its state, which grows with the events: at 100M events it failed at a fixed 1.5 GB and passed
+    at 4 GB (README, "At scale"). A quarter leaves the rest to the Python side of a step."""
+    memory = os.environ.get("TOWERFLOW_DUCKDB_MEMORY")
+    if memory:
+        return memory
+    return f"{max(DUCKDB_MIN_MEMORY_MIB, machine_memory_bytes() // 4 // 2**20)}MiB"
+
+
 def duckdb_resource(home: Path) -> DuckDBResource:
-    # memory_limit keeps the cleaning path inside a laptop-sized budget; DuckDB spills beyond it.
-    memory = os.environ.get("TOWERFLOW_DUCKDB_MEMORY", "1536MB")
     from orchestration.instance import WarehouseResource  # a DuckDBResource that also enforces the pool
 
-    return WarehouseResource(database=str(home / "warehouse.duckdb"), connection_config={"memory_limit": memory})
+    return WarehouseResource(
+        database=str(home / "warehouse.duckdb"), connection_config={"memory_limit": duckdb_memory_limit()}
+    )
 
 
 def build_resources(home: Path | None = None) -> dict:

@@ -236,3 +236,19 @@ def test_every_asset_has_a_code_version_that_follows_its_code(defs):
         for k in a.keys
     }
     assert derived == versions
+
+
+def test_the_warehouse_memory_limit_follows_the_machine_unless_given(tmp_path, monkeypatch):
+    from orchestration.resources import DUCKDB_MIN_MEMORY_MIB, duckdb_resource, machine_memory_bytes
+
+    def same_as_given(expected_bytes: int) -> bool:  # what the warehouse's DuckDB connection holds
+        with duckdb_resource(tmp_path).get_connection() as con:
+            text = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        number, unit = text.split()  # e.g. "5.8 GiB": one decimal, cut rather than rounded
+        scale = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
+        return 0 <= expected_bytes / scale - float(number) < 0.1
+
+    monkeypatch.delenv("TOWERFLOW_DUCKDB_MEMORY", raising=False)
+    assert same_as_given(max(DUCKDB_MIN_MEMORY_MIB * 2**20, machine_memory_bytes() // 4))
+    monkeypatch.setenv("TOWERFLOW_DUCKDB_MEMORY", "700MiB")  # given: it wins
+    assert same_as_given(700 * 2**20)
