@@ -19,7 +19,6 @@ reads and its candidates exclude) and the ranker's history tokens over the actio
 
 from __future__ import annotations
 
-import duckdb
 import pandas as pd
 
 # the splits whose pairs a target of each split may read (a train cut reads the train pairs
@@ -27,35 +26,42 @@ import pandas as pd
 SEES = {"train": ("train",), "valid": ("train",), "test": ("train", "valid")}
 
 # e: an event (user_id, item_id, ts); c: the target it is asked for (user_id, cut_ts = the target
-# pair's ts, target_item = its item): e is history when it comes first in the (ts, item_id) order
+# pair's ts, target_item = its item): e is history when it comes first in the (ts, item_id) order.
+# The SQL readers (the ranker's history tokens) use this predicate; `history_pairs` below is the
+# same predicate over frames (VARCHAR compares by bytes, Python str by code point: the same order
+# for UTF-8), and tests/test_ranking.py checks that every reader gives the same histories.
 BEFORE_TARGET_SQL = "(e.ts, e.item_id) < (c.cut_ts, c.target_item)"
-
-HISTORY_PAIRS_SQL = f"""
-SELECT c.user_id, c.split, c.cut, e.item_id, e.ts
-FROM cuts c
-JOIN sees s ON s.split = c.split
-JOIN pairs e ON e.user_id = c.user_id AND e.split = s.seen AND {BEFORE_TARGET_SQL}
-ORDER BY c.user_id, c.split, c.cut, e.ts, e.item_id"""
 
 
 def history_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
     """pairs: interaction_splits rows (user_id, item_id, ts, split); cuts: one row per target
     (user_id, split, cut_ts, target_item, optional cut: 0 when absent) -> the pairs each target's
-    history holds: user_id, split, cut, item_id, ts, in (user, split, cut, ts, item_id) order."""
+    history holds: user_id, split, cut, item_id, ts, in no particular order.
+
+    In pandas rather than DuckDB so the result shares the pairs' string objects: at 100M events
+    a DuckDB join handed back as a frame made new strings for every id of ~27M history rows per
+    split, and the two-tower's loading passed 18 GiB here (its valid and test histories are nearly
+    every pair)."""
     missing = {"user_id", "split", "cut_ts", "target_item"} - set(cuts.columns)
     if missing:
         raise ValueError(f"history_pairs: cuts lack {sorted(missing)} (one row per target: its user, split, ts, item)")
     c = cuts.assign(cut=cuts["cut"] if "cut" in cuts else 0)[["user_id", "split", "cut", "cut_ts", "target_item"]]
-    p = pairs[["user_id", "item_id", "ts", "split"]]
-    s = pd.DataFrame([(k, v) for k, seen in SEES.items() for v in seen], columns=["split", "seen"])
-    con = duckdb.connect()
-    try:
-        con.register("cuts", c)
-        con.register("pairs", p)
-        con.register("sees", s)
-        return con.execute(HISTORY_PAIRS_SQL).df()
-    finally:
-        con.close()
+    parts = []
+    for split, seen in SEES.items():
+        cs = c[c.split == split]
+        if cs.empty:
+            continue
+        m = cs.merge(pairs.loc[pairs.split.isin(seen), ["user_id", "item_id", "ts"]], on="user_id")
+        before = (m.ts < m.cut_ts) | ((m.ts == m.cut_ts) & (m.item_id < m.target_item))
+        parts.append(m.loc[before, ["user_id", "split", "cut", "item_id", "ts"]])
+    if not parts:
+        return pd.DataFrame(
+            {
+                k: pd.Series(dtype=pairs[k].dtype if k in pairs else "int64")
+                for k in ("user_id", "split", "cut", "item_id", "ts")
+            }
+        )
+    return pd.concat(parts, ignore_index=True)
 
 
 def first_targets(pairs: pd.DataFrame, split: str) -> pd.DataFrame:
