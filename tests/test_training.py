@@ -364,3 +364,49 @@ def test_histories_are_formed_block_by_block_with_the_same_rows():
     output = whole.nbytes  # 200k rows x 20 x 8 bytes = 32 MB
     assert peak_beside_output(len(codes)) > 2 * output  # one block: temporaries of the output's size
     assert peak_beside_output(1_000) < output / 10  # blocks of 1,000 rows: a small share of it
+
+
+@pytest.mark.parametrize("strategy", ["leave_last_out", "global_time"])
+def test_loading_by_integer_ids_builds_the_sets_the_string_ids_build(tmp_path, strategy):
+    """load_from_warehouse maps ids to positions in DuckDB (positions_sql); the builders fed the
+    string ids, as every other caller feeds them, must give the same tensors."""
+    import duckdb
+    import pandas as pd
+
+    from models.retrieval.data import build_eval_set, build_train_set, load_catalog
+    from models.splits.history import first_targets, history_pairs
+
+    generate(tmp_path / "landing", n_users=120, n_items=90, n_events=6_000, n_clusters=4, seed=3, log=lambda m: None)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    params = default_warehouse_params()
+    params["splits"] = {**params["splits"], "strategy": strategy}
+    build_warehouse(con, tmp_path / "landing", **params)
+    kw = dict(history_len=6, n_hashes=2, user_buckets=97)
+    d = load_from_warehouse(con, item_buckets=89, **kw)
+
+    catalog, _, _ = load_catalog(con, n_hashes=2, item_buckets=89)
+    pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
+    pairs = pairs[pairs.split.isin(["train", "valid", "test"])]
+    negatives = con.execute(
+        """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
+           LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
+                      WHERE split IN ('valid', 'test') GROUP BY user_id) e USING (user_id)
+           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)"""
+    ).df()
+    assert len(negatives) and (d.train.hard >= 0).any(), "the data must exercise the hard negatives"
+    train_set = build_train_set(pairs[pairs.split == "train"], negatives, catalog, **kw)
+    for field in ("user_hash", "user", "target", "history", "from_end", "hard", "item_counts"):
+        assert torch.equal(getattr(d.train, field), getattr(train_set, field)), field
+    assert list(d.train.user_keys) == list(train_set.user_keys)
+    for split, got in (("valid", d.valid), ("test", d.test)):
+        cuts = first_targets(pairs, split)
+        if strategy == "global_time":
+            assert cuts.user_id.value_counts().max() == 1 and (pairs.split == split).sum() > len(cuts)
+        targets = cuts[["user_id", "target_item"]].rename(columns={"target_item": "item_id"})
+        want = build_eval_set(split, history_pairs(pairs, cuts), targets, catalog, **kw)
+        assert list(got.user_keys) == list(want.user_keys) and len(want) > 50
+        for field in ("user_hash", "history", "target"):
+            assert torch.equal(getattr(got, field), getattr(want, field)), (split, field)
+        assert np.array_equal(got.seen_rows, want.seen_rows) and np.array_equal(got.seen_items, want.seen_items)
+    assert pd.Series(d.catalog.item_ids).equals(pd.Series(catalog.item_ids))
+    con.close()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import torch
 
 from models.splits.history import first_targets, history_pairs
@@ -258,6 +259,12 @@ def _histories(codes: np.ndarray, items: np.ndarray, L: int, block_rows: int = 1
     return out
 
 
+def _item_positions(catalog: Catalog, item_ids: pd.Series, users) -> np.ndarray:
+    """Catalog positions of a frame's item ids: the ids themselves when the frame is encoded
+    (`users` given: `positions_sql`'s integers), else looked up in the catalog."""
+    return item_ids.to_numpy(np.int64, copy=True) if users is not None else catalog.index_of(item_ids)
+
+
 def build_train_set(
     train: pd.DataFrame,
     negatives: pd.DataFrame,
@@ -267,11 +274,15 @@ def build_train_set(
     n_hashes: int,
     user_buckets: int,
     max_hard: int = 8,
+    users: np.ndarray | None = None,
 ) -> TrainSet:
-    """train: user_id, item_id, ts (positives); negatives: user_id, item_id, ts (negative feedback)."""
+    """train: user_id, item_id, ts (positives); negatives: user_id, item_id, ts (negative feedback).
+
+    Ids are strings, or with `users` the integers `positions_sql` gives (user_id a position in
+    `users`, item_id a catalog position): the same set either way."""
     df = train.sort_values(["user_id", "ts", "item_id"], kind="stable").reset_index(drop=True)
     codes, user_keys = pd.factorize(df["user_id"], sort=True)
-    items = catalog.index_of(df["item_id"])
+    items = _item_positions(catalog, df["item_id"], users)
     if (items < 0).any():
         missing = df["item_id"][items < 0].iloc[0]
         raise ValueError(f"train item {missing!r} is not in the catalog")
@@ -280,15 +291,17 @@ def build_train_set(
     hard = np.full((len(user_keys), max_hard), -1, dtype=np.int64)
     if max_hard and len(negatives):
         neg = negatives.assign(
-            code=pd.Index(user_keys).get_indexer(negatives["user_id"]), item=catalog.index_of(negatives["item_id"])
+            code=pd.Index(user_keys).get_indexer(negatives["user_id"]),
+            item=_item_positions(catalog, negatives["item_id"], users),
         )
         neg = neg[(neg.code >= 0) & (neg.item >= 0)].sort_values(["code", "ts"], ascending=[True, False])
         neg = neg.assign(k=neg.groupby("code").cumcount()).query("k < @max_hard")
         hard[neg["code"].to_numpy(), neg["k"].to_numpy()] = neg["item"].to_numpy()
     counts = np.bincount(items, minlength=len(catalog))
+    user_keys = np.asarray(user_keys if users is None else users[user_keys], dtype=object)
     return TrainSet(
-        np.asarray(user_keys, dtype=object),
-        torch.as_tensor(hash_buckets(np.asarray(user_keys, dtype=object), n_hashes, user_buckets)),
+        user_keys,
+        torch.as_tensor(hash_buckets(user_keys, n_hashes, user_buckets)),
         torch.as_tensor(codes, dtype=torch.long),
         torch.as_tensor(items, dtype=torch.long),
         torch.as_tensor(hist, dtype=torch.long),
@@ -307,28 +320,31 @@ def build_eval_set(
     history_len: int,
     n_hashes: int,
     user_buckets: int,
+    users: np.ndarray | None = None,
 ) -> EvalSet:
-    """known: the pairs before the target split (history and exclusions); targets: one per user."""
+    """known: the pairs before the target split (history and exclusions); targets: one per user
+    (of several, the last in the frame's order). Ids as in `build_train_set`."""
     known = known.sort_values(["user_id", "ts", "item_id"], kind="stable")
-    tg = targets.sort_values("user_id").drop_duplicates("user_id", keep="last").reset_index(drop=True)
-    users = pd.Index(tg["user_id"])
-    k_code = users.get_indexer(known["user_id"])
-    k_item = catalog.index_of(known["item_id"])
+    tg = targets.sort_values("user_id", kind="stable").drop_duplicates("user_id", keep="last").reset_index(drop=True)
+    keys = pd.Index(tg["user_id"])
+    k_code = keys.get_indexer(known["user_id"])
+    k_item = _item_positions(catalog, known["item_id"], users)
     keep = (k_code >= 0) & (k_item >= 0)
     k_code, k_item = k_code[keep], k_item[keep]
     # the last L known items per user, left-padded: position from the end of each user's run
     order = np.lexsort((np.arange(len(k_code)), k_code))
     k_code, k_item = k_code[order], k_item[order]
     from_end = pd.Series(k_code).groupby(k_code).cumcount(ascending=False).to_numpy()
-    hist = np.full((len(users), history_len), -1, dtype=np.int64)
+    hist = np.full((len(keys), history_len), -1, dtype=np.int64)
     sel = from_end < history_len
     hist[k_code[sel], history_len - 1 - from_end[sel]] = k_item[sel]
+    user_keys = np.asarray(keys if users is None else users[keys], dtype=object)
     return EvalSet(
         name,
-        np.asarray(users, dtype=object),
-        torch.as_tensor(hash_buckets(np.asarray(users, dtype=object), n_hashes, user_buckets)),
+        user_keys,
+        torch.as_tensor(hash_buckets(user_keys, n_hashes, user_buckets)),
         torch.as_tensor(hist),
-        torch.as_tensor(catalog.index_of(tg["item_id"]), dtype=torch.long),
+        torch.as_tensor(_item_positions(catalog, tg["item_id"], users), dtype=torch.long),
         k_code.astype(np.int64),
         k_item.astype(np.int64),
     )
@@ -388,32 +404,63 @@ def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[C
     return catalog, cat_vocab, tok_vocab
 
 
+def positions_sql(con, sql: str, catalog: Catalog, users: np.ndarray) -> pd.DataFrame:
+    """The rows of `sql` (a query with user_id and item_id columns) with both ids as integers:
+    user_id the user's position in `users`, item_id the item's catalog position (-1: not in the
+    catalog); rows of users not in `users` are left out.
+
+    The ids meet in DuckDB, not in pandas: at 100M events (~28M pairs, 10M items) the pairs as
+    Python strings, a new object for every cell, and their lookup in a 10M-id index took
+    two_tower_model's loading past 16 GiB before its first log line. `users` sorted and the
+    catalog in item_id order keep both orders the builders sort by (DuckDB compares strings by
+    bytes, Python by code point: the same order for UTF-8), so the sets equal the string path's."""
+    item_pos = pa.table({"item_id": pa.array(catalog.item_ids, pa.string()), "pos": np.arange(len(catalog))})  # noqa: F841
+    user_pos = pa.table({"user_id": pa.array(users, pa.string()), "pos": np.arange(len(users))})  # noqa: F841
+    return con.execute(
+        f"""SELECT q.* EXCLUDE (user_id, item_id), u.pos AS user_id, coalesce(i.pos, -1) AS item_id
+            FROM ({sql}) q JOIN user_pos u USING (user_id) LEFT JOIN item_pos i USING (item_id)"""
+    ).df()
+
+
 def load_from_warehouse(
     con, *, history_len: int, n_hashes: int, item_buckets: int, user_buckets: int, max_hard: int = 8
 ) -> Datasets:
-    """Catalog, train rows and valid/test sets from the DuckDB tables the data assets built."""
+    """Catalog, train rows and valid/test sets from the DuckDB tables the data assets built.
+
+    Each valid/test user's target is their first pair of the split in the (ts, item_id) order, the
+    pair their history is cut at (models/splits/history.py); leave-last-out has one a split."""
     catalog, cat_vocab, tok_vocab = load_catalog(con, n_hashes=n_hashes, item_buckets=item_buckets)
-    pairs = con.execute(
-        "SELECT user_id, item_id, ts, split FROM interaction_splits WHERE split IN ('train', 'valid', 'test')"
-    ).df()
+    held = "split IN ('train', 'valid', 'test')"
+    users = con.execute(f"SELECT DISTINCT user_id FROM interaction_splits WHERE {held} ORDER BY user_id").df()
+    users = users["user_id"].to_numpy(dtype=object)
+    pairs = positions_sql(
+        con,
+        f"""SELECT user_id, item_id, ts, split::ENUM('train', 'valid', 'test') AS split
+            FROM interaction_splits WHERE {held}""",
+        catalog,
+        users,
+    )
     # negative feedback strictly before the user's first valid/test pair: no peeking at the future
-    negatives = con.execute(
+    negatives = positions_sql(
+        con,
         """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
            LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
                       WHERE split IN ('valid', 'test') GROUP BY user_id) e USING (user_id)
-           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)"""
-    ).df()
+           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)""",
+        catalog,
+        users,
+    )
     train = pairs[pairs.split == "train"]
-    kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets)
+    kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets, users=users)
     train_set = build_train_set(train, negatives, catalog, max_hard=max_hard, **kw)
-    # each user's history at its first valid / test pair: the one rule (models/splits/history.py)
-    valid = build_eval_set(
-        "valid", history_pairs(pairs, first_targets(pairs, "valid")), pairs[pairs.split == "valid"], catalog, **kw
-    )
-    test = build_eval_set(
-        "test", history_pairs(pairs, first_targets(pairs, "test")), pairs[pairs.split == "test"], catalog, **kw
-    )
-    return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab)
+
+    def held_out(split: str) -> EvalSet:
+        # each user's history at their first pair of the split: the one rule (models/splits/history.py)
+        cuts = first_targets(pairs, split)
+        targets = cuts[["user_id", "target_item"]].rename(columns={"target_item": "item_id"})
+        return build_eval_set(split, history_pairs(pairs, cuts), targets, catalog, **kw)
+
+    return Datasets(catalog, train_set, held_out("valid"), held_out("test"), cat_vocab, tok_vocab)
 
 
 def load_for_tower(con, tower) -> Datasets:
@@ -426,33 +473,6 @@ def load_for_tower(con, tower) -> Datasets:
         item_buckets=tower.item_buckets,
         user_buckets=tower.user_buckets,
     )
-
-
-# pairs of the users named in the `wanted_users` frame (DuckDB reads it from the caller's scope)
-_SOME_USERS = "SELECT user_id, item_id, ts FROM interaction_splits WHERE user_id IN (SELECT user_id FROM wanted_users)"
-
-
-def load_serving_users(
-    con, catalog: Catalog, *, history_len: int, n_hashes: int, user_buckets: int, only=None
-) -> EvalSet:
-    """Every known user (or the known ones among `only`) with their latest history over all
-    positive pairs (any split) and everything they interacted with as the items to exclude;
-    `target` is unused."""
-    if only is None:
-        pairs = con.execute("SELECT user_id, item_id, ts FROM interaction_splits").df()
-    else:
-        wanted_users = pd.DataFrame({"user_id": pd.Series(list(only), dtype=object)})  # noqa: F841 (DuckDB)
-        pairs = con.execute(_SOME_USERS).df()
-    last = pairs.sort_values("ts").drop_duplicates("user_id", keep="last")
-    return build_eval_set(
-        "serving", pairs, last, catalog, history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets
-    )
-
-
-def items_of_users(con, users) -> list:
-    """The items the given users interacted with (what their histories and exclusions need)."""
-    wanted_users = pd.DataFrame({"user_id": pd.Series(list(users), dtype=object)})  # noqa: F841 (DuckDB)
-    return [r[0] for r in con.execute(f"SELECT DISTINCT item_id FROM ({_SOME_USERS})").fetchall()]
 
 
 @dataclass(frozen=True)
