@@ -9,7 +9,9 @@ under any DAGSTER_HOME, with or without our dagster.yaml:
   materialize`, which no launcher knows about.
 
 The daemon applies both on every tick of the `dead_run_sweep` sensor (orchestration/sensors.py);
-every run sets the pool limit when it starts, through the warehouse resource (WarehouseResource).
+every run applies both when it starts, through the warehouse resource (WarehouseResource), so a
+shell's materialization after a killed one goes on without a daemon (the dead run's MLflow run
+stays RUNNING until the daemon's sweep ends it KILLED: the resource has no MLflow tracker).
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ class WarehouseResource(DuckDBResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if context.instance is not None:
             ensure_warehouse_pool(context.instance)
+            # a killed `dagster asset materialize` (kill -9, a closed terminal) left its slot held
+            # and no daemon may be running to sweep it: this run would wait for it forever
+            for d in fail_dead_runs(context.instance, by="the start of another run"):
+                context.log.warning(
+                    f"run {d.run_id} ({d.job_name}) marked failed, its warehouse slot freed: {d.reason}"
+                )
 
 
 @dataclass
@@ -118,8 +126,9 @@ def find_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
     return dead
 
 
-def fail_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
-    """Free every dead run's pool slots, then mark it FAILED (with the reason in its event log).
+def fail_dead_runs(instance: dg.DagsterInstance, by: str = "dead_run_sweep") -> list[DeadRun]:
+    """Free every dead run's pool slots, then mark it FAILED (with the reason in its event log,
+    and `by`: who found it, the daemon's sweep or the start of another run).
     In that order, a FAILED run never holds a slot: whoever sees the failure (a waiting run, the
     UI, a test) also sees the warehouse free. The other order left a window where it did not."""
     dead = find_dead_runs(instance)
@@ -131,7 +140,7 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
             instance.event_log_storage.free_concurrency_slots_for_run(d.run_id)
         instance.report_run_failed(
             run,
-            f"Run {d.run_id} marked failed by towerflow's dead_run_sweep: {d.reason} "
+            f"Run {d.run_id} marked failed by towerflow ({by}): {d.reason} "
             "(killed, crashed or the machine restarted) while the run was STARTED.",
         )
     return dead

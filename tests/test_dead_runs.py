@@ -162,3 +162,55 @@ def test_a_killed_materialization_does_not_stop_the_next_automated_retrain(tmp_p
         if cli.poll() is None:
             _stop(cli)
         instance.dispose()
+
+
+@pytest.mark.slow
+def test_a_killed_materialization_does_not_hold_the_next_one_from_a_shell_without_a_daemon(tmp_path, monkeypatch):
+    """No daemon runs (a newcomer's `make demo` killed by a closed terminal, then run again): the
+    next run's start frees the dead run's slot instead of waiting for it forever."""
+    home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").symlink_to(REPO / "orchestration" / "dagster.yaml")
+    generate(home / "landing", n_users=150, n_items=100, n_events=5_000, seed=4, log=lambda m: None)
+    env = _env(home, dagster_home)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    instance = dg.DagsterInstance.get()
+    materialize = [str(BIN / "dagster"), "asset", "materialize", "-m", "orchestration.definitions", "--select"]
+    log = tmp_path / "cli.log"
+    cli = subprocess.Popen(
+        [*materialize, "*"],
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        held = _wait(
+            "a step of the CLI run to hold the warehouse slot",
+            lambda: instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots,
+            90,
+            poll=0.05,
+        )
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=10)
+        dead_id = held[0].run_id
+        assert dead_id in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).active_run_ids
+
+        # without the sweep at its start this run waits for the dead run's slot until the timeout
+        second = subprocess.run(
+            [*materialize, "raw_items"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240
+        )
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert instance.get_run_by_id(dead_id).status == dg.DagsterRunStatus.FAILURE
+        failure = instance.all_logs(dead_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "the start of another run" in failure[-1].message and "is gone" in failure[-1].message
+        info = instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
+        assert info.claimed_slots == [] and info.slot_count == 1
+    except BaseException:
+        print("--- cli.log (tail) ---\n" + log.read_text()[-4000:])
+        raise
+    finally:
+        if cli.poll() is None:
+            _stop(cli)
+        instance.dispose()
