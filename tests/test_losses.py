@@ -70,6 +70,30 @@ def test_shared_extra_negatives_mask_the_rows_own_positive():
     assert own.item() == pytest.approx((_ce([1, 0], 0) + _ce([0, 1, 0], 1)) / 2, rel=1e-6)
 
 
+def test_in_batch_extra_and_hard_columns_with_logq_together_match_the_hand_computation():
+    # in-batch columns [10, 11] with log q [log .5, log .1]; one shared extra column (item 12, e0,
+    # log q log .2); one hard negative per row (e1 for row 0, padding for row 1); T = 0.5
+    log_q = torch.log(torch.tensor([0.5, 0.1]))
+    loss = info_nce(
+        U,
+        V,
+        torch.tensor([10, 11]),
+        temperature=0.5,
+        log_q=log_q,
+        v_extra=torch.tensor([[1.0, 0.0]]),
+        extra_ids=torch.tensor([12]),
+        extra_log_q=torch.log(torch.tensor([0.2])),
+        v_hard=torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]]),
+        hard_ids=torch.tensor([[13], [-1]]),
+    )
+    lq = [math.log(0.5), math.log(0.1), math.log(0.2)]
+    # row 0: u0 = e0 scores [1, 0, 1] / T, minus log q, then the hard column e1 (0, no log q)
+    l0 = [2 - lq[0], 0 - lq[1], 2 - lq[2], 0.0]
+    # row 1: u1 = e1 scores [0, 1, 0] / T, minus log q; its hard slot is padding
+    l1 = [0 - lq[0], 2 - lq[1], 0 - lq[2]]
+    assert loss.item() == pytest.approx((_ce(l0, 0) + _ce(l1, 1)) / 2, rel=1e-6)
+
+
 def test_full_softmax_scores_each_row_against_every_catalog_item():
     # three catalog items e0, e1 and (e0 + e1) / |.|; row 0 targets item 0, row 1 targets item 2
     items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
