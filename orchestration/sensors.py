@@ -26,11 +26,13 @@ import hashlib
 import json
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from models.ingest.changes import FileState, changed, dump_states, fingerprint, load_states, same_content, scan
 from models.ingest.landing import EVENTS, ITEMS, LandingKind
 from models.retrieval.checkpoint import champion_version
 from orchestration.jobs import incremental_item_embedding_job
+from orchestration.partitions import EVENT_ASSETS
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -102,17 +104,75 @@ def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths)
     )
 
 
-@dg.sensor(
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="New or changed event files in landing/events/ -> mark raw_events stale (no run).",
-)
-def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
-    known, files, new = _new_files(context, paths, EVENTS)
-    if not new:
-        return _nothing_new(known, files, f"no new files in landing/events/ ({len(files)} seen)")
-    context.log.info(f"new event files: {sorted(new)}")
-    return dg.SensorResult(asset_events=[_observation("landing_events", files)], cursor=_cursor(files))
+def build_new_events_sensor(partitions_def: dg.DynamicPartitionsDefinition | None = None) -> dg.SensorDefinition:
+    """`new_events_sensor`: observations only (unpartitioned events), or, with one partition per
+    landing file (orchestration/partitions.py), the partitions of new files and a run for them."""
+    if partitions_def is not None:
+        return _partitioned_events_sensor(partitions_def)
+
+    @dg.sensor(
+        name="new_events_sensor",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="New or changed event files in landing/events/ -> mark raw_events stale (no run).",
+    )
+    def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
+        known, files, new = _new_files(context, paths, EVENTS)
+        if not new:
+            return _nothing_new(known, files, f"no new files in landing/events/ ({len(files)} seen)")
+        context.log.info(f"new event files: {sorted(new)}")
+        return dg.SensorResult(asset_events=[_observation("landing_events", files)], cursor=_cursor(files))
+
+    return new_events_sensor
+
+
+def _partitioned_events_sensor(partitions_def: dg.DynamicPartitionsDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="new_events_sensor",
+        target=dg.AssetSelection.assets(*EVENT_ASSETS),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="A landed event file without a partition -> its partition, and one run that ingests and "
+        "cleans the new partitions; a replaced file -> a run over every partition (a full re-clean).",
+    )
+    def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
+        known, files, new = _new_files(context, paths, EVENTS)
+        have = context.instance.get_dynamic_partitions(partitions_def.name)
+        # in path order, as an unpartitioned ingest reads them: partition order is ingest order
+        added = sorted(set(files) - set(have))
+        ledger = ingested(context.instance, EVENTS)
+        # a file the ledger holds with other bytes: the ingest supersedes its rows, so every file's
+        # outcome may change (its rows were the kept copies of later duplicates): all partitions
+        replaced = sorted(k for k in new if k in ledger and k in have)
+        if not added and not replaced:
+            return _nothing_new(known, files, f"no new files in landing/events/ ({len(files)} seen)")
+        keys = [*have, *added] if replaced else added
+        run_key = hashlib.sha256(_cursor({k: files[k] for k in keys if k in files}).encode()).hexdigest()[:16]
+        target = {"partition_key": keys[0]} if len(keys) == 1 else {"tags": partition_range(keys[0], keys[-1])}
+        context.log.info(f"event files: {len(added)} new {added[:5]}, {len(replaced)} replaced {replaced[:5]}")
+        return dg.SensorResult(
+            dynamic_partitions_requests=[partitions_def.build_add_request(added)] if added else [],
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"events-{run_key}",
+                    asset_selection=[dg.AssetKey(k) for k in EVENT_ASSETS],
+                    **target,
+                )
+            ],
+            asset_events=[_observation("landing_events", files)],
+            cursor=_cursor(files),
+        )
+
+    return new_events_sensor
+
+
+def partition_range(first: str, last: str) -> dict[str, str]:
+    """The run tags of one run over the partitions first...last (the assets' single-run backfill
+    policy cleans them in one pass)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+
+
+new_events_sensor = build_new_events_sensor()
 
 
 @dg.sensor(

@@ -10,9 +10,14 @@ from assets.reporting import content_version, figures_metadata, log_figures, md_
 from models.sql import sql_text
 
 
-def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeResult:
+def ingest(context, kind: LandingKind, paths, duckdb, mlflow, only: list[str] | None = None) -> dg.MaterializeResult:
+    """Ingest the new files of landing/<kind>/, or the files `only` names (a partitioned run's:
+    each partition's materialization then carries its file's status and rows)."""
     with duckdb.get_connection() as con:
-        results = ingest_folder(con, paths.landing, kind, log=context.log.info)
+        results = ingest_folder(con, paths.landing, kind, log=context.log.info, only=only)
+        if only is not None:
+            for key, meta in file_metadata(con, kind, only).items():
+                context.add_asset_metadata(meta, partition_key=key)
         total, unparseable, files = con.execute(
             f"SELECT count(*), count(parse_error), count(DISTINCT file_id) FROM {kind.table}"
         ).fetchall()[0]
@@ -61,3 +66,23 @@ def ingest(context, kind: LandingKind, paths, duckdb, mlflow) -> dg.MaterializeR
         },
         data_version=content_version(context, fingerprint(ledger)),
     )
+
+
+def file_metadata(con, kind: LandingKind, files: list[str]) -> dict[str, dict]:
+    """Each file's live ledger record as a partition's metadata (`dagster/row_count`: its raw rows,
+    what the UI's partitions view shows)."""
+    rows = con.execute(
+        """SELECT path, status, reader, rows_loaded, parse_errors, message FROM ingested_files
+           WHERE kind = $k AND status <> 'superseded' AND list_contains($p, path)""",
+        {"k": kind.name, "p": [f"{kind.name}/{f}" for f in files]},
+    ).fetchall()
+    return {
+        path.removeprefix(f"{kind.name}/"): {
+            "dagster/row_count": dg.MetadataValue.int(int(n)),
+            "file_status": dg.MetadataValue.text(status),
+            "reader": dg.MetadataValue.text(reader),
+            "unparseable_rows": dg.MetadataValue.int(int(errors)),
+            "file_message": dg.MetadataValue.text(message or ""),
+        }
+        for path, status, reader, n, errors, message in rows
+    }
