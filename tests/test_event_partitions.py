@@ -205,3 +205,40 @@ def test_a_replaced_file_re_cleans_every_partition(tmp_path):
     assert _tables(home) == _unpartitioned_tables(tmp_path / "plain", rewritten)
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT duplicate_count FROM clean_interactions WHERE event_id = 'e1'").fetchall() == [(0,)]
+
+
+def test_the_switch_partitions_the_event_assets_alone(tmp_path):
+    """With the setting, the event assets are partitioned per file, cleaned in single runs, and left
+    to their sensor; the rest of the graph, unpartitioned, keeps its retrain on the cron, which no
+    longer waits for the event assets. Without it, nothing is partitioned (the quick start's '*')."""
+    graph = build_definitions(tmp_path, event_partitions=EVENT_FILES).resolve_asset_graph()
+    partitioned = {k.to_user_string() for k in graph.materializable_asset_keys if graph.get(k).partitions_def}
+    assert partitioned == set(EVENT_ASSETS)
+    for key in EVENT_ASSETS:
+        node = graph.get(dg.AssetKey(key))
+        assert node.partitions_def == EVENT_FILES and node.automation_condition is None
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+    assert {graph.get(dg.AssetKey(k)).group_name for k in EVENT_ASSETS} == {"ingest", "clean"}
+    assert graph.get(dg.AssetKey("interaction_splits")).automation_condition.get_label() == "on_cron(0 3 * * *, UTC)"
+    plain = build_definitions(tmp_path, event_partitions=None).resolve_asset_graph()
+    assert not any(plain.get(k).partitions_def for k in plain.materializable_asset_keys)
+
+
+def test_the_cron_tick_retrains_on_what_is_clean_without_requesting_partitions(tmp_path):
+    """In partition mode the retrain's tick requests the unpartitioned graph, at once, whether or
+    not a file landed; the event partitions are the sensor's to request (never the tick's)."""
+    from datetime import datetime, timedelta, timezone
+
+    defs = build_definitions(tmp_path, event_partitions=EVENT_FILES)
+    graph = defs.resolve_asset_graph()
+    t = datetime(2026, 12, 7, 2, 50, tzinfo=timezone.utc)  # ten minutes before the 03:00 UTC tick
+    with dg.instance_for_test() as instance, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        instance.add_dynamic_partitions(EVENT_FILES.name, ["day-1.csv"])
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=t)
+        assert not first.total_requested
+        tick = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, evaluation_time=t + timedelta(minutes=11), cursor=first.cursor
+        )
+        requested = {k.to_user_string() for k in graph.materializable_asset_keys if tick.get_num_requested(k)}
+        assert requested == {k.to_user_string() for k in graph.materializable_asset_keys} - set(EVENT_ASSETS)
