@@ -8,7 +8,11 @@
 - `new_events_sensor`: a new or changed file in landing/events/ records an observation of
   `landing_events` with a new data version, which marks `raw_events` (and, once re-ingested,
   everything downstream) stale; the retrain (the assets' `on_cron` condition,
-  orchestration/automation.py) picks it up.
+  orchestration/automation.py) picks it up. With one partition per landing file
+  (`TOWERFLOW_EVENT_PARTITIONS=files`, orchestration/partitions.py) it adds the partitions of
+  landed files that have none and requests one run of the event assets for them alone; a replaced
+  file (same path, other bytes) keeps its partition and requests one run over every partition,
+  as its cleaning is a full re-clean.
 
 A sensor never calls new what the ingest already read: a file counts as new only when neither
 its cursor nor the ledger (the file states `raw_events` / `raw_items` publish on their latest

@@ -242,3 +242,29 @@ def test_the_cron_tick_retrains_on_what_is_clean_without_requesting_partitions(t
         )
         requested = {k.to_user_string() for k in graph.materializable_asset_keys if tick.get_num_requested(k)}
         assert requested == {k.to_user_string() for k in graph.materializable_asset_keys} - set(EVENT_ASSETS)
+
+
+def test_a_partition_whose_file_left_the_folder_keeps_its_rows(tmp_path):
+    """A landed file removed after its ingest (rotated away) keeps its rows, as unpartitioned; a
+    re-clean of every partition still runs, and a partition naming a file never landed fails with
+    its name."""
+    home = tmp_path / "parts"
+    _land(home, {k: FILES[k] for k in ("day-1.csv", "day-2.csv")})
+    defs = build_definitions(home, event_partitions=EVENT_FILES)
+    instance = dg.DagsterInstance.ephemeral()
+    first = _tick(defs, instance)
+    assert _request(defs, instance, first.run_requests[0]).success
+    (home / "landing" / "events" / "day-1.csv").unlink()
+    _land(home, {"day-2.csv": HEADER + "e10,u1,i1,click,2024-01-02T10:00:00Z,\n"})
+    (request,) = _tick(defs, instance, first.cursor).run_requests
+    assert request.partition_key_range == dg.PartitionKeyRange("day-1.csv", "day-2.csv")
+    result = _request(defs, instance, request)
+    assert result.success
+    clean = _by_partition(result, "clean_interactions")
+    assert (clean["day-1.csv"]["file_clean_rows"], clean["day-2.csv"]["file_clean_rows"]) == (4, 1)
+
+    instance.add_dynamic_partitions(EVENT_FILES.name, ["never-landed.csv"])
+    failed = _run(defs, instance, partition_key="never-landed.csv")
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.is_step_failure]
+    assert "never-landed.csv" in str(failure.step_failure_data.error)

@@ -14,6 +14,11 @@ The step can be subset (`--select '*vocabularies'` selects clean_interactions al
 pass still writes both tables, since splitting it would resolve duplicates twice, and it records
 a materialization for each selected asset only; the log says when the other table was rewritten
 outside the selection.
+
+With one partition per landing file (orchestration/partitions.py) the pass is the same one (every
+ingested file not cleaned yet, in ingest order: a file's outcome depends on every earlier file),
+run once for all the run's partitions (`BackfillPolicy.single_run()`); each partition's
+materialization then carries its file's row accounting from `cleaned_event_files`.
 """
 
 import dagster as dg

@@ -150,15 +150,20 @@ def ingest_folder(
     con.execute(f"DELETE FROM {kind.table} WHERE file_id NOT IN (SELECT file_id FROM ingested_files)")
     folder = landing / kind.name
     paths = discover(folder)
+    results = []
     if only is not None:
         landed = {p.relative_to(folder).as_posix(): p for p in paths}
-        if missing := [f for f in only if f not in landed]:
+        gone = sorted(set(only) - set(landed))
+        # a file the ledger read is kept when it leaves the folder (as in an unpartitioned run,
+        # which never sees it again); a file it never read cannot be ingested
+        if unknown := [f for f in gone if f not in ingested(con, kind)]:
             raise FileNotFoundError(
-                f"{len(missing)} file(s) asked for are not in {folder} (or still being written): "
-                f"{', '.join(missing[:5])}; a partition names a landed file by its path under {kind.name}/"
+                f"{len(unknown)} file(s) asked for are neither in {folder} nor ingested before: "
+                f"{', '.join(unknown[:5])}; a partition names a landed file by its path under {kind.name}/"
             )
-        paths = sorted(landed[f] for f in set(only))
-    results = []
+        for f in gone:
+            results.append(FileResult(f"{kind.name}/{f}", "skipped", message="gone from the folder; its rows stay"))
+        paths = sorted(landed[f] for f in set(only) & set(landed))
     for path in paths:
         rel = path.relative_to(landing).as_posix()
         state = file_state(path)
