@@ -20,6 +20,7 @@ partitions of new files and requests the run (orchestration/sensors.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -47,3 +48,15 @@ def partition_files(context: dg.AssetExecutionContext) -> list[str] | None:
     if context.assets_def.partitions_def is None:
         return None
     return list(context.partition_keys)
+
+
+def unpartitioned_files(instance: dg.DagsterInstance, files: Iterable[str]) -> list[str]:
+    """The landed files (paths under landing/events/) that have no partition yet, in path order:
+    the order an unpartitioned ingest reads them, so partition order is ingest order."""
+    return sorted(set(files) - set(instance.get_dynamic_partitions(EVENT_FILES.name)))
+
+
+def launch_command(first: str, last: str) -> str:
+    """The shell command that ingests and cleans the partitions first...last in one run."""
+    assets = ",".join(EVENT_ASSETS)
+    return f"dg launch -m orchestration.definitions --assets '{assets}' --partition-range '{first}...{last}'"

@@ -36,7 +36,7 @@ from models.ingest.changes import FileState, changed, dump_states, fingerprint, 
 from models.ingest.landing import EVENTS, ITEMS, LandingKind
 from models.retrieval.checkpoint import champion_version
 from orchestration.jobs import incremental_item_embedding_job
-from orchestration.partitions import EVENT_ASSETS
+from orchestration.partitions import EVENT_ASSETS, unpartitioned_files
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -142,8 +142,7 @@ def _partitioned_events_sensor(partitions_def: dg.DynamicPartitionsDefinition) -
     def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
         known, files, new = _new_files(context, paths, EVENTS)
         have = context.instance.get_dynamic_partitions(partitions_def.name)
-        # in path order, as an unpartitioned ingest reads them: partition order is ingest order
-        added = sorted(set(files) - set(have))
+        added = unpartitioned_files(context.instance, files)
         ledger = ingested(context.instance, EVENTS)
         # a file the ledger holds with other bytes: the ingest supersedes its rows, so every file's
         # outcome may change (its rows were the kept copies of later duplicates): all partitions

@@ -268,3 +268,24 @@ def test_a_partition_whose_file_left_the_folder_keeps_its_rows(tmp_path):
     assert not failed.success
     (failure,) = [e for e in failed.all_events if e.is_step_failure]
     assert "never-landed.csv" in str(failure.step_failure_data.error)
+
+
+def test_the_cli_adds_the_landed_files_partitions_once(tmp_path, monkeypatch):
+    """`towerflow event-partitions`, for a shell without the daemon: the landed files' partitions
+    on the instance at DAGSTER_HOME, in path order, and the command that runs them."""
+    from click.testing import CliRunner
+
+    from orchestration.cli import main
+
+    _land(tmp_path, {"day-2.csv": DAY_2, "day-1.csv": DAY_1})
+    monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    out = CliRunner().invoke(main, ["event-partitions"])
+    assert out.exit_code == 0, out.output
+    assert "2 event file partition(s) added, 2 in all" in out.output
+    assert "--partition-range 'day-1.csv...day-2.csv'" in out.output
+    _land(tmp_path, {"late/day-1.csv": LATE_DAY_1})
+    again = CliRunner().invoke(main, ["event-partitions"])
+    assert "1 event file partition(s) added, 3 in all" in again.output
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        assert instance.get_dynamic_partitions(EVENT_FILES.name) == ["day-1.csv", "day-2.csv", "late/day-1.csv"]
