@@ -124,9 +124,8 @@ def run(home: Path, instance, full_refresh: bool = False, keys: list[str] | None
     {step: seconds} from its event log, plus 'wall'."""
     import dagster as dg
 
-    from orchestration.partitions import EVENT_FILES
+    from orchestration.partitions import EVENT_FILES, partition_range
     from orchestration.resources import build_resources
-    from orchestration.sensors import partition_range
 
     config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     if full_refresh:

@@ -163,8 +163,10 @@ def event_partitions() -> None:
     import dagster as dg
 
     from models.ingest.changes import discover
-    from orchestration.partitions import EVENT_FILES, launch_command, unpartitioned_files
+    from orchestration.partitions import EVENT_FILES, SETTING, event_partitions, launch_command, unpartitioned_files
 
+    if event_partitions() is None:
+        _fail(f"{SETTING} is unset, so the event assets have no partitions: set {SETTING}=files first")
     folder = towerflow_home() / "landing" / "events"
     files = [p.relative_to(folder).as_posix() for p in discover(folder)]
     # the Makefile's default instance when DAGSTER_HOME is unset

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 SETTING = "TOWERFLOW_EVENT_PARTITIONS"
 # The partitions' name in the Dagster instance (where dynamic partitions live).
@@ -60,3 +61,9 @@ def launch_command(first: str, last: str) -> str:
     """The shell command that ingests and cleans the partitions first...last in one run."""
     assets = ",".join(EVENT_ASSETS)
     return f"dg launch -m orchestration.definitions --assets '{assets}' --partition-range '{first}...{last}'"
+
+
+def partition_range(first: str, last: str) -> dict[str, str]:
+    """The run tags of one run over the partitions first...last (the assets' single-run backfill
+    policy cleans them in one pass)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}

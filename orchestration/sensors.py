@@ -30,13 +30,12 @@ import hashlib
 import json
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from models.ingest.changes import FileState, changed, dump_states, fingerprint, load_states, same_content, scan
 from models.ingest.landing import EVENTS, ITEMS, LandingKind
 from models.retrieval.checkpoint import champion_version
 from orchestration.jobs import incremental_item_embedding_job
-from orchestration.partitions import EVENT_ASSETS, unpartitioned_files
+from orchestration.partitions import EVENT_ASSETS, partition_range, unpartitioned_files
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -167,12 +166,6 @@ def _partitioned_events_sensor(partitions_def: dg.DynamicPartitionsDefinition) -
         )
 
     return new_events_sensor
-
-
-def partition_range(first: str, last: str) -> dict[str, str]:
-    """The run tags of one run over the partitions first...last (the assets' single-run backfill
-    policy cleans them in one pass)."""
-    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
 new_events_sensor = build_new_events_sensor()

@@ -14,8 +14,7 @@ import duckdb
 import pytest
 
 from orchestration.definitions import build_definitions
-from orchestration.partitions import EVENT_ASSETS, EVENT_FILES, SETTING, event_partitions
-from orchestration.sensors import partition_range
+from orchestration.partitions import EVENT_ASSETS, EVENT_FILES, SETTING, event_partitions, partition_range
 from tests.conftest import HEADER, write
 from tests.test_incremental_cleaning import DAY_1, DAY_2, LATE_DAY_1, contents
 
@@ -280,6 +279,10 @@ def test_the_cli_adds_the_landed_files_partitions_once(tmp_path, monkeypatch):
     _land(tmp_path, {"day-2.csv": DAY_2, "day-1.csv": DAY_1})
     monkeypatch.setenv("TOWERFLOW_HOME", str(tmp_path))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    monkeypatch.delenv(SETTING, raising=False)
+    off = CliRunner().invoke(main, ["event-partitions"])
+    assert off.exit_code == 2 and f"set {SETTING}=files" in off.output
+    monkeypatch.setenv(SETTING, "files")
     out = CliRunner().invoke(main, ["event-partitions"])
     assert out.exit_code == 0, out.output
     assert "2 event file partition(s) added, 2 in all" in out.output
