@@ -31,6 +31,7 @@ import json
 
 import dagster as dg
 
+from assets.ingest._ingest import LEDGER_KEY
 from models.ingest.changes import FileState, changed, dump_states, fingerprint, load_states, same_content, scan
 from models.ingest.landing import EVENTS, ITEMS, LandingKind
 from models.retrieval.checkpoint import champion_version
@@ -50,10 +51,15 @@ def _cursor(files: dict[str, FileState]) -> str:
 
 
 def ingested(instance: dg.DagsterInstance, kind: LandingKind) -> dict[str, FileState]:
-    """The ledger as the raw table's latest materialization published it (empty if none)."""
-    event = instance.get_latest_materialization_event(dg.AssetKey(kind.table))
+    """The ledger as the raw table's latest materialization published it, or, when that is a
+    partition's (which does not repeat it), the run's observation (empty if none)."""
+    key = dg.AssetKey(kind.table)
+    event = instance.get_latest_materialization_event(key)
     meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    return load_states(meta["ingested_files"].value if "ingested_files" in meta else None)
+    if LEDGER_KEY not in meta:
+        observed = instance.fetch_observations(key, limit=1).records
+        meta = observed[0].asset_observation.metadata if observed else {}
+    return load_states(meta[LEDGER_KEY].value if LEDGER_KEY in meta else None)
 
 
 def _new_files(context, paths: TowerflowPaths, kind: LandingKind) -> tuple[dict, dict, dict]:

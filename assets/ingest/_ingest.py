@@ -9,6 +9,9 @@ from models.ingest.landing import LandingKind, ingest_folder, ingested
 from assets.reporting import content_version, figures_metadata, log_figures, md_table, table_metadata
 from models.sql import sql_text
 
+# the metadata key of the ledger's live files (orchestration/sensors.py reads it)
+LEDGER_KEY = "ingested_files"
+
 
 def ingest(context, kind: LandingKind, paths, duckdb, mlflow, only: list[str] | None = None) -> dg.MaterializeResult:
     """Ingest the new files of landing/<kind>/, or the files `only` names (a partitioned run's:
@@ -58,12 +61,14 @@ def ingest(context, kind: LandingKind, paths, duckdb, mlflow, only: list[str] | 
     # The ledger's live files: what the sensors compare a landing folder with (never calling new
     # what was read), and the table's data version (the same files give the same rows, so a run
     # that read nothing new leaves everything downstream fresh).
+    run_wide = {**figures_metadata({}, tables=tables), LEDGER_KEY: dg.MetadataValue.json(dump_states(ledger))}
+    if only is not None:
+        # a partitioned run writes one materialization per partition, each with this result's
+        # metadata: the ledger and the file tables (sized by the files) go once, as an observation
+        context.log_event(dg.AssetObservation(asset_key=kind.table, metadata=run_wide))
+        run_wide = {}
     return dg.MaterializeResult(
-        metadata={
-            **figures_metadata(figures, sql={kind.table: sql_text(kind.table)}, tables=tables),
-            **table,
-            "ingested_files": dg.MetadataValue.json(dump_states(ledger)),
-        },
+        metadata={**figures_metadata(figures, sql={kind.table: sql_text(kind.table)}), **table, **run_wide},
         data_version=content_version(context, fingerprint(ledger)),
     )
 
