@@ -116,9 +116,17 @@ def _clean_events(
         "files_cleaned": len(cleaning.files),
         "new_raw_rows": cleaning.raw_rows,
     }
-    files_md = md_table(
-        [(f.path, f.raw_rows, f.clean_rows, f.duplicate_rows, f.quarantined_rows) for f in cleaning.files],
-        ("file", "raw", "clean", "duplicates", "quarantined"),
+    # partitioned, each partition's event carries its own file's row (this table, on every one of
+    # them, would grow with the files of the run on each)
+    files_md = (
+        {}
+        if files is not None
+        else {
+            "cleaned_files_table": md_table(
+                [(f.path, f.raw_rows, f.clean_rows, f.duplicate_rows, f.quarantined_rows) for f in cleaning.files],
+                ("file", "raw", "clean", "duplicates", "quarantined"),
+            )
+        }
     )
     pass_meta = {
         "cleaning_mode": dg.MetadataValue.text(cleaning.mode),
@@ -149,7 +157,7 @@ def _clean_events(
             metadata=figures_metadata(
                 figures,
                 sql={k: v for k, v in sql.items() if not k.startswith("quarantined_events")},
-                tables={"quarantine_by_reason": reason_md, "cleaned_files_table": files_md},
+                tables={"quarantine_by_reason": reason_md, **files_md},
             )
             | pass_meta
             | tables["clean_interactions"]
@@ -165,7 +173,7 @@ def _clean_events(
                 tables={
                     "quarantine_by_reason": reason_md,
                     "examples": md_table(examples, ("reason", "file", "line", "raw")),
-                    "cleaned_files_table": files_md,
+                    **files_md,
                 },
             )
             | pass_meta
