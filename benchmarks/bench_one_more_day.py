@@ -1,7 +1,7 @@
 """One more day of events against the whole history: what re-running ingest + cleaning costs.
 
     python benchmarks/bench_one_more_day.py [--events 3000000] [--days 180] [--more-days 3] [--packed]
-                                            [--workdir DIR]
+                                            [--partitioned] [--workdir DIR]
 
 1. `towerflow generate`'s generator writes `days + more_days` daily landing files (one file per
    day of the window, CSV / JSONL.gz / Parquet in turn, 1% dirty rows: duplicates across files,
@@ -16,6 +16,10 @@
    cleaned and validated again, what every run did before cleaning went file by file), and its
    tables are compared with the incremental ones (count and an order-free hash per table):
    exit 1 if they differ.
+   With --partitioned the two event assets take one partition per landing file
+   (TOWERFLOW_EVENT_PARTITIONS=files, orchestration/partitions.py): the history is one run over
+   its files' partitions (a range), each more day one run of its new partition alone (what
+   `new_events_sensor` requests), the full re-clean one run over every partition.
 3. Before any timed run, a warm-up run on a tiny home imports Great Expectations and MLflow and
    the history home gets a copy of its MLflow store, so no timed run pays a one-off start.
 
@@ -98,15 +102,15 @@ def pack(days: list[Path], out: Path) -> list[Path]:
     return packed
 
 
-def selection():
+def selection(partitions=None):
     from assets.clean.checks import clean_interactions_expectations, event_file_accounting, event_row_accounting
-    from assets.clean.clean_interactions import clean_events
+    from assets.clean.clean_interactions import build_clean_events
     from assets.ingest.checks import raw_events_files_readable, raw_file_lines_accounted
-    from assets.ingest.raw_events import raw_events
+    from assets.ingest.raw_events import build_raw_events
 
     return [
-        raw_events,
-        clean_events,
+        build_raw_events(partitions),
+        build_clean_events(partitions),
         raw_events_files_readable,
         raw_file_lines_accounted,
         event_row_accounting,
@@ -115,17 +119,25 @@ def selection():
     ]
 
 
-def run(home: Path, instance, full_refresh: bool = False) -> dict:
-    """One run of the selection; {step: seconds} from its event log, plus 'wall'."""
+def run(home: Path, instance, full_refresh: bool = False, keys: list[str] | None = None) -> dict:
+    """One run of the selection (over the partitions `keys`, first to last, when given);
+    {step: seconds} from its event log, plus 'wall'."""
     import dagster as dg
 
+    from orchestration.partitions import EVENT_FILES, partition_range
     from orchestration.resources import build_resources
 
     config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     if full_refresh:
         config["ops"] = {"clean_events": {"config": {"full_refresh": True}}}
     started = time.perf_counter()
-    result = dg.materialize(selection(), resources=build_resources(home), instance=instance, run_config=config)
+    result = dg.materialize(
+        selection(EVENT_FILES if keys else None),
+        resources=build_resources(home),
+        instance=instance,
+        run_config=config,
+        tags=partition_range(keys[0], keys[-1]) if keys else None,
+    )
     wall = time.perf_counter() - started
     assert result.success
     starts, steps = {}, {}
@@ -163,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--packed", action="store_true", help="the history in 3 files (one per format) instead of one file a day"
     )
+    ap.add_argument(
+        "--partitioned", action="store_true", help="one partition per landing file: each day's run is its partition's"
+    )
     args = ap.parse_args(argv)
 
     import os
@@ -194,16 +209,27 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(warm / name, home / name)
     for f in history:
         (home / "landing" / "events" / f.name).symlink_to(f)
-    _log(f"history: {len(history)} files")
+    _log(f"history: {len(history)} files" + (", one partition each" if args.partitioned else ""))
     instance = dg.DagsterInstance.ephemeral()
-    runs = [("history", run(home, instance))]
+
+    def partitions(files: list[Path]) -> list[str] | None:
+        """The files' partitions, added as new_events_sensor adds them (unpartitioned: None)."""
+        if not args.partitioned:
+            return None
+        from orchestration.partitions import EVENT_FILES
+
+        instance.add_dynamic_partitions(EVENT_FILES.name, [f.name for f in files])
+        return [f.name for f in files]
+
+    runs = [("history", run(home, instance, keys=partitions(history)))]
     _log(f"history: {runs[0][1]['wall']:.1f} s")
     for i, f in enumerate(later, 1):
         (home / "landing" / "events" / f.name).symlink_to(f)
-        runs.append((f"+ day {args.days + i}", run(home, instance)))
+        runs.append((f"+ day {args.days + i}", run(home, instance, keys=partitions([f]))))
         _log(f"day {args.days + i}: {runs[-1][1]['wall']:.1f} s")
     incremental = digests(home)
-    runs.append(("full re-clean", run(home, instance, full_refresh=True)))
+    every = [*history, *later] if args.partitioned else None
+    runs.append(("full re-clean", run(home, instance, full_refresh=True, keys=every and [f.name for f in every])))
     same = digests(home) == incremental
 
     steps = list(runs[0][1]["steps"])

@@ -48,18 +48,19 @@ def retrain_cron() -> str:
     return os.environ.get("TOWERFLOW_RETRAIN_CRON", "").strip() or DEFAULT_CRON
 
 
-def retrain_condition(cron: str | None = None) -> dg.AutomationCondition:
+def retrain_condition(cron: str | None = None, ignored: tuple[str, ...] = ()) -> dg.AutomationCondition:
+    """on_cron, not waiting for the landing sources (nor for `ignored`: assets a sensor keeps up to date)."""
     cron = cron or retrain_cron()
     try:  # Dagster validates the cron string itself; say which setting holds the bad one
         condition = dg.AutomationCondition.on_cron(cron, CRON_TIMEZONE)
     except CheckError as e:
         raise ValueError(f"TOWERFLOW_RETRAIN_CRON={cron!r} is not a cron expression (e.g. {DEFAULT_CRON!r})") from e
-    return condition.ignore(LANDING_SOURCES)
+    return condition.ignore(LANDING_SOURCES | dg.AssetSelection.assets(*ignored))
 
 
-def serving_condition(cron: str | None = None) -> dg.AutomationCondition:
+def serving_condition(cron: str | None = None, ignored: tuple[str, ...] = ()) -> dg.AutomationCondition:
     cron = cron or retrain_cron()
-    return (retrain_condition(cron) | dg.AutomationCondition.eager()).with_label(f"on_cron({cron}) or eager")
+    return (retrain_condition(cron, ignored) | dg.AutomationCondition.eager()).with_label(f"on_cron({cron}) or eager")
 
 
 def longest_gap(cron: str, ticks: int = 64) -> timedelta:
@@ -77,13 +78,18 @@ def freshness_policy(cron: str | None = None) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(fail_window=2 * gap + RETRAIN_GRACE, warn_window=gap + RETRAIN_GRACE)
 
 
-def automate(assets: list) -> list:
+def automate(assets: list, sensor_driven: tuple[str, ...] = ()) -> list:
     """`assets` with their automation conditions and freshness policies (observable sources as
-    they are)."""
+    they are). `sensor_driven` assets (the event assets when partitioned per landing file:
+    orchestration/partitions.py) get none, as their sensor requests their runs, and the retrain
+    does not wait for them: at the tick it reads what is clean."""
     cron = retrain_cron()
-    retrain, serving, fresh = retrain_condition(cron), serving_condition(cron), freshness_policy(cron)
+    retrain, serving = retrain_condition(cron, sensor_driven), serving_condition(cron, sensor_driven)
+    fresh = freshness_policy(cron)
 
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key.to_user_string() in sensor_driven:
+            return spec.replace_attributes(automation_condition=None)
         condition = serving if spec.group_name in EAGER_GROUPS else retrain
         return spec.replace_attributes(
             automation_condition=condition,

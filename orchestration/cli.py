@@ -3,6 +3,7 @@
 towerflow generate [--users N --items N --events N --dirty-share F --seed S]
 towerflow import-movielens PATH
 towerflow status
+towerflow event-partitions
 towerflow quarantine [--reason CODE] [-n 20]
 towerflow recommend [--user ID ...] [--users-file PATH] [--recent ITEM ...] [-k 10]
                     [--format table|csv|json] [--rank [--candidates 200]]
@@ -151,6 +152,33 @@ def status() -> None:
                                 FROM interaction_splits GROUP BY 1 ORDER BY 1""").fetchall()
         click.echo("\n" + _table(splits, ("split", "pairs", "users", "items")))
     _champion_status()
+
+
+@main.command(
+    "event-partitions",
+    help="With TOWERFLOW_EVENT_PARTITIONS=files: add a Dagster partition for every landed event file that has "
+    "none (what new_events_sensor does on each tick) and print the command that ingests and cleans them.",
+)
+def event_partitions() -> None:
+    import dagster as dg
+
+    from models.ingest.changes import discover
+    from orchestration.partitions import EVENT_FILES, SETTING, event_partitions, launch_command, unpartitioned_files
+
+    if event_partitions() is None:
+        _fail(f"{SETTING} is unset, so the event assets have no partitions: set {SETTING}=files first")
+    folder = towerflow_home() / "landing" / "events"
+    files = [p.relative_to(folder).as_posix() for p in discover(folder)]
+    # the Makefile's default instance when DAGSTER_HOME is unset
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or towerflow_home() / "dagster")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        added = unpartitioned_files(instance, files)
+        instance.add_dynamic_partitions(EVENT_FILES.name, added)
+        total = len(instance.get_dynamic_partitions(EVENT_FILES.name))
+    click.echo(f"{len(added)} event file partition(s) added, {total} in all ({folder}, {len(files)} landed files)")
+    if added:
+        click.echo(launch_command(added[0], added[-1]))
 
 
 def _champion_status() -> None:

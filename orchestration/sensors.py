@@ -8,7 +8,11 @@
 - `new_events_sensor`: a new or changed file in landing/events/ records an observation of
   `landing_events` with a new data version, which marks `raw_events` (and, once re-ingested,
   everything downstream) stale; the retrain (the assets' `on_cron` condition,
-  orchestration/automation.py) picks it up.
+  orchestration/automation.py) picks it up. With one partition per landing file
+  (`TOWERFLOW_EVENT_PARTITIONS=files`, orchestration/partitions.py) it adds the partitions of
+  landed files that have none and requests one run of the event assets for them alone; a replaced
+  file (same path, other bytes) keeps its partition and requests one run over every partition,
+  as its cleaning is a full re-clean.
 
 A sensor never calls new what the ingest already read: a file counts as new only when neither
 its cursor nor the ledger (the file states `raw_events` / `raw_items` publish on their latest
@@ -27,10 +31,12 @@ import json
 
 import dagster as dg
 
+from assets.ingest._ingest import LEDGER_KEY
 from models.ingest.changes import FileState, changed, dump_states, fingerprint, load_states, same_content, scan
 from models.ingest.landing import EVENTS, ITEMS, LandingKind
 from models.retrieval.checkpoint import champion_version
 from orchestration.jobs import incremental_item_embedding_job
+from orchestration.partitions import EVENT_ASSETS, partition_range, unpartitioned_files
 from orchestration.resources import MlflowTracker, TowerflowPaths
 
 
@@ -45,10 +51,15 @@ def _cursor(files: dict[str, FileState]) -> str:
 
 
 def ingested(instance: dg.DagsterInstance, kind: LandingKind) -> dict[str, FileState]:
-    """The ledger as the raw table's latest materialization published it (empty if none)."""
-    event = instance.get_latest_materialization_event(dg.AssetKey(kind.table))
+    """The ledger as the raw table's latest materialization published it, or, when that is a
+    partition's (which does not repeat it), the run's observation (empty if none)."""
+    key = dg.AssetKey(kind.table)
+    event = instance.get_latest_materialization_event(key)
     meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    return load_states(meta["ingested_files"].value if "ingested_files" in meta else None)
+    if LEDGER_KEY not in meta:
+        observed = instance.fetch_observations(key, limit=1).records
+        meta = observed[0].asset_observation.metadata if observed else {}
+    return load_states(meta[LEDGER_KEY].value if LEDGER_KEY in meta else None)
 
 
 def _new_files(context, paths: TowerflowPaths, kind: LandingKind) -> tuple[dict, dict, dict]:
@@ -102,17 +113,68 @@ def new_items_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths)
     )
 
 
-@dg.sensor(
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="New or changed event files in landing/events/ -> mark raw_events stale (no run).",
-)
-def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
-    known, files, new = _new_files(context, paths, EVENTS)
-    if not new:
-        return _nothing_new(known, files, f"no new files in landing/events/ ({len(files)} seen)")
-    context.log.info(f"new event files: {sorted(new)}")
-    return dg.SensorResult(asset_events=[_observation("landing_events", files)], cursor=_cursor(files))
+def build_new_events_sensor(partitions_def: dg.DynamicPartitionsDefinition | None = None) -> dg.SensorDefinition:
+    """`new_events_sensor`: observations only (unpartitioned events), or, with one partition per
+    landing file (orchestration/partitions.py), the partitions of new files and a run for them."""
+    if partitions_def is not None:
+        return _partitioned_events_sensor(partitions_def)
+
+    @dg.sensor(
+        name="new_events_sensor",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="New or changed event files in landing/events/ -> mark raw_events stale (no run).",
+    )
+    def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
+        known, files, new = _new_files(context, paths, EVENTS)
+        if not new:
+            return _nothing_new(known, files, f"no new files in landing/events/ ({len(files)} seen)")
+        context.log.info(f"new event files: {sorted(new)}")
+        return dg.SensorResult(asset_events=[_observation("landing_events", files)], cursor=_cursor(files))
+
+    return new_events_sensor
+
+
+def _partitioned_events_sensor(partitions_def: dg.DynamicPartitionsDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="new_events_sensor",
+        target=dg.AssetSelection.assets(*EVENT_ASSETS),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="A landed event file without a partition -> its partition, and one run that ingests and "
+        "cleans the new partitions; a replaced file -> a run over every partition (a full re-clean).",
+    )
+    def new_events_sensor(context: dg.SensorEvaluationContext, paths: TowerflowPaths):
+        known, files, new = _new_files(context, paths, EVENTS)
+        have = context.instance.get_dynamic_partitions(partitions_def.name)
+        added = unpartitioned_files(context.instance, files)
+        ledger = ingested(context.instance, EVENTS)
+        # a file the ledger holds with other bytes: the ingest supersedes its rows, so every file's
+        # outcome may change (its rows were the kept copies of later duplicates): all partitions
+        replaced = sorted(k for k in new if k in ledger and k in have)
+        if not added and not replaced:
+            return _nothing_new(known, files, f"no new files in landing/events/ ({len(files)} seen)")
+        keys = [*have, *added] if replaced else added
+        run_key = hashlib.sha256(_cursor({k: files[k] for k in keys if k in files}).encode()).hexdigest()[:16]
+        target = {"partition_key": keys[0]} if len(keys) == 1 else {"tags": partition_range(keys[0], keys[-1])}
+        context.log.info(f"event files: {len(added)} new {added[:5]}, {len(replaced)} replaced {replaced[:5]}")
+        return dg.SensorResult(
+            dynamic_partitions_requests=[partitions_def.build_add_request(added)] if added else [],
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"events-{run_key}",
+                    asset_selection=[dg.AssetKey(k) for k in EVENT_ASSETS],
+                    **target,
+                )
+            ],
+            asset_events=[_observation("landing_events", files)],
+            cursor=_cursor(files),
+        )
+
+    return new_events_sensor
+
+
+new_events_sensor = build_new_events_sensor()
 
 
 @dg.sensor(

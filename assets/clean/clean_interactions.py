@@ -14,6 +14,11 @@ The step can be subset (`--select '*vocabularies'` selects clean_interactions al
 pass still writes both tables, since splitting it would resolve duplicates twice, and it records
 a materialization for each selected asset only; the log says when the other table was rewritten
 outside the selection.
+
+With one partition per landing file (orchestration/partitions.py) the pass is the same one (every
+ingested file not cleaned yet, in ingest order: a file's outcome depends on every earlier file),
+run once for all the run's partitions (`BackfillPolicy.single_run()`); each partition's
+materialization then carries its file's row accounting from `cleaned_event_files`.
 """
 
 import dagster as dg
@@ -23,7 +28,15 @@ from assets._config import to_library
 from assets.clean.config import EventCleaningConfig
 from assets.reporting import figures_metadata, log_figures, md_table, table_metadata
 from orchestration.versions import WAREHOUSE_POOL, code_version
-from models.clean.cleaning import EventCleaningRun, clean_events as run_cleaning
+from models.clean.cleaning import (
+    EventCleaning,
+    EventCleaningRun,
+    FileCleaning,
+    cleaned_files,
+    clean_events as run_cleaning,
+)
+from models.ingest.landing import EVENTS
+from orchestration.partitions import partition_files
 from models.clean.rules import CleaningRules, params_to_json
 from orchestration.resources import MlflowTracker
 
@@ -31,8 +44,9 @@ VERSION = code_version(__name__)
 RULES_KEY = "cleaning_params"
 
 
-@dg.multi_asset(
-    specs=[
+def build_clean_events(partitions_def: dg.PartitionsDefinition | None = None) -> dg.AssetsDefinition:
+    """The cleaning step, unpartitioned or one partition per landing file (orchestration/partitions.py)."""
+    specs = [
         dg.AssetSpec(
             "clean_interactions",
             deps=["raw_events"],
@@ -41,6 +55,7 @@ RULES_KEY = "cleaning_params"
             tags={"layer": "silver"},
             code_version=VERSION,
             description="Typed, trimmed, deduplicated events with positive/negative flags.",
+            partitions_def=partitions_def,
         ),
         dg.AssetSpec(
             "quarantined_events",
@@ -50,14 +65,23 @@ RULES_KEY = "cleaning_params"
             tags={"layer": "silver"},
             code_version=VERSION,
             description="Raw event rows that broke a rule, with reason code, file and line.",
+            partitions_def=partitions_def,
         ),
-    ],
-    pool=WAREHOUSE_POOL,
-    can_subset=True,
-)
-def clean_events(
+    ]
+    return dg.multi_asset(
+        name="clean_events",
+        specs=specs,
+        pool=WAREHOUSE_POOL,
+        can_subset=True,
+        # partitions are cleaned in file order, several in one pass (one transaction)
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+    )(_clean_events)
+
+
+def _clean_events(
     context: dg.AssetExecutionContext, config: EventCleaningConfig, duckdb: DuckDBResource, mlflow: MlflowTracker
 ):
+    files = partition_files(context)
     rules = to_library(config, CleaningRules)
     params = rules.sql_params()
     with duckdb.get_connection() as con:
@@ -77,6 +101,7 @@ def clean_events(
                WHERE k <= 3 ORDER BY reason, k"""
         ).fetchall()
         tables = {name: table_metadata(con, name) for name in ("clean_interactions", "quarantined_events")}
+        ledger = cleaned_files(con, [f"{EVENTS.name}/{f}" for f in files]) if files is not None else {}
     quarantined = sum(n for _, n in by_reason)
     figures = {
         "raw_rows": raw,
@@ -91,9 +116,17 @@ def clean_events(
         "files_cleaned": len(cleaning.files),
         "new_raw_rows": cleaning.raw_rows,
     }
-    files_md = md_table(
-        [(f.path, f.raw_rows, f.clean_rows, f.duplicate_rows, f.quarantined_rows) for f in cleaning.files],
-        ("file", "raw", "clean", "duplicates", "quarantined"),
+    # partitioned, each partition's event carries its own file's row (this table, on every one of
+    # them, would grow with the files of the run on each)
+    files_md = (
+        {}
+        if files is not None
+        else {
+            "cleaned_files_table": md_table(
+                [(f.path, f.raw_rows, f.clean_rows, f.duplicate_rows, f.quarantined_rows) for f in cleaning.files],
+                ("file", "raw", "clean", "duplicates", "quarantined"),
+            )
+        }
     )
     pass_meta = {
         "cleaning_mode": dg.MetadataValue.text(cleaning.mode),
@@ -114,6 +147,8 @@ def clean_events(
     )
     reason_md = md_table(by_reason, ("reason", "rows"))
     selected = {key.to_user_string() for key in context.selected_asset_keys}
+    if files is not None:
+        _partition_metadata(context, cleaning, files, ledger, selected)
     for name in sorted({"clean_interactions", "quarantined_events"} - selected):
         context.log.info(f"{name}: rewritten by the same pass, not selected, so no materialization is recorded")
     if "clean_interactions" in selected:
@@ -122,7 +157,7 @@ def clean_events(
             metadata=figures_metadata(
                 figures,
                 sql={k: v for k, v in sql.items() if not k.startswith("quarantined_events")},
-                tables={"quarantine_by_reason": reason_md, "cleaned_files_table": files_md},
+                tables={"quarantine_by_reason": reason_md, **files_md},
             )
             | pass_meta
             | tables["clean_interactions"]
@@ -138,9 +173,45 @@ def clean_events(
                 tables={
                     "quarantine_by_reason": reason_md,
                     "examples": md_table(examples, ("reason", "file", "line", "raw")),
-                    "cleaned_files_table": files_md,
+                    **files_md,
                 },
             )
             | pass_meta
             | tables["quarantined_events"],
         )
+
+
+def _partition_metadata(
+    context, cleaning: EventCleaning, files: list[str], ledger: dict[str, FileCleaning], selected: set[str]
+) -> None:
+    """Each partition's row accounting, from the ledger (whichever pass cleaned its file): what
+    the UI's partitions view shows, `dagster/row_count` the file's clean (or quarantined) rows."""
+    if missing := [f for f in files if f"{EVENTS.name}/{f}" not in ledger]:
+        raise dg.Failure(
+            f"{len(missing)} partition(s) name a file the ingest has not read: {', '.join(missing[:5])}; "
+            "materialize raw_events for the same partitions first (the sensor's runs select both)"
+        )
+    named = {f"{EVENTS.name}/{f}" for f in files}
+    if outside := [f.path for f in cleaning.files if f.path not in named]:
+        context.log.warning(
+            f"this {cleaning.mode} pass also cleaned {len(outside)} file(s) outside the run's partitions "
+            f"({', '.join(outside[:5])}): their rows are in the tables and their figures in cleaned_event_files; "
+            "their partitions keep their last materialization until they are materialized again"
+        )
+    for key in files:
+        f = ledger[f"{EVENTS.name}/{key}"]
+        figures = {
+            "file_raw_rows": dg.MetadataValue.int(f.raw_rows),
+            "file_clean_rows": dg.MetadataValue.int(f.clean_rows),
+            "file_duplicate_rows": dg.MetadataValue.int(f.duplicate_rows),
+            "file_quarantined_rows": dg.MetadataValue.int(f.quarantined_rows),
+            "file_cleaned_by_pass": dg.MetadataValue.int(f.batch),
+        }
+        rows = {"clean_interactions": f.clean_rows, "quarantined_events": f.quarantined_rows}
+        for asset in sorted(selected):
+            context.add_asset_metadata(
+                {**figures, "dagster/row_count": dg.MetadataValue.int(rows[asset])}, asset_key=asset, partition_key=key
+            )
+
+
+clean_events = build_clean_events()

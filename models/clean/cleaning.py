@@ -64,6 +64,18 @@ class FileCleaning:
     clean_rows: int
     duplicate_rows: int
     quarantined_rows: int
+    batch: int = 0  # the pass that cleaned it
+
+
+def cleaned_files(con, paths: list[str]) -> dict[str, FileCleaning]:
+    """The ledger's record of each of `paths` (relative to landing/) that has been cleaned, by
+    whichever pass cleaned it: a partition's figures (orchestration/partitions.py)."""
+    rows = con.execute(
+        """SELECT path, raw_rows, clean_rows, duplicate_rows, quarantined_rows, batch
+           FROM cleaned_event_files WHERE list_contains($p, path) ORDER BY file_id""",
+        {"p": paths},
+    ).fetchall()
+    return {r[0]: FileCleaning(*r) for r in rows}
 
 
 @dataclass
@@ -126,7 +138,7 @@ def clean_events(con, params: dict, full: bool = False) -> EventCleaning:
         step_params = {**params, "batch": batch, "mode": mode, "rules": digest}
         sql |= {name: run_sql(con, name, step_params) for name in EVENT_STEPS}
         rows = con.execute(
-            """SELECT path, raw_rows, clean_rows, duplicate_rows, quarantined_rows
+            """SELECT path, raw_rows, clean_rows, duplicate_rows, quarantined_rows, batch
                FROM cleaned_event_files WHERE batch = $b ORDER BY file_id""",
             {"b": batch},
         ).fetchall()

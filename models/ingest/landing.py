@@ -30,7 +30,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -133,9 +133,14 @@ def ingested(con: duckdb.DuckDBPyConnection, kind: LandingKind) -> dict[str, Fil
 
 
 def ingest_folder(
-    con: duckdb.DuckDBPyConnection, landing: Path, kind: LandingKind, log: Callable[[str], None] = print
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    kind: LandingKind,
+    log: Callable[[str], None] = print,
+    only: Collection[str] | None = None,
 ) -> list[FileResult]:
-    """Load every new or changed file of `landing/<kind>/` into `kind.table`.
+    """Load every new or changed file of `landing/<kind>/` into `kind.table`, or of the files
+    `only` names (paths under `landing/<kind>/`: a partitioned run's files).
 
     A file already ingested with the same path, size and sha256 is skipped (the one rule of
     models/ingest/changes.py). A file whose content changed replaces the rows it loaded before
@@ -144,8 +149,22 @@ def ingest_folder(
     ensure_tables(con)
     con.execute(f"DELETE FROM {kind.table} WHERE file_id NOT IN (SELECT file_id FROM ingested_files)")
     folder = landing / kind.name
+    paths = discover(folder)
     results = []
-    for path in discover(folder):
+    if only is not None:
+        landed = {p.relative_to(folder).as_posix(): p for p in paths}
+        gone = sorted(set(only) - set(landed))
+        # a file the ledger read is kept when it leaves the folder (as in an unpartitioned run,
+        # which never sees it again); a file it never read cannot be ingested
+        if unknown := [f for f in gone if f not in ingested(con, kind)]:
+            raise FileNotFoundError(
+                f"{len(unknown)} file(s) asked for are neither in {folder} nor ingested before: "
+                f"{', '.join(unknown[:5])}; a partition names a landed file by its path under {kind.name}/"
+            )
+        for f in gone:
+            results.append(FileResult(f"{kind.name}/{f}", "skipped", message="gone from the folder; its rows stay"))
+        paths = sorted(landed[f] for f in set(only) & set(landed))
+    for path in paths:
         rel = path.relative_to(landing).as_posix()
         state = file_state(path)
         size, digest = state.size, state.sha256
