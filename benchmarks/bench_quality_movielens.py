@@ -503,11 +503,15 @@ REFIT_MODES = ("continue", "retrain")
 REFIT_ROWS = (*REFIT_MODES, "continue_train_only")  # the table's refit rows: the modes and the control
 
 
-def two_tower_refit_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, cfg: TrainConfig) -> dict:
+def two_tower_refit_row(
+    con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, cfg: TrainConfig, save=lambda hit: None
+) -> dict:
     """The product's two-tower trained and early-stopped as the two-tower row (the same seed
     gives the same model), then refit on train + valid both ways (models.retrieval.training.refit):
     valid vectors of the model before the refit (the only honest ones), test vectors before
-    ("test") and after each refit ("test_continue", "test_retrain")."""
+    ("test") and after each refit ("test_continue", "test_retrain"), and the control's
+    ("test_continue_train_only": one more pass from the best check over train alone). Cheapest
+    first; `save` gets the row after each stage (a run stopped midway keeps what it measured)."""
     data = data_for(con, data_by_tower, tower)
     train_set = protocol_train_set(con, proto, data, tower)
     refit_set = protocol_refit_set(con, proto, data, tower)
@@ -518,20 +522,6 @@ def two_tower_refit_row(con, proto: Protocol, data_by_tower: dict, tower: TowerC
     res = train(data.catalog, train_set, tower, cfg, valid=valid.ev, log=log)
     seconds = {"train": time.perf_counter() - t0}
     out = {"valid": tower_vectors(res.model, data, valid), "test": tower_vectors(res.model, data, test)}
-    log(f"before the refit: test NDCG@10 {out['test']['ndcg@10'].mean():.4f}")
-    for mode in REFIT_MODES:
-        t0 = time.perf_counter()
-        r = refit(res, data.catalog, refit_set, tower, dataclasses.replace(cfg, refit=mode), log=log)
-        seconds[mode] = time.perf_counter() - t0
-        out[f"test_{mode}"] = tower_vectors(r.model, data, test)
-        log(f"refit {mode}: test NDCG@10 {out[f'test_{mode}']['ndcg@10'].mean():.4f} ({seconds[mode]:.0f} s)")
-    # control: the same pass from the best check over the train rows alone, so that what the
-    # valid pairs add is told apart from what one more pass does
-    t0 = time.perf_counter()
-    r = refit(res, data.catalog, train_set, tower, cfg, log=log)
-    seconds["continue_train_only"] = time.perf_counter() - t0
-    out["test_continue_train_only"] = tower_vectors(r.model, data, test)
-    log(f"control, 1 pass over train only: test NDCG@10 {out['test_continue_train_only']['ndcg@10'].mean():.4f}")
     out["info"] = {
         "seconds": seconds,
         "best_epoch": res.best_epoch,
@@ -540,6 +530,20 @@ def two_tower_refit_row(con, proto: Protocol, data_by_tower: dict, tower: TowerC
         "train_rows": len(train_set),
         "refit_rows": len(refit_set),
     }
+    log(f"before the refit: test NDCG@10 {out['test']['ndcg@10'].mean():.4f}")
+    # the control continues over the train rows alone, so that what the valid pairs add is told
+    # apart from what one more pass does
+    for name, mode, rows in (
+        ("continue", "continue", refit_set),
+        ("continue_train_only", "continue", train_set),
+        ("retrain", "retrain", refit_set),
+    ):
+        t0 = time.perf_counter()
+        r = refit(res, data.catalog, rows, tower, dataclasses.replace(cfg, refit=mode), log=log)
+        seconds[name] = time.perf_counter() - t0
+        out[f"test_{name}"] = tower_vectors(r.model, data, test)
+        log(f"{name}: test NDCG@10 {out[f'test_{name}']['ndcg@10'].mean():.4f} ({seconds[name]:.0f} s)")
+        save(out)
     return out
 
 
@@ -870,15 +874,24 @@ def main(argv=None) -> int:
                     hit = cache.get(p.name, row, params, s) if version else None
                     if hit is None and not args.cached_only:
                         tower_s, cfg_s = product_two_tower(shape, s, None)
-                        hit = two_tower_refit_row(con, p, data_by_tower, tower_s, cfg_s)
-                        if version:
-                            cache.put(hit, p.name, row, params, s)
+                        hit = two_tower_refit_row(
+                            con,
+                            p,
+                            data_by_tower,
+                            tower_s,
+                            cfg_s,
+                            lambda h, p=p, params=params, s=s: (
+                                cache.put(h, p.name, "two-tower+refit", params, s) if version else None
+                            ),
+                        )
                     if hit is None:
                         continue
                     runs.append(hit)
                     print(
                         f"# {p.name} {row} seed {s}: test NDCG@10 before the refit {hit['test']['ndcg@10'].mean():.4f}, "
-                        + ", ".join(f"{m} {hit[f'test_{m}']['ndcg@10'].mean():.4f}" for m in REFIT_ROWS)
+                        + ", ".join(
+                            f"{m} {hit[f'test_{m}']['ndcg@10'].mean():.4f}" for m in REFIT_ROWS if f"test_{m}" in hit
+                        )
                         + f"; best epoch {hit['info']['best_epoch']}, seconds {hit['info']['seconds']}",
                         flush=True,
                     )
@@ -889,7 +902,7 @@ def main(argv=None) -> int:
                 results.append(
                     (p.name, "two-tower (before refit)", False, runs, f"best epochs {epochs}; valid: this model's")
                 )
-                for m in REFIT_ROWS:
+                for m in [m for m in REFIT_ROWS if all(f"test_{m}" in r for r in runs)]:  # a stopped run lacks some
                     mine = np.mean([r[f"test_{m}"]["ndcg@10"] for r in runs], axis=0)
                     d = paired_difference(mine, before, args.bootstrap)
                     secs = np.mean([r["info"]["seconds"].get(m, np.nan) for r in runs])
