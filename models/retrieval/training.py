@@ -129,7 +129,9 @@ class TrainConfig:
         "papers and the benchmark's peers do; `refit`): 'continue' takes the best check's weights "
         "and optimizer state refit_epochs more passes over the train + valid rows at lr, 'retrain' "
         "trains a fresh model on them for the best check's passes, 'off' keeps the best check. "
-        "The valid pairs are then trained on: valid figures are the model's before the refit.",
+        "The valid pairs are then trained on: valid figures are the model's before the refit. "
+        "Off by default: on MovieLens neither refit lifted test NDCG@10 over 3 seeds (README, "
+        "'Refit on train + valid before test').",
     )
     refit_epochs: int = setting(1, "refit='continue': passes over the train + valid rows.", ge=1)
 
