@@ -27,15 +27,6 @@ Rows:
   (`tower_config_for(shape)`, `TrainConfig()`, `load_for_tower`), with its wall-clock budget off
   (max_minutes = 0: a quality figure must not depend on the machine's load); `two-tower:ENC`
   swaps only the encoder.
-- two-tower+refit: the same training (the same seed gives the two-tower row's model), then
-  refit on train + valid as the sequential papers do (models.retrieval.training.refit, the
-  product's TrainConfig.refit): "continue" (the best check's weights and optimizer state, one
-  pass over the train + valid rows at lr), "retrain" (a fresh model on them for the best check's
-  passes), and a control (one pass from the best check over the train rows alone: what one more
-  pass does without the valid pairs). One table row each, with the paired ratio to the same
-  seeds' model before the refit. Their valid column is the model's before the refit (a refit
-  model has trained on valid: its valid figures would not be honest). Under loo the refit rows
-  come from the product's loader (load_refit_set), else from the protocol's split the same way.
 - ranker (retrieve + rank): the product's ranker (RankingSettings, ranker_config_for,
   RankerTrainConfig) over the candidates of the SAME SEED's two-tower row model, built by the
   graph's own steps (action_labels, ranking_candidates: bench_ranking.ranking_candidates /
@@ -57,7 +48,7 @@ Rows:
 Popularity, EASE, ALS and BPR are fit on the train pairs for valid (tuning) and refit on train +
 valid for test, so at test time they have seen every interaction the two-tower's user tower reads;
 the two-tower trains on train, early-stops on valid and scores test with the train + valid
-history, without retraining (the two-tower+refit row retrains).
+history, without retraining.
 
 Protocols:
 - loo: the warehouse's per-user leave-last-out split (the pipeline's own), one target per user;

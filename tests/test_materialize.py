@@ -190,52 +190,6 @@ def test_model_evaluation_on_a_sample_of_users_reports_each_split(first_run, hom
         assert ev["comparison"][split]["difference_lo"] <= ev["comparison"][split]["difference_hi"]
 
 
-def test_a_refit_model_serves_while_valid_is_measured_on_the_model_before_it(first_run, home, tmp_path):
-    """TrainConfig.refit: the checkpoint is the model refit on train + valid, its early-stopped
-    model is kept beside it, and model_evaluation ranks valid with that one (valid was trained on
-    by the refit) and test with the refit one; several workers are refused by name."""
-    import shutil
-
-    from models.retrieval.checkpoint import load_before_refit, load_checkpoint
-    from models.retrieval.data import load_for_tower
-    from models.retrieval.evaluation import evaluate_model
-    from orchestration.definitions import build_definitions
-
-    copy = tmp_path / "home"
-    shutil.copytree(home, copy)
-    os.environ["TOWERFLOW_HOME"] = str(copy)
-    job = build_definitions(copy).resolve_implicit_global_asset_job_def()
-
-    def run(training: dict):
-        return job.execute_in_process(
-            asset_selection=[dg.AssetKey("two_tower_model"), dg.AssetKey("model_evaluation")],
-            instance=dg.DagsterInstance.ephemeral(),
-            raise_on_error=False,
-            run_config={"ops": {"two_tower_model": {"config": training}}},
-        )
-
-    refused = run({"epochs": 2, "encoder": "mean", "refit": "continue", "workers": 2})
-    assert not refused.success and "set workers to 1" in str(refused.all_events)
-    result = run({"epochs": 2, "encoder": "mean", "batch_size": 128, "refit": "continue"})
-    assert result.success
-    trained = result.asset_materializations_for_node("two_tower_model")[0].metadata
-    assert trained["refit_steps"].value > 0
-    root = copy / "artifacts" / "models"
-    version = json.loads((root / "manifest.json").read_text())["latest"]
-    served, _, _ = load_checkpoint(root / version)
-    before = load_before_refit(root / version, served)
-    assert before is not None
-    ev = result.asset_materializations_for_node("model_evaluation")[0].metadata["evaluation"].value
-    assert ev["valid_model"] == "before its refit"
-    with duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True) as con:
-        data = load_for_tower(con, served.cfg)
-    for split, model, other in (("valid", before, served), ("test", served, before)):
-        full = getattr(data, split)
-        mine, theirs = (evaluate_model(m, data.catalog, full, (10,), coverage=False) for m in (model, other))
-        assert ev["model"][split]["ndcg@10"] == pytest.approx(mine["ndcg@10"])
-        assert mine["ndcg@10"] != theirs["ndcg@10"]  # the two models rank differently
-
-
 def test_a_fresh_home_looks_fresh_and_the_daemon_launches_nothing(first_run, home):
     """`make dev` right after `make demo`: the real daemon ticks the sensors on the demo's home.
     They find every landed file in the ledger (the demo ingested them), so no run is launched and

@@ -13,7 +13,7 @@ from assets.training.config import ModelEvaluationConfig
 from assets.reporting import figures_metadata, md_table
 from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.artifacts import Layout, write_json_atomic
-from models.retrieval.checkpoint import load_before_refit, load_checkpoint, read_manifest
+from models.retrieval.checkpoint import load_checkpoint, read_manifest
 from models.retrieval.data import load_for_tower
 from models.retrieval.evaluation import bootstrap_interval, evaluate_model, evaluate_popularity, paired_difference
 from orchestration.resources import MlflowTracker, TowerflowPaths
@@ -38,8 +38,7 @@ def model_evaluation(
 ) -> dg.MaterializeResult:
     """HR/Recall@K, NDCG@K, MRR and catalog coverage over all items, seen items excluded, for
     the latest checkpoint and for popularity, on valid and test (the same user sample for both),
-    with 95% intervals over users. A checkpoint refit on train + valid (TrainConfig.refit) is
-    measured on valid as it was before the refit, on test as refit."""
+    with 95% intervals over users."""
     root = Layout(paths.artifacts).models
     version = read_manifest(root).get("latest")
     if not version:
@@ -48,10 +47,6 @@ def model_evaluation(
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         model, meta, _ = load_checkpoint(root / version, expected_fingerprint=fingerprint)
         data = load_for_tower(con, model.cfg)
-    # a refit checkpoint trained on valid: valid is measured on the model before its refit (the
-    # one early stopping chose), test on the refit one, which serves
-    before = load_before_refit(root / version, model)
-    scorer = {"valid": before or model, "test": model}
     metrics = {"model": {}, "popularity": {}, "comparison": {}}
     draw = dict(resamples=config.resamples, seed=config.seed)
     for full in (data.valid, data.test):
@@ -59,7 +54,7 @@ def model_evaluation(
         context.log.info(f"{ev.name}: ranking {len(ev):,} of {len(full):,} users against {len(data.catalog):,} items")
         vectors = {}
         for who, (figures, per_user) in {
-            "model": evaluate_model(scorer[full.name], data.catalog, ev, KS, log=context.log.info, per_user=True),
+            "model": evaluate_model(model, data.catalog, ev, KS, log=context.log.info, per_user=True),
             "popularity": evaluate_popularity(data.train, ev, KS, per_user=True),
         }.items():
             for name in ("ndcg@10", "hr@10"):
@@ -70,7 +65,6 @@ def model_evaluation(
             vectors["model"]["ndcg@10"], vectors["popularity"]["ndcg@10"], **draw
         )
     metrics["version"] = version
-    metrics["valid_model"] = "before its refit" if before is not None else "the checkpoint"
     write_json_atomic(root / version / "evaluation.json", metrics)
     flat = {
         f"{who}.{split}.{k}": v
@@ -113,7 +107,6 @@ def model_evaluation(
     ]
     figures = {
         "version": version,
-        "valid_measured_on": metrics["valid_model"],
         "valid_ndcg@10": metrics["model"]["valid"]["ndcg@10"],
         "valid_ndcg@10_popularity": metrics["popularity"]["valid"]["ndcg@10"],
         "test_ndcg@10": metrics["model"]["test"]["ndcg@10"],

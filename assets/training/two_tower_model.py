@@ -1,5 +1,4 @@
-"""two_tower_model: train the towers on the train split, early-stop on valid NDCG@10, refit on
-train + valid when TrainConfig.refit asks, checkpoint."""
+"""two_tower_model: train the towers on the train split, early-stop on valid NDCG@10, checkpoint."""
 
 import tempfile
 from pathlib import Path
@@ -16,10 +15,10 @@ from orchestration.versions import WAREHOUSE_POOL, code_version
 from models.retrieval.checkpoint import load_checkpoint, read_manifest, save_checkpoint, update_manifest
 from models.retrieval.datasets import warehouse_datasets
 from models.retrieval.pyfunc import log_pyfunc, write_bundle
-from models.retrieval.data import WarehouseShape, load_for_tower, load_refit_set, tower_config_for
+from models.retrieval.data import WarehouseShape, load_for_tower, tower_config_for
 from models.retrieval.plots import training_curves
 from models.retrieval.towers import TowerConfig
-from models.retrieval.training import TrainConfig, config_dict, refit, summary_metrics, train
+from models.retrieval.training import TrainConfig, config_dict, summary_metrics, train
 from orchestration.resources import MLFLOW_UI, MlflowTracker, TowerflowPaths
 
 
@@ -57,21 +56,15 @@ def two_tower_model(
     # paths, and a failed pod surfaces through the client's own error (its log, not rank files).
     if config.workers % config.nodes:
         raise dg.Failure(f"workers ({config.workers}) must split evenly over nodes ({config.nodes})")
-    tcfg = to_library(config, TrainConfig)
-    if tcfg.refit != "off" and config.workers > 1:
-        raise dg.Failure(f"refit '{tcfg.refit}' runs in one process: set workers to 1, or refit to 'off'")
     root = Layout(paths.artifacts).models
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         tower = tower_config_for(WarehouseShape.read(con), **fields_for(config, TowerConfig))
         inputs = warehouse_datasets(con, duckdb.database)
         data = load_for_tower(con, tower) if config.workers == 1 else None
-        refit_set = None
-        if tcfg.refit != "off":  # train + valid rows, never a test pair
-            kw = dict(history_len=tower.history_len, n_hashes=tower.n_hashes, user_buckets=tower.user_buckets)
-            refit_set = load_refit_set(con, data.catalog, **kw)
     # closed: with several workers every rank opens the warehouse read-only, which DuckDB
     # refuses while any process holds it open for writing
+    tcfg = to_library(config, TrainConfig)
     resume_from, init_state = None, None
     if config.resume:
         latest = read_manifest(root).get("latest")
@@ -115,22 +108,14 @@ def two_tower_model(
                 on_epoch=log_check,
                 init_state=init_state,
             )
-            # the refit model is the one tested and served; valid figures stay the early-stopped
-            # model's (kept beside it as before_refit.pt: model_evaluation measures valid on it)
-            served = (
-                refit(result, data.catalog, refit_set, tower, tcfg, log=context.log.info)
-                if refit_set is not None
-                else result
-            )
-            final = summary_metrics(result, served)
+            final = summary_metrics(result)
             path = save_checkpoint(
                 root,
-                served.model,
+                result.model,
                 config_dict(tower, tcfg),
                 fingerprint,
                 metrics=final,
-                optimizer_states=served.optimizer_states,
-                before_refit=result.model if served is not result else None,
+                optimizer_states=result.optimizer_states,
             )
             history, parallel = result.history, {"workers": 1}
         else:
@@ -154,7 +139,7 @@ def two_tower_model(
             if not out["ranks_identical"]:
                 context.log.warning(f"the ranks' weights differed after training: {out['differing_parameters']}")
         best = best_check(history, final["best_epoch"])
-        logged = log_model(context, run, duckdb, path, tower.encoder, best["check"], tcfg.refit)
+        logged = log_model(context, run, duckdb, path, tower.encoder, best["check"])
         valid = next(ds for ds, ctx, _ in inputs if ctx == "validation")
         result = record_checkpoint(
             context,
@@ -182,13 +167,7 @@ def best_check(history: list[dict], best_epoch: float) -> dict:
 
 
 def log_model(
-    context: dg.AssetExecutionContext,
-    run,
-    duckdb: DuckDBResource,
-    checkpoint: Path,
-    encoder: str,
-    check: int,
-    refit_mode: str = "off",
+    context: dg.AssetExecutionContext, run, duckdb: DuckDBResource, checkpoint: Path, encoder: str, check: int
 ) -> dict:
     """The checkpoint as an MLflow pyfunc model of the training run, named by family and encoder
     (`two_tower_<encoder>`), recorded in the checkpoint folder (mlflow.json) so promotion
@@ -218,13 +197,7 @@ def log_model(
             "mlflow.note.content": f"Two-tower retriever ({encoder} user encoder) as a pyfunc: user ids (and "
             f"optional recent items) in, top-k items out. Checkpoint {checkpoint.name}: the weights of "
             f"validation check {check}, the best valid NDCG@10 of its training; trained on the train split "
-            "of interaction_splits, the catalog from clean_items."
-            + (
-                f" Then refit on train + valid ({refit_mode}, TrainConfig.refit): its figures on valid are "
-                "the model's before the refit."
-                if refit_mode != "off"
-                else ""
-            ),
+            "of interaction_splits, the catalog from clean_items.",
             "checkpoint": checkpoint.name,
         },
     )

@@ -2,8 +2,6 @@
 vocabulary fingerprint, written atomically into versioned folders with a manifest.
 
     artifacts/models/<version>/model.pt      state dict + optimizer states (tensors only)
-    artifacts/models/<version>/before_refit.pt  with TrainConfig.refit: the best check's state dict,
-                                             the model valid was measured on (model.pt is the refit)
     artifacts/models/<version>/config.json   tower + train config, fingerprint, metrics
     artifacts/models/manifest.json           {"current": <promoted version>, "latest": ..., "versions": [...]}
 """
@@ -21,9 +19,6 @@ from models.artifacts import Layout, atomic_folder
 from models.retrieval.towers import TowerConfig, TwoTower
 
 
-BEFORE_REFIT = "before_refit.pt"
-
-
 class VocabularyMismatch(ValueError):
     """A checkpoint trained against other vocabularies than the ones it is asked to serve."""
 
@@ -37,16 +32,11 @@ def save_checkpoint(
     metrics: dict | None = None,
     optimizer_states: list | None = None,
     version: str | None = None,
-    before_refit: TwoTower | None = None,
 ) -> Path:
-    """Write <root>/<version>/ atomically (temp folder, fsync, rename); returns its path.
-    `before_refit`: the early-stopped model a refit started from (TrainConfig.refit), kept beside
-    the refit `model` so that valid is measured on the model that never trained on it."""
+    """Write <root>/<version>/ atomically (temp folder, fsync, rename); returns its path."""
     version = version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     with atomic_folder(root, version) as tmp:
         torch.save({"model": model.state_dict(), "optimizers": optimizer_states or []}, tmp / "model.pt")
-        if before_refit is not None:
-            torch.save({"model": before_refit.state_dict()}, tmp / BEFORE_REFIT)
         meta = {
             "version": version,
             "config": config,
@@ -72,17 +62,6 @@ def load_checkpoint(path: Path, expected_fingerprint: str | None = None) -> tupl
     model.load_state_dict(state["model"])
     model.eval()
     return model, meta, state
-
-
-def load_before_refit(path: Path, model: TwoTower) -> TwoTower | None:
-    """The checkpoint's model before its refit (eval mode; the same config as `model`, the
-    checkpoint's own), or None when it was not refit: then `model` itself was early-stopped on
-    valid."""
-    if not (path / BEFORE_REFIT).exists():
-        return None
-    before = TwoTower(model.cfg)
-    before.load_state_dict(torch.load(path / BEFORE_REFIT, weights_only=True)["model"])
-    return before.eval()
 
 
 def read_manifest(root: Path) -> dict:

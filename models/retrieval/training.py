@@ -544,18 +544,9 @@ def config_dict(tower: TowerConfig, cfg: TrainConfig) -> dict:
     return {"tower": tower.to_dict(), "train": asdict(cfg)}
 
 
-def summary_metrics(result: TrainResult, refitted: TrainResult | None = None) -> dict:
-    """The figures a checkpoint, MLflow and the asset's metadata record for one training run
-    (`result`, early-stopped on valid: its valid figures) and its refit (`refitted`), if any."""
-    refit_figures = {}
-    if refitted is not None and refitted is not result:
-        refit_figures = {
-            "refit_epochs_run": round(refitted.epochs, 3),
-            "refit_steps": refitted.steps,
-            "refit_seconds": round(refitted.seconds, 2),
-        }
+def summary_metrics(result: TrainResult) -> dict:
+    """The figures a checkpoint, MLflow and the asset's metadata record for one training run."""
     return {
-        **refit_figures,
         "best_epoch": result.best_epoch,
         "checks": len(result.history),
         "stopped_by": result.stopped_by,
