@@ -115,6 +115,7 @@ from models.retrieval.data import (  # noqa: E402
     build_eval_set,
     build_train_set,
     load_for_tower,
+    load_refit_set,
     tower_config_for,
 )
 from models.retrieval.evaluation import (  # noqa: E402
@@ -132,7 +133,7 @@ from models.ranking.model import RankerConfig  # noqa: E402
 from models.ranking.settings import RankingSettings  # noqa: E402
 from models.ranking.training import RankerTrainConfig  # noqa: E402
 from models.retrieval.towers import TowerConfig  # noqa: E402
-from models.retrieval.training import TrainConfig, train  # noqa: E402
+from models.retrieval.training import TrainConfig, refit, train  # noqa: E402
 from benchmarks.movielens import (  # noqa: E402
     GENERATIVE_CODE,
     RANKER_CODE,
@@ -460,15 +461,81 @@ def two_tower_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig,
         log=lambda m: print(f"#   {proto.name} two-tower: {m}", flush=True),
     )
     seconds = time.perf_counter() - t0
-    items = item_vectors(res.model, data.catalog)
-    out = []
-    for s in (valid, test):
-        users = user_vectors(res.model, data.catalog, s.ev.user_hash, s.ev.history)  # (R, D), one per row
-        first = np.searchsorted(s.row_user, np.arange(len(s.users)))  # a user's rows share one vector
-        uv = users[first]
-        out.append(evaluate_scores(s, len(data.catalog), lambda u, uv=uv: uv[u] @ items.T))
+    out = [tower_vectors(res.model, data, s) for s in (valid, test)]
     info = {"seconds": seconds, "best_epoch": res.best_epoch, "stopped_by": res.stopped_by, "epochs": res.epochs}
     return out[0], out[1], info, res.model.eval()
+
+
+def tower_vectors(model, data: Datasets, s: Split) -> dict[str, np.ndarray]:
+    """Per-user metric vectors of a two-tower model on a split (full ranking, seen items excluded)."""
+    model.eval()
+    items = item_vectors(model, data.catalog)
+    users = user_vectors(model, data.catalog, s.ev.user_hash, s.ev.history)  # (R, D), one per row
+    first = np.searchsorted(s.row_user, np.arange(len(s.users)))  # a user's rows share one vector
+    uv = users[first]
+    return evaluate_scores(s, len(data.catalog), lambda u, uv=uv: uv[u] @ items.T)
+
+
+def protocol_refit_set(con, proto: Protocol, data: Datasets, tower: TowerConfig):
+    """The rows a refit trains on: every pair a test target may read (train + valid) and each
+    user's negative feedback strictly before their first test pair. Under loo the product's own
+    loader (load_refit_set); else rebuilt the same way from the protocol's split."""
+    kw = dict(history_len=tower.history_len, n_hashes=tower.n_hashes, user_buckets=tower.user_buckets)
+    if proto.name == "loo":
+        return load_refit_set(con, data.catalog, **kw)
+    negatives = con.execute("SELECT user_id, item_id, ts FROM clean_interactions WHERE is_negative").df()
+    first_test = proto.pairs[proto.pairs.split == "test"].groupby("user_id").ts.min()
+    until = negatives.user_id.map(first_test)
+    negatives = negatives[until.isna() | (negatives.ts < until)]
+    return build_train_set(proto.test.fit, negatives, data.catalog, **kw)
+
+
+REFIT_MODES = ("continue", "retrain")
+REFIT_ROWS = (*REFIT_MODES, "continue_train_only")  # the table's refit rows: the modes and the control
+
+
+def two_tower_refit_row(
+    con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, cfg: TrainConfig, save=lambda hit: None
+) -> dict:
+    """The product's two-tower trained and early-stopped as the two-tower row (the same seed
+    gives the same model), then refit on train + valid both ways (models.retrieval.training.refit):
+    valid vectors of the model before the refit (the only honest ones), test vectors before
+    ("test") and after each refit ("test_continue", "test_retrain"), and the control's
+    ("test_continue_train_only": one more pass from the best check over train alone). Cheapest
+    first; `save` gets the row after each stage (a run stopped midway keeps what it measured)."""
+    data = data_for(con, data_by_tower, tower)
+    train_set = protocol_train_set(con, proto, data, tower)
+    refit_set = protocol_refit_set(con, proto, data, tower)
+    valid, test = splits_for(proto, data, tower)
+    cfg = dataclasses.replace(cfg, refit="continue")  # keeps the best check's optimizer state
+    log = lambda m: print(f"#   {proto.name} two-tower+refit: {m}", flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    res = train(data.catalog, train_set, tower, cfg, valid=valid.ev, log=log)
+    seconds = {"train": time.perf_counter() - t0}
+    out = {"valid": tower_vectors(res.model, data, valid), "test": tower_vectors(res.model, data, test)}
+    out["info"] = {
+        "seconds": seconds,
+        "best_epoch": res.best_epoch,
+        "stopped_by": res.stopped_by,
+        "epochs": res.epochs,
+        "train_rows": len(train_set),
+        "refit_rows": len(refit_set),
+    }
+    log(f"before the refit: test NDCG@10 {out['test']['ndcg@10'].mean():.4f}")
+    # the control continues over the train rows alone, so that what the valid pairs add is told
+    # apart from what one more pass does
+    for name, mode, rows in (
+        ("continue", "continue", refit_set),
+        ("continue_train_only", "continue", train_set),
+        ("retrain", "retrain", refit_set),
+    ):
+        t0 = time.perf_counter()
+        r = refit(res, data.catalog, rows, tower, dataclasses.replace(cfg, refit=mode), log=log)
+        seconds[name] = time.perf_counter() - t0
+        out[f"test_{name}"] = tower_vectors(r.model, data, test)
+        log(f"{name}: test NDCG@10 {out[f'test_{name}']['ndcg@10'].mean():.4f} ({seconds[name]:.0f} s)")
+        save(out)
+    return out
 
 
 def family_params(row: str) -> dict:
@@ -790,6 +857,61 @@ def main(argv=None) -> int:
                         f"2x64, 1 head, drop .1, len {SASREC['max_len']}; best epochs {epochs}",
                     )
                 )
+            elif row == "two-tower+refit":
+                runs = []
+                for s in seeds:
+                    _, params, _ = two_tower_seed(p, s, None, False, peek=True)
+                    params = {**params, "train": {**params["train"], "refit": "continue"}, "refit_modes": REFIT_MODES}
+                    hit = cache.get(p.name, row, params, s) if version else None
+                    if hit is None and not args.cached_only:
+                        tower_s, cfg_s = product_two_tower(shape, s, None)
+                        hit = two_tower_refit_row(
+                            con,
+                            p,
+                            data_by_tower,
+                            tower_s,
+                            cfg_s,
+                            lambda h, p=p, params=params, s=s: (
+                                cache.put(h, p.name, "two-tower+refit", params, s) if version else None
+                            ),
+                        )
+                    if hit is None:
+                        continue
+                    runs.append(hit)
+                    print(
+                        f"# {p.name} {row} seed {s}: test NDCG@10 before the refit {hit['test']['ndcg@10'].mean():.4f}, "
+                        + ", ".join(
+                            f"{m} {hit[f'test_{m}']['ndcg@10'].mean():.4f}" for m in REFIT_ROWS if f"test_{m}" in hit
+                        )
+                        + f"; best epoch {hit['info']['best_epoch']}, seconds {hit['info']['seconds']}",
+                        flush=True,
+                    )
+                if not runs:
+                    continue
+                before = np.mean([r["test"]["ndcg@10"] for r in runs], axis=0)
+                epochs = [r["info"]["best_epoch"] for r in runs]
+                results.append(
+                    (p.name, "two-tower (before refit)", False, runs, f"best epochs {epochs}; valid: this model's")
+                )
+                for m in [m for m in REFIT_ROWS if all(f"test_{m}" in r for r in runs)]:  # a stopped run lacks some
+                    mine = np.mean([r[f"test_{m}"]["ndcg@10"] for r in runs], axis=0)
+                    d = paired_difference(mine, before, args.bootstrap)
+                    secs = np.mean([r["info"]["seconds"].get(m, np.nan) for r in runs])
+                    what = {
+                        "continue": "on train + valid, 1 pass from the best check",
+                        "retrain": "on train + valid, from scratch, the best check's passes",
+                        "continue_train_only": "control: 1 pass from the best check on train alone",
+                    }[m]
+                    results.append(
+                        (
+                            p.name,
+                            f"two-tower + {m.replace('_', ' ')}",
+                            False,
+                            [{**r, "test": r[f"test_{m}"]} for r in runs],
+                            f"{what} ({secs:.0f} s more); x before the refit "
+                            f"{d['ratio']:.3f} [{d['ratio_lo']:.2f}-{d['ratio_hi']:.2f}]; valid: the model's before the refit",
+                        )
+                    )
             elif row.startswith("two-tower"):
                 enc = row.partition(":")[2] or None
                 runs = []

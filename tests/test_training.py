@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import duckdb
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,7 @@ from models.retrieval.checkpoint import (
     save_checkpoint,
     update_manifest,
 )
-from models.retrieval.data import WarehouseShape, load_from_warehouse, tower_config_for
+from models.retrieval.data import WarehouseShape, load_from_warehouse, load_refit_set, tower_config_for
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from models.sources.synthetic import generate
 from models.retrieval.towers import WIDE_UP_TO_ITEMS, TowerConfig, TwoTower
@@ -22,6 +25,7 @@ from models.retrieval.training import (
     TrainingDiverged,
     config_dict,
     full_catalog,
+    refit,
     train,
     train_step,
 )
@@ -30,13 +34,18 @@ from models.splits.warehouse import build_warehouse
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    import duckdb
-
+def planted(tmp_path_factory) -> Path:
+    """A warehouse built from planted synthetic data (real DuckDB file)."""
     root = tmp_path_factory.mktemp("planted")
     generate(root / "landing", n_users=400, n_items=300, n_events=40_000, n_clusters=8, seed=5, log=lambda m: None)
-    con = duckdb.connect(str(root / "w.duckdb"))
-    build_warehouse(con, root / "landing", **default_warehouse_params())
+    with duckdb.connect(str(root / "w.duckdb")) as con:
+        build_warehouse(con, root / "landing", **default_warehouse_params())
+    return root / "w.duckdb"
+
+
+@pytest.fixture(scope="module")
+def data(planted):
+    con = duckdb.connect(str(planted), read_only=True)
     tower = TowerConfig(
         dim=32,
         hidden=32,
@@ -240,6 +249,56 @@ def test_resuming_restores_the_weights_and_the_optimizer_state(data, tmp_path):
     fresh = train(d.catalog, d.train, tower, one, log=quiet)
     assert _same_tensors(resumed.model.state_dict(), from_memory.model.state_dict())
     assert not _same_tensors(resumed.model.state_dict(), fresh.model.state_dict())
+
+
+def test_the_refit_set_is_train_and_valid_and_never_a_test_pair(data, planted):
+    d, tower, _ = data
+    with duckdb.connect(str(planted), read_only=True) as con:
+        refit_set = load_refit_set(con, d.catalog, history_len=10, n_hashes=2, user_buckets=801)
+        pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
+        negatives = con.execute("SELECT user_id, item_id, ts FROM clean_interactions WHERE is_negative").df()
+    users = refit_set.user_keys[refit_set.user.numpy()]
+    rows = set(zip(users, d.catalog.item_ids[refit_set.target.numpy()]))
+    by_split = {s: set(zip(g.user_id, g.item_id)) for s, g in pairs.groupby("split")}
+    # exactly the train and valid pairs (each once), so the valid transitions are trained
+    assert len(rows) == len(refit_set) == len(by_split["train"]) + len(by_split["valid"])
+    assert rows == by_split["train"] | by_split["valid"] and by_split["valid"]
+    assert not rows & by_split["test"]
+    # no test item in any row's history, and every hard negative came before the user's first test pair
+    test_items = pairs[pairs.split == "test"].groupby("user_id").item_id.agg(set)
+    for r in range(len(refit_set)):
+        seen = {d.catalog.item_ids[i] for i in refit_set.history[r].tolist() if i >= 0}
+        assert not seen & test_items.get(users[r], set())
+    first_test = pairs[pairs.split == "test"].groupby("user_id").ts.min()
+    until = negatives.user_id.map(first_test)
+    early = negatives[until.isna() | (negatives.ts < until)]
+    allowed = set(zip(early.user_id, early.item_id))
+    code, slot = np.nonzero(refit_set.hard.numpy() >= 0)
+    hard = set(zip(refit_set.user_keys[code], d.catalog.item_ids[refit_set.hard.numpy()[code, slot]]))
+    assert hard and hard <= allowed
+    # the plain train set is the train pairs alone: what early stopping trains before the refit
+    assert len(d.train) == len(by_split["train"])
+
+
+def test_a_refit_trains_a_new_model_and_leaves_the_early_stopped_one(data, planted, tmp_path):
+    d, tower, fp = data
+    with duckdb.connect(str(planted), read_only=True) as con:
+        refit_set = load_refit_set(con, d.catalog, history_len=10, n_hashes=2, user_buckets=801)
+    quiet = lambda m: None
+    cfg = TrainConfig(epochs=2, batch_size=256, refit="continue")
+    res = train(d.catalog, d.train, tower, cfg, valid=d.valid, log=quiet)
+    before = {k: v.clone() for k, v in res.model.state_dict().items()}
+    assert res.best_optimizer_states is not None
+    assert refit(res, d.catalog, refit_set, tower, TrainConfig(refit="off")) is res
+    for mode in ("continue", "retrain"):
+        r = refit(res, d.catalog, refit_set, tower, TrainConfig(epochs=2, batch_size=256, refit=mode), log=quiet)
+        assert r.model is not res.model and not _same_tensors(r.model.state_dict(), before)
+        # one pass (continue) or the best check's passes (retrain) over the train + valid rows
+        passes = 1 if mode == "continue" else round(res.best_epoch)
+        assert r.epochs == pytest.approx(passes, abs=1e-3) and r.history and "valid_ndcg@10" not in r.history[-1]
+    assert _same_tensors(res.model.state_dict(), before)  # valid's model is untouched
+    with pytest.raises(ValueError, match="refit must be one of"):
+        TrainConfig(refit="valid")
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error(data):

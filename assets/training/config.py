@@ -32,6 +32,8 @@ TrainingConfig: type[dg.Config] = config_from(
         clip_norm="an optimiser constant the product keeps fixed",
         max_positions="a memory bound of the transformer's (P, P) softmax",
         max_steps="tests and smoke runs",
+        refit="the quality benchmark's row: on MovieLens neither refit lifted test NDCG@10 (README)",
+        refit_epochs="the quality benchmark's row, with refit",
     ),
     TrainingRun,
 )

@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from models.splits.history import first_targets, history_pairs
+from models.splits.history import SEES, first_targets, history_pairs
 from models.splits.vocab import TRAINED_ITEM_IDS_SQL, Vocabulary
 
 YEAR_SUFFIX = re.compile(r"\(([0-9]{4})\)\s*$")
@@ -461,6 +461,27 @@ def load_from_warehouse(
         return build_eval_set(split, history_pairs(pairs, cuts), targets, catalog, **kw)
 
     return Datasets(catalog, train_set, held_out("valid"), held_out("test"), cat_vocab, tok_vocab)
+
+
+def load_refit_set(
+    con, catalog: Catalog, *, history_len: int, n_hashes: int, user_buckets: int, max_hard: int = 8
+) -> TrainSet:
+    """The rows a refit trains on (models.retrieval.training.refit): the pairs a test target may
+    read (models/splits/history.py SEES["test"]: train + valid) and the negative feedback strictly
+    before each user's first test pair, so no test pair and nothing after one enters it. The
+    catalog's trained ids stay the train split's (TRAINED_ITEM_IDS_SQL, read by serving too): an
+    item first seen in valid keeps its content-only embedding."""
+    pairs = con.execute(
+        "SELECT user_id, item_id, ts FROM interaction_splits WHERE list_contains(?, split)", [list(SEES["test"])]
+    ).df()
+    negatives = con.execute(
+        """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
+           LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
+                      WHERE split = 'test' GROUP BY user_id) e USING (user_id)
+           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)"""
+    ).df()
+    kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets)
+    return build_train_set(pairs, negatives, catalog, max_hard=max_hard, **kw)
 
 
 def load_for_tower(con, tower) -> Datasets:
