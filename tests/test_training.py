@@ -469,3 +469,30 @@ def test_loading_by_integer_ids_builds_the_sets_the_string_ids_build(tmp_path, s
         assert np.array_equal(got.seen_rows, want.seen_rows) and np.array_equal(got.seen_items, want.seen_items)
     assert pd.Series(d.catalog.item_ids).equals(pd.Series(catalog.item_ids))
     con.close()
+
+
+def test_a_sampled_loading_builds_the_users_the_whole_sets_sample_would_draw(tmp_path):
+    """load_from_warehouse(sample=(n, seed)) builds only the valid/test users EvalSet.sample(n,
+    seed) draws from the whole sets (what early stopping and model_evaluation read), the same
+    tensors, and says how many users the whole sets hold."""
+    import duckdb
+
+    generate(tmp_path / "landing", n_users=150, n_items=90, n_events=6_000, n_clusters=4, seed=6, log=lambda m: None)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    build_warehouse(con, tmp_path / "landing", **default_warehouse_params())
+    kw = dict(history_len=6, n_hashes=2, item_buckets=89, user_buckets=97)
+    whole = load_from_warehouse(con, **kw)
+    part = load_from_warehouse(con, sample=(40, 7), **kw)
+    con.close()
+    assert part.users_total == {"valid": len(whole.valid), "test": len(whole.test)} and len(whole.valid) > 100
+    for got, full in ((part.valid, whole.valid), (part.test, whole.test)):
+        want = full.sample(40, 7)
+        assert len(got) == 40 and got.name == want.name
+        assert list(got.user_keys) == list(want.user_keys)
+        for field in ("user_hash", "history", "target"):
+            assert torch.equal(getattr(got, field), getattr(want, field)), field
+        assert np.array_equal(got.seen_rows, want.seen_rows) and np.array_equal(got.seen_items, want.seen_items)
+    assert torch.equal(part.train.history, whole.train.history)  # the train rows are never sampled
+    assert (
+        load_from_warehouse(duckdb.connect(str(tmp_path / "w.duckdb")), sample=(10_000, 7), **kw).valid.name == "valid"
+    )

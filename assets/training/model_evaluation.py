@@ -46,12 +46,13 @@ def model_evaluation(
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         model, meta, _ = load_checkpoint(root / version, expected_fingerprint=fingerprint)
-        data = load_for_tower(con, model.cfg)
+        # only the sampled users' sets are built (EvalSet.sample's users: load_from_warehouse)
+        data = load_for_tower(con, model.cfg, sample=(config.eval_users, config.seed))
     metrics = {"model": {}, "popularity": {}, "comparison": {}}
     draw = dict(resamples=config.resamples, seed=config.seed)
-    for full in (data.valid, data.test):
-        ev = full.sample(config.eval_users, config.seed)
-        context.log.info(f"{ev.name}: ranking {len(ev):,} of {len(full):,} users against {len(data.catalog):,} items")
+    for split, ev in (("valid", data.valid), ("test", data.test)):
+        total = data.users_total[split]
+        context.log.info(f"{ev.name}: ranking {len(ev):,} of {total:,} users against {len(data.catalog):,} items")
         vectors = {}
         for who, (figures, per_user) in {
             "model": evaluate_model(model, data.catalog, ev, KS, log=context.log.info, per_user=True),
@@ -59,9 +60,9 @@ def model_evaluation(
         }.items():
             for name in ("ndcg@10", "hr@10"):
                 figures[f"{name}_ci"] = list(bootstrap_interval(per_user[name], **draw))
-            figures["users_total"] = float(len(full))
-            metrics[who][full.name], vectors[who] = figures, per_user  # keyed by split: a sample names itself
-        metrics["comparison"][full.name] = paired_difference(
+            figures["users_total"] = float(total)
+            metrics[who][split], vectors[who] = figures, per_user  # keyed by split: a sample names itself
+        metrics["comparison"][split] = paired_difference(
             vectors["model"]["ndcg@10"], vectors["popularity"]["ndcg@10"], **draw
         )
     metrics["version"] = version

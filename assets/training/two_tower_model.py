@@ -61,10 +61,11 @@ def two_tower_model(
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
         tower = tower_config_for(WarehouseShape.read(con), **fields_for(config, TowerConfig))
         inputs = warehouse_datasets(con, duckdb.database)
-        data = load_for_tower(con, tower) if config.workers == 1 else None
+        tcfg = to_library(config, TrainConfig)
+        # the valid users early stopping reads (train() would draw the same sample): only theirs are built
+        data = load_for_tower(con, tower, sample=(tcfg.valid_users, tcfg.seed)) if config.workers == 1 else None
     # closed: with several workers every rank opens the warehouse read-only, which DuckDB
     # refuses while any process holds it open for writing
-    tcfg = to_library(config, TrainConfig)
     resume_from, init_state = None, None
     if config.resume:
         latest = read_manifest(root).get("latest")
@@ -96,7 +97,7 @@ def two_tower_model(
         if config.workers == 1:
             context.log.info(
                 f"training {tower.encoder} towers on {len(data.train):,} train rows, "
-                f"{len(data.catalog):,} items, {len(data.valid):,} valid users"
+                f"{len(data.catalog):,} items, {len(data.valid):,} of {data.users_total['valid']:,} valid users"
             )
             result = train(
                 data.catalog,

@@ -191,6 +191,18 @@ class TrainSet:
         return torch.nonzero(self.from_end % stride == 0).flatten()
 
 
+def sample_rows(total: int, n: int, seed: int) -> np.ndarray | None:
+    """The one rule for a seeded user sample: n of `total` rows (in user order), ascending; None
+    when n is 0 or covers them all."""
+    if not n or n >= total:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
+
+
+def sample_name(split: str, n: int) -> str:
+    return f"{split} (sample of {n:,})"
+
+
 @dataclass
 class EvalSet:
     name: str
@@ -214,10 +226,8 @@ class EvalSet:
 
     def sample(self, n: int, seed: int = 0) -> "EvalSet":
         """A seeded sample of n users (all of them when n is 0 or covers the set), in row order."""
-        if not n or n >= len(self):
-            return self
-        rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
-        return self.rows(rows, name=f"{self.name} (sample of {n:,})")
+        rows = sample_rows(len(self), n, seed)
+        return self if rows is None else self.rows(rows, name=sample_name(self.name, n))
 
     def rows(self, rows: np.ndarray, name: str | None = None) -> "EvalSet":
         """The users `rows` (ascending) of this set, with their seen items."""
@@ -366,6 +376,7 @@ class Datasets:
     test: EvalSet
     category_vocab: Vocabulary
     token_vocab: Vocabulary
+    users_total: dict[str, int] | None = None  # valid / test users before a sample (load_from_warehouse)
 
 
 # every item the model can be asked about: catalog rows and items seen in the splits, each
@@ -423,12 +434,23 @@ def positions_sql(con, sql: str, catalog: Catalog, users: np.ndarray) -> pd.Data
 
 
 def load_from_warehouse(
-    con, *, history_len: int, n_hashes: int, item_buckets: int, user_buckets: int, max_hard: int = 8
+    con,
+    *,
+    history_len: int,
+    n_hashes: int,
+    item_buckets: int,
+    user_buckets: int,
+    max_hard: int = 8,
+    sample: tuple[int, int] = (0, 0),
 ) -> Datasets:
     """Catalog, train rows and valid/test sets from the DuckDB tables the data assets built.
 
     Each valid/test user's target is their first pair of the split in the (ts, item_id) order, the
-    pair their history is cut at (models/splits/history.py); leave-last-out has one a split."""
+    pair their history is cut at (models/splits/history.py); leave-last-out has one a split.
+    `sample` (n, seed): the valid and test sets of n seeded users each, the ones
+    `EvalSet.sample(n, seed)` would draw from the whole sets (0: every user); only theirs are
+    built, so at 100M events (~1M users, each set every pair before its users' targets) the
+    loading holds 10,000 users' histories instead of all (its peak was 18.6 GiB)."""
     catalog, cat_vocab, tok_vocab = load_catalog(con, n_hashes=n_hashes, item_buckets=item_buckets)
     held = "split IN ('train', 'valid', 'test')"
     users = con.execute(f"SELECT DISTINCT user_id FROM interaction_splits WHERE {held} ORDER BY user_id").df()
@@ -454,13 +476,21 @@ def load_from_warehouse(
     kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets, users=users)
     train_set = build_train_set(train, negatives, catalog, max_hard=max_hard, **kw)
 
+    totals = {}
+
     def held_out(split: str) -> EvalSet:
         # each user's history at their first pair of the split: the one rule (models/splits/history.py)
-        cuts = first_targets(pairs, split)
+        cuts = first_targets(pairs, split)  # one row per user, in user order: the set's rows
+        totals[split] = len(cuts)
+        rows = sample_rows(len(cuts), *sample)
+        if rows is not None:
+            cuts = cuts.iloc[rows].reset_index(drop=True)
         targets = cuts[["user_id", "target_item"]].rename(columns={"target_item": "item_id"})
-        return build_eval_set(split, history_pairs(pairs, cuts), targets, catalog, **kw)
+        name = split if rows is None else sample_name(split, sample[0])
+        return build_eval_set(name, history_pairs(pairs, cuts), targets, catalog, **kw)
 
-    return Datasets(catalog, train_set, held_out("valid"), held_out("test"), cat_vocab, tok_vocab)
+    valid, test = held_out("valid"), held_out("test")
+    return Datasets(catalog, train_set, valid, test, cat_vocab, tok_vocab, totals)
 
 
 def load_refit_set(
@@ -484,7 +514,7 @@ def load_refit_set(
     return build_train_set(pairs, negatives, catalog, max_hard=max_hard, **kw)
 
 
-def load_for_tower(con, tower) -> Datasets:
+def load_for_tower(con, tower, sample: tuple[int, int] = (0, 0)) -> Datasets:
     """load_from_warehouse with the history length and id tables a TowerConfig was sized for:
     what the two-tower asset, its evaluation, the DDP ranks and the quality benchmark train on."""
     return load_from_warehouse(
@@ -493,6 +523,7 @@ def load_for_tower(con, tower) -> Datasets:
         n_hashes=tower.n_hashes,
         item_buckets=tower.item_buckets,
         user_buckets=tower.user_buckets,
+        sample=sample,
     )
 
 
