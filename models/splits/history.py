@@ -51,7 +51,9 @@ def history_pairs(pairs: pd.DataFrame, cuts: pd.DataFrame) -> pd.DataFrame:
         cs = c[c.split == split]
         if cs.empty:
             continue
-        m = cs.merge(pairs.loc[pairs.split.isin(seen), ["user_id", "item_id", "ts"]], on="user_id")
+        # only these cuts' users' pairs are copied (a sample's few, not every pair) before the join
+        mine = pairs.split.isin(seen) & pairs.user_id.isin(cs.user_id.unique())
+        m = cs.merge(pairs.loc[mine, ["user_id", "item_id", "ts"]], on="user_id")
         before = (m.ts < m.cut_ts) | ((m.ts == m.cut_ts) & (m.item_id < m.target_item))
         parts.append(m.loc[before, ["user_id", "split", "cut", "item_id", "ts"]])
     if not parts:
