@@ -13,7 +13,7 @@ import pytest
 
 from models.budget import examples_budget
 from models.retrieval.training import TrainConfig, train
-from tests.test_training import data  # noqa: F401 (the planted-data fixture)
+from tests.test_training import data, planted  # noqa: F401 (the planted-data fixtures)
 
 
 def test_examples_budget_rule():
