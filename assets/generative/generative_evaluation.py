@@ -52,16 +52,22 @@ def generative_evaluation(
     sid, codes_from = pair_codes(paths.artifacts, root / version, meta)
     context.log.info(f"codes: {codes_from}")
     with duckdb.get_connection() as con:
+        # only the sampled users' sets are built (EvalSet.sample's users: load_from_warehouse)
         data = load_from_warehouse(
-            con, history_len=model.cfg.history_len, n_hashes=1, item_buckets=2, user_buckets=2, max_hard=0
+            con,
+            history_len=model.cfg.history_len,
+            n_hashes=1,
+            item_buckets=2,
+            user_buckets=2,
+            max_hard=0,
+            sample=(config.eval_users, config.seed),
         )
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
     trie = PrefixTrie(table[:-1], model.cfg.level_sizes)
     beam = config.beam or int(meta["train"]["beam"])
     gen = {}
-    for ev in (data.valid, data.test):
-        sample = ev.sample(config.eval_users, config.seed)
-        gen[ev.name] = evaluate_generative(
+    for split, sample in (("valid", data.valid), ("test", data.test)):  # keyed by split: a sample names itself
+        gen[split] = evaluate_generative(
             model, trie, torch.as_tensor(table), sample, beam=beam, ks=KS, log=context.log.info
         )
     champion = champion_version(paths.artifacts)

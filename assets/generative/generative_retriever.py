@@ -56,11 +56,19 @@ def generative_retriever(
     root = Layout(paths.artifacts).semantic_ids
     sid, manifest = read_codes(root)
     joint = None
+    tcfg = to_library(config, GenTrainConfig)
     with duckdb.get_connection() as con:
         fingerprint = con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
-        # hashed-id features are unused here: the smallest tables keep loading cheap
+        # hashed-id features are unused here: the smallest tables keep loading cheap; only the
+        # valid users early stopping decodes (train() would draw the same sample) are built
         data = load_from_warehouse(
-            con, history_len=config.history_len, n_hashes=1, item_buckets=2, user_buckets=2, max_hard=0
+            con,
+            history_len=config.history_len,
+            n_hashes=1,
+            item_buckets=2,
+            user_buckets=2,
+            max_hard=0,
+            sample=(tcfg.valid_users, tcfg.seed),
         )
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
     model_cfg = to_library(
@@ -69,7 +77,6 @@ def generative_retriever(
         codebook_size=manifest["tokenizer_config"]["codebook_size"],
         collision_size=collision_size(manifest),
     )
-    tcfg = to_library(config, GenTrainConfig)
     if tcfg.mode == "etegrec":
         try:
             tok, manifest, item_ids, xb = joint_training_inputs(root, Layout(paths.artifacts).embeddings)
