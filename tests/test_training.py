@@ -432,7 +432,7 @@ def test_loading_by_integer_ids_builds_the_sets_the_string_ids_build(tmp_path, s
     import duckdb
     import pandas as pd
 
-    from models.retrieval.data import build_eval_set, build_train_set, load_catalog
+    from models.retrieval.data import build_eval_set, build_train_set, load_catalog, negatives_before_sql
     from models.splits.history import first_targets, history_pairs
 
     generate(tmp_path / "landing", n_users=120, n_items=90, n_events=6_000, n_clusters=4, seed=3, log=lambda m: None)
@@ -446,12 +446,7 @@ def test_loading_by_integer_ids_builds_the_sets_the_string_ids_build(tmp_path, s
     catalog, _, _ = load_catalog(con, n_hashes=2, item_buckets=89)
     pairs = con.execute("SELECT user_id, item_id, ts, split FROM interaction_splits").df()
     pairs = pairs[pairs.split.isin(["train", "valid", "test"])]
-    negatives = con.execute(
-        """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
-           LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
-                      WHERE split IN ('valid', 'test') GROUP BY user_id) e USING (user_id)
-           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)"""
-    ).df()
+    negatives = con.execute(negatives_before_sql("valid", "test")).df()
     assert len(negatives) and (d.train.hard >= 0).any(), "the data must exercise the hard negatives"
     train_set = build_train_set(pairs[pairs.split == "train"], negatives, catalog, **kw)
     for field in ("user_hash", "user", "target", "history", "from_end", "hard", "item_counts"):

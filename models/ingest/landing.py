@@ -156,7 +156,8 @@ def ingest_folder(
         gone = sorted(set(only) - set(landed))
         # a file the ledger read is kept when it leaves the folder (as in an unpartitioned run,
         # which never sees it again); a file it never read cannot be ingested
-        if unknown := [f for f in gone if f not in ingested(con, kind)]:
+        read_before = ingested(con, kind)
+        if unknown := [f for f in gone if f not in read_before]:
             raise FileNotFoundError(
                 f"{len(unknown)} file(s) asked for are neither in {folder} nor ingested before: "
                 f"{', '.join(unknown[:5])}; a partition names a landed file by its path under {kind.name}/"

@@ -415,10 +415,21 @@ def load_catalog(con, *, n_hashes: int, item_buckets: int, only=None) -> tuple[C
     return catalog, cat_vocab, tok_vocab
 
 
-def positions_sql(con, sql: str, catalog: Catalog, users: np.ndarray) -> pd.DataFrame:
-    """The rows of `sql` (a query with user_id and item_id columns) with both ids as integers:
-    user_id the user's position in `users`, item_id the item's catalog position (-1: not in the
-    catalog); rows of users not in `users` are left out.
+def negatives_before_sql(*splits: str) -> str:
+    """Each user's negative feedback strictly before their first pair of `splits`, all of it for
+    a user with none: what a model trained before those splits may read (no peeking at the future)."""
+    names = ", ".join(f"'{s}'" for s in splits)
+    return f"""SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
+               LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
+                          WHERE split IN ({names}) GROUP BY user_id) e USING (user_id)
+               WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)"""
+
+
+def positions_sql(con, catalog: Catalog, users: np.ndarray, *sqls: str) -> list[pd.DataFrame]:
+    """The rows of each of `sqls` (queries with user_id and item_id columns) with both ids as
+    integers: user_id the user's position in `users`, item_id the item's catalog position (-1:
+    not in the catalog); rows of users not in `users` are left out. The id tables are built once
+    for all the queries.
 
     The ids meet in DuckDB, not in pandas: at 100M events (~28M pairs, 10M items) the pairs as
     Python strings, a new object for every cell, and their lookup in a 10M-id index took
@@ -427,10 +438,15 @@ def positions_sql(con, sql: str, catalog: Catalog, users: np.ndarray) -> pd.Data
     bytes, Python by code point: the same order for UTF-8), so the sets equal the string path's."""
     item_pos = pa.table({"item_id": pa.array(catalog.item_ids, pa.string()), "pos": np.arange(len(catalog))})  # noqa: F841
     user_pos = pa.table({"user_id": pa.array(users, pa.string()), "pos": np.arange(len(users))})  # noqa: F841
-    return con.execute(
-        f"""SELECT q.* EXCLUDE (user_id, item_id), u.pos AS user_id, coalesce(i.pos, -1) AS item_id
-            FROM ({sql}) q JOIN user_pos u USING (user_id) LEFT JOIN item_pos i USING (item_id)"""
-    ).df()
+    out = []
+    for sql in sqls:  # a loop, not a comprehension: DuckDB finds item_pos and user_pos in this frame
+        out.append(
+            con.execute(
+                f"""SELECT q.* EXCLUDE (user_id, item_id), u.pos AS user_id, coalesce(i.pos, -1) AS item_id
+                    FROM ({sql}) q JOIN user_pos u USING (user_id) LEFT JOIN item_pos i USING (item_id)"""
+            ).df()
+        )
+    return out
 
 
 def load_from_warehouse(
@@ -455,22 +471,13 @@ def load_from_warehouse(
     held = "split IN ('train', 'valid', 'test')"
     users = con.execute(f"SELECT DISTINCT user_id FROM interaction_splits WHERE {held} ORDER BY user_id").df()
     users = users["user_id"].to_numpy(dtype=object)
-    pairs = positions_sql(
+    pairs, negatives = positions_sql(
         con,
+        catalog,
+        users,
         f"""SELECT user_id, item_id, ts, split::ENUM('train', 'valid', 'test') AS split
             FROM interaction_splits WHERE {held}""",
-        catalog,
-        users,
-    )
-    # negative feedback strictly before the user's first valid/test pair: no peeking at the future
-    negatives = positions_sql(
-        con,
-        """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
-           LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
-                      WHERE split IN ('valid', 'test') GROUP BY user_id) e USING (user_id)
-           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)""",
-        catalog,
-        users,
+        negatives_before_sql("valid", "test"),
     )
     train = pairs[pairs.split == "train"]
     kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets, users=users)
@@ -504,12 +511,7 @@ def load_refit_set(
     pairs = con.execute(
         "SELECT user_id, item_id, ts FROM interaction_splits WHERE list_contains(?, split)", [list(SEES["test"])]
     ).df()
-    negatives = con.execute(
-        """SELECT c.user_id, c.item_id, c.ts FROM clean_interactions c
-           LEFT JOIN (SELECT user_id, min(ts) AS cut FROM interaction_splits
-                      WHERE split = 'test' GROUP BY user_id) e USING (user_id)
-           WHERE c.is_negative AND (e.cut IS NULL OR c.ts < e.cut)"""
-    ).df()
+    negatives = con.execute(negatives_before_sql("test")).df()
     kw = dict(history_len=history_len, n_hashes=n_hashes, user_buckets=user_buckets)
     return build_train_set(pairs, negatives, catalog, max_hard=max_hard, **kw)
 
