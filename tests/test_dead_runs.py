@@ -113,7 +113,8 @@ def test_a_killed_materialization_does_not_stop_the_next_automated_retrain(tmp_p
         os.killpg(cli.pid, signal.SIGKILL)
         cli.wait(timeout=10)
         dead_id = held[0].run_id
-        assert instance.get_run_by_id(dead_id).status == dg.DagsterRunStatus.STARTED  # what used to stay forever
+        # no assertion that it is still STARTED here: the daemon's sweep may already have failed it
+        # (its first tick can come within a second of the kill; asserting STARTED failed CI once)
 
         # the daemon's sweep fails it and frees the slot; the per-minute retrain's run then leaves the
         # queue and gets the warehouse (its first pooled step starts, which needs the free slot)
