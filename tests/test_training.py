@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -299,6 +300,40 @@ def test_a_refit_trains_a_new_model_and_leaves_the_early_stopped_one(data, plant
     assert _same_tensors(res.model.state_dict(), before)  # valid's model is untouched
     with pytest.raises(ValueError, match="refit must be one of"):
         TrainConfig(refit="valid")
+
+
+def test_the_learning_rate_is_cut_at_every_check_that_does_not_beat_the_best(data):
+    d, tower, _ = data
+    cfg = TrainConfig(epochs=8, patience=8, batch_size=64, lr=2e-2, lr_decay=0.5)
+    res = train(d.catalog, d.train, tower, cfg, valid=d.valid, log=lambda m: None)
+    scores = [h["valid_ndcg@10"] for h in res.history]
+    worse = sum(s <= max(scores[:i]) for i, s in enumerate(scores) if i)
+    assert len(scores) == 8 and worse >= 1  # lr 2e-2 on small data: some checks do not improve
+    for opt in res.optimizer_states:  # the dense AdamW and the id tables' SparseAdam alike
+        assert [g["lr"] for g in opt["param_groups"]] == pytest.approx([2e-2 * 0.5**worse] * len(opt["param_groups"]))
+    constant = train(d.catalog, d.train, tower, replace(cfg, lr_decay=1.0, epochs=2), valid=d.valid, log=lambda m: None)
+    assert {g["lr"] for opt in constant.optimizer_states for g in opt["param_groups"]} == {2e-2}
+    with pytest.raises(ValueError, match="lr_decay must be in"):
+        TrainConfig(lr_decay=0.0)
+
+
+def test_a_moving_average_of_the_weights_is_what_is_judged_and_kept_and_never_feeds_back(data):
+    d, tower, _ = data
+    cfg = TrainConfig(epochs=2, batch_size=64)
+    plain = train(d.catalog, d.train, tower, cfg, valid=d.valid, log=lambda m: None, keep_last=True)
+    avg = train(
+        d.catalog, d.train, tower, replace(cfg, ema_decay=0.9), valid=d.valid, log=lambda m: None, keep_last=True
+    )
+    # the same steps (the average is never trained on) ...
+    assert [h["loss"] for h in avg.history] == [h["loss"] for h in plain.history]
+    # ... but other weights kept and other validation figures: the average's
+    assert not _same_tensors(avg.model.state_dict(), plain.model.state_dict())
+    assert [h["valid_ndcg@10"] for h in avg.history] != [h["valid_ndcg@10"] for h in plain.history]
+    assert evaluate_model(avg.model, d.catalog, d.valid, ks=(10,))["ndcg@10"] == pytest.approx(
+        avg.history[-1]["valid_ndcg@10"]
+    )
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        TrainConfig(ema_decay=1.0)
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error(data):

@@ -65,6 +65,21 @@ class TrainConfig:
         ge=1,
     )
     lr: float = setting(3e-3, "AdamW / SparseAdam learning rate.")
+    ema_decay: float = setting(
+        0.0,
+        "Validate, keep and serve an exponential moving average of the weights, updated after every "
+        "step with this decay (torch's AveragedModel; 0.999 averages about the last 1,000 steps); "
+        "0 = the trained weights themselves.",
+        ge=0.0,
+        lt=1.0,
+    )
+    lr_decay: float = setting(
+        1.0,
+        "At each validation check that does not beat the best so far, multiply the learning rate "
+        "of every optimizer by this (torch's ReduceLROnPlateau, patience 0); 1 = a constant lr.",
+        gt=0.0,
+        le=1.0,
+    )
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
     patience: int = setting(
@@ -140,6 +155,10 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.refit not in REFITS:
             raise ValueError(f"refit must be one of {REFITS}, got {self.refit!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay!r}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must be in (0, 1] (1 = a constant lr), got {self.lr_decay!r}")
 
 
 def full_catalog(cfg: TrainConfig, n_items: int) -> bool:
@@ -405,6 +424,19 @@ def train(
     )
     result = TrainResult(model, best_epoch=-1)
     best_score, best_state, bad_checks = -math.inf, None, 0
+    # the weights judged at each check and kept: the average's when asked, else the trained ones
+    averaged = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+        )
+        if cfg.ema_decay
+        else None
+    )
+    judged = averaged.module if averaged is not None else model
+    plateaus = [
+        torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", factor=cfg.lr_decay, patience=0, threshold=0.0)
+        for o in (opts if cfg.lr_decay < 1.0 else [])
+    ]
     t0 = time.perf_counter()
     clock = WallClock(cfg.max_minutes)
     period = {"losses": [], "examples": 0, "t": time.perf_counter()}
@@ -421,7 +453,7 @@ def train(
         }
         if valid is not None and len(valid):
             te = time.perf_counter()
-            ev = evaluate(model, catalog, valid, ks=(10,), coverage=False, log=log)
+            ev = evaluate(judged, catalog, valid, ks=(10,), coverage=False, log=log)
             row.update({f"valid_{k}": v for k, v in ev.items() if k != "users"})
             row["eval_seconds"] = time.perf_counter() - te
             model.train()
@@ -436,9 +468,11 @@ def train(
         if on_epoch:
             on_epoch(row["check"], row)
         period.update(losses=[], examples=0, t=time.perf_counter())
+        for plateau in plateaus:  # the same score on every rank: the same lr everywhere
+            plateau.step(score)
         if score > best_score or keep_last:
             best_score, bad_checks = score, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(judged.state_dict())
             if cfg.refit == "continue":
                 result.best_optimizer_states = copy.deepcopy([o.state_dict() for o in opts])
             result.best_epoch, result.best_valid = (
@@ -472,6 +506,8 @@ def train(
                     "lower the learning rate or raise the temperature; nothing was saved"
                 )
             optimizer_step(model, opts, loss, cfg.clip_norm)
+            if averaged is not None:
+                averaged.update_parameters(model)
             period["losses"].append(loss.item())
             period["examples"] += len(rows)
             result.steps += 1
