@@ -30,9 +30,9 @@ Rows:
 - ranker (retrieve + rank): the product's ranker (RankingSettings, ranker_config_for,
   RankerTrainConfig) over the candidates of the SAME SEED's two-tower row model, built by the
   graph's own steps (action_labels, ranking_candidates: bench_ranking.ranking_candidates /
-  fit_ranker) in a copy of the warehouse whose interaction_splits carries the protocol's split
-  (so under last5 the ranker's train cuts, features and candidate histories stop where that
-  protocol's valid and test start). Its weighted score orders each user's retrieved list; every
+  fit_ranker) in the protocol's copy of the warehouse (below), whose interaction_splits carries
+  the protocol's split (so under last5 the ranker's train cuts, features and candidate histories
+  stop where that protocol's valid and test start). Its weighted score orders each user's retrieved list; every
   other catalog item scores -inf, so a user whose held-out item was not retrieved scores 0:
   full-ranking semantics, the same rank_metrics call as every row. Its note gives the ratio
   (paired bootstrap) to the retrieval order of the same lists and to the two-tower row of the same
@@ -66,6 +66,14 @@ Protocols:
   it; the other 60 are cold users and left out. Its figures rest on 22 users: read them as a
   check of direction, not a ranking (the loo table, 671 users, is the one to compare on).
 
+Trained ids: under every protocol an item id is trained iff the protocol's train pairs hold it
+(the product's rule: the train split's item_id vocabulary, sql/vocabularies.sql, read by the
+catalog query through TRAINED_ITEM_IDS_SQL); an item whose pairs all fall in the protocol's valid
+or test windows is embedded by content alone, as serving embeds an id it never trained. Under
+last5 and timecut the towerflow rows read a copy of the warehouse whose interaction_splits and id
+vocabularies are the protocol's (protocol_warehouse; the content vocabularies stay the
+warehouse's, which size the towers); loo reads the warehouse itself.
+
 Statistics: each row's per-user test vectors are averaged over seeds (deterministic peers run
 once), the interval is the 2.5-97.5 percentiles of the mean over --bootstrap resamples of the
 user set, and "x best peer" is the ratio of means to the best peer of the protocol, with a
@@ -76,7 +84,8 @@ parameters, seed and the warehouse's vocabulary fingerprint: a rerun with the sa
 retrains only the towerflow rows (a peer's entry is not keyed on its code, which is this file's:
 after changing a peer's fit, delete its entries). A two-tower row is cached only under its exact TowerConfig and
 TrainConfig and the git trees of the retriever's code (benchmarks/movielens.py TWO_TOWER_CODE; any change to the defaults
-or to that code retrains it; uncommitted changes there always do); its model is kept in
+or to that code retrains it; uncommitted changes there always do), under last5 and timecut also
+its protocol's vocabulary fingerprint; its model is kept in
 DIR/models/ under the same key, for the ranker and generative rows of that seed (a row that needs
 a model the folder lacks retrains it). A ranker or generative row is cached under its two-tower's
 key, its family's library defaults (family_params) and the git trees of RANKER_CODE /
@@ -400,12 +409,58 @@ def product_two_tower(shape: WarehouseShape, seed: int, encoder: str | None) -> 
 # what a two-tower row's figures depend on beyond its configs and the data: the retriever's code
 # and the modules it imports (models/retrieval's imports outside it), not the ranking or generative
 # code, whose changes would otherwise retrain every two-tower row (~30 min a seed on a loaded core)
-def data_for(con, data_by_tower: dict, tower: TowerConfig) -> Datasets:
-    """The warehouse loaded for `tower` (its history length, hashes and buckets), loaded once."""
-    key = (tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets)
+def data_for(con, data_by_tower: dict, tower: TowerConfig, proto: Protocol) -> Datasets:
+    """The protocol's warehouse `con` (protocol_warehouse; under loo the warehouse itself) loaded
+    for `tower` (its history length, hashes and buckets), loaded once: its catalog's trained item
+    ids are the protocol's train split's."""
+    key = (proto.name, tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets)
     if key not in data_by_tower:
         data_by_tower[key] = load_for_tower(con, tower)
     return data_by_tower[key]
+
+
+def protocol_warehouse(workdir: Path, proto: Protocol, db: Path):
+    """A writable copy of workdir's warehouse at `db` under the protocol's split: its
+    interaction_splits carry the protocol's labels ((user, item) is unique) and its id
+    vocabularies are the product's (sql/vocabularies.sql, the warehouse's parameters) over the
+    protocol's train pairs. The item_id one is the catalog's trained ids (TRAINED_ITEM_IDS_SQL),
+    so a movie whose pairs fall in the protocol's valid or test windows is embedded by content
+    alone, its id part zero, as serving embeds an id it never trained, instead of by id rows
+    that run never trained. The content vocabularies (category, title_token) stay the
+    warehouse's: the towers are sized by them and the peers share the catalog. Under loo: the
+    warehouse as it is. Returns a connection to the copy."""
+    import duckdb
+
+    from models.splits.build import vocabulary_fingerprint
+    from models.splits.warehouse import default_warehouse_params
+    from models.sql import run_sql
+
+    shutil.copy(workdir / "warehouse.duckdb", db)
+    con = duckdb.connect(str(db))
+    if proto.name == "loo":
+        return con
+    params = default_warehouse_params()["vocabulary"]
+    if vocabulary_fingerprint(con, params) != con.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]:
+        raise ValueError(
+            f"{workdir / 'warehouse.duckdb'}: its vocabularies were not built with the library's default "
+            f"parameters {params}, which the {proto.name} protocol's are built with: delete the file to rebuild it"
+        )
+    con.register("protocol_pairs", proto.pairs[["user_id", "item_id", "split"]])
+    con.execute(
+        "UPDATE interaction_splits s SET split = p.split FROM protocol_pairs p "
+        "WHERE s.user_id = p.user_id AND s.item_id = p.item_id"
+    )
+    con.unregister("protocol_pairs")
+    con.execute(
+        "CREATE TEMP TABLE content_vocabularies AS SELECT * FROM vocabularies WHERE vocabulary NOT IN ('user_id', 'item_id')"
+    )
+    run_sql(con, "vocabularies", params)  # the product's rule over the protocol's train pairs
+    con.execute("DELETE FROM vocabularies WHERE vocabulary NOT IN ('user_id', 'item_id')")
+    con.execute("INSERT INTO vocabularies SELECT * FROM content_vocabularies")
+    con.execute("DROP TABLE content_vocabularies")
+    # the fingerprint later artifacts record is this vocabulary's, and a two-tower row's cache key
+    con.execute("UPDATE vocabulary_info SET fingerprint = ?", [vocabulary_fingerprint(con, params)])
+    return con
 
 
 def protocol_train_set(con, proto: Protocol, data: Datasets, tower: TowerConfig):
@@ -447,8 +502,8 @@ def splits_for(proto: Protocol, data: Datasets, tower: TowerConfig) -> tuple[Spl
 def two_tower_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, cfg: TrainConfig):
     """The product's two-tower (library defaults, the asset's entry points) trained on the
     protocol's train pairs, early-stopped on its valid split -> (valid vectors, test vectors,
-    info, the trained model)."""
-    data = data_for(con, data_by_tower, tower)
+    info, the trained model). `con`: the protocol's warehouse (protocol_warehouse)."""
+    data = data_for(con, data_by_tower, tower, proto)
     train_set = protocol_train_set(con, proto, data, tower)
     valid, test = splits_for(proto, data, tower)
     t0 = time.perf_counter()
@@ -503,7 +558,7 @@ def two_tower_refit_row(
     ("test") and after each refit ("test_continue", "test_retrain"), and the control's
     ("test_continue_train_only": one more pass from the best check over train alone). Cheapest
     first; `save` gets the row after each stage (a run stopped midway keeps what it measured)."""
-    data = data_for(con, data_by_tower, tower)
+    data = data_for(con, data_by_tower, tower, proto)
     train_set = protocol_train_set(con, proto, data, tower)
     refit_set = protocol_refit_set(con, proto, data, tower)
     valid, test = splits_for(proto, data, tower)
@@ -572,26 +627,16 @@ def candidate_scores(split: Split, rs, score, catalog) -> torch.Tensor:
 def ranker_row(workdir: Path, proto: Protocol, data: Datasets, retriever, seed: int) -> dict:
     """The product's ranker (RankingSettings, ranker_config_for, RankerTrainConfig: library
     defaults) over `retriever`'s candidates, built as the graph builds them (bench_ranking's
-    entry points) in a copy of the warehouse whose interaction_splits carries the protocol's split;
-    valid and test vectors of the ranked order and of the retrieval order over the same lists."""
-    import duckdb
-
+    entry points) in the protocol's copy of the warehouse (protocol_warehouse: its split, its
+    trained item ids); valid and test vectors of the ranked order and of the retrieval order over
+    the same lists."""
     from benchmarks.bench_ranking import fit_ranker, ranking_candidates, ranking_inputs
     from models.ranking.data import load_ranking_set
     from models.ranking.model import ranker_config_for
 
     config = RankingSettings()
     with tempfile.TemporaryDirectory(prefix="ranking-", dir=workdir) as tmp:
-        db = Path(tmp) / "warehouse.duckdb"
-        shutil.copy(workdir / "warehouse.duckdb", db)
-        con = duckdb.connect(str(db))
-        if proto.name != "loo":  # the protocol's labels on the warehouse's pairs ((user, item) is unique)
-            con.register("protocol_pairs", proto.pairs[["user_id", "item_id", "split"]])
-            con.execute(
-                "UPDATE interaction_splits s SET split = p.split FROM protocol_pairs p "
-                "WHERE s.user_id = p.user_id AND s.item_id = p.item_id"
-            )
-            con.unregister("protocol_pairs")
+        con = protocol_warehouse(workdir, proto, Path(tmp) / "warehouse.duckdb")
         counts = ranking_candidates(con, retriever, config.n_candidates, config)
         vocab, weights, n_items, n_users, timeline = ranking_inputs(con)
         cfg = ranker_config_for(weights.tolist(), n_items, n_users)
@@ -626,7 +671,7 @@ def generative_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig
     from models.generative.training import evaluate_generative, generate_unseen
 
     gtower = dataclasses.replace(tower, history_len=Seq2SeqConfig().history_len)
-    data = data_for(con, data_by_tower, gtower)
+    data = data_for(con, data_by_tower, gtower, proto)
     train_set = protocol_train_set(con, proto, data, gtower)
     valid, test = splits_for(proto, data, gtower)
     xb = item_vectors(retriever, data.catalog).numpy()
@@ -755,6 +800,18 @@ def main(argv=None) -> int:
             f"{len(data.catalog):,} items",
             flush=True,
         )
+    # each protocol's warehouse: its split and its trained item ids (loo: the warehouse itself);
+    # a towerflow row of another protocol is cached under its vocabulary's fingerprint too
+    copies = tempfile.TemporaryDirectory(prefix="protocols-", dir=workdir)
+    cons = {
+        name: con if name == "loo" else protocol_warehouse(workdir, p, Path(copies.name) / f"{name}.duckdb")
+        for name, p in protos.items()
+    }
+    vocabulary = {
+        name: c.execute("SELECT fingerprint FROM vocabulary_info").fetchall()[0][0]
+        for name, c in cons.items()
+        if name != "loo"
+    }
     peers = {
         "popularity": ("popularity", popularity, [{}], True),
         "ease": ("EASE", ease, EASE_GRID, True),
@@ -762,7 +819,7 @@ def main(argv=None) -> int:
         "bpr": ("implicit BPR", implicit_peer("bpr", args.threads), BPR_GRID, False),
     }
     results = []  # (protocol, name, is_peer, [per-seed {"valid", "test", "info"}], note)
-    data_by_tower = {(tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets): data}
+    data_by_tower = {("loo", tower.history_len, tower.n_hashes, tower.item_buckets, tower.user_buckets): data}
 
     def two_tower_seed(p: Protocol, s: int, enc: str | None, need_model: bool, peek: bool = False):
         """(cached or trained row, its cache params, its model when need_model) of the seed's
@@ -771,6 +828,8 @@ def main(argv=None) -> int:
         peek: the params only."""
         tower_s, cfg_s = product_two_tower(shape, s, enc)
         params = {"tower": tower_s.to_dict(), "train": dataclasses.asdict(cfg_s), "models": version}
+        if p.name in vocabulary:
+            params["vocabulary"] = vocabulary[p.name]
         row = "two-tower" + (f":{enc}" if enc else "")
         if peek:
             return None, params, None
@@ -783,7 +842,7 @@ def main(argv=None) -> int:
             model = load_retriever(path)
         if args.cached_only or (hit is not None and (model is not None or not need_model)):
             return hit, params, model
-        v, t, info, model = two_tower_row(con, p, data_by_tower, tower_s, cfg_s)
+        v, t, info, model = two_tower_row(cons[p.name], p, data_by_tower, tower_s, cfg_s)
         hit = {"valid": v, "test": t, "info": info}
         if version:
             cache.put(hit, p.name, row, params, s)
@@ -866,7 +925,7 @@ def main(argv=None) -> int:
                     if hit is None and not args.cached_only:
                         tower_s, cfg_s = product_two_tower(shape, s, None)
                         hit = two_tower_refit_row(
-                            con,
+                            cons[p.name],
                             p,
                             data_by_tower,
                             tower_s,
@@ -950,7 +1009,7 @@ def main(argv=None) -> int:
                         if row == "ranker":
                             hit = ranker_row(workdir, p, data, retriever, s)
                         else:
-                            hit = generative_row(con, p, data_by_tower, tower, retriever, s)
+                            hit = generative_row(cons[p.name], p, data_by_tower, tower, retriever, s)
                         hit["test_two_tower"] = tt_hit["test"]  # the same users' vectors of the two-tower it reads
                         if version_row:
                             cache.put(hit, p.name, row, params, s)
@@ -1009,7 +1068,9 @@ def main(argv=None) -> int:
             n = len(results[-1][3])
             results[-1] = (*results[-1][:4], f"{results[-1][4]}; {n} seed{'s' * (n > 1)}, {secs:.0f} s/seed")
             print(f"# {p.name} {results[-1][1]} done ({time.perf_counter() - r0:.0f} s this run)", flush=True)
-    con.close()
+    for c in {id(c): c for c in (con, *cons.values())}.values():
+        c.close()
+    copies.cleanup()
     print()
     for p in protos.values():
         res = [r for r in results if r[0] == p.name]

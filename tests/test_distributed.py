@@ -294,3 +294,20 @@ def test_a_failing_rank_fails_the_asset_with_its_error(home):
     text = str(failure.event_specific_data.error)
     # the rank's own exception, named, with its fix, not only "exit code 1"
     assert "TrainingDiverged" in text and "raise the temperature" in text and "rank 0" in text
+
+
+def test_a_rank_loads_only_the_validation_users_early_stopping_ranks(warehouse):
+    """Every rank loads the warehouse with the one process's validation sample
+    (TrainConfig.valid_sample): the users EvalSet.sample draws from the whole set, so train()'s
+    own sample keeps the rank's set as it is."""
+    from models.retrieval.distributed import RunSpec, load_data
+
+    db, fingerprint, tower, whole = warehouse
+    cfg = TrainConfig(**{**TRAIN, "valid_users": 40, "seed": 7})
+    spec = RunSpec(str(db), tower.to_dict(), {}, "unused", fingerprint)
+    data = load_data(spec, tower, cfg)
+    assert len(whole.valid) > 200 and data.users_total == {"valid": len(whole.valid), "test": len(whole.test)}
+    for got, full in ((data.valid, whole.valid), (data.test, whole.test)):
+        assert list(got.user_keys) == list(full.sample(40, 7).user_keys)
+    assert data.valid.sample(*cfg.valid_sample) is data.valid  # train()'s sample: nothing more drawn
+    assert torch.equal(data.train.history, whole.train.history)  # the train rows are never sampled

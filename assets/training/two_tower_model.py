@@ -62,8 +62,9 @@ def two_tower_model(
         tower = tower_config_for(WarehouseShape.read(con), **fields_for(config, TowerConfig))
         inputs = warehouse_datasets(con, duckdb.database)
         tcfg = to_library(config, TrainConfig)
-        # the valid users early stopping reads (train() would draw the same sample): only theirs are built
-        data = load_for_tower(con, tower, sample=(tcfg.valid_users, tcfg.seed)) if config.workers == 1 else None
+        # the valid users early stopping reads (train() would draw the same sample): only theirs
+        # are built, here and in every data-parallel rank (models.retrieval.distributed.load_data)
+        data = load_for_tower(con, tower, sample=tcfg.valid_sample) if config.workers == 1 else None
     # closed: with several workers every rank opens the warehouse read-only, which DuckDB
     # refuses while any process holds it open for writing
     resume_from, init_state = None, None

@@ -37,7 +37,9 @@ backend) has no sparse all-reduce ("NCCL does not support all_reduce with sparse
 GPU training would need dense id-table gradients or a hand-made gather of the touched rows.
 
 Every rank opens the DuckDB warehouse READ ONLY: DuckDB lets several processes read a file
-together as long as no process holds it open for writing. Each rank holds the whole data set.
+together as long as no process holds it open for writing. Each rank holds the whole catalog
+and train rows, and the valid and test sets of only the validation users early stopping ranks
+(TrainConfig.valid_sample, as the asset's one process loads them), not every held-out user's.
 """
 
 from __future__ import annotations
@@ -313,7 +315,10 @@ def differing_parameters(model: nn.Module) -> list[str]:
     return sorted(k for k in mine if len({d[k] for d in every}) > 1)
 
 
-def load_data(spec: RunSpec, tower: TowerConfig) -> Datasets:
+def load_data(spec: RunSpec, tower: TowerConfig, cfg: TrainConfig) -> Datasets:
+    """The warehouse as the asset's one process loads it: the valid and test sets of the
+    validation users early stopping ranks (cfg.valid_sample), not every held-out user's (at
+    100M events, ~1M users, gigabytes in every rank)."""
     import duckdb
 
     try:
@@ -324,7 +329,7 @@ def load_data(spec: RunSpec, tower: TowerConfig) -> Datasets:
             "so no process may hold it open for writing while training runs"
         ) from e
     try:
-        return load_for_tower(con, tower)
+        return load_for_tower(con, tower, sample=cfg.valid_sample)
     finally:
         con.close()
 
@@ -372,7 +377,7 @@ def run(spec: RunSpec, report: _Reporter, started: float) -> dict | None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(spec.threads)
     tower, cfg = TowerConfig(**spec.tower), TrainConfig(**spec.train)
-    data = load_data(spec, tower)
+    data = load_data(spec, tower, cfg)
     init_state = None
     if spec.resume_from:
         _, _, init_state = load_checkpoint(Path(spec.resume_from), expected_fingerprint=spec.fingerprint)
@@ -380,7 +385,8 @@ def run(spec: RunSpec, report: _Reporter, started: float) -> dict | None:
         report.log(
             f"training {tower.encoder} towers on {world} ranks ({BACKEND}, {spec.threads} thread(s) each): "
             f"{len(data.train):,} train rows, global batch {cfg.batch_size} "
-            f"({math.ceil(cfg.batch_size / world)} rows per rank), {len(data.catalog):,} items"
+            f"({math.ceil(cfg.batch_size / world)} rows per rank), {len(data.catalog):,} items, "
+            f"{len(data.valid):,} of {data.users_total['valid']:,} valid users"
         )
     ready = time.perf_counter()
     result = train(

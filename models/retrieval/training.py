@@ -160,6 +160,14 @@ class TrainConfig:
         if not 0.0 < self.lr_decay <= 1.0:
             raise ValueError(f"lr_decay must be in (0, 1] (1 = a constant lr), got {self.lr_decay!r}")
 
+    @property
+    def valid_sample(self) -> tuple[int, int]:
+        """(n, seed) of the validation users early stopping ranks, the one place that decides
+        them: train() samples its valid set with it (EvalSet.sample), and a loader given it
+        (load_for_tower(sample=...): the asset's one process and every data-parallel rank) builds
+        only those users' sets, which train()'s sample then keeps as they are."""
+        return self.valid_users, self.seed
+
 
 def full_catalog(cfg: TrainConfig, n_items: int) -> bool:
     """The one rule: infonce over the whole catalog when it has at most `full_catalog_items`
@@ -412,7 +420,7 @@ def train(
             bool,
         )
     if valid is not None and len(valid):
-        valid = valid.sample(cfg.valid_users, cfg.seed)
+        valid = valid.sample(*cfg.valid_sample)  # a no-op on a set loaded with the same sample
         log(f"early stopping on validation NDCG@10 over {len(valid):,} users x {len(catalog):,} items")
     n_rows = len(rows_all)
     every = cfg.valid_every or n_rows  # examples between validations (and early-stopping checks)
