@@ -68,7 +68,7 @@ def generative_retriever(
             item_buckets=2,
             user_buckets=2,
             max_hard=0,
-            sample=(tcfg.valid_users, tcfg.seed),
+            sample=tcfg.valid_sample,
         )
     table = codes_by_position(data.catalog, sid.item_ids, sid.codes)
     model_cfg = to_library(

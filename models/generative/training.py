@@ -114,6 +114,13 @@ class GenTrainConfig:
         if self.mode == "etegrec" and self.cycle < 2:
             raise ValueError(f"cycle must be at least 2 (one tokenizer epoch, then retriever epochs), got {self.cycle}")
 
+    @property
+    def valid_sample(self) -> tuple[int, int]:
+        """(n, seed) of the validation users early stopping decodes, the one place that decides
+        them: train_generative samples its valid set with it, and the asset's loader builds only
+        those users' sets (load_from_warehouse(sample=...)), which the sample then keeps."""
+        return self.valid_users, self.seed
+
 
 MODES = ("tiger", "etegrec")
 
@@ -264,7 +271,7 @@ def train_generative(
     if n == 0:
         raise ValueError("no training rows: the train split is empty")
     if valid is not None and len(valid):
-        valid = valid.sample(cfg.valid_users, cfg.seed)
+        valid = valid.sample(*cfg.valid_sample)
         log(f"early stopping on validation NDCG@10 (beam {cfg.beam}) over {len(valid):,} users, {len(trie):,} items")
     result = GenTrainResult(model)
     best, best_state, bad = -math.inf, None, 0
