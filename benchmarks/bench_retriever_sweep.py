@@ -87,9 +87,11 @@ CONFIGS = {
     "mean-t0.035": dict(temperature=0.035),
     "mean-t0.07": dict(temperature=0.07),
     "mean-h50": dict(history_len=50),
+    "mean-id64": dict(id_dim=64),  # each of the two id hashes 64 wide instead of 32
     # validate and keep an exponential moving average of the weights
     "mean-ema0.999": dict(ema_decay=0.999),
     "mean-ema0.999-decay0.5": dict(ema_decay=0.999, lr_decay=0.5),
+    "mean-ema": dict(ema_decay=0.999),  # with the warm-up rule (mean-ema0.999's first runs had none)
 }
 
 
