@@ -66,12 +66,14 @@ class TrainConfig:
     )
     lr: float = setting(3e-3, "AdamW / SparseAdam learning rate.")
     ema_decay: float = setting(
-        0.0,
+        0.999,
         "Validate, keep and serve an exponential moving average of the weights (torch's "
         "AveragedModel), updated after every step with decay min(ema_decay, (1 + t) / (10 + t)) "
         "at step t (TensorFlow ExponentialMovingAverage's num_updates rule: early in a run the "
         "average spans about the last tenth of the steps, later at most ~1 / (1 - ema_decay) "
-        "steps, so a short run never averages in its first weights); 0 = the trained weights.",
+        "steps, so a short run never averages in its first weights); 0 = the trained weights. "
+        "MovieLens, 3 seeds: test NDCG@10 0.0697 -> 0.0763, higher on every seed; the demo data "
+        "0.177 -> 0.187 (README).",
         ge=0.0,
         lt=1.0,
     )
