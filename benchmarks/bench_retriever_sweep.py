@@ -91,6 +91,7 @@ CONFIGS = {
     # the trained weights themselves, not their moving average (the default before ema_decay 0.999)
     "mean-no-ema": dict(ema_decay=0.0),
     "mean-ema0.999-decay0.5": dict(ema_decay=0.999, lr_decay=0.5),
+    "mean-p5": dict(patience=5, epochs=50),  # the average lags: more checks before stopping
 }
 
 
