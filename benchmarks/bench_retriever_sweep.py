@@ -80,9 +80,6 @@ CONFIGS = {
     # position a target, dropout 0.1, early stopping with more patience than the default's 3
     "transformer-ce": dict(**TRANSFORMER, **FULL, history_len=50, patience=5, epochs=50),
     "mean-full-p5": dict(**FULL, patience=5, epochs=50),
-    # the learning rate halved at each check that does not beat the best (constant by default)
-    "mean-decay0.5": dict(ema_decay=0.0, lr_decay=0.5),
-    "mean-decay0.5-p5": dict(ema_decay=0.0, lr_decay=0.5, patience=5, epochs=50),
     # the sampled default's temperature and history length at the catalog's width
     "mean-t0.035": dict(temperature=0.035),
     "mean-t0.07": dict(temperature=0.07),
@@ -90,7 +87,6 @@ CONFIGS = {
     "mean-id64": dict(id_dim=64),  # each of the two id hashes 64 wide instead of 32
     # the trained weights themselves, not their moving average (the default before ema_decay 0.999)
     "mean-no-ema": dict(ema_decay=0.0),
-    "mean-ema0.999-decay0.5": dict(ema_decay=0.999, lr_decay=0.5),
     "mean-p5": dict(patience=5, epochs=50),  # the average lags: more checks before stopping
 }
 

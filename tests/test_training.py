@@ -304,21 +304,6 @@ def test_a_refit_trains_a_new_model_and_leaves_the_early_stopped_one(data, plant
         TrainConfig(refit="valid")
 
 
-def test_the_learning_rate_is_cut_at_every_check_that_does_not_beat_the_best(data):
-    d, tower, _ = data
-    cfg = TrainConfig(epochs=8, patience=8, batch_size=64, lr=2e-2, lr_decay=0.5)
-    res = train(d.catalog, d.train, tower, cfg, valid=d.valid, log=lambda m: None)
-    scores = [h["valid_ndcg@10"] for h in res.history]
-    worse = sum(s <= max(scores[:i]) for i, s in enumerate(scores) if i)
-    assert len(scores) == 8 and worse >= 1  # lr 2e-2 on small data: some checks do not improve
-    for opt in res.optimizer_states:  # the dense AdamW and the id tables' SparseAdam alike
-        assert [g["lr"] for g in opt["param_groups"]] == pytest.approx([2e-2 * 0.5**worse] * len(opt["param_groups"]))
-    constant = train(d.catalog, d.train, tower, replace(cfg, lr_decay=1.0, epochs=2), valid=d.valid, log=lambda m: None)
-    assert {g["lr"] for opt in constant.optimizer_states for g in opt["param_groups"]} == {2e-2}
-    with pytest.raises(ValueError, match="lr_decay must be in"):
-        TrainConfig(lr_decay=0.0)
-
-
 def test_a_moving_average_of_the_weights_is_what_is_judged_and_kept_and_never_feeds_back(data):
     d, tower, _ = data
     cfg = TrainConfig(epochs=2, batch_size=64)

@@ -77,13 +77,6 @@ class TrainConfig:
         ge=0.0,
         lt=1.0,
     )
-    lr_decay: float = setting(
-        1.0,
-        "At each validation check that does not beat the best so far, multiply the learning rate "
-        "of every optimizer by this (torch's ReduceLROnPlateau, patience 0); 1 = a constant lr.",
-        gt=0.0,
-        le=1.0,
-    )
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
     patience: int = setting(
@@ -161,8 +154,6 @@ class TrainConfig:
             raise ValueError(f"refit must be one of {REFITS}, got {self.refit!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay!r}")
-        if not 0.0 < self.lr_decay <= 1.0:
-            raise ValueError(f"lr_decay must be in (0, 1] (1 = a constant lr), got {self.lr_decay!r}")
 
     @property
     def valid_sample(self) -> tuple[int, int]:
@@ -469,10 +460,6 @@ def train(
         else None
     )
     judged = averaged.module if averaged is not None else model
-    plateaus = [
-        torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", factor=cfg.lr_decay, patience=0, threshold=0.0)
-        for o in (opts if cfg.lr_decay < 1.0 else [])
-    ]
     t0 = time.perf_counter()
     clock = WallClock(cfg.max_minutes)
     period = {"losses": [], "examples": 0, "t": time.perf_counter()}
@@ -504,8 +491,6 @@ def train(
         if on_epoch:
             on_epoch(row["check"], row)
         period.update(losses=[], examples=0, t=time.perf_counter())
-        for plateau in plateaus:  # the same score on every rank: the same lr everywhere
-            plateau.step(score)
         if score > best_score or keep_last:
             best_score, bad_checks = score, 0
             best_state = copy.deepcopy(judged.state_dict())
