@@ -1,7 +1,7 @@
 """Simulated traffic for an A/B test over the synthetic world: users bucketed into two arms,
 each arm's recommendations shown at positions 1..k, clicks drawn from the world's ground truth
 with a position bias, everything written to `landing/events/` exactly as the HTTP service logs
-it (the impression / feedback contract, README "A/B tests"):
+it (the impression / feedback contract, README "Champion and challenger (A/B)"):
 
 - a request is one user drawn by activity (the world's own activity weights);
 - the user's arm comes from the service's own rule (`models.serving.arms.arm_of`: a salted hash
