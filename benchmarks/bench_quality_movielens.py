@@ -531,20 +531,6 @@ def tower_vectors(model, data: Datasets, s: Split) -> dict[str, np.ndarray]:
     return evaluate_scores(s, len(data.catalog), lambda u, uv=uv: uv[u] @ items.T)
 
 
-def protocol_refit_set(con, proto: Protocol, data: Datasets, tower: TowerConfig):
-    """The rows a refit trains on: every pair a test target may read (train + valid) and each
-    user's negative feedback strictly before their first test pair. Under loo the product's own
-    loader (load_refit_set); else rebuilt the same way from the protocol's split."""
-    kw = dict(history_len=tower.history_len, n_hashes=tower.n_hashes, user_buckets=tower.user_buckets)
-    if proto.name == "loo":
-        return load_refit_set(con, data.catalog, **kw)
-    negatives = con.execute("SELECT user_id, item_id, ts FROM clean_interactions WHERE is_negative").df()
-    first_test = proto.pairs[proto.pairs.split == "test"].groupby("user_id").ts.min()
-    until = negatives.user_id.map(first_test)
-    negatives = negatives[until.isna() | (negatives.ts < until)]
-    return build_train_set(proto.test.fit, negatives, data.catalog, **kw)
-
-
 REFIT_MODES = ("continue", "retrain")
 REFIT_ROWS = (*REFIT_MODES, "continue_train_only")  # the table's refit rows: the modes and the control
 
@@ -560,7 +546,9 @@ def two_tower_refit_row(
     first; `save` gets the row after each stage (a run stopped midway keeps what it measured)."""
     data = data_for(con, data_by_tower, tower, proto)
     train_set = protocol_train_set(con, proto, data, tower)
-    refit_set = protocol_refit_set(con, proto, data, tower)
+    # the product's loader on the protocol's warehouse, whose interaction_splits carry its split
+    kw = dict(history_len=tower.history_len, n_hashes=tower.n_hashes, user_buckets=tower.user_buckets)
+    refit_set = load_refit_set(con, data.catalog, **kw)
     valid, test = splits_for(proto, data, tower)
     cfg = dataclasses.replace(cfg, refit="continue")  # keeps the best check's optimizer state
     log = lambda m: print(f"#   {proto.name} two-tower+refit: {m}", flush=True)  # noqa: E731

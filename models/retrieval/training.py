@@ -451,14 +451,12 @@ def train(
     result = TrainResult(model, best_epoch=-1)
     best_score, best_state, bad_checks = -math.inf, None, 0
     # the weights judged at each check and kept: the average's when asked, else the trained ones
-    average_every = ema_every(sum(p.numel() for p in model.parameters()))
-    averaged = (
-        torch.optim.swa_utils.AveragedModel(
+    averaged, average_every = None, 0
+    if cfg.ema_decay:
+        average_every = ema_every(sum(p.numel() for p in model.parameters()))
+        averaged = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay, average_every), use_buffers=True
         )
-        if cfg.ema_decay
-        else None
-    )
     judged = averaged.module if averaged is not None else model
     t0 = time.perf_counter()
     clock = WallClock(cfg.max_minutes)
