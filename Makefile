@@ -10,16 +10,26 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # command is superseded by `dg launch --assets '*'`, which works here too; `*` selects through a
 # beta parameter): not about this project, so not shown before the demo's own lines.
 export PYTHONWARNINGS := ignore:Function `asset_materialize_command` is superseded,ignore:Parameter `include_sources` of function `AssetSelection.all`
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
+UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+# The venv's packages are installed without bytecode (uv's default; pip's --no-compile): compiling
+# every module of torch, mlflow, dagster and the rest cost about 50 s of the install on 2 cores,
+# most of it for modules nothing here imports. Python writes the bytecode of what a command
+# imports the first time it imports it, unless PYTHONDONTWRITEBYTECODE is set (some containers
+# set it), and then every command recompiles what it imports: so it is unset for these commands.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo lint test test-fast dev serve bench peers clean-home
 
-# torch first, pinned to the CPU wheel on disk, so the project's torch range is already met
-# and pip never pulls a multi-GB CUDA build.
+# torch first, with pip, pinned to the CPU wheel on disk (pip's find-links), so the project's
+# torch range is already met and nothing pulls a multi-GB CUDA build. Then the project with uv,
+# which fetches and unpacks in parallel: the same versions as pip in a tenth of the time (about
+# 12 s against 83 s for the project and its dev extra, 2 cores). uv reads no pip.conf: where only
+# pip reaches the package index (a mirror set in pip.conf), pip installs it instead.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) torch==2.13.0
-	$(PIP) -e '.[dev]'
+	$(PIP) torch==2.13.0 uv
+	$(UV) -e '.[dev]' || $(PIP) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -86,7 +96,7 @@ serve: install
 	$(BIN)/towerflow serve --host $(HOST) --port $(PORT)
 
 bench: install
-	$(PIP) -e '.[dev,bench]'
+	$(UV) -e '.[dev,bench]' || $(PIP) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_cleaning.py
 
 # The benchmarks' SASRec peer (rectools[torch]) in its own venv outside the repo: rectools 0.19
