@@ -88,6 +88,9 @@ CONFIGS = {
     # the trained weights themselves, not their moving average (the default before ema_decay 0.999)
     "mean-no-ema": dict(ema_decay=0.0),
     "mean-p5": dict(patience=5, epochs=50),  # the average lags: more checks before stopping
+    # the average smooths a step's noise: a larger step, or an average over more steps
+    "mean-lr5e-3": dict(lr=5e-3),
+    "mean-ema0.9995": dict(ema_decay=0.9995),
 }
 
 
