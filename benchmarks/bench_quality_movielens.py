@@ -398,11 +398,18 @@ def sasrec(
 # ---------------------------------------------------------------- towerflow
 
 
-def product_two_tower(shape: WarehouseShape, seed: int, encoder: str | None) -> tuple[TowerConfig, TrainConfig]:
+def product_two_tower(
+    shape: WarehouseShape, seed: int, encoder: str | None, overrides: dict | None = None
+) -> tuple[TowerConfig, TrainConfig]:
     """What two_tower_model trains with its default config: TowerConfig sized for the warehouse,
-    TrainConfig's defaults; the seed, the encoder (when named) and no wall-clock budget."""
-    tower = tower_config_for(shape, **({"encoder": encoder} if encoder else {}))
-    cfg = TrainConfig(seed=seed)
+    TrainConfig's defaults; the seed, the encoder (when named) and no wall-clock budget.
+    `overrides` (--two-tower-set, an ablation) changes TowerConfig / TrainConfig fields by name;
+    the cache keys carry the configs, so an ablation's rows are cached apart from the defaults'."""
+    from benchmarks.bench_retriever_sweep import split
+
+    tower_kw, train_kw = split(overrides or {})
+    tower = tower_config_for(shape, **({"encoder": encoder} if encoder else {}), **tower_kw)
+    cfg = TrainConfig(seed=seed, **train_kw)
     return tower, dataclasses.replace(cfg, **{f.name: 0 for f in dataclasses.fields(cfg) if f.name == "max_minutes"})
 
 
@@ -762,7 +769,19 @@ def main(argv=None) -> int:
         "--cached-only", action="store_true", help="fit nothing: the table of what the cache holds (its seeds per row)"
     )
     ap.add_argument("--bootstrap", type=int, default=1000, help="resamples of the user set for the 95%% intervals")
+    ap.add_argument(
+        "--two-tower-set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="an ablation: a TowerConfig / TrainConfig field of every two-tower row (and the ranker and "
+        "generative rows over it), e.g. --two-tower-set temperature=0.07",
+    )
     args = ap.parse_args(argv)
+    two_tower_set = {}
+    for pair in args.two_tower_set:
+        key, _, value = pair.partition("=")
+        two_tower_set[key] = json.loads(value)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [r for r in args.rows.split(",") if r]
     torch.set_num_threads(args.threads)
@@ -814,7 +833,7 @@ def main(argv=None) -> int:
         two-tower: cached only under the exact configs and the committed retriever code that
         trained it; trained again when a row needs its model and the model file is missing.
         peek: the params only."""
-        tower_s, cfg_s = product_two_tower(shape, s, enc)
+        tower_s, cfg_s = product_two_tower(shape, s, enc, two_tower_set)
         params = {"tower": tower_s.to_dict(), "train": dataclasses.asdict(cfg_s), "models": version}
         if p.name in vocabulary:
             params["vocabulary"] = vocabulary[p.name]
@@ -911,7 +930,7 @@ def main(argv=None) -> int:
                     params = {**params, "train": {**params["train"], "refit": "continue"}, "refit_modes": REFIT_MODES}
                     hit = cache.get(p.name, row, params, s) if version else None
                     if hit is None and not args.cached_only:
-                        tower_s, cfg_s = product_two_tower(shape, s, None)
+                        tower_s, cfg_s = product_two_tower(shape, s, None, two_tower_set)
                         hit = two_tower_refit_row(
                             cons[p.name],
                             p,
@@ -978,7 +997,12 @@ def main(argv=None) -> int:
                 results.append(
                     (
                         p.name,
-                        f"two-tower {enc_name} (defaults)",
+                        f"two-tower {enc_name} "
+                        + (
+                            f"({', '.join(f'{k}={v}' for k, v in two_tower_set.items())})"
+                            if two_tower_set
+                            else "(defaults)"
+                        ),
                         False,
                         runs,
                         f"best epochs {[r['info']['best_epoch'] for r in runs]}",
