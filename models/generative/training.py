@@ -4,7 +4,8 @@ Training is teacher forcing on the train split's rows (every train positive with
 previous L positives, left-truncated; padding items masked in the encoder), cross-entropy over
 each of the 4 codes, AdamW at a constant learning rate or one that
 decays over the work budget (`lr_schedule`), gradient clipping, early stopping on validation
-NDCG@10 from constrained beam search, seeded; the best weights are kept. `mode="etegrec"` trains the RQ-VAE
+NDCG@10 from constrained beam search, seeded; the best weights are kept (those of a moving
+average of the weights by default, `ema_decay`). `mode="etegrec"` trains the RQ-VAE
 tokenizer in alternation with the retriever, tied by two alignment losses
 (`models.generative.etegrec`); the best epoch's tokenizer and codes are kept with its weights.
 
@@ -44,6 +45,7 @@ from models.generative.etegrec import JointTokenizer, Projections, alignment_los
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.progress import Progress
 from models.retrieval.data import EvalSet, TrainSet
+from models.retrieval.training import _ema_with_warmup, ema_every
 from models.settings import setting
 
 
@@ -75,6 +77,15 @@ class GenTrainConfig:
     lr_schedule: str = setting(
         "constant",
         "constant, or cosine: the learning rate decays to 0 over the work budget (after a warm-up of 1% of its steps).",
+    )
+    ema_decay: float = setting(
+        0.999,
+        "Validate, keep and serve an exponential moving average of the seq2seq weights (the "
+        "two-tower's rule, TrainConfig.ema_decay: torch's AveragedModel, decay min(ema_decay, "
+        "(1 + t) / (10 + t)) at retriever step t); in etegrec mode the tokenizer stays as it "
+        "trains. 0 = the trained weights.",
+        ge=0.0,
+        lt=1.0,
     )
     patience: int = setting(3, "Epochs without a better valid NDCG@10 before stopping.")
     beam: int = setting(
@@ -111,6 +122,8 @@ class GenTrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay!r}")
         if self.mode == "etegrec" and self.cycle < 2:
             raise ValueError(f"cycle must be at least 2 (one tokenizer epoch, then retriever epochs), got {self.cycle}")
 
@@ -275,6 +288,15 @@ def train_generative(
         log(f"early stopping on validation NDCG@10 (beam {cfg.beam}) over {len(valid):,} users, {len(trie):,} items")
     result = GenTrainResult(model)
     best, best_state, bad = -math.inf, None, 0
+    # the weights judged at each check and kept: the average's when asked, else the trained ones.
+    # Only parameters are averaged: the buffers are constants (code offsets, masks).
+    averaged, average_every = None, 0
+    if cfg.ema_decay:
+        average_every = ema_every(sum(p.numel() for p in model.parameters()))
+        averaged = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay, average_every)
+        )
+    judged = averaged.module if averaged is not None else model
     t0, c0 = time.perf_counter(), time.process_time()
     clock = WallClock(cfg.max_minutes)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -331,6 +353,8 @@ def train_generative(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
             step_opt.step()
+            if averaged is not None and not tok_epoch and rec_step % average_every == 0:
+                averaged.update_parameters(model)
             for k, v in parts.items():
                 sums[k] += v.item()
             sums["batches"] += 1
@@ -364,7 +388,7 @@ def train_generative(
             trie = PrefixTrie(table[:-1], model_cfg.level_sizes)
         elif valid is not None and len(valid):
             tv = time.perf_counter()
-            ev = evaluate_generative(model, trie, codes, valid, beam=cfg.beam, ks=(10,))
+            ev = evaluate_generative(judged, trie, codes, valid, beam=cfg.beam, ks=(10,))
             row.update({f"valid_{k}": v for k, v in ev.items() if k in ("ndcg@10", "hr@10")})
             row["eval_seconds"] = time.perf_counter() - tv
         result.history.append(row)
@@ -381,7 +405,7 @@ def train_generative(
             if score > best:
                 best, bad = score, 0
                 best_state = (
-                    copy.deepcopy(model.state_dict()),
+                    copy.deepcopy(judged.state_dict()),
                     copy.deepcopy(tok.state_dict()) if joint is not None else None,
                     table,
                     sid,
