@@ -39,13 +39,13 @@ import torch
 
 from models import artifacts
 from models.artifacts import atomic_folder
+from models.averaging import check_ema_decay, moving_average
 from models.budget import LR_SCHEDULES, WallClock, examples_budget, lr_factor
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
 from models.generative.etegrec import JointTokenizer, Projections, alignment_losses, distinct_rows
 from models.generative.seq2seq import GenerativeRetriever, Seq2SeqConfig
 from models.progress import Progress
 from models.retrieval.data import EvalSet, TrainSet
-from models.retrieval.training import _ema_with_warmup, ema_every
 from models.settings import setting
 
 
@@ -122,8 +122,7 @@ class GenTrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay!r}")
+        check_ema_decay(self.ema_decay)
         if self.mode == "etegrec" and self.cycle < 2:
             raise ValueError(f"cycle must be at least 2 (one tokenizer epoch, then retriever epochs), got {self.cycle}")
 
@@ -290,12 +289,7 @@ def train_generative(
     best, best_state, bad = -math.inf, None, 0
     # the weights judged at each check and kept: the average's when asked, else the trained ones.
     # Only parameters are averaged: the buffers are constants (code offsets, masks).
-    averaged, average_every = None, 0
-    if cfg.ema_decay:
-        average_every = ema_every(sum(p.numel() for p in model.parameters()))
-        averaged = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay, average_every)
-        )
+    averaged, average_every = moving_average(model, cfg.ema_decay, use_buffers=False)
     judged = averaged.module if averaged is not None else model
     t0, c0 = time.perf_counter(), time.process_time()
     clock = WallClock(cfg.max_minutes)
