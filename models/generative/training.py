@@ -81,9 +81,9 @@ class GenTrainConfig:
     ema_decay: float = setting(
         0.999,
         "Validate, keep and serve an exponential moving average of the seq2seq weights (the "
-        "two-tower's rule, TrainConfig.ema_decay: torch's AveragedModel, decay min(ema_decay, "
-        "(1 + t) / (10 + t)) at retriever step t); in etegrec mode the tokenizer stays as it "
-        "trains. 0 = the trained weights.",
+        "two-tower's rule, models/averaging.py: decay min(ema_decay, (1 + t) / (10 + t)) at "
+        "retriever step t); in etegrec mode the tokenizer trains as without it. 0 = the trained "
+        "weights. MovieLens, 3 seeds: test NDCG@10 0.0320 -> 0.0445, higher on every seed (README).",
         ge=0.0,
         lt=1.0,
     )
