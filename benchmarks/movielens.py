@@ -23,6 +23,7 @@ from models.retrieval.data import Datasets, WarehouseShape, load_for_tower, towe
 TWO_TOWER_CODE = (
     "models/retrieval",
     "models/artifacts.py",
+    "models/averaging.py",
     "models/budget.py",
     "models/progress.py",
     "models/settings.py",

@@ -258,6 +258,41 @@ def test_the_cosine_schedule_spans_the_work_budget(planted):
         GenTrainConfig(lr_schedule="linear")
 
 
+def test_a_moving_average_of_the_weights_is_what_is_judged_and_kept_and_never_feeds_back(planted):
+    from models.generative.etegrec import JointTokenizer
+
+    d, table, cfg = _tiny_retriever_setup(planted)
+    tcfg = GenTrainConfig(epochs=3, batch_size=64, valid_users=150, patience=3, ema_decay=0.0)
+    plain = train_generative(table, d.train, cfg, tcfg, valid=d.valid, log=lambda m: None)
+    avg = train_generative(
+        table, d.train, cfg, dataclasses.replace(tcfg, ema_decay=0.9), valid=d.valid, log=lambda m: None
+    )
+    # the same steps (the average is never trained on) ...
+    assert [h["loss"] for h in avg.history] == [h["loss"] for h in plain.history]
+    # ... but other weights kept and other validation figures: the average's
+    assert any(not torch.equal(v, plain.model.state_dict()[k]) for k, v in avg.model.state_dict().items())
+    assert [h["valid_ndcg@10"] for h in avg.history] != [h["valid_ndcg@10"] for h in plain.history]
+    trie = PrefixTrie(table[:-1], 16)
+    kept = evaluate_generative(avg.model, trie, torch.as_tensor(table), d.valid.sample(150, 0), beam=20, ks=(10,))
+    assert kept["ndcg@10"] == pytest.approx(avg.best_valid["valid_ndcg@10"])
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        GenTrainConfig(ema_decay=1.0)
+
+    # etegrec: only the retriever is averaged; the tokenizer trains (and recodes) as without it
+    xb = planted[1]
+    tok_cfg = TokenizerConfig(kind="rqvae", codebook_size=16, code_dim=16, hidden=(32,), epochs=10, seed=0)
+    runs = []
+    for decay in (0.0, 0.9):
+        tok, _ = fit_tokenizer(xb, tok_cfg)
+        joint = JointTokenizer(tok, d.catalog.item_ids, xb, d.catalog)
+        jcfg = dataclasses.replace(cfg, collision_size=tok.collision_size)
+        etcfg = dataclasses.replace(tcfg, mode="etegrec", cycle=2, epochs=3, ema_decay=decay)
+        runs.append(train_generative(None, d.train, jcfg, etcfg, valid=d.valid, log=lambda m: None, joint=joint))
+    keys = ("loss", "sia", "psa", "rq_loss", "recoded")
+    assert [[h.get(k) for k in keys] for h in runs[0].history] == [[h.get(k) for k in keys] for h in runs[1].history]
+    assert [h.get("valid_ndcg@10") for h in runs[0].history] != [h.get("valid_ndcg@10") for h in runs[1].history]
+
+
 def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(planted, tmp_path):
     from models.retrieval.evaluation import evaluate_popularity
 

@@ -17,13 +17,12 @@ from models.retrieval.checkpoint import (
     save_checkpoint,
     update_manifest,
 )
+from models.averaging import ema_every, ema_with_warmup
 from models.retrieval.data import WarehouseShape, load_from_warehouse, load_refit_set, tower_config_for
 from models.retrieval.evaluation import evaluate_model, evaluate_popularity
 from models.sources.synthetic import generate
 from models.retrieval.towers import WIDE_UP_TO_ITEMS, TowerConfig, TwoTower
 from models.retrieval.training import (
-    _ema_with_warmup,
-    ema_every,
     TrainConfig,
     TrainingDiverged,
     config_dict,
@@ -322,12 +321,12 @@ def test_a_moving_average_of_the_weights_is_what_is_judged_and_kept_and_never_fe
     # the decay at update t is min(ema_decay, (1 + t) / (10 + t)): the first updates move far
     for t, decay in ((1, 2 / 11), (100, 101 / 110), (10_000, 0.999)):
         a = [torch.zeros(3)]
-        _ema_with_warmup(0.999)(a, [torch.ones(3)], torch.tensor(t))
+        ema_with_warmup(0.999)(a, [torch.ones(3)], torch.tensor(t))
         assert a[0].tolist() == pytest.approx([1 - decay] * 3)
     # at scale the average is updated every few steps, each update covering them
     assert (ema_every(7_800_000), ema_every(10_000_000), ema_every(71_000_000)) == (1, 1, 8)
     a = [torch.zeros(1)]
-    _ema_with_warmup(0.999, every=8)(a, [torch.ones(1)], torch.tensor(2_000))
+    ema_with_warmup(0.999, every=8)(a, [torch.ones(1)], torch.tensor(2_000))
     assert a[0].item() == pytest.approx(1 - 0.999**8)
     with pytest.raises(ValueError, match="ema_decay must be in"):
         TrainConfig(ema_decay=1.0)

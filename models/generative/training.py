@@ -4,7 +4,8 @@ Training is teacher forcing on the train split's rows (every train positive with
 previous L positives, left-truncated; padding items masked in the encoder), cross-entropy over
 each of the 4 codes, AdamW at a constant learning rate or one that
 decays over the work budget (`lr_schedule`), gradient clipping, early stopping on validation
-NDCG@10 from constrained beam search, seeded; the best weights are kept. `mode="etegrec"` trains the RQ-VAE
+NDCG@10 from constrained beam search, seeded; the best weights are kept (those of a moving
+average of the weights by default, `ema_decay`). `mode="etegrec"` trains the RQ-VAE
 tokenizer in alternation with the retriever, tied by two alignment losses
 (`models.generative.etegrec`); the best epoch's tokenizer and codes are kept with its weights.
 
@@ -38,6 +39,7 @@ import torch
 
 from models import artifacts
 from models.artifacts import atomic_folder
+from models.averaging import check_ema_decay, moving_average
 from models.budget import LR_SCHEDULES, WallClock, examples_budget, lr_factor
 from models.generative.beam import PrefixTrie, beam_search, top_k_unseen
 from models.generative.etegrec import JointTokenizer, Projections, alignment_losses, distinct_rows
@@ -76,6 +78,15 @@ class GenTrainConfig:
         "constant",
         "constant, or cosine: the learning rate decays to 0 over the work budget (after a warm-up of 1% of its steps).",
     )
+    ema_decay: float = setting(
+        0.999,
+        "Validate, keep and serve an exponential moving average of the seq2seq weights (the "
+        "two-tower's rule, models/averaging.py: decay min(ema_decay, (1 + t) / (10 + t)) at "
+        "retriever step t); in etegrec mode the tokenizer trains as without it. 0 = the trained "
+        "weights. MovieLens, 3 seeds: test NDCG@10 0.0320 -> 0.0445, higher on every seed (README).",
+        ge=0.0,
+        lt=1.0,
+    )
     patience: int = setting(3, "Epochs without a better valid NDCG@10 before stopping.")
     beam: int = setting(
         20,
@@ -111,6 +122,7 @@ class GenTrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        check_ema_decay(self.ema_decay)
         if self.mode == "etegrec" and self.cycle < 2:
             raise ValueError(f"cycle must be at least 2 (one tokenizer epoch, then retriever epochs), got {self.cycle}")
 
@@ -275,6 +287,10 @@ def train_generative(
         log(f"early stopping on validation NDCG@10 (beam {cfg.beam}) over {len(valid):,} users, {len(trie):,} items")
     result = GenTrainResult(model)
     best, best_state, bad = -math.inf, None, 0
+    # the weights judged at each check and kept: the average's when asked, else the trained ones.
+    # Only parameters are averaged: the buffers are constants (code offsets, masks).
+    averaged, average_every = moving_average(model, cfg.ema_decay, use_buffers=False)
+    judged = averaged.module if averaged is not None else model
     t0, c0 = time.perf_counter(), time.process_time()
     clock = WallClock(cfg.max_minutes)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -331,6 +347,8 @@ def train_generative(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
             step_opt.step()
+            if averaged is not None and not tok_epoch and rec_step % average_every == 0:
+                averaged.update_parameters(model)
             for k, v in parts.items():
                 sums[k] += v.item()
             sums["batches"] += 1
@@ -364,7 +382,7 @@ def train_generative(
             trie = PrefixTrie(table[:-1], model_cfg.level_sizes)
         elif valid is not None and len(valid):
             tv = time.perf_counter()
-            ev = evaluate_generative(model, trie, codes, valid, beam=cfg.beam, ks=(10,))
+            ev = evaluate_generative(judged, trie, codes, valid, beam=cfg.beam, ks=(10,))
             row.update({f"valid_{k}": v for k, v in ev.items() if k in ("ndcg@10", "hr@10")})
             row["eval_seconds"] = time.perf_counter() - tv
         result.history.append(row)
@@ -381,7 +399,7 @@ def train_generative(
             if score > best:
                 best, bad = score, 0
                 best_state = (
-                    copy.deepcopy(model.state_dict()),
+                    copy.deepcopy(judged.state_dict()),
                     copy.deepcopy(tok.state_dict()) if joint is not None else None,
                     table,
                     sid,

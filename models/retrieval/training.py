@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.averaging import check_ema_decay, moving_average
 from models.budget import WallClock, examples_budget
 from models.progress import Progress
 from models.settings import setting
@@ -152,8 +153,7 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.refit not in REFITS:
             raise ValueError(f"refit must be one of {REFITS}, got {self.refit!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay!r}")
+        check_ema_decay(self.ema_decay)
 
     @property
     def valid_sample(self) -> tuple[int, int]:
@@ -182,29 +182,6 @@ class TrainResult:
     stopped_by: str = ""  # early_stopping | max_epochs | max_examples | time_budget | max_steps
     epochs: float = 0.0  # passes over the training rows (fractional when stopped inside an epoch)
     best_optimizer_states: list | None = None  # the optimizers at the best check (kept for refit='continue')
-
-
-EMA_PARAMS_PER_STEP = 10_000_000  # the average's update is a memory-bound lerp over every weight
-
-
-def ema_every(n_params: int) -> int:
-    """Steps between updates of the weights' moving average: one per step up to 10M weights
-    (MovieLens at 128 wide: 7.8M), then as many steps as 10M-weight blocks, so the update costs a
-    few percent of a step at any size (1M items, 64 wide: 71M weights, a 22 ms lerp beside a
-    79 ms step, loaded: every 8 steps)."""
-    return max(1, math.ceil(n_params / EMA_PARAMS_PER_STEP))
-
-
-def _ema_with_warmup(decay: float, every: int = 1):
-    """AveragedModel's multi_avg_fn for an update every `every` steps: an exponential moving
-    average whose per-step decay at step t is min(decay, (1 + t) / (10 + t)) (TensorFlow's
-    ExponentialMovingAverage with num_updates), raised to the steps the update covers."""
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
-        t = float(num_averaged) * every
-        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + t) / (10.0 + t)) ** every)
-
-    return update
 
 
 def _log_q(train: TrainSet, n_items: int, batch: int, extra: int) -> torch.Tensor:
@@ -451,12 +428,7 @@ def train(
     result = TrainResult(model, best_epoch=-1)
     best_score, best_state, bad_checks = -math.inf, None, 0
     # the weights judged at each check and kept: the average's when asked, else the trained ones
-    averaged, average_every = None, 0
-    if cfg.ema_decay:
-        average_every = ema_every(sum(p.numel() for p in model.parameters()))
-        averaged = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay, average_every), use_buffers=True
-        )
+    averaged, average_every = moving_average(model, cfg.ema_decay, use_buffers=True)
     judged = averaged.module if averaged is not None else model
     t0 = time.perf_counter()
     clock = WallClock(cfg.max_minutes)
