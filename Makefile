@@ -24,7 +24,7 @@ unexport PYTHONDONTWRITEBYTECODE
 # torch first, with pip, pinned to the CPU wheel on disk (pip's find-links), so the project's
 # torch range is already met and nothing pulls a multi-GB CUDA build. Then the project with uv,
 # which fetches and unpacks in parallel: the same versions as pip in a tenth of the time (about
-# 12 s against 83 s for the project and its dev extra, 2 cores). uv reads no pip.conf: where only
+# 12 s against 83 s for the project and its dev extra, 2 loaded cores). uv reads no pip.conf: where only
 # pip reaches the package index (a mirror set in pip.conf), pip installs it instead.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
