@@ -781,7 +781,10 @@ def main(argv=None) -> int:
     two_tower_set = {}
     for pair in args.two_tower_set:
         key, _, value = pair.partition("=")
-        two_tower_set[key] = json.loads(value)
+        try:
+            two_tower_set[key] = json.loads(value)
+        except json.JSONDecodeError:
+            ap.error(f"--two-tower-set {pair!r}: expected FIELD=JSON, e.g. temperature=0.07")
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [r for r in args.rows.split(",") if r]
     torch.set_num_threads(args.threads)
