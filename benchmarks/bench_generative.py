@@ -48,7 +48,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.movielens import build_data, models_version, run_sasrec_peer, spread  # noqa: E402
+from benchmarks.movielens import (  # noqa: E402
+    build_data,
+    by_config,
+    models_version,
+    parse_overrides,
+    run_sasrec_peer,
+    spread,
+)
 from models.generative.beam import PrefixTrie  # noqa: E402
 from models.generative.etegrec import JointTokenizer  # noqa: E402
 from models.generative.semantic_ids import TokenizerConfig, codes_by_position, fit_tokenizer, tokenize  # noqa: E402
@@ -70,15 +77,10 @@ HISTORY = Seq2SeqConfig().history_len
 
 def overrides(pairs: list[str]) -> tuple[dict, dict]:
     """["field=value", ...] -> (Seq2SeqConfig fields, GenTrainConfig fields), values parsed as JSON."""
-    model, train_ = {}, {}
-    names = {f.name for f in dataclasses.fields(Seq2SeqConfig)}
-    tnames = {f.name for f in dataclasses.fields(GenTrainConfig)}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in names | tnames:
-            raise SystemExit(f"--set {pair}: {key!r} is no field of Seq2SeqConfig or GenTrainConfig")
-        (model if key in names else train_)[key] = json.loads(value)
-    return model, train_
+    try:
+        return by_config(parse_overrides(pairs, "--set"), Seq2SeqConfig, GenTrainConfig)
+    except ValueError as e:
+        raise SystemExit(f"--set: {e}") from None
 
 
 def cached_two_tower(data, seed: int, workdir: Path) -> tuple[np.ndarray, dict, dict, float]:

@@ -146,7 +146,9 @@ from models.retrieval.training import TrainConfig, refit, train  # noqa: E402
 from benchmarks.movielens import (  # noqa: E402
     GENERATIVE_CODE,
     RANKER_CODE,
+    by_config,
     models_version,
+    parse_overrides,
     run_sasrec_peer,
     spread,
     warehouse,
@@ -405,9 +407,7 @@ def product_two_tower(
     TrainConfig's defaults; the seed, the encoder (when named) and no wall-clock budget.
     `overrides` (--two-tower-set, an ablation) changes TowerConfig / TrainConfig fields by name;
     the cache keys carry the configs, so an ablation's rows are cached apart from the defaults'."""
-    from benchmarks.bench_retriever_sweep import split
-
-    tower_kw, train_kw = split(overrides or {})
+    tower_kw, train_kw = by_config(overrides or {}, TowerConfig, TrainConfig)
     tower = tower_config_for(shape, **({"encoder": encoder} if encoder else {}), **tower_kw)
     cfg = TrainConfig(seed=seed, **train_kw)
     return tower, dataclasses.replace(cfg, **{f.name: 0 for f in dataclasses.fields(cfg) if f.name == "max_minutes"})
@@ -778,13 +778,11 @@ def main(argv=None) -> int:
         "generative rows over it), e.g. --two-tower-set temperature=0.07",
     )
     args = ap.parse_args(argv)
-    two_tower_set = {}
-    for pair in args.two_tower_set:
-        key, _, value = pair.partition("=")
-        try:
-            two_tower_set[key] = json.loads(value)
-        except json.JSONDecodeError:
-            ap.error(f"--two-tower-set {pair!r}: expected FIELD=JSON, e.g. temperature=0.07")
+    try:  # refused here, before the warehouse loads
+        two_tower_set = parse_overrides(args.two_tower_set, "--two-tower-set")
+        by_config(two_tower_set, TowerConfig, TrainConfig)
+    except ValueError as e:
+        ap.error(str(e))
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [r for r in args.rows.split(",") if r]
     torch.set_num_threads(args.threads)

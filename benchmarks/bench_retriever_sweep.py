@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.movielens import build_data, spread  # noqa: E402
+from benchmarks.movielens import build_data, by_config, spread  # noqa: E402
 from models.retrieval.data import WarehouseShape, tower_config_for  # noqa: E402
 from models.retrieval.evaluation import evaluate_model  # noqa: E402
 from models.retrieval.towers import TowerConfig  # noqa: E402
@@ -95,12 +94,8 @@ CONFIGS = {
 
 
 def split(overrides: dict) -> tuple[dict, dict]:
-    """Overrides -> (TowerConfig fields, TrainConfig fields); an unknown name raises."""
-    tower = {f.name for f in fields(TowerConfig)}
-    trainer = {f.name for f in fields(TrainConfig)}
-    if unknown := set(overrides) - tower - trainer:
-        raise KeyError(f"not a TowerConfig or TrainConfig field: {sorted(unknown)}")
-    return {k: v for k, v in overrides.items() if k in tower}, {k: v for k, v in overrides.items() if k in trainer}
+    """Overrides -> (TowerConfig fields, TrainConfig fields); an unknown name raises ValueError."""
+    return by_config(overrides, TowerConfig, TrainConfig)
 
 
 def run(workdir: Path, name: str, seed: int, cache: dict) -> dict:

@@ -1,10 +1,13 @@
 """What the MovieLens benchmarks share: the warehouse (built through the real pipeline), the
 SASRec peer's launcher, the cache keys that tie a cached row to the code that produced it, and the
-seeds' summary line. bench_quality_movielens (the one table), bench_generative, bench_ranking and
+seeds' summary line, and the one reading of FIELD=value overrides of config dataclasses.
+bench_quality_movielens (the one table), bench_generative, bench_ranking and
 bench_retriever_sweep import it; it imports none of them."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -77,6 +80,35 @@ def run_sasrec_peer(python: str, folder: Path, threads: int, flags: list[str]) -
         raise RuntimeError(
             f"the SASRec peer failed (is rectools[torch] installed for {python}? `make peers`):\n{proc.stderr[-3000:]}"
         )
+
+
+def parse_overrides(pairs: list[str], flag: str) -> dict:
+    """["FIELD=JSON", ...] (a command line's `flag` values) -> {field: value}; a pair that is not
+    FIELD=JSON raises ValueError naming it and the flag."""
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        try:
+            if not (key and eq):
+                raise ValueError
+            out[key] = json.loads(value)
+        except ValueError:  # json.JSONDecodeError is one
+            raise ValueError(f"{flag} {pair!r}: expected FIELD=JSON, e.g. {flag} lr=0.001") from None
+    return out
+
+
+def by_config(overrides: dict, *configs: type) -> tuple[dict, ...]:
+    """{field: value} -> one dict per config dataclass, of the fields it has (the first that
+    has a field takes it); a field none of them has raises ValueError naming it."""
+    names = [{f.name for f in dataclasses.fields(c)} for c in configs]
+    if unknown := set(overrides) - set().union(*names):
+        raise ValueError(f"not a field of {' or '.join(c.__name__ for c in configs)}: {sorted(unknown)}")
+    taken: set = set()
+    out = []
+    for have in names:
+        out.append({k: v for k, v in overrides.items() if k in have and k not in taken})
+        taken |= have
+    return tuple(out)
 
 
 def models_version(code: tuple[str, ...] = TWO_TOWER_CODE) -> str | None:

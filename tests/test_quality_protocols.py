@@ -105,3 +105,21 @@ def test_a_warehouse_of_other_vocabulary_parameters_is_refused(tmp_path):
             protocol_warehouse(tmp_path, last5, tmp_path / "last5.duckdb")
     finally:
         con.close()
+
+
+def test_benchmark_overrides_are_read_one_way_and_refuse_what_no_config_has():
+    from benchmarks.movielens import by_config, parse_overrides
+    from models.generative.seq2seq import Seq2SeqConfig
+    from models.generative.training import GenTrainConfig
+
+    pairs = parse_overrides(["d_model=32", "lr=0.001", 'lr_schedule="cosine"'], "--set")
+    assert by_config(pairs, Seq2SeqConfig, GenTrainConfig) == (
+        {"d_model": 32},
+        {"lr": 0.001, "lr_schedule": "cosine"},
+    )
+    with pytest.raises(ValueError, match="--set 'lr': expected FIELD=JSON"):
+        parse_overrides(["lr"], "--set")
+    with pytest.raises(ValueError, match="--set 'lr=cosine': expected FIELD=JSON"):
+        parse_overrides(["lr=cosine"], "--set")
+    with pytest.raises(ValueError, match=r"not a field of Seq2SeqConfig or GenTrainConfig: \['nope'\]"):
+        by_config({"nope": 1}, Seq2SeqConfig, GenTrainConfig)
