@@ -199,14 +199,16 @@ PROFILE = {  # where an epoch's CPU goes: the old TIGER-sized default, dropout, 
     "defaults": dict(),
     "defaults, history 50, dropout 0.1": dict(history_len=50, dropout=0.1),
     "defaults, history 50": dict(history_len=50),
+    "defaults, bidirectional encoder (rows)": dict(encoder="bidirectional"),
+    "defaults, history 50, bidirectional encoder (rows)": dict(history_len=50, encoder="bidirectional"),
 }
 
 
 def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
-    """CPU seconds per training step (batch of the default size, median of `steps` after one
-    warm-up) and per decoded validation user, by configuration, on MovieLens' rows with random
-    unique codes (the cost does not depend on the codes). CPU time, not wall time: a loaded
-    machine inflates it far less."""
+    """CPU seconds per training step (batch of the default size: rows, or the causal encoder's
+    windows holding about as many targets; median of `steps` after one warm-up) and per decoded
+    validation user, by configuration, on MovieLens' rows with random unique codes (the cost does
+    not depend on the codes). CPU time, not wall time: a loaded machine inflates it far less."""
     from models.generative.semantic_ids import assign_collision_tokens
     from models.generative.seq2seq import GenerativeRetriever
     from models.generative.training import _hist_codes
@@ -226,12 +228,23 @@ def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
         torch.manual_seed(0)
         model = GenerativeRetriever(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        perm, cpu = torch.randperm(len(data.train)), []
+        # what a step draws: the causal encoder's non-overlapping windows (batch / L of them, about
+        # `batch` targets), or the bidirectional one's rows
+        windowed = cfg.encoder == "causal"
+        units = data.train.windows(L) if windowed else torch.arange(len(data.train))
+        per_step = -(-batch // L) if windowed else batch
+        perm, cpu = units[torch.randperm(len(units))], []
         for s in range(steps + 1):
-            rows = perm[s * batch : (s + 1) * batch]
+            rows = perm[s * per_step : (s + 1) * per_step]
             c0 = time.process_time()
-            target = table[data.train.target[rows]]  # (B, 4)
-            logits = model(_hist_codes(table, data.train.history[rows]), target)  # (B, 4, V)
+            if windowed:
+                items = torch.cat([data.train.history[rows], data.train.target[rows, None]], 1)
+                logits, target = model.forward_windows(
+                    _hist_codes(table, items[:, :-1]), _hist_codes(table, items[:, 1:])
+                )
+            else:
+                target = table[data.train.target[rows]]  # (B, 4)
+                logits = model(_hist_codes(table, data.train.history[rows]), target)  # (B, 4, V)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             opt.zero_grad()
             loss.backward()
@@ -241,7 +254,7 @@ def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
         c0 = time.process_time()
         evaluate_generative(model, PrefixTrie(codes, cfg.level_sizes), table, data.valid.sample(users, 0), beam=20)
         decode = (time.process_time() - c0) / users
-        epoch = step * len(data.train) / batch / 60
+        epoch = step * len(units) / per_step / 60
         print(f"{name:<46} {1000 * step:>11.0f} {epoch:>13.1f} {1000 * decode:>18.1f}", flush=True)
 
 

@@ -231,21 +231,66 @@ def _tiny_retriever_setup(planted):
 
 def test_training_stops_at_the_work_budget_inside_an_epoch(planted):
     d, table, cfg = _tiny_retriever_setup(planted)
-    rows = int((d.train.from_end < 2).sum())  # each user's last 2 train positives
-    tcfg = GenTrainConfig(epochs=10, batch_size=64, recent_per_user=2, max_examples=rows + rows // 2)
+    n, windows = len(d.train), len(d.train.windows(cfg.history_len))
+    per_step = -(-64 // cfg.history_len)  # windows a step: about 64 targets
+    tcfg = GenTrainConfig(epochs=10, batch_size=64, max_examples=n, window_stride=0)
+    # the causal encoder's windows hold every train row once as a target: one pass is n rows, to the step
     res = train_generative(table, d.train, cfg, tcfg, log=lambda m: None)
-    # 1.5 passes: a whole epoch, then the second one stops once its batches reach the budget
+    assert res.stopped_by == "max_examples" and len(res.history) == 1 and res.steps == -(-windows // per_step)
+    # 1.5 passes: a whole epoch, then the second one stops once its windows' targets reach the budget
+    res = train_generative(table, d.train, cfg, dataclasses.replace(tcfg, max_examples=n + n // 2), log=lambda m: None)
     assert res.stopped_by == "max_examples" and len(res.history) == 2
-    assert res.steps == -(-rows // 64) + -(-(rows // 2) // 64)
+    assert -(-windows // per_step) < res.steps < 2 * -(-windows // per_step)
+    # overlapping windows (a stride of 3 rows) train each row once too: their last 3 targets, or all in a user's first
+    overlapping = dataclasses.replace(tcfg, window_stride=3)
+    res = train_generative(table, d.train, cfg, overlapping, log=lambda m: None)
+    assert len(res.history) == 1 and res.steps == -(-len(d.train.windows(3)) // -(-64 // 3))
+    # the bidirectional encoder draws rows: 1.5 passes are a whole epoch and half of one, in batches of 64
+    rows = dataclasses.replace(cfg, encoder="bidirectional")
+    res = train_generative(table, d.train, rows, dataclasses.replace(tcfg, max_examples=n + n // 2), log=lambda m: None)
+    assert len(res.history) == 2 and res.steps == -(-n // 64) + -(-(n // 2) // 64)
     # a budget below min_epochs passes is raised to it: one whole epoch
-    res = train_generative(table, d.train, cfg, dataclasses.replace(tcfg, max_examples=10), log=lambda m: None)
-    assert len(res.history) == 1 and res.steps == -(-rows // 64)
+    res = train_generative(table, d.train, rows, dataclasses.replace(tcfg, max_examples=10), log=lambda m: None)
+    assert len(res.history) == 1 and res.steps == -(-n // 64)
+
+
+def test_a_causal_window_predicts_each_position_from_the_items_before_it_only():
+    torch.manual_seed(0)
+    for tokens in ("sum", "flat"):
+        cfg = Seq2SeqConfig(
+            codebook_size=8, collision_size=12, history_len=6, d_model=16, heads=2, ffn=32, item_tokens=tokens
+        )
+        model = GenerativeRetriever(cfg).eval()
+        items = torch.randint(0, 8, (3, 7, 4))
+        items[..., 3] = torch.randint(0, 12, (3, 7))
+        items[0, :1] = -1  # a window at the start of a user's positives: left-padded
+        with torch.no_grad():
+            window, codes = model.forward_windows(items[:, :-1], items[:, 1:])  # (18, 4, V): 3 windows x 6 targets
+            assert torch.equal(codes, items[:, 1:].reshape(18, 4))
+            window = window.reshape(3, 6, 4, -1)
+            # the last position reads the whole window: what serving decodes for that history
+            alone = model(items[:, :-1], items[:, -1])
+            assert torch.allclose(window[:, -1], alone, atol=1e-5)
+            later = items.clone()
+            later[:, 4:, :3] = (later[:, 4:, :3] + 1) % 8  # other items from window item 4 on
+            moved = model.forward_windows(later[:, :-1], later[:, 1:])[0].reshape(3, 6, 4, -1)
+            # only the targets marked are decoded
+            some = items[:, 1:].clone()
+            some[:, :4] = -1
+            assert torch.allclose(
+                model.forward_windows(items[:, :-1], some)[0].reshape(3, 2, 4, -1), window[:, 4:], atol=1e-6
+            )
+        # targets 0..2 (window items 1..3) are read from items 0..2 only: unchanged
+        assert torch.allclose(window[:, :3], moved[:, :3], atol=1e-6) and not torch.allclose(window[:, 3], moved[:, 3])
+    with pytest.raises(ValueError, match="causal encoder"):
+        GenerativeRetriever(dataclasses.replace(cfg, encoder="bidirectional")).forward_windows(
+            items[:, :-1], items[:, 1:]
+        )
 
 
 def test_the_cosine_schedule_spans_the_work_budget(planted):
     d, table, cfg = _tiny_retriever_setup(planted)
-    rows = int((d.train.from_end < 2).sum())
-    tcfg = GenTrainConfig(epochs=10, batch_size=64, recent_per_user=2, max_examples=2 * rows, lr_schedule="cosine")
+    tcfg = GenTrainConfig(epochs=10, batch_size=64, max_examples=2 * len(d.train), lr_schedule="cosine")
     res = train_generative(table, d.train, cfg, tcfg, log=lambda m: None)
     first, last = (r["lr"] for r in res.history)
     # two passes: the first ends near the half-way point of the cosine, the second close to its end (0)
@@ -307,7 +352,7 @@ def test_a_tiny_generative_run_beats_popularity_and_round_trips_its_checkpoint(p
         table,
         d.train,
         cfg,
-        GenTrainConfig(epochs=4, batch_size=128, lr=3e-3, beam=20, valid_users=150, patience=4),
+        GenTrainConfig(epochs=8, batch_size=128, lr=3e-3, beam=20, valid_users=150, patience=8),
         valid=d.valid,
         log=lambda m: None,
     )
@@ -383,17 +428,19 @@ def test_more_items_with_one_vector_than_the_codebook_holds_get_codes_a_retrieve
         PrefixTrie(table[:-1], 8)
 
 
-def test_a_checkpoint_saved_before_the_collision_range_was_sized_loads_with_the_codebook_range(tmp_path):
+def test_a_checkpoint_saved_before_the_collision_range_and_the_causal_encoder_loads_as_it_was(tmp_path):
     model = GenerativeRetriever(
         Seq2SeqConfig(codebook_size=4, history_len=2, d_model=8, heads=1, encoder_layers=1, decoder_layers=1, ffn=8)
     )
     path = save_generative(tmp_path, model, {"tokenizer": "t1", "train": {"beam": 4}})
     meta = json.loads((path / "config.json").read_text())
     del meta["model"]["collision_size"]  # the config.json of a checkpoint written before it existed
+    del meta["model"]["encoder"]  # and before the causal encoder
     (path / "config.json").write_text(json.dumps(meta))
     loaded, _ = load_generative(path)
-    # 4 levels x 4 codes + PAD, BOS, CLS: the layout every older checkpoint has
+    # 4 levels x 4 codes + PAD, BOS, CLS: the layout every older checkpoint has, and its encoder
     assert loaded.cfg.level_sizes == (4, 4, 4, 4) and loaded.tokens.num_embeddings == 19
+    assert loaded.cfg.encoder == "bidirectional"
 
 
 def test_a_catalog_item_without_a_code_is_named():

@@ -38,11 +38,11 @@ GenerativeConfig: type[dg.Config] = config_from(
         weight_decay="an optimiser constant the product keeps fixed",
         clip_norm="an optimiser constant the product keeps fixed",
         max_steps="tests and smoke runs",
-        recent_per_user="a benchmark's bound on an epoch; the graph trains on every positive",
         align_temperature="an ETEGRec constant the product keeps fixed",
     ),
     doc="The seq2seq retriever. Product defaults: d_model 64, 2+2 layers, FFN 256, no dropout, "
-    "history 20, beam 20, a work budget of 500k training rows with early stopping on valid "
+    "history 20, a causal encoder trained on windows, beam 20, a work budget of 1.5M training "
+    "rows with early stopping on valid "
     "NDCG@10 (wall-clock only when asked: max_minutes); `make demo` passes a small model and a "
     "few epochs (Makefile DEMO_CONFIG).",
 )

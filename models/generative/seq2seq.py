@@ -13,6 +13,12 @@ Encoder input, `item_tokens`:
 - "sum": one token per item, the sum of its 4 code embeddings plus its position: L + 1 tokens,
   16x less attention and 4x less feed-forward work for the same history; the default because
   it trains in a fraction of the time on CPU (benchmarks/bench_generative.py compares both).
+
+The encoder is causal by default (`encoder`): a position reads CLS and the items up to its own,
+as in SASRec, so one pass over a window of a user's positives serves every position's target
+(`forward_windows`, what training runs); serving decodes from the last position, which reads
+the whole history. "bidirectional" (every position reads every item) is what checkpoints from
+before the setting were trained with; it trains one encoder pass per row.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 from models.settings import setting
 
 ITEM_TOKENS = ("sum", "flat")
+ENCODERS = ("causal", "bidirectional")
 
 
 @dataclass
@@ -52,7 +59,17 @@ class Seq2SeqConfig:
         "sum of its code embeddings) or flat (TIGER: 4 tokens per item, 4x the sequence).",
     )
 
+    encoder: str = setting(
+        "causal",
+        "causal (a history position reads the items before it only, as in SASRec: training "
+        "encodes a window of a user's positives once and learns every position's next item from "
+        "it, models/generative/training.py) or bidirectional (every position reads the whole "
+        "history: each training row is encoded on its own; checkpoints from before this setting).",
+    )
+
     def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.item_tokens not in ITEM_TOKENS:
             raise ValueError(f"item_tokens must be one of {ITEM_TOKENS}, got {self.item_tokens!r}")
         if self.d_model % self.heads:
@@ -117,9 +134,18 @@ class GenerativeRetriever(nn.Module):
         """(..., 4) codes, -1 = padding item -> (..., 4) token ids."""
         return torch.where(codes >= 0, codes + self.offsets, torch.full_like(codes, self.cfg.pad))
 
+    def item_of_position(self) -> torch.Tensor:
+        """(S,) the history item each encoder position belongs to: 0 for CLS, 1..L for the items
+        (each item's 4 positions in "flat")."""
+        items = torch.arange(1, self.cfg.history_len + 1, device=self.offsets.device)
+        if self.cfg.item_tokens == "flat":
+            items = items.repeat_interleave(4)
+        return torch.cat([items.new_zeros(1), items])
+
     def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, 4) history codes (left-padded items are all -1) -> memory (B, S, D) and its
-        key padding mask (B, S), True = ignore."""
+        key padding mask (B, S), True = ignore. The causal encoder lets a position read CLS and
+        the items up to its own only."""
         B, L, four = hist.shape
         assert four == 4 and L == self.cfg.history_len, hist.shape
         pos = torch.arange(1, L + 1, device=hist.device)
@@ -136,7 +162,9 @@ class GenerativeRetriever(nn.Module):
         cls = (self.tokens.weight[self.cfg.cls] + self.item_pos.weight[0]).expand(B, 1, -1)  # (B, 1, D)
         x = torch.cat([cls, x], 1)  # (B, S, D)
         mask = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=hist.device), mask], 1)  # (B, S)
-        return self.transformer.encoder(x, src_key_padding_mask=mask), mask
+        item = self.item_of_position()
+        later = item[None, :] > item[:, None] if self.cfg.encoder == "causal" else None  # (S, S) True = hidden
+        return self.transformer.encoder(x, mask=later, src_key_padding_mask=mask), mask
 
     def decode(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """(M, t) code prefix (t in 0..3) -> (M, t + 1, D) decoder states; state i predicts code i."""
@@ -170,6 +198,37 @@ class GenerativeRetriever(nn.Module):
         """Teacher forcing: (B, L, 4) histories, (B, 4) target codes -> (B, 4, V) logits (V =
         the widest level; -inf past a level's own size)."""
         return self.forward_states(hist, target)[0]
+
+    def forward_windows(self, hist: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing over windows with the causal encoder: (B, L, 4) the codes of each
+        window's first L items, (B, L, 4) the codes of the item after each (all -1: not a target)
+        -> (M, 4, V) logits (-inf past a level's size) and (M, 4) codes of the M targets.
+
+        One encoder pass and one decoder pass a window: the decoder reads the L targets' 4 tokens
+        as one sequence in which a target's tokens see each other causally and no other target's,
+        and the memory up to the target's last history item, so each target gets what `decode`
+        gives a history ending at that item (the memory's keys and values computed once for all)."""
+        if self.cfg.encoder != "causal":
+            raise ValueError(
+                "forward_windows needs the causal encoder: a bidirectional one lets a position read its target"
+            )
+        memory, mask = self.encode(hist)  # (B, S, D), (B, S)
+        B, L, four = target.shape
+        assert four == 4 and L == self.cfg.history_len, target.shape
+        bos = torch.full((B, L, 1), self.cfg.bos, device=target.device)
+        toks = torch.cat([bos, target[..., :3].clamp_min(0) + self.offsets[:3]], -1).reshape(B, 4 * L)
+        y = self.tokens(toks) + self.dec_pos.weight.repeat(L, 1)[None]  # (B, 4L, D)
+        group = torch.arange(L, device=target.device).repeat_interleave(4)  # (4L,) the target a token decodes
+        level = torch.arange(4, device=target.device).repeat(L)  # (4L,)
+        hidden = (group[:, None] != group[None]) | (level[None] > level[:, None])  # (4L, 4L) True = hidden
+        unread = self.item_of_position()[None] > group[:, None] + 1  # (4L, S): CLS and items 0..j are read
+        h = self.transformer.decoder(y, memory, tgt_mask=hidden, memory_mask=unread, memory_key_padding_mask=mask)
+        w, j = torch.nonzero(target[..., 0] >= 0, as_tuple=True)  # (M,) window and position of each target
+        h = h.reshape(B, L, 4, -1)[w, j]  # (M, 4, D)
+        logits = torch.einsum("bld,lvd->blv", h, self.output_weights())  # (M, 4, V)
+        if self.no_code.any():
+            logits = logits.masked_fill(self.no_code, -torch.inf)
+        return logits, target[w, j]
 
     def forward_states(
         self, hist: torch.Tensor, target: torch.Tensor

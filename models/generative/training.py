@@ -2,7 +2,14 @@
 
 Training is teacher forcing on the train split's rows (every train positive with the user's
 previous L positives, left-truncated; padding items masked in the encoder), cross-entropy over
-each of the 4 codes, AdamW at a constant learning rate or one that
+each of the 4 codes. With the causal encoder (the default) a step draws windows, not rows: a
+user's positives L + 1 at a time (`TrainSet.windows(window_stride)`, the rows ending one; every
+row is a target once a pass, as before), encoded once, each position's next item a target
+decoded from the memory up to it (`GenerativeRetriever.forward_windows`): the encoder runs once
+for L targets instead of once each, and a step takes batch_size / window_stride windows, about
+batch_size targets. A target then reads the items of its window before it, not always L (as in
+SASRec). The bidirectional encoder and ETEGRec mode (its alignment losses read one state a row)
+train on rows, one encoder pass each. AdamW at a constant learning rate or one that
 decays over the work budget (`lr_schedule`), gradient clipping, early stopping on validation
 NDCG@10 from constrained beam search, seeded; the best weights are kept (those of a moving
 average of the weights by default, `ema_decay`). `mode="etegrec"` trains the RQ-VAE
@@ -55,17 +62,27 @@ class GenerativeDiverged(RuntimeError):
 
 @dataclass
 class GenTrainConfig:
-    batch_size: int = setting(256, "Training rows per step.")
+    batch_size: int = setting(256, "Training rows per step (the causal encoder's: batch_size / window_stride windows).")
+    window_stride: int = setting(
+        0,
+        "causal encoder: rows between training windows (0 = history_len: windows do not overlap, "
+        "and a target reads the window's items before it). A smaller stride overlaps them; a "
+        "window then trains only its last `stride` targets (all of them in a user's first "
+        "window), so every row is still a target once a pass, read from at least history_len - "
+        "stride items. 10 was level with 0 on MovieLens (3 seeds each, benchmarks/README.md) at 1.7x the CPU a step.",
+        ge=0,
+    )
     epochs: int = setting(
         30,
         "Passes over the training rows at most (the work budget's ceiling); early stopping on "
         "valid NDCG@10 usually ends sooner.",
     )
     max_examples: int = setting(
-        500_000,
+        1_500_000,
         "Work budget in training rows, raised to min_epochs passes and lowered to `epochs` passes "
-        "(0 = `epochs` passes): about 5 passes over MovieLens' 99k rows (a few CPU minutes), "
-        "one pass over 10M events' 2.6M. Counted in work: a loaded machine trains the same model.",
+        "(0 = `epochs` passes): about 15 passes over MovieLens' 99k rows (a few CPU minutes with "
+        "the causal encoder's windows), one pass over 10M events' 2.6M. Counted in work: a loaded "
+        "machine trains the same model.",
         ge=0,
     )
     min_epochs: float = setting(1.0, "Passes the work budget always allows, however large the data.", ge=0)
@@ -87,7 +104,11 @@ class GenTrainConfig:
         ge=0.0,
         lt=1.0,
     )
-    patience: int = setting(3, "Epochs without a better valid NDCG@10 before stopping.")
+    patience: int = setting(
+        5,
+        "Epochs without a better valid NDCG@10 before stopping (3 ended a MovieLens run at pass 8 "
+        "on a dip, where the averaged curves rise to pass 15).",
+    )
     beam: int = setting(
         20,
         "Beam width of validation, evaluation and serving (over-generated, then seen items are removed).",
@@ -101,7 +122,6 @@ class GenTrainConfig:
         ge=0,
     )
     max_steps: int | None = None  # tests and smoke runs
-    recent_per_user: int = 0  # train on each user's last R train positives only (0 = all): bounds an epoch
     mode: str = setting(
         "tiger",
         "tiger (the tokenizer stays as item_semantic_ids made it) or etegrec (ETEGRec: "
@@ -274,14 +294,16 @@ def train_generative(
     opt = torch.optim.AdamW(rec_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     codes = torch.as_tensor(table)
     trie = PrefixTrie(table[:-1], model_cfg.level_sizes)
-    rows_all = (
-        torch.nonzero(train_set.from_end < cfg.recent_per_user).flatten()
-        if cfg.recent_per_user
-        else torch.arange(len(train_set))
-    )
-    n = len(rows_all)
+    # the causal encoder trains on windows (a user's positives, L + 1 at a time, read once for
+    # every target in them); etegrec's alignment losses read one state per row, so it trains on rows
+    windowed = model_cfg.encoder == "causal" and joint is None
+    L = model_cfg.history_len
+    n = len(train_set)  # training rows: each is one target a pass, in a window or alone
     if n == 0:
         raise ValueError("no training rows: the train split is empty")
+    stride = min(cfg.window_stride or L, L)
+    units = train_set.windows(stride) if windowed else torch.arange(n)  # what a step draws
+    per_step = math.ceil(cfg.batch_size / stride) if windowed else cfg.batch_size
     if valid is not None and len(valid):
         valid = valid.sample(*cfg.valid_sample)
         log(f"early stopping on validation NDCG@10 (beam {cfg.beam}) over {len(valid):,} users, {len(trie):,} items")
@@ -293,14 +315,16 @@ def train_generative(
     judged = averaged.module if averaged is not None else model
     t0, c0 = time.perf_counter(), time.process_time()
     clock = WallClock(cfg.max_minutes)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(units) / per_step)
     budget = examples_budget(n, epochs=cfg.epochs, max_examples=cfg.max_examples, min_epochs=cfg.min_epochs)
     budget_rule = "max_epochs" if budget == cfg.epochs * n else "max_examples"
     log(f"work budget: {budget:,} training rows ({budget / n:.3g} passes over {n:,}; {budget_rule})")
     examples = 0
     epochs_planned = math.ceil(budget / n)
     rec_steps_total = sum(  # the retriever's steps in the budget (not the tokenizer epochs'): the schedule's length
-        math.ceil(min(n, budget - e * n) / cfg.batch_size)
+        math.ceil(min(n, budget - e * n) / n * steps_per_epoch)
+        if windowed
+        else math.ceil(min(n, budget - e * n) / per_step)
         for e in range(epochs_planned)
         if joint is None or (e + 1) % cfg.cycle
     )
@@ -313,18 +337,29 @@ def train_generative(
         if joint is not None:
             tok.train(tok_epoch)
             tok.requires_grad_(tok_epoch)
-        perm = rows_all[torch.randperm(n, generator=gen)]
+        perm = units[torch.randperm(len(units), generator=gen)]
         sums, te = defaultdict(float), time.perf_counter()
         what = "tokenizer epoch" if tok_epoch else "generative epoch"
         progress = Progress(f"{what} {epoch}", steps_per_epoch, "steps", log)
-        for s in range(0, n, cfg.batch_size):
-            rows = perm[s : s + cfg.batch_size]
-            hist = _hist_codes(codes, train_set.history[rows])  # (B, L, 4)
-            target_pos = train_set.target[rows]  # (B,)
-            target = codes[target_pos]  # (B, 4)
-            with torch.no_grad() if tok_epoch else nullcontext():
-                logits, seq_state, first_state = model.forward_states(hist, target)  # (B, 4, V), (B, D), (B, D)
+        for s in range(0, len(units), per_step):
+            rows = perm[s : s + per_step]
+            if windowed:  # (b, L + 1) a window's items: each of the last L is the target of those before it
+                items = torch.cat([train_set.history[rows], train_set.target[rows, None]], 1)
+                # the targets no earlier window trained: the last `stride`, or all in a user's first window
+                first = (items[:, L - stride] < 0)[:, None]  # (b, 1) no window ends `stride` rows before
+                fresh = (torch.arange(1, L + 1) > L - stride)[None] | first  # (b, L)
+                target = _hist_codes(codes, torch.where(fresh, items[:, 1:], -1))  # (b, L, 4), -1 where no target
+                logits, target = model.forward_windows(_hist_codes(codes, items[:, :-1]), target)  # (M, 4, V), (M, 4)
                 ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+                seen = len(target)
+            else:
+                hist = _hist_codes(codes, train_set.history[rows])  # (B, L, 4)
+                target_pos = train_set.target[rows]  # (B,)
+                target = codes[target_pos]  # (B, 4)
+                with torch.no_grad() if tok_epoch else nullcontext():
+                    logits, seq_state, first_state = model.forward_states(hist, target)  # (B, 4, V), (B, D), (B, D)
+                    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+                seen = len(rows)
             loss, parts = ce, {"loss": ce}
             if joint is not None:
                 u = distinct_rows(target_pos)
@@ -353,7 +388,7 @@ def train_generative(
                 sums[k] += v.item()
             sums["batches"] += 1
             result.steps += 1
-            examples += len(rows)
+            examples += seen
             progress.update()
             if cfg.max_steps and result.steps >= cfg.max_steps:
                 result.stopped_by = "max_steps"
@@ -497,6 +532,7 @@ def promoted_generative_version(root: Path) -> str | None:
 def load_generative(path: Path) -> tuple[GenerativeRetriever, dict]:
     """(model in eval mode, config.json) from a checkpoint folder; weights only, never pickle."""
     meta = json.loads((path / "config.json").read_text())
+    meta["model"].setdefault("encoder", "bidirectional")  # saved before the causal encoder
     model = GenerativeRetriever(Seq2SeqConfig(**meta["model"]))
     model.load_state_dict(torch.load(path / "model.pt", weights_only=True)["model"])
     model.eval()
