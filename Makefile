@@ -48,9 +48,9 @@ WORKERS ?=
 # in models/ranking/ and models/generative/, which the Dagster configs are derived from) for the
 # demo's time budget: 100 candidates, 2 ranker epochs (its best on the demo data is the first),
 # 500 validation users; a 32-wide 1+1-layer
-# generative retriever, 2 epochs, 300 users per split decoded.
+# generative retriever, 4 epochs (its causal windows make an epoch cheap), 300 users per split decoded.
 RANKING_DEMO := "ranking_candidates": {"config": {"n_candidates": 100}}, "ranked_recommendations": {"config": {"n_candidates": 100}}, "ranking_model": {"config": {"epochs": 2, "valid_users": 500}}
-GENERATIVE_DEMO := "generative_retriever": {"config": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn": 64, "history_len": 10, "epochs": 2, "valid_users": 200}}, "generative_evaluation": {"config": {"eval_users": 300}}
+GENERATIVE_DEMO := "generative_retriever": {"config": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn": 64, "history_len": 10, "epochs": 4, "valid_users": 200}}, "generative_evaluation": {"config": {"eval_users": 300}}
 COMMA := ,
 # The two-tower 64 wide, the width of catalogs over 100k items (models/retrieval/towers.py
 # width_for), not the 128 the demo's 2,000 items would get: 128 made an epoch 2.1x as long on the
