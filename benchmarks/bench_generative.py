@@ -211,7 +211,7 @@ def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
     not depend on the codes). CPU time, not wall time: a loaded machine inflates it far less."""
     from models.generative.semantic_ids import assign_collision_tokens
     from models.generative.seq2seq import GenerativeRetriever
-    from models.generative.training import _hist_codes
+    from models.generative.training import _hist_codes, window_batch
 
     batch, by_history = GenTrainConfig().batch_size, {}
     print(f"{'configuration':<46} {'CPU ms/step':>11} {'CPU min/epoch':>13} {'decode CPU ms/user':>18}")
@@ -238,10 +238,7 @@ def profile(workdir: Path, steps: int = 6, users: int = 100) -> None:
             rows = perm[s * per_step : (s + 1) * per_step]
             c0 = time.process_time()
             if windowed:
-                items = torch.cat([data.train.history[rows], data.train.target[rows, None]], 1)
-                logits, target = model.forward_windows(
-                    _hist_codes(table, items[:, :-1]), _hist_codes(table, items[:, 1:])
-                )
+                logits, target = model.forward_windows(*window_batch(data.train, table, rows, L))
             else:
                 target = table[data.train.target[rows]]  # (B, 4)
                 logits = model(_hist_codes(table, data.train.history[rows]), target)  # (B, 4, V)

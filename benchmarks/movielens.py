@@ -98,17 +98,12 @@ def parse_overrides(pairs: list[str], flag: str) -> dict:
 
 
 def by_config(overrides: dict, *configs: type) -> tuple[dict, ...]:
-    """{field: value} -> one dict per config dataclass, of the fields it has (the first that
-    has a field takes it); a field none of them has raises ValueError naming it."""
+    """{field: value} -> one dict per config dataclass, of the fields it has; a field none of
+    them has raises ValueError naming it."""
     names = [{f.name for f in dataclasses.fields(c)} for c in configs]
     if unknown := set(overrides) - set().union(*names):
         raise ValueError(f"not a field of {' or '.join(c.__name__ for c in configs)}: {sorted(unknown)}")
-    taken: set = set()
-    out = []
-    for have in names:
-        out.append({k: v for k, v in overrides.items() if k in have and k not in taken})
-        taken |= have
-    return tuple(out)
+    return tuple({k: v for k, v in overrides.items() if k in have} for have in names)
 
 
 def models_version(code: tuple[str, ...] = TWO_TOWER_CODE) -> str | None:

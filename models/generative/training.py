@@ -180,6 +180,21 @@ def _hist_codes(table: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     return table[torch.where(history < 0, torch.full_like(history, len(table) - 1), history)]
 
 
+def window_batch(
+    train_set: TrainSet, codes: torch.Tensor, rows: torch.Tensor, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows ending at `rows` (`TrainSet.windows(stride)`: each row's history and target
+    are a window's L + 1 items) -> (b, L, 4) the codes of each window's first L items and (b, L, 4)
+    the codes of the item after each that the window trains, -1 where it trains none: the last
+    `stride`, or all of them in a user's first window (those no earlier window trained), so every
+    row is a target once a pass. What `GenerativeRetriever.forward_windows` takes."""
+    L = train_set.history.shape[1]
+    items = torch.cat([train_set.history[rows], train_set.target[rows, None]], 1)  # (b, L + 1)
+    first = (items[:, L - stride] < 0)[:, None]  # (b, 1) no window ends `stride` rows before
+    fresh = (torch.arange(1, L + 1) > L - stride)[None] | first  # (b, L)
+    return _hist_codes(codes, items[:, :-1]), _hist_codes(codes, torch.where(fresh, items[:, 1:], -1))
+
+
 def _metrics(ranks: np.ndarray, ks) -> dict[str, float]:
     """ranks: 1-based, np.inf for a target outside the beam."""
     out = {"users": float(len(ranks)), "mrr@beam": float(np.mean(np.where(np.isfinite(ranks), 1.0 / ranks, 0.0)))}
@@ -343,13 +358,10 @@ def train_generative(
         progress = Progress(f"{what} {epoch}", steps_per_epoch, "steps", log)
         for s in range(0, len(units), per_step):
             rows = perm[s : s + per_step]
-            if windowed:  # (b, L + 1) a window's items: each of the last L is the target of those before it
-                items = torch.cat([train_set.history[rows], train_set.target[rows, None]], 1)
-                # the targets no earlier window trained: the last `stride`, or all in a user's first window
-                first = (items[:, L - stride] < 0)[:, None]  # (b, 1) no window ends `stride` rows before
-                fresh = (torch.arange(1, L + 1) > L - stride)[None] | first  # (b, L)
-                target = _hist_codes(codes, torch.where(fresh, items[:, 1:], -1))  # (b, L, 4), -1 where no target
-                logits, target = model.forward_windows(_hist_codes(codes, items[:, :-1]), target)  # (M, 4, V), (M, 4)
+            if windowed:
+                logits, target = model.forward_windows(
+                    *window_batch(train_set, codes, rows, stride)
+                )  # (M, 4, V), (M, 4)
                 ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
                 seen = len(target)
             else:
