@@ -588,9 +588,10 @@ def two_tower_refit_row(
     return out
 
 
-def family_params(row: str) -> dict:
+def family_params(row: str, generative_set: dict | None = None) -> dict:
     """The library defaults a ranker or generative row trains with (its cache key, beside the
-    two-tower's and the code's): a changed default retrains it."""
+    two-tower's and the code's): a changed default retrains it. `generative_set` (--generative-set,
+    an ablation) is the generative row's Seq2SeqConfig / GenTrainConfig fields that differ."""
     if row == "ranker":
         ranker = {f.name: f.default for f in dataclasses.fields(RankerConfig) if f.default is not dataclasses.MISSING}
         return {
@@ -598,10 +599,11 @@ def family_params(row: str) -> dict:
             "ranker": ranker,
             "train": dataclasses.asdict(RankerTrainConfig()),
         }
+    model_kw, train_kw = by_config(generative_set or {}, Seq2SeqConfig, GenTrainConfig)
     return {
         "tokenizer": dataclasses.asdict(TokenizerConfig()),
-        "model": dataclasses.asdict(Seq2SeqConfig()),
-        "train": dataclasses.asdict(GenTrainConfig()),
+        "model": dataclasses.asdict(Seq2SeqConfig(**model_kw)),
+        "train": dataclasses.asdict(GenTrainConfig(**train_kw)),
     }
 
 
@@ -657,15 +659,19 @@ def ranker_row(workdir: Path, proto: Protocol, data: Datasets, retriever, seed: 
     return out
 
 
-def generative_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, retriever, seed: int) -> dict:
+def generative_row(
+    con, proto: Protocol, data_by_tower: dict, tower: TowerConfig, retriever, seed: int, overrides: dict | None = None
+) -> dict:
     """The product's default generative retriever (TokenizerConfig, Seq2SeqConfig, GenTrainConfig;
     bench_generative.fit_generative) over `retriever`'s item vectors, trained on the protocol's train
     rows and early-stopped on its valid split; its beam (seen items removed) scored as a full
-    ranking: the beam's items in order, every other item -inf (a target outside it is a miss)."""
+    ranking: the beam's items in order, every other item -inf (a target outside it is a miss).
+    `overrides` (--generative-set) changes Seq2SeqConfig / GenTrainConfig fields by name."""
     from benchmarks.bench_generative import fit_generative
     from models.generative.training import evaluate_generative, generate_unseen
 
-    gtower = dataclasses.replace(tower, history_len=Seq2SeqConfig().history_len)
+    model_kw, train_kw = by_config(overrides or {}, Seq2SeqConfig, GenTrainConfig)
+    gtower = dataclasses.replace(tower, history_len=Seq2SeqConfig(**model_kw).history_len)
     data = data_for(con, data_by_tower, gtower, proto)
     train_set = protocol_train_set(con, proto, data, gtower)
     valid, test = splits_for(proto, data, gtower)
@@ -678,8 +684,8 @@ def generative_row(con, proto: Protocol, data_by_tower: dict, tower: TowerConfig
         TokenizerConfig().kind,
         seed,
         lambda m: print(f"#   {proto.name} generative: {m}", flush=True),
-        {},
-        {"valid_users": GenTrainConfig().valid_users},  # the product's validation sample
+        model_kw,
+        {"valid_users": GenTrainConfig().valid_users, **train_kw},  # the product's validation sample
     )
     model = res.model.eval()
     N = len(data.catalog)
@@ -777,10 +783,20 @@ def main(argv=None) -> int:
         help="an ablation: a TowerConfig / TrainConfig field of every two-tower row (and the ranker and "
         "generative rows over it), e.g. --two-tower-set temperature=0.07",
     )
+    ap.add_argument(
+        "--generative-set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="an ablation: a Seq2SeqConfig / GenTrainConfig field of the generative row (cached apart "
+        "from the defaults' rows), e.g. --generative-set window_stride=5",
+    )
     args = ap.parse_args(argv)
     try:  # refused here, before the warehouse loads
         two_tower_set = parse_overrides(args.two_tower_set, "--two-tower-set")
         by_config(two_tower_set, TowerConfig, TrainConfig)
+        generative_set = parse_overrides(args.generative_set, "--generative-set")
+        by_config(generative_set, Seq2SeqConfig, GenTrainConfig)
     except ValueError as e:
         ap.error(str(e))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -1015,14 +1031,14 @@ def main(argv=None) -> int:
                 runs = []
                 for s in seeds:
                     _, tt_params, _ = two_tower_seed(p, s, None, False, peek=True)
-                    params = {"two_tower": tt_params, **family_params(row), "code": version_row}
+                    params = {"two_tower": tt_params, **family_params(row, generative_set), "code": version_row}
                     hit = cache.get(p.name, row, params, s) if version_row else None
                     if hit is None and not args.cached_only:
                         tt_hit, _, retriever = two_tower_seed(p, s, None, True)
                         if row == "ranker":
                             hit = ranker_row(workdir, p, data, retriever, s)
                         else:
-                            hit = generative_row(cons[p.name], p, data_by_tower, tower, retriever, s)
+                            hit = generative_row(cons[p.name], p, data_by_tower, tower, retriever, s, generative_set)
                         hit["test_two_tower"] = tt_hit["test"]  # the same users' vectors of the two-tower it reads
                         if version_row:
                             cache.put(hit, p.name, row, params, s)
@@ -1064,7 +1080,11 @@ def main(argv=None) -> int:
                         f"{TokenizerConfig().kind} codes of the same seed's two-tower + seq2seq; "
                         f"that two-tower {tt}; best epochs {[r['info']['best_epoch'] for r in runs]}"
                     )
-                    name = "generative (defaults)"
+                    name = "generative " + (
+                        f"({', '.join(f'{k}={v}' for k, v in generative_set.items())})"
+                        if generative_set
+                        else "(defaults)"
+                    )
                 results.append((p.name, name, False, runs, note))
             else:
                 raise SystemExit(

@@ -280,6 +280,10 @@ def test_a_causal_window_predicts_each_position_from_the_items_before_it_only():
             assert torch.allclose(
                 model.forward_windows(items[:, :-1], some)[0].reshape(3, 2, 4, -1), window[:, 4:], atol=1e-6
             )
+            some[0, 2:4] = items[0, 3:5]  # one window marks from position 2: the others' 4 and 5 still line up
+            marked, _ = model.forward_windows(items[:, :-1], some)
+            assert torch.allclose(marked[:4].reshape(4, 4, -1), window[0, 2:], atol=1e-6)
+            assert torch.allclose(marked[4:].reshape(2, 2, 4, -1), window[1:, 4:], atol=1e-6)
         # targets 0..2 (window items 1..3) are read from items 0..2 only: unchanged
         assert torch.allclose(window[:, :3], moved[:, :3], atol=1e-6) and not torch.allclose(window[:, 3], moved[:, 3])
     with pytest.raises(ValueError, match="causal encoder"):

@@ -123,3 +123,15 @@ def test_benchmark_overrides_are_read_one_way_and_refuse_what_no_config_has():
         parse_overrides(["lr=cosine"], "--set")
     with pytest.raises(ValueError, match=r"not a field of Seq2SeqConfig or GenTrainConfig: \['nope'\]"):
         by_config({"nope": 1}, Seq2SeqConfig, GenTrainConfig)
+
+
+def test_a_generative_ablation_is_refused_at_parsing_and_cached_apart_from_the_defaults(capsys):
+    from benchmarks.bench_quality_movielens import family_params, main
+
+    with pytest.raises(SystemExit):  # before any warehouse is built
+        main(["--generative-set", "nope=1"])
+    assert "not a field of Seq2SeqConfig or GenTrainConfig: ['nope']" in capsys.readouterr().err
+    assert family_params("generative", {}) == family_params("generative")  # the defaults' cache keys hold
+    ablation = family_params("generative", {"window_stride": 5, "decoder_layers": 1})
+    assert ablation["train"]["window_stride"] == 5 and ablation["model"]["decoder_layers"] == 1
+    assert ablation != family_params("generative")

@@ -204,8 +204,8 @@ class GenerativeRetriever(nn.Module):
         window's first L items, (B, L, 4) the codes of the item after each (all -1: not a target)
         -> (M, 4, V) logits (-inf past a level's size) and (M, 4) codes of the M targets.
 
-        One encoder pass and one decoder pass a window: the decoder reads the L targets' 4 tokens
-        as one sequence in which a target's tokens see each other causally and no other target's,
+        One encoder pass and one decoder pass a window: the decoder reads the targets' 4 tokens
+        (from the first position any window marks) as one sequence in which a target's tokens see each other causally and no other target's,
         and the memory up to the target's last history item, so each target gets what `decode`
         gives a history ending at that item (the memory's keys and values computed once for all)."""
         if self.cfg.encoder != "causal":
@@ -215,16 +215,21 @@ class GenerativeRetriever(nn.Module):
         memory, mask = self.encode(hist)  # (B, S, D), (B, S)
         B, L, four = target.shape
         assert four == 4 and L == self.cfg.history_len, target.shape
-        bos = torch.full((B, L, 1), self.cfg.bos, device=target.device)
-        toks = torch.cat([bos, target[..., :3].clamp_min(0) + self.offsets[:3]], -1).reshape(B, 4 * L)
-        y = self.tokens(toks) + self.dec_pos.weight.repeat(L, 1)[None]  # (B, 4L, D)
-        group = torch.arange(L, device=target.device).repeat_interleave(4)  # (4L,) the target a token decodes
-        level = torch.arange(4, device=target.device).repeat(L)  # (4L,)
-        hidden = (group[:, None] != group[None]) | (level[None] > level[:, None])  # (4L, 4L) True = hidden
-        unread = self.item_of_position()[None] > group[:, None] + 1  # (4L, S): CLS and items 0..j are read
+        marked = target[..., 0] >= 0  # (B, L)
+        w, j = torch.nonzero(marked, as_tuple=True)  # (M,) window and position of each target
+        # decode from the first position any window marks: overlapping windows mark only their
+        # last `stride`, so the decoder's work follows the targets, not the window
+        j0 = int(j.min()) if len(j) else 0
+        T = L - j0  # positions decoded
+        bos = torch.full((B, T, 1), self.cfg.bos, device=target.device)
+        toks = torch.cat([bos, target[:, j0:, :3].clamp_min(0) + self.offsets[:3]], -1).reshape(B, 4 * T)
+        y = self.tokens(toks) + self.dec_pos.weight.repeat(T, 1)[None]  # (B, 4T, D)
+        group = torch.arange(j0, L, device=target.device).repeat_interleave(4)  # (4T,) the target a token decodes
+        level = torch.arange(4, device=target.device).repeat(T)  # (4T,)
+        hidden = (group[:, None] != group[None]) | (level[None] > level[:, None])  # (4T, 4T) True = hidden
+        unread = self.item_of_position()[None] > group[:, None] + 1  # (4T, S): CLS and items 0..j are read
         h = self.transformer.decoder(y, memory, tgt_mask=hidden, memory_mask=unread, memory_key_padding_mask=mask)
-        w, j = torch.nonzero(target[..., 0] >= 0, as_tuple=True)  # (M,) window and position of each target
-        h = h.reshape(B, L, 4, -1)[w, j]  # (M, 4, D)
+        h = h.reshape(B, T, 4, -1)[w, j - j0]  # (M, 4, D)
         logits = torch.einsum("bld,lvd->blv", h, self.output_weights())  # (M, 4, V)
         if self.no_code.any():
             logits = logits.masked_fill(self.no_code, -torch.inf)

@@ -184,14 +184,14 @@ def window_batch(
     train_set: TrainSet, codes: torch.Tensor, rows: torch.Tensor, stride: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The windows ending at `rows` (`TrainSet.windows(stride)`: each row's history and target
-    are a window's L + 1 items) -> (b, L, 4) the codes of each window's first L items and (b, L, 4)
-    the codes of the item after each that the window trains, -1 where it trains none: the last
-    `stride`, or all of them in a user's first window (those no earlier window trained), so every
-    row is a target once a pass. What `GenerativeRetriever.forward_windows` takes."""
+    are a window's L + 1 items, left-padded) -> (b, L, 4) the codes of each window's first L items
+    and (b, L, 4) the codes of the item after each that the window trains, -1 where it trains none:
+    its last `stride`, the rows no earlier window trained, so every row is a target once a pass (a
+    user's first window holds at most `stride` rows, so its padding covers the rest). What
+    `GenerativeRetriever.forward_windows` takes."""
     L = train_set.history.shape[1]
     items = torch.cat([train_set.history[rows], train_set.target[rows, None]], 1)  # (b, L + 1)
-    first = (items[:, L - stride] < 0)[:, None]  # (b, 1) no window ends `stride` rows before
-    fresh = (torch.arange(1, L + 1) > L - stride)[None] | first  # (b, L)
+    fresh = torch.arange(1, L + 1) > L - stride  # (L,)
     return _hist_codes(codes, items[:, :-1]), _hist_codes(codes, torch.where(fresh, items[:, 1:], -1))
 
 
