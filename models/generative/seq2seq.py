@@ -40,8 +40,8 @@ class Seq2SeqConfig:
     collision_size: int = 0  # C: the collision token's range (the tokenizer's); 0 = K, as saved before it was sized
     history_len: int = setting(
         20,
-        "Last positives the encoder reads; every train row runs the encoder over them, so an "
-        "epoch costs in proportion (50 took 2x the CPU of 20 a step on MovieLens).",
+        "Last positives the encoder reads; a training window holds history_len + 1 of them, so "
+        "a step costs more with it (50 took 1.9x the CPU of 20 a step on MovieLens).",
     )
     d_model: int = setting(64, "Transformer width (TIGER's 128 with 4+4 layers took 5.3x the CPU a step on MovieLens).")
     heads: int = setting(4, "Attention heads.")
@@ -205,9 +205,10 @@ class GenerativeRetriever(nn.Module):
         -> (M, 4, V) logits (-inf past a level's size) and (M, 4) codes of the M targets.
 
         One encoder pass and one decoder pass a window: the decoder reads the targets' 4 tokens
-        (from the first position any window marks) as one sequence in which a target's tokens see each other causally and no other target's,
-        and the memory up to the target's last history item, so each target gets what `decode`
-        gives a history ending at that item (the memory's keys and values computed once for all)."""
+        (from the first position any window marks) as one sequence in which a target's tokens see
+        each other causally and no other target's, and the memory up to the target's last history
+        item, so each target gets what `decode` gives a history ending at that item (the memory's
+        keys and values computed once for all)."""
         if self.cfg.encoder != "causal":
             raise ValueError(
                 "forward_windows needs the causal encoder: a bidirectional one lets a position read its target"

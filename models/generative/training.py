@@ -6,11 +6,12 @@ each of the 4 codes. With the causal encoder (the default) a step draws windows,
 user's positives L + 1 at a time (`TrainSet.windows(window_stride)`, the rows ending one; every
 row is a target once a pass, as before), encoded once, each position's next item a target
 decoded from the memory up to it (`GenerativeRetriever.forward_windows`): the encoder runs once
-for L targets instead of once each, and a step takes batch_size / window_stride windows, about
-batch_size targets. A target then reads the items of its window before it, not always L (as in
-SASRec). The bidirectional encoder and ETEGRec mode (its alignment losses read one state a row)
-train on rows, one encoder pass each. AdamW at a constant learning rate or one that
-decays over the work budget (`lr_schedule`), gradient clipping, early stopping on validation
+for `window_stride` targets instead of once each, and a step takes batch_size / window_stride
+windows, about batch_size targets. A window trains its last `window_stride` positions only, so a
+target reads at least L - window_stride + 1 items (as serving reads L) where windows that did not
+overlap gave it 0 to L - 1 (as in SASRec). The bidirectional encoder and ETEGRec mode (its
+alignment losses read one state a row) train on rows, one encoder pass each. AdamW at a constant
+learning rate or one that decays over the work budget (`lr_schedule`), gradient clipping, early stopping on validation
 NDCG@10 from constrained beam search, seeded; the best weights are kept (those of a moving
 average of the weights by default, `ema_decay`). `mode="etegrec"` trains the RQ-VAE
 tokenizer in alternation with the retriever, tied by two alignment losses
@@ -69,8 +70,8 @@ class GenTrainConfig:
         "targets only, so every row is a target once a pass, read from at least history_len - "
         "stride + 1 items (fewer only for a user's first items), close to what serving reads; 0 "
         "= history_len (windows do not overlap: a target reads the 0..L-1 window items before "
-        "it). On MovieLens 5 lifted valid NDCG@10 on every seed over 0 (0.0675 against 0.0561, "
-        "3 seeds; test 0.0518 against 0.0470) at 1.33x the CPU a step (benchmarks/README.md).",
+        "it). On MovieLens 5 lifted valid NDCG@10 on every seed over 0 (0.0676 against 0.0561, "
+        "3 seeds; test 0.0518 against 0.0470) at 1.2-1.4x the CPU a step (benchmarks/README.md).",
         ge=0,
     )
     epochs: int = setting(
