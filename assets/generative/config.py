@@ -41,8 +41,8 @@ GenerativeConfig: type[dg.Config] = config_from(
         align_temperature="an ETEGRec constant the product keeps fixed",
     ),
     doc="The seq2seq retriever. Product defaults: d_model 64, 2+2 layers, FFN 256, no dropout, "
-    "history 20, a causal encoder trained on windows, beam 20, a work budget of 1.5M training "
-    "rows with early stopping on valid "
+    "history 20, a causal encoder trained on windows every 5 rows, beam 20, a work budget of "
+    "1.5M training rows with early stopping on valid "
     "NDCG@10 (wall-clock only when asked: max_minutes); `make demo` passes a small model and a "
     "few epochs (Makefile DEMO_CONFIG).",
 )
