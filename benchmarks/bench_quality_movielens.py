@@ -588,6 +588,11 @@ def two_tower_refit_row(
     return out
 
 
+def settings_label(overrides: dict) -> str:
+    """How a row names its ablation (--two-tower-set, --generative-set) in the table."""
+    return f"({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "(defaults)"
+
+
 def family_params(row: str, generative_set: dict | None = None) -> dict:
     """The library defaults a ranker or generative row trains with (its cache key, beside the
     two-tower's and the code's): a changed default retrains it. `generative_set` (--generative-set,
@@ -1014,12 +1019,7 @@ def main(argv=None) -> int:
                 results.append(
                     (
                         p.name,
-                        f"two-tower {enc_name} "
-                        + (
-                            f"({', '.join(f'{k}={v}' for k, v in two_tower_set.items())})"
-                            if two_tower_set
-                            else "(defaults)"
-                        ),
+                        f"two-tower {enc_name} {settings_label(two_tower_set)}",
                         False,
                         runs,
                         f"best epochs {[r['info']['best_epoch'] for r in runs]}",
@@ -1080,11 +1080,7 @@ def main(argv=None) -> int:
                         f"{TokenizerConfig().kind} codes of the same seed's two-tower + seq2seq; "
                         f"that two-tower {tt}; best epochs {[r['info']['best_epoch'] for r in runs]}"
                     )
-                    name = "generative " + (
-                        f"({', '.join(f'{k}={v}' for k, v in generative_set.items())})"
-                        if generative_set
-                        else "(defaults)"
-                    )
+                    name = f"generative {settings_label(generative_set)}"
                 results.append((p.name, name, False, runs, note))
             else:
                 raise SystemExit(
