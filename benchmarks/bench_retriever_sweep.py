@@ -93,13 +93,8 @@ CONFIGS = {
 }
 
 
-def split(overrides: dict) -> tuple[dict, dict]:
-    """Overrides -> (TowerConfig fields, TrainConfig fields); an unknown name raises ValueError."""
-    return by_config(overrides, TowerConfig, TrainConfig)
-
-
 def run(workdir: Path, name: str, seed: int, cache: dict) -> dict:
-    tower_kw, train_kw = split(CONFIGS[name])
+    tower_kw, train_kw = by_config(CONFIGS[name], TowerConfig, TrainConfig)
     history = tower_kw.pop("history_len", TowerConfig.history_len)
     if history not in cache:
         cache[history] = build_data(workdir, history)
@@ -169,7 +164,9 @@ def cost(sizes: list[int], steps: int, full_up_to: int, configs: list[str]) -> N
             if name == "full" and n > full_up_to:
                 print(f"{n:>10,} {config:>16} {name:>8} {'(skipped: above --cost-full-up-to)':>20}")
                 continue
-            tower_kw, train_kw = split({k: v for k, v in CONFIGS[config].items() if k != "full_catalog_items"})
+            tower_kw, train_kw = by_config(
+                {k: v for k, v in CONFIGS[config].items() if k != "full_catalog_items"}, TowerConfig, TrainConfig
+            )
             tower = tower_config_for(WarehouseShape(n, users, 20, 5_000), **tower_kw)  # sized as the graph sizes it
             cfg = TrainConfig(**{**train_kw, "full_catalog_items": threshold})
             model = TwoTower(tower)

@@ -194,6 +194,14 @@ class GenerativeRetriever(nn.Module):
             ]
         )
 
+    def code_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(M, 4, D) decoder states, state i predicting code i -> (M, 4, V) logits over each
+        level's codes (tied output embedding; -inf past a level's own size)."""
+        logits = torch.einsum("bld,lvd->blv", h, self.output_weights())
+        if self.no_code.any():  # C != K: the narrower levels' extra columns are no codes
+            logits = logits.masked_fill(self.no_code, -torch.inf)
+        return logits
+
     def forward(self, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: (B, L, 4) histories, (B, 4) target codes -> (B, 4, V) logits (V =
         the widest level; -inf past a level's own size)."""
@@ -231,10 +239,7 @@ class GenerativeRetriever(nn.Module):
         unread = self.item_of_position()[None] > group[:, None] + 1  # (4T, S): CLS and items 0..j are read
         h = self.transformer.decoder(y, memory, tgt_mask=hidden, memory_mask=unread, memory_key_padding_mask=mask)
         h = h.reshape(B, T, 4, -1)[w, j - j0]  # (M, 4, D)
-        logits = torch.einsum("bld,lvd->blv", h, self.output_weights())  # (M, 4, V)
-        if self.no_code.any():
-            logits = logits.masked_fill(self.no_code, -torch.inf)
-        return logits, target[w, j]
+        return self.code_logits(h), target[w, j]
 
     def forward_states(
         self, hist: torch.Tensor, target: torch.Tensor
@@ -244,9 +249,7 @@ class GenerativeRetriever(nn.Module):
         included), and (B, D) the decoder's first state (the one that predicts c1)."""
         memory, mask = self.encode(hist)
         h = self.decode(target[:, :3], memory, mask)  # (B, 4, D)
-        logits = torch.einsum("bld,lvd->blv", h, self.output_weights())  # (B, 4, V)
-        if self.no_code.any():  # C != K: the narrower levels' extra columns are no codes
-            logits = logits.masked_fill(self.no_code, -torch.inf)
+        logits = self.code_logits(h)  # (B, 4, V)
         keep = (~mask).unsqueeze(-1).to(memory.dtype)  # (B, S, 1)
         seq = (memory * keep).sum(1) / keep.sum(1)  # (B, D)
         return logits, seq, h[:, 0]  # (B, 4, V), (B, D), (B, D)

@@ -364,16 +364,15 @@ def train_generative(
                 logits, target = model.forward_windows(
                     *window_batch(train_set, codes, rows, stride)
                 )  # (M, 4, V), (M, 4)
-                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-                seen = len(target)
             else:
                 hist = _hist_codes(codes, train_set.history[rows])  # (B, L, 4)
                 target_pos = train_set.target[rows]  # (B,)
                 target = codes[target_pos]  # (B, 4)
                 with torch.no_grad() if tok_epoch else nullcontext():
                     logits, seq_state, first_state = model.forward_states(hist, target)  # (B, 4, V), (B, D), (B, D)
-                    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-                seen = len(rows)
+            # the targets' 4 codes each (a tokenizer epoch's logits carry no gradient)
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            seen = len(target)
             loss, parts = ce, {"loss": ce}
             if joint is not None:
                 u = distinct_rows(target_pos)
