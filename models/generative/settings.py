@@ -5,10 +5,10 @@ once; the Dagster configs (assets/generative/config.py) are derived from them.
 
 Product defaults: residual k-means codes (3 x 256, no training; TIGER's RQ-VAE is `kind: rqvae`,
 at most 200 epochs under a budget of 2M item vectors) and beam 20, a retriever sized for the
-graph's budget (d_model 64, 2+2 layers, FFN 256, no dropout, weight decay 0.1, history 20, a causal encoder
-trained on windows of a user's positives) trained under a work
-budget (GenTrainConfig.max_examples) with early stopping; `make demo` passes a smaller run
-(Makefile GENERATIVE_DEMO)."""
+graph's budget (d_model 64, 2+2 layers, FFN 256, no dropout, weight decay 0.1, history 20, a
+causal encoder trained on windows of a user's positives) trained under a work budget
+(GenTrainConfig.max_examples) with early stopping; `make demo` passes a smaller run (Makefile
+GENERATIVE_DEMO)."""
 
 from __future__ import annotations
 
